@@ -1,0 +1,199 @@
+"""The ``privmed`` command line (also ``python -m privmed``).
+
+Every user error is a :class:`PrivmedError`: printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from privmed.errors import PrivmedError
+
+#: CLI option -> (config section, key). Options left unset do not override the YAML file.
+OPTION_KEYS: dict[str, tuple[str, str]] = {
+    "data": ("data", "path"),
+    "label_column": ("data", "label_columns"),
+    "positive_class": ("data", "positive_class"),
+    "image_size": ("data", "image_size"),
+    "spatial_dims": ("data", "spatial_dims"),
+    "model": ("model", "name"),
+    "epsilon": ("privacy", "epsilon"),
+    "delta": ("privacy", "delta"),
+    "noise_multiplier": ("privacy", "noise_multiplier"),
+    "clip_norm": ("privacy", "clip_norm"),
+    "accountant": ("privacy", "accountant"),
+    "epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "physical_batch_size": ("training", "physical_batch_size"),
+    "lr": ("training", "lr"),
+    "optimizer": ("training", "optimizer"),
+    "seed": ("training", "seed"),
+    "augment": ("training", "augment"),
+    "device": ("training", "device"),
+    "bootstrap": ("training", "bootstrap_resamples"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    warnings.filterwarnings("ignore", module="opacus")
+    warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+    try:
+        return args.handler(args) or 0
+    except PrivmedError as err:
+        print(f"privmed: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("privmed: interrupted; continue with the same command plus --resume.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privmed", description="Privacy-preserving medical-image AI.")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train a classifier, privately (--epsilon) or not")
+    train.add_argument("--config", help="YAML file with any of the options below (unknown keys are an error)")
+    train.add_argument("--out", help="run directory (default runs/latest)")
+    train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
+    train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
+    train.add_argument("--positive-class", help="name of the positive class (default malignant)")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--spatial-dims", type=int, choices=(2, 3))
+    train.add_argument("--model", help="model name (see `privmed models`)")
+    train.add_argument("--epsilon", type=float, help="target epsilon over the whole run; omit or inf = non-private")
+    train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
+    train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
+    train.add_argument("--clip-norm", type=float, help="per-sample gradient clipping norm (default 1.0)")
+    train.add_argument("--accountant", choices=("prv", "rdp"))
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, help="logical (expected, Poisson) batch size")
+    train.add_argument("--physical-batch-size", type=int, help="largest batch computed at once (memory only)")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--optimizer", choices=("sgd", "adam"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--augment", type=_bool, metavar="{true,false}")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default 1000)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.set_defaults(handler=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
+    ev.add_argument("run", help="run directory")
+    ev.add_argument("--data", help="data set (default: the run's own data)")
+    ev.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
+    ev.add_argument("--label-column", nargs="+")
+    ev.add_argument("--positive-class")
+    ev.add_argument("--bootstrap", type=int, default=1000)
+    ev.set_defaults(handler=_cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="paired bootstrap test of two runs on the same data")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--data", help="data set (default: run A's data)")
+    cmp_.add_argument("--split", default="test")
+    cmp_.add_argument("--label-column", nargs="+")
+    cmp_.add_argument("--positive-class")
+    cmp_.add_argument("--bootstrap", type=int, default=1000)
+    cmp_.set_defaults(handler=_cmd_compare)
+
+    ph = sub.add_parser("phantom", help="write the built-in phantom data set and/or an image grid PNG")
+    ph.add_argument("--grid", default="phantom_grid.png", help="PNG of samples per class")
+    ph.add_argument("--dataset", help="also write the data set (images + metadata.csv) to this folder")
+    ph.add_argument("--n", type=int, default=2000)
+    ph.add_argument("--image-size", type=int, default=64)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.set_defaults(handler=_cmd_phantom)
+
+    models = sub.add_parser("models", help="list the models")
+    models.set_defaults(handler=_cmd_models)
+    return parser
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "yes", "no", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "yes", "1")
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested config overrides from the options actually given."""
+    overrides: dict[str, Any] = {}
+    for option, (section, key) in OPTION_KEYS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if getattr(args, "out", None):
+        overrides["out"] = args.out
+    return overrides
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from privmed.config import config_from_dict, load_yaml, merge
+    from privmed.reporting import print_run_summary
+    from privmed.training.trainer import train
+
+    base = load_yaml(args.config) if args.config else {}
+    config = config_from_dict(merge(base, cli_overrides(args)))
+    out = train(config, resume=args.resume)
+    print_run_summary(out)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from privmed.evaluation.external import evaluate_run
+    from privmed.reporting import print_metrics_table
+
+    result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
+                                 positive_class=args.positive_class, n_resamples=args.bootstrap)
+    print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
+    print(f"written to {where}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from privmed.evaluation.external import compare_runs
+    from privmed.reporting import print_comparison
+
+    result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
+                          label_columns=args.label_column, positive_class=args.positive_class,
+                          n_resamples=args.bootstrap)
+    print_comparison(result)
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from privmed.data.phantom import PhantomSpec, generate_phantom, write_image_grid, write_phantom_dataset
+
+    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed)
+    images, table = generate_phantom(spec)
+    grid = write_image_grid(images, table["label"].to_numpy(), args.grid,
+                            title=f"privmed phantom, {args.image_size}px, seed {args.seed}")
+    print(f"image grid written to {grid}")
+    if args.dataset:
+        manifest = write_phantom_dataset(args.dataset, spec)
+        print(f"data set written to {manifest.parent} (manifest {manifest.name})")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from privmed.models import MODELS
+
+    for name, info in MODELS.items():
+        dims = "/".join(f"{d}D" for d in info.spatial_dims)
+        print(f"{name:16s} {dims:6s} grad mode {info.grad_sample_mode:10s} {info.description}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

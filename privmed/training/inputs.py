@@ -1,0 +1,80 @@
+"""What the trainable part of a model sees: images, or precomputed frozen features.
+
+Models with a frozen, data-independent front end (the scattering models expose
+``model.features`` and ``model.head``) are trained on features computed once:
+the front end has no parameters and does not depend on data, so this is exact
+and costs no privacy. Only ``model.head`` goes through Opacus.
+
+A head may start with a :class:`FeatureCenter` layer. Its centre (the mean
+feature vector of the training set) makes the linear problem well conditioned
+for DP-SGD, but it is a statistic of private data, so it is released through
+the Gaussian mechanism and accounted as its own stage (``feature_centering``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from privmed.privacy.accounting import Mechanism
+
+
+class FeatureCenter(nn.Module):
+    """Subtracts a fixed centre vector (a buffer, set once before training)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.register_buffer("center", torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) - self.center
+
+
+def is_feature_model(model: nn.Module) -> bool:
+    """True for models with a frozen ``features`` front end and a trainable ``head``."""
+    return isinstance(getattr(model, "features", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module)
+
+
+def trainable_part(model: nn.Module) -> nn.Module:
+    """The module DP-SGD trains and checkpoints store: ``model.head`` or the whole model."""
+    return model.head if is_feature_model(model) else model
+
+
+@torch.no_grad()
+def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 256, device: str = "cpu") -> torch.Tensor:
+    """Inputs of :func:`trainable_part`: frozen features for feature models, else the images."""
+    if not is_feature_model(model):
+        return images
+    model.features.to(device).eval()
+    parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
+    return torch.cat(parts) if parts else images.new_zeros((0,))
+
+
+def find_center(head: nn.Module) -> FeatureCenter | None:
+    """The head's :class:`FeatureCenter`, if it has one."""
+    return next((m for m in head.modules() if isinstance(m, FeatureCenter)), None)
+
+
+@torch.no_grad()
+def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplier: float | None,
+               generator: torch.Generator) -> Mechanism | None:
+    """Set the centre to the training-feature mean; privately when ``noise_multiplier`` is given.
+
+    Private release: each sample's flattened feature vector is clipped to norm
+    ``sqrt(D)`` (the norm per-sample-normalised features already have), the sum gets
+    Gaussian noise of std ``noise_multiplier * sqrt(D)``, and is divided by N (the
+    sample count is treated as public, as Opacus does). Returns the accounted mechanism.
+    """
+    flat = features.flatten(1).double()
+    n, d = flat.shape
+    if noise_multiplier is None:
+        center.center.copy_(flat.mean(0).float())
+        return None
+    bound = math.sqrt(d)
+    norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    clipped = flat * (bound / norms).clamp(max=1.0)
+    noise = torch.randn(d, generator=generator, dtype=torch.float64) * noise_multiplier * bound
+    center.center.copy_(((clipped.sum(0) + noise) / n).float())
+    return Mechanism("feature_centering", noise_multiplier, 1.0, 1)
