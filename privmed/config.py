@@ -98,6 +98,8 @@ class PrivacyConfig:
         _require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
                  "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
         _require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
+        _require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
+                 "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
         _require(self.accountant in ("prv", "rdp"), "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
         _require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
                  self.center_noise_multiplier, "must be > 0")

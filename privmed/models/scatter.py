@@ -7,10 +7,10 @@ trainable parameters: its filters are buffers and do not depend on data, so it
 costs no privacy and its output can be computed once per image. Each model is
 split accordingly:
 
-* ``model.features``: scattering -> (B, C*K, H/2^J, W/2^J) -> GroupNorm with
-  ``affine=False`` (a per-sample normalisation; never normalise scattering
-  features with dataset statistics, which would leak the private data)
-  [-> adaptive average pooling to 4x4 for the linear head]. No parameters.
+* ``model.features``: scattering -> (B, C*K, H/2^J, W/2^J) [-> 4x4 average pool
+  -> log, for the linear head] -> GroupNorm with ``affine=False`` (a per-sample
+  normalisation; never normalise scattering features with dataset statistics,
+  which would leak the private data). No parameters.
 * ``model.head``: the trainable part, the only one Opacus needs to see
   (``make_private(module=model.head, ...)`` on precomputed features).
 
@@ -76,6 +76,8 @@ class ScatterFeatures(nn.Module):
         L: int = 8,
         norm: str = "group",
         pool_size: int | None = None,
+        log_scale: bool = False,
+        norm_groups: int | None = None,
     ) -> None:
         super().__init__()
         if J is None:
@@ -89,21 +91,20 @@ class ScatterFeatures(nn.Module):
         # per-sample normalisation; "batch" leaves the features raw (the batch-norm lives
         # in the trainable head, see build_scatter_*).
         if norm == "group":
-            self.norm = nn.GroupNorm(
-                num_groups_for(self.out_channels, max_groups=self.out_channels, min_channels_per_group=8),
-                self.out_channels,
-                affine=False,
-            )
+            groups = norm_groups or num_groups_for(self.out_channels, max_groups=self.out_channels,
+                                                   min_channels_per_group=8)
+            self.norm = nn.GroupNorm(groups, self.out_channels, affine=False)
         else:
             self.norm = nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(pool_size) if pool_size else nn.Identity()
+        self.log = LogScale() if log_scale else nn.Identity()
         for p in self.parameters():  # there are none; keep it that way if kymatio changes
             p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.scattering(x.contiguous())  # (B, C, K, H/2^J, W/2^J)
         z = z.flatten(1, 2)
-        return self.pool(self.norm(z))
+        return self.norm(self.log(self.pool(z)))
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -111,8 +112,41 @@ class ScatterFeatures(nn.Module):
         return (self.out_channels, self.spatial_size, self.spatial_size)
 
 
+class FeatureCenter(nn.Module):
+    """Flattens and subtracts a fixed centre vector (a buffer, set once before training).
+
+    The centre is the training-feature mean; since that is a statistic of the private
+    data, the trainer releases it with the Gaussian mechanism and accounts for it
+    (:func:`privmed.training.inputs.set_center`).
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.register_buffer("center", torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) - self.center
+
+
+class LogScale(nn.Module):
+    """``log(|x| + eps)``: scattering coefficients are heavy-tailed; their log is near Gaussian."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x.abs() + self.eps)
+
+
 class ScatterNet(nn.Module):
-    """``head(features(x))``: frozen scattering features, trainable head."""
+    """``head(features(x))``: frozen scattering features, trainable head.
+
+    ``frozen_front_end`` tells the trainer to compute ``features`` once and to train
+    (and put through Opacus) only ``head``.
+    """
+
+    frozen_front_end = True
 
     def __init__(self, features: ScatterFeatures, head: nn.Module) -> None:
         super().__init__()
@@ -144,17 +178,24 @@ def build_scatter_linear(
     L: int = 8,
     pool_size: int = 4,
 ) -> ScatterNet:
-    """ScatterNet + linear: scattering -> GroupNorm(affine=False) -> 4x4 avg pool -> linear.
+    """ScatterNet + linear: scattering -> 4x4 avg pool -> log -> per-sample standardisation
+    (GroupNorm with one group, no affine) -> centring -> linear.
 
-    ``norm="batch"`` (non-private only) replaces the per-sample GroupNorm by a BatchNorm
-    at the start of the head.
+    The log and the per-sample standardisation make every feature vector norm sqrt(D) and
+    its coordinates roughly Gaussian, which is what a linear model trained with clipped,
+    noisy gradients needs; the centre (training mean) is released privately by the trainer.
+    ``norm="batch"`` (non-private only) replaces standardisation and centring by a BatchNorm.
     """
     _check_dims(spatial_dims)
     _check_norm(norm)
-    features = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size)
+    features = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size, log_scale=True,
+                               norm_groups=1)
     c, h, w = features.output_shape
-    layers: list[nn.Module] = [nn.BatchNorm2d(c)] if norm == "batch" else []
-    layers += [nn.Flatten(1), nn.Linear(c * h * w, num_outputs)]
+    if norm == "batch":
+        layers: list[nn.Module] = [nn.BatchNorm2d(c), nn.Flatten(1)]
+    else:
+        layers = [FeatureCenter(c * h * w)]
+    layers.append(nn.Linear(c * h * w, num_outputs))
     return ScatterNet(features, nn.Sequential(*layers))
 
 

@@ -18,23 +18,19 @@ import math
 import torch
 from torch import nn
 
+from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
 
-
-class FeatureCenter(nn.Module):
-    """Subtracts a fixed centre vector (a buffer, set once before training)."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.register_buffer("center", torch.zeros(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) - self.center
+__all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "trainable_part"]
 
 
 def is_feature_model(model: nn.Module) -> bool:
-    """True for models with a frozen ``features`` front end and a trainable ``head``."""
-    return isinstance(getattr(model, "features", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module)
+    """True for models that declare a frozen ``features`` front end and a trainable ``head``.
+
+    Declared, not guessed: a CNN may well name its layers ``features`` and ``head``
+    and still be trained end to end.
+    """
+    return bool(getattr(model, "frozen_front_end", False))
 
 
 def trainable_part(model: nn.Module) -> nn.Module:

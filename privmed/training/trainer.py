@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
         start_epoch, best, history = _restore(checkpoint, net, optimizer, engine)
         rundir.append_log(out, f"resumed after epoch {start_epoch} with {_spent_steps(engine)} DP-SGD steps spent")
 
-    expected_batch = max(1, round(plan.sample_rate * len(train_data)))
+    expected_batch = max(1, int(plan.sample_rate * len(train_data)))  # as Opacus's DPOptimizer
     bar = tqdm(range(start_epoch, config.training.epochs), desc="training", unit="epoch",
                initial=start_epoch, total=config.training.epochs)
     for epoch in bar:
@@ -253,13 +254,18 @@ def _make_private(net, optimizer, loader, plan: PrivacyPlan, config: RunConfig):
     mode = grad_sample_mode_for(config.model.name)
     wrapped = engine.make_private(module=net, optimizer=optimizer, data_loader=loader,
                                   criterion=nn.BCEWithLogitsLoss(), noise_multiplier=plan.noise_multiplier,
-                                  max_grad_norm=config.privacy.clip_norm, poisson_sampling=True,
+                                  max_grad_norm=_finite(config.privacy.clip_norm), poisson_sampling=True,
                                   grad_sample_mode=mode)
     if mode == "ghost":
         net_dp, dp_optimizer, criterion, dp_loader = wrapped
     else:
         (net_dp, dp_optimizer, dp_loader), criterion = wrapped, nn.BCEWithLogitsLoss()
     return engine, net_dp, dp_optimizer, criterion, dp_loader
+
+
+def _finite(clip_norm: float) -> float:
+    """Opacus computes noise std as multiplier x clip; 0 x inf is NaN, 0 x float max is 0 (no clipping)."""
+    return clip_norm if math.isfinite(clip_norm) else sys.float_info.max
 
 
 def _probe_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: str) -> None:
@@ -291,11 +297,12 @@ def _epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, co
             xc, yc = xc.to(device), yc.to(device)
             if augment:
                 xc = augment_batch(xc)
-            loss = criterion(net(xc), yc) / expected_batch
+            # mean over labels, sum over samples, divided by the expected batch: what Opacus computes
+            loss = criterion(net(xc), yc) / (expected_batch * yc.shape[1])
             loss.backward()
             total, count = total + loss.item() * expected_batch, count + len(xc)
         optimizer.step()
-    return total / max(count, 1) / yb.shape[1] if count else float("nan")
+    return total / count if count else float("nan")
 
 
 def _epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augment: bool, device: str) -> float:

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny data sets written to disk, and the path of ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
+warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
+
+SHARED_DATA = Path(os.environ.get("PRIVMED_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+CBIS = SHARED_DATA / "cbis-ddsm-masses"
+
+
+def requires_cbis():
+    return pytest.mark.skipif(not (CBIS / "metadata.csv").is_file(),
+                              reason=f"CBIS-DDSM mass patches not found at {CBIS} (set PRIVMED_SHARED_DATA)")
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A small phantom data set on disk: images/<split>/<class>/*.png + metadata.csv, 32 px."""
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom_dataset(root, PhantomSpec(n_samples=240, image_size=32, seed=3))
+    return root

@@ -1,0 +1,82 @@
+"""The command line as a user runs it: train, evaluate, compare; errors as one line, nothing half-written."""
+
+import json
+
+import pytest
+import torch
+
+from privmed import rundir
+from privmed.cli import main
+
+FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "1", "--batch-size", "32",
+        "--bootstrap", "100", "--augment", "false"]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code, err, pattern, out_dir=None):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("privmed: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert pattern in lines[0], lines[0]
+    if out_dir is not None:
+        assert not out_dir.exists(), "a failed run must not leave a run directory behind"
+
+
+def test_train_evaluate_compare(phantom_root, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, out, _ = run_cli(capsys, "train", "--data", phantom_root, "--out", a, "--epsilon", 4, *FAST)
+    assert code == 0 and "epsilon=" in out and "auroc=" in out
+    code, out, _ = run_cli(capsys, "train", "--data", phantom_root, "--out", b, *FAST)
+    assert code == 0 and "NOT PRIVATE" in out
+    code, out, _ = run_cli(capsys, "evaluate", a, "--data", phantom_root, "--split", "test", "--bootstrap", 100)
+    assert code == 0 and "auroc=" in out
+    written = json.loads((a / "evaluations" / phantom_root.name / "test" / rundir.METRICS).read_text())
+    run_metrics = json.loads((a / rundir.METRICS).read_text())
+    # same data, same split, same thresholds: the external evaluation reproduces the run's own test AUROC
+    assert written["splits"]["test"]["auroc"]["value"] == pytest.approx(run_metrics["splits"]["test"]["auroc"]["value"],
+                                                                        abs=1e-6)
+    code, out, _ = run_cli(capsys, "compare", a, b, "--data", phantom_root, "--bootstrap", 100)
+    assert code == 0 and "p=" in out
+
+
+def test_yaml_config_and_unknown_keys(phantom_root, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"data: {{path: {phantom_root}, image_size: 32}}\ntraining: {{epochs: 1, bogus: 3}}\n")
+    code, _, err = run_cli(capsys, "train", "--config", cfg, "--out", tmp_path / "y")
+    assert_clean_error(code, err, "unknown training key(s) ['bogus']", tmp_path / "y")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--delta", "0.5"], "not below 1/N"),
+    (["--epsilon", "0"], "must be > 0"),
+    (["--epsilon", "-1"], "must be > 0"),
+    (["--epsilon", "0.001", "--epochs", "50"], "cannot be reached"),
+    (["--data", "/definitely/not/here"], "does not exist"),
+])
+def test_bad_options_fail_cleanly(phantom_root, tmp_path, capsys, args, pattern):
+    out = tmp_path / "bad"
+    base = ["train", "--data", phantom_root, "--out", out, *FAST]
+    code, _, err = run_cli(capsys, *base, *(["--epsilon", "1"] if "--epsilon" not in args and "--delta" in args else []),
+                           *args)
+    assert_clean_error(code, err, pattern, out)
+
+
+def test_batch_that_does_not_fit_in_memory(phantom_root, tmp_path, capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(torch.Tensor, "backward", out_of_memory)
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "oom", *FAST,
+                           "--physical-batch-size", "64")
+    assert_clean_error(code, err, "--physical-batch-size, e.g. 16", tmp_path / "oom")
+
+
+def test_resume_with_nothing_to_resume(phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "none", *FAST, "--resume")
+    assert_clean_error(code, err, "holds no checkpoint")

@@ -1,0 +1,170 @@
+"""Data sources: every format, and every bad input with one clear message."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import CBIS, requires_cbis
+from privmed.config import DataConfig
+from privmed.data.images import read_image
+from privmed.data.sources import load_dataset
+from privmed.errors import PrivmedError
+
+
+def write_png(path, value=128, size=20):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((size, size), value, dtype=np.uint8)
+    arr[: size // 2] = 255 - value
+    Image.fromarray(arr).save(path)
+
+
+def class_tree(root, splits=("train", "val", "test"), n=4):
+    for split in splits:
+        for cls in ("benign", "malignant"):
+            for i in range(n):
+                write_png(root / split / cls / f"{cls}_{i}.png", value=40 if cls == "benign" else 200)
+    return root
+
+
+def test_class_folder_tree_with_splits(tmp_path):
+    ds = load_dataset(DataConfig(path=str(class_tree(tmp_path / "d")), image_size=16))
+    assert ds.images.shape == (24, 16, 16)
+    assert ds.label_names == ("malignant",)
+    assert set(ds.table["split"]) == {"train", "val", "test"}
+    assert ds.table.loc[ds.table["sample_id"].str.contains("malignant"), "malignant"].eq(1).all()
+
+
+def test_class_folder_tree_without_splits_is_split_at_random(tmp_path):
+    root = class_tree(tmp_path / "d", splits=(), n=0)
+    for cls in ("benign", "malignant"):
+        for i in range(20):
+            write_png(root / cls / f"{i}.png")
+    ds = load_dataset(DataConfig(path=str(root), image_size=16))
+    assert set(ds.table["split"]) == {"train", "val", "test"}
+
+
+def test_manifest_with_attributes_and_patients(phantom_root):
+    ds = load_dataset(DataConfig(path=str(phantom_root), image_size=32))
+    assert "breast_density" in ds.attribute_columns and "age" in ds.attribute_columns
+    assert "patient_id" not in ds.attribute_columns and "label" not in ds.attribute_columns
+    assert ds.patient_ids is not None
+
+
+def test_multilabel_manifest(tmp_path):
+    rows = []
+    for i in range(30):
+        split = ["train", "val", "test"][i % 3]
+        write_png(tmp_path / f"img{i}.png", value=i * 7)
+        rows.append({"path": f"img{i}.png", "split": split, "effusion": i % 2, "edema": (i // 3) % 2, "sex": "F"})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    ds = load_dataset(DataConfig(path=str(tmp_path / "manifest.csv"), label_columns=("effusion", "edema"),
+                                 image_size=16))
+    assert ds.label_names == ("effusion", "edema")
+    assert ds.labels.shape == (30, 2)
+    assert ds.attribute_columns == ("sex",)
+
+
+def test_medmnist_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 20), ("val", 10), ("test", 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(tmp_path / "toy.npz", **arrays)
+    ds = load_dataset(DataConfig(path=str(tmp_path / "toy.npz"), image_size=32))
+    assert ds.images.shape == (40, 32, 32) and ds.images.max() <= 1.0
+    assert ds.patient_ids is None
+
+
+def test_dicom_and_nifti_readers(tmp_path):
+    import nibabel as nib
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    dcm = FileDataset(str(tmp_path / "a.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    pixels = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    dcm.Rows, dcm.Columns = pixels.shape
+    dcm.BitsAllocated, dcm.BitsStored, dcm.HighBit = 16, 16, 15
+    dcm.SamplesPerPixel, dcm.PixelRepresentation, dcm.PhotometricInterpretation = 1, 0, "MONOCHROME2"
+    dcm.PixelData = pixels.tobytes()
+    dcm.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    img = read_image(tmp_path / "a.dcm", size=32)
+    assert img.shape == (32, 32) and img.min() == pytest.approx(0, abs=0.02) and img.max() == pytest.approx(1, abs=0.02)
+
+    vol = np.random.default_rng(0).random((20, 24, 16)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "v.nii.gz")
+    out = read_image(tmp_path / "v.nii.gz", size=16, spatial_dims=3)
+    assert out.shape == (16, 16, 16)
+    with pytest.raises(PrivmedError, match="3 dimensions"):
+        read_image(tmp_path / "v.nii.gz", size=16, spatial_dims=2)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(PrivmedError, match="does not exist"):
+        load_dataset(DataConfig(path=str(tmp_path / "nope")))
+
+
+def test_empty_class_folder(tmp_path):
+    root = class_tree(tmp_path / "d")
+    shutil.rmtree(root / "val" / "benign")
+    (root / "val" / "benign").mkdir()
+    with pytest.raises(PrivmedError, match="contains no images"):
+        load_dataset(DataConfig(path=str(root), image_size=16))
+
+
+def test_corrupt_image(tmp_path):
+    root = class_tree(tmp_path / "d")
+    (root / "train" / "benign" / "benign_0.png").write_bytes(b"not a png at all")
+    with pytest.raises(PrivmedError, match=r"cannot read image .*benign_0.png"):
+        load_dataset(DataConfig(path=str(root), image_size=16))
+
+
+def test_manifest_without_label_column(phantom_root, tmp_path):
+    table = pd.read_csv(phantom_root / "metadata.csv").drop(columns=["label"])
+    table.to_csv(phantom_root / "no_label.csv", index=False)
+    with pytest.raises(PrivmedError, match="has no column 'label'.*--label-column"):
+        load_dataset(DataConfig(path=str(phantom_root / "no_label.csv")))
+
+
+def test_non_binary_label(phantom_root):
+    table = pd.read_csv(phantom_root / "metadata.csv")
+    table["label"] = np.arange(len(table)) % 3
+    table.to_csv(phantom_root / "three.csv", index=False)
+    with pytest.raises(PrivmedError, match="binary task needs"):
+        load_dataset(DataConfig(path=str(phantom_root / "three.csv")))
+
+
+def test_split_with_one_class(phantom_root):
+    table = pd.read_csv(phantom_root / "metadata.csv")
+    table.loc[table["split"] == "val", "label"] = 0
+    table.to_csv(phantom_root / "oneclass.csv", index=False)
+    with pytest.raises(PrivmedError, match="split 'val' contains only class"):
+        load_dataset(DataConfig(path=str(phantom_root / "oneclass.csv")))
+
+
+def test_patient_in_two_splits(phantom_root):
+    table = pd.read_csv(phantom_root / "metadata.csv")
+    victim = table.loc[table["split"] == "test", "patient_id"].iloc[0]
+    table.loc[table.index[table["split"] == "train"][0], "patient_id"] = victim
+    table.to_csv(phantom_root / "overlap.csv", index=False)
+    with pytest.raises(PrivmedError, match=f"patients appear in more than one split: {victim}"):
+        load_dataset(DataConfig(path=str(phantom_root / "overlap.csv")))
+
+
+@requires_cbis()
+def test_cbis_manifest_is_patient_disjoint_and_binary():
+    ds = load_dataset(DataConfig(path=str(CBIS), image_size=32))
+    assert len(ds) == 1698 and ds.label_names == ("malignant",)
+    counts = ds.table.groupby("split")["malignant"].sum().to_dict()
+    assert counts == {"train": 525, "val": 102, "test": 157}
+    assert {"breast_density", "view", "subtlety", "laterality"} <= set(ds.attribute_columns)

@@ -1,0 +1,98 @@
+"""Training: DP-SGD mechanics against plain training, accounting, resume, run directory."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from opacus.accountants import PRVAccountant
+
+from privmed import rundir
+from privmed.config import config_from_dict
+from privmed.errors import PrivmedError
+from privmed.models import build_model
+from privmed.training.trainer import train
+
+
+def tiny_config(root, out, **privacy):
+    return config_from_dict({
+        "out": str(out),
+        "data": {"path": str(root), "image_size": 32},
+        "model": {"name": "resnet9_small"},
+        "privacy": privacy,
+        "training": {"epochs": 2, "batch_size": 32, "physical_batch_size": 16, "lr": 0.05, "augment": False,
+                     "bootstrap_resamples": 100, "seed": 1},
+    })
+
+
+def final_weights(out):
+    state = torch.load(out / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"]
+    return {k: v for k, v in state.items()}
+
+
+def test_dp_with_zero_noise_and_infinite_clip_equals_plain_training(phantom_root, tmp_path):
+    plain = train(tiny_config(phantom_root, tmp_path / "plain"))
+    dp = train(tiny_config(phantom_root, tmp_path / "dp", noise_multiplier=0.0, clip_norm=math.inf))
+    a, b = final_weights(plain), final_weights(dp)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    # and clipping does change it: the test can fail
+    clipped = train(tiny_config(phantom_root, tmp_path / "clip", noise_multiplier=0.0, clip_norm=1e-3))
+    c = final_weights(clipped)
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-5) for k in a)
+
+
+def test_privacy_json_matches_an_independent_accountant(phantom_root, tmp_path):
+    out = train(tiny_config(phantom_root, tmp_path / "eps", epsilon=3.0))
+    privacy = json.loads((out / rundir.PRIVACY).read_text())
+    n_train = int((pd.read_csv(phantom_root / "metadata.csv")["split"] == "train").sum())
+    assert privacy["private"] is True
+    assert privacy["delta"] == pytest.approx(1 / (10 * n_train))
+    assert privacy["sample_rate"] == pytest.approx(1 / math.ceil(n_train / 32))
+    assert privacy["steps"] == 2 * math.ceil(n_train / 32)
+    acc = PRVAccountant()
+    acc.history = [(privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"])]
+    assert privacy["epsilon"] == pytest.approx(acc.get_epsilon(delta=privacy["delta"]))
+    assert privacy["epsilon"] <= 3.0
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "train.log", "history.csv"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / rundir.METRICS).read_text())
+    test_auroc = metrics["splits"]["test"]["auroc"]
+    assert test_auroc["ci_low"] <= test_auroc["value"] <= test_auroc["ci_high"]
+    preds = pd.read_csv(out / rundir.PREDICTIONS)
+    assert {"sample_id", "label", "score", "split", "breast_density", "age"} <= set(preds.columns)
+
+
+def test_interrupted_run_resumes_without_recounting_steps(phantom_root, tmp_path):
+    full = train(tiny_config(phantom_root, tmp_path / "full", epsilon=3.0))
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    config = tiny_config(phantom_root, tmp_path / "cut", epsilon=3.0)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch_end=interrupt)
+    assert not (tmp_path / "cut" / rundir.PRIVACY).exists()
+    resumed = train(config, resume=True)
+    p_full = json.loads((full / rundir.PRIVACY).read_text())
+    p_res = json.loads((resumed / rundir.PRIVACY).read_text())
+    assert p_res["steps"] == p_full["steps"]
+    assert p_res["epsilon"] == pytest.approx(p_full["epsilon"])
+    a, b = final_weights(full), final_weights(resumed)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_resume_errors(phantom_root, tmp_path):
+    config = tiny_config(phantom_root, tmp_path / "r", epsilon=3.0)
+    with pytest.raises(PrivmedError, match="holds no checkpoint"):
+        train(config, resume=True)
+    train(config)
+    with pytest.raises(PrivmedError, match="already holds a run"):
+        train(config)
+    changed = tiny_config(phantom_root, tmp_path / "r", epsilon=4.0)
+    with pytest.raises(PrivmedError, match=r"configuration changed \(privacy.epsilon: 3.0 -> 4.0\)"):
+        train(changed, resume=True)
