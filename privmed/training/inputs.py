@@ -39,7 +39,7 @@ def trainable_part(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 256, device: str = "cpu") -> torch.Tensor:
+def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
     """Inputs of :func:`trainable_part`: frozen features for feature models, else the images."""
     if not is_feature_model(model):
         return images

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from privmed import rundir
 from privmed.config import RunConfig, config_from_dict, save_config
-from privmed.data.sources import Dataset, load_dataset
+from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.errors import BATCH_TOO_LARGE, OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, PrivmedError
 from privmed.models import build_model, grad_sample_mode_for
@@ -75,8 +75,8 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
                         num_outputs=len(data.label_names), image_size=config.data.image_size,
                         norm=config.model.norm)
-    x_train = model_inputs(model, _images(train_data), device=device)
-    x_val = model_inputs(model, _images(val_data), device=device)
+    inputs = {split: model_inputs(model, _images(data.split(split)), device=device) for split in SPLITS}
+    x_train, x_val = inputs["train"], inputs["val"]
     y_train, y_val = torch.from_numpy(train_data.labels), torch.from_numpy(val_data.labels)
     net = trainable_part(model).to(device)
 
@@ -139,7 +139,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
         f"The checkpoint (epoch {best['epoch']} of {config.training.epochs}) was selected by AUROC on the private "
         f"validation split ({len(val_data)} samples), and decision thresholds were chosen on it (Youden); "
         f"these choices are not covered by the epsilon above.")
-    _write_results(out, model, data, config, ledger, best, device)
+    _write_results(out, net, inputs, data, config, ledger, best, device)
     rundir.append_log(out, ledger.summary())
     return out
 
@@ -369,9 +369,9 @@ def _restore(checkpoint: dict, net, optimizer, engine) -> tuple[int, dict, list]
     return checkpoint["epoch"], checkpoint["best"], checkpoint["history"]
 
 
-def _write_results(out: Path, model, data: Dataset, config: RunConfig, ledger: PrivacyLedger, best: dict,
-                   device: str) -> None:
-    scores = {split: predict(model, _images(data.split(split)), device=device) for split in ("train", "val", "test")}
+def _write_results(out: Path, net: nn.Module, inputs: dict[str, torch.Tensor], data: Dataset, config: RunConfig,
+                   ledger: PrivacyLedger, best: dict, device: str) -> None:
+    scores = {split: predict(net, x, device=device) for split, x in inputs.items()}
     frame = predictions_frame(data, scores)
     metrics = evaluate_predictions(data, scores, threshold_split="val",
                                    n_resamples=config.training.bootstrap_resamples, seed=config.training.seed)

@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install, then train a non-private and a private (epsilon=1) model on the built-in data
+#   make test   install, then run the test suite (what .ci/run calls)
+# Installs into ./.venv. TORCH is the CPU wheel these machines carry on disk; with a GPU,
+# bring your own build:  make demo TORCH=torch   (or any CUDA wheel spec)
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	rm -rf runs/demo-nonprivate runs/demo-eps1
+	$(BIN)/privmed train --out runs/demo-nonprivate
+	$(BIN)/privmed train --epsilon 1 --out runs/demo-eps1
+	$(BIN)/privmed compare runs/demo-eps1 runs/demo-nonprivate
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
