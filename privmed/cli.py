@@ -115,6 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0)
     ph.set_defaults(handler=_cmd_phantom)
 
+    au = sub.add_parser("audit", help="membership-inference audit of a trained run, beside its claimed epsilon")
+    au.add_argument("run", help="run directory")
+    au.add_argument("--data", help="the data the run was trained on (default: the run's own)")
+    au.add_argument("--shadows", type=int, default=8, help="shadow models for LiRA (0: loss attack only)")
+    au.add_argument("--canaries", type=int, default=0,
+                    help="mislabeled canaries; half go into a retrained target, the audit scores them only")
+    au.add_argument("--canary-kind", default="crafted", choices=("crafted", "mislabeled"),
+                    help="crafted: noise images with random labels; mislabeled: test images with flipped labels")
+    au.add_argument("--workers", type=int, default=1, help="processes training shadow models")
+    au.add_argument("--shadow-dir", help="folder shared by audits of runs with the same recipe (reuses shadows)")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--bootstrap", type=int, default=1000)
+    au.set_defaults(handler=_cmd_audit)
+
     models = sub.add_parser("models", help="list the models")
     models.set_defaults(handler=_cmd_models)
     return parser
@@ -183,6 +197,18 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.dataset:
         manifest = write_phantom_dataset(args.dataset, spec)
         print(f"data set written to {manifest.parent} (manifest {manifest.name})")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from privmed.audit.membership import AuditConfig, audit_run
+    from privmed.reporting import print_audit
+
+    config = AuditConfig(shadows=args.shadows, canaries=args.canaries, canary_kind=args.canary_kind, workers=args.workers, seed=args.seed,
+                         bootstrap=args.bootstrap)
+    result = audit_run(Path(args.run), data=args.data, config=config,
+                       shadow_dir=Path(args.shadow_dir) if args.shadow_dir else None)
+    print_audit(result)
     return 0
 
 

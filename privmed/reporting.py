@@ -48,3 +48,16 @@ def print_comparison(result: dict) -> None:
     for metric, r in result["metrics"].items():
         print(f"  {metric}: A={r['a']:.3f} B={r['b']:.3f} A-B={r['difference']:+.3f} "
               f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}")
+
+
+def print_audit(result: dict) -> None:
+    """Attack results beside the accountant's epsilon."""
+    claimed = result["claimed_epsilon"]
+    print(f"membership audit of {result['run']}: target = {result['target']}; scored on {result['scored_on']}; "
+          f"{result['shadows']} shadow models")
+    for a in result["attacks"]:
+        auc_low, auc_high = a["auc_ci"]
+        print(f"  {a['attack']:5s} AUC={a['auc']:.3f} [{auc_low:.3f}, {auc_high:.3f}]  "
+              f"TPR@1%FPR={a['tpr_at_1pct_fpr']:.3f}  TPR@0.1%FPR={a['tpr_at_01pct_fpr']:.3f}  "
+              f"eps lower bound={a['eps_lower_bound']:.3f} (claimed epsilon={claimed if claimed == 'inf' else f'{claimed:.3g}'})")
+    print(f"  {result['note']}")

@@ -11,6 +11,7 @@ convention, which Poisson subsampling needs).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
@@ -81,14 +82,26 @@ def calibrate_noise(
 
     Raises :class:`PrivmedError` when no noise up to :data:`MAX_NOISE_MULTIPLIER` reaches the target.
     """
+    return _calibrate(target_epsilon, delta, sample_rate, steps, tuple(prior), accountant)
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: int, prior: tuple[Mechanism, ...],
+               accountant: str) -> float:
+    """Pure, so cached: shadow models of an audit share one schedule."""
 
     def spent(sigma: float) -> float:
         return epsilon_for([*prior, Mechanism("dp_sgd", sigma, sample_rate, steps)], delta=delta, accountant=accountant)
 
     high = MAX_NOISE_MULTIPLIER
     if spent(high) > target_epsilon:
+        before = ""
+        if prior:
+            spent_before = epsilon_for(prior, delta=delta, accountant=accountant)
+            before = (f" Earlier stages ({', '.join(m.stage for m in prior)}) alone spend epsilon={spent_before:.3g}; "
+                      f"for feature centring, a larger privacy.center_noise_multiplier spends less.")
         raise PrivmedError(EPSILON_UNREACHABLE.format(epsilon=target_epsilon, steps=steps, sample_rate=sample_rate,
-                                                      delta=delta, sigma=high))
+                                                      delta=delta, sigma=high, prior=before))
     low = 0.0
     high = 1.0
     while spent(high) > target_epsilon:

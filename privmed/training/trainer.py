@@ -379,3 +379,59 @@ def _write_results(out: Path, net: nn.Module, inputs: dict[str, torch.Tensor], d
     rundir.write_csv(out / rundir.PREDICTIONS, frame)
     rundir.write_json(out / rundir.METRICS, metrics)
     rundir.write_json(out / rundir.PRIVACY, ledger.to_dict())
+
+
+# --------------------------------------------------------------------------- in memory (audits, shadows)
+
+
+@dataclass
+class FittedModel:
+    """A model trained in memory by :func:`train_in_memory`, with what its training spent."""
+
+    net: nn.Module
+    ledger: PrivacyLedger
+    best_epoch: int
+
+
+def train_in_memory(config: RunConfig, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str = "cpu",
+                    select_on_val: bool = True) -> FittedModel:
+    """The recipe of :func:`train` on tensors already in memory, without a run directory.
+
+    ``model`` is built by the caller; ``x_*`` are its :func:`model_inputs`. Same privacy
+    plan (noise calibrated for ``len(x_train)`` samples), sampling, optimiser, clipping and
+    checkpoint selection as a run, so shadow models for a membership audit are trained
+    exactly as the target was.
+    """
+    seed_everything(config.training.seed)
+    net = trainable_part(model).to(device)
+    plan = _plan_privacy(config, n=len(x_train), checkpoint=None, has_center=find_center(net) is not None)
+    ledger = _ledger(config, plan, n=len(x_train))
+    center = _center_features(net, x_train, plan, config, None)
+    if center is not None:
+        ledger.mechanisms.insert(0, center)
+    optimizer = _make_optimizer(net, config)
+    loader = _make_loader(x_train, y_train, config)
+    engine = None
+    if config.privacy.private:
+        engine, net_dp, optimizer, criterion, loader = _make_private(net, optimizer, loader, plan, config)
+    else:
+        net_dp, criterion = net, nn.BCEWithLogitsLoss(reduction="sum")
+    expected_batch = max(1, int(plan.sample_rate * len(x_train)))
+    augment = config.training.augment and not is_feature_model(model)
+    best = {"val_auroc": -math.inf, "epoch": config.training.epochs, "state": None}
+    for epoch in range(config.training.epochs):
+        net.train()
+        if engine is None:
+            _epoch_nonprivate(net_dp, optimizer, criterion, loader, expected_batch, config, augment, device)
+        else:
+            _epoch_private(net_dp, optimizer, criterion, loader, config, augment, device)
+        if select_on_val:
+            val_auroc = _mean_auroc(y_val.numpy(), predict(net, x_val, device=device))
+            if val_auroc > best["val_auroc"]:
+                best = {"val_auroc": val_auroc, "epoch": epoch + 1, "state": copy.deepcopy(net.state_dict())}
+    if engine is not None:
+        ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.sample_rate, _spent_steps(engine)))
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    return FittedModel(net.eval(), ledger, best["epoch"])
