@@ -89,16 +89,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     (out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
     save_config(config, out / rundir.CONFIG)
 
-    center_mechanism = _center_features(net, x_train, plan, config, checkpoint)
-    if center_mechanism is not None:
-        ledger.mechanisms.insert(0, center_mechanism)
-    optimizer = _make_optimizer(net, config)
-    loader = _make_loader(x_train, y_train, config)
-    engine = None
-    if config.privacy.private:
-        engine, net_dp, optimizer, criterion, loader = _make_private(net, optimizer, loader, plan, config)
-    else:
-        net_dp, criterion = net, nn.BCEWithLogitsLoss(reduction="sum")
+    engine, net_dp, optimizer, criterion, loader = _prepare(net, x_train, y_train, plan, ledger, config, checkpoint)
 
     start_epoch, best, history = 0, {"val_auroc": -math.inf, "epoch": -1, "state": None}, []
     if checkpoint is not None:
@@ -231,6 +222,22 @@ def _center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, c
             if plan.center_noise_multiplier else None
     generator = torch.Generator().manual_seed(config.training.seed + 7919)
     return set_center(center, x_train, noise_multiplier=plan.center_noise_multiplier, generator=generator)
+
+
+def _prepare(net: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
+             config: RunConfig, checkpoint: dict | None):
+    """Feature centre (entered in the ledger), optimiser, Poisson loader, and Opacus when private.
+
+    Returns ``(engine or None, module to call, optimizer, criterion, loader)``.
+    """
+    center_mechanism = _center_features(net, x_train, plan, config, checkpoint)
+    if center_mechanism is not None:
+        ledger.mechanisms.insert(0, center_mechanism)
+    optimizer = _make_optimizer(net, config)
+    loader = _make_loader(x_train, y_train, config)
+    if config.privacy.private:
+        return _make_private(net, optimizer, loader, plan, config)
+    return None, net, optimizer, nn.BCEWithLogitsLoss(reduction="sum"), loader
 
 
 def _make_optimizer(net: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
@@ -407,16 +414,7 @@ def train_in_memory(config: RunConfig, model: nn.Module, x_train: torch.Tensor, 
     net = trainable_part(model).to(device)
     plan = _plan_privacy(config, n=len(x_train), checkpoint=None, has_center=find_center(net) is not None)
     ledger = _ledger(config, plan, n=len(x_train))
-    center = _center_features(net, x_train, plan, config, None)
-    if center is not None:
-        ledger.mechanisms.insert(0, center)
-    optimizer = _make_optimizer(net, config)
-    loader = _make_loader(x_train, y_train, config)
-    engine = None
-    if config.privacy.private:
-        engine, net_dp, optimizer, criterion, loader = _make_private(net, optimizer, loader, plan, config)
-    else:
-        net_dp, criterion = net, nn.BCEWithLogitsLoss(reduction="sum")
+    engine, net_dp, optimizer, criterion, loader = _prepare(net, x_train, y_train, plan, ledger, config, None)
     expected_batch = max(1, int(plan.sample_rate * len(x_train)))
     augment = config.training.augment and not is_feature_model(model)
     best = {"val_auroc": -math.inf, "epoch": config.training.epochs, "state": None}
