@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--bootstrap", type=int, default=1000)
     au.set_defaults(handler=_cmd_audit)
 
+    aus = sub.add_parser("audit-synthetic", help="did a generator memorise? DCR membership test of synthetic images")
+    aus.add_argument("synthetic", help="folder of synthetic images (class folders or a manifest)")
+    aus.add_argument("--data", required=True, help="the real data: train split = generator's training set")
+    aus.add_argument("--image-size", type=int, default=64)
+    aus.add_argument("--bootstrap", type=int, default=1000)
+    aus.set_defaults(handler=_cmd_audit_synthetic)
+
     models = sub.add_parser("models", help="list the models")
     models.set_defaults(handler=_cmd_models)
     return parser
@@ -209,6 +216,28 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     result = audit_run(Path(args.run), data=args.data, config=config,
                        shadow_dir=Path(args.shadow_dir) if args.shadow_dir else None)
     print_audit(result)
+    return 0
+
+
+def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
+    from privmed.audit.synthetic import dcr_membership
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+    from privmed.privacy.accounting import default_delta
+
+    real = load_dataset(DataConfig(path=args.data, image_size=args.image_size))
+    synthetic = load_dataset(DataConfig(path=args.synthetic, image_size=args.image_size), require_splits=(),
+                             assign_splits=False)
+    members, non_members = real.split("train"), real.split("test")
+    summary, medians = dcr_membership(synthetic=synthetic.images, members=members.images,
+                                      non_members=non_members.images, delta=default_delta(len(members)),
+                                      n_resamples=args.bootstrap)
+    print(f"DCR membership test: {len(synthetic)} synthetic images vs {len(members)} training (members) and "
+          f"{len(non_members)} test (non-members) images of {real.name}, {args.image_size} px")
+    print(f"  median distance to closest synthetic image: members {medians['median_dcr_members']:.2f}, "
+          f"non-members {medians['median_dcr_non_members']:.2f}")
+    print(f"  AUC={summary.auc:.3f} [{summary.auc_ci[0]:.3f}, {summary.auc_ci[1]:.3f}]  "
+          f"TPR@1%FPR={summary.tpr_at_1pct_fpr:.3f}  eps lower bound={summary.eps_lower_bound:.3f}")
     return 0
 
 

@@ -167,3 +167,23 @@ def test_audit_resumes_from_saved_shadows(audit_data, tmp_path, capsys):
 def test_audit_of_something_that_is_not_a_run(tmp_path, capsys):
     assert main(["audit", str(tmp_path)]) == 2
     assert "not a finished privmed run" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def test_dcr_flags_a_generator_that_copies_its_training_images():
+    from privmed.audit.synthetic import dcr_membership, distance_to_closest
+
+    rng = np.random.default_rng(0)
+    members, non_members = rng.random((200, 16, 16)), rng.random((200, 16, 16))
+    assert distance_to_closest(members[:3], members)[0] == pytest.approx(0.0, abs=1e-6)
+    copier = members[:150] + rng.normal(0, 0.01, (150, 16, 16))
+    honest = rng.random((300, 16, 16))
+    leaked, medians = dcr_membership(synthetic=copier, members=members, non_members=non_members, delta=1e-4,
+                                     n_resamples=100)
+    assert leaked.auc > 0.8 and leaked.eps_lower_bound > 0.5
+    assert medians["median_dcr_members"] < medians["median_dcr_non_members"]
+    clean, _ = dcr_membership(synthetic=honest, members=members, non_members=non_members, delta=1e-4,
+                              n_resamples=100)
+    assert 0.4 < clean.auc < 0.6 and clean.eps_lower_bound < 0.3
