@@ -6,7 +6,6 @@ Every user error is a :class:`PrivmedError`: printed as one line, exit status 2.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -120,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--data", help="the data the run was trained on (default: the run's own)")
     au.add_argument("--shadows", type=int, default=8, help="shadow models for LiRA (0: loss attack only)")
     au.add_argument("--canaries", type=int, default=0,
-                    help="mislabeled canaries; half go into a retrained target, the audit scores them only")
+                    help="canaries; half go into a retrained target, the audit scores them only")
     au.add_argument("--canary-kind", default="crafted", choices=("crafted", "mislabeled"),
                     help="crafted: noise images with random labels; mislabeled: test images with flipped labels")
     au.add_argument("--workers", type=int, default=1, help="processes training shadow models")
@@ -211,8 +210,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from privmed.audit.membership import AuditConfig, audit_run
     from privmed.reporting import print_audit
 
-    config = AuditConfig(shadows=args.shadows, canaries=args.canaries, canary_kind=args.canary_kind, workers=args.workers, seed=args.seed,
-                         bootstrap=args.bootstrap)
+    config = AuditConfig(shadows=args.shadows, canaries=args.canaries, canary_kind=args.canary_kind,
+                         workers=args.workers, seed=args.seed, bootstrap=args.bootstrap)
     result = audit_run(Path(args.run), data=args.data, config=config,
                        shadow_dir=Path(args.shadow_dir) if args.shadow_dir else None)
     print_audit(result)

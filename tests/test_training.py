@@ -11,7 +11,6 @@ from opacus.accountants import PRVAccountant
 from privmed import rundir
 from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
-from privmed.models import build_model
 from privmed.training.trainer import train
 
 

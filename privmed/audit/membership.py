@@ -38,12 +38,13 @@ from tqdm.auto import tqdm
 
 from privmed import rundir
 from privmed.config import RunConfig
-from privmed.data.sources import Dataset, load_dataset
+from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import PrivmedError
 from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
 from privmed.models import build_model
-from privmed.training.inputs import model_inputs
+from privmed.privacy.accounting import default_delta
+from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
@@ -98,9 +99,9 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
     ds = load_dataset(run_config.data)
     _check_same_training_data(run, ds)
     fresh = _model_factory(run_config, ds)
-    inputs = {s: model_inputs(fresh(), _images(ds.split(s))) for s in ("train", "val", "test")}
+    inputs = {s: model_inputs(target_model, ds.split(s).image_tensor) for s in SPLITS}
     population = _population(ds, inputs, canaries=config.canaries, kind=config.canary_kind, seed=config.seed,
-                             featurize=lambda images: model_inputs(fresh(), images))
+                             featurize=lambda images: model_inputs(target_model, images))
     y_val = torch.from_numpy(ds.split("val").labels)
 
     if config.canaries:
@@ -108,10 +109,10 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
                                  population.y[population.target_member], inputs["val"], y_val)
         target_net, claimed, delta = fitted.net, fitted.ledger.epsilon, fitted.ledger.delta
     else:
-        target_net = _trainable(target_model)
+        target_net = trainable_part(target_model)
         privacy = rundir.read_json(run / rundir.PRIVACY)
         claimed = math.inf if privacy["epsilon"] == "inf" else float(privacy["epsilon"])
-        delta = privacy["delta"] if privacy["delta"] is not None else 1.0 / (10 * len(ds.split("train")))
+        delta = privacy["delta"] if privacy["delta"] is not None else default_delta(len(ds.split("train")))
     target_scores = predict(target_net, population.x)
     labels = population.y.numpy()
 
@@ -147,21 +148,11 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
 # --------------------------------------------------------------------------- population
 
 
-def _images(ds: Dataset) -> torch.Tensor:
-    return torch.from_numpy(ds.images).unsqueeze(1)
-
-
 def _model_factory(config: RunConfig, ds: Dataset):
     """A picklable zero-argument builder of a fresh, untrained model of the run's kind."""
     return functools.partial(build_model, config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
                              num_outputs=len(ds.label_names), image_size=config.data.image_size,
                              norm=config.model.norm)
-
-
-def _trainable(model: torch.nn.Module) -> torch.nn.Module:
-    from privmed.training.inputs import trainable_part
-
-    return trainable_part(model)
 
 
 def _check_same_training_data(run: Path, ds: Dataset) -> None:
@@ -215,7 +206,8 @@ def _shadow_folder(run: Path, config: RunConfig, audit: AuditConfig, shadow_dir:
     recipe = copy.deepcopy(config.identity())
     recipe.pop("out", None)
     recipe.get("training", {}).pop("seed", None)
-    key = json.dumps({"recipe": recipe, "canaries": audit.canaries, "kind": audit.canary_kind, "seed": audit.seed}, sort_keys=True, default=str)
+    key = json.dumps({"recipe": recipe, "canaries": audit.canaries, "kind": audit.canary_kind, "seed": audit.seed},
+                     sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return (Path(shadow_dir) if shadow_dir else run / AUDIT_DIR / "shadows") / digest
 

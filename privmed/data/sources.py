@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
@@ -64,6 +65,11 @@ class Dataset:
         mask = (self.table["split"] == name).to_numpy()
         return Dataset(self.name, self.table[mask].reset_index(drop=True), self.images[mask],
                        self.label_names, self.attribute_columns)
+
+    @property
+    def image_tensor(self) -> torch.Tensor:
+        """Images as a model batch: float32 (N, 1, *spatial), sharing memory with ``images``."""
+        return torch.from_numpy(self.images).unsqueeze(1)
 
     @property
     def labels(self) -> np.ndarray:

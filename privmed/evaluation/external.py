@@ -72,7 +72,7 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
     part = _evaluation_data(config, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class)
     _check_labels(part, run_metrics)
-    scores = predict(model, torch.from_numpy(part.images).unsqueeze(1))
+    scores = predict(model, part.image_tensor)
     thresholds = np.array([run_metrics["thresholds"][name] for name in run_metrics["label_names"]])
     result = {
         "dataset": part.name,
@@ -99,7 +99,7 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
     part = _evaluation_data(config_a, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class)
     _check_labels(part, metrics_a)
-    x = torch.from_numpy(part.images).unsqueeze(1)
+    x = part.image_tensor
     scores_a, scores_b = predict(model_a, x), predict(model_b, x)
     labels = part.labels if part.labels.shape[1] > 1 else part.labels[:, 0]
     squeeze = (lambda s: s) if part.labels.shape[1] > 1 else (lambda s: s[:, 0])

@@ -75,7 +75,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
                         num_outputs=len(data.label_names), image_size=config.data.image_size,
                         norm=config.model.norm)
-    inputs = {split: model_inputs(model, _images(data.split(split)), device=device) for split in SPLITS}
+    inputs = {split: model_inputs(model, data.split(split).image_tensor, device=device) for split in SPLITS}
     x_train, x_val = inputs["train"], inputs["val"]
     y_train, y_val = torch.from_numpy(train_data.labels), torch.from_numpy(val_data.labels)
     net = trainable_part(model).to(device)
@@ -96,21 +96,15 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
         start_epoch, best, history = _restore(checkpoint, net, optimizer, engine)
         rundir.append_log(out, f"resumed after epoch {start_epoch} with {_spent_steps(engine)} DP-SGD steps spent")
 
-    expected_batch = max(1, int(plan.sample_rate * len(train_data)))  # as Opacus's DPOptimizer
     bar = tqdm(range(start_epoch, config.training.epochs), desc="training", unit="epoch",
                initial=start_epoch, total=config.training.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         net.train()
-        augment = config.training.augment and not is_feature_model(model)
-        if engine is None:
-            loss = _epoch_nonprivate(net_dp, optimizer, criterion, loader, expected_batch, config, augment, device)
-        else:
-            loss = _epoch_private(net_dp, optimizer, criterion, loader, config, augment, device)
-        val_scores = predict(net, x_val, device=device)
-        val_auroc = _mean_auroc(y_val.numpy(), val_scores)
-        if val_auroc > best["val_auroc"]:
-            best = {"val_auroc": val_auroc, "epoch": epoch + 1, "state": copy.deepcopy(net.state_dict())}
+        loss = _run_epoch(engine, net_dp, optimizer, criterion, loader, plan, len(x_train), config,
+                          _augments(config, model), device)
+        val_auroc = _mean_auroc(y_val.numpy(), predict(net, x_val, device=device))
+        best = _keep_best(best, net, val_auroc, epoch + 1)
         spent = _epsilon_so_far(ledger, engine)
         row = {"epoch": epoch + 1, "loss": loss, "val_auroc": val_auroc, "epsilon": spent,
                "seconds": time.perf_counter() - t0}
@@ -147,10 +141,6 @@ def seed_everything(seed: int) -> None:
 
 def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-def _images(ds: Dataset) -> torch.Tensor:
-    return torch.from_numpy(ds.images).unsqueeze(1)
 
 
 def _check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
@@ -294,6 +284,27 @@ def _probe_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, conf
 # --------------------------------------------------------------------------- one epoch
 
 
+def _augments(config: RunConfig, model: nn.Module) -> bool:
+    """Augmentation applies to images, never to precomputed features."""
+    return config.training.augment and not is_feature_model(model)
+
+
+def _run_epoch(engine, net_dp, optimizer, criterion, loader, plan: PrivacyPlan, n_train: int, config: RunConfig,
+               augment: bool, device: str) -> float:
+    """One pass over Poisson batches, through Opacus when ``engine`` is set; returns the mean loss."""
+    if engine is not None:
+        return _epoch_private(net_dp, optimizer, criterion, loader, config, augment, device)
+    expected_batch = max(1, int(plan.sample_rate * n_train))  # as Opacus's DPOptimizer
+    return _epoch_nonprivate(net_dp, optimizer, criterion, loader, expected_batch, config, augment, device)
+
+
+def _keep_best(best: dict, net: nn.Module, val_auroc: float, epoch: int) -> dict:
+    """The checkpoint with the highest validation AUROC so far."""
+    if val_auroc > best["val_auroc"]:
+        return {"val_auroc": val_auroc, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
+    return best
+
+
 def _epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, config: RunConfig, augment: bool,
                       device: str) -> float:
     """Logical Poisson batches, gradient accumulated over physical chunks, loss summed / expected batch."""
@@ -401,8 +412,7 @@ class FittedModel:
 
 
 def train_in_memory(config: RunConfig, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
-                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str = "cpu",
-                    select_on_val: bool = True) -> FittedModel:
+                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str = "cpu") -> FittedModel:
     """The recipe of :func:`train` on tensors already in memory, without a run directory.
 
     ``model`` is built by the caller; ``x_*`` are its :func:`model_inputs`. Same privacy
@@ -415,19 +425,12 @@ def train_in_memory(config: RunConfig, model: nn.Module, x_train: torch.Tensor, 
     plan = _plan_privacy(config, n=len(x_train), checkpoint=None, has_center=find_center(net) is not None)
     ledger = _ledger(config, plan, n=len(x_train))
     engine, net_dp, optimizer, criterion, loader = _prepare(net, x_train, y_train, plan, ledger, config, None)
-    expected_batch = max(1, int(plan.sample_rate * len(x_train)))
-    augment = config.training.augment and not is_feature_model(model)
+    augment = _augments(config, model)
     best = {"val_auroc": -math.inf, "epoch": config.training.epochs, "state": None}
     for epoch in range(config.training.epochs):
         net.train()
-        if engine is None:
-            _epoch_nonprivate(net_dp, optimizer, criterion, loader, expected_batch, config, augment, device)
-        else:
-            _epoch_private(net_dp, optimizer, criterion, loader, config, augment, device)
-        if select_on_val:
-            val_auroc = _mean_auroc(y_val.numpy(), predict(net, x_val, device=device))
-            if val_auroc > best["val_auroc"]:
-                best = {"val_auroc": val_auroc, "epoch": epoch + 1, "state": copy.deepcopy(net.state_dict())}
+        _run_epoch(engine, net_dp, optimizer, criterion, loader, plan, len(x_train), config, augment, device)
+        best = _keep_best(best, net, _mean_auroc(y_val.numpy(), predict(net, x_val, device=device)), epoch + 1)
     if engine is not None:
         ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.sample_rate, _spent_steps(engine)))
     if best["state"] is not None:
