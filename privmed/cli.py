@@ -35,6 +35,12 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "augment": ("training", "augment"),
     "device": ("training", "device"),
     "bootstrap": ("training", "bootstrap_resamples"),
+    "synthetic": ("synthetic", "path"),
+    "synthetic_use": ("synthetic", "use"),
+    "finetune": ("synthetic", "finetune"),
+    "reinit_head": ("synthetic", "reinit_head"),
+    "pretrain_epochs": ("synthetic", "pretrain_epochs"),
+    "pretrain_lr": ("synthetic", "pretrain_lr"),
 }
 
 
@@ -84,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", type=_bool, metavar="{true,false}")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     train.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default 1000)")
+    train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders)")
+    train.add_argument("--synthetic-use", choices=("augment", "pretrain", "only"),
+                       help="augment: real + synthetic under DP-SGD; pretrain: pretrain on synthetic, then DP "
+                            "fine-tune on real (default); only: synthetic alone")
+    train.add_argument("--finetune", choices=("full", "head"), help="after pretraining, fine-tune the full model "
+                                                                    "(default) or its head only")
+    train.add_argument("--reinit-head", type=_bool, metavar="{true,false}",
+                       help="re-initialise the head after pretraining (default false)")
+    train.add_argument("--pretrain-epochs", type=int, help="epochs on synthetic images before fine-tuning (default 20)")
+    train.add_argument("--pretrain-lr", type=float, help="learning rate of pretraining (default: --lr)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.set_defaults(handler=_cmd_train)
 
@@ -135,9 +151,124 @@ def _parser() -> argparse.ArgumentParser:
     aus.add_argument("--bootstrap", type=int, default=1000)
     aus.set_defaults(handler=_cmd_audit_synthetic)
 
+    _add_synth(sub)
+
     models = sub.add_parser("models", help="list the models")
     models.set_defaults(handler=_cmd_models)
     return parser
+
+
+#: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
+SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
+    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "image_size", "epsilon", "delta",
+                                   "noise_multiplier", "clip_norm", "accountant")},
+    "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
+    "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
+}
+
+
+def _add_synth(sub) -> None:
+    synth = sub.add_parser("synth", help="class-conditioned generator: train (with or without DP), sample, evaluate")
+    ssub = synth.add_subparsers(dest="synth_command")
+    tr = ssub.add_parser("train", help="train a generator on the training split")
+    tr.add_argument("--config", help="YAML file with data/privacy/gan sections")
+    tr.add_argument("--out", help="generator folder (default gens/latest)")
+    tr.add_argument("--data", help="data set (default: built-in phantom)")
+    tr.add_argument("--label-column", nargs=1, help="the binary label column of a manifest")
+    tr.add_argument("--positive-class")
+    tr.add_argument("--image-size", type=int, help="64 (default) or 128")
+    tr.add_argument("--epsilon", type=float, help="target epsilon of the discriminator's DP-SGD; omit = non-private")
+    tr.add_argument("--delta", type=float)
+    tr.add_argument("--noise-multiplier", type=float)
+    tr.add_argument("--clip-norm", type=float)
+    tr.add_argument("--accountant", choices=("prv", "rdp"))
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int, help="expected (Poisson) real images per discriminator step")
+    tr.add_argument("--lr-d", type=float)
+    tr.add_argument("--lr-g", type=float)
+    tr.add_argument("--width", type=int, help="base channel width of both networks (default 32)")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")
+    tr.set_defaults(handler=_cmd_synth_train)
+    sa = ssub.add_parser("sample", help="write synthetic images + manifest + privacy record")
+    sa.add_argument("generator", help="generator folder (from `synth train`)")
+    sa.add_argument("--n", type=int, default=3000, help="images in all, half per class (default 3000)")
+    sa.add_argument("--out", required=True, help="folder to write")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(handler=_cmd_synth_sample)
+    ev = ssub.add_parser("evaluate", help="train-on-synthetic AUROC, Frechet distance, memorisation, sample grid")
+    ev.add_argument("synthetic", help="generator folder, or a folder of synthetic images")
+    ev.add_argument("--data", required=True, help="the real data (train/val/test)")
+    ev.add_argument("--n", type=int, default=2000, help="images to sample from a generator (default 2000)")
+    ev.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
+    ev.add_argument("--out", help="where to write (default SYNTHETIC/quality)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--bootstrap", type=int, default=1000)
+    ev.set_defaults(handler=_cmd_synth_evaluate)
+    synth.set_defaults(handler=lambda args: synth.print_help() or 1)
+
+
+def _cmd_synth_train(args: argparse.Namespace) -> int:
+    from privmed.config import load_yaml, merge
+    from privmed.synth.config import generator_config_from_dict
+    from privmed.synth.training import GENERATOR_FILE, train_generator
+
+    overrides: dict[str, Any] = {}
+    for option, (section, key) in SYNTH_OPTION_KEYS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if args.out:
+        overrides["out"] = args.out
+    config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
+    out = train_generator(config, resume=args.resume)
+    from privmed import rundir
+
+    print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
+    print(f"  privacy: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
+    return 0
+
+
+def _cmd_synth_sample(args: argparse.Namespace) -> int:
+    from privmed import rundir
+    from privmed.synth.sample import sample
+
+    out = sample(args.generator, n=args.n, out=args.out, seed=args.seed)
+    print(f"{args.n // 2 * 2} synthetic images written to {out} (manifest.csv, privacy.json)")
+    print(f"  privacy of the generator: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
+    return 0
+
+
+def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+    from privmed.synth.quality import evaluate_synthetic
+    from privmed.synth.sample import generate, load_generator
+    from privmed.synth.training import GENERATOR_FILE
+
+    target = Path(args.synthetic)
+    if (target / GENERATOR_FILE).is_file():
+        gen, record = load_generator(target)
+        size = args.image_size or record["image_size"]
+        if size != record["image_size"]:
+            raise PrivmedError(f"the generator makes {record['image_size']} px images; leave out --image-size.")
+        images, labels = generate(gen, n_per_class=args.n // 2, seed=args.seed)
+        names = tuple(record["class_names"])
+    else:
+        size = args.image_size or 64
+        syn = load_dataset(DataConfig(path=str(target), image_size=size, attribute_columns=()), require_splits=(),
+                           assign_splits=False)
+        images, labels, names = syn.images, syn.labels[:, 0].astype(int), ("negative", syn.label_names[0])
+    real = load_dataset(DataConfig(path=args.data, image_size=size))
+    out = Path(args.out) if args.out else target / "quality"
+    quality = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out, class_names=names,
+                                 seed=args.seed, n_resamples=args.bootstrap)
+    print(f"{len(images)} synthetic images from {target} against {real.name} ({size} px):")
+    for line in quality.lines():
+        print(f"  {line}")
+    print(f"written to {out} (quality.json, samples.png, closest_pairs.png)")
+    return 0
 
 
 def _bool(text: str) -> bool:

@@ -10,6 +10,7 @@ YAML layout (every section optional)::
     model:    {name: scatter_linear}
     privacy:  {epsilon: 1, delta: 1.0e-5, clip_norm: 1.0, accountant: prv}
     training: {epochs: 20, batch_size: 128, lr: 0.1, seed: 0}
+    synthetic: {path: synth/g1, use: pretrain, finetune: full}
     out: runs/eps1
 """
 
@@ -137,6 +138,37 @@ class TrainingConfig:
                  "must be >= 100")
 
 
+SYNTHETIC_USES = ("augment", "pretrain", "only")
+FINETUNE_MODES = ("full", "head")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Synthetic images in classifier training (``path=None``: none).
+
+    ``use``: ``augment`` (real + synthetic under DP-SGD), ``pretrain`` (non-private
+    training on synthetic, then DP fine-tuning on real: ``finetune`` the ``full`` model or
+    only its ``head``, keeping the pretrained head or re-initialising it) or ``only``
+    (synthetic alone; the private training split is not touched).
+    ``pretrain_lr=None`` means ``training.lr``.
+    """
+
+    path: str | None = None
+    use: str = "pretrain"
+    finetune: str = "full"
+    reinit_head: bool = False
+    pretrain_epochs: int = 20
+    pretrain_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
+        _require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
+                 f"use one of {list(FINETUNE_MODES)}")
+        _require(self.pretrain_epochs >= 1, "synthetic", "pretrain_epochs", self.pretrain_epochs, "must be >= 1")
+        _require(self.pretrain_lr is None or self.pretrain_lr > 0, "synthetic", "pretrain_lr", self.pretrain_lr,
+                 "must be > 0")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one ``privmed train`` run needs."""
@@ -146,6 +178,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
+            raise PrivmedError("synthetic.use = 'only' trains on synthetic images alone and never touches the "
+                               "private training split, so DP-SGD has nothing to protect: leave out --epsilon / "
+                               "--noise-multiplier. The run's epsilon is then the generator's.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-YAML form (tuples as lists, inf as the string 'inf')."""
@@ -162,7 +201,8 @@ class RunConfig:
         return d
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "privacy": PrivacyConfig, "training": TrainingConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "privacy": PrivacyConfig, "training": TrainingConfig,
+             "synthetic": SyntheticConfig}
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:

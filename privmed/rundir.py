@@ -41,6 +41,11 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     _atomic_write(path, frame.to_csv(index=False))
 
 
+def write_yaml(path: Path, data: Any) -> None:
+    """Atomically write a plain mapping as YAML (the resolved configuration)."""
+    _atomic_write(path, yaml.safe_dump(data, sort_keys=False))
+
+
 def read_config_dict(run: Path) -> dict[str, Any]:
     return yaml.safe_load((Path(run) / CONFIG).read_text())
 

@@ -45,12 +45,13 @@ class PrivacyLedger:
         """One sentence for the CLI and reports."""
         if not self.private:
             return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
-        stages = ", ".join(m.stage for m in self.mechanisms)
+        stages = ", ".join(f"{m.stage} alone {epsilon_for([m], delta=self.delta, accountant=self.accountant):.3g}"
+                           for m in self.mechanisms)
         return (f"(epsilon={self.epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
                 f"({self.accountant.upper()} accountant; stages: {stages}).")
 
     def to_dict(self) -> dict[str, Any]:
-        sgd = self.stage("dp_sgd")
+        sgd = self.stage("dp_sgd") or (self.mechanisms[-1] if self.mechanisms else None)
         eps = self.epsilon
         return {
             "private": self.private,
@@ -62,7 +63,8 @@ class PrivacyLedger:
             "steps": sgd.steps if sgd else 0,
             "clip_norm": "inf" if math.isinf(self.clip_norm) else self.clip_norm,
             "n_private_samples": self.n_private,
-            "stages": [m.to_dict() for m in self.mechanisms],
+            "stages": [{**m.to_dict(), "epsilon_alone": epsilon_for([m], delta=self.delta, accountant=self.accountant)}
+                       for m in self.mechanisms],
             "non_private_reasons": self.non_private_reasons,
             "validation_choices": self.validation_choices,
             "summary": self.summary(),

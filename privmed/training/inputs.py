@@ -13,7 +13,9 @@ the Gaussian mechanism and accounted as its own stage (``feature_centering``).
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -38,14 +40,39 @@ def trainable_part(model: nn.Module) -> nn.Module:
     return model.head if is_feature_model(model) else model
 
 
+#: frozen features computed in this process, keyed by front end and image bytes (most recent last)
+_FEATURE_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+FEATURE_CACHE_SIZE = 8
+
+
 @torch.no_grad()
 def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
-    """Inputs of :func:`trainable_part`: frozen features for feature models, else the images."""
+    """Inputs of :func:`trainable_part`: frozen features for feature models, else the images.
+
+    Features are cached in memory per process (the front end is fixed and data-independent,
+    so the same images always give the same features): the runs of a sweep, study or
+    audit compute each data set's scattering once. Callers must not modify the result.
+    """
     if not is_feature_model(model):
         return images
+    key = (_front_end_key(model.features), tuple(images.shape),
+           hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest())
+    if key in _FEATURE_CACHE:
+        _FEATURE_CACHE.move_to_end(key)
+        return _FEATURE_CACHE[key]
     model.features.to(device).eval()
     parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
-    return torch.cat(parts) if parts else images.new_zeros((0,))
+    features = torch.cat(parts) if parts else images.new_zeros((0,))
+    _FEATURE_CACHE[key] = features
+    while len(_FEATURE_CACHE) > FEATURE_CACHE_SIZE:
+        _FEATURE_CACHE.popitem(last=False)
+    return features
+
+
+def _front_end_key(features: nn.Module) -> tuple:
+    """What determines a frozen front end's output: its class, its settings, its structure."""
+    settings = tuple(sorted((k, v) for k, v in vars(features).items() if isinstance(v, (int, float, str, bool))))
+    return type(features).__name__, settings, repr(features)
 
 
 def find_center(head: nn.Module) -> FeatureCenter | None:

@@ -48,6 +48,7 @@ from privmed.privacy.ledger import PrivacyLedger
 
 from .augment import augment_batch
 from .inputs import find_center, is_feature_model, model_inputs, set_center, trainable_part
+from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
 EpochCallback = Callable[[int, dict], None]
 
@@ -79,17 +80,21 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     x_train, x_val = inputs["train"], inputs["val"]
     y_train, y_val = torch.from_numpy(train_data.labels), torch.from_numpy(val_data.labels)
     net = trainable_part(model).to(device)
+    synthetic = _synthetic_inputs(config, model, data, device)
+    x_fit, y_fit = _training_set(config, x_train, y_train, synthetic)
 
-    plan = _plan_privacy(config, n=len(train_data), checkpoint=checkpoint, has_center=find_center(net) is not None)
-    ledger = _ledger(config, plan, n=len(train_data))
-    _probe_physical_batch(net, x_train, y_train, config, device)
+    plan = _plan_privacy(config, n=len(train_data), n_sampled=len(x_fit), checkpoint=checkpoint,
+                         has_center=find_center(net) is not None and synthetic is None)
+    ledger = _ledger(config, plan, n=len(train_data), synthetic=synthetic)
+    _probe_physical_batch(net, x_fit, y_fit, config, device)
 
     # ---- from here on the run directory exists
     out.mkdir(parents=True, exist_ok=True)
     (out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
     save_config(config, out / rundir.CONFIG)
 
-    engine, net_dp, optimizer, criterion, loader = _prepare(net, x_train, y_train, plan, ledger, config, checkpoint)
+    engine, net_dp, optimizer, criterion, loader = _prepare(net, x_fit, y_fit, plan, ledger, config, checkpoint,
+                                                            synthetic, device)
 
     start_epoch, best, history = 0, {"val_auroc": -math.inf, "epoch": -1, "state": None}, []
     if checkpoint is not None:
@@ -101,7 +106,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     for epoch in bar:
         t0 = time.perf_counter()
         net.train()
-        loss = _run_epoch(engine, net_dp, optimizer, criterion, loader, plan, len(x_train), config,
+        loss = _run_epoch(engine, net_dp, optimizer, criterion, loader, plan, len(x_fit), config,
                           _augments(config, model), device)
         val_auroc = _mean_auroc(y_val.numpy(), predict(net, x_val, device=device))
         best = _keep_best(best, net, val_auroc, epoch + 1)
@@ -170,11 +175,17 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return changes
 
 
-def _plan_privacy(config: RunConfig, *, n: int, checkpoint: dict | None, has_center: bool) -> PrivacyPlan:
-    """Delta, sample rate, steps and the noise that reaches the target epsilon over all stages."""
+def _plan_privacy(config: RunConfig, *, n: int, n_sampled: int, checkpoint: dict | None,
+                  has_center: bool) -> PrivacyPlan:
+    """Delta, sample rate, steps and the noise that reaches the classifier's target epsilon
+    (its feature centring and DP-SGD together; a generator's stages are composed on top).
+
+    ``n`` private samples set delta; ``n_sampled`` (private plus any synthetic mixed in) the
+    Poisson sample rate.
+    """
     p, t = config.privacy, config.training
     delta = p.delta if p.delta is not None else default_delta(n)
-    batches_per_epoch = math.ceil(n / t.batch_size)  # as Opacus's DPDataLoader: sample rate 1/len(loader)
+    batches_per_epoch = math.ceil(n_sampled / t.batch_size)  # as Opacus's DPDataLoader: sample rate 1/len(loader)
     sample_rate = 1.0 / batches_per_epoch
     steps = t.epochs * batches_per_epoch
     if not p.private:
@@ -192,21 +203,60 @@ def _plan_privacy(config: RunConfig, *, n: int, checkpoint: dict | None, has_cen
     return PrivacyPlan(delta, sample_rate, steps, sigma, center_sigma)
 
 
-def _ledger(config: RunConfig, plan: PrivacyPlan, *, n: int) -> PrivacyLedger:
+def _ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "SyntheticInputs | None") -> PrivacyLedger:
+    """Stages spent before training (a generator) and reasons the run is not private, if any."""
     ledger = PrivacyLedger(delta=plan.delta, accountant=config.privacy.accountant,
                            clip_norm=config.privacy.clip_norm if config.privacy.private else math.inf, n_private=n)
-    if not config.privacy.private:
+    if synthetic is not None:
+        ledger.mechanisms.extend(synthetic.source.mechanisms)
+        if synthetic.source.non_private_reason:
+            ledger.non_private_reasons.append(synthetic.source.non_private_reason)
+    touches_private_train = synthetic is None or config.synthetic.use != "only"
+    if touches_private_train and not config.privacy.private:
         ledger.non_private_reasons.append(
             "The classifier was trained on the private data without DP-SGD (no epsilon or noise multiplier given).")
     return ledger
 
 
+@dataclass
+class SyntheticInputs:
+    """Synthetic images as model inputs (features for feature models), with their origin."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: SyntheticSource
+
+
+def _synthetic_inputs(config: RunConfig, model: nn.Module, data: Dataset, device: str) -> SyntheticInputs | None:
+    if config.synthetic.path is None:
+        return None
+    source = load_synthetic(config.synthetic, config.data, label_name=data.label_names[0]
+                            if len(data.label_names) == 1 else "")
+    return SyntheticInputs(model_inputs(model, source.data.image_tensor, device=device),
+                           torch.from_numpy(source.data.labels), source)
+
+
+def _training_set(config: RunConfig, x_train: torch.Tensor, y_train: torch.Tensor,
+                  synthetic: SyntheticInputs | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the Poisson sampler draws from: real, real + synthetic (augment) or synthetic only."""
+    if synthetic is None or config.synthetic.use == "pretrain":
+        return x_train, y_train
+    if config.synthetic.use == "only":
+        return synthetic.x, synthetic.y
+    return torch.cat([x_train, synthetic.x]), torch.cat([y_train, synthetic.y])
+
+
 def _center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, config: RunConfig,
-                     checkpoint: dict | None) -> Mechanism | None:
-    """Set the head's feature centre once; a resumed run keeps the released one."""
+                     checkpoint: dict | None, synthetic: SyntheticInputs | None) -> Mechanism | None:
+    """Set the head's feature centre once; a resumed run keeps the released one.
+
+    With synthetic images the centre is their exact mean: no private data, no cost.
+    """
     center = find_center(net)
     if center is None:
         return None
+    if synthetic is not None:
+        return set_center(center, synthetic.x, noise_multiplier=None, generator=torch.Generator())
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
         return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
@@ -215,14 +265,19 @@ def _center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, c
 
 
 def _prepare(net: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
-             config: RunConfig, checkpoint: dict | None):
-    """Feature centre (entered in the ledger), optimiser, Poisson loader, and Opacus when private.
+             config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str):
+    """Feature centre (entered in the ledger), pretraining on synthetic images, optimiser,
+    Poisson loader, and Opacus when private.
 
     Returns ``(engine or None, module to call, optimizer, criterion, loader)``.
     """
-    center_mechanism = _center_features(net, x_train, plan, config, checkpoint)
+    center_mechanism = _center_features(net, x_train, plan, config, checkpoint, synthetic)
     if center_mechanism is not None:
-        ledger.mechanisms.insert(0, center_mechanism)
+        ledger.mechanisms.append(center_mechanism)
+    if synthetic is not None and config.synthetic.use == "pretrain":
+        if checkpoint is None:  # a resumed run restores the fine-tuned weights instead
+            _pretrain(net, synthetic, config, device)
+        prepare_finetune(net, finetune=config.synthetic.finetune, reinit_head=config.synthetic.reinit_head)
     optimizer = _make_optimizer(net, config)
     loader = _make_loader(x_train, y_train, config)
     if config.privacy.private:
@@ -230,16 +285,32 @@ def _prepare(net: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, plan:
     return None, net, optimizer, nn.BCEWithLogitsLoss(reduction="sum"), loader
 
 
-def _make_optimizer(net: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+def _pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, device: str) -> None:
+    """Non-private training on synthetic images only (no private data, no validation peeking:
+    a fixed number of epochs), the same sampling and loss as a non-private run."""
+    s = config.synthetic
+    optimizer = _make_optimizer(net, config, lr=s.pretrain_lr)
+    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(synthetic.x, synthetic.y),
+                                                      batch_size=config.training.batch_size))
+    expected_batch = max(1, int(len(synthetic.x) / len(loader)))
+    criterion = nn.BCEWithLogitsLoss(reduction="sum")
+    net.train()
+    for _ in tqdm(range(s.pretrain_epochs), desc="pretraining on synthetic", unit="epoch", leave=False):
+        _epoch_nonprivate(net, optimizer, criterion, loader, expected_batch, config, False, device)
+
+
+def _make_optimizer(net: nn.Module, config: RunConfig, *, lr: float | None = None) -> torch.optim.Optimizer:
     t = config.training
+    lr = t.lr if lr is None else lr
     params = [p for p in net.parameters() if p.requires_grad]
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 def _make_loader(x: torch.Tensor, y: torch.Tensor, config: RunConfig) -> DataLoader:
-    """Poisson-sampled logical batches (expected size ``batch_size``), private or not."""
+    """Poisson-sampled logical batches (expected size ``batch_size``), private or not.
+    Mixed real + synthetic sets are sampled as one set: every real sample with the same rate."""
     loader = DataLoader(TensorDataset(x, y), batch_size=config.training.batch_size,
                         num_workers=config.training.num_workers)
     return loader if config.privacy.private else DPDataLoader.from_data_loader(loader)
@@ -421,10 +492,16 @@ def train_in_memory(config: RunConfig, model: nn.Module, x_train: torch.Tensor, 
     exactly as the target was.
     """
     seed_everything(config.training.seed)
+    if config.synthetic.path is not None:
+        raise PrivmedError("retraining a run that used synthetic images in memory (membership audits) is not "
+                           "supported yet; audit a run trained on real data, or the generator with "
+                           "`privmed audit-synthetic`.")
     net = trainable_part(model).to(device)
-    plan = _plan_privacy(config, n=len(x_train), checkpoint=None, has_center=find_center(net) is not None)
-    ledger = _ledger(config, plan, n=len(x_train))
-    engine, net_dp, optimizer, criterion, loader = _prepare(net, x_train, y_train, plan, ledger, config, None)
+    plan = _plan_privacy(config, n=len(x_train), n_sampled=len(x_train), checkpoint=None,
+                         has_center=find_center(net) is not None)
+    ledger = _ledger(config, plan, n=len(x_train), synthetic=None)
+    engine, net_dp, optimizer, criterion, loader = _prepare(net, x_train, y_train, plan, ledger, config, None,
+                                                            None, device)
     augment = _augments(config, model)
     best = {"val_auroc": -math.inf, "epoch": config.training.epochs, "state": None}
     for epoch in range(config.training.epochs):

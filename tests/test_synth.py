@@ -1,0 +1,261 @@
+"""Synthetic data: the generator, sampling, quality measures, and one composed privacy ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from privmed import rundir
+from privmed.config import config_from_dict
+from privmed.errors import PrivmedError
+from privmed.privacy.accounting import Mechanism, epsilon_for
+from privmed.synth.config import generator_config_from_dict
+from privmed.synth.gan import Discriminator, Generator
+from privmed.synth.quality import evaluate_synthetic, frechet_distance
+from privmed.synth.sample import sample
+from privmed.synth.training import STAGE, train_generator
+from privmed.training.synthetic import NON_PRIVATE_GENERATOR, UNKNOWN_ORIGIN, prepare_finetune
+from privmed.training.trainer import train
+
+
+def gen_config(root, out, **privacy):
+    return generator_config_from_dict({"out": str(out), "data": {"path": str(root), "image_size": 32},
+                                       "privacy": privacy, "gan": {"epochs": 2, "batch_size": 32, "width": 8,
+                                                                   "grid_every": 1, "seed": 2}})
+
+
+@pytest.fixture(scope="module")
+def dp_generator(phantom_root, tmp_path_factory):
+    return train_generator(gen_config(phantom_root, tmp_path_factory.mktemp("gen") / "g", epsilon=5.0))
+
+
+@pytest.fixture(scope="module")
+def dp_samples(dp_generator, tmp_path_factory):
+    return sample(dp_generator, n=60, out=tmp_path_factory.mktemp("syn") / "s", seed=0)
+
+
+def classifier_config(root, out, synthetic=None, use="pretrain", **privacy):
+    raw = {"out": str(out), "data": {"path": str(root), "image_size": 32}, "model": {"name": "scatter_linear"},
+           "privacy": privacy, "training": {"epochs": 2, "batch_size": 32, "bootstrap_resamples": 100}}
+    if synthetic is not None:
+        raw["synthetic"] = {"path": str(synthetic), "use": use, "pretrain_epochs": 2}
+    return config_from_dict(raw)
+
+
+# ---------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_networks_make_and_judge_images_of_the_configured_size(size):
+    gen, disc = Generator(image_size=size, width=8), Discriminator(image_size=size, width=8)
+    z, labels = torch.randn(4, 100), torch.tensor([0, 1, 0, 1])
+    images = gen.eval()(z, labels)
+    assert images.shape == (4, 1, size, size) and images.abs().max() <= 1
+    assert disc(images, labels).shape == (4,)
+    same_z = gen(z[:1].repeat(2, 1), torch.tensor([0, 1]))
+    assert not torch.allclose(same_z[0], same_z[1])  # the label conditions the image
+
+
+def test_discriminator_has_no_batch_norm():
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in Discriminator(image_size=64).modules())
+
+
+def test_unsupported_size_is_a_clear_error():
+    with pytest.raises(PrivmedError, match="power of two"):
+        Generator(image_size=48)
+
+
+# ---------------------------------------------------------------- DP generator training
+
+
+def test_dp_generator_epsilon_is_the_accountants_and_within_target(dp_generator):
+    record = rundir.read_json(dp_generator / rundir.PRIVACY)
+    assert record["private"] is True
+    (stage,) = record["stages"]
+    assert stage["stage"] == STAGE and stage["steps"] == 2 * math.ceil(144 / 32)  # 144 phantom training images
+    mech = Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"])
+    assert record["epsilon"] == pytest.approx(epsilon_for([mech], delta=record["delta"]), rel=1e-9)
+    assert 4.8 < record["epsilon"] <= 5.0
+    assert (dp_generator / "grids" / "epoch_0002.png").is_file()
+
+
+def test_interrupted_generator_resumes_without_resetting_its_spend(phantom_root, tmp_path, dp_generator):
+    out = tmp_path / "g"
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(gen_config(phantom_root, out, epsilon=5.0), on_epoch_end=stop)
+    assert len(pd.read_csv(out / rundir.HISTORY)) == 1
+    train_generator(gen_config(phantom_root, out, epsilon=5.0), resume=True)
+    resumed, whole = (rundir.read_json(p / rundir.PRIVACY) for p in (out, dp_generator))
+    assert resumed["stages"][0]["steps"] == whole["stages"][0]["steps"]
+    assert resumed["epsilon"] == pytest.approx(whole["epsilon"])
+
+
+def test_resume_with_a_changed_config_is_refused(phantom_root, dp_generator):
+    changed = gen_config(phantom_root, dp_generator, epsilon=2.0)
+    with pytest.raises(PrivmedError, match="configuration changed"):
+        train_generator(changed, resume=True)
+
+
+def test_generator_delta_must_be_below_one_over_n(phantom_root, tmp_path):
+    with pytest.raises(PrivmedError, match="1/N"):
+        train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0, delta=0.5))
+    assert not (tmp_path / "g").exists()  # nothing written
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_sample_writes_classes_manifest_and_privacy_record(dp_generator, dp_samples):
+    manifest = pd.read_csv(dp_samples / "manifest.csv")
+    assert len(manifest) == 60 and manifest["synthetic"].all()
+    assert manifest["label"].value_counts().to_dict() == {0: 30, 1: 30}
+    assert all((dp_samples / p).is_file() for p in manifest["path"])
+    assert rundir.read_json(dp_samples / "privacy.json") == rundir.read_json(dp_generator / rundir.PRIVACY)
+
+
+def test_sampling_is_deterministic_for_a_seed(dp_generator, tmp_path):
+    def digest(folder):
+        return hashlib.sha256(b"".join((folder / p).read_bytes()
+                                       for p in pd.read_csv(folder / "manifest.csv")["path"])).hexdigest()
+
+    a, b = (sample(dp_generator, n=20, out=tmp_path / k, seed=5) for k in "ab")
+    c = sample(dp_generator, n=20, out=tmp_path / "c", seed=6)
+    assert digest(a) == digest(b) != digest(c)
+
+
+# ---------------------------------------------------------------- one ledger per run
+
+
+def test_pretrain_finetune_composes_generator_and_classifier_through_the_accountant(phantom_root, dp_samples,
+                                                                                   tmp_path):
+    out = train(classifier_config(phantom_root, tmp_path / "r", dp_samples, epsilon=2.0))
+    record = rundir.read_json(out / rundir.PRIVACY)
+    assert record["private"] is True
+    names = [s["stage"] for s in record["stages"]]
+    assert names == [STAGE, "dp_sgd"]  # centring came from synthetic features: no private stage
+    mechs = [Mechanism(s["stage"], s["noise_multiplier"], s["sample_rate"], s["steps"]) for s in record["stages"]]
+    composed = epsilon_for(mechs, delta=record["delta"])
+    assert record["epsilon"] == pytest.approx(composed, rel=1e-9)
+    alone = [s["epsilon_alone"] for s in record["stages"]]
+    assert max(alone) < composed < sum(alone)  # composition, not addition
+    assert alone[1] <= 2.0 + 1e-6
+
+
+def test_augment_samples_real_and_synthetic_as_one_set(phantom_root, dp_samples, tmp_path):
+    out = train(classifier_config(phantom_root, tmp_path / "r", dp_samples, use="augment", epsilon=2.0))
+    sgd = next(s for s in rundir.read_json(out / rundir.PRIVACY)["stages"] if s["stage"] == "dp_sgd")
+    assert sgd["sample_rate"] == pytest.approx(1 / math.ceil((144 + 60) / 32))
+
+
+def test_synthetic_only_costs_the_generators_epsilon(phantom_root, dp_generator, dp_samples, tmp_path):
+    out = train(classifier_config(phantom_root, tmp_path / "r", dp_samples, use="only"))
+    record = rundir.read_json(out / rundir.PRIVACY)
+    assert record["private"] is True
+    assert record["epsilon"] == pytest.approx(rundir.read_json(dp_generator / rundir.PRIVACY)["epsilon"])
+
+
+def test_synthetic_only_with_an_epsilon_is_a_clear_error(phantom_root, dp_samples, tmp_path):
+    with pytest.raises(PrivmedError, match="leave out --epsilon"):
+        classifier_config(phantom_root, tmp_path / "r", dp_samples, use="only", epsilon=1.0)
+
+
+def test_images_of_unknown_origin_make_the_run_not_private(phantom_root, tmp_path):
+    folder = tmp_path / "unknown"
+    for cls in ("benign", "malignant"):
+        (folder / cls).mkdir(parents=True)
+        for src in sorted((phantom_root / "images" / "train" / cls).glob("*.png"))[:10]:
+            (folder / cls / src.name).write_bytes(src.read_bytes())
+    out = train(classifier_config(phantom_root, tmp_path / "r", folder, epsilon=2.0))
+    record = rundir.read_json(out / rundir.PRIVACY)
+    assert record["private"] is False and record["epsilon"] == "inf"
+    assert record["non_private_reasons"] == [UNKNOWN_ORIGIN.format(path=folder)]
+    assert "NOT PRIVATE" in record["summary"]
+
+
+def test_a_non_private_generator_makes_the_run_not_private(phantom_root, tmp_path):
+    gen = train_generator(gen_config(phantom_root, tmp_path / "g"))
+    syn = sample(gen, n=20, out=tmp_path / "s")
+    out = train(classifier_config(phantom_root, tmp_path / "r", syn, epsilon=2.0))
+    record = rundir.read_json(out / rundir.PRIVACY)
+    assert record["private"] is False
+    assert record["non_private_reasons"][0] == NON_PRIVATE_GENERATOR.format(path=syn, generator=str(gen.resolve()))
+
+
+# ---------------------------------------------------------------- fine-tuning modes
+
+
+def test_finetune_head_freezes_all_but_the_last_linear_layer_and_reinit_resets_it():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    before = net[2].weight.detach().clone()
+    prepare_finetune(net, finetune="head", reinit_head=True)
+    assert [p.requires_grad for p in net.parameters()] == [False, False, True, True]
+    assert not torch.equal(before, net[2].weight)
+
+
+# ---------------------------------------------------------------- quality
+
+
+def test_frechet_distance_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    shifted = a + np.array([2.0, 0, 0])  # same covariance: FD = |mean shift|^2
+    assert frechet_distance(a, shifted) == pytest.approx(4.0, rel=1e-6)
+    scaled = a * 2  # N(0, I) vs N(0, 4I) in 3D: trace(I + 4I - 2*2I) = 3, up to sampling
+    assert frechet_distance(a, scaled) == pytest.approx(3.0, rel=0.05)
+
+
+def test_quality_flags_a_generator_that_copies_its_training_images(phantom_root, tmp_path):
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+
+    real = load_dataset(DataConfig(path=str(phantom_root), image_size=32))
+    train_split = real.split("train")
+    copies = evaluate_synthetic(synthetic=train_split.images, labels=train_split.labels[:, 0].astype(int),
+                                real=real, out=tmp_path / "q", n_resamples=100)
+    assert copies.near_copy_share == 1.0 and copies.median_nn_distance_synthetic == pytest.approx(0, abs=1e-6)
+    noise = np.random.default_rng(0).random(train_split.images.shape).astype(np.float32)
+    honest = evaluate_synthetic(synthetic=noise, labels=train_split.labels[:, 0].astype(int), real=real,
+                                out=tmp_path / "n", n_resamples=100)
+    assert honest.near_copy_share == 0.0
+    assert honest.frechet_distance > copies.frechet_distance
+    for name in ("quality.json", "samples.png", "closest_pairs.png"):
+        assert (tmp_path / "q" / name).is_file()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_synth_command_line_train_sample_evaluate_then_train_with_it(phantom_root, tmp_path, capsys):
+    from privmed.cli import main
+
+    gen, syn = tmp_path / "g", tmp_path / "s"
+    assert main(["synth", "train", "--data", str(phantom_root), "--image-size", "32", "--epsilon", "8",
+                 "--epochs", "1", "--batch-size", "32", "--width", "8", "--out", str(gen)]) == 0
+    assert main(["synth", "sample", str(gen), "--n", "40", "--out", str(syn)]) == 0
+    assert main(["synth", "evaluate", str(gen), "--data", str(phantom_root), "--n", "40", "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "train on synthetic, test on real: AUROC" in printed and "real vs real" in printed
+    assert (gen / "quality" / "quality.json").is_file()
+    assert main(["train", "--data", str(phantom_root), "--image-size", "32", "--epsilon", "3", "--epochs", "1",
+                 "--synthetic", str(syn), "--synthetic-use", "pretrain", "--finetune", "head", "--pretrain-epochs",
+                 "1", "--bootstrap", "100", "--out", str(tmp_path / "r")]) == 0
+    assert "generator_discriminator_dp_sgd alone" in capsys.readouterr().out
+
+
+def test_synth_sample_of_a_folder_without_generator_is_a_clear_error(tmp_path, capsys):
+    from privmed.cli import main
+
+    assert main(["synth", "sample", str(tmp_path), "--n", "10", "--out", str(tmp_path / "s")]) == 2
+    assert "synth train" in capsys.readouterr().err
