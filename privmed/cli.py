@@ -164,6 +164,7 @@ SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
                                    "noise_multiplier", "clip_norm", "accountant")},
     "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
     "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
+    "disc_width": ("gan", "disc_width"),
 }
 
 
@@ -186,7 +187,9 @@ def _add_synth(sub) -> None:
     tr.add_argument("--batch-size", type=int, help="expected (Poisson) real images per discriminator step")
     tr.add_argument("--lr-d", type=float)
     tr.add_argument("--lr-g", type=float)
-    tr.add_argument("--width", type=int, help="base channel width of both networks (default 32)")
+    tr.add_argument("--width", type=int, help="base channel width of the generator (default 32)")
+    tr.add_argument("--disc-width", type=int, help="base channel width of the discriminator (default: --width); "
+                                                   "DP-SGD's noise grows with its size, so keep it small when private")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")

@@ -164,6 +164,22 @@ def test_audit_resumes_from_saved_shadows(audit_data, tmp_path, capsys):
     assert [p.stat().st_mtime_ns for p in saved] == stamps  # reused, not retrained
 
 
+def test_parallel_shadow_workers_train_the_same_shadows_as_one_process(audit_data, tmp_path, capsys):
+    import numpy as np
+
+    run = tmp_path / "np"
+    _train(audit_data, run, "--epochs", "5")
+    _audit(run, capsys, "--shadows", "2", "--shadow-dir", str(tmp_path / "serial"))
+    _audit(run, capsys, "--shadows", "2", "--workers", "2", "--shadow-dir", str(tmp_path / "parallel"))
+    serial = sorted((tmp_path / "serial").rglob("shadow_*.npz"))
+    parallel = sorted((tmp_path / "parallel").rglob("shadow_*.npz"))
+    assert [p.name for p in serial] == [p.name for p in parallel] == ["shadow_0.npz", "shadow_1.npz"]
+    for a, b in zip(serial, parallel):
+        sa, sb = np.load(a), np.load(b)
+        assert np.array_equal(sa["mask"], sb["mask"])
+        np.testing.assert_allclose(sa["confidence"], sb["confidence"], rtol=1e-4, atol=1e-4)
+
+
 def test_audit_of_something_that_is_not_a_run(tmp_path, capsys):
     assert main(["audit", str(tmp_path)]) == 2
     assert "not a finished privmed run" in capsys.readouterr().err
