@@ -165,6 +165,7 @@ SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
     "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
     "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
     "disc_width": ("gan", "disc_width"),
+    "discriminator": ("gan", "discriminator"),
 }
 
 
@@ -190,6 +191,8 @@ def _add_synth(sub) -> None:
     tr.add_argument("--width", type=int, help="base channel width of the generator (default 32)")
     tr.add_argument("--disc-width", type=int, help="base channel width of the discriminator (default: --width); "
                                                    "DP-SGD's noise grows with its size, so keep it small when private")
+    tr.add_argument("--discriminator", choices=("pixel", "scatter"),
+                    help="pixel: MCGAN-like conv net (default); scatter: small head on frozen scattering features")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")

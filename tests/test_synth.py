@@ -16,7 +16,7 @@ from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism, epsilon_for
 from privmed.synth.config import generator_config_from_dict
-from privmed.synth.gan import Discriminator, Generator
+from privmed.synth.gan import Discriminator, Generator, ScatterDiscriminator
 from privmed.synth.quality import evaluate_synthetic, frechet_distance
 from privmed.synth.sample import sample
 from privmed.synth.training import STAGE, train_generator
@@ -60,6 +60,26 @@ def test_networks_make_and_judge_images_of_the_configured_size(size):
     assert disc(images, labels).shape == (4,)
     same_z = gen(z[:1].repeat(2, 1), torch.tensor([0, 1]))
     assert not torch.allclose(same_z[0], same_z[1])  # the label conditions the image
+
+
+def test_scatter_discriminator_is_small_and_conditioned():
+    disc = ScatterDiscriminator(image_size=64)
+    assert sum(p.numel() for p in disc.parameters()) < 20_000
+    assert not any(p.requires_grad for p in disc.features.parameters())
+    nn.init.normal_(disc.class_projection.weight)
+    images = torch.rand(2, 1, 64, 64)
+    same = disc(images[:1].repeat(2, 1, 1, 1), torch.tensor([0, 1]))
+    assert same.shape == (2,) and same[0] != same[1]
+
+
+def test_dp_generator_with_scatter_discriminator_trains_and_is_accounted(phantom_root, tmp_path):
+    config = generator_config_from_dict({"out": str(tmp_path / "g"), "data": {"path": str(phantom_root),
+                                                                             "image_size": 32},
+                                         "privacy": {"epsilon": 3.0},
+                                         "gan": {"epochs": 1, "batch_size": 32, "width": 8, "discriminator": "scatter"}})
+    record = rundir.read_json(train_generator(config) / rundir.PRIVACY)
+    assert record["private"] and record["epsilon"] <= 3.0
+    assert record["stages"][0]["steps"] == math.ceil(144 / 32)
 
 
 def test_discriminator_has_no_batch_norm():
