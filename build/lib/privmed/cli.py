@@ -1,0 +1,390 @@
+"""The ``privmed`` command line (also ``python -m privmed``).
+
+Every user error is a :class:`PrivmedError`: printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from privmed.errors import PrivmedError
+
+#: CLI option -> (config section, key). Options left unset do not override the YAML file.
+OPTION_KEYS: dict[str, tuple[str, str]] = {
+    "data": ("data", "path"),
+    "label_column": ("data", "label_columns"),
+    "positive_class": ("data", "positive_class"),
+    "image_size": ("data", "image_size"),
+    "spatial_dims": ("data", "spatial_dims"),
+    "model": ("model", "name"),
+    "epsilon": ("privacy", "epsilon"),
+    "delta": ("privacy", "delta"),
+    "noise_multiplier": ("privacy", "noise_multiplier"),
+    "clip_norm": ("privacy", "clip_norm"),
+    "accountant": ("privacy", "accountant"),
+    "epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "physical_batch_size": ("training", "physical_batch_size"),
+    "lr": ("training", "lr"),
+    "optimizer": ("training", "optimizer"),
+    "seed": ("training", "seed"),
+    "augment": ("training", "augment"),
+    "device": ("training", "device"),
+    "bootstrap": ("training", "bootstrap_resamples"),
+    "synthetic": ("synthetic", "path"),
+    "synthetic_use": ("synthetic", "use"),
+    "finetune": ("synthetic", "finetune"),
+    "reinit_head": ("synthetic", "reinit_head"),
+    "pretrain_epochs": ("synthetic", "pretrain_epochs"),
+    "pretrain_lr": ("synthetic", "pretrain_lr"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    warnings.filterwarnings("ignore", module="opacus")
+    warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+    try:
+        return args.handler(args) or 0
+    except PrivmedError as err:
+        print(f"privmed: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("privmed: interrupted; continue with the same command plus --resume.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privmed", description="Privacy-preserving medical-image AI.")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train a classifier, privately (--epsilon) or not")
+    train.add_argument("--config", help="YAML file with any of the options below (unknown keys are an error)")
+    train.add_argument("--out", help="run directory (default runs/latest)")
+    train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
+    train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
+    train.add_argument("--positive-class", help="name of the positive class (default malignant)")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--spatial-dims", type=int, choices=(2, 3))
+    train.add_argument("--model", help="model name (see `privmed models`)")
+    train.add_argument("--epsilon", type=float, help="target epsilon over the whole run; omit or inf = non-private")
+    train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
+    train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
+    train.add_argument("--clip-norm", type=float, help="per-sample gradient clipping norm (default 1.0)")
+    train.add_argument("--accountant", choices=("prv", "rdp"))
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, help="logical (expected, Poisson) batch size")
+    train.add_argument("--physical-batch-size", type=int, help="largest batch computed at once (memory only)")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--optimizer", choices=("sgd", "adam"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--augment", type=_bool, metavar="{true,false}")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default 1000)")
+    train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders)")
+    train.add_argument("--synthetic-use", choices=("augment", "pretrain", "only"),
+                       help="augment: real + synthetic under DP-SGD; pretrain: pretrain on synthetic, then DP "
+                            "fine-tune on real (default); only: synthetic alone")
+    train.add_argument("--finetune", choices=("full", "head"), help="after pretraining, fine-tune the full model "
+                                                                    "(default) or its head only")
+    train.add_argument("--reinit-head", type=_bool, metavar="{true,false}",
+                       help="re-initialise the head after pretraining (default false)")
+    train.add_argument("--pretrain-epochs", type=int, help="epochs on synthetic images before fine-tuning (default 20)")
+    train.add_argument("--pretrain-lr", type=float, help="learning rate of pretraining (default: --lr)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.set_defaults(handler=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
+    ev.add_argument("run", help="run directory")
+    ev.add_argument("--data", help="data set (default: the run's own data)")
+    ev.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
+    ev.add_argument("--label-column", nargs="+")
+    ev.add_argument("--positive-class")
+    ev.add_argument("--bootstrap", type=int, default=1000)
+    ev.set_defaults(handler=_cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="paired bootstrap test of two runs on the same data")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--data", help="data set (default: run A's data)")
+    cmp_.add_argument("--split", default="test")
+    cmp_.add_argument("--label-column", nargs="+")
+    cmp_.add_argument("--positive-class")
+    cmp_.add_argument("--bootstrap", type=int, default=1000)
+    cmp_.set_defaults(handler=_cmd_compare)
+
+    ph = sub.add_parser("phantom", help="write the built-in phantom data set and/or an image grid PNG")
+    ph.add_argument("--grid", default="phantom_grid.png", help="PNG of samples per class")
+    ph.add_argument("--dataset", help="also write the data set (images + metadata.csv) to this folder")
+    ph.add_argument("--n", type=int, default=2000)
+    ph.add_argument("--image-size", type=int, default=64)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.set_defaults(handler=_cmd_phantom)
+
+    au = sub.add_parser("audit", help="membership-inference audit of a trained run, beside its claimed epsilon")
+    au.add_argument("run", help="run directory")
+    au.add_argument("--data", help="the data the run was trained on (default: the run's own)")
+    au.add_argument("--shadows", type=int, default=8, help="shadow models for LiRA (0: loss attack only)")
+    au.add_argument("--canaries", type=int, default=0,
+                    help="canaries; half go into a retrained target, the audit scores them only")
+    au.add_argument("--canary-kind", default="crafted", choices=("crafted", "mislabeled"),
+                    help="crafted: noise images with random labels; mislabeled: test images with flipped labels")
+    au.add_argument("--workers", type=int, default=1, help="processes training shadow models")
+    au.add_argument("--shadow-dir", help="folder shared by audits of runs with the same recipe (reuses shadows)")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--bootstrap", type=int, default=1000)
+    au.set_defaults(handler=_cmd_audit)
+
+    aus = sub.add_parser("audit-synthetic", help="did a generator memorise? DCR membership test of synthetic images")
+    aus.add_argument("synthetic", help="folder of synthetic images (class folders or a manifest)")
+    aus.add_argument("--data", required=True, help="the real data: train split = generator's training set")
+    aus.add_argument("--image-size", type=int, default=64)
+    aus.add_argument("--bootstrap", type=int, default=1000)
+    aus.set_defaults(handler=_cmd_audit_synthetic)
+
+    _add_synth(sub)
+
+    models = sub.add_parser("models", help="list the models")
+    models.set_defaults(handler=_cmd_models)
+    return parser
+
+
+#: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
+SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
+    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "image_size", "epsilon", "delta",
+                                   "noise_multiplier", "clip_norm", "accountant")},
+    "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
+    "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
+    "disc_width": ("gan", "disc_width"),
+    "discriminator": ("gan", "discriminator"),
+}
+
+
+def _add_synth(sub) -> None:
+    synth = sub.add_parser("synth", help="class-conditioned generator: train (with or without DP), sample, evaluate")
+    ssub = synth.add_subparsers(dest="synth_command")
+    tr = ssub.add_parser("train", help="train a generator on the training split")
+    tr.add_argument("--config", help="YAML file with data/privacy/gan sections")
+    tr.add_argument("--out", help="generator folder (default gens/latest)")
+    tr.add_argument("--data", help="data set (default: built-in phantom)")
+    tr.add_argument("--label-column", nargs=1, help="the binary label column of a manifest")
+    tr.add_argument("--positive-class")
+    tr.add_argument("--image-size", type=int, help="64 (default) or 128")
+    tr.add_argument("--epsilon", type=float, help="target epsilon of the discriminator's DP-SGD; omit = non-private")
+    tr.add_argument("--delta", type=float)
+    tr.add_argument("--noise-multiplier", type=float)
+    tr.add_argument("--clip-norm", type=float)
+    tr.add_argument("--accountant", choices=("prv", "rdp"))
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int, help="expected (Poisson) real images per discriminator step")
+    tr.add_argument("--lr-d", type=float)
+    tr.add_argument("--lr-g", type=float)
+    tr.add_argument("--width", type=int, help="base channel width of the generator (default 32)")
+    tr.add_argument("--disc-width", type=int, help="base channel width of the discriminator (default: --width); "
+                                                   "DP-SGD's noise grows with its size, so keep it small when private")
+    tr.add_argument("--discriminator", choices=("pixel", "scatter"),
+                    help="pixel: MCGAN-like conv net (default); scatter: small head on frozen scattering features")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")
+    tr.set_defaults(handler=_cmd_synth_train)
+    sa = ssub.add_parser("sample", help="write synthetic images + manifest + privacy record")
+    sa.add_argument("generator", help="generator folder (from `synth train`)")
+    sa.add_argument("--n", type=int, default=3000, help="images in all, half per class (default 3000)")
+    sa.add_argument("--out", required=True, help="folder to write")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(handler=_cmd_synth_sample)
+    ev = ssub.add_parser("evaluate", help="train-on-synthetic AUROC, Frechet distance, memorisation, sample grid")
+    ev.add_argument("synthetic", help="generator folder, or a folder of synthetic images")
+    ev.add_argument("--data", required=True, help="the real data (train/val/test)")
+    ev.add_argument("--n", type=int, default=2000, help="images to sample from a generator (default 2000)")
+    ev.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
+    ev.add_argument("--out", help="where to write (default SYNTHETIC/quality)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--bootstrap", type=int, default=1000)
+    ev.set_defaults(handler=_cmd_synth_evaluate)
+    synth.set_defaults(handler=lambda args: synth.print_help() or 1)
+
+
+def _cmd_synth_train(args: argparse.Namespace) -> int:
+    from privmed.config import load_yaml, merge
+    from privmed.synth.config import generator_config_from_dict
+    from privmed.synth.training import GENERATOR_FILE, train_generator
+
+    overrides: dict[str, Any] = {}
+    for option, (section, key) in SYNTH_OPTION_KEYS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if args.out:
+        overrides["out"] = args.out
+    config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
+    out = train_generator(config, resume=args.resume)
+    from privmed import rundir
+
+    print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
+    print(f"  privacy: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
+    return 0
+
+
+def _cmd_synth_sample(args: argparse.Namespace) -> int:
+    from privmed import rundir
+    from privmed.synth.sample import sample
+
+    out = sample(args.generator, n=args.n, out=args.out, seed=args.seed)
+    print(f"{args.n // 2 * 2} synthetic images written to {out} (manifest.csv, privacy.json)")
+    print(f"  privacy of the generator: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
+    return 0
+
+
+def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+    from privmed.synth.quality import evaluate_synthetic
+    from privmed.synth.sample import generate, load_generator
+    from privmed.synth.training import GENERATOR_FILE
+
+    target = Path(args.synthetic)
+    if (target / GENERATOR_FILE).is_file():
+        gen, record = load_generator(target)
+        size = args.image_size or record["image_size"]
+        if size != record["image_size"]:
+            raise PrivmedError(f"the generator makes {record['image_size']} px images; leave out --image-size.")
+        images, labels = generate(gen, n_per_class=args.n // 2, seed=args.seed)
+        names = tuple(record["class_names"])
+    else:
+        size = args.image_size or 64
+        syn = load_dataset(DataConfig(path=str(target), image_size=size, attribute_columns=()), require_splits=(),
+                           assign_splits=False)
+        images, labels, names = syn.images, syn.labels[:, 0].astype(int), ("negative", syn.label_names[0])
+    real = load_dataset(DataConfig(path=args.data, image_size=size))
+    out = Path(args.out) if args.out else target / "quality"
+    quality = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out, class_names=names,
+                                 seed=args.seed, n_resamples=args.bootstrap)
+    print(f"{len(images)} synthetic images from {target} against {real.name} ({size} px):")
+    for line in quality.lines():
+        print(f"  {line}")
+    print(f"written to {out} (quality.json, samples.png, closest_pairs.png)")
+    return 0
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "yes", "no", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "yes", "1")
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested config overrides from the options actually given."""
+    overrides: dict[str, Any] = {}
+    for option, (section, key) in OPTION_KEYS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if getattr(args, "out", None):
+        overrides["out"] = args.out
+    return overrides
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from privmed.config import config_from_dict, load_yaml, merge
+    from privmed.reporting import print_run_summary
+    from privmed.training.trainer import train
+
+    base = load_yaml(args.config) if args.config else {}
+    config = config_from_dict(merge(base, cli_overrides(args)))
+    out = train(config, resume=args.resume)
+    print_run_summary(out)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from privmed.evaluation.external import evaluate_run
+    from privmed.reporting import print_metrics_table
+
+    result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
+                                 positive_class=args.positive_class, n_resamples=args.bootstrap)
+    print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
+    print(f"written to {where}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from privmed.evaluation.external import compare_runs
+    from privmed.reporting import print_comparison
+
+    result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
+                          label_columns=args.label_column, positive_class=args.positive_class,
+                          n_resamples=args.bootstrap)
+    print_comparison(result)
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from privmed.data.phantom import PhantomSpec, generate_phantom, write_image_grid, write_phantom_dataset
+
+    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed)
+    images, table = generate_phantom(spec)
+    grid = write_image_grid(images, table["label"].to_numpy(), args.grid,
+                            title=f"privmed phantom, {args.image_size}px, seed {args.seed}")
+    print(f"image grid written to {grid}")
+    if args.dataset:
+        manifest = write_phantom_dataset(args.dataset, spec)
+        print(f"data set written to {manifest.parent} (manifest {manifest.name})")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from privmed.audit.membership import AuditConfig, audit_run
+    from privmed.reporting import print_audit
+
+    config = AuditConfig(shadows=args.shadows, canaries=args.canaries, canary_kind=args.canary_kind,
+                         workers=args.workers, seed=args.seed, bootstrap=args.bootstrap)
+    result = audit_run(Path(args.run), data=args.data, config=config,
+                       shadow_dir=Path(args.shadow_dir) if args.shadow_dir else None)
+    print_audit(result)
+    return 0
+
+
+def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
+    from privmed.audit.synthetic import dcr_membership
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+    from privmed.privacy.accounting import default_delta
+
+    real = load_dataset(DataConfig(path=args.data, image_size=args.image_size))
+    synthetic = load_dataset(DataConfig(path=args.synthetic, image_size=args.image_size), require_splits=(),
+                             assign_splits=False)
+    members, non_members = real.split("train"), real.split("test")
+    summary, medians = dcr_membership(synthetic=synthetic.images, members=members.images,
+                                      non_members=non_members.images, delta=default_delta(len(members)),
+                                      n_resamples=args.bootstrap)
+    print(f"DCR membership test: {len(synthetic)} synthetic images vs {len(members)} training (members) and "
+          f"{len(non_members)} test (non-members) images of {real.name}, {args.image_size} px")
+    print(f"  median distance to closest synthetic image: members {medians['median_dcr_members']:.2f}, "
+          f"non-members {medians['median_dcr_non_members']:.2f}")
+    print(f"  AUC={summary.auc:.3f} [{summary.auc_ci[0]:.3f}, {summary.auc_ci[1]:.3f}]  "
+          f"TPR@1%FPR={summary.tpr_at_1pct_fpr:.3f}  eps lower bound={summary.eps_lower_bound:.3f}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from privmed.models import MODELS
+
+    for name, info in MODELS.items():
+        dims = "/".join(f"{d}D" for d in info.spatial_dims)
+        print(f"{name:16s} {dims:6s} grad mode {info.grad_sample_mode:10s} {info.description}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

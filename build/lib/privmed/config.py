@@ -1,0 +1,300 @@
+"""Run configuration: frozen dataclasses, validated at creation, that reject unknown keys.
+
+A configuration comes from three layers, later ones winning: the defaults below,
+a YAML file (``--config run.yaml``), and command-line options. The resolved
+configuration is written to ``RUN/config.yaml`` and is what ``--resume`` compares.
+
+YAML layout (every section optional)::
+
+    data:     {path: ../shared/data/cbis-ddsm-masses, positive_class: malignant, image_size: 128}
+    model:    {name: scatter_linear}
+    privacy:  {epsilon: 1, delta: 1.0e-5, clip_norm: 1.0, accountant: prv}
+    training: {epochs: 20, batch_size: 128, lr: 0.1, seed: 0}
+    synthetic: {path: synth/g1, use: pretrain, finetune: full}
+    out: runs/eps1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from privmed.errors import PrivmedError
+
+UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
+BAD_VALUE = "{where}.{key} = {value!r}: {why}."
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how to read them.
+
+    ``path=None`` selects the built-in in-silico mammography phantom.
+    """
+
+    path: str | None = None
+    label_columns: tuple[str, ...] = ("label",)
+    positive_class: str = "malignant"
+    image_size: int = 64
+    spatial_dims: int = 2
+    split_column: str = "split"
+    patient_column: str = "patient_id"
+    path_column: str = "path"
+    attribute_columns: tuple[str, ...] | None = None  # None: every other manifest column
+    val_fraction: float = 0.2  # only used when the data has no splits
+    test_fraction: float = 0.2
+    phantom_samples: int = 2000
+    seed: int = 0  # the phantom's seed and the seed of the split of data without splits; fixed across training seeds
+
+    def __post_init__(self) -> None:
+        _require(self.image_size >= 16, "data", "image_size", self.image_size, "must be >= 16")
+        _require(self.spatial_dims in (2, 3), "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
+        _require(len(self.label_columns) >= 1, "data", "label_columns", self.label_columns, "name at least one column")
+        _require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+                 and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",
+                 (self.val_fraction, self.test_fraction), "each in (0, 1) and their sum below 1")
+        _require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network from the model registry (``privmed models`` lists them)."""
+
+    name: str = "scatter_linear"
+    norm: str = "group"
+
+    def __post_init__(self) -> None:
+        _require(self.norm in ("group", "batch"), "model", "norm", self.norm, "use 'group' (DP-safe) or 'batch'")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The DP-SGD guarantee. ``epsilon=inf`` and no ``noise_multiplier`` means non-private.
+
+    Give either a target ``epsilon`` (noise is calibrated for the whole schedule)
+    or a ``noise_multiplier`` (epsilon is then whatever the schedule spends).
+    ``delta=None`` means 1/(10 N) for N private training samples.
+    """
+
+    epsilon: float = math.inf
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    clip_norm: float = 1.0
+    accountant: str = "prv"
+    center_noise_multiplier: float = 5.0  # DP feature centering for feature models, see privmed.training.features
+
+    def __post_init__(self) -> None:
+        if self.epsilon <= 0:
+            from privmed.errors import EPSILON_NOT_POSITIVE
+
+            raise PrivmedError(EPSILON_NOT_POSITIVE.format(epsilon=self.epsilon))
+        _require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta, "must be in (0, 1)")
+        _require(self.noise_multiplier is None or self.noise_multiplier >= 0, "privacy", "noise_multiplier",
+                 self.noise_multiplier, "must be >= 0")
+        _require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
+                 "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
+        _require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
+        _require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
+                 "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
+        _require(self.accountant in ("prv", "rdp"), "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
+        _require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
+                 self.center_noise_multiplier, "must be > 0")
+
+    @property
+    def private(self) -> bool:
+        """True when training runs through DP-SGD."""
+        return math.isfinite(self.epsilon) or self.noise_multiplier is not None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation schedule. ``batch_size`` is the logical (expected, Poisson) batch;
+    ``physical_batch_size`` only bounds memory and never changes the result's privacy."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    physical_batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    bootstrap_resamples: int = 1000
+    num_workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "physical_batch_size"):
+            _require(getattr(self, key) >= 1, "training", key, getattr(self, key), "must be >= 1")
+        _require(self.optimizer in ("sgd", "adam"), "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
+        _require(self.lr > 0, "training", "lr", self.lr, "must be > 0")
+        _require(self.bootstrap_resamples >= 100, "training", "bootstrap_resamples", self.bootstrap_resamples,
+                 "must be >= 100")
+
+
+SYNTHETIC_USES = ("augment", "pretrain", "only")
+FINETUNE_MODES = ("full", "head")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Synthetic images in classifier training (``path=None``: none).
+
+    ``use``: ``augment`` (real + synthetic under DP-SGD), ``pretrain`` (non-private
+    training on synthetic, then DP fine-tuning on real: ``finetune`` the ``full`` model or
+    only its ``head``, keeping the pretrained head or re-initialising it) or ``only``
+    (synthetic alone; the private training split is not touched).
+    ``pretrain_lr=None`` means ``training.lr``.
+    """
+
+    path: str | None = None
+    use: str = "pretrain"
+    finetune: str = "full"
+    reinit_head: bool = False
+    pretrain_epochs: int = 20
+    pretrain_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
+        _require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
+                 f"use one of {list(FINETUNE_MODES)}")
+        _require(self.pretrain_epochs >= 1, "synthetic", "pretrain_epochs", self.pretrain_epochs, "must be >= 1")
+        _require(self.pretrain_lr is None or self.pretrain_lr > 0, "synthetic", "pretrain_lr", self.pretrain_lr,
+                 "must be > 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one ``privmed train`` run needs."""
+
+    out: str = "runs/latest"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
+            raise PrivmedError("synthetic.use = 'only' trains on synthetic images alone and never touches the "
+                               "private training split, so DP-SGD has nothing to protect: leave out --epsilon / "
+                               "--noise-multiplier. The run's epsilon is then the generator's.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-YAML form (tuples as lists, inf as the string 'inf')."""
+        return _plain(dataclasses.asdict(self))
+
+    def identity(self) -> dict[str, Any]:
+        """The parts that must not change when a run is resumed (everything but ``out``
+        and the evaluation-only bootstrap count)."""
+        d = self.to_dict()
+        d.pop("out")
+        d["training"].pop("bootstrap_resamples")
+        d["training"].pop("num_workers")
+        d["training"].pop("device")
+        return d
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "privacy": PrivacyConfig, "training": TrainingConfig,
+             "synthetic": SyntheticConfig}
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig` from nested dicts; unknown keys raise :class:`PrivmedError`."""
+    _reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
+    kwargs: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, Mapping):
+            raise PrivmedError(f"config section '{name}' must be a mapping, got {section!r}.")
+        kwargs[name] = _build(cls, section, name)
+    if "out" in raw:
+        kwargs["out"] = str(raw["out"])
+    return RunConfig(**kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into nested dicts (empty file -> {})."""
+    p = Path(path)
+    if not p.is_file():
+        raise PrivmedError(f"config file '{p}' does not exist.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise PrivmedError(f"config file '{p}' is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise PrivmedError(f"config file '{p}' must hold a mapping of sections, got {type(raw).__name__}.")
+    return raw
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge two nested dicts; values of ``override`` win."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for k, v in override.items():
+        out[k] = merge(out.get(k) or {}, v) if isinstance(v, Mapping) else v
+    return out
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, section: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    _reject_unknown(section, set(known), where)
+    kwargs = {k: _coerce(v, known[k].type, where, k) for k, v in section.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
+    ann = str(annotation)
+    if value is None:
+        return None
+    try:
+        if ann.startswith("tuple"):
+            return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+        if ann.startswith("float"):
+            return float(value)
+        if ann.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("not an integer")
+            return int(value)
+        if ann.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                    raise ValueError("not a boolean")
+                return value.lower() in ("true", "yes", "1")
+            return bool(value)
+        if ann.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError) as err:
+        raise PrivmedError(BAD_VALUE.format(where=where, key=key, value=value, why=str(err))) from None
+    return value
+
+
+def _reject_unknown(section: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise PrivmedError(UNKNOWN_KEY.format(where=where, keys=unknown, known=sorted(known)))
+
+
+def _require(ok: bool, where: str, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise PrivmedError(BAD_VALUE.format(where=where, key=key, value=value, why=why))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf"
+    return obj

@@ -1,0 +1,1 @@
+"""Data sources for privmed: built-in phantom data sets and loaders."""

@@ -1,0 +1,327 @@
+"""Turning whatever the user points ``--data`` at into one table of samples.
+
+Every source ends as a :class:`Dataset`: a table with one row per image
+(``sample_id``, ``split``, ``patient_id``, one 0/1 column per target, the
+attribute columns) and the images themselves, resized, in memory.
+
+Sources, tried in order (first that matches wins, see :data:`SOURCES`):
+
+* ``*.npz`` in MedMNIST layout (``{split}_images``, ``{split}_labels``);
+* a CSV manifest (a ``.csv`` file, or a folder holding ``metadata.csv``/``manifest.csv``)
+  with a path column, label column(s), and optionally split, patient id and attributes;
+* a class-folder tree, ``ROOT/<split>/<class>/*`` or ``ROOT/<class>/*`` (PNG, JPEG,
+  DICOM, NIfTI).
+
+``path=None`` gives the built-in mammography phantom.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from privmed.config import DataConfig
+from privmed.errors import (
+    EMPTY_CLASS_FOLDER,
+    MISSING_COLUMN,
+    NON_BINARY_LABEL,
+    ONE_CLASS_SPLIT,
+    PATH_MISSING,
+    PATIENT_OVERLAP,
+    PrivmedError,
+)
+
+from .images import is_image_file, read_image, resize
+
+SPLITS = ("train", "val", "test")
+MANIFEST_NAMES = ("metadata.csv", "manifest.csv")
+RESERVED_COLUMNS = {"sample_id", "split", "patient_id", "path"}
+
+
+@dataclass
+class Dataset:
+    """Images plus their table. ``images[i]`` belongs to ``table.iloc[i]``.
+
+    ``label_names`` are the target columns of ``table`` (0/1 each): one for a binary
+    task (named after the positive class), several for multi-label.
+    Attribute columns travel with every prediction but are never model inputs.
+    """
+
+    name: str
+    table: pd.DataFrame
+    images: np.ndarray  # float32 (N, H, W) or (N, D, H, W), values in [0, 1]
+    label_names: tuple[str, ...]
+    attribute_columns: tuple[str, ...]
+
+    def split(self, name: str) -> "Dataset":
+        """The rows of one split (empty if the split does not exist)."""
+        mask = (self.table["split"] == name).to_numpy()
+        return Dataset(self.name, self.table[mask].reset_index(drop=True), self.images[mask],
+                       self.label_names, self.attribute_columns)
+
+    @property
+    def image_tensor(self) -> torch.Tensor:
+        """Images as a model batch: float32 (N, 1, *spatial), sharing memory with ``images``."""
+        return torch.from_numpy(self.images).unsqueeze(1)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Targets as float32 (N, n_labels)."""
+        return self.table[list(self.label_names)].to_numpy(dtype=np.float32, copy=True)
+
+    @property
+    def patient_ids(self) -> np.ndarray | None:
+        """Patient ids, or None when the source has none (bootstraps then resample images)."""
+        col = self.table["patient_id"]
+        return None if col.isna().all() else col.astype(str).to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS,
+                 assign_splits: bool = True) -> Dataset:
+    """Read the data a :class:`DataConfig` names, check it, and split it if it has no splits.
+
+    Raises :class:`PrivmedError` with a message saying what to fix for a missing path,
+    an empty class folder, an unreadable image, a missing label column, non-binary
+    labels, a split with one class, or a patient in two splits.
+    """
+    if config.path is None:
+        ds = _load_phantom(config)
+    else:
+        root = Path(config.path)
+        if not root.exists():
+            raise PrivmedError(PATH_MISSING.format(what="data path", path=root, cwd=os.getcwd()))
+        loader = next((load for matches, load in SOURCES if matches(root)), None)
+        if loader is None:
+            raise PrivmedError(
+                f"cannot tell what '{root}' holds: expected a MedMNIST .npz, a CSV manifest (or a folder with "
+                f"{' or '.join(MANIFEST_NAMES)}), or class folders of images.")
+        ds = loader(root, config)
+    if assign_splits and ds.table["split"].isna().all():
+        ds.table["split"] = _random_patient_split(ds.table, config, seed=config.seed)
+    check_dataset(ds, require_splits=require_splits)
+    return ds
+
+
+def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
+    """Patient-disjoint splits, both classes in every required split."""
+    check_patient_disjoint(ds.table)
+    for split in require_splits:
+        part = ds.table[ds.table["split"] == split]
+        if part.empty:
+            raise PrivmedError(f"the data has no '{split}' split (found: {sorted(ds.table['split'].unique())}). "
+                               f"Add one, or give data without a split column so privmed splits it.")
+        for label in ds.label_names:
+            values = part[label].unique()
+            if len(values) < 2:
+                raise PrivmedError(ONE_CLASS_SPLIT.format(split=split, cls=f"{label}={values[0]}", n=len(part)))
+
+
+def check_patient_disjoint(table: pd.DataFrame) -> None:
+    """Raise if any patient id appears in more than one split."""
+    known = table.dropna(subset=["patient_id"])
+    per_patient = known.groupby("patient_id")["split"].nunique()
+    shared = sorted(per_patient[per_patient > 1].index.astype(str))
+    if shared:
+        shown = ", ".join(shared[:10]) + (f" and {len(shared) - 10} more" if len(shared) > 10 else "")
+        raise PrivmedError(PATIENT_OVERLAP.format(patients=shown))
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _load_phantom(config: DataConfig) -> Dataset:
+    from .phantom import PhantomSpec, generate_phantom
+
+    if config.spatial_dims != 2:
+        raise PrivmedError("the built-in phantom is 2D; give --data for 3D volumes.")
+    images, table = generate_phantom(PhantomSpec(n_samples=config.phantom_samples, image_size=config.image_size,
+                                                 seed=config.seed))
+    table = table.rename(columns={"label": "malignant"})
+    attrs = ("breast_density", "age_group")
+    return Dataset("phantom", table[["sample_id", "split", "patient_id", "malignant", *attrs]].copy(),
+                   images.astype(np.float32), ("malignant",), attrs)
+
+
+def _is_npz(root: Path) -> bool:
+    return root.is_file() and root.suffix == ".npz"
+
+
+def _load_npz(root: Path, config: DataConfig) -> Dataset:
+    with np.load(root) as npz:
+        parts = [s for s in SPLITS if f"{s}_images" in npz]
+        if not parts:
+            raise PrivmedError(f"'{root}' has no '<split>_images' arrays (keys: {sorted(npz.keys())}); "
+                               f"expected the MedMNIST layout train_images/train_labels/...")
+        arrays, tables = [], []
+        for split in parts:
+            if f"{split}_labels" not in npz:
+                raise PrivmedError(MISSING_COLUMN.format(path=root, column=f"{split}_labels", columns=sorted(npz.keys())))
+            imgs = npz[f"{split}_images"]
+            labels = npz[f"{split}_labels"]
+            labels = labels.reshape(len(labels), -1)
+            arrays.append(imgs)
+            t = pd.DataFrame({"sample_id": [f"{split}_{i:05d}" for i in range(len(imgs))], "split": split,
+                              "patient_id": np.nan})
+            for j in range(labels.shape[1]):
+                t[f"label_{j}" if labels.shape[1] > 1 else "label"] = labels[:, j]
+            tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+    raw = np.concatenate(arrays).astype(np.float32)
+    raw = raw / 255.0 if raw.max() > 1 else raw
+    if raw.ndim == config.spatial_dims + 2:  # trailing colour channel: average it away
+        raw = raw.mean(-1)
+    if raw.ndim != config.spatial_dims + 1:
+        raise PrivmedError(f"'{root}' holds images of shape {raw.shape[1:]}, not {config.spatial_dims}D; "
+                           f"set data.spatial_dims to match.")
+    images = np.stack([resize(a, size=config.image_size) for a in raw])
+    label_cols = [c for c in table.columns if c.startswith("label")]
+    table, names = _binarise(table, label_cols, config, source=root)
+    return Dataset(root.stem, table, images, names, ())
+
+
+def _manifest_path(root: Path) -> Path | None:
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return root
+    if root.is_dir():
+        return next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    return None
+
+
+def _load_manifest(root: Path, config: DataConfig) -> Dataset:
+    manifest = _manifest_path(root)
+    assert manifest is not None
+    table = pd.read_csv(manifest)
+    base = manifest.parent
+    required = [config.path_column, *config.label_columns]
+    for column in required:
+        if column not in table.columns:
+            raise PrivmedError(MISSING_COLUMN.format(path=manifest, column=column, columns=list(table.columns)))
+    table = table.rename(columns={config.path_column: "path"})
+    table["sample_id"] = table["path"].astype(str)
+    table["split"] = table[config.split_column].astype(str) if config.split_column in table.columns else np.nan
+    if config.patient_column in table.columns:
+        table["patient_id"] = table[config.patient_column].astype(str)
+    else:
+        table["patient_id"] = np.nan
+    table, names = _binarise(table, list(config.label_columns), config, source=manifest)
+    if config.attribute_columns is None:
+        skip = RESERVED_COLUMNS | set(names) | set(config.label_columns) | {config.split_column, config.patient_column}
+        attrs = tuple(c for c in table.columns if c not in skip)
+    else:
+        missing = [c for c in config.attribute_columns if c not in table.columns]
+        if missing:
+            raise PrivmedError(MISSING_COLUMN.format(path=manifest, column=missing[0], columns=list(table.columns)))
+        attrs = tuple(config.attribute_columns)
+    paths = [base / p for p in table["path"].astype(str)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise PrivmedError(PATH_MISSING.format(what=f"image listed in {manifest.name} ({len(missing)} missing, first)",
+                                               path=missing[0], cwd=os.getcwd()))
+    images = _read_all(paths, config)
+    keep = ["sample_id", "split", "patient_id", *names, *attrs, "path"]
+    name = root.stem if root.is_file() else root.name
+    return Dataset(name, table[keep].copy(), images, names, attrs)
+
+
+def _is_folder_tree(root: Path) -> bool:
+    return root.is_dir()
+
+
+def _load_folder_tree(root: Path, config: DataConfig) -> Dataset:
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir())
+    has_splits = bool(subdirs) and all(d.name in SPLITS for d in subdirs)
+    rows = []
+    for split_dir in subdirs if has_splits else [root]:
+        class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
+        if not class_dirs:
+            raise PrivmedError(f"'{split_dir}' has no class folders. Lay images out as ROOT/<class>/*.png "
+                               f"or ROOT/<split>/<class>/*.png.")
+        for class_dir in class_dirs:
+            files = sorted(f for f in class_dir.rglob("*") if f.is_file() and is_image_file(f))
+            if not files:
+                raise PrivmedError(EMPTY_CLASS_FOLDER.format(path=class_dir))
+            for f in files:
+                rows.append({"sample_id": str(f.relative_to(root)), "path": str(f),
+                             "split": split_dir.name if has_splits else np.nan, "patient_id": np.nan,
+                             "class": class_dir.name})
+    table = pd.DataFrame(rows)
+    table, names = _binarise(table, ["class"], config, source=root)
+    images = _read_all([Path(p) for p in table["path"]], config)
+    return Dataset(root.name, table[["sample_id", "split", "patient_id", *names, "path"]].copy(), images, names, ())
+
+
+SOURCES: tuple[tuple[Callable[[Path], bool], Callable[[Path, DataConfig], Dataset]], ...] = (
+    (_is_npz, _load_npz),
+    (lambda root: _manifest_path(root) is not None, _load_manifest),
+    (_is_folder_tree, _load_folder_tree),
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _read_all(paths: list[Path], config: DataConfig) -> np.ndarray:
+    images = [read_image(p, size=config.image_size, spatial_dims=config.spatial_dims)
+              for p in tqdm(paths, desc="reading images", unit="img", leave=False, disable=len(paths) < 200)]
+    return np.stack(images).astype(np.float32)
+
+
+def _binarise(table: pd.DataFrame, columns: list[str], config: DataConfig, *, source: Path
+              ) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Turn label column(s) into 0/1 target columns; return the target names.
+
+    One column: a binary task. Values 0/1 are taken as they are (1 = positive); two
+    class names need ``positive_class`` to be one of them. Several columns: multi-label,
+    each must already be 0/1.
+    """
+    table = table.copy()
+    if len(columns) > 1:
+        for c in columns:
+            values = set(pd.unique(table[c].dropna()))
+            if not values <= {0, 1}:
+                raise PrivmedError(NON_BINARY_LABEL.format(column=c, values=sorted(map(str, values))))
+            table[c] = table[c].astype(int)
+        return table, tuple(columns)
+    column = columns[0]
+    values = sorted(pd.unique(table[column].dropna()), key=str)
+    if table[column].isna().any():
+        raise PrivmedError(f"label column '{column}' of '{source}' has {int(table[column].isna().sum())} empty "
+                           f"values. Fill or drop those rows.")
+    if set(values) <= {0, 1} and len(values) > 0:
+        name = config.positive_class if column == "label" else column
+        target = table[column].astype(int)
+    elif len(values) == 2 and config.positive_class in map(str, values):
+        name = config.positive_class
+        target = (table[column].astype(str) == config.positive_class).astype(int)
+    elif len(values) == 2:
+        raise PrivmedError(f"the classes are {[str(v) for v in values]} but the positive class is "
+                           f"'{config.positive_class}'. Pass --positive-class with one of them.")
+    else:
+        raise PrivmedError(NON_BINARY_LABEL.format(column=column, values=[str(v) for v in values]))
+    table = table.drop(columns=[column]) if column != name else table
+    table[name] = target
+    return table, (name,)
+
+
+def _random_patient_split(table: pd.DataFrame, config: DataConfig, *, seed: int) -> np.ndarray:
+    """Assign train/val/test at random, keeping each patient's images together."""
+    groups = table["patient_id"].where(table["patient_id"].notna(), table["sample_id"]).astype(str).to_numpy()
+    unique = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(unique)
+    n_test = int(round(config.test_fraction * len(unique)))
+    n_val = int(round(config.val_fraction * len(unique)))
+    assignment = {g: "test" for g in unique[:n_test]}
+    assignment.update({g: "val" for g in unique[n_test:n_test + n_val]})
+    assignment.update({g: "train" for g in unique[n_test + n_val:]})
+    return np.array([assignment[g] for g in groups])

@@ -1,0 +1,36 @@
+"""One exception type for every user-facing error.
+
+The CLI catches :class:`PrivmedError`, prints its message (which always says
+what to do) and exits with status 2. Anything else is a bug and keeps its
+traceback. Message templates live here so tests can import them.
+"""
+
+
+class PrivmedError(Exception):
+    """A problem with the user's input or environment, with a message that says how to fix it."""
+
+
+PATH_MISSING = "{what} '{path}' does not exist. Check the path (it is resolved relative to {cwd})."
+EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
+UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
+MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
+NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
+ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
+PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
+DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
+EPSILON_NOT_POSITIVE = "epsilon={epsilon:g} must be > 0. Omit --epsilon (or pass inf) for non-private training."
+EPSILON_UNREACHABLE = (
+    "epsilon={epsilon:g} cannot be reached by this schedule ({steps} steps at sample rate {sample_rate:.4g}, "
+    "delta={delta:g}): even a noise multiplier of {sigma:g} spends more. Raise --epsilon, train fewer --epochs, "
+    "or use a smaller --batch-size.{prior}"
+)
+BATCH_TOO_LARGE = (
+    "a physical batch of {batch} does not fit in memory ({reason}). Pass a smaller --physical-batch-size, "
+    "e.g. {suggest}; the logical batch (--batch-size) and the privacy guarantee stay the same."
+)
+RESUME_NOTHING = "--resume was given but '{path}' holds no checkpoint to resume. Drop --resume to start a fresh run."
+RESUME_CONFIG_CHANGED = (
+    "cannot resume '{path}': the configuration changed ({changes}). Resume with the original options, "
+    "or start a new run in another --out directory."
+)
+OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."

@@ -1,0 +1,122 @@
+"""``privmed evaluate`` and ``privmed compare``: trained runs on any data set.
+
+A run is rebuilt from its ``config.yaml`` and best checkpoint; its thresholds
+come from its own validation split (``metrics.json``) and are applied unchanged.
+Results go to ``RUN/evaluations/<dataset>/<split>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from privmed import rundir
+from privmed.config import RunConfig, config_from_dict
+from privmed.data.sources import Dataset, check_patient_disjoint, load_dataset
+from privmed.errors import PATH_MISSING, PrivmedError
+from privmed.evaluation.bootstrap import paired_bootstrap
+from privmed.evaluation.metrics import METRIC_NAMES
+from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
+from privmed.models import build_model
+from privmed.training.inputs import trainable_part
+
+EVALUATIONS = "evaluations"
+
+
+def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
+    """The run's config, its model with the selected checkpoint loaded, and its metrics.json."""
+    best = run / rundir.CHECKPOINTS / rundir.BEST
+    if not (run / rundir.CONFIG).is_file() or not best.is_file() or not (run / rundir.METRICS).is_file():
+        raise PrivmedError(f"'{run}' is not a finished privmed run (needs {rundir.CONFIG}, {rundir.METRICS} and "
+                           f"{rundir.CHECKPOINTS}/{rundir.BEST}). Train it first, or resume it with --resume.")
+    config = config_from_dict(rundir.read_config_dict(run))
+    metrics = rundir.read_json(run / rundir.METRICS)
+    model = build_model(config.model.name, spatial_dims=config.data.spatial_dims,
+                        num_outputs=len(metrics["label_names"]), image_size=config.data.image_size,
+                        norm=config.model.norm)
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    trainable_part(model).load_state_dict(state["model"])
+    return config, model.eval(), metrics
+
+
+def _evaluation_data(config: RunConfig, *, data: str | None, split: str, label_columns, positive_class) -> Dataset:
+    changes = {}
+    if data is not None:
+        if not Path(data).exists():
+            import os
+
+            raise PrivmedError(PATH_MISSING.format(what="data path", path=data, cwd=os.getcwd()))
+        changes["path"] = data
+    if label_columns:
+        changes["label_columns"] = tuple(label_columns)
+    if positive_class:
+        changes["positive_class"] = positive_class
+    data_config = dataclasses.replace(config.data, **changes)
+    ds = load_dataset(data_config, require_splits=(), assign_splits=False)
+    if ds.table["split"].isna().all():  # external data without splits: all of it is the evaluated split
+        ds.table["split"] = split
+    check_patient_disjoint(ds.table)
+    part = ds.split(split)
+    if len(part) == 0:
+        raise PrivmedError(f"'{ds.name}' has no samples in split '{split}' (splits: {sorted(ds.table['split'].unique())}).")
+    return part
+
+
+def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", label_columns=None,
+                 positive_class: str | None = None, n_resamples: int = 1000) -> tuple[dict, Path]:
+    """Evaluate a finished run on a data set split; write metrics.json and predictions.csv; return both."""
+    config, model, run_metrics = load_run(run)
+    part = _evaluation_data(config, data=data, split=split, label_columns=label_columns,
+                            positive_class=positive_class)
+    _check_labels(part, run_metrics)
+    scores = predict(model, part.image_tensor)
+    thresholds = np.array([run_metrics["thresholds"][name] for name in run_metrics["label_names"]])
+    result = {
+        "dataset": part.name,
+        "data": str(data or config.data.path or "phantom"),
+        "label_names": list(part.label_names),
+        "thresholds": run_metrics["thresholds"],
+        "threshold_rule": "chosen on the run's own validation split, applied unchanged",
+        "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed)},
+    }
+    where = run / EVALUATIONS / part.name / split
+    rundir.write_json(where / rundir.METRICS, result)
+    rundir.write_csv(where / rundir.PREDICTIONS, predictions_frame(part, {split: scores}))
+    return result, where
+
+
+def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: str = "test", label_columns=None,
+                 positive_class: str | None = None, n_resamples: int = 1000) -> dict:
+    """Paired bootstrap of two runs on the same samples and the same resamples, every metric."""
+    config_a, model_a, metrics_a = load_run(run_a)
+    _, model_b, metrics_b = load_run(run_b)
+    if metrics_a["label_names"] != metrics_b["label_names"]:
+        raise PrivmedError(f"the runs predict different targets ({metrics_a['label_names']} vs "
+                           f"{metrics_b['label_names']}); compare runs of the same task.")
+    part = _evaluation_data(config_a, data=data, split=split, label_columns=label_columns,
+                            positive_class=positive_class)
+    _check_labels(part, metrics_a)
+    x = part.image_tensor
+    scores_a, scores_b = predict(model_a, x), predict(model_b, x)
+    labels = part.labels if part.labels.shape[1] > 1 else part.labels[:, 0]
+    squeeze = (lambda s: s) if part.labels.shape[1] > 1 else (lambda s: s[:, 0])
+    thr = {key: np.array([m["thresholds"][n] for n in m["label_names"]]) for key, m in (("a", metrics_a), ("b", metrics_b))}
+    if part.labels.shape[1] == 1:
+        thr = {k: float(v[0]) for k, v in thr.items()}
+    results = {
+        metric: paired_bootstrap(y_true=labels, scores_a=squeeze(scores_a), scores_b=squeeze(scores_b),
+                                 groups=part.patient_ids, metric=metric, threshold_a=thr["a"], threshold_b=thr["b"],
+                                 n_resamples=n_resamples, seed=config_a.training.seed)
+        for metric in METRIC_NAMES
+    }
+    return {"run_a": str(run_a), "run_b": str(run_b), "dataset": part.name, "split": split,
+            "n_resamples": n_resamples, "metrics": results}
+
+
+def _check_labels(part: Dataset, run_metrics: dict) -> None:
+    if list(part.label_names) != list(run_metrics["label_names"]):
+        raise PrivmedError(f"the data's target is {list(part.label_names)} but the run predicts "
+                           f"{run_metrics['label_names']}. Use --label-column/--positive-class to match.")

@@ -1,0 +1,1 @@
+"""Privacy accounting (through Opacus accountants) and the per-run privacy ledger."""

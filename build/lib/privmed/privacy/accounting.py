@@ -1,0 +1,115 @@
+"""Privacy accounting: every number here comes from an Opacus accountant.
+
+A run's privacy is a list of :class:`Mechanism` entries, each a subsampled
+Gaussian mechanism ``(noise_multiplier, sample_rate, steps)`` in Opacus's own
+history format. Epsilon for a list is what the accountant gives for the whole
+history, so stages compose through the accountant, never by adding epsilons.
+
+Neighbouring data sets differ by adding or removing one sample (Opacus's
+convention, which Poisson subsampling needs).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+from opacus.accountants import create_accountant
+
+from privmed.errors import DELTA_TOO_LARGE, EPSILON_UNREACHABLE, PrivmedError
+
+#: Largest noise multiplier the calibration will try before calling a target unreachable.
+MAX_NOISE_MULTIPLIER = 500.0
+#: Relative precision of the noise calibration.
+CALIBRATION_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """One accounted stage: ``steps`` releases of a Gaussian mechanism with noise
+    ``noise_multiplier`` x sensitivity, each on a Poisson subsample with rate ``sample_rate``."""
+
+    stage: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def history_entry(self) -> tuple[float, float, int]:
+        return (self.noise_multiplier, self.sample_rate, self.steps)
+
+
+def default_delta(n: int) -> float:
+    """1 / (10 N): comfortably below the 1/N that would allow publishing one record."""
+    return 1.0 / (10 * n)
+
+
+def check_delta(delta: float, n: int) -> None:
+    """Reject delta >= 1/N with a message saying what to use instead."""
+    if delta >= 1.0 / n:
+        raise PrivmedError(DELTA_TOO_LARGE.format(delta=delta, n=n, bound=1.0 / n))
+
+
+def epsilon_for(mechanisms: Iterable[Mechanism], *, delta: float, accountant: str = "prv") -> float:
+    """Epsilon of the composition of ``mechanisms`` at ``delta``, from an Opacus accountant."""
+    history = [m.history_entry for m in mechanisms if m.steps > 0]
+    if not history:
+        return 0.0
+    if any(m[0] == 0 for m in history):
+        return math.inf
+    acc = create_accountant(mechanism=accountant)
+    acc.history = history
+    return float(acc.get_epsilon(delta=delta))
+
+
+def calibrate_noise(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    prior: Sequence[Mechanism] = (),
+    accountant: str = "prv",
+) -> float:
+    """Smallest noise multiplier for ``steps`` DP-SGD steps so that ``prior`` plus those steps
+    spend at most ``target_epsilon`` (bisection over the accountant, as Opacus's own
+    ``get_noise_multiplier`` does, but composing with earlier stages).
+
+    Raises :class:`PrivmedError` when no noise up to :data:`MAX_NOISE_MULTIPLIER` reaches the target.
+    """
+    return _calibrate(target_epsilon, delta, sample_rate, steps, tuple(prior), accountant)
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: int, prior: tuple[Mechanism, ...],
+               accountant: str) -> float:
+    """Pure, so cached: shadow models of an audit share one schedule."""
+
+    def spent(sigma: float) -> float:
+        return epsilon_for([*prior, Mechanism("dp_sgd", sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+
+    high = MAX_NOISE_MULTIPLIER
+    if spent(high) > target_epsilon:
+        before = ""
+        if prior:
+            spent_before = epsilon_for(prior, delta=delta, accountant=accountant)
+            before = (f" Earlier stages ({', '.join(m.stage for m in prior)}) alone spend epsilon={spent_before:.3g}; "
+                      f"for feature centring, a larger privacy.center_noise_multiplier spends less.")
+        raise PrivmedError(EPSILON_UNREACHABLE.format(epsilon=target_epsilon, steps=steps, sample_rate=sample_rate,
+                                                      delta=delta, sigma=high, prior=before))
+    low = 0.0
+    high = 1.0
+    while spent(high) > target_epsilon:
+        low, high = high, min(2 * high, MAX_NOISE_MULTIPLIER)
+    while high - low > CALIBRATION_TOLERANCE * high:
+        mid = (low + high) / 2
+        if spent(mid) > target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high

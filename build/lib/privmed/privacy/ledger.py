@@ -1,0 +1,71 @@
+"""The privacy ledger of a run: every stage that touched the private training data.
+
+Written to ``RUN/privacy.json``. A stage is either an accounted mechanism
+(:class:`~privmed.privacy.accounting.Mechanism`) or a non-private stage with a
+reason; one non-private stage makes the whole run non-private, and the ledger
+says so in words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .accounting import Mechanism, epsilon_for
+
+
+@dataclass
+class PrivacyLedger:
+    """Accounted stages plus reasons the run is not private (if any)."""
+
+    delta: float
+    accountant: str
+    clip_norm: float
+    n_private: int
+    mechanisms: list[Mechanism] = field(default_factory=list)
+    non_private_reasons: list[str] = field(default_factory=list)
+    validation_choices: list[str] = field(default_factory=list)
+
+    @property
+    def private(self) -> bool:
+        return not self.non_private_reasons
+
+    @property
+    def epsilon(self) -> float:
+        """Composed epsilon of all accounted stages (inf when the run is not private)."""
+        if not self.private:
+            return math.inf
+        return epsilon_for(self.mechanisms, delta=self.delta, accountant=self.accountant)
+
+    def stage(self, name: str) -> Mechanism | None:
+        return next((m for m in self.mechanisms if m.stage == name), None)
+
+    def summary(self) -> str:
+        """One sentence for the CLI and reports."""
+        if not self.private:
+            return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
+        stages = ", ".join(f"{m.stage} alone {epsilon_for([m], delta=self.delta, accountant=self.accountant):.3g}"
+                           for m in self.mechanisms)
+        return (f"(epsilon={self.epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
+                f"({self.accountant.upper()} accountant; stages: {stages}).")
+
+    def to_dict(self) -> dict[str, Any]:
+        sgd = self.stage("dp_sgd") or (self.mechanisms[-1] if self.mechanisms else None)
+        eps = self.epsilon
+        return {
+            "private": self.private,
+            "epsilon": "inf" if math.isinf(eps) else eps,
+            "delta": self.delta if self.private else None,
+            "accountant": self.accountant,
+            "noise_multiplier": sgd.noise_multiplier if sgd else 0.0,
+            "sample_rate": sgd.sample_rate if sgd else None,
+            "steps": sgd.steps if sgd else 0,
+            "clip_norm": "inf" if math.isinf(self.clip_norm) else self.clip_norm,
+            "n_private_samples": self.n_private,
+            "stages": [{**m.to_dict(), "epsilon_alone": epsilon_for([m], delta=self.delta, accountant=self.accountant)}
+                       for m in self.mechanisms],
+            "non_private_reasons": self.non_private_reasons,
+            "validation_choices": self.validation_choices,
+            "summary": self.summary(),
+        }

@@ -1,0 +1,63 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from privmed import rundir
+from privmed.evaluation.metrics import METRIC_NAMES
+
+
+def format_ci(ci: dict) -> str:
+    """'0.712 [0.661, 0.760]'."""
+    return f"{float(ci['value']):.3f} [{float(ci['ci_low']):.3f}, {float(ci['ci_high']):.3f}]"
+
+
+def metric_rows(split_metrics: dict, label_names: list[str]) -> list[tuple[str, dict]]:
+    """(row name, {metric: ci}) for a binary split or each label + mean of a multi-label one."""
+    if len(label_names) == 1:
+        return [(label_names[0], split_metrics)]
+    return [(name, split_metrics[name]) for name in [*label_names, "mean"]]
+
+
+def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None = None) -> None:
+    """Each split's metrics with 95% CIs."""
+    print(title)
+    for split in splits or list(metrics["splits"]):
+        sm = metrics["splits"][split]
+        print(f"  {split} (n={sm['n']})")
+        for name, row in metric_rows(sm, metrics["label_names"]):
+            cells = "  ".join(f"{m}={format_ci(row[m])}" for m in METRIC_NAMES)
+            print(f"    {name}: {cells}")
+
+
+def print_run_summary(run: Path) -> None:
+    """What a finished run achieved and what it cost in privacy."""
+    metrics = rundir.read_json(Path(run) / rundir.METRICS)
+    privacy = rundir.read_json(Path(run) / rundir.PRIVACY)
+    print_metrics_table(metrics, title=f"run {run}", splits=["val", "test"])
+    print(f"  privacy: {privacy['summary']}")
+    for choice in privacy["validation_choices"]:
+        print(f"  note: {choice}")
+
+
+def print_comparison(result: dict) -> None:
+    """Paired bootstrap comparison of two runs."""
+    print(f"{result['run_a']} vs {result['run_b']} on {result['dataset']} [{result['split']}], "
+          f"{result['n_resamples']} paired bootstrap resamples")
+    for metric, r in result["metrics"].items():
+        print(f"  {metric}: A={r['a']:.3f} B={r['b']:.3f} A-B={r['difference']:+.3f} "
+              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}")
+
+
+def print_audit(result: dict) -> None:
+    """Attack results beside the accountant's epsilon."""
+    claimed = result["claimed_epsilon"]
+    print(f"membership audit of {result['run']}: target = {result['target']}; scored on {result['scored_on']}; "
+          f"{result['shadows']} shadow models")
+    for a in result["attacks"]:
+        auc_low, auc_high = a["auc_ci"]
+        print(f"  {a['attack']:5s} AUC={a['auc']:.3f} [{auc_low:.3f}, {auc_high:.3f}]  "
+              f"TPR@1%FPR={a['tpr_at_1pct_fpr']:.3f}  TPR@0.1%FPR={a['tpr_at_01pct_fpr']:.3f}  "
+              f"eps lower bound={a['eps_lower_bound']:.3f} (claimed epsilon={claimed if claimed == 'inf' else f'{claimed:.3g}'})")
+    print(f"  {result['note']}")

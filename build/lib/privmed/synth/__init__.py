@@ -1,0 +1,1 @@
+"""Synthetic data: a class-conditioned generator trained with or without DP, sampling, quality."""

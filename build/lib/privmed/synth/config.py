@@ -1,0 +1,94 @@
+"""Configuration of ``privmed synth train``: frozen, validated, unknown keys rejected.
+
+Shares the ``data`` and ``privacy`` sections (and their option names) with
+``privmed train``; ``gan`` holds what is specific to the generator::
+
+    data:    {path: ../shared/data/cbis-ddsm-masses, image_size: 64}
+    privacy: {epsilon: 10}
+    gan:     {epochs: 100, batch_size: 64, lr_d: 2.0e-4, lr_g: 2.0e-4, width: 32, seed: 0}
+    out: gens/g10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from privmed.config import DataConfig, PrivacyConfig, _build, _plain, _reject_unknown, _require
+from privmed.errors import PrivmedError
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """The adversarial schedule. ``batch_size`` is the expected (Poisson) number of real
+    images per discriminator step; each step also sees as many generated images."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr_d: float = 2e-4
+    lr_g: float = 2e-4
+    width: int = 32  # generator base width
+    disc_width: int | None = None  # pixel discriminator's base width (None: width); DP favours a small one
+    discriminator: str = "pixel"  # "pixel" (MCGAN-like) or "scatter" (small head on scattering features)
+    real_label: float = 0.9  # one-sided label smoothing
+    ema: float = 0.999  # generator weights averaged over steps; samples come from the average
+    grid_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "width", "grid_every"):
+            _require(getattr(self, key) >= 1, "gan", key, getattr(self, key), "must be >= 1")
+        for key in ("lr_d", "lr_g"):
+            _require(getattr(self, key) > 0, "gan", key, getattr(self, key), "must be > 0")
+        _require(self.disc_width is None or self.disc_width >= 1, "gan", "disc_width", self.disc_width,
+                 "must be >= 1")
+        _require(self.discriminator in ("pixel", "scatter"), "gan", "discriminator", self.discriminator,
+                 "use 'pixel' (MCGAN-like) or 'scatter'")
+        _require(0.5 < self.real_label <= 1.0, "gan", "real_label", self.real_label, "must be in (0.5, 1]")
+        _require(0.0 <= self.ema < 1.0, "gan", "ema", self.ema, "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything one ``privmed synth train`` run needs."""
+
+    out: str = "gens/latest"
+    data: DataConfig = field(default_factory=DataConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.spatial_dims != 2:
+            raise PrivmedError("the generator makes 2D patches; data.spatial_dims must be 2.")
+        if len(self.data.label_columns) != 1:
+            raise PrivmedError("the generator is conditioned on one binary label; give one label column.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change on --resume."""
+        d = self.to_dict()
+        d.pop("out")
+        d["gan"].pop("device")
+        d["gan"].pop("grid_every")
+        return d
+
+
+_SECTIONS = {"data": DataConfig, "privacy": PrivacyConfig, "gan": GanConfig}
+
+
+def generator_config_from_dict(raw: Mapping[str, Any]) -> GeneratorConfig:
+    """Build a :class:`GeneratorConfig` from nested dicts; unknown keys raise :class:`PrivmedError`."""
+    _reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
+    kwargs: dict[str, Any] = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
+    if "out" in raw:
+        kwargs["out"] = str(raw["out"])
+    return GeneratorConfig(**kwargs)
+
+
+def is_private(config: GeneratorConfig) -> bool:
+    return math.isfinite(config.privacy.epsilon) or config.privacy.noise_multiplier is not None

@@ -1,0 +1,266 @@
+"""``privmed synth train``: a class-conditioned GAN on the private training split, with or without DP.
+
+Top to bottom:
+
+1. check the output folder (fresh, or a resumable one with the same config);
+2. load the training split of the data (only ``train``: validation and test patients
+   never reach the generator), scale images to [-1, 1];
+3. plan the privacy: Poisson sampling rate, steps, and the discriminator's noise for
+   the target epsilon (the accountant's, over exactly that schedule);
+4. each step, one discriminator update on a Poisson batch of real images concatenated
+   with as many generated ones (through Opacus when private: every per-sample gradient,
+   real or generated, is clipped, and the sum is noised once), then one generator update
+   through the discriminator. The generator sees private data only through the
+   discriminator, so its training is post-processing and costs no extra privacy.
+   Generated images use labels drawn uniformly, never the private batch's labels;
+5. checkpoint every epoch (networks, optimisers, the accountant, the RNG), so a resumed
+   run continues its privacy spend instead of restarting it; a grid of samples per class
+   every ``grid_every`` epochs;
+6. write ``generator.pt`` (the weight-averaged generator) and ``privacy.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from privmed import rundir
+from privmed.data.phantom import write_image_grid
+from privmed.data.sources import load_dataset
+from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, PrivmedError
+from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
+from privmed.privacy.ledger import PrivacyLedger
+from privmed.training.trainer import _device, _diff, _finite, seed_everything
+
+from .config import GeneratorConfig, generator_config_from_dict, is_private
+from .gan import NOISE_DIM, Discriminator, Generator, ScatterDiscriminator
+
+GENERATOR_FILE = "generator.pt"
+GRIDS = "grids"
+#: name of the generator's stage in every ledger that uses its images
+STAGE = "generator_discriminator_dp_sgd"
+
+
+def train_generator(config: GeneratorConfig, *, resume: bool = False,
+                    on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
+    """Train a generator as ``config`` says and write its folder; returns its path."""
+    out = Path(config.out)
+    checkpoint = _check_out_dir(out, config, resume=resume)
+    seed_everything(config.gan.seed)
+    device = _device(config.gan.device)
+    g = config.gan
+
+    real = load_dataset(config.data).split("train")
+    x = real.image_tensor * 2 - 1
+    y = torch.from_numpy(real.labels[:, 0]).long()
+    n = len(real)
+    delta = config.privacy.delta if config.privacy.delta is not None else default_delta(n)
+    private = is_private(config)
+    if private:
+        check_delta(delta, n)
+    loader = DataLoader(TensorDataset(x, y), batch_size=g.batch_size)
+    sample_rate = 1.0 / len(loader)
+    steps = g.epochs * len(loader)
+
+    gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
+    disc = _discriminator(config).to(device)
+    ema = copy.deepcopy(gen).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=g.lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=g.lr_d, betas=(0.5, 0.999))
+
+    engine, sigma = None, 0.0
+    if private:
+        sigma = _noise(config, checkpoint, delta=delta, sample_rate=sample_rate, steps=steps)
+        engine = PrivacyEngine(accountant=config.privacy.accountant)
+        disc, opt_d, loader = engine.make_private(
+            module=disc, optimizer=opt_d, data_loader=loader, noise_multiplier=sigma,
+            max_grad_norm=_finite(config.privacy.clip_norm), poisson_sampling=True, grad_sample_mode="hooks")
+    else:
+        loader = DPDataLoader.from_data_loader(loader)  # the same Poisson sampling, without noise
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
+    rundir.write_yaml(out / rundir.CONFIG, config.to_dict())
+    start, history = 0, []
+    if checkpoint is not None:
+        start, history = _restore(checkpoint, gen, disc, ema, opt_g, opt_d, engine)
+        rundir.append_log(out, f"resumed after epoch {start} with {_spent_steps(engine)} discriminator DP steps spent")
+
+    fixed_z = torch.randn(16, NOISE_DIM, generator=torch.Generator().manual_seed(g.seed))
+    fixed_y = torch.arange(16) % 2
+    expected_batch = max(1, round(sample_rate * n))
+    bar = tqdm(range(start, g.epochs), desc="generator", unit="epoch", initial=start, total=g.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        losses = [_step(gen, disc, ema, opt_g, opt_d, xb, yb, expected_batch, config, device,
+                        step=epoch * len(loader) + i) for i, (xb, yb) in enumerate(loader)]
+        loss_d, loss_g = (float(np.mean(v)) for v in zip(*losses)) if losses else (math.nan, math.nan)
+        spent = _epsilon(engine, sigma, sample_rate, delta, config)
+        row = {"epoch": epoch + 1, "loss_d": loss_d, "loss_g": loss_g, "epsilon": spent,
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", eps=f"{spent:.3g}")
+        if (epoch + 1) % g.grid_every == 0 or epoch + 1 == g.epochs:
+            _write_grid(ema, fixed_z, fixed_y, out / GRIDS / f"epoch_{epoch + 1:04d}.png", epoch + 1, device)
+        _save_checkpoint(out, epoch + 1, gen, disc, ema, opt_g, opt_d, engine, history, sigma)
+        rundir.write_csv(out / rundir.HISTORY, pd.DataFrame(history))
+        rundir.append_log(out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+
+    ledger = PrivacyLedger(delta=delta, accountant=config.privacy.accountant,
+                           clip_norm=config.privacy.clip_norm if private else math.inf, n_private=n)
+    if private:
+        ledger.mechanisms.append(Mechanism(STAGE, sigma, sample_rate, _spent_steps(engine)))
+    else:
+        ledger.non_private_reasons.append(
+            f"The generator in '{out}' was trained on the private training split without DP.")
+    record = {"image_size": config.data.image_size, "width": g.width, "noise_dim": NOISE_DIM,
+              "class_names": [f"not_{real.label_names[0]}", real.label_names[0]],
+              "positive_class": real.label_names[0], "data": config.data.path, "n_train": n,
+              "epochs": g.epochs, "state": ema.state_dict()}
+    torch.save(record, out / GENERATOR_FILE)
+    rundir.write_json(out / rundir.PRIVACY, ledger.to_dict())
+    rundir.append_log(out, ledger.summary())
+    return out
+
+
+def _discriminator(config: GeneratorConfig) -> nn.Module:
+    g = config.gan
+    if g.discriminator == "scatter":
+        return ScatterDiscriminator(image_size=config.data.image_size)
+    return Discriminator(image_size=config.data.image_size, width=g.disc_width or g.width)
+
+
+def _noise(config: GeneratorConfig, checkpoint: dict | None, *, delta: float, sample_rate: float, steps: int) -> float:
+    if checkpoint is not None:
+        return checkpoint["noise_multiplier"]
+    if config.privacy.noise_multiplier is not None:
+        return config.privacy.noise_multiplier
+    return calibrate_noise(target_epsilon=config.privacy.epsilon, delta=delta, sample_rate=sample_rate, steps=steps,
+                           accountant=config.privacy.accountant)
+
+
+def _step(gen: Generator, disc: nn.Module, ema: Generator, opt_g, opt_d, xb: torch.Tensor, yb: torch.Tensor,
+          expected_batch: int, config: GeneratorConfig, device: str, *, step: int) -> tuple[float, float]:
+    """One discriminator step (real + generated in one batch, so one clipped, noised update),
+    then one generator step through the discriminator."""
+    g = config.gan
+    xb, yb = xb.to(device), yb.to(device)
+    z = torch.randn(expected_batch, NOISE_DIM, device=device)
+    y_fake = torch.randint(0, 2, (expected_batch,), device=device)  # public prior, not the batch's labels
+    with torch.no_grad():
+        fake = gen(z, y_fake)
+    opt_d.zero_grad()
+    logits = disc(torch.cat([xb, fake]), torch.cat([yb, y_fake]))
+    target = torch.cat([torch.full((len(xb),), g.real_label, device=device), torch.zeros(expected_batch, device=device)])
+    loss_d = nn.functional.binary_cross_entropy_with_logits(logits, target)
+    loss_d.backward()
+    opt_d.step()
+
+    _set_hooks(disc, enabled=False)
+    disc.requires_grad_(False)
+    opt_g.zero_grad()
+    z = torch.randn(expected_batch, NOISE_DIM, device=device)
+    y_fake = torch.randint(0, 2, (expected_batch,), device=device)
+    loss_g = nn.functional.binary_cross_entropy_with_logits(disc(gen(z, y_fake), y_fake),
+                                                            torch.ones(expected_batch, device=device))
+    loss_g.backward()
+    opt_g.step()
+    disc.requires_grad_(True)
+    _set_hooks(disc, enabled=True)
+    _update_ema(ema, gen, min(g.ema, (1 + step) / (10 + step)))
+    return float(loss_d.detach()), float(loss_g.detach())
+
+
+def _set_hooks(disc: nn.Module, *, enabled: bool) -> None:
+    """Per-sample gradient hooks off for the generator's step (it needs no per-sample grads of D)."""
+    if hasattr(disc, "disable_hooks"):
+        disc.enable_hooks() if enabled else disc.disable_hooks()
+
+
+@torch.no_grad()
+def _update_ema(ema: Generator, gen: Generator, decay: float) -> None:
+    """Average of the generator's weights; the decay warms up with the step count (as TensorFlow's
+    ExponentialMovingAverage with num_updates), so a short run is not dominated by its initial weights."""
+    for pe, p in zip(ema.parameters(), gen.parameters()):
+        pe.lerp_(p, 1.0 - decay)
+    for be, b in zip(ema.buffers(), gen.buffers()):
+        be.copy_(b)
+
+
+@torch.no_grad()
+def _write_grid(gen: Generator, z: torch.Tensor, y: torch.Tensor, path: Path, epoch: int, device: str) -> None:
+    images = (gen(z.to(device), y.to(device)).cpu().numpy()[:, 0] + 1) / 2
+    write_image_grid(images, y.numpy(), path, per_class=8, class_names=("class 0", "class 1"),
+                     title=f"generator samples after epoch {epoch}")
+
+
+def _spent_steps(engine: PrivacyEngine | None) -> int:
+    return 0 if engine is None else sum(steps for _, _, steps in engine.accountant.history)
+
+
+def _epsilon(engine, sigma: float, sample_rate: float, delta: float, config: GeneratorConfig) -> float:
+    if engine is None:
+        return math.inf
+    from privmed.privacy.accounting import epsilon_for
+
+    return epsilon_for([Mechanism(STAGE, sigma, sample_rate, _spent_steps(engine))], delta=delta,
+                       accountant=config.privacy.accountant)
+
+
+def _check_out_dir(out: Path, config: GeneratorConfig, *, resume: bool) -> dict | None:
+    last = out / rundir.CHECKPOINTS / rundir.LAST
+    if not resume:
+        if (out / rundir.CONFIG).exists():
+            raise PrivmedError(OUT_NOT_EMPTY.format(path=out))
+        return None
+    if not last.is_file():
+        raise PrivmedError(RESUME_NOTHING.format(path=out))
+    stored = generator_config_from_dict(rundir.read_config_dict(out))
+    changes = _diff(stored.identity(), config.identity())
+    if changes:
+        raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
+    return torch.load(last, map_location="cpu", weights_only=False)
+
+
+def _save_checkpoint(out: Path, epoch: int, gen, disc, ema, opt_g, opt_d, engine, history, sigma: float) -> None:
+    state = {
+        "epoch": epoch,
+        "generator": gen.state_dict(),
+        "discriminator": getattr(disc, "_module", disc).state_dict(),
+        "ema": ema.state_dict(),
+        "opt_g": opt_g.state_dict(),
+        "opt_d": getattr(opt_d, "original_optimizer", opt_d).state_dict(),
+        "accountant": engine.accountant.state_dict() if engine is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "history": history,
+        "noise_multiplier": sigma,
+    }
+    tmp = out / rundir.CHECKPOINTS / (rundir.LAST + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out / rundir.CHECKPOINTS / rundir.LAST)
+
+
+def _restore(checkpoint: dict, gen, disc, ema, opt_g, opt_d, engine) -> tuple[int, list]:
+    gen.load_state_dict(checkpoint["generator"])
+    getattr(disc, "_module", disc).load_state_dict(checkpoint["discriminator"])
+    ema.load_state_dict(checkpoint["ema"])
+    opt_g.load_state_dict(checkpoint["opt_g"])
+    getattr(opt_d, "original_optimizer", opt_d).load_state_dict(checkpoint["opt_d"])
+    if engine is not None:
+        engine.accountant.load_state_dict(checkpoint["accountant"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return checkpoint["epoch"], checkpoint["history"]

@@ -1,0 +1,1 @@
+"""Training: the run loop, model inputs, augmentation, synthetic data in training."""

@@ -1,0 +1,103 @@
+"""What the trainable part of a model sees: images, or precomputed frozen features.
+
+Models with a frozen, data-independent front end (the scattering models expose
+``model.features`` and ``model.head``) are trained on features computed once:
+the front end has no parameters and does not depend on data, so this is exact
+and costs no privacy. Only ``model.head`` goes through Opacus.
+
+A head may start with a :class:`FeatureCenter` layer. Its centre (the mean
+feature vector of the training set) makes the linear problem well conditioned
+for DP-SGD, but it is a statistic of private data, so it is released through
+the Gaussian mechanism and accounted as its own stage (``feature_centering``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from privmed.models.scatter import FeatureCenter
+from privmed.privacy.accounting import Mechanism
+
+__all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "trainable_part"]
+
+
+def is_feature_model(model: nn.Module) -> bool:
+    """True for models that declare a frozen ``features`` front end and a trainable ``head``.
+
+    Declared, not guessed: a CNN may well name its layers ``features`` and ``head``
+    and still be trained end to end.
+    """
+    return bool(getattr(model, "frozen_front_end", False))
+
+
+def trainable_part(model: nn.Module) -> nn.Module:
+    """The module DP-SGD trains and checkpoints store: ``model.head`` or the whole model."""
+    return model.head if is_feature_model(model) else model
+
+
+#: frozen features computed in this process, keyed by front end and image bytes (most recent last)
+_FEATURE_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+FEATURE_CACHE_SIZE = 8
+
+
+@torch.no_grad()
+def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
+    """Inputs of :func:`trainable_part`: frozen features for feature models, else the images.
+
+    Features are cached in memory per process (the front end is fixed and data-independent,
+    so the same images always give the same features): the runs of a sweep, study or
+    audit compute each data set's scattering once. Callers must not modify the result.
+    """
+    if not is_feature_model(model):
+        return images
+    key = (_front_end_key(model.features), tuple(images.shape),
+           hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest())
+    if key in _FEATURE_CACHE:
+        _FEATURE_CACHE.move_to_end(key)
+        return _FEATURE_CACHE[key]
+    model.features.to(device).eval()
+    parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
+    features = torch.cat(parts) if parts else images.new_zeros((0,))
+    _FEATURE_CACHE[key] = features
+    while len(_FEATURE_CACHE) > FEATURE_CACHE_SIZE:
+        _FEATURE_CACHE.popitem(last=False)
+    return features
+
+
+def _front_end_key(features: nn.Module) -> tuple:
+    """What determines a frozen front end's output: its class, its settings, its structure."""
+    settings = tuple(sorted((k, v) for k, v in vars(features).items() if isinstance(v, (int, float, str, bool))))
+    return type(features).__name__, settings, repr(features)
+
+
+def find_center(head: nn.Module) -> FeatureCenter | None:
+    """The head's :class:`FeatureCenter`, if it has one."""
+    return next((m for m in head.modules() if isinstance(m, FeatureCenter)), None)
+
+
+@torch.no_grad()
+def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplier: float | None,
+               generator: torch.Generator) -> Mechanism | None:
+    """Set the centre to the training-feature mean; privately when ``noise_multiplier`` is given.
+
+    Private release: each sample's flattened feature vector is clipped to norm
+    ``sqrt(D)`` (the norm per-sample-normalised features already have), the sum gets
+    Gaussian noise of std ``noise_multiplier * sqrt(D)``, and is divided by N (the
+    sample count is treated as public, as Opacus does). Returns the accounted mechanism.
+    """
+    flat = features.flatten(1).double()
+    n, d = flat.shape
+    if noise_multiplier is None:
+        center.center.copy_(flat.mean(0).float())
+        return None
+    bound = math.sqrt(d)
+    norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    clipped = flat * (bound / norms).clamp(max=1.0)
+    noise = torch.randn(d, generator=generator, dtype=torch.float64) * noise_multiplier * bound
+    center.center.copy_(((clipped.sum(0) + noise) / n).float())
+    return Mechanism("feature_centering", noise_multiplier, 1.0, 1)

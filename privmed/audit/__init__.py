@@ -1,0 +1,1 @@
+"""Empirical privacy audits: membership inference against trained models and generators."""
