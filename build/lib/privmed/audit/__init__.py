@@ -1,1 +1,0 @@
-"""Empirical privacy audits: membership inference against trained models and generators."""

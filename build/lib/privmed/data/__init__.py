@@ -1,1 +1,0 @@
-"""Data sources for privmed: built-in phantom data sets and loaders."""

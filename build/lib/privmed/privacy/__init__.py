@@ -1,1 +1,0 @@
-"""Privacy accounting (through Opacus accountants) and the per-run privacy ledger."""

@@ -1,1 +1,0 @@
-"""Synthetic data: a class-conditioned generator trained with or without DP, sampling, quality."""

@@ -1,1 +1,0 @@
-"""Training: the run loop, model inputs, augmentation, synthetic data in training."""
