@@ -11,10 +11,12 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import yaml
+
+from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, PrivmedError
 
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
@@ -53,6 +55,38 @@ def read_config_dict(run: Path) -> dict[str, Any]:
 def append_log(run: Path, line: str) -> None:
     with open(Path(run) / LOG, "a") as fh:
         fh.write(line.rstrip("\n") + "\n")
+
+
+def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: Callable[[dict], dict[str, Any]],
+                         *, resume: bool) -> dict | None:
+    """Refuse to overwrite a run; on resume, check that the configuration is unchanged
+    (``stored_identity`` turns the stored ``config.yaml`` into the comparable form) and
+    return the last checkpoint."""
+    import torch
+
+    last = out / CHECKPOINTS / LAST
+    if not resume:
+        if (out / CONFIG).exists():
+            raise PrivmedError(OUT_NOT_EMPTY.format(path=out))
+        return None
+    if not last.is_file():
+        raise PrivmedError(RESUME_NOTHING.format(path=out))
+    changes = config_changes(stored_identity(read_config_dict(out)), identity)
+    if changes:
+        raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
+    return torch.load(last, map_location="cpu", weights_only=False)
+
+
+def config_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """``section.key: old -> new`` for every leaf that differs between two nested dicts."""
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            changes += config_changes(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            changes.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return changes
 
 
 def _atomic_write(path: Path, text: str) -> None:

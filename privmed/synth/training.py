@@ -39,10 +39,9 @@ from tqdm.auto import tqdm
 from privmed import rundir
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
-from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, PrivmedError
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.training.trainer import _device, _diff, _finite, seed_everything
+from privmed.training.trainer import _device, _finite, seed_everything
 
 from .config import GeneratorConfig, generator_config_from_dict, is_private
 from .gan import NOISE_DIM, Discriminator, Generator, ScatterDiscriminator
@@ -222,18 +221,8 @@ def _epsilon(engine, sigma: float, sample_rate: float, delta: float, config: Gen
 
 
 def _check_out_dir(out: Path, config: GeneratorConfig, *, resume: bool) -> dict | None:
-    last = out / rundir.CHECKPOINTS / rundir.LAST
-    if not resume:
-        if (out / rundir.CONFIG).exists():
-            raise PrivmedError(OUT_NOT_EMPTY.format(path=out))
-        return None
-    if not last.is_file():
-        raise PrivmedError(RESUME_NOTHING.format(path=out))
-    stored = generator_config_from_dict(rundir.read_config_dict(out))
-    changes = _diff(stored.identity(), config.identity())
-    if changes:
-        raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
-    return torch.load(last, map_location="cpu", weights_only=False)
+    return rundir.checkpoint_to_resume(out, config.identity(),
+                                       lambda raw: generator_config_from_dict(raw).identity(), resume=resume)
 
 
 def _save_checkpoint(out: Path, epoch: int, gen, disc, ema, opt_g, opt_d, engine, history, sigma: float) -> None:

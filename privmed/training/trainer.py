@@ -41,7 +41,7 @@ from privmed import rundir
 from privmed.config import RunConfig, config_from_dict, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
-from privmed.errors import BATCH_TOO_LARGE, OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, PrivmedError
+from privmed.errors import BATCH_TOO_LARGE, PrivmedError
 from privmed.models import build_model, grad_sample_mode_for
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
 from privmed.privacy.ledger import PrivacyLedger
@@ -150,29 +150,8 @@ def _device(name: str) -> str:
 
 def _check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
     """Refuse to overwrite a run; on resume, return its last checkpoint after checking the config."""
-    last = out / rundir.CHECKPOINTS / rundir.LAST
-    if not resume:
-        if (out / rundir.CONFIG).exists():
-            raise PrivmedError(OUT_NOT_EMPTY.format(path=out))
-        return None
-    if not last.is_file():
-        raise PrivmedError(RESUME_NOTHING.format(path=out))
-    stored = config_from_dict(rundir.read_config_dict(out))
-    changes = _diff(stored.identity(), config.identity())
-    if changes:
-        raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
-    return torch.load(last, map_location="cpu", weights_only=False)
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    changes = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            changes += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            changes.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return changes
+    return rundir.checkpoint_to_resume(out, config.identity(), lambda raw: config_from_dict(raw).identity(),
+                                       resume=resume)
 
 
 def _plan_privacy(config: RunConfig, *, n: int, n_sampled: int, checkpoint: dict | None,
