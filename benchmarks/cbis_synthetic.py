@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from privmed import rundir
+from privmed.audit.synthetic import dcr_membership
 from privmed.config import DataConfig, config_from_dict
 from privmed.data.sources import load_dataset
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
@@ -83,11 +84,13 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
             images, labels = generate(gen, n_per_class=1500, seed=0)
             record = rundir.read_json(gens / folder / rundir.PRIVACY)
             private, eps = record["private"], record["epsilon"]
-            disc = rundir.read_config_dict(gens / folder)["gan"]["discriminator"]
+            disc = rundir.read_config_dict(gens / folder)["gan"].get("discriminator", "pixel")
         t0 = time.perf_counter()
         q = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out / "quality" / folder,
                                class_names=("benign", "malignant"))
         minutes = (pd.read_csv(gens / folder / rundir.HISTORY)["seconds"].sum() / 60) if name != "paper" else math.nan
+        dcr, _ = dcr_membership(synthetic=images, members=real.split("train").images,
+                                non_members=real.split("test").images, delta=default_delta(N_TRAIN))
         rows.append({"generator": name, "folder": folder, "discriminator": disc, "train_minutes": round(minutes, 1),
                      "generator_epsilon": eps if private else "inf", "tos_val_auroc": round(q.tos_val_auroc, 4),
                      "tos_auroc": round(q.tos_auroc, 4), "tos_auroc_ci_low": round(q.tos_auroc_ci[0], 4),
@@ -97,6 +100,7 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
                      "near_copy_share": round(q.near_copy_share, 4), "near_copy_expected": q.near_copy_expected,
                      "median_nn_distance_synthetic": round(q.median_nn_distance_synthetic, 2),
                      "median_nn_distance_heldout": round(q.median_nn_distance_heldout, 2),
+                     "dcr_attack_auc": round(dcr.auc, 4), "dcr_eps_lower_bound": round(dcr.eps_lower_bound, 4),
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     frame = pd.DataFrame(rows)
@@ -186,7 +190,9 @@ def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, 
              f"(DP-SGD), `total_epsilon` the composition of every stage through the PRV accountant (`inf`: not "
              f"private, e.g. the paper's generator was trained without DP). Test AUROC, mean over seeds "
              f"(min-max); the checkpoint of every run is chosen on validation AUROC. {platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads; whole benchmark {wall / 60:.1f} min.",
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads; this invocation {wall / 60:.1f} min "
+             f"(runs already finished under --runs are reused, so only a first invocation times them all; the "
+             f"generators' training times are in the quality table).",
              "", "| strategy | generator | epsilon | total epsilon | test AUROC | published | vs dp_sgd_real eps 2 "
              "| val AUROC | seeds | median s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in summary.iterrows():
@@ -201,8 +207,8 @@ def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, 
               "validation data):", "",
               "| generator | folder | discriminator | chosen | generator epsilon | train min | TOS val AUROC "
               "| train-on-synthetic test AUROC [95% CI] | Frechet (real vs real) "
-              "| near-copies (expected) | median NN distance synthetic / held-out |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| near-copies (expected) | median NN distance synthetic / held-out | DCR membership AUC, eps lower bound |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, q in quality.iterrows():
         eps = q["generator_epsilon"]
         lines.append(f"| {q['generator']} | {q['folder']} | {q['discriminator']} | {'yes' if q['chosen'] else 'no'} "
@@ -211,7 +217,7 @@ def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, 
                      f"[{q['tos_auroc_ci_low']:.3f}, {q['tos_auroc_ci_high']:.3f}] | {q['frechet_distance']:.2f} "
                      f"({q['frechet_real_vs_real']:.2f}) | {100 * q['near_copy_share']:.1f}% "
                      f"({100 * q['near_copy_expected']:.0f}%) | {q['median_nn_distance_synthetic']:.1f} / "
-                     f"{q['median_nn_distance_heldout']:.1f} |")
+                     f"{q['median_nn_distance_heldout']:.1f} | {q['dcr_attack_auc']:.3f}, {q['dcr_eps_lower_bound']:.2f} |")
     lines += ["", "Pretrain then fine-tune: keep the pretrained head or re-initialise it, chosen on validation AUROC "
               "(seed 0). For `scatter_linear` the scattering front end is fixed, so with a re-initialised head what "
               "carries over from the synthetic images is the feature centre (their exact mean, free of privacy "
@@ -238,6 +244,11 @@ def main() -> None:
     t0 = time.perf_counter()
     quality = pd.DataFrame(quality_rows(gens, Path(args.paper), args.data, runs))
     quality.to_csv(results / "synthetic_quality.csv", index=False)
+    grids = results / "synthetic_grids"
+    grids.mkdir(exist_ok=True)
+    for folder in quality["folder"]:
+        for png in ("samples", "closest_pairs"):
+            shutil.copyfile(runs / "quality" / folder / f"{png}.png", grids / f"{folder}_{png}.png")
     folders = synthetic_folders(gens, runs, Path(args.paper), quality)
     rows, choices = [], []
     for cell in plan(folders, gens):
