@@ -279,3 +279,20 @@ def test_synth_sample_of_a_folder_without_generator_is_a_clear_error(tmp_path, c
 
     assert main(["synth", "sample", str(tmp_path), "--n", "10", "--out", str(tmp_path / "s")]) == 2
     assert "synth train" in capsys.readouterr().err
+
+
+def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(phantom_root, dp_samples, tmp_path):
+    whole = train(classifier_config(phantom_root, tmp_path / "whole", dp_samples, epsilon=2.0))
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    config = classifier_config(phantom_root, tmp_path / "cut", dp_samples, epsilon=2.0)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch_end=stop)
+    cut = train(config, resume=True)
+    a, b = (rundir.read_json(p / rundir.PRIVACY) for p in (whole, cut))
+    assert a["stages"] == b["stages"] and a["epsilon"] == b["epsilon"]
+    wa, wb = (torch.load(p / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"] for p in (whole, cut))
+    assert all(torch.allclose(wa[k], wb[k]) for k in wa)
