@@ -43,7 +43,7 @@ from privmed.config import DataConfig, config_from_dict
 from privmed.data.sources import load_dataset
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
 from privmed.synth.quality import evaluate_synthetic
-from privmed.synth.sample import generate, load_generator, sample
+from privmed.synth.sample import sample, synthetic_images
 from privmed.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,14 +74,11 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
     candidates = [("paper", "paper")] + [(name, folder) for name, folders in CANDIDATES.items()
                                          for folder in folders if (gens / folder / "generator.pt").is_file()]
     for name, folder in candidates:
+        images, labels, _, _ = synthetic_images(paper if name == "paper" else gens / folder, n=3000,
+                                                image_size=IMAGE_SIZE)
         if name == "paper":
-            syn = load_dataset(DataConfig(path=str(paper), image_size=IMAGE_SIZE, attribute_columns=()),
-                               require_splits=(), assign_splits=False)
-            images, labels = syn.images, syn.labels[:, 0].astype(int)
             private, eps, disc = False, math.inf, "pixel (MCGAN)"
         else:
-            gen, _ = load_generator(gens / folder)
-            images, labels = generate(gen, n_per_class=1500, seed=0)
             record = rundir.read_json(gens / folder / rundir.PRIVACY)
             private, eps = record["private"], record["epsilon"]
             disc = rundir.read_config_dict(gens / folder)["gan"].get("discriminator", "pixel")

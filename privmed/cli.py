@@ -220,16 +220,11 @@ def _cmd_synth_train(args: argparse.Namespace) -> int:
     from privmed.synth.config import generator_config_from_dict
     from privmed.synth.training import GENERATOR_FILE, train_generator
 
-    overrides: dict[str, Any] = {}
-    for option, (section, key) in SYNTH_OPTION_KEYS.items():
-        value = getattr(args, option, None)
-        if value is not None:
-            overrides.setdefault(section, {})[key] = value
-    if args.out:
-        overrides["out"] = args.out
+    from privmed import rundir
+
+    overrides = cli_overrides(args, SYNTH_OPTION_KEYS)
     config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
     out = train_generator(config, resume=args.resume)
-    from privmed import rundir
 
     print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
     print(f"  privacy: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
@@ -250,22 +245,10 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
     from privmed.config import DataConfig
     from privmed.data.sources import load_dataset
     from privmed.synth.quality import evaluate_synthetic
-    from privmed.synth.sample import generate, load_generator
-    from privmed.synth.training import GENERATOR_FILE
+    from privmed.synth.sample import synthetic_images
 
     target = Path(args.synthetic)
-    if (target / GENERATOR_FILE).is_file():
-        gen, record = load_generator(target)
-        size = args.image_size or record["image_size"]
-        if size != record["image_size"]:
-            raise PrivmedError(f"the generator makes {record['image_size']} px images; leave out --image-size.")
-        images, labels = generate(gen, n_per_class=args.n // 2, seed=args.seed)
-        names = tuple(record["class_names"])
-    else:
-        size = args.image_size or 64
-        syn = load_dataset(DataConfig(path=str(target), image_size=size, attribute_columns=()), require_splits=(),
-                           assign_splits=False)
-        images, labels, names = syn.images, syn.labels[:, 0].astype(int), ("negative", syn.label_names[0])
+    images, labels, names, size = synthetic_images(target, n=args.n, image_size=args.image_size, seed=args.seed)
     real = load_dataset(DataConfig(path=args.data, image_size=size))
     out = Path(args.out) if args.out else target / "quality"
     quality = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out, class_names=names,
@@ -283,10 +266,10 @@ def _bool(text: str) -> bool:
     return text.lower() in ("true", "yes", "1")
 
 
-def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested config overrides from the options actually given."""
+def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = OPTION_KEYS) -> dict[str, Any]:
+    """Nested config overrides from the options actually given (``keys``: option -> section, key)."""
     overrides: dict[str, Any] = {}
-    for option, (section, key) in OPTION_KEYS.items():
+    for option, (section, key) in keys.items():
         value = getattr(args, option, None)
         if value is not None:
             overrides.setdefault(section, {})[key] = value

@@ -34,3 +34,4 @@ RESUME_CONFIG_CHANGED = (
     "or start a new run in another --out directory."
 )
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
+SAMPLES_EXIST = "'{path}' already holds synthetic samples. Choose another --out, or remove the folder first."

@@ -45,7 +45,7 @@ from privmed.evaluation.predictions import predict
 from privmed.models import build_model
 from privmed.privacy.accounting import default_delta
 from privmed.training.inputs import model_inputs, trainable_part
-from privmed.training.trainer import seed_everything, train_in_memory
+from privmed.training.trainer import train_in_memory
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
 from .bounds import summarize_attack
@@ -105,8 +105,7 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
     y_val = torch.from_numpy(ds.split("val").labels)
 
     if config.canaries:
-        seed_everything(run_config.training.seed)  # the model's initialisation too
-        fitted = train_in_memory(run_config, fresh(), population.x[population.target_member],
+        fitted = train_in_memory(run_config, fresh, population.x[population.target_member],
                                  population.y[population.target_member], inputs["val"], y_val)
         target_net, claimed, delta = fitted.net, fitted.ledger.epsilon, fitted.ledger.delta
     else:
@@ -258,8 +257,7 @@ def _train_shadow(job, threads: int) -> None:
     torch.set_num_threads(threads)
     shadow_config = dataclasses.replace(config, training=dataclasses.replace(config.training,
                                                                              seed=config.training.seed + 1000 + k))
-    seed_everything(shadow_config.training.seed)  # the model's initialisation too: same shadow in any process
-    fitted = train_in_memory(shadow_config, fresh(), x[mask], y[mask], x_val, y_val)
+    fitted = train_in_memory(shadow_config, fresh, x[mask], y[mask], x_val, y_val)
     confidence = logit_confidence(predict(fitted.net, x), y.numpy())
     tmp = where / f".shadow_{k}.tmp.npz"
     np.savez(tmp, confidence=confidence, mask=mask)

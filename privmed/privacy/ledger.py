@@ -41,18 +41,26 @@ class PrivacyLedger:
     def stage(self, name: str) -> Mechanism | None:
         return next((m for m in self.mechanisms if m.stage == name), None)
 
+    def stage_epsilons(self) -> list[float]:
+        """Each accounted stage's epsilon on its own, at the ledger's delta."""
+        return [epsilon_for([m], delta=self.delta, accountant=self.accountant) for m in self.mechanisms]
+
     def summary(self) -> str:
         """One sentence for the CLI and reports."""
+        return self._summary(self.epsilon, self.stage_epsilons() if self.private else [])
+
+    def _summary(self, epsilon: float, alone: list[float]) -> str:
         if not self.private:
             return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
-        stages = ", ".join(f"{m.stage} alone {epsilon_for([m], delta=self.delta, accountant=self.accountant):.3g}"
-                           for m in self.mechanisms)
-        return (f"(epsilon={self.epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
+        stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone))
+        return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
                 f"({self.accountant.upper()} accountant; stages: {stages}).")
 
     def to_dict(self) -> dict[str, Any]:
+        """``privacy.json``: every accountant computation done once."""
         sgd = self.stage("dp_sgd") or (self.mechanisms[-1] if self.mechanisms else None)
         eps = self.epsilon
+        alone = self.stage_epsilons()
         return {
             "private": self.private,
             "epsilon": "inf" if math.isinf(eps) else eps,
@@ -63,9 +71,8 @@ class PrivacyLedger:
             "steps": sgd.steps if sgd else 0,
             "clip_norm": "inf" if math.isinf(self.clip_norm) else self.clip_norm,
             "n_private_samples": self.n_private,
-            "stages": [{**m.to_dict(), "epsilon_alone": epsilon_for([m], delta=self.delta, accountant=self.accountant)}
-                       for m in self.mechanisms],
+            "stages": [{**m.to_dict(), "epsilon_alone": e} for m, e in zip(self.mechanisms, alone)],
             "non_private_reasons": self.non_private_reasons,
             "validation_choices": self.validation_choices,
-            "summary": self.summary(),
+            "summary": self._summary(eps, alone),
         }

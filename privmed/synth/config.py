@@ -12,7 +12,6 @@ Shares the ``data`` and ``privacy`` sections (and their option names) with
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -89,6 +88,3 @@ def generator_config_from_dict(raw: Mapping[str, Any]) -> GeneratorConfig:
         kwargs["out"] = str(raw["out"])
     return GeneratorConfig(**kwargs)
 
-
-def is_private(config: GeneratorConfig) -> bool:
-    return math.isfinite(config.privacy.epsilon) or config.privacy.noise_multiplier is not None

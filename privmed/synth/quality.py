@@ -32,7 +32,7 @@ from privmed.audit.synthetic import distance_to_closest
 from privmed.config import RunConfig, config_from_dict
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset
-from privmed.evaluation.bootstrap import bootstrap_indices
+from privmed.evaluation.bootstrap import bootstrap_metrics
 from privmed.models import build_model
 from privmed.training.inputs import model_inputs
 
@@ -85,11 +85,11 @@ def evaluate_synthetic(*, synthetic: np.ndarray, labels: np.ndarray, real: Datas
     write_image_grid(synthetic, labels, out / "samples.png", per_class=16, class_names=class_names,
                      title=f"synthetic samples, {size} px")
     train, val, test = real.split("train"), real.split("val"), real.split("test")
-    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=size)
+    model = _tos_model(size)
     feats = {name: model_inputs(model, torch.from_numpy(imgs).unsqueeze(1))
              for name, imgs in (("syn", synthetic), ("train", train.images), ("val", val.images),
                                 ("test", test.images))}
-    auroc, ci, val_auroc, epoch = _train_on_synthetic(model, feats, labels, val, test, seed=seed,
+    auroc, ci, val_auroc, epoch = _train_on_synthetic(size, feats, labels, val, test, seed=seed,
                                                       n_resamples=n_resamples)
     fd, fd_real, fd_n = _frechet_pair(feats, train, seed=seed)
     copies = _memorisation(synthetic, train.images, test.images)
@@ -99,7 +99,11 @@ def evaluate_synthetic(*, synthetic: np.ndarray, labels: np.ndarray, real: Datas
     return quality
 
 
-def _train_on_synthetic(model, feats: dict, labels: np.ndarray, val: Dataset, test: Dataset, *, seed: int,
+def _tos_model(size: int):
+    return build_model(TOS_RECIPE["model"]["name"], spatial_dims=2, in_channels=1, num_outputs=1, image_size=size)
+
+
+def _train_on_synthetic(size: int, feats: dict, labels: np.ndarray, val: Dataset, test: Dataset, *, seed: int,
                         n_resamples: int) -> tuple[float, tuple[float, float], float, int]:
     from sklearn.metrics import roc_auc_score
 
@@ -107,16 +111,15 @@ def _train_on_synthetic(model, feats: dict, labels: np.ndarray, val: Dataset, te
 
     config: RunConfig = config_from_dict({**TOS_RECIPE, "training": {**TOS_RECIPE["training"], "seed": seed}})
     y_syn = torch.from_numpy(labels.astype(np.float32)).reshape(-1, 1)
-    fitted = train_in_memory(config, model, feats["syn"], y_syn, feats["val"], torch.from_numpy(val.labels))
+    fitted = train_in_memory(config, lambda: _tos_model(size), feats["syn"], y_syn, feats["val"],
+                             torch.from_numpy(val.labels))
     with torch.no_grad():
         scores = fitted.net(feats["test"]).numpy()[:, 0]
         val_auroc = float(roc_auc_score(val.labels[:, 0], fitted.net(feats["val"]).numpy()[:, 0]))
-    y = test.labels[:, 0]
-    auroc = float(roc_auc_score(y, scores))
-    boot = [roc_auc_score(y[i], scores[i]) for i in bootstrap_indices(n=len(y), groups=test.patient_ids,
-                                                                      n_resamples=n_resamples, seed=seed)
-            if 0 < y[i].sum() < len(i)]
-    return auroc, (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))), val_auroc, fitted.best_epoch
+    # the threshold only matters for threshold metrics, which are not used here
+    auroc = bootstrap_metrics(y_true=test.labels[:, 0], scores=scores, threshold=0.0, groups=test.patient_ids,
+                              n_resamples=n_resamples, seed=seed)["auroc"]
+    return auroc.value, (auroc.ci_low, auroc.ci_high), val_auroc, fitted.best_epoch
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from privmed import rundir
-from privmed.errors import OUT_NOT_EMPTY, PATH_MISSING, PrivmedError
+from privmed.errors import PATH_MISSING, SAMPLES_EXIST, PrivmedError
 
 from .gan import NOISE_DIM, Generator
 from .training import GENERATOR_FILE
@@ -52,14 +52,34 @@ def generate(gen: Generator, *, n_per_class: int, seed: int, chunk: int = 256) -
     return images.numpy().astype(np.float32), labels.numpy()
 
 
+def synthetic_images(target: str | Path, *, n: int, image_size: int | None, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[str, str], int]:
+    """Images to measure: ``n`` sampled from a generator folder, or all images of any folder of
+    synthetic images (class folders or a manifest). Returns images (N, H, W) in [0, 1], 0/1 labels,
+    class names and the image size (a generator's own; 64 px for a folder unless given)."""
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+
+    target = Path(target)
+    if (target / GENERATOR_FILE).is_file():
+        gen, record = load_generator(target)
+        if image_size not in (None, record["image_size"]):
+            raise PrivmedError(f"the generator makes {record['image_size']} px images; leave out --image-size.")
+        images, labels = generate(gen, n_per_class=n // 2, seed=seed)
+        return images, labels, tuple(record["class_names"]), record["image_size"]
+    size = image_size or 64
+    folder = load_dataset(DataConfig(path=str(target), image_size=size, attribute_columns=()), require_splits=(),
+                          assign_splits=False)
+    return folder.images, folder.labels[:, 0].astype(int), ("negative", folder.label_names[0]), size
+
+
 def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Path:
     """Write ``n`` images (half per class) from the generator in ``folder`` to ``out``."""
     folder, out = Path(folder), Path(out)
     if n < 2:
         raise PrivmedError(f"--n {n}: ask for at least 2 images (one per class).")
     if (out / MANIFEST).exists():
-        raise PrivmedError(OUT_NOT_EMPTY.format(path=out).replace("Pass --resume to continue it, or choose",
-                                                                  "Choose"))
+        raise PrivmedError(SAMPLES_EXIST.format(path=out))
     gen, record = load_generator(folder)
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
     digest = hashlib.sha256((folder / GENERATOR_FILE).read_bytes()).hexdigest()[:12]

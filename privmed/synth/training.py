@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 from privmed import rundir
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
+from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.training.trainer import _device, _finite, seed_everything
+from privmed.training.trainer import _device, _finite, _spent_steps, seed_everything
 
-from .config import GeneratorConfig, generator_config_from_dict, is_private
+from .config import GeneratorConfig, generator_config_from_dict
 from .gan import NOISE_DIM, Discriminator, Generator, ScatterDiscriminator
 
 GENERATOR_FILE = "generator.pt"
@@ -66,7 +66,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     y = torch.from_numpy(real.labels[:, 0]).long()
     n = len(real)
     delta = config.privacy.delta if config.privacy.delta is not None else default_delta(n)
-    private = is_private(config)
+    private = config.privacy.private
     if private:
         check_delta(delta, n)
     loader = DataLoader(TensorDataset(x, y), batch_size=g.batch_size)
@@ -207,15 +207,9 @@ def _write_grid(gen: Generator, z: torch.Tensor, y: torch.Tensor, path: Path, ep
                      title=f"generator samples after epoch {epoch}")
 
 
-def _spent_steps(engine: PrivacyEngine | None) -> int:
-    return 0 if engine is None else sum(steps for _, _, steps in engine.accountant.history)
-
-
 def _epsilon(engine, sigma: float, sample_rate: float, delta: float, config: GeneratorConfig) -> float:
     if engine is None:
         return math.inf
-    from privmed.privacy.accounting import epsilon_for
-
     return epsilon_for([Mechanism(STAGE, sigma, sample_rate, _spent_steps(engine))], delta=delta,
                        accountant=config.privacy.accountant)
 

@@ -62,11 +62,11 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
 def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
     record_path = root / ORIGIN_FILE
     manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
-    marked = manifest is not None and "synthetic" in pd.read_csv(manifest, nrows=1).columns
-    if not (record_path.is_file() and marked):
+    first_row = pd.read_csv(manifest, nrows=1) if manifest is not None else pd.DataFrame()
+    if not (record_path.is_file() and "synthetic" in first_row.columns):
         return SyntheticSource(images, [], UNKNOWN_ORIGIN.format(path=root), None)
     record = rundir.read_json(record_path)
-    generator = str(pd.read_csv(manifest, nrows=1)["generator"].iloc[0]) if manifest is not None else None
+    generator = str(first_row["generator"].iloc[0])
     if not record.get("private", False):
         return SyntheticSource(images, [], NON_PRIVATE_GENERATOR.format(path=root, generator=generator), generator)
     mechanisms = [Mechanism(s["stage"], float(s["noise_multiplier"]), float(s["sample_rate"]), int(s["steps"]))

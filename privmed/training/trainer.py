@@ -461,16 +461,19 @@ class FittedModel:
     best_epoch: int
 
 
-def train_in_memory(config: RunConfig, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: torch.Tensor, y_train: torch.Tensor,
                     x_val: torch.Tensor, y_val: torch.Tensor, *, device: str = "cpu") -> FittedModel:
     """The recipe of :func:`train` on tensors already in memory, without a run directory.
 
-    ``model`` is built by the caller; ``x_*`` are its :func:`model_inputs`. Same privacy
-    plan (noise calibrated for ``len(x_train)`` samples), sampling, optimiser, clipping and
-    checkpoint selection as a run, so shadow models for a membership audit are trained
-    exactly as the target was.
+    ``build`` makes a fresh model; it is called after seeding, so the initial weights, like
+    everything else, follow from ``config.training.seed`` and not from the caller's RNG state
+    (the same model in any process). ``x_*`` are the model's :func:`model_inputs`. Same
+    privacy plan (noise calibrated for ``len(x_train)`` samples), sampling, optimiser,
+    clipping and checkpoint selection as a run, so shadow models for a membership audit are
+    trained exactly as the target was.
     """
     seed_everything(config.training.seed)
+    model = build()
     if config.synthetic.path is not None:
         raise PrivmedError("retraining a run that used synthetic images in memory (membership audits) is not "
                            "supported yet; audit a run trained on real data, or the generator with "
