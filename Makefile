@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   install, then train a non-private and a private (epsilon=1) model on the built-in data
+#   make demo   install, then `privmed demo`: built-in data -> small study -> demo/report.html
 #   make test   install, then run the test suite (what .ci/run calls)
 # Installs into ./.venv. TORCH is the CPU wheel these machines carry on disk; with a GPU,
 # bring your own build:  make demo TORCH=torch   (or any CUDA wheel spec)
@@ -21,13 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	rm -rf runs/demo-nonprivate runs/demo-eps1
-	$(BIN)/privmed train --out runs/demo-nonprivate
-	$(BIN)/privmed train --epsilon 1 --out runs/demo-eps1
-	$(BIN)/privmed compare runs/demo-eps1 runs/demo-nonprivate
+	$(BIN)/privmed demo --out demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs demo

@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     aus.set_defaults(handler=_cmd_audit_synthetic)
 
     _add_synth(sub)
+    _add_study(sub)
 
     models = sub.add_parser("models", help="list the models")
     models.set_defaults(handler=_cmd_models)
@@ -276,6 +277,69 @@ def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = O
     if getattr(args, "out", None):
         overrides["out"] = args.out
     return overrides
+
+
+def _add_study(sub) -> None:
+    st = sub.add_parser("study", help="run a study: a grid of runs from one YAML file (resumable)")
+    st.add_argument("study", help="study file (YAML): data, strategies, epsilons, seeds, fairness attributes")
+    st.add_argument("--out", required=True, help="study folder; re-run the same command to resume")
+    st.add_argument("--workers", type=int, help="worker processes (default: the study's 'workers', else 1)")
+    st.add_argument("--no-report", action="store_true", help="do not write report.html/report.md at the end")
+    st.set_defaults(handler=_cmd_study)
+
+    rp = sub.add_parser("report", help="write a study's report.html and report.md (from what has finished)")
+    rp.add_argument("out", help="study folder")
+    rp.set_defaults(handler=_cmd_report)
+
+    dm = sub.add_parser("demo", help="built-in data -> small study -> report (a few minutes)")
+    dm.add_argument("--out", default="demo", help="study folder (default demo); re-run to resume")
+    dm.add_argument("--workers", type=int, help="worker processes (default 2)")
+    dm.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from privmed.study import load_study
+
+    study, raw = load_study(args.study)
+    return _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from privmed.report import write_report
+
+    html, md = write_report(Path(args.out))
+    print(f"report: {html} (and {md.name})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    import yaml
+
+    from privmed.study import study_from_dict
+
+    raw = yaml.safe_load(files("privmed.study").joinpath("demo.yaml").read_text())
+    return _run_and_report(study_from_dict(raw), raw, Path(args.out), args.workers, report=True)
+
+
+def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report: bool) -> int:
+    import time
+
+    from privmed.report import write_report
+    from privmed.study import run_study
+
+    t0 = time.perf_counter()
+    outcomes = run_study(study, raw, out=out, workers=workers)
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished ({time.perf_counter() - t0:.0f} s); "
+          f"results: {out / 'results.csv'}")
+    if report:
+        html, _ = write_report(out)
+        print(f"report: {html}")
+    for outcome in failed:
+        print(f"FAILED {outcome.run_id}: {outcome.error.splitlines()[0]} (details: {out / 'failed'})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -66,8 +66,10 @@ def _evaluation_data(config: RunConfig, *, data: str | None, split: str, label_c
 
 
 def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", label_columns=None,
-                 positive_class: str | None = None, n_resamples: int = 1000) -> tuple[dict, Path]:
-    """Evaluate a finished run on a data set split; write metrics.json and predictions.csv; return both."""
+                 positive_class: str | None = None, n_resamples: int = 1000, name: str | None = None
+                 ) -> tuple[dict, Path]:
+    """Evaluate a finished run on a data set split; write metrics.json and predictions.csv under
+    ``RUN/evaluations/<name>/<split>`` (``name`` defaults to the data set's name); return both."""
     config, model, run_metrics = load_run(run)
     part = _evaluation_data(config, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class)
@@ -82,7 +84,7 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
         "threshold_rule": "chosen on the run's own validation split, applied unchanged",
         "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed)},
     }
-    where = run / EVALUATIONS / part.name / split
+    where = run / EVALUATIONS / (name or part.name) / split
     rundir.write_json(where / rundir.METRICS, result)
     rundir.write_csv(where / rundir.PREDICTIONS, predictions_frame(part, {split: scores}))
     return result, where

@@ -1,0 +1,151 @@
+"""A report as a list of blocks, rendered twice: one self-contained HTML file and its Markdown twin.
+
+HTML inlines everything (SVG charts as markup, images as data URIs, one small stylesheet),
+so the file opens in any browser with no server and no internet. Markdown refers to the
+same charts and images written beside it in ``report_files/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+FILES = "report_files"
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+    kind: str = ""  # "" or "warning"
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str  # file stem and the figure's data-chart attribute
+    svg: str
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Picture:
+    name: str
+    png: bytes
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Details:
+    summary: str
+    blocks: tuple = field(default_factory=tuple)
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+.table{overflow-x:auto}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}
+.warning{background:#fff4e5;border-left:4px solid #e69500;padding:.4em .8em}
+details{margin:.3em 0}summary{cursor:pointer}img{max-width:100%;image-rendering:pixelated}
+"""
+
+
+def to_html(title: str, blocks: list) -> str:
+    """One self-contained HTML page."""
+    body = "\n".join(_html(b) for b in blocks)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+            f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def to_markdown(title: str, blocks: list, files: Path) -> str:
+    """Markdown; charts (SVG) and pictures (PNG) are written to ``files``."""
+    files.mkdir(parents=True, exist_ok=True)
+    return f"# {title}\n\n" + "\n\n".join(_markdown(b, files) for b in blocks) + "\n"
+
+
+def format_value(value) -> str:
+    """Numbers to 3 decimals, NaN as an empty cell, everything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else ("yes" if value else "no")
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return "∞" if math.isinf(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _html(block) -> str:
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
+    if isinstance(block, Paragraph):
+        cls = f' class="{block.kind}"' if block.kind else ""
+        return f"<p{cls}>{html.escape(block.text)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Table):
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in block.frame.columns)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>"
+                       for row in block.frame.itertuples(index=False))
+        caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
+        return (f'<div class="table"><table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+                f"</div>")
+    if isinstance(block, Chart):
+        return (f'<figure class="chart" data-chart="{html.escape(block.name)}">{block.svg}'
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    if isinstance(block, Picture):
+        data = base64.b64encode(block.png).decode()
+        return (f'<figure class="picture"><img alt="{html.escape(block.name)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    if isinstance(block, Details):
+        inner = "\n".join(_html(b) for b in block.blocks)
+        return f"<details><summary>{html.escape(block.summary)}</summary>{inner}</details>"
+    raise TypeError(f"unknown report block {block!r}")
+
+
+def _markdown(block, files: Path) -> str:
+    if isinstance(block, Heading):
+        return "#" * block.level + " " + block.text
+    if isinstance(block, Paragraph):
+        return f"> **Note:** {block.text}" if block.kind == "warning" else block.text
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {i}" for i in block.items)
+    if isinstance(block, Table):
+        cells = [[format_value(v).replace("|", "\\|") for v in row] for row in block.frame.itertuples(index=False)]
+        lines = ["| " + " | ".join(map(str, block.frame.columns)) + " |",
+                 "|" + "|".join("---" for _ in block.frame.columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return (f"*{block.caption}*\n\n" if block.caption else "") + "\n".join(lines)
+    if isinstance(block, Chart):
+        (files / f"{block.name}.svg").write_text(block.svg)
+        return f"![{block.caption}]({files.name}/{block.name}.svg)\n\n*{block.caption}*"
+    if isinstance(block, Picture):
+        (files / f"{block.name}.png").write_bytes(block.png)
+        return f"![{block.caption}]({files.name}/{block.name}.png)\n\n*{block.caption}*"
+    if isinstance(block, Details):
+        return f"**{block.summary}**\n\n" + "\n\n".join(_markdown(b, files) for b in block.blocks)
+    raise TypeError(f"unknown report block {block!r}")

@@ -1,0 +1,269 @@
+"""``privmed report OUT``: a study's privacy–utility–fairness report, HTML and Markdown.
+
+Sections: what the epsilons mean (which runs are not private and why, what was chosen
+with validation data); privacy–utility curves for the test split and every external test
+set; the runs table; fairness per attribute (subgroup AUROC and parity difference against
+epsilon, their tables, fairlearn's gaps, Pearson's r); the synthetic images used; each
+run's privacy ledger.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import privmed
+from privmed import rundir
+from privmed.config import load_yaml
+from privmed.errors import PrivmedError
+from privmed.evaluation.fairness import SUPPRESSED
+from privmed.study.config import StudyConfig, study_from_dict
+from privmed.study.results import StudyTables, collect
+from privmed.study.runner import STUDY_FILE, TIMING
+
+from .charts import mean_over_seeds, subgroup_chart, utility_chart
+from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Picture, Table, to_html, to_markdown
+
+HTML = "report.html"
+MARKDOWN = "report.md"
+NOT_A_STUDY = "'{path}' is not a study folder (no {file}); run `privmed study STUDY.yaml --out {path}` first."
+
+
+def write_report(out: str | Path) -> tuple[Path, Path]:
+    """Gather the study's tables and write ``OUT/report.html`` and ``OUT/report.md``."""
+    out = Path(out)
+    if not (out / STUDY_FILE).is_file():
+        raise PrivmedError(NOT_A_STUDY.format(path=out, file=STUDY_FILE))
+    study = study_from_dict(load_yaml(out / STUDY_FILE))
+    tables = collect(study, out)
+    blocks = report_blocks(study, tables, out)
+    title = f"privmed study: {study.name}"
+    (out / HTML).write_text(to_html(title, blocks))
+    (out / MARKDOWN).write_text(to_markdown(title, blocks, out / FILES))
+    return out / HTML, out / MARKDOWN
+
+
+def report_blocks(study: StudyConfig, tables: StudyTables, out: Path) -> list:
+    """The report's content, in order."""
+    results = tables.results
+    done = results[results["status"] == "finished"]
+    blocks: list = _overview(study, results, out)
+    blocks += _honesty(study, done, out)
+    if done.empty:
+        return blocks + [Paragraph("No run has finished yet: nothing to plot.", "warning")]
+    blocks += _utility(study, done)
+    blocks += _runs(study, results)
+    blocks += _fairness(study, tables)
+    blocks += _synthetic(study, out)
+    blocks += _ledgers(done, out)
+    return blocks
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _overview(study: StudyConfig, results: pd.DataFrame, out: Path) -> list:
+    counts = results["status"].value_counts()
+    timing = rundir.read_json(out / TIMING) if (out / TIMING).is_file() else {}
+    wall = timing.get("wall_seconds")
+    last = (timing.get("invocations") or [{}])[-1]
+    base = study.cells(out)[0].config
+    facts = [
+        f"Data: {base.data.path or 'built-in phantom'} at {base.data.image_size} px; model(s): "
+        f"{', '.join(study.models)}; strategies: {', '.join(s.name for s in study.strategies)}; classifier ε: "
+        f"{', '.join(_eps(e) for e in study.epsilons)}; seeds: {', '.join(map(str, study.seeds))}.",
+        f"Runs: {len(results)} in the grid; " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+        (f"Study wall time: {wall / 60:.1f} min over {len(timing.get('invocations', []))} invocation(s) "
+         f"(last: {last.get('workers')} worker(s) on {last.get('cpu_count')} CPU cores)." if wall is not None
+         else "Study wall time: not recorded."),
+        f"privmed {privmed.__version__}, Python {platform.python_version()}, {platform.machine()}; "
+        f"report written {time.strftime('%Y-%m-%d %H:%M')}.",
+    ]
+    blocks: list = [Paragraph(study.description)] if study.description else []
+    return blocks + [Bullets(tuple(facts))]
+
+
+def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
+    blocks: list = [Heading("What the ε values mean")]
+    blocks.append(Paragraph(
+        "ε in the tables is the classifier's target (the grid's value); total ε is what the accountant gives "
+        "for everything that touched the private training data in that run (feature centring, a generator's "
+        "DP-SGD, the classifier's DP-SGD), composed, at the run's δ."))
+    not_private = done[~done["private"].astype(bool)]
+    if len(not_private):
+        reasons = not_private.groupby("not_private_because", sort=False)["run"].apply(list)
+        items = tuple(f"{len(runs)} run(s) NOT private ({_short(runs)}): {reason}" for reason, runs in
+                      reasons.items())
+        blocks += [Paragraph(f"{len(not_private)} of {len(done)} finished runs are not differentially private; "
+                             f"their total ε is ∞.", "warning"), Bullets(items)]
+    else:
+        blocks.append(Paragraph(f"All {len(done)} finished runs are differentially private."))
+    choices = list(study.validation_choices)
+    choices.append(_validation_sentence(done, out))
+    blocks += [Paragraph("Choices made by looking at the private validation data (not covered by ε):"),
+               Bullets(tuple(choices))]
+    return blocks
+
+
+def _utility(study: StudyConfig, done: pd.DataFrame) -> list:
+    blocks: list = [Heading("Privacy–utility")]
+    sets = [("test", "test split")] + [(e.name, f"external test set '{e.name}' ({e.split})") for e in study.external]
+    baseline = study.strategies[0].name
+    for prefix, what in sets:
+        column = f"{prefix}_auroc"
+        if column not in done:
+            continue
+        summary = _utility_summary(done, prefix)
+        ref = summary[(summary["strategy"] == baseline) & (summary["epsilon"] == "inf")]["value"]
+        chart = utility_chart(summary, metric="AUROC", title=f"AUROC on the {what}",
+                              reference=float(ref.iloc[0]) if len(ref) else None,
+                              reference_label=f"{baseline}, non-private")
+        blocks.append(Chart(f"utility_{prefix}", chart, f"AUROC on the {what} against the classifier's ε: mean over "
+                                                        f"seeds, error bars the mean 95% bootstrap CI; dashed lines "
+                                                        f"are not private overall."))
+        table = summary.rename(columns={"value": "AUROC", "ci_low": "CI low", "ci_high": "CI high",
+                                        "total_epsilon": "total ε (mean)", "private_all": "private"})
+        blocks.append(Table(table[["strategy", "epsilon", "total ε (mean)", "private", "AUROC", "CI low", "CI high",
+                                   "seeds"]], f"AUROC on the {what}, mean over seeds"))
+    return blocks
+
+
+def _utility_summary(done: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    cols = [f"{prefix}_auroc", f"{prefix}_auroc_ci_low", f"{prefix}_auroc_ci_high", "total_epsilon"]
+    summary = mean_over_seeds(done.assign(private=done["private"].astype(float)), ["strategy", "epsilon"],
+                              cols + ["private"])
+    summary = summary.rename(columns={cols[0]: "value", cols[1]: "ci_low", cols[2]: "ci_high"})
+    summary["private_all"] = summary["private"] == 1.0
+    return summary.drop(columns="private")
+
+
+def _runs(study: StudyConfig, results: pd.DataFrame) -> list:
+    columns = ["run", "strategy", "model", "epsilon", "total_epsilon", "private", "seed", "status", "val_auroc",
+               "test_auroc", "test_auroc_ci_low", "test_auroc_ci_high"]
+    columns += [c for e in study.external for c in (f"{e.name}_auroc",) if c in results]
+    columns += [c for c in ("train_seconds", "error") if c in results]
+    frame = results[[c for c in columns if c in results]]
+    return [Heading("Runs"), Paragraph(f"Every cell of the grid ({len(results)} runs), one row each; the same table "
+                                       f"is results.csv with every metric and its CI."), Table(frame)]
+
+
+def _fairness(study: StudyConfig, tables: StudyTables) -> list:
+    if not study.fairness.attributes or tables.fairness.empty:
+        return []
+    blocks: list = [Heading("Fairness"), Paragraph(
+        f"Test-split subgroup metrics with patient-level bootstrap CIs; groups with fewer than "
+        f"{study.fairness.min_group_size} test samples are suppressed (no number shown). Parity difference "
+        f"(Tayebi Arasteh et al. 2024): a group's AUROC minus the sample-size-weighted mean AUROC of the other "
+        f"groups (for two groups, the plain difference). Means over seeds.")]
+    for attribute in study.fairness.attributes:
+        part = tables.fairness[tables.fairness["attribute"] == attribute]
+        blocks += _attribute_section(study, attribute, part, tables)
+    return blocks
+
+
+def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, tables: StudyTables) -> list:
+    blocks: list = [Heading(f"By {attribute}", 3)]
+    privileged = study.fairness.privileged.get(attribute)
+    if privileged:
+        blocks.append(Paragraph(f"Privileged (reference) group for {attribute}: {privileged}."))
+    shown = part[~part["suppressed"].astype(bool)]
+    cols = ["auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "sensitivity", "specificity", "positive_rate",
+            "auroc_parity_difference", "n", "train_n"]
+    mean = mean_over_seeds(shown, ["strategy", "epsilon", "group"], cols)
+    if len(mean):
+        blocks.append(Chart(f"subgroup_auroc_{attribute}", subgroup_chart(mean, value="auroc",
+                                                                          title=f"Subgroup AUROC by {attribute}"),
+                            f"Test AUROC of each {attribute} group against ε, per strategy (mean over seeds)."))
+        blocks.append(Chart(f"parity_{attribute}", subgroup_chart(mean, value="auroc_parity_difference",
+                                                                  title=f"AUROC parity difference by {attribute}",
+                                                                  zero_line=True),
+                            f"AUROC parity difference of each {attribute} group against ε (0 = parity)."))
+    suppressed = part[part["suppressed"].astype(bool)][["strategy", "epsilon", "group"]].drop_duplicates()
+    table = pd.concat([mean, suppressed.assign(n=math.nan)], ignore_index=True)
+    table["AUROC [95% CI]"] = [SUPPRESSED if pd.isna(r.auroc) and pd.isna(r.n) else _ci(r.auroc, r.auroc_ci_low,
+                                                                                         r.auroc_ci_high)
+                               for r in table.itertuples()]
+    table = table[["strategy", "epsilon", "group", "n", "train_n", "AUROC [95% CI]", "accuracy", "sensitivity",
+                   "specificity", "positive_rate", "auroc_parity_difference"]]
+    blocks.append(Table(table, f"Subgroups by {attribute} (test split; n = test samples, train_n = training samples)"))
+    gaps = tables.gaps[tables.gaps["attribute"] == attribute]
+    if len(gaps):
+        blocks.append(Table(mean_over_seeds(gaps, ["strategy", "epsilon"], ["demographic_parity_difference",
+                                                                            "equal_opportunity_difference",
+                                                                            "equalized_odds_difference"]),
+                            f"fairlearn gaps between shown {attribute} groups at the decision threshold"))
+    trends = tables.trends[tables.trends["attribute"] == attribute] if len(tables.trends) else tables.trends
+    if len(trends):
+        blocks.append(Table(trends[["strategy", "group", "x", "y", "r", "p", "n_points"]],
+                            f"Pearson's r across the DP-SGD runs (finite ε) of each strategy, by {attribute}: ε vs "
+                            f"each group's AUROC parity difference, and group training size vs the AUROC it lost "
+                            f"to DP (vs the same seed at ε = ∞)"))
+    return blocks
+
+
+def _synthetic(study: StudyConfig, out: Path) -> list:
+    from privmed.data.phantom import write_image_grid
+    from privmed.synth.sample import synthetic_images
+
+    sources: dict[str, tuple[str, str]] = {}
+    for cell in study.cells(out):
+        path = cell.config.synthetic.path
+        if path and path not in sources and Path(path).exists():
+            kind = (f"generator '{cell.generator}' trained in this study" if cell.generator
+                    else f"folder {path}")
+            sources[path] = (cell.strategy, kind)
+    if not sources:
+        return []
+    blocks: list = [Heading("Synthetic images")]
+    for k, (path, (strategy, kind)) in enumerate(sources.items()):
+        record = Path(path) / rundir.PRIVACY
+        privacy = rundir.read_json(record)["summary"] if record.is_file() else "no privacy record: origin unknown"
+        images, labels, names, _ = synthetic_images(path, n=16, image_size=None)
+        with tempfile.TemporaryDirectory() as tmp:
+            png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()
+        blocks.append(Picture(f"synthetic_{k}", png, f"{kind} (used by {strategy}, ...): {privacy}"))
+    return blocks
+
+
+def _ledgers(done: pd.DataFrame, out: Path) -> list:
+    blocks: list = [Heading("Privacy ledgers")]
+    for row in done.itertuples():
+        record = rundir.read_json(out / row.dir / rundir.PRIVACY)
+        stages = pd.DataFrame(record["stages"]) if record["stages"] else pd.DataFrame()
+        inner: list = [Paragraph(record["summary"] if record["private"] else
+                                 "NOT private: " + " ".join(record["non_private_reasons"]), "" if record["private"]
+                                 else "warning")]
+        if len(stages):
+            inner.append(Table(stages))
+        blocks.append(Details(f"{row.run}: " + (f"ε = {record['epsilon']:.3g}" if record["private"]
+                                                else "not private"), tuple(inner)))
+    return blocks
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _validation_sentence(done: pd.DataFrame, out: Path) -> str:
+    if done.empty:
+        return "No run has finished yet."
+    choices = rundir.read_json(out / done["dir"].iloc[0] / rundir.PRIVACY).get("validation_choices", [])
+    generic = ("In every run the checkpoint was the epoch with the best AUROC on the private validation split, "
+               "and decision thresholds (Youden) were chosen on it.")
+    return generic + (f" Example ({done['run'].iloc[0]}): {choices[0]}" if choices else "")
+
+
+def _short(runs: list[str], limit: int = 4) -> str:
+    return ", ".join(runs[:limit]) + (f", … {len(runs) - limit} more" if len(runs) > limit else "")
+
+
+def _ci(value: float, low: float, high: float) -> str:
+    return "" if pd.isna(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _eps(epsilon: float) -> str:
+    return "∞" if math.isinf(epsilon) else f"{epsilon:g}"

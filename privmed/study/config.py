@@ -1,0 +1,284 @@
+"""A study file: one data set, a grid of runs, the attributes whose fairness to analyse.
+
+Every cell of the grid is an ordinary ``privmed train`` run; the study file only says how
+the cells differ. Unknown keys are an error, and every cell's run configuration is built
+(and so validated) when the study is loaded, before anything trains::
+
+    name: cbis-paper
+    base:                        # a run configuration (data/model/privacy/training/synthetic)
+      data: {path: ../shared/data/cbis-ddsm-masses, image_size: 128}
+      training: {epochs: 40, lr: 0.3}
+    strategies:                  # name -> how its runs differ from the base
+      dp_sgd_real: {}
+      pretrain_finetune: {synthetic: {path: ../shared/data/mcgan-synthetic, use: pretrain}}
+      dp_generator_pretrain: {generator: g1, synthetic: {use: pretrain}}
+      synthetic_only: {synthetic: {path: ../shared/data/mcgan-synthetic, use: only}, epsilons: [inf]}
+    generators:                  # optional: trained once with `privmed synth train`, then sampled
+      g1: {data: {image_size: 64}, privacy: {epsilon: 1}, gan: {discriminator: scatter}, samples: 3000}
+    epsilons: [1, 6, inf]        # the classifier's target epsilon (a generator's is composed on top)
+    seeds: [0, 1, 2]
+    models: [scatter_linear]     # optional; default: the base's model
+    external: [{name: bcdr, path: data/bcdr, split: test}]
+    fairness: {attributes: [breast_density, view], bins: {age: [0, 50, 65, 120]}, privileged: {view: CC}}
+    workers: 2
+    validation_choices: ["The learning rate was chosen on the validation split in ..."]
+
+Paths are relative to the directory the command runs in, as for ``privmed train``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from privmed.config import UNKNOWN_KEY, RunConfig, config_from_dict, load_yaml, merge
+from privmed.errors import PrivmedError
+from privmed.evaluation.fairness import MIN_GROUP_SIZE
+from privmed.synth.config import GeneratorConfig, generator_config_from_dict
+
+STUDY_KEYS = ("name", "description", "base", "strategies", "generators", "epsilons", "seeds", "models", "external",
+              "fairness", "workers", "validation_choices")
+STRATEGY_KEYS = ("data", "model", "privacy", "training", "synthetic", "generator", "epsilons")
+GENERATOR_KEYS = ("data", "privacy", "gan", "samples", "sample_seed")
+FAIRNESS_KEYS = ("attributes", "bins", "privileged")
+EXTERNAL_KEYS = ("name", "path", "split")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+BAD_NAME = "{what} name {name!r} must be letters, digits, '_', '.', '-' (it names folders)."
+CELL_INVALID = "study cell {cell}: {error}"
+NEEDS_LIST = "study key '{key}' must be a non-empty list, got {value!r}."
+UNKNOWN_GENERATOR = "strategy {strategy!r} uses generator {generator!r}, but the study's generators are {known}."
+GENERATOR_AND_PATH = ("strategy {strategy!r} gives both a generator and synthetic.path; the generator's samples are "
+                      "the synthetic data, so leave out synthetic.path.")
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A generator trained once for the study (``privmed synth train``) and sampled once."""
+
+    name: str
+    config: GeneratorConfig
+    samples: int = 3000
+    sample_seed: int = 0
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """How a strategy's runs differ from the base run configuration."""
+
+    name: str
+    overrides: Mapping[str, Any]
+    generator: str | None = None
+    epsilons: tuple[float, ...] | None = None  # None: the study's
+
+
+@dataclass(frozen=True)
+class ExternalSpec:
+    """A data set every finished run is also evaluated on (thresholds from the run's validation split)."""
+
+    name: str
+    path: str
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class FairnessSpec:
+    """Attribute columns to analyse; ``bins`` cut numeric ones (edges, right-inclusive);
+    ``privileged`` names the reference group of a two-group attribute."""
+
+    attributes: tuple[str, ...] = ()
+    bins: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    privileged: Mapping[str, str] = field(default_factory=dict)
+    min_group_size: int = MIN_GROUP_SIZE
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    run_id: str
+    strategy: str
+    model: str
+    epsilon: float
+    seed: int
+    generator: str | None
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study, validated: every cell's run configuration already built."""
+
+    name: str
+    base: Mapping[str, Any]
+    strategies: tuple[StrategySpec, ...]
+    epsilons: tuple[float, ...]
+    seeds: tuple[int, ...]
+    models: tuple[str, ...]
+    generators: tuple[GeneratorSpec, ...] = ()
+    external: tuple[ExternalSpec, ...] = ()
+    fairness: FairnessSpec = field(default_factory=FairnessSpec)
+    workers: int = 1
+    description: str = ""
+    validation_choices: tuple[str, ...] = ()
+
+    def cells(self, out: Path) -> list[Cell]:
+        """Every run of the grid, with its run directory under ``out/runs``."""
+        cells = []
+        for strategy in self.strategies:
+            for model in self.models:
+                for epsilon in strategy.epsilons or self.epsilons:
+                    for seed in self.seeds:
+                        cells.append(_cell(self, strategy, model, epsilon, seed, out))
+        return cells
+
+    def generator(self, name: str) -> GeneratorSpec:
+        return next(g for g in self.generators if g.name == name)
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
+    """The validated study and the raw dictionary it came from."""
+    raw = load_yaml(path)
+    return study_from_dict(raw), raw
+
+
+def study_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
+    """Validate a study dictionary; every cell is built once here so that a bad cell fails now."""
+    _reject(raw, STUDY_KEYS, "study")
+    for key in ("name", "base", "strategies", "epsilons", "seeds"):
+        if key not in raw:
+            raise PrivmedError(f"the study file needs '{key}' (see `privmed study --help` for the layout).")
+    name = _name(raw["name"], "study")
+    base = dict(raw["base"] or {})
+    if "out" in base:
+        raise PrivmedError("the study's base must not set 'out': every run's directory is OUT/runs/<run id>.")
+    generators = tuple(_generator(n, spec or {}, base) for n, spec in (raw.get("generators") or {}).items())
+    strategies = tuple(_strategy(n, spec or {}, {g.name for g in generators})
+                       for n, spec in _mapping(raw["strategies"], "strategies").items())
+    models = tuple(raw.get("models") or [config_from_dict(base).model.name])
+    study = StudyConfig(
+        name=name, base=base, strategies=strategies, epsilons=_epsilons(raw["epsilons"], "epsilons"),
+        seeds=tuple(int(s) for s in _list(raw["seeds"], "seeds")), models=models, generators=generators,
+        external=tuple(_external(spec) for spec in raw.get("external") or []),
+        fairness=_fairness(raw.get("fairness") or {}), workers=int(raw.get("workers", 1)),
+        description=str(raw.get("description", "")),
+        validation_choices=tuple(str(s) for s in raw.get("validation_choices") or []))
+    if study.workers < 1:
+        raise PrivmedError(f"study key 'workers' must be >= 1, got {study.workers}.")
+    study.cells(Path("OUT"))  # builds every cell: configuration errors surface before anything runs
+    return study
+
+
+def epsilon_label(epsilon: float) -> str:
+    """``1``, ``0.5``, ``inf``: as in run ids and tables."""
+    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+
+
+def _cell(study: StudyConfig, strategy: StrategySpec, model: str, epsilon: float, seed: int, out: Path) -> Cell:
+    parts = [strategy.name] + ([model] if len(study.models) > 1 else []) + [f"eps{epsilon_label(epsilon)}",
+                                                                             f"seed{seed}"]
+    run_id = "__".join(parts)
+    raw = merge(copy.deepcopy(dict(study.base)), {k: v for k, v in strategy.overrides.items()})
+    raw = merge(raw, {"model": {"name": model}, "privacy": {"epsilon": epsilon}, "training": {"seed": seed},
+                      "out": str(out / "runs" / run_id)})
+    if strategy.generator is not None:
+        raw = merge(raw, {"synthetic": {"path": str(generator_samples(out, strategy.generator))}})
+    try:
+        config = config_from_dict(raw)
+    except PrivmedError as err:
+        hint = (" (a strategy that trains on synthetic images only takes `epsilons: [inf]`)"
+                if "synthetic.use = 'only'" in str(err) else "")
+        raise PrivmedError(CELL_INVALID.format(cell=run_id, error=f"{err}{hint}")) from None
+    return Cell(run_id, strategy.name, model, epsilon, seed, strategy.generator, config)
+
+
+def generator_dir(out: Path, name: str) -> Path:
+    return Path(out) / "generators" / name
+
+
+def generator_samples(out: Path, name: str) -> Path:
+    return generator_dir(out, name) / "samples"
+
+
+def _generator(name: str, spec: Mapping[str, Any], base: Mapping[str, Any]) -> GeneratorSpec:
+    _name(name, "generator")
+    _reject(spec, GENERATOR_KEYS, f"generators.{name}")
+    raw = {"data": merge(dict(base.get("data") or {}), dict(spec.get("data") or {})), "privacy": dict(spec.get("privacy") or {}),
+           "gan": dict(spec.get("gan") or {})}
+    return GeneratorSpec(name, generator_config_from_dict(raw), int(spec.get("samples", 3000)),
+                         int(spec.get("sample_seed", 0)))
+
+
+def _strategy(name: str, spec: Mapping[str, Any], generators: set[str]) -> StrategySpec:
+    _name(name, "strategy")
+    _reject(spec, STRATEGY_KEYS, f"strategies.{name}")
+    generator = spec.get("generator")
+    if generator is not None and generator not in generators:
+        raise PrivmedError(UNKNOWN_GENERATOR.format(strategy=name, generator=generator, known=sorted(generators)))
+    if generator is not None and (spec.get("synthetic") or {}).get("path") is not None:
+        raise PrivmedError(GENERATOR_AND_PATH.format(strategy=name))
+    overrides = {k: v for k, v in spec.items() if k not in ("generator", "epsilons")}
+    epsilons = _epsilons(spec["epsilons"], f"strategies.{name}.epsilons") if "epsilons" in spec else None
+    return StrategySpec(name, overrides, generator, epsilons)
+
+
+def _external(spec: Mapping[str, Any]) -> ExternalSpec:
+    _reject(spec, EXTERNAL_KEYS, "external")
+    if "name" not in spec or "path" not in spec:
+        raise PrivmedError("each external test set needs a 'name' and a 'path'.")
+    return ExternalSpec(_name(spec["name"], "external test set"), str(spec["path"]), str(spec.get("split", "test")))
+
+
+def _fairness(spec: Mapping[str, Any]) -> FairnessSpec:
+    _reject(spec, FAIRNESS_KEYS, "fairness")
+    attributes = tuple(str(a) for a in spec.get("attributes") or [])
+    bins = {str(k): tuple(float(e) for e in v) for k, v in (spec.get("bins") or {}).items()}
+    privileged = {str(k): str(v) for k, v in (spec.get("privileged") or {}).items()}
+    for key in list(bins) + list(privileged):
+        if key not in attributes:
+            raise PrivmedError(f"fairness: {key!r} has bins or a privileged group but is not in fairness.attributes "
+                               f"{list(attributes)}.")
+    for key, edges in bins.items():
+        if len(edges) < 3 or list(edges) != sorted(set(edges)):
+            raise PrivmedError(f"fairness.bins.{key} = {list(edges)}: give at least 3 increasing edges "
+                               f"(two or more bins).")
+    return FairnessSpec(attributes, bins, privileged)
+
+
+def _epsilons(values: Any, key: str) -> tuple[float, ...]:
+    out = []
+    for value in _list(values, key):
+        eps = float(value)
+        if not eps > 0:
+            raise PrivmedError(f"study key '{key}': epsilon {value!r} must be > 0 (or inf for non-private).")
+        out.append(eps)
+    return tuple(out)
+
+
+def _list(value: Any, key: str) -> list:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise PrivmedError(NEEDS_LIST.format(key=key, value=value))
+    return list(value)
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not value:
+        raise PrivmedError(f"study key '{key}' must map names to settings, got {value!r}.")
+    return value
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise PrivmedError(BAD_NAME.format(what=what, name=value))
+    return value
+
+
+def _reject(section: Any, known: tuple[str, ...], where: str) -> None:
+    if not isinstance(section, Mapping):
+        raise PrivmedError(f"study section '{where}' must be a mapping, got {section!r}.")
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise PrivmedError(UNKNOWN_KEY.format(where=where, keys=unknown, known=sorted(known)))

@@ -1,0 +1,189 @@
+"""A study's tables, gathered from its run directories (so a partial study can be reported).
+
+* ``results.csv``: one row per run of the grid: ``strategy, model, epsilon, total_epsilon,
+  private, seed``, every test metric with its CI, the same for each external test set, the
+  validation AUROC of the chosen checkpoint, status, error and the run's directory;
+* ``fairness.csv``: per finished run, attribute, label and group, the subgroup metrics with
+  CIs on the test split (:func:`privmed.evaluation.fairness.subgroup_metrics`; groups under
+  ``MIN_GROUP_SIZE`` suppressed), the group's training-set size and its parity differences;
+* ``fairness_gaps.csv``: per run and attribute, fairlearn's demographic parity, equal
+  opportunity and equalized odds differences;
+* ``fairness_trends.csv``: across the DP-SGD runs (finite epsilon) of each strategy, Pearson's r (and p) between
+  epsilon and each group's AUROC parity difference, and between a group's training-set size
+  and the AUROC it lost to DP (its AUROC in the same strategy's non-private run of the same
+  seed minus its AUROC in the private run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from privmed import rundir
+from privmed.evaluation.fairness import fairlearn_differences, parity_differences, pearson, subgroup_metrics
+from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
+
+from .config import Cell, StudyConfig, epsilon_label
+from .runner import STATUS, finished
+
+RESULTS = "results.csv"
+FAIRNESS = "fairness.csv"
+GAPS = "fairness_gaps.csv"
+TRENDS = "fairness_trends.csv"
+ID_COLUMNS = ["run", "strategy", "model", "epsilon", "total_epsilon", "private", "seed", "generator", "status"]
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """Everything a report needs, as data frames."""
+
+    results: pd.DataFrame
+    fairness: pd.DataFrame
+    gaps: pd.DataFrame
+    trends: pd.DataFrame
+
+
+def collect(study: StudyConfig, out: Path, *, write: bool = True) -> StudyTables:
+    """Gather the study's tables from ``out`` (and write them there)."""
+    out = Path(out)
+    cells = study.cells(out)
+    status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
+    results = pd.DataFrame([_result_row(c, study, out, status.get(c.run_id, {})) for c in cells])
+    fairness, gaps = _fairness_tables(study, cells, results)
+    trends = _trends(fairness)
+    tables = StudyTables(results, fairness, gaps, trends)
+    if write:
+        for name, frame in ((RESULTS, results), (FAIRNESS, fairness), (GAPS, gaps), (TRENDS, trends)):
+            rundir.write_csv(out / name, frame)
+    return tables
+
+
+# --------------------------------------------------------------------------- results.csv
+
+
+def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict:
+    run = Path(cell.config.out)
+    row = {"run": cell.run_id, "strategy": cell.strategy, "model": cell.model,
+           "epsilon": epsilon_label(cell.epsilon), "total_epsilon": math.nan, "private": None, "seed": cell.seed,
+           "generator": cell.generator or "", "status": "pending"}
+    if not finished(run):
+        row["status"] = status.get("status", "pending") if status.get("status") == "failed" else (
+            "interrupted" if (run / rundir.CHECKPOINTS / rundir.LAST).is_file() else "pending")
+        row["error"] = status.get("error", "")
+        row["dir"] = str(run.relative_to(out))
+        return row
+    privacy = rundir.read_json(run / rundir.PRIVACY)
+    metrics = rundir.read_json(run / rundir.METRICS)
+    row.update(status="finished", private=bool(privacy["private"]),
+               total_epsilon=float(privacy["epsilon"]) if privacy["private"] else math.inf,
+               not_private_because=" ".join(privacy.get("non_private_reasons", [])),
+               val_auroc=metrics["checkpoint"]["val_auroc"])
+    row.update(_metric_columns(metrics["splits"]["test"], "test"))
+    for spec in study.external:
+        where = run / "evaluations" / spec.name / spec.split / rundir.METRICS
+        if where.is_file():
+            row.update(_metric_columns(rundir.read_json(where)["splits"][spec.split], spec.name))
+    history = run / rundir.HISTORY
+    row["train_seconds"] = round(float(pd.read_csv(history)["seconds"].sum()), 1) if history.is_file() else math.nan
+    row["error"] = ""
+    row["dir"] = str(run.relative_to(out))
+    return row
+
+
+def _metric_columns(split: dict, prefix: str) -> dict:
+    """``prefix_metric``, ``_ci_low``, ``_ci_high`` for every metric (multi-label: the mean over labels)."""
+    values = split.get(MEAN_KEY, split)
+    columns = {f"{prefix}_n": split["n"]}
+    for metric in METRIC_NAMES:
+        ci = values[metric]
+        columns.update({f"{prefix}_{metric}": ci["value"], f"{prefix}_{metric}_ci_low": ci["ci_low"],
+                        f"{prefix}_{metric}_ci_high": ci["ci_high"]})
+    return columns
+
+
+# --------------------------------------------------------------------------- fairness
+
+
+def _fairness_tables(study: StudyConfig, cells: list[Cell], results: pd.DataFrame
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    spec = study.fairness
+    group_rows, gap_rows = [], []
+    done = results.set_index("run")
+    for cell in cells:
+        run = Path(cell.config.out)
+        if not spec.attributes or done.loc[cell.run_id, "status"] != "finished":
+            continue
+        frame = pd.read_csv(run / rundir.PREDICTIONS)
+        thresholds = rundir.read_json(run / rundir.METRICS)["thresholds"]
+        ids = {k: done.loc[cell.run_id, k] for k in ID_COLUMNS[1:]}
+        for attribute in spec.attributes:
+            groups = _groups(frame, attribute, spec.bins.get(attribute))
+            test = (frame["split"] == "test").to_numpy()
+            train_sizes = pd.Series(groups[frame["split"].to_numpy() == "train"]).value_counts()
+            for label, threshold in thresholds.items():
+                suffix = "" if len(thresholds) == 1 else f"_{label}"
+                table = subgroup_metrics(y_true=frame[f"label{suffix}"].to_numpy()[test],
+                                         scores=frame[f"score{suffix}"].to_numpy()[test], threshold=threshold,
+                                         groups=groups[test], patient_ids=frame["patient_id"].to_numpy()[test],
+                                         n_resamples=cell.config.training.bootstrap_resamples,
+                                         seed=cell.seed, min_size=spec.min_group_size)
+                table["train_n"] = [math.nan if s else float(train_sizes.get(g, 0))
+                                    for g, s in zip(table["group"], table["suppressed"])]
+                for metric in ("auroc", "positive_rate"):
+                    table[f"{metric}_parity_difference"] = parity_differences(table=table, metric=metric).to_numpy()
+                head = {"run": cell.run_id, **ids, "attribute": attribute, "label": label}
+                group_rows += [{**head, **r} for r in table.to_dict("records")]
+                gaps = fairlearn_differences(y_true=frame[f"label{suffix}"].to_numpy()[test],
+                                             scores=frame[f"score{suffix}"].to_numpy()[test], threshold=threshold,
+                                             groups=groups[test], min_size=spec.min_group_size)
+                gap_rows.append({**head, "demographic_parity_difference": gaps.demographic_parity,
+                                 "equal_opportunity_difference": gaps.equal_opportunity,
+                                 "equalized_odds_difference": gaps.equalized_odds})
+    return pd.DataFrame(group_rows), pd.DataFrame(gap_rows)
+
+
+def _groups(frame: pd.DataFrame, attribute: str, edges: tuple[float, ...] | None) -> np.ndarray:
+    values = frame[attribute]
+    if edges is None:
+        return np.array([None if pd.isna(v) else str(v) for v in values], dtype=object)
+    names = [f"{a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:])]
+    cut = pd.cut(pd.to_numeric(values, errors="coerce"), bins=list(edges), labels=names, include_lowest=True)
+    return np.array([None if pd.isna(v) else str(v) for v in cut], dtype=object)
+
+
+def _trends(fairness: pd.DataFrame) -> pd.DataFrame:
+    """Pearson's r across the private runs of each strategy (see the module docstring)."""
+    if fairness.empty:
+        return pd.DataFrame(columns=["strategy", "model", "attribute", "label", "group", "x", "y", "r", "p",
+                                     "n_points"])
+    shown = fairness[~fairness["suppressed"].astype(bool)].copy()
+    shown["eps"] = shown["epsilon"].astype(float)
+    rows = []
+    for (strategy, model, attribute, label), part in shown.groupby(["strategy", "model", "attribute", "label"]):
+        private = part[np.isfinite(part["eps"])]  # trained with DP-SGD (private overall unless a generator is not)
+        for group, g in private.groupby("group"):
+            r, p = pearson(x=g["eps"].to_numpy(), y=g["auroc_parity_difference"].to_numpy())
+            rows.append({"strategy": strategy, "model": model, "attribute": attribute, "label": label,
+                         "group": group, "x": "epsilon", "y": "auroc_parity_difference", "r": r, "p": p,
+                         "n_points": len(g)})
+        lost = _auroc_lost(part, private)
+        if len(lost):
+            r, p = pearson(x=lost["train_n"].to_numpy(), y=lost["auroc_lost"].to_numpy())
+            rows.append({"strategy": strategy, "model": model, "attribute": attribute, "label": label,
+                         "group": "all", "x": "train_n", "y": "auroc_lost_to_dp", "r": r, "p": p,
+                         "n_points": int(lost["auroc_lost"].notna().sum())})
+    return pd.DataFrame(rows)
+
+
+def _auroc_lost(part: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
+    """Per private run and group: the group's AUROC at epsilon=inf (same seed) minus its private AUROC."""
+    reference = part[np.isinf(part["eps"])].set_index(["seed", "group"])["auroc"]
+    if reference.empty:
+        return pd.DataFrame(columns=["train_n", "auroc_lost"])
+    keys = list(zip(private["seed"], private["group"]))
+    ref = np.array([reference.get(k, math.nan) for k in keys], dtype=float)
+    return pd.DataFrame({"train_n": private["train_n"].to_numpy(), "auroc_lost": ref - private["auroc"].to_numpy()})

@@ -1,0 +1,200 @@
+"""``privmed study``: train a study's generators, then its grid of runs on worker processes.
+
+Re-running the same command is how a study resumes: a finished run (its ``metrics.json``
+exists) is skipped, an interrupted one continues from its last checkpoint with the
+accountant's spend restored (``privmed train --resume``), and one that stopped before its
+first checkpoint starts again (nothing of it was released). A run that fails is recorded with
+its error in ``OUT/status.json`` and ``OUT/failed/<run>.txt`` and does not stop the others;
+the next invocation tries it again.
+
+Layout of ``OUT``: ``study.yaml`` (the study file as given), ``generators/<name>/`` (a
+generator folder and its ``samples/``), ``runs/<run id>/`` (ordinary run directories, each
+with ``evaluations/<external name>/`` when the study has external test sets), ``status.json``,
+``timing.json`` (wall time of every invocation) and the tables of :mod:`privmed.study.results`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from privmed import rundir
+from privmed.errors import PrivmedError
+
+from .config import Cell, StudyConfig, epsilon_label, generator_dir, generator_samples
+
+STATUS = "status.json"
+TIMING = "timing.json"
+STUDY_FILE = "study.yaml"
+FAILED = "failed"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What became of one run in this invocation."""
+
+    run_id: str
+    status: str  # "finished" (trained now), "skipped" (finished before), "failed"
+    seconds: float = 0.0
+    error: str = ""
+
+
+def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: int | None = None,
+              progress: Progress = print) -> list[CellOutcome]:
+    """Run every generator and cell of ``study`` not finished yet, then write the study's tables
+    (``results.csv`` and the fairness tables); returns one outcome per cell."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_yaml(out / STUDY_FILE, raw)
+    workers = workers or study.workers
+    started = time.time()
+    cells = study.cells(out)
+    _check_attributes(study)
+    for spec in study.generators:
+        _train_generator(study, spec.name, out, progress)
+    todo = [c for c in cells if not _finished(c, study)]
+    progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
+             f"{len(todo)} to run on {min(workers, max(len(todo), 1))} worker(s)")
+    outcomes = {c.run_id: CellOutcome(c.run_id, "skipped") for c in cells if c not in todo}
+    for k, outcome in enumerate(_run_cells(todo, study, out, workers), 1):
+        outcomes[outcome.run_id] = outcome
+        _record(out, outcome)
+        progress(f"[{k}/{len(todo)}] {outcome.run_id}: {outcome.status} ({outcome.seconds:.0f} s)"
+                 + (f" -- {outcome.error.splitlines()[0]}" if outcome.error else ""))
+    _log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
+    from .results import collect  # the tables read the run directories this module writes
+
+    collect(study, out)
+    return [outcomes[c.run_id] for c in cells]
+
+
+def finished(run: Path) -> bool:
+    """A run directory whose results are written."""
+    return (Path(run) / rundir.METRICS).is_file()
+
+
+def _finished(cell: Cell, study: StudyConfig) -> bool:
+    run = Path(cell.config.out)
+    return finished(run) and all((run / "evaluations" / e.name / e.split / rundir.METRICS).is_file()
+                                 for e in study.external)
+
+
+def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
+    if workers == 1 or len(cells) <= 1:
+        for cell in cells:
+            yield _run_cell(cell, study.external)
+        return
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    saved = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # workers inherit it at start: no interleaved bars; one line per run instead
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = [pool.submit(_run_cell, cell, study.external) for cell in cells]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        os.environ.pop("TQDM_DISABLE") if saved is None else os.environ.update(TQDM_DISABLE=saved)
+
+
+def _init_worker(threads: int) -> None:
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", module="opacus")
+    warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+
+
+def _run_cell(cell: Cell, external) -> CellOutcome:
+    """Train (or resume) one run and evaluate it on the external sets; never raises."""
+    from privmed.evaluation.external import evaluate_run
+    from privmed.training.trainer import train
+
+    t0 = time.perf_counter()
+    run = Path(cell.config.out)
+    try:
+        if not finished(run):
+            resume = (run / rundir.CHECKPOINTS / rundir.LAST).is_file()
+            if not resume and run.exists():
+                shutil.rmtree(run)  # stopped before its first checkpoint: nothing was released
+            train(cell.config, resume=resume)
+        for spec in external:
+            if not (run / "evaluations" / spec.name / spec.split / rundir.METRICS).is_file():
+                evaluate_run(run, data=spec.path, split=spec.split, name=spec.name,
+                             n_resamples=cell.config.training.bootstrap_resamples)
+        return CellOutcome(cell.run_id, "finished", time.perf_counter() - t0)
+    except PrivmedError as err:
+        return CellOutcome(cell.run_id, "failed", time.perf_counter() - t0, str(err))
+    except Exception as err:  # noqa: BLE001 -- one failed run must not stop the study
+        detail = "".join(traceback.format_exception(err)[-6:])
+        return CellOutcome(cell.run_id, "failed", time.perf_counter() - t0, f"{type(err).__name__}: {err}\n{detail}")
+
+
+def _train_generator(study: StudyConfig, name: str, out: Path, progress: Progress) -> None:
+    from privmed.synth.sample import sample
+    from privmed.synth.training import train_generator
+
+    spec, folder, samples = study.generator(name), generator_dir(out, name), generator_samples(out, name)
+    if not (folder / "generator.pt").is_file():
+        resume = (folder / rundir.CHECKPOINTS / rundir.LAST).is_file()
+        if not resume and folder.exists():
+            shutil.rmtree(folder)
+        progress(f"generator {name}: training{' (resuming)' if resume else ''}")
+        train_generator(dataclasses.replace(spec.config, out=str(folder)), resume=resume)
+    if not (samples / "manifest.csv").is_file():
+        shutil.rmtree(samples, ignore_errors=True)
+        sample(folder, n=spec.samples, out=samples, seed=spec.sample_seed)
+        progress(f"generator {name}: {spec.samples} samples in {samples}")
+
+
+def _check_attributes(study: StudyConfig) -> None:
+    """Fairness attributes must be columns of the data: say so before hours of training."""
+    if not study.fairness.attributes:
+        return
+    from privmed.data.sources import load_dataset
+
+    config = study.cells(Path("OUT"))[0].config
+    data = load_dataset(config.data)
+    missing = [a for a in study.fairness.attributes if a not in data.attribute_columns]
+    if missing:
+        raise PrivmedError(f"fairness attribute(s) {missing} are not columns of the data '{data.name}' "
+                           f"(attribute columns: {list(data.attribute_columns)}); fix fairness.attributes.")
+
+
+def _record(out: Path, outcome: CellOutcome) -> None:
+    status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
+    status[outcome.run_id] = {"status": outcome.status, "seconds": round(outcome.seconds, 1),
+                              "error": outcome.error.splitlines()[0] if outcome.error else ""}
+    rundir.write_json(out / STATUS, status)
+    failure = out / FAILED / f"{outcome.run_id}.txt"
+    if outcome.status == "failed":
+        failure.parent.mkdir(exist_ok=True)
+        failure.write_text(outcome.error + "\n")
+    elif failure.exists():
+        failure.unlink()
+
+
+def _log_timing(out: Path, started: float, workers: int, trained: int) -> None:
+    path = out / TIMING
+    log = rundir.read_json(path) if path.is_file() else {"invocations": []}
+    log["invocations"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+                               "seconds": round(time.time() - started, 1), "workers": workers,
+                               "cpu_count": os.cpu_count(), "runs_trained": trained})
+    log["wall_seconds"] = round(sum(i["seconds"] for i in log["invocations"]), 1)
+    rundir.write_json(path, log)
+
+
+__all__ = ["CellOutcome", "run_study", "finished", "epsilon_label"]
