@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from html import escape as html_escape
 import re
 import shutil
@@ -29,6 +30,7 @@ STUDY = {
     "epsilons": [1, 4, "inf"],
     "seeds": [0],
     "fairness": {"attributes": ["breast_density"]},
+    "audit": {"shadows": 2, "strategies": ["dp_sgd"], "epsilons": [1, "inf"]},
     "validation_choices": ["The learning rates were picked by hand for this test."],
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -83,6 +85,20 @@ def test_external_test_sets_get_their_own_columns_and_curve(report):
     run = out / results["dir"].iloc[0]
     assert (run / "evaluations" / "other_site" / "test" / "metrics.json").is_file()
     assert "external test set &#x27;other_site&#x27; (test)" in html
+
+
+def test_audited_runs_carry_attack_results_beside_their_claimed_epsilon(report):
+    out, html, _ = report
+    results = pd.read_csv(out / "results.csv").set_index("run")
+    audited = results[results["audit_bound_holds"].notna()]
+    assert sorted(audited.index) == ["dp_sgd__eps1__seed0", "dp_sgd__epsinf__seed0"]
+    for run, row in audited.iterrows():
+        record = json.loads((out / row["dir"] / "audit" / "audit.json").read_text())
+        lira = next(a for a in record["attacks"] if a["attack"] == "lira")
+        assert row["audit_lira_auc"] == pytest.approx(lira["auc"])
+        assert row["audit_lira_eps_lower_bound"] <= row["audit_claimed_epsilon"]
+    assert row["audit_shadows"] == 2 and len(list((out / "shadows").iterdir())) == 2  # one shadow set per recipe
+    assert "Empirical privacy audit" in html and "lira AUC [95% CI]" in html
 
 
 def test_utility_table_matches_results(report):

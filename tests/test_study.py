@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -35,6 +36,15 @@ def tiny(**changes) -> dict:
     raw = copy.deepcopy(TINY)
     raw.update(changes)
     return raw
+
+
+def interrupt_after_first_epoch(config) -> None:
+    """Train ``config`` and stop it as Ctrl-C would, after its first checkpoint."""
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch_end=stop)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +88,18 @@ def test_strategy_naming_an_unknown_generator_is_an_error():
     with pytest.raises(PrivmedError) as err:
         study_from_dict(tiny(strategies={"a": {"generator": "g"}}))
     assert str(err.value) == UNKNOWN_GENERATOR.format(strategy="a", generator="g", known=[])
+
+
+def test_audit_picks_real_data_strategies_and_the_first_seed_by_default():
+    raw = tiny(strategies={"real": {}, "synth": {"synthetic": {"path": "x", "use": "augment"}}}, seeds=[3, 4],
+               audit={"shadows": 2})
+    study = study_from_dict(raw)
+    audited = [c.run_id for c in study.cells(Path("OUT")) if study.audited(c)]
+    assert audited == ["real__eps2__seed3", "real__epsinf__seed3"]
+    with pytest.raises(PrivmedError, match="membership audits of such runs are not supported"):
+        study_from_dict({**raw, "audit": {"strategies": ["synth"]}})
+    with pytest.raises(PrivmedError, match="use 0 .* or at least 2 shadow models"):
+        study_from_dict({**raw, "audit": {"shadows": 1}})
 
 
 def test_generator_samples_become_the_strategys_synthetic_data():
@@ -150,17 +172,12 @@ def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
     raw = tiny(epsilons=[2], fairness={})
     study = study_from_dict(raw)
     cell = study.cells(tmp_path)[0]
-
-    def stop(epoch, row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cell.config, on_epoch_end=stop)
+    interrupt_after_first_epoch(cell.config)
     outcomes = run_study(study, raw, out=tmp_path, progress=lambda _: None)
     assert [o.status for o in outcomes] == ["finished"]
     run = Path(cell.config.out)
     assert "resumed after epoch 1" in (run / rundir.LOG).read_text()
-    reference = train(cell.config.__class__(**{**cell.config.__dict__, "out": str(tmp_path / "reference")}))
+    reference = train(dataclasses.replace(cell.config, out=str(tmp_path / "reference")))
     resumed, uninterrupted = (rundir.read_json(r / rundir.PRIVACY) for r in (run, reference))
     assert resumed["stages"] == uninterrupted["stages"] and resumed["epsilon"] == uninterrupted["epsilon"]
 
@@ -239,13 +256,7 @@ def test_numeric_attributes_are_binned_with_the_given_edges():
 def test_collect_reports_pending_and_interrupted_cells(tmp_path):
     raw = tiny(epsilons=[2], seeds=[0, 1], fairness={})
     study = study_from_dict(raw)
-    first = study.cells(tmp_path)[0]
-
-    def stop(epoch, row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(first.config, on_epoch_end=stop)
+    interrupt_after_first_epoch(study.cells(tmp_path)[0].config)
     results = collect(study, tmp_path).results.set_index("run")
     assert results.loc["dp_sgd__eps2__seed0", "status"] == "interrupted"
     assert results.loc["dp_sgd__eps2__seed1", "status"] == "pending"

@@ -140,9 +140,14 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
         "note": (f"eps_lower_bound is a {1 - config.alpha:.0%}-confidence empirical lower bound (threshold chosen on "
                  f"half the samples, Clopper-Pearson on the other half); the accountant's epsilon is an upper bound."),
     }
-    name = AUDIT_FILE if not config.canaries else f"audit_{config.canary_kind}_canaries{config.canaries}.json"
-    rundir.write_json(run / AUDIT_DIR / name, result)
+    rundir.write_json(audit_path(run, config), result)
     return result
+
+
+def audit_path(run: Path, config: AuditConfig) -> Path:
+    """Where :func:`audit_run` writes its result for this kind of audit."""
+    name = AUDIT_FILE if not config.canaries else f"audit_{config.canary_kind}_canaries{config.canaries}.json"
+    return Path(run) / AUDIT_DIR / name
 
 
 # --------------------------------------------------------------------------- population

@@ -90,8 +90,10 @@ def to_markdown(title: str, blocks: list, files: Path) -> str:
 
 def format_value(value) -> str:
     """Numbers to 3 decimals, NaN as an empty cell, everything else as text."""
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else ("yes" if value else "no")
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         if math.isnan(value):
             return ""

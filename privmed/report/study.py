@@ -58,6 +58,7 @@ def report_blocks(study: StudyConfig, tables: StudyTables, out: Path) -> list:
         return blocks + [Paragraph("No run has finished yet: nothing to plot.", "warning")]
     blocks += _utility(study, done)
     blocks += _runs(study, results)
+    blocks += _audit(done)
     blocks += _fairness(study, tables)
     blocks += _synthetic(study, out)
     blocks += _ledgers(done, out)
@@ -143,13 +144,41 @@ def _utility_summary(done: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def _runs(study: StudyConfig, results: pd.DataFrame) -> list:
-    columns = ["run", "strategy", "model", "epsilon", "total_epsilon", "private", "seed", "status", "val_auroc",
+    columns = ["run", "strategy"] + (["model"] if len(study.models) > 1 else []) + ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc",
                "test_auroc", "test_auroc_ci_low", "test_auroc_ci_high"]
     columns += [c for e in study.external for c in (f"{e.name}_auroc",) if c in results]
     columns += [c for c in ("train_seconds", "error") if c in results]
     frame = results[[c for c in columns if c in results]]
     return [Heading("Runs"), Paragraph(f"Every cell of the grid ({len(results)} runs), one row each; the same table "
                                        f"is results.csv with every metric and its CI."), Table(frame)]
+
+
+def _audit(done: pd.DataFrame) -> list:
+    if "audit_bound_holds" not in done:
+        return []
+    audited = done[done["audit_bound_holds"].notna()]
+    attacks = [c[len("audit_"):-len("_auc")] for c in audited.columns
+               if c.startswith("audit_") and c.endswith("_auc")]
+    table = audited[["run", "audit_claimed_epsilon"]].rename(columns={"audit_claimed_epsilon": "claimed ε"})
+    for attack in attacks:
+        table[f"{attack} AUC [95% CI]"] = [_ci(*v) for v in audited[[f"audit_{attack}_auc", f"audit_{attack}_auc_ci_low",
+                                                                     f"audit_{attack}_auc_ci_high"]].to_numpy()]
+        table[f"{attack} TPR@0.1% FPR"] = audited[f"audit_{attack}_tpr_at_0.1pct_fpr"]
+        table[f"{attack} ε lower bound"] = audited[f"audit_{attack}_eps_lower_bound"]
+    table["bound ≤ claimed"] = audited["audit_bound_holds"].astype(bool)
+    broken = table[~table["bound ≤ claimed"]]
+    canaries = int(audited["audit_canaries"].max())
+    blocks: list = [Heading("Empirical privacy audit"), Paragraph(
+        "Membership inference against each audited run (loss attack; LiRA with shadow models trained by the run's "
+        "own recipe on random halves). The accountant's ε is an upper bound on what any attack can show; the "
+        "attack gives a 95%-confidence lower bound. "
+        + (f"Scored on {canaries} crafted canaries, half of them trained into a retrained target, so the claimed "
+           f"ε is that target's." if canaries else "Scored on the training split (members) against the test split "
+                                                  "(non-members)."))]
+    if len(broken):
+        blocks.append(Paragraph(f"The empirical lower bound exceeds the claimed ε for {', '.join(broken['run'])}: "
+                                f"the privacy claim of these runs is contradicted.", "warning"))
+    return blocks + [Table(table)]
 
 
 def _fairness(study: StudyConfig, tables: StudyTables) -> list:
@@ -188,6 +217,8 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
     table["AUROC [95% CI]"] = [SUPPRESSED if pd.isna(r.auroc) and pd.isna(r.n) else _ci(r.auroc, r.auroc_ci_low,
                                                                                          r.auroc_ci_high)
                                for r in table.itertuples()]
+    for count in ("n", "train_n"):
+        table[count] = table[count].round().astype("Int64")  # counts, as integers (missing when suppressed)
     table = table[["strategy", "epsilon", "group", "n", "train_n", "AUROC [95% CI]", "accuracy", "sensitivity",
                    "specificity", "positive_rate", "auroc_parity_difference"]]
     blocks.append(Table(table, f"Subgroups by {attribute} (test split; n = test samples, train_n = training samples)"))

@@ -19,6 +19,7 @@ the cells differ. Unknown keys are an error, and every cell's run configuration 
     seeds: [0, 1, 2]
     models: [scatter_linear]     # optional; default: the base's model
     external: [{name: bcdr, path: data/bcdr, split: test}]
+    audit: {shadows: 8, strategies: [dp_sgd_real], epsilons: [1, inf], seeds: [0]}   # membership attacks
     fairness: {attributes: [breast_density, view], bins: {age: [0, 50, 65, 120]}, privileged: {view: CC}}
     workers: 2
     validation_choices: ["The learning rate was chosen on the validation split in ..."]
@@ -41,7 +42,10 @@ from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
 
 STUDY_KEYS = ("name", "description", "base", "strategies", "generators", "epsilons", "seeds", "models", "external",
-              "fairness", "workers", "validation_choices")
+              "fairness", "audit", "workers", "validation_choices")
+AUDIT_KEYS = ("shadows", "canaries", "canary_kind", "strategies", "epsilons", "seeds")
+AUDIT_SYNTHETIC = ("audit.strategies: {strategy!r} trains with synthetic images, and membership audits of such runs "
+                   "are not supported; leave it out (audit its generator with `privmed audit-synthetic`).")
 STRATEGY_KEYS = ("data", "model", "privacy", "training", "synthetic", "generator", "epsilons")
 GENERATOR_KEYS = ("data", "privacy", "gan", "samples", "sample_seed")
 FAIRNESS_KEYS = ("attributes", "bins", "privileged")
@@ -96,6 +100,19 @@ class FairnessSpec:
 
 
 @dataclass(frozen=True)
+class AuditSpec:
+    """Which runs to attack after training (``privmed audit``), and how hard. ``None`` lists mean
+    every strategy trained on real data only, every epsilon, the study's first seed."""
+
+    shadows: int = 8
+    canaries: int = 0
+    canary_kind: str = "crafted"
+    strategies: tuple[str, ...] | None = None
+    epsilons: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Cell:
     """One run of the grid."""
 
@@ -121,6 +138,7 @@ class StudyConfig:
     generators: tuple[GeneratorSpec, ...] = ()
     external: tuple[ExternalSpec, ...] = ()
     fairness: FairnessSpec = field(default_factory=FairnessSpec)
+    audit: AuditSpec | None = None
     workers: int = 1
     description: str = ""
     validation_choices: tuple[str, ...] = ()
@@ -137,6 +155,15 @@ class StudyConfig:
 
     def generator(self, name: str) -> GeneratorSpec:
         return next(g for g in self.generators if g.name == name)
+
+    def audited(self, cell: Cell) -> bool:
+        """Whether the study's audit attacks this run."""
+        a = self.audit
+        if a is None:
+            return False
+        strategies = a.strategies or tuple(s.name for s in self.strategies if not _uses_synthetic(s))
+        return (cell.strategy in strategies and cell.epsilon in (a.epsilons or self.epsilons)
+                and cell.seed in (a.seeds or self.seeds[:1]))
 
 
 def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
@@ -163,7 +190,8 @@ def study_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
         name=name, base=base, strategies=strategies, epsilons=_epsilons(raw["epsilons"], "epsilons"),
         seeds=tuple(int(s) for s in _list(raw["seeds"], "seeds")), models=models, generators=generators,
         external=tuple(_external(spec) for spec in raw.get("external") or []),
-        fairness=_fairness(raw.get("fairness") or {}), workers=int(raw.get("workers", 1)),
+        fairness=_fairness(raw.get("fairness") or {}),
+        audit=_audit(raw["audit"] or {}, strategies) if "audit" in raw else None, workers=int(raw.get("workers", 1)),
         description=str(raw.get("description", "")),
         validation_choices=tuple(str(s) for s in raw.get("validation_choices") or []))
     if study.workers < 1:
@@ -223,6 +251,29 @@ def _strategy(name: str, spec: Mapping[str, Any], generators: set[str]) -> Strat
     overrides = {k: v for k, v in spec.items() if k not in ("generator", "epsilons")}
     epsilons = _epsilons(spec["epsilons"], f"strategies.{name}.epsilons") if "epsilons" in spec else None
     return StrategySpec(name, overrides, generator, epsilons)
+
+
+def _uses_synthetic(strategy: StrategySpec) -> bool:
+    return strategy.generator is not None or (strategy.overrides.get("synthetic") or {}).get("path") is not None
+
+
+def _audit(spec: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> AuditSpec:
+    from privmed.audit.membership import AuditConfig
+
+    _reject(spec, AUDIT_KEYS, "audit")
+    chosen = tuple(str(s) for s in spec["strategies"]) if spec.get("strategies") else None
+    by_name = {s.name: s for s in strategies}
+    for name in chosen or ():
+        if name not in by_name:
+            raise PrivmedError(f"audit.strategies: {name!r} is not a strategy of the study ({sorted(by_name)}).")
+        if _uses_synthetic(by_name[name]):
+            raise PrivmedError(AUDIT_SYNTHETIC.format(strategy=name))
+    audit = AuditSpec(shadows=int(spec.get("shadows", 8)), canaries=int(spec.get("canaries", 0)),
+                      canary_kind=str(spec.get("canary_kind", "crafted")), strategies=chosen,
+                      epsilons=_epsilons(spec["epsilons"], "audit.epsilons") if spec.get("epsilons") else None,
+                      seeds=tuple(int(s) for s in spec["seeds"]) if spec.get("seeds") else None)
+    AuditConfig(shadows=audit.shadows, canaries=audit.canaries, canary_kind=audit.canary_kind)  # validates
+    return audit
 
 
 def _external(spec: Mapping[str, Any]) -> ExternalSpec:

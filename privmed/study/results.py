@@ -2,7 +2,8 @@
 
 * ``results.csv``: one row per run of the grid: ``strategy, model, epsilon, total_epsilon,
   private, seed``, every test metric with its CI, the same for each external test set, the
-  validation AUROC of the chosen checkpoint, status, error and the run's directory;
+  validation AUROC of the chosen checkpoint, the membership audit's attack AUCs and epsilon lower
+  bounds for audited runs, status, error and the run's directory;
 * ``fairness.csv``: per finished run, attribute, label and group, the subgroup metrics with
   CIs on the test split (:func:`privmed.evaluation.fairness.subgroup_metrics`; groups under
   ``MIN_GROUP_SIZE`` suppressed), the group's training-set size and its parity differences;
@@ -28,7 +29,7 @@ from privmed.evaluation.fairness import fairlearn_differences, parity_difference
 from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
 
 from .config import Cell, StudyConfig, epsilon_label
-from .runner import STATUS, finished
+from .runner import STATUS, audit_config, finished
 
 RESULTS = "results.csv"
 FAIRNESS = "fairness.csv"
@@ -87,11 +88,34 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
         where = run / "evaluations" / spec.name / spec.split / rundir.METRICS
         if where.is_file():
             row.update(_metric_columns(rundir.read_json(where)["splits"][spec.split], spec.name))
+    row.update(_audit_columns(study, run))
     history = run / rundir.HISTORY
     row["train_seconds"] = round(float(pd.read_csv(history)["seconds"].sum()), 1) if history.is_file() else math.nan
     row["error"] = ""
     row["dir"] = str(run.relative_to(out))
     return row
+
+
+def _audit_columns(study: StudyConfig, run: Path) -> dict:
+    """``audit_<attack>_auc`` (with CI), TPR at 0.1% FPR and the epsilon lower bound, when audited."""
+    from privmed.audit.membership import audit_path
+
+    config = audit_config(study)
+    path = audit_path(run, config) if config is not None else None
+    if path is None or not path.is_file():
+        return {}
+    result = rundir.read_json(path)
+    claimed = result["claimed_epsilon"]
+    columns = {"audit_claimed_epsilon": math.inf if claimed == "inf" else float(claimed),
+               "audit_canaries": result["canaries"], "audit_shadows": result["shadows"],
+               "audit_bound_holds": result["bound_holds"]}
+    for attack in result["attacks"]:
+        name = f"audit_{attack['attack']}"
+        columns.update({f"{name}_auc": attack["auc"], f"{name}_auc_ci_low": attack["auc_ci"][0],
+                        f"{name}_auc_ci_high": attack["auc_ci"][1],
+                        f"{name}_tpr_at_0.1pct_fpr": attack["tpr_at_01pct_fpr"],
+                        f"{name}_eps_lower_bound": attack["eps_lower_bound"]})
+    return columns
 
 
 def _metric_columns(split: dict, prefix: str) -> dict:

@@ -64,13 +64,14 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
         _train_generator(study, spec.name, out, progress)
     todo = [c for c in cells if not _finished(c, study)]
     progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
-             f"{len(todo)} to run on {min(workers, max(len(todo), 1))} worker(s)")
+             f"{len(todo)} to run" + (f" on {min(workers, len(todo))} worker(s)" if todo else ""))
     outcomes = {c.run_id: CellOutcome(c.run_id, "skipped") for c in cells if c not in todo}
     for k, outcome in enumerate(_run_cells(todo, study, out, workers), 1):
         outcomes[outcome.run_id] = outcome
         _record(out, outcome)
         progress(f"[{k}/{len(todo)}] {outcome.run_id}: {outcome.status} ({outcome.seconds:.0f} s)"
                  + (f" -- {outcome.error.splitlines()[0]}" if outcome.error else ""))
+    _audit_runs(study, cells, out, workers, progress)
     _log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
     from .results import collect  # the tables read the run directories this module writes
 
@@ -141,6 +142,37 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
     except Exception as err:  # noqa: BLE001 -- one failed run must not stop the study
         detail = "".join(traceback.format_exception(err)[-6:])
         return CellOutcome(cell.run_id, "failed", time.perf_counter() - t0, f"{type(err).__name__}: {err}\n{detail}")
+
+
+def audit_config(study: StudyConfig, workers: int = 1):
+    """The :class:`~privmed.audit.membership.AuditConfig` of the study's audit (``None``: no audit)."""
+    from privmed.audit.membership import AuditConfig
+
+    a = study.audit
+    return None if a is None else AuditConfig(shadows=a.shadows, canaries=a.canaries, canary_kind=a.canary_kind,
+                                              workers=workers)
+
+
+def _audit_runs(study: StudyConfig, cells: list[Cell], out: Path, workers: int, progress: Progress) -> None:
+    """Membership audits of the chosen finished runs; shadows shared by runs with the same recipe."""
+    from privmed.audit.membership import audit_path, audit_run
+
+    config = audit_config(study, workers)
+    todo = [c for c in cells if study.audited(c) and finished(Path(c.config.out))
+            and not audit_path(Path(c.config.out), config).is_file()] if config else []
+    for k, cell in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        try:
+            result = audit_run(Path(cell.config.out), config=config, shadow_dir=out / "shadows")
+            bound = max(a["eps_lower_bound"] for a in result["attacks"])
+            outcome = CellOutcome(f"{cell.run_id}:audit", "finished", time.perf_counter() - t0)
+            progress(f"[audit {k}/{len(todo)}] {cell.run_id}: epsilon lower bound {bound:.3g} "
+                     f"({outcome.seconds:.0f} s)")
+        except Exception as err:  # noqa: BLE001 -- one failed audit must not stop the others
+            outcome = CellOutcome(f"{cell.run_id}:audit", "failed", time.perf_counter() - t0,
+                                  str(err) if isinstance(err, PrivmedError) else f"{type(err).__name__}: {err}")
+            progress(f"[audit {k}/{len(todo)}] {cell.run_id}: failed -- {outcome.error.splitlines()[0]}")
+        _record(out, outcome)
 
 
 def _train_generator(study: StudyConfig, name: str, out: Path, progress: Progress) -> None:
