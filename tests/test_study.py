@@ -168,6 +168,17 @@ def test_rerunning_a_finished_study_trains_nothing(finished_study):
     assert len(rundir.read_json(out / "timing.json")["invocations"]) == 2
 
 
+def test_a_finished_run_whose_cell_changed_is_not_mixed_into_the_results(finished_study, tmp_path):
+    out, _ = finished_study
+    changed = tiny(base={**TINY["base"], "training": {**TINY["base"]["training"], "lr": 0.01}})
+    outcomes = run_study(study_from_dict(changed), changed, out=out, progress=lambda _: None)
+    assert {o.status for o in outcomes} == {"failed"}
+    assert all("training.lr: 0.1 -> 0.01" in o.error and "new --out" in o.error for o in outcomes)
+    assert (pd.read_csv(out / "results.csv")["status"] == "failed").all()
+    run_study(study_from_dict(TINY), TINY, out=out, progress=lambda _: None)  # the original study: all finished again
+    assert (pd.read_csv(out / "results.csv")["status"] == "finished").all()
+
+
 def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
     raw = tiny(epsilons=[2], fairness={})
     study = study_from_dict(raw)
@@ -240,7 +251,8 @@ def test_trends_are_pearson_over_dp_runs_and_loss_against_the_same_seed():
     dp = fairness[fairness["epsilon"] != "inf"]
     a = dp[dp["group"] == "a"]
     r, p = stats.pearsonr(a["epsilon"].astype(float), a["auroc_parity_difference"])
-    assert trends.loc[("a", "epsilon"), "r"] == pytest.approx(r) and trends.loc[("a", "epsilon"), "p"] == pytest.approx(p)
+    assert trends.loc[("a", "epsilon"), "r"] == pytest.approx(r)
+    assert trends.loc[("a", "epsilon"), "p"] == pytest.approx(p)
     lost = 0.02 * dp["epsilon"].astype(float) + np.where(dp["group"] == "b", 0.1, 0.0)
     r, _ = stats.pearsonr(dp["train_n"], lost)
     assert trends.loc[("all", "train_n"), "r"] == pytest.approx(r)

@@ -144,8 +144,9 @@ def _utility_summary(done: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def _runs(study: StudyConfig, results: pd.DataFrame) -> list:
-    columns = ["run", "strategy"] + (["model"] if len(study.models) > 1 else []) + ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc",
-               "test_auroc", "test_auroc_ci_low", "test_auroc_ci_high"]
+    columns = ["run", "strategy"] + (["model"] if len(study.models) > 1 else [])
+    columns += ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc", "test_auroc", "test_auroc_ci_low",
+                "test_auroc_ci_high"]
     columns += [c for e in study.external for c in (f"{e.name}_auroc",) if c in results]
     columns += [c for c in ("train_seconds", "error") if c in results]
     frame = results[[c for c in columns if c in results]]
@@ -161,8 +162,8 @@ def _audit(done: pd.DataFrame) -> list:
                if c.startswith("audit_") and c.endswith("_auc")]
     table = audited[["run", "audit_claimed_epsilon"]].rename(columns={"audit_claimed_epsilon": "claimed ε"})
     for attack in attacks:
-        table[f"{attack} AUC [95% CI]"] = [_ci(*v) for v in audited[[f"audit_{attack}_auc", f"audit_{attack}_auc_ci_low",
-                                                                     f"audit_{attack}_auc_ci_high"]].to_numpy()]
+        auc = audited[[f"audit_{attack}_auc", f"audit_{attack}_auc_ci_low", f"audit_{attack}_auc_ci_high"]]
+        table[f"{attack} AUC [95% CI]"] = [_ci(*v) for v in auc.to_numpy()]
         table[f"{attack} TPR@0.1% FPR"] = audited[f"audit_{attack}_tpr_at_0.1pct_fpr"]
         table[f"{attack} ε lower bound"] = audited[f"audit_{attack}_eps_lower_bound"]
     table["bound ≤ claimed"] = audited["audit_bound_holds"].astype(bool)

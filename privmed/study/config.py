@@ -234,7 +234,8 @@ def generator_samples(out: Path, name: str) -> Path:
 def _generator(name: str, spec: Mapping[str, Any], base: Mapping[str, Any]) -> GeneratorSpec:
     _name(name, "generator")
     _reject(spec, GENERATOR_KEYS, f"generators.{name}")
-    raw = {"data": merge(dict(base.get("data") or {}), dict(spec.get("data") or {})), "privacy": dict(spec.get("privacy") or {}),
+    raw = {"data": merge(dict(base.get("data") or {}), dict(spec.get("data") or {})),
+           "privacy": dict(spec.get("privacy") or {}),
            "gan": dict(spec.get("gan") or {})}
     return GeneratorSpec(name, generator_config_from_dict(raw), int(spec.get("samples", 3000)),
                          int(spec.get("sample_seed", 0)))

@@ -29,7 +29,7 @@ from privmed.evaluation.fairness import fairlearn_differences, parity_difference
 from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
 
 from .config import Cell, StudyConfig, epsilon_label
-from .runner import STATUS, audit_config, finished
+from .runner import CHANGED, STATUS, audit_config, config_drift, finished
 
 RESULTS = "results.csv"
 FAIRNESS = "fairness.csv"
@@ -71,10 +71,11 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
     row = {"run": cell.run_id, "strategy": cell.strategy, "model": cell.model,
            "epsilon": epsilon_label(cell.epsilon), "total_epsilon": math.nan, "private": None, "seed": cell.seed,
            "generator": cell.generator or "", "status": "pending"}
-    if not finished(run):
-        row["status"] = status.get("status", "pending") if status.get("status") == "failed" else (
+    drift = config_drift(cell)
+    if not finished(run) or drift:
+        row["status"] = "failed" if drift or status.get("status") == "failed" else (
             "interrupted" if (run / rundir.CHECKPOINTS / rundir.LAST).is_file() else "pending")
-        row["error"] = status.get("error", "")
+        row["error"] = CHANGED.format(run=run, changes="; ".join(drift)) if drift else status.get("error", "")
         row["dir"] = str(run.relative_to(out))
         return row
     privacy = rundir.read_json(run / rundir.PRIVACY)

@@ -35,6 +35,8 @@ STATUS = "status.json"
 TIMING = "timing.json"
 STUDY_FILE = "study.yaml"
 FAILED = "failed"
+CHANGED = ("'{run}' was trained with another configuration than the study now gives it ({changes}); run the changed "
+           "study into a new --out, or delete that run directory to retrain it.")
 
 Progress = Callable[[str], None]
 
@@ -86,8 +88,8 @@ def finished(run: Path) -> bool:
 
 def _finished(cell: Cell, study: StudyConfig) -> bool:
     run = Path(cell.config.out)
-    return finished(run) and all((run / "evaluations" / e.name / e.split / rundir.METRICS).is_file()
-                                 for e in study.external)
+    evaluated = all((run / "evaluations" / e.name / e.split / rundir.METRICS).is_file() for e in study.external)
+    return finished(run) and evaluated and not config_drift(cell)
 
 
 def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
@@ -127,6 +129,9 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
     t0 = time.perf_counter()
     run = Path(cell.config.out)
     try:
+        changes = config_drift(cell)
+        if changes:
+            raise PrivmedError(CHANGED.format(run=run, changes="; ".join(changes)))
         if not finished(run):
             resume = (run / rundir.CHECKPOINTS / rundir.LAST).is_file()
             if not resume and run.exists():
@@ -173,6 +178,16 @@ def _audit_runs(study: StudyConfig, cells: list[Cell], out: Path, workers: int, 
                                   str(err) if isinstance(err, PrivmedError) else f"{type(err).__name__}: {err}")
             progress(f"[audit {k}/{len(todo)}] {cell.run_id}: failed -- {outcome.error.splitlines()[0]}")
         _record(out, outcome)
+
+
+def config_drift(cell: Cell) -> list[str]:
+    """How the configuration a run directory was trained with differs from its cell's (empty: same)."""
+    from privmed.config import config_from_dict
+
+    run = Path(cell.config.out)
+    if not (run / rundir.CONFIG).is_file():
+        return []
+    return rundir.config_changes(config_from_dict(rundir.read_config_dict(run)).identity(), cell.config.identity())
 
 
 def _train_generator(study: StudyConfig, name: str, out: Path, progress: Progress) -> None:
