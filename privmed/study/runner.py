@@ -29,7 +29,7 @@ from typing import Any, Callable
 from privmed import rundir
 from privmed.errors import PrivmedError
 
-from .config import Cell, StudyConfig, epsilon_label, generator_dir, generator_samples
+from .config import Cell, StudyConfig, generator_dir, generator_samples
 
 STATUS = "status.json"
 TIMING = "timing.json"
@@ -242,6 +242,3 @@ def _log_timing(out: Path, started: float, workers: int, trained: int) -> None:
                                "cpu_count": os.cpu_count(), "runs_trained": trained})
     log["wall_seconds"] = round(sum(i["seconds"] for i in log["invocations"]), 1)
     rundir.write_json(path, log)
-
-
-__all__ = ["CellOutcome", "run_study", "finished", "epsilon_label"]
