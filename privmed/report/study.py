@@ -198,10 +198,8 @@ def _fairness(study: StudyConfig, tables: StudyTables) -> list:
 
 def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, tables: StudyTables) -> list:
     blocks: list = [Heading(f"By {attribute}", 3)]
-    privileged = study.fairness.privileged.get(attribute)
-    if privileged:
-        blocks.append(Paragraph(f"Privileged (reference) group for {attribute}: {privileged}."))
     shown = part[~part["suppressed"].astype(bool)]
+    blocks += _privileged_sentence(attribute, study.fairness.privileged.get(attribute), sorted(set(shown["group"])))
     cols = ["auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "sensitivity", "specificity", "positive_rate",
             "auroc_parity_difference", "n", "train_n"]
     mean = mean_over_seeds(shown, ["strategy", "epsilon", "group"], cols)
@@ -236,6 +234,16 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
                             f"each group's AUROC parity difference, and group training size vs the AUROC it lost "
                             f"to DP (vs the same seed at ε = ∞)"))
     return blocks
+
+
+def _privileged_sentence(attribute: str, privileged: str | None, groups: list[str]) -> list:
+    if privileged:
+        return [Paragraph(f"Privileged (reference) group for {attribute}: {privileged}.")]
+    if len(groups) == 2:
+        return [Paragraph(f"{attribute} has two groups ({groups[0]}, {groups[1]}): each group's parity difference is "
+                          f"the plain difference to the other. No privileged group is stated in the study file "
+                          f"(fairness.privileged), so both signs are shown.")]
+    return []
 
 
 def _synthetic(study: StudyConfig, out: Path) -> list:
