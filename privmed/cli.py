@@ -330,12 +330,13 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
     from privmed.study import run_study
 
     t0 = time.perf_counter()
-    outcomes = run_study(study, raw, out=out, workers=workers)
+    result = run_study(study, raw, out=out, workers=workers)
+    outcomes = result.outcomes
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished ({time.perf_counter() - t0:.0f} s); "
           f"results: {out / 'results.csv'}")
     if report:
-        html, _ = write_report(out)
+        html, _ = write_report(out, tables=result.tables)
         print(f"report: {html}")
     for outcome in failed:
         print(f"FAILED {outcome.run_id}: {outcome.error.splitlines()[0]} (details: {out / 'failed'})", file=sys.stderr)

@@ -162,7 +162,7 @@ def test_results_table_has_one_row_per_cell_with_the_ledgers_epsilon(finished_st
 def test_rerunning_a_finished_study_trains_nothing(finished_study):
     out, study = finished_study
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.json")}
-    outcomes = run_study(study, TINY, out=out, progress=lambda _: None)
+    outcomes = run_study(study, TINY, out=out, progress=lambda _: None).outcomes
     assert {o.status for o in outcomes} == {"skipped"}
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.json")} == before
     assert len(rundir.read_json(out / "timing.json")["invocations"]) == 2
@@ -171,7 +171,7 @@ def test_rerunning_a_finished_study_trains_nothing(finished_study):
 def test_a_finished_run_whose_cell_changed_is_not_mixed_into_the_results(finished_study, tmp_path):
     out, _ = finished_study
     changed = tiny(base={**TINY["base"], "training": {**TINY["base"]["training"], "lr": 0.01}})
-    outcomes = run_study(study_from_dict(changed), changed, out=out, progress=lambda _: None)
+    outcomes = run_study(study_from_dict(changed), changed, out=out, progress=lambda _: None).outcomes
     assert {o.status for o in outcomes} == {"failed"}
     assert all("training.lr: 0.1 -> 0.01" in o.error and "new --out" in o.error for o in outcomes)
     assert (pd.read_csv(out / "results.csv")["status"] == "failed").all()
@@ -184,7 +184,7 @@ def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
     study = study_from_dict(raw)
     cell = study.cells(tmp_path)[0]
     interrupt_after_first_epoch(cell.config)
-    outcomes = run_study(study, raw, out=tmp_path, progress=lambda _: None)
+    outcomes = run_study(study, raw, out=tmp_path, progress=lambda _: None).outcomes
     assert [o.status for o in outcomes] == ["finished"]
     run = Path(cell.config.out)
     assert "resumed after epoch 1" in (run / rundir.LOG).read_text()

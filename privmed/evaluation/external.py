@@ -84,10 +84,15 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
         "threshold_rule": "chosen on the run's own validation split, applied unchanged",
         "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed)},
     }
-    where = run / EVALUATIONS / (name or part.name) / split
+    where = evaluation_dir(run, name or part.name, split)
     rundir.write_json(where / rundir.METRICS, result)
     rundir.write_csv(where / rundir.PREDICTIONS, predictions_frame(part, {split: scores}))
     return result, where
+
+
+def evaluation_dir(run: Path, name: str, split: str) -> Path:
+    """Where :func:`evaluate_run` writes the evaluation of ``run`` on data set ``name``, ``split``."""
+    return Path(run) / EVALUATIONS / name / split
 
 
 def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: str = "test", label_columns=None,

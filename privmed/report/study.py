@@ -34,13 +34,14 @@ MARKDOWN = "report.md"
 NOT_A_STUDY = "'{path}' is not a study folder (no {file}); run `privmed study STUDY.yaml --out {path}` first."
 
 
-def write_report(out: str | Path) -> tuple[Path, Path]:
-    """Gather the study's tables and write ``OUT/report.html`` and ``OUT/report.md``."""
+def write_report(out: str | Path, *, tables: StudyTables | None = None) -> tuple[Path, Path]:
+    """Write ``OUT/report.html`` and ``OUT/report.md``; ``tables`` are the study's as
+    :func:`~privmed.study.run_study` just gathered them (default: gather them from ``OUT`` now)."""
     out = Path(out)
     if not (out / STUDY_FILE).is_file():
         raise PrivmedError(NOT_A_STUDY.format(path=out, file=STUDY_FILE))
     study = study_from_dict(load_yaml(out / STUDY_FILE))
-    tables = collect(study, out)
+    tables = tables if tables is not None else collect(study, out)
     blocks = report_blocks(study, tables, out)
     title = f"privmed study: {study.name}"
     (out / HTML).write_text(to_html(title, blocks))

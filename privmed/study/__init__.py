@@ -2,6 +2,6 @@
 
 from .config import StudyConfig, load_study, study_from_dict
 from .results import collect
-from .runner import run_study
+from .runner import StudyResult, run_study
 
-__all__ = ["StudyConfig", "load_study", "study_from_dict", "run_study", "collect"]
+__all__ = ["StudyConfig", "load_study", "study_from_dict", "run_study", "StudyResult", "collect"]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from privmed.config import UNKNOWN_KEY, RunConfig, config_from_dict, load_yaml, merge
+from privmed.config import RunConfig, _reject_unknown, config_from_dict, load_yaml, merge
 from privmed.errors import PrivmedError
 from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
@@ -331,6 +331,4 @@ def _name(value: Any, what: str) -> str:
 def _reject(section: Any, known: tuple[str, ...], where: str) -> None:
     if not isinstance(section, Mapping):
         raise PrivmedError(f"study section '{where}' must be a mapping, got {section!r}.")
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise PrivmedError(UNKNOWN_KEY.format(where=where, keys=unknown, known=sorted(known)))
+    _reject_unknown(section, set(known), where)

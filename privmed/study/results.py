@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from privmed import rundir
+from privmed.evaluation.external import evaluation_dir
 from privmed.evaluation.fairness import fairlearn_differences, parity_differences, pearson, subgroup_metrics
 from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
 
 from .config import Cell, StudyConfig, epsilon_label
-from .runner import CHANGED, STATUS, audit_config, config_drift, finished
+from .runner import CHANGED, STATUS, audit_config, config_drift, evaluated, finished
 
 RESULTS = "results.csv"
 FAIRNESS = "fairness.csv"
@@ -86,9 +87,9 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
                val_auroc=metrics["checkpoint"]["val_auroc"])
     row.update(_metric_columns(metrics["splits"]["test"], "test"))
     for spec in study.external:
-        where = run / "evaluations" / spec.name / spec.split / rundir.METRICS
-        if where.is_file():
-            row.update(_metric_columns(rundir.read_json(where)["splits"][spec.split], spec.name))
+        if evaluated(run, spec):
+            record = rundir.read_json(evaluation_dir(run, spec.name, spec.split) / rundir.METRICS)
+            row.update(_metric_columns(record["splits"][spec.split], spec.name))
     row.update(_audit_columns(study, run))
     history = run / rundir.HISTORY
     row["train_seconds"] = round(float(pd.read_csv(history)["seconds"].sum()), 1) if history.is_file() else math.nan

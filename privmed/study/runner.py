@@ -24,12 +24,15 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from privmed import rundir
 from privmed.errors import PrivmedError
 
 from .config import Cell, StudyConfig, generator_dir, generator_samples
+
+if TYPE_CHECKING:
+    from .results import StudyTables
 
 STATUS = "status.json"
 TIMING = "timing.json"
@@ -51,10 +54,18 @@ class CellOutcome:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class StudyResult:
+    """One outcome per cell (in grid order) and the study's tables, as written to ``OUT``."""
+
+    outcomes: list[CellOutcome]
+    tables: "StudyTables"
+
+
 def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: int | None = None,
-              progress: Progress = print) -> list[CellOutcome]:
+              progress: Progress = print) -> StudyResult:
     """Run every generator and cell of ``study`` not finished yet, then write the study's tables
-    (``results.csv`` and the fairness tables); returns one outcome per cell."""
+    (``results.csv`` and the fairness tables)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_yaml(out / STUDY_FILE, raw)
@@ -77,8 +88,7 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
     _log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
     from .results import collect  # the tables read the run directories this module writes
 
-    collect(study, out)
-    return [outcomes[c.run_id] for c in cells]
+    return StudyResult([outcomes[c.run_id] for c in cells], collect(study, out))
 
 
 def finished(run: Path) -> bool:
@@ -86,10 +96,16 @@ def finished(run: Path) -> bool:
     return (Path(run) / rundir.METRICS).is_file()
 
 
+def evaluated(run: Path, spec) -> bool:
+    """Whether ``run`` has its evaluation on the external test set ``spec``."""
+    from privmed.evaluation.external import evaluation_dir
+
+    return (evaluation_dir(run, spec.name, spec.split) / rundir.METRICS).is_file()
+
+
 def _finished(cell: Cell, study: StudyConfig) -> bool:
     run = Path(cell.config.out)
-    evaluated = all((run / "evaluations" / e.name / e.split / rundir.METRICS).is_file() for e in study.external)
-    return finished(run) and evaluated and not config_drift(cell)
+    return finished(run) and all(evaluated(run, e) for e in study.external) and not config_drift(cell)
 
 
 def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
@@ -133,12 +149,9 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
         if changes:
             raise PrivmedError(CHANGED.format(run=run, changes="; ".join(changes)))
         if not finished(run):
-            resume = (run / rundir.CHECKPOINTS / rundir.LAST).is_file()
-            if not resume and run.exists():
-                shutil.rmtree(run)  # stopped before its first checkpoint: nothing was released
-            train(cell.config, resume=resume)
+            train(cell.config, resume=_resume_or_clear(run))
         for spec in external:
-            if not (run / "evaluations" / spec.name / spec.split / rundir.METRICS).is_file():
+            if not evaluated(run, spec):
                 evaluate_run(run, data=spec.path, split=spec.split, name=spec.name,
                              n_resamples=cell.config.training.bootstrap_resamples)
         return CellOutcome(cell.run_id, "finished", time.perf_counter() - t0)
@@ -196,15 +209,23 @@ def _train_generator(study: StudyConfig, name: str, out: Path, progress: Progres
 
     spec, folder, samples = study.generator(name), generator_dir(out, name), generator_samples(out, name)
     if not (folder / "generator.pt").is_file():
-        resume = (folder / rundir.CHECKPOINTS / rundir.LAST).is_file()
-        if not resume and folder.exists():
-            shutil.rmtree(folder)
+        resume = _resume_or_clear(folder)
         progress(f"generator {name}: training{' (resuming)' if resume else ''}")
         train_generator(dataclasses.replace(spec.config, out=str(folder)), resume=resume)
     if not (samples / "manifest.csv").is_file():
         shutil.rmtree(samples, ignore_errors=True)
         sample(folder, n=spec.samples, out=samples, seed=spec.sample_seed)
         progress(f"generator {name}: {spec.samples} samples in {samples}")
+
+
+def _resume_or_clear(folder: Path) -> bool:
+    """True when ``folder`` holds a checkpoint to resume from; otherwise remove what is there (a
+    run that stopped before its first checkpoint released nothing) so training starts afresh."""
+    if (folder / rundir.CHECKPOINTS / rundir.LAST).is_file():
+        return True
+    if folder.exists():
+        shutil.rmtree(folder)
+    return False
 
 
 def _check_attributes(study: StudyConfig) -> None:
