@@ -34,6 +34,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -63,7 +64,8 @@ USE = {"augment": "augment", "pretrain_finetune": "pretrain", "synthetic_only": 
 
 #: generator name -> candidate folders under --gens (discriminator variants); the one with the best
 #: train-on-synthetic AUROC on the real validation split is used (a choice made on private val data)
-CANDIDATES = {"privmed_nondp": ("privmed_nondp",), "privmed_dp_eps1": ("privmed_dp_eps1",),
+CANDIDATES = {"privmed_nondp": ("privmed_nondp", "da_s0", "da_s1", "da_s2"),
+              "privmed_dp_eps1": ("privmed_dp_eps1", "dp1_da"),
               "privmed_dp_eps10": ("privmed_dp_eps10", "pixel_dp_eps10")}
 
 
@@ -81,7 +83,9 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
         else:
             record = rundir.read_json(gens / folder / rundir.PRIVACY)
             private, eps = record["private"], record["epsilon"]
-            disc = rundir.read_config_dict(gens / folder)["gan"].get("discriminator", "pixel")
+            gan = rundir.read_config_dict(gens / folder)["gan"]
+            disc = " + ".join([gan.get("discriminator", "pixel")] + [name for key, name in (
+                ("minibatch_std", "minibatch std"), ("diff_augment", "DiffAugment")) if gan.get(key)])
         t0 = time.perf_counter()
         q = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out / "quality" / folder,
                                class_names=("benign", "malignant"))
@@ -94,6 +98,8 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
                      "tos_auroc_ci_high": round(q.tos_auroc_ci[1], 4),
                      "frechet_distance": round(q.frechet_distance, 3),
                      "frechet_real_vs_real": round(q.frechet_real_vs_real, 3),
+                     "diversity": round(float(np.mean(q.diversity)), 4),
+                     "diversity_real": round(float(np.mean(q.diversity_real)), 4),
                      "near_copy_share": round(q.near_copy_share, 4), "near_copy_expected": q.near_copy_expected,
                      "median_nn_distance_synthetic": round(q.median_nn_distance_synthetic, 2),
                      "median_nn_distance_heldout": round(q.median_nn_distance_heldout, 2),
@@ -199,20 +205,23 @@ def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, 
                      f"{r['test_auroc']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {pub if pub else ''} | "
                      f"{r['test_auroc'] - bar:+.3f} | {r['val_auroc']:.3f} | {r['seeds']} | {r['seconds']:.0f} |")
     lines += ["", "Generator quality (`privmed synth evaluate`, 3,000 images; paper: its 3,000 patches at 64 px). "
-              "Where a generator had two discriminator variants, the one with the better train-on-synthetic AUROC "
-              "on the real validation split was used in the runs above (`chosen`; a choice made on private "
-              "validation data):", "",
+              "Where a generator name has several candidates (discriminator variants, training recipes, seeds), the "
+              "one with the best train-on-synthetic AUROC on the real validation split was used in the runs above "
+              "(`chosen`; a choice made on private validation data, and for a DP generator one whose privacy cost "
+              "is not accounted). Diversity: per-pixel standard deviation across images, mean of the two classes "
+              "(real training images in brackets):", "",
               "| generator | folder | discriminator | chosen | generator epsilon | train min | TOS val AUROC "
-              "| train-on-synthetic test AUROC [95% CI] | Frechet (real vs real) "
+              "| train-on-synthetic test AUROC [95% CI] | Frechet (real vs real) | diversity (real) "
               "| near-copies (expected) | median NN distance synthetic / held-out | DCR membership AUC, eps lower bound |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, q in quality.iterrows():
         eps = q["generator_epsilon"]
         lines.append(f"| {q['generator']} | {q['folder']} | {q['discriminator']} | {'yes' if q['chosen'] else 'no'} "
                      f"| {eps if eps == 'inf' else f'{float(eps):.3g}'} | {q['train_minutes']:.1f} "
                      f"| {q['tos_val_auroc']:.3f} | {q['tos_auroc']:.3f} "
                      f"[{q['tos_auroc_ci_low']:.3f}, {q['tos_auroc_ci_high']:.3f}] | {q['frechet_distance']:.2f} "
-                     f"({q['frechet_real_vs_real']:.2f}) | {100 * q['near_copy_share']:.1f}% "
+                     f"({q['frechet_real_vs_real']:.2f}) | {q['diversity']:.3f} ({q['diversity_real']:.3f}) "
+                     f"| {100 * q['near_copy_share']:.1f}% "
                      f"({100 * q['near_copy_expected']:.0f}%) | {q['median_nn_distance_synthetic']:.1f} / "
                      f"{q['median_nn_distance_heldout']:.1f} | {q['dcr_attack_auc']:.3f}, {q['dcr_eps_lower_bound']:.2f} |")
     lines += ["", "Pretrain then fine-tune: keep the pretrained head or re-initialise it, chosen on validation AUROC "

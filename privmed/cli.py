@@ -167,6 +167,8 @@ SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
     "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
     "disc_width": ("gan", "disc_width"),
     "discriminator": ("gan", "discriminator"),
+    "minibatch_std": ("gan", "minibatch_std"),
+    "diff_augment": ("gan", "diff_augment"),
 }
 
 
@@ -194,6 +196,12 @@ def _add_synth(sub) -> None:
                                                    "DP-SGD's noise grows with its size, so keep it small when private")
     tr.add_argument("--discriminator", choices=("pixel", "scatter"),
                     help="pixel: MCGAN-like conv net (default); scatter: small head on frozen scattering features")
+    tr.add_argument("--minibatch-std", action="store_true", default=None,
+                    help="non-private pixel discriminator only: give it each batch's spread (against per-class "
+                         "mode collapse)")
+    tr.add_argument("--diff-augment", action="store_true", default=None,
+                    help="the discriminator sees real and generated images through the same random brightness, "
+                         "contrast, shift and cutout (DiffAugment; with or without DP)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--device")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")

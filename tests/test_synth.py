@@ -15,9 +15,9 @@ from privmed import rundir
 from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism, epsilon_for
-from privmed.synth.config import generator_config_from_dict
+from privmed.synth.config import MINIBATCH_STD_PRIVATE, generator_config_from_dict
 from privmed.synth.gan import Discriminator, Generator, ScatterDiscriminator
-from privmed.synth.quality import evaluate_synthetic, frechet_distance
+from privmed.synth.quality import diversity, evaluate_synthetic, frechet_distance
 from privmed.synth.sample import sample
 from privmed.synth.training import STAGE, train_generator
 from privmed.training.synthetic import NON_PRIVATE_GENERATOR, UNKNOWN_ORIGIN, prepare_finetune
@@ -80,6 +80,46 @@ def test_dp_generator_with_scatter_discriminator_trains_and_is_accounted(phantom
     record = rundir.read_json(train_generator(config) / rundir.PRIVACY)
     assert record["private"] and record["epsilon"] <= 3.0
     assert record["stages"][0]["steps"] == math.ceil(144 / 32)
+
+
+def test_dp_generator_with_diff_augment_trains_and_is_accounted_as_without(phantom_root, tmp_path):
+    raw = {"data": {"path": str(phantom_root), "image_size": 32}, "privacy": {"epsilon": 3.0},
+           "gan": {"epochs": 1, "batch_size": 32, "width": 8, "diff_augment": True}}
+    record = rundir.read_json(train_generator(generator_config_from_dict({**raw, "out": str(tmp_path / "g")}))
+                              / rundir.PRIVACY)
+    assert record["private"] and record["epsilon"] <= 3.0
+    assert record["stages"][0]["steps"] == math.ceil(144 / 32)
+
+
+def test_minibatch_std_makes_each_judgement_depend_on_the_batch_and_is_off_by_default():
+    images, labels = torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1])
+    other = torch.cat([images[:1], torch.rand(3, 1, 32, 32)])
+    for minibatch_std in (False, True):
+        torch.manual_seed(0)
+        disc = Discriminator(image_size=32, width=8, minibatch_std=minibatch_std)
+        nn.init.normal_(disc.out.weight)
+        first, first_in_other_batch = disc(images, labels)[0], disc(other, labels)[0]
+        assert torch.isclose(first, first_in_other_batch).item() is not minibatch_std
+
+
+def test_minibatch_std_with_dp_is_refused_with_the_reason(phantom_root, tmp_path):
+    raw = {"out": str(tmp_path / "g"), "data": {"path": str(phantom_root)}, "privacy": {"epsilon": 5.0},
+           "gan": {"minibatch_std": True}}
+    with pytest.raises(PrivmedError) as err:
+        generator_config_from_dict(raw)
+    assert str(err.value) == MINIBATCH_STD_PRIVATE
+    raw["privacy"] = {}
+    assert generator_config_from_dict(raw).gan.minibatch_std
+
+
+def test_non_private_generator_with_minibatch_std_trains_and_says_it_is_not_private(phantom_root, tmp_path):
+    config = generator_config_from_dict({"out": str(tmp_path / "g"), "data": {"path": str(phantom_root),
+                                                                             "image_size": 32},
+                                         "gan": {"epochs": 1, "batch_size": 32, "width": 8, "minibatch_std": True}})
+    out = train_generator(config)
+    record = rundir.read_json(out / rundir.PRIVACY)
+    assert record["private"] is False and "without DP" in record["non_private_reasons"][0]
+    assert np.isfinite(pd.read_csv(out / rundir.HISTORY)["loss_d"]).all()
 
 
 def test_discriminator_has_no_batch_norm():
@@ -236,6 +276,13 @@ def test_frechet_distance_matches_the_closed_form():
     assert frechet_distance(a, scaled) == pytest.approx(3.0, rel=0.05)
 
 
+def test_diversity_is_the_per_pixel_spread_across_each_class():
+    images = np.zeros((4, 2, 2), np.float32)
+    images[1] = 1.0  # class 0: one black, one white image -> std 0.5 at every pixel
+    images[2:, 0, 0] = [0.2, 0.6]  # class 1: only pixel (0, 0) varies, std 0.2
+    assert diversity(images, np.array([0, 0, 1, 1])) == pytest.approx((0.5, 0.2 / 4))
+
+
 def test_quality_flags_a_generator_that_copies_its_training_images(phantom_root, tmp_path):
     from privmed.config import DataConfig
     from privmed.data.sources import load_dataset
@@ -250,6 +297,11 @@ def test_quality_flags_a_generator_that_copies_its_training_images(phantom_root,
                                 out=tmp_path / "n", n_resamples=100)
     assert honest.near_copy_share == 0.0
     assert honest.frechet_distance > copies.frechet_distance
+    assert copies.diversity == pytest.approx(copies.diversity_real)  # the training images themselves
+    one_image = np.repeat(train_split.images[:1], len(train_split), axis=0)
+    collapsed = evaluate_synthetic(synthetic=one_image, labels=train_split.labels[:, 0].astype(int), real=real,
+                                   out=tmp_path / "c", n_resamples=100)
+    assert collapsed.diversity == pytest.approx((0.0, 0.0), abs=1e-6) and min(collapsed.diversity_real) > 0.05
     for name in ("quality.json", "samples.png", "closest_pairs.png"):
         assert (tmp_path / "q" / name).is_file()
 

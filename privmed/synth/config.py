@@ -18,6 +18,13 @@ from typing import Any, Mapping
 from privmed.config import DataConfig, PrivacyConfig, _build, _plain, _reject_unknown, _require
 from privmed.errors import PrivmedError
 
+from .gan import DISCRIMINATORS
+
+
+MINIBATCH_STD_PRIVATE = ("gan.minibatch_std (--minibatch-std) needs a non-private generator: it is a statistic of "
+                         "the whole batch, which DP-SGD's per-sample clipping cannot bound. Drop --epsilon or the "
+                         "option.")
+
 
 @dataclass(frozen=True)
 class GanConfig:
@@ -31,6 +38,8 @@ class GanConfig:
     width: int = 32  # generator base width
     disc_width: int | None = None  # pixel discriminator's base width (None: width); DP favours a small one
     discriminator: str = "pixel"  # "pixel" (MCGAN-like) or "scatter" (small head on scattering features)
+    minibatch_std: bool = False  # pixel discriminator sees each batch's spread; non-private only
+    diff_augment: bool = False  # D sees real and generated images through the same random augmentations
     real_label: float = 0.9  # one-sided label smoothing
     ema: float = 0.999  # generator weights averaged over steps; samples come from the average
     grid_every: int = 10
@@ -44,7 +53,7 @@ class GanConfig:
             _require(getattr(self, key) > 0, "gan", key, getattr(self, key), "must be > 0")
         _require(self.disc_width is None or self.disc_width >= 1, "gan", "disc_width", self.disc_width,
                  "must be >= 1")
-        _require(self.discriminator in ("pixel", "scatter"), "gan", "discriminator", self.discriminator,
+        _require(self.discriminator in DISCRIMINATORS, "gan", "discriminator", self.discriminator,
                  "use 'pixel' (MCGAN-like) or 'scatter'")
         _require(0.5 < self.real_label <= 1.0, "gan", "real_label", self.real_label, "must be in (0.5, 1]")
         _require(0.0 <= self.ema < 1.0, "gan", "ema", self.ema, "must be in [0, 1)")
@@ -64,6 +73,11 @@ class GeneratorConfig:
             raise PrivmedError("the generator makes 2D patches; data.spatial_dims must be 2.")
         if len(self.data.label_columns) != 1:
             raise PrivmedError("the generator is conditioned on one binary label; give one label column.")
+        if self.gan.minibatch_std and self.privacy.private:
+            raise PrivmedError(MINIBATCH_STD_PRIVATE)
+        if self.gan.minibatch_std and self.gan.discriminator != "pixel":
+            raise PrivmedError("gan.minibatch_std belongs to the pixel discriminator; drop it or use "
+                               "--discriminator pixel.")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -9,6 +9,9 @@ For a generator (or any folder of synthetic images) against the real data:
   scattering-transform feature space (fixed wavelets: no downloaded weights), printed
   beside the distance between two disjoint, patient-disjoint halves of the real training
   split at the same sample size (what "as close as real data gets" means);
+* **diversity**: per class, the per-pixel standard deviation across images (in [0, 1]
+  intensity), beside the same for the real training images: a generator that collapsed
+  each class to a few images shows a small fraction of the real spread;
 * **memorisation**: for each synthetic image the distance to its nearest training image,
   against the same distance for real held-out (test) images; the share of near-copies
   (synthetic images closer to a training image than 99% of held-out real images are)
@@ -61,6 +64,8 @@ class Quality:
     near_copy_expected: float
     median_nn_distance_synthetic: float
     median_nn_distance_heldout: float
+    diversity: tuple[float, float]  # per class (0, 1): mean per-pixel std across synthetic images
+    diversity_real: tuple[float, float]  # the same for the real training images
 
     def lines(self) -> list[str]:
         return [
@@ -69,6 +74,8 @@ class Quality:
             f"chosen on real val)",
             f"Frechet distance (scattering features, n={self.frechet_n}): synthetic vs real {self.frechet_distance:.2f}, "
             f"real vs real {self.frechet_real_vs_real:.2f}",
+            f"diversity (per-pixel std across images, class 0 / 1): synthetic {self.diversity[0]:.3f} / "
+            f"{self.diversity[1]:.3f}, real {self.diversity_real[0]:.3f} / {self.diversity_real[1]:.3f}",
             f"memorisation: median distance to nearest training image {self.median_nn_distance_synthetic:.2f} "
             f"(synthetic) vs {self.median_nn_distance_heldout:.2f} (held-out real); near-copies "
             f"{100 * self.near_copy_share:.1f}% (an honest generator: about {100 * self.near_copy_expected:.0f}%)",
@@ -94,7 +101,8 @@ def evaluate_synthetic(*, synthetic: np.ndarray, labels: np.ndarray, real: Datas
     fd, fd_real, fd_n = _frechet_pair(feats, train, seed=seed)
     copies = _memorisation(synthetic, train.images, test.images)
     _write_closest_pairs(synthetic, train.images, copies.pop("nn_synthetic"), out / "closest_pairs.png")
-    quality = Quality(len(synthetic), size, auroc, ci, val_auroc, epoch, fd, fd_real, fd_n, **copies)
+    quality = Quality(len(synthetic), size, auroc, ci, val_auroc, epoch, fd, fd_real, fd_n, **copies,
+                      diversity=diversity(synthetic, labels), diversity_real=diversity(train.images, train.labels[:, 0]))
     rundir.write_json(out / "quality.json", asdict(quality))
     return quality
 
@@ -148,6 +156,12 @@ def _frechet_pair(feats: dict, train: Dataset, *, seed: int) -> tuple[float, flo
     syn = syn[rng.choice(len(syn), n, replace=False)]
     half_b = half_b[rng.choice(len(half_b), n, replace=False)]
     return frechet_distance(syn, half_a), frechet_distance(half_b, half_a), n
+
+
+def diversity(images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Per class 0 and 1: the per-pixel standard deviation across that class's images, averaged over pixels."""
+    return tuple(float(images[labels == c].std(0).mean()) if (labels == c).sum() > 1 else float("nan")
+                 for c in (0, 1))
 
 
 def _memorisation(synthetic: np.ndarray, train: np.ndarray, heldout: np.ndarray) -> dict:

@@ -7,11 +7,15 @@ Top to bottom:
    never reach the generator), scale images to [-1, 1];
 3. plan the privacy: Poisson sampling rate, steps, and the discriminator's noise for
    the target epsilon (the accountant's, over exactly that schedule);
-4. each step, one discriminator update on a Poisson batch of real images concatenated
-   with as many generated ones (through Opacus when private: every per-sample gradient,
-   real or generated, is clipped, and the sum is noised once), then one generator update
-   through the discriminator. The generator sees private data only through the
-   discriminator, so its training is post-processing and costs no extra privacy.
+4. each step, one discriminator update on a Poisson batch of real images and as many
+   generated ones (through Opacus when private, in one batch: every per-sample gradient,
+   real or generated, is clipped, and the sum is noised once; without DP, real and
+   generated go through the discriminator separately, so a batch statistic such as
+   ``gan.minibatch_std`` never mixes them), then one generator update through the
+   discriminator. With ``gan.diff_augment`` the discriminator sees real and generated
+   images through the same random per-sample augmentations (DiffAugment). The generator
+   sees private data only through the discriminator, so its training is post-processing
+   and costs no extra privacy.
    Generated images use labels drawn uniformly, never the private batch's labels;
 5. checkpoint every epoch (networks, optimisers, the accountant, the RNG), so a resumed
    run continues its privacy spend instead of restarting it; a grid of samples per class
@@ -44,6 +48,7 @@ from privmed.privacy.ledger import PrivacyLedger
 from privmed.training.trainer import _device, _finite, _spent_steps, seed_everything
 
 from .config import GeneratorConfig, generator_config_from_dict
+from .diffaugment import diff_augment
 from .gan import NOISE_DIM, Discriminator, Generator, ScatterDiscriminator
 
 GENERATOR_FILE = "generator.pt"
@@ -140,7 +145,8 @@ def _discriminator(config: GeneratorConfig) -> nn.Module:
     g = config.gan
     if g.discriminator == "scatter":
         return ScatterDiscriminator(image_size=config.data.image_size)
-    return Discriminator(image_size=config.data.image_size, width=g.disc_width or g.width)
+    return Discriminator(image_size=config.data.image_size, width=g.disc_width or g.width,
+                         minibatch_std=g.minibatch_std)
 
 
 def _noise(config: GeneratorConfig, checkpoint: dict | None, *, delta: float, sample_rate: float, steps: int) -> float:
@@ -154,17 +160,21 @@ def _noise(config: GeneratorConfig, checkpoint: dict | None, *, delta: float, sa
 
 def _step(gen: Generator, disc: nn.Module, ema: Generator, opt_g, opt_d, xb: torch.Tensor, yb: torch.Tensor,
           expected_batch: int, config: GeneratorConfig, device: str, *, step: int) -> tuple[float, float]:
-    """One discriminator step (real + generated in one batch, so one clipped, noised update),
-    then one generator step through the discriminator."""
+    """One discriminator step (with DP: real + generated in one batch, so one clipped, noised
+    update), then one generator step through the discriminator."""
     g = config.gan
-    xb, yb = xb.to(device), yb.to(device)
+    view = diff_augment if g.diff_augment else (lambda images: images)
+    xb, yb = view(xb.to(device)), yb.to(device)
     z = torch.randn(expected_batch, NOISE_DIM, device=device)
     y_fake = torch.randint(0, 2, (expected_batch,), device=device)  # public prior, not the batch's labels
     with torch.no_grad():
-        fake = gen(z, y_fake)
+        fake = view(gen(z, y_fake))
     opt_d.zero_grad()
-    logits = disc(torch.cat([xb, fake]), torch.cat([yb, y_fake]))
     target = torch.cat([torch.full((len(xb),), g.real_label, device=device), torch.zeros(expected_batch, device=device)])
+    if config.privacy.private:
+        logits = disc(torch.cat([xb, fake]), torch.cat([yb, y_fake]))
+    else:
+        logits = torch.cat([disc(xb, yb), disc(fake, y_fake)] if len(xb) else [disc(fake, y_fake)])
     loss_d = nn.functional.binary_cross_entropy_with_logits(logits, target)
     loss_d.backward()
     opt_d.step()
@@ -174,7 +184,7 @@ def _step(gen: Generator, disc: nn.Module, ema: Generator, opt_g, opt_d, xb: tor
     opt_g.zero_grad()
     z = torch.randn(expected_batch, NOISE_DIM, device=device)
     y_fake = torch.randint(0, 2, (expected_batch,), device=device)
-    loss_g = nn.functional.binary_cross_entropy_with_logits(disc(gen(z, y_fake), y_fake),
+    loss_g = nn.functional.binary_cross_entropy_with_logits(disc(view(gen(z, y_fake)), y_fake),
                                                             torch.ones(expected_batch, device=device))
     loss_g.backward()
     opt_g.step()
