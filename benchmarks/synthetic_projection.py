@@ -13,8 +13,9 @@ generator got the real features' covariance right, which this measures per sourc
   samples) and ``real_train`` (the private training split itself: an upper bound that is
   NOT private, since the projection then depends on private data without DP).
 
-DP-SGD through Opacus (PRV accountant, Poisson batches of expected size 128, clip 1,
-SGD lr 0.1 momentum 0.9, 15 epochs, delta 1/(10 N)), classifier epsilon 2 ALONE: the
+DP-SGD by privmed's recipe (``train_in_memory``: Opacus, PRV accountant, Poisson batches
+of expected size 128, clip 1, SGD lr 0.1 momentum 0.9, 15 epochs, delta 1/(10 N), no
+feature centre release: the centre is the synthetic one), classifier epsilon 2 ALONE: the
 generator's epsilon is not composed here (see ``cbis_synthetic.md`` for composed totals).
 Checkpoint: the epoch with the best val AUROC; k in {32, 128} reported side by side
 (no choice made). Test AUROC, mean over 3 seeds.
@@ -35,16 +36,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from opacus import PrivacyEngine
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from privmed.config import DataConfig
+from privmed.config import DataConfig, config_from_dict
 from privmed.data.sources import load_dataset
 from privmed.models.registry import build_model
 from privmed.privacy.accounting import default_delta
 from privmed.synth.sample import synthetic_images
 from privmed.training.inputs import model_inputs
+from privmed.training.trainer import train_in_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -64,28 +65,17 @@ def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return center, vt[:k].T / scale / math.sqrt(k)
 
 
-def dp_linear(x: dict, y: dict, *, seed: int, delta: float) -> tuple[float, float]:
-    """DP-SGD logistic regression on x['train']; (val, test) AUROC of the best-val epoch."""
-    torch.manual_seed(seed)
-    net = nn.Linear(x["train"].shape[1], 1)
-    nn.init.zeros_(net.weight)
-    nn.init.zeros_(net.bias)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x["train"], y["train"]), batch_size=BATCH)
-    net, opt, loader = PrivacyEngine(accountant="prv").make_private_with_epsilon(
-        module=net, optimizer=opt, data_loader=loader, target_epsilon=EPSILON, target_delta=delta, epochs=EPOCHS,
-        max_grad_norm=1.0)
-    best = (-1.0, math.nan)
-    for _ in range(EPOCHS):
-        for xb, yb in loader:
-            if len(xb):
-                opt.zero_grad()
-                nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], yb).backward()
-                opt.step()
-        with torch.no_grad():
-            val, test = (roc_auc_score(y[s], net(x[s])[:, 0]) for s in ("val", "test"))
-        best = max(best, (val, test))
-    return best
+def dp_linear(x: dict, y: dict, *, data: str, seed: int) -> tuple[float, float]:
+    """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train']; (val, test) AUROC
+    of the best-val epoch."""
+    config = config_from_dict({"data": {"path": data, "image_size": SIZE}, "model": {"name": "scatter_linear"},
+                               "privacy": {"epsilon": EPSILON},
+                               "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
+                                            "seed": seed}})
+    fitted = train_in_memory(config, lambda: nn.Linear(x["train"].shape[1], 1), x["train"], y["train"], x["val"],
+                             y["val"])
+    with torch.no_grad():
+        return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
 
 def main() -> None:
@@ -104,7 +94,7 @@ def main() -> None:
     model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
     splits = {s: real.split(s) for s in ("train", "val", "test")}
     feats = {s: features(model, d.images) for s, d in splits.items()}
-    labels = {s: torch.from_numpy(d.labels[:, 0]).float() for s, d in splits.items()}
+    labels = {s: torch.from_numpy(d.labels).float() for s, d in splits.items()}
     samples = Path(args.runs) / "samples"
     sources = {"paper": Path(args.paper), "privmed_dp_eps1": samples / "privmed_dp_eps1",
                "privmed_dp_eps10": samples / "privmed_dp_eps10"}
@@ -120,7 +110,7 @@ def main() -> None:
             center, proj = whitened_pca(public[source], k)
         x = {s: ((f - center) @ proj).float() for s, f in feats.items()}
         for seed in range(args.seeds):
-            val, test = dp_linear(x, labels, seed=seed, delta=delta)
+            val, test = dp_linear(x, labels, data=args.data, seed=seed)
             rows.append({"projection_from": source if k else "none (centre from privmed_dp_eps1)",
                          "dims": k or feats["train"].shape[1], "seed": seed, "val_auroc": round(val, 4),
                          "test_auroc": round(test, 4)})
