@@ -1,0 +1,144 @@
+"""What the feature centre is worth to a DP linear model on scattering features, and what it costs.
+
+``scatter_linear`` subtracts a centre (the training-feature mean) before its linear head;
+DP-SGD on uncentred features barely learns. privmed releases the centre with the
+Gaussian mechanism (``privacy.center_noise_multiplier``, default 5) and composes it with
+DP-SGD into the run's epsilon; ``--synthetic-use pretrain`` takes it, for free, from the
+synthetic images instead. This measures, at a composed total epsilon of 2 (the bar of
+issue 3), how test AUROC moves with the centre's noise, and puts beside it centres that
+cost nothing more: the exact training mean (NOT private: an upper bound), the mean of the
+paper's MCGAN patches (unknown privacy cost), no centre at all, and the mean of any
+``--samples`` folder written by ``privmed synth sample`` (its generator's stages composed).
+
+Recipe of ``synthetic_projection.py`` (``train_in_memory``: Opacus, PRV accountant,
+Poisson batches of expected size 128, clip 1, SGD lr 0.1 momentum 0.9, 15 epochs,
+delta 1/(10 N), the epoch with the best val AUROC); DP-SGD's noise is calibrated so
+that it and every earlier stage compose to exactly ``--epsilon``. The private centre
+is privmed's own release (``set_center``), drawn afresh for each seed. Nothing is chosen
+here; the table shows every row.
+
+    python benchmarks/feature_centre.py [--samples gens_samples/privmed_dp_eps1 ...]
+
+Writes ``benchmarks/results/feature_centre.{csv,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from privmed.config import DataConfig, SyntheticConfig
+from privmed.data.sources import load_dataset
+from privmed.models.registry import build_model
+from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from privmed.training.inputs import FeatureCenter, set_center
+from privmed.training.synthetic import load_synthetic
+from synthetic_projection import BATCH, EPOCHS, SHARED, SIZE, dp_linear, features
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0)
+
+
+def private_centre(train: torch.Tensor, sigma: float, seed: int) -> tuple[torch.Tensor, list[Mechanism]]:
+    """privmed's Gaussian release of the training-feature mean, and its accounted stage."""
+    centre = FeatureCenter(train.shape[1])
+    mechanism = set_center(centre, train, noise_multiplier=sigma, generator=torch.Generator().manual_seed(seed))
+    return centre.center.double(), [mechanism]
+
+
+def synthetic_centre(folder: str, data: DataConfig, label: str, model: nn.Module) -> tuple[torch.Tensor, list[Mechanism] | None]:
+    """Mean features of a synthetic folder; its generator's stages, or None when it is not private."""
+    source = load_synthetic(SyntheticConfig(path=folder), data, label_name=label)
+    centre = features(model, source.data.images).mean(0)
+    return centre, (None if source.non_private_reason else source.mechanisms)
+
+
+def classifier_epsilons(prior: list[Mechanism] | None, *, target: float, delta: float, n: int
+                        ) -> tuple[float, float]:
+    """DP-SGD's own epsilon when it and ``prior`` compose to ``target``, and that composed total
+    (after a non-private stage: DP-SGD at ``target`` alone, total inf)."""
+    if prior is None:
+        return target, math.inf
+    sample_rate, steps = 1 / math.ceil(n / BATCH), EPOCHS * math.ceil(n / BATCH)
+    sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=sample_rate, steps=steps,
+                            prior=tuple(prior))
+    dp_sgd = Mechanism("dp_sgd", sigma, sample_rate, steps)
+    return epsilon_for([dp_sgd], delta=delta), epsilon_for(list(prior) + [dp_sgd], delta=delta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SHARED / "cbis-ddsm-masses"))
+    parser.add_argument("--paper", default=str(SHARED / "mcgan-synthetic"))
+    parser.add_argument("--samples", nargs="*", default=[], help="folders from `privmed synth sample`")
+    parser.add_argument("--epsilon", type=float, default=2.0, help="composed total epsilon of every private row")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", module="opacus")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    data = DataConfig(path=args.data, image_size=SIZE)
+    real = load_dataset(data)
+    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
+    splits = {s: real.split(s) for s in ("train", "val", "test")}
+    feats = {s: features(model, d.images) for s, d in splits.items()}
+    labels = {s: torch.from_numpy(d.labels).float() for s, d in splits.items()}
+    train, n = feats["train"], len(feats["train"])
+    delta = default_delta(n)
+    exact = train.mean(0)
+
+    # (label, noise multiplier, centre for a seed, its stages: [] costs nothing, None is not private)
+    sources = [(f"released privately, noise {s:g}{' (default)' if s == 5.0 else ''}", s,
+                lambda seed, s=s: private_centre(train, s, seed)) for s in NOISE_MULTIPLIERS]
+    sources.append(("exact training mean (not private)", None, lambda seed: (exact, None)))
+    sources.append(("none (zero)", None, lambda seed: (torch.zeros_like(exact), [])))
+    for label, folder in [("paper's synthetic patches", args.paper)] + [(f"synthetic: {Path(f).name}", f)
+                                                                       for f in args.samples]:
+        centre, stages = synthetic_centre(folder, data, real.label_names[0], model)
+        sources.append((label, None, lambda seed, c=centre, m=stages: (c, m)))
+
+    rows = []
+    for label, sigma, make in sources:
+        for seed in range(args.seeds):
+            centre, prior = make(seed)
+            eps_sgd, total = classifier_epsilons(prior, target=args.epsilon, delta=delta, n=n)
+            x = {s: (f - centre).float() for s, f in feats.items()}
+            val, test = dp_linear(x, labels, data=args.data, seed=seed, epsilon=eps_sgd)
+            rows.append({"centre": label, "centre_noise_multiplier": sigma,
+                         "centre_distance": round(float((centre - exact).norm()), 2),
+                         "classifier_epsilon": round(eps_sgd, 3), "total_epsilon": round(total, 3), "seed": seed,
+                         "val_auroc": round(val, 4), "test_auroc": round(test, 4)})
+            print(rows[-1], flush=True)
+    write(pd.DataFrame(rows), Path(args.results), args, delta, time.perf_counter() - t0, dims=train.shape[1])
+
+
+def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float, *, dims: int) -> None:
+    table.to_csv(results / "feature_centre.csv", index=False)
+    summary = table.groupby("centre", sort=False).agg(
+        sigma=("centre_noise_multiplier", "first"), dist=("centre_distance", "mean"),
+        eps=("classifier_epsilon", "first"), total=("total_epsilon", "first"), val=("val_auroc", "mean"),
+        test=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max")).reset_index()
+    lines = ["# The feature centre of `scatter_linear`: its worth and its cost", "",
+             f"{SIZE} px, D = {dims} features; every private row composes to epsilon {args.epsilon:g} "
+             f"(delta {delta:.2e}, PRV accountant); `inf`: not private. Distance: norm of (centre - exact training "
+             f"mean), for scale the features' norm is sqrt(D) = {math.sqrt(dims):.0f}. {args.seeds} seeds; see the "
+             f"script's docstring. Whole run {seconds / 60:.1f} min, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads.", "",
+             "| centre | noise multiplier | distance to exact mean | DP-SGD epsilon alone | total epsilon | "
+             "val AUROC | test AUROC, mean (min-max) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['centre']} | {'' if pd.isna(r['sigma']) else f'{r.sigma:g}'} | {r.dist:.1f} | {r.eps:.3f} | "
+              f"{r.total:g} | {r.val:.3f} | {r.test:.3f} ({r.lo:.3f}-{r.hi:.3f}) |" for _, r in summary.iterrows()]
+    (results / "feature_centre.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
