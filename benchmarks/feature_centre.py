@@ -40,7 +40,7 @@ from privmed.models.registry import build_model
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
-from synthetic_projection import BATCH, EPOCHS, SHARED, SIZE, dp_linear, features
+from synthetic_projection import BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, run_facts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0)
@@ -121,7 +121,7 @@ def main() -> None:
 
 
 def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float, *, dims: int) -> None:
-    table.to_csv(results / "feature_centre.csv", index=False)
+    """Every run to the csv, the mean over seeds per centre to the markdown table."""
     summary = table.groupby("centre", sort=False).agg(
         sigma=("centre_noise_multiplier", "first"), dist=("centre_distance", "mean"),
         eps=("classifier_epsilon", "first"), total=("total_epsilon", "first"), val=("val_auroc", "mean"),
@@ -130,14 +130,12 @@ def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float
              f"{SIZE} px, D = {dims} features; every private row composes to epsilon {args.epsilon:g} "
              f"(delta {delta:.2e}, PRV accountant); `inf`: not private. Distance: norm of (centre - exact training "
              f"mean), for scale the features' norm is sqrt(D) = {math.sqrt(dims):.0f}. {args.seeds} seeds; see the "
-             f"script's docstring. Whole run {seconds / 60:.1f} min, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads.", "",
+             "script's docstring. " + run_facts(seconds), "",
              "| centre | noise multiplier | distance to exact mean | DP-SGD epsilon alone | total epsilon | "
              "val AUROC | test AUROC, mean (min-max) |", "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['centre']} | {'' if pd.isna(r['sigma']) else f'{r.sigma:g}'} | {r.dist:.1f} | {r.eps:.3f} | "
               f"{r.total:g} | {r.val:.3f} | {r.test:.3f} ({r.lo:.3f}-{r.hi:.3f}) |" for _, r in summary.iterrows()]
-    (results / "feature_centre.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(results, "feature_centre", table, lines)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,18 @@ def dp_linear(x: dict, y: dict, *, data: str, seed: int, epsilon: float = EPSILO
         return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
 
+def run_facts(seconds: float) -> str:
+    """How long the whole benchmark took, and on what."""
+    return f"Whole run {seconds / 60:.1f} min, torch {torch.__version__}, {torch.get_num_threads()} threads."
+
+
+def write_results(results: Path, name: str, table: pd.DataFrame, lines: list[str]) -> None:
+    """``name``.csv (every row) and ``name``.md (the summary ``lines``, also printed)."""
+    table.to_csv(results / f"{name}.csv", index=False)
+    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "cbis-ddsm-masses"))
@@ -116,21 +128,17 @@ def main() -> None:
                          "test_auroc": round(test, 4)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    results = Path(args.results)
-    table.to_csv(results / "synthetic_projection.csv", index=False)
     summary = table.groupby(["projection_from", "dims"], sort=False).agg(
         val=("val_auroc", "mean"), test=("test_auroc", "mean"), lo=("test_auroc", "min"),
         hi=("test_auroc", "max")).reset_index()
     lines = ["# A projection fitted on synthetic images, then DP-SGD on real scattering features", "",
              f"`scatter_linear` features at {SIZE} px; DP-SGD at classifier epsilon {EPSILON:g} alone (generator "
              f"epsilon not composed), delta {delta:.2e}; {args.seeds} seeds; see the script's docstring. "
-             f"Whole run {(time.perf_counter() - t0) / 60:.1f} min, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads.", "",
+             + run_facts(time.perf_counter() - t0), "",
              "| projection fitted on | dims | val AUROC | test AUROC, mean (min-max) |", "|---|---:|---:|---:|"]
     lines += [f"| {r['projection_from']} | {r['dims']} | {r['val']:.3f} | {r['test']:.3f} ({r['lo']:.3f}-"
               f"{r['hi']:.3f}) |" for _, r in summary.iterrows()]
-    (results / "synthetic_projection.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(Path(args.results), "synthetic_projection", table, lines)
 
 
 if __name__ == "__main__":
