@@ -35,12 +35,11 @@ import torch
 from torch import nn
 
 from privmed.config import DataConfig, SyntheticConfig
-from privmed.data.sources import load_dataset
-from privmed.models.registry import build_model
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
-from synthetic_projection import BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, run_facts, write_results
+from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, run_facts, split_features,
+                                  write_results)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0)
@@ -85,12 +84,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", module="opacus")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
+    model, real, feats, labels = split_features(args.data)
     data = DataConfig(path=args.data, image_size=SIZE)
-    real = load_dataset(data)
-    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
-    splits = {s: real.split(s) for s in ("train", "val", "test")}
-    feats = {s: features(model, d.images) for s, d in splits.items()}
-    labels = {s: torch.from_numpy(d.labels).float() for s, d in splits.items()}
     train, n = feats["train"], len(feats["train"])
     delta = default_delta(n)
     exact = train.mean(0)

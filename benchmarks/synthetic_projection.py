@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from privmed.config import DataConfig, config_from_dict
-from privmed.data.sources import load_dataset
+from privmed.data.sources import Dataset, load_dataset
 from privmed.models.registry import build_model
 from privmed.privacy.accounting import default_delta
 from privmed.synth.sample import synthetic_images
@@ -55,6 +55,15 @@ DIMS = (32, 128)
 
 def features(model: nn.Module, images: np.ndarray) -> torch.Tensor:
     return model_inputs(model, torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
+
+
+def split_features(data: str) -> tuple[nn.Module, Dataset, dict, dict]:
+    """``scatter_linear`` at SIZE px, the real data, and per split its frozen features and float labels."""
+    real = load_dataset(DataConfig(path=data, image_size=SIZE))
+    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
+    splits = {s: real.split(s) for s in ("train", "val", "test")}
+    return (model, real, {s: features(model, d.images) for s, d in splits.items()},
+            {s: torch.from_numpy(d.labels).float() for s, d in splits.items()})
 
 
 def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,18 +111,14 @@ def main() -> None:
     warnings.filterwarnings("ignore", module="opacus")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
-    real = load_dataset(DataConfig(path=args.data, image_size=SIZE))
-    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
-    splits = {s: real.split(s) for s in ("train", "val", "test")}
-    feats = {s: features(model, d.images) for s, d in splits.items()}
-    labels = {s: torch.from_numpy(d.labels).float() for s, d in splits.items()}
+    model, _, feats, labels = split_features(args.data)
     samples = Path(args.runs) / "samples"
     sources = {"paper": Path(args.paper), "privmed_dp_eps1": samples / "privmed_dp_eps1",
                "privmed_dp_eps10": samples / "privmed_dp_eps10"}
     public = {name: features(model, synthetic_images(path, n=3000, image_size=SIZE)[0])
               for name, path in sources.items()}
     public["real_train"] = feats["train"]
-    delta = default_delta(len(splits["train"]))
+    delta = default_delta(len(feats["train"]))
     rows = []
     for source, k in [("privmed_dp_eps1", None)] + [(s, k) for s in public for k in DIMS]:
         if k is None:
