@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -162,6 +163,8 @@ def test_write_phantom_dataset(tmp_path):
             pixels = np.asarray(img)
         assert np.abs(pixels / 255.0 - images[i]).max() <= 0.5 / 255 + 1e-6
     assert (manifest["patient_id"] == table["patient_id"]).all()
+    origin = json.loads((tmp_path / "ds" / "privacy.json").read_text())  # read by `privmed train --synthetic`
+    assert origin["data_independent"] is True and origin["stages"] == [] and "seed=2" in origin["source"]
 
 
 @pytest.mark.parametrize("per_class,title", [(8, None), (5, "phantom"), (10, "two rows")])

@@ -243,6 +243,22 @@ def test_images_of_unknown_origin_make_the_run_not_private(phantom_root, tmp_pat
     assert "NOT PRIVATE" in record["summary"]
 
 
+def test_phantom_images_are_made_without_patient_data_and_cost_nothing(phantom_root, tmp_path):
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    phantom = write_phantom_dataset(tmp_path / "phantom", PhantomSpec(n_samples=60, image_size=32, seed=9)).parent
+    out = train(classifier_config(phantom_root, tmp_path / "r", phantom, epsilon=2.0))
+    record = rundir.read_json(out / rundir.PRIVACY)
+    assert record["private"] is True
+    assert [s["stage"] for s in record["stages"]] == ["dp_sgd"]  # no centring release: the phantom's mean is used
+    sgd = record["stages"][0]
+    assert record["epsilon"] == pytest.approx(epsilon_for(
+        [Mechanism("dp_sgd", sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"])], delta=record["delta"]))
+    assert record["epsilon"] <= 2.0 + 1e-6
+    assert len(record["free_inputs"]) == 1 and "privmed phantom" in record["free_inputs"][0]
+    assert "cost no privacy" in record["summary"]
+
+
 def test_a_non_private_generator_makes_the_run_not_private(phantom_root, tmp_path):
     gen = train_generator(gen_config(phantom_root, tmp_path / "g"))
     syn = sample(gen, n=20, out=tmp_path / "s")

@@ -39,6 +39,7 @@ Run ``python -m privmed.data.phantom --out grid.png`` to look at samples, or
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -459,7 +460,9 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
     Writes ``ROOT/images/<split>/<benign|malignant>/<sample_id>.png`` (8-bit
     grayscale) and ``ROOT/metadata.csv`` with columns ``path`` (relative to ROOT,
     forward slashes), ``split``, ``label``, ``patient_id``, ``breast_density``,
-    ``age`` and ``age_group``. Existing files of the same name are overwritten.
+    ``age`` and ``age_group``, and ``ROOT/privacy.json``, a record saying the images are
+    data-independent (so a classifier pretrained or augmented on them, ``privmed train
+    --synthetic ROOT``, pays no privacy for them). Existing files of the same name are overwritten.
 
     Returns:
         The path of the manifest, ``ROOT/metadata.csv``.
@@ -477,7 +480,22 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
     manifest = table.assign(path=paths)[list(MANIFEST_COLUMNS)]
     out = root / "metadata.csv"
     manifest.to_csv(out, index=False)
+    _write_origin(root, spec)
     return out
+
+
+#: beside the manifest: says these images came from a program, not from patients
+ORIGIN_FILE = "privacy.json"
+
+
+def _write_origin(root: Path, spec: PhantomSpec) -> None:
+    """The origin record that ``privmed train --synthetic`` reads: data-independent, so no privacy cost."""
+    source = (f"privmed phantom (n_samples={spec.n_samples}, image_size={spec.image_size}, seed={spec.seed}, "
+              f"malignant_fraction={spec.malignant_fraction})")
+    record = {"private": True, "data_independent": True, "source": source, "stages": [],
+              "summary": f"{source}: drawn by a fixed program from a seed, from no patient data; using these "
+                         f"images costs no privacy."}
+    (root / ORIGIN_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 # Grid layout constants (documented in write_image_grid).

@@ -26,6 +26,7 @@ class PrivacyLedger:
     mechanisms: list[Mechanism] = field(default_factory=list)
     non_private_reasons: list[str] = field(default_factory=list)
     validation_choices: list[str] = field(default_factory=list)
+    free_inputs: list[str] = field(default_factory=list)  # used, but made without private data: no stage, no cost
 
     @property
     def private(self) -> bool:
@@ -52,9 +53,10 @@ class PrivacyLedger:
     def _summary(self, epsilon: float, alone: list[float]) -> str:
         if not self.private:
             return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
-        stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone))
+        stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone)) or "none"
+        free = "".join(f" {source[0].upper()}{source[1:]}." for source in self.free_inputs)
         return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
-                f"({self.accountant.upper()} accountant; stages: {stages}).")
+                f"({self.accountant.upper()} accountant; stages: {stages}).{free}")
 
     def to_dict(self) -> dict[str, Any]:
         """``privacy.json``: every accountant computation done once."""
@@ -74,5 +76,6 @@ class PrivacyLedger:
             "stages": [{**m.to_dict(), "epsilon_alone": e} for m, e in zip(self.mechanisms, alone)],
             "non_private_reasons": self.non_private_reasons,
             "validation_choices": self.validation_choices,
+            "free_inputs": self.free_inputs,
             "summary": self._summary(eps, alone),
         }

@@ -5,7 +5,8 @@ A folder written by ``privmed synth sample`` carries the generator's privacy rec
 the ledger of every run that uses the images. A generator trained without DP, or a
 folder without a record (images of unknown origin, such as the paper's MCGAN patches,
 whose GAN saw the same patients without DP), makes the run non-private, and the ledger
-says why.
+says why. Images made without any patient data (privmed's phantom: its record says
+``data_independent``) cost nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class SyntheticSource:
     mechanisms: list[Mechanism]
     non_private_reason: str | None
     generator: str | None  # the generator's folder, when known
+    data_independent: bool = False  # made without any patient data (privmed's phantom): costs nothing
 
 
 def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str) -> SyntheticSource:
@@ -61,11 +63,13 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
 
 def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
     record_path = root / ORIGIN_FILE
+    record = rundir.read_json(record_path) if record_path.is_file() else None
+    if record is not None and record.get("data_independent", False):
+        return SyntheticSource(images, [], None, record["source"], data_independent=True)
     manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
     first_row = pd.read_csv(manifest, nrows=1) if manifest is not None else pd.DataFrame()
-    if not (record_path.is_file() and "synthetic" in first_row.columns):
+    if record is None or "synthetic" not in first_row.columns:
         return SyntheticSource(images, [], UNKNOWN_ORIGIN.format(path=root), None)
-    record = rundir.read_json(record_path)
     generator = str(first_row["generator"].iloc[0])
     if not record.get("private", False):
         return SyntheticSource(images, [], NON_PRIVATE_GENERATOR.format(path=root, generator=generator), generator)
