@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +37,8 @@ from privmed.config import DataConfig, SyntheticConfig
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
-from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, run_facts, split_features,
-                                  write_results)
+from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, parse_benchmark_args,
+                                  run_facts, split_features, write_results)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0)
@@ -78,11 +77,7 @@ def main() -> None:
     parser.add_argument("--paper", default=str(SHARED / "mcgan-synthetic"))
     parser.add_argument("--samples", nargs="*", default=[], help="folders from `privmed synth sample`")
     parser.add_argument("--epsilon", type=float, default=2.0, help="composed total epsilon of every private row")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", module="opacus")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    args = parse_benchmark_args(parser)
     t0 = time.perf_counter()
     model, real, feats, labels = split_features(args.data)
     data = DataConfig(path=args.data, image_size=SIZE)

@@ -87,6 +87,17 @@ def dp_linear(x: dict, y: dict, *, data: str, seed: int, epsilon: float = EPSILO
         return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
 
+def parse_benchmark_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse with the options every CBIS measurement shares (--results, --seeds), then quiet Opacus's
+    warnings and use at most 2 threads, as CI does."""
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", module="opacus")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return args
+
+
 def run_facts(seconds: float) -> str:
     """How long the whole benchmark took, and on what."""
     return f"Whole run {seconds / 60:.1f} min, torch {torch.__version__}, {torch.get_num_threads()} threads."
@@ -105,11 +116,7 @@ def main() -> None:
     parser.add_argument("--paper", default=str(SHARED / "mcgan-synthetic"))
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs" / "cbis_synthetic"),
                         help="cbis_synthetic.py's run folder (its samples/)")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", module="opacus")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    args = parse_benchmark_args(parser)
     t0 = time.perf_counter()
     model, _, feats, labels = split_features(args.data)
     samples = Path(args.runs) / "samples"
