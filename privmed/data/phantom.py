@@ -39,7 +39,6 @@ Run ``python -m privmed.data.phantom --out grid.png`` to look at samples, or
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from privmed import rundir
 from privmed.errors import PrivmedError
 
 __all__ = [
@@ -484,10 +484,6 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
     return out
 
 
-#: beside the manifest: says these images came from a program, not from patients
-ORIGIN_FILE = "privacy.json"
-
-
 def _write_origin(root: Path, spec: PhantomSpec) -> None:
     """The origin record that ``privmed train --synthetic`` reads: data-independent, so no privacy cost."""
     source = (f"privmed phantom (n_samples={spec.n_samples}, image_size={spec.image_size}, seed={spec.seed}, "
@@ -495,7 +491,7 @@ def _write_origin(root: Path, spec: PhantomSpec) -> None:
     record = {"private": True, "data_independent": True, "source": source, "stages": [],
               "summary": f"{source}: drawn by a fixed program from a seed, from no patient data; using these "
                          f"images costs no privacy."}
-    (root / ORIGIN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    rundir.write_json(root / rundir.PRIVACY, record)  # where `privmed synth sample` puts a generator's record
 
 
 # Grid layout constants (documented in write_image_grid).

@@ -26,7 +26,7 @@ class PrivacyLedger:
     mechanisms: list[Mechanism] = field(default_factory=list)
     non_private_reasons: list[str] = field(default_factory=list)
     validation_choices: list[str] = field(default_factory=list)
-    free_inputs: list[str] = field(default_factory=list)  # used, but made without private data: no stage, no cost
+    free_inputs: list[str] = field(default_factory=list)  # sentences: inputs made without private data, no cost
 
     @property
     def private(self) -> bool:
@@ -54,7 +54,7 @@ class PrivacyLedger:
         if not self.private:
             return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
         stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone)) or "none"
-        free = "".join(f" {source[0].upper()}{source[1:]}." for source in self.free_inputs)
+        free = "".join(f" {sentence}." for sentence in self.free_inputs)
         return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
                 f"({self.accountant.upper()} accountant; stages: {stages}).{free}")
 

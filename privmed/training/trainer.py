@@ -191,7 +191,7 @@ def _ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "Synthet
         if synthetic.source.non_private_reason:
             ledger.non_private_reasons.append(synthetic.source.non_private_reason)
         if synthetic.source.data_independent:
-            ledger.free_inputs.append(f"synthetic images from {synthetic.source.generator}: made without patient "
+            ledger.free_inputs.append(f"Synthetic images from {synthetic.source.generator}: made without patient "
                                       f"data, so they cost no privacy")
     touches_private_train = synthetic is None or config.synthetic.use != "only"
     if touches_private_train and not config.privacy.private:
