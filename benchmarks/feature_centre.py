@@ -12,10 +12,10 @@ paper's MCGAN patches (unknown privacy cost), no centre at all, and the mean of 
 
 Recipe of ``synthetic_projection.py`` (``train_in_memory``: Opacus, PRV accountant,
 Poisson batches of expected size 128, clip 1, SGD lr 0.1 momentum 0.9, 15 epochs,
-delta 1/(10 N), the epoch with the best val AUROC); DP-SGD's noise is calibrated so
-that it and every earlier stage compose to exactly ``--epsilon``. The private centre
-is privmed's own release (``set_center``), drawn afresh for each seed. Nothing is chosen
-here; the table shows every row.
+delta 1/(10 N), the epoch with the best val AUROC); DP-SGD's noise is calibrated once so
+that it and every earlier stage compose to exactly ``--epsilon``, and training uses that
+noise as is. The private centre is privmed's own release (``set_center``), drawn afresh
+for each seed. Nothing is chosen here; the table shows every row.
 
     python benchmarks/feature_centre.py [--samples gens_samples/privmed_dp_eps1 ...]
 
@@ -51,24 +51,27 @@ def private_centre(train: torch.Tensor, sigma: float, seed: int) -> tuple[torch.
     return centre.center.double(), [mechanism]
 
 
-def synthetic_centre(folder: str, data: DataConfig, label: str, model: nn.Module) -> tuple[torch.Tensor, list[Mechanism] | None]:
+def synthetic_centre(folder: str, data: DataConfig, label: str, model: nn.Module
+                     ) -> tuple[torch.Tensor, list[Mechanism] | None]:
     """Mean features of a synthetic folder; its generator's stages, or None when it is not private."""
     source = load_synthetic(SyntheticConfig(path=folder), data, label_name=label)
     centre = features(model, source.data.images).mean(0)
     return centre, (None if source.non_private_reason else source.mechanisms)
 
 
-def classifier_epsilons(prior: list[Mechanism] | None, *, target: float, delta: float, n: int
-                        ) -> tuple[float, float]:
-    """DP-SGD's own epsilon when it and ``prior`` compose to ``target``, and that composed total
-    (after a non-private stage: DP-SGD at ``target`` alone, total inf)."""
+def dp_sgd_plan(prior: list[Mechanism] | None, *, target: float, delta: float, n: int
+                ) -> tuple[dict, float, float]:
+    """The run config's privacy section that makes DP-SGD and ``prior`` compose to ``target`` (its noise,
+    calibrated once), DP-SGD's own epsilon and the composed total; after a non-private stage, DP-SGD at
+    ``target`` alone and total inf."""
     if prior is None:
-        return target, math.inf
+        return {"epsilon": target}, target, math.inf
     sample_rate, steps = 1 / math.ceil(n / BATCH), EPOCHS * math.ceil(n / BATCH)
     sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=sample_rate, steps=steps,
                             prior=tuple(prior))
     dp_sgd = Mechanism("dp_sgd", sigma, sample_rate, steps)
-    return epsilon_for([dp_sgd], delta=delta), epsilon_for(list(prior) + [dp_sgd], delta=delta)
+    return ({"noise_multiplier": sigma}, epsilon_for([dp_sgd], delta=delta),
+            epsilon_for(list(prior) + [dp_sgd], delta=delta))
 
 
 def main() -> None:
@@ -99,9 +102,9 @@ def main() -> None:
     for label, sigma, make in sources:
         for seed in range(args.seeds):
             centre, prior = make(seed)
-            eps_sgd, total = classifier_epsilons(prior, target=args.epsilon, delta=delta, n=n)
+            privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, delta=delta, n=n)
             x = {s: (f - centre).float() for s, f in feats.items()}
-            val, test = dp_linear(x, labels, data=args.data, seed=seed, epsilon=eps_sgd)
+            val, test = dp_linear(x, labels, data=args.data, seed=seed, privacy=privacy)
             rows.append({"centre": label, "centre_noise_multiplier": sigma,
                          "centre_distance": round(float((centre - exact).norm()), 2),
                          "classifier_epsilon": round(eps_sgd, 3), "total_epsilon": round(total, 3), "seed": seed,

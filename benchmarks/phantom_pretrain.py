@@ -70,7 +70,7 @@ def main() -> None:
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
-    """Mean over seeds per cell, beside DP-SGD on real data at the same classifier epsilon."""
+    """Mean over seeds per cell, beside DP-SGD on real data at the same target (total) epsilon."""
     table = table.assign(head=table["reinit_head"].map({False: "kept", True: "re-initialised"}).where(
         table["strategy"] == "pretrain_finetune", ""))
     summary = (table.groupby(["strategy", "head", "target_epsilon"], sort=False)

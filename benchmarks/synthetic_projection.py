@@ -74,11 +74,11 @@ def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return center, vt[:k].T / scale / math.sqrt(k)
 
 
-def dp_linear(x: dict, y: dict, *, data: str, seed: int, epsilon: float = EPSILON) -> tuple[float, float]:
-    """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] at ``epsilon`` (DP-SGD
-    alone); (val, test) AUROC of the best-val epoch."""
+def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None) -> tuple[float, float]:
+    """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] with the run config's
+    ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch."""
     config = config_from_dict({"data": {"path": data, "image_size": SIZE}, "model": {"name": "scatter_linear"},
-                               "privacy": {"epsilon": epsilon},
+                               "privacy": privacy or {"epsilon": EPSILON},
                                "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
                                             "seed": seed}})
     fitted = train_in_memory(config, lambda: nn.Linear(x["train"].shape[1], 1), x["train"], y["train"], x["val"],
