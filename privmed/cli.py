@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int)
     train.add_argument("--spatial-dims", type=int, choices=(2, 3))
     train.add_argument("--model", help="model name (see `privmed models`)")
-    train.add_argument("--epsilon", type=float, help="target epsilon over the whole run; omit or inf = non-private")
+    train.add_argument("--epsilon", type=float,
+                       help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
+                            "stages are composed on top and the total is reported; omit or inf = non-private")
     train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
     train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
     train.add_argument("--clip-norm", type=float, help="per-sample gradient clipping norm (default 1.0)")

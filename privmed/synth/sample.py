@@ -25,8 +25,6 @@ from .gan import NOISE_DIM, Generator
 from .training import GENERATOR_FILE
 
 MANIFEST = "manifest.csv"
-#: the file that says where synthetic images came from and what they cost
-ORIGIN = "privacy.json"
 
 
 def load_generator(folder: str | Path) -> tuple[Generator, dict]:
@@ -92,5 +90,5 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
         rows.append({"path": str(rel), "label": int(label), "class": name, "synthetic": True,
                      "generator": str(folder.resolve()), "generator_sha256": digest, "seed": seed})
     rundir.write_csv(out / MANIFEST, pd.DataFrame(rows))
-    shutil.copyfile(folder / rundir.PRIVACY, out / ORIGIN)
+    shutil.copyfile(folder / rundir.PRIVACY, out / rundir.PRIVACY)
     return out

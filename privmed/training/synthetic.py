@@ -24,8 +24,6 @@ from privmed.data.sources import MANIFEST_NAMES, Dataset, load_dataset
 from privmed.errors import PATH_MISSING, PrivmedError
 from privmed.privacy.accounting import Mechanism
 
-#: written by ``privmed synth sample`` next to its manifest
-ORIGIN_FILE = "privacy.json"
 UNKNOWN_ORIGIN = ("The synthetic images in '{path}' carry no privmed privacy record, so their origin and privacy cost "
                   "are unknown (a generator trained on the same patients without DP can leak them); a run using "
                   "them cannot claim DP.")
@@ -42,7 +40,7 @@ class SyntheticSource:
     data: Dataset
     mechanisms: list[Mechanism]
     non_private_reason: str | None
-    generator: str | None  # the generator's folder, when known
+    generator: str | None  # the generator's folder, or the phantom's description; None when unknown
     data_independent: bool = False  # made without any patient data (privmed's phantom): costs nothing
 
 
@@ -62,7 +60,7 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
 
 
 def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
-    record_path = root / ORIGIN_FILE
+    record_path = root / rundir.PRIVACY
     record = rundir.read_json(record_path) if record_path.is_file() else None
     if record is not None and record.get("data_independent", False):
         return SyntheticSource(images, [], None, record["source"], data_independent=True)
