@@ -15,9 +15,11 @@ from scipy import stats
 from privmed import rundir
 from privmed.cli import main
 from privmed.errors import PrivmedError
+from privmed.report import write_report
 from privmed.evaluation.fairness import parity_differences
 from privmed.study import collect, run_study, study_from_dict
-from privmed.study.config import UNKNOWN_GENERATOR
+from privmed.study.config import GENERATOR_KINDS, UNKNOWN_GENERATOR
+from privmed.study.runner import GENERATOR_MAKERS
 from privmed.study.results import _groups, _trends
 from privmed.training.trainer import train
 
@@ -112,6 +114,18 @@ def test_generator_samples_become_the_strategys_synthetic_data():
     assert study.generators[0].config.data.phantom_samples == 300  # the rest of data comes from the base
 
 
+def test_a_phantom_generator_takes_the_studys_image_size_and_nothing_to_train():
+    raw = tiny(generators={"ph": {"kind": "phantom", "samples": 120}},
+               strategies={"a": {"generator": "ph", "synthetic": {"use": "pretrain"}}})
+    spec = study_from_dict(raw).generators[0]
+    assert (spec.kind, spec.samples, spec.config.data.image_size) == ("phantom", 120, 32)
+    assert set(GENERATOR_MAKERS) == set(GENERATOR_KINDS)
+    with pytest.raises(PrivmedError, match="from no patient data, so it takes no 'privacy' or 'gan'; leave them out"):
+        study_from_dict(tiny(generators={"ph": {"kind": "phantom", "privacy": {"epsilon": 1}, "gan": {}}}))
+    with pytest.raises(PrivmedError, match=r"generators.ph.kind 'vae' is not one of \['gan', 'phantom'\]"):
+        study_from_dict(tiny(generators={"ph": {"kind": "vae"}}))
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"epsilons": [0]}, "must be > 0"), ({"seeds": []}, "non-empty list"), ({"name": "a b"}, "names folders"),
     ({"base": {"out": "x"}}, "must not set 'out'"),
@@ -191,6 +205,28 @@ def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
     reference = train(dataclasses.replace(cell.config, out=str(tmp_path / "reference")))
     resumed, uninterrupted = (rundir.read_json(r / rundir.PRIVACY) for r in (run, reference))
     assert resumed["stages"] == uninterrupted["stages"] and resumed["epsilon"] == uninterrupted["epsilon"]
+
+
+def test_a_phantom_strategy_costs_only_its_dp_sgd_and_says_why(tmp_path):
+    raw = tiny(generators={"ph": {"kind": "phantom", "samples": 120}}, epsilons=[2], fairness={},
+               strategies={"phantom_pretrain": {"generator": "ph", "synthetic": {"use": "pretrain",
+                                                                                 "pretrain_epochs": 1}}})
+    study = study_from_dict(raw)
+    run_study(study, raw, out=tmp_path, progress=lambda _: None)
+    samples = tmp_path / "generators" / "ph" / "samples"
+    assert rundir.read_json(samples / rundir.PRIVACY)["data_independent"]
+    assert len(pd.read_csv(samples / "metadata.csv")) == 120
+    privacy = rundir.read_json(Path(study.cells(tmp_path)[0].config.out) / rundir.PRIVACY)
+    assert privacy["private"] and [s["stage"] for s in privacy["stages"]] == ["dp_sgd"]
+    assert privacy["epsilon"] == pytest.approx(2, abs=0.01)
+    assert "made without patient data" in privacy["free_inputs"][0]
+    written = (samples / rundir.PRIVACY).stat().st_mtime_ns
+    run_study(study, raw, out=tmp_path, progress=lambda _: None)  # resuming does not redraw the phantom
+    assert (samples / rundir.PRIVACY).stat().st_mtime_ns == written
+    _, md = write_report(tmp_path)
+    assert ("Inputs made without patient data, which add nothing to ε:\n\n- 1 run(s) (phantom_pretrain__eps2__seed0): "
+            f"{privacy['free_inputs'][0]}.") in md.read_text()
+    assert "All 1 finished runs are differentially private." in md.read_text()
 
 
 def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, capsys):

@@ -105,6 +105,10 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
                              f"their total ε is ∞.", "warning"), Bullets(items)]
     else:
         blocks.append(Paragraph(f"All {len(done)} finished runs are differentially private."))
+    free = _free_inputs(done, out)
+    if free:
+        blocks += [Paragraph("Inputs made without patient data, which add nothing to ε:"),
+                   Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentence}." for sentence, runs in free.items()))]
     choices = list(study.validation_choices)
     choices.append(_validation_sentence(done, out))
     blocks += [Paragraph("Choices made by looking at the private validation data (not covered by ε):"),
@@ -255,8 +259,10 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
     for cell in study.cells(out):
         path = cell.config.synthetic.path
         if path and path not in sources and Path(path).exists():
-            kind = (f"generator '{cell.generator}' trained in this study" if cell.generator
-                    else f"folder {path}")
+            kind = (f"folder {path}" if not cell.generator else
+                    f"privmed's phantom, drawn in this study ('{cell.generator}')"
+                    if study.generator(cell.generator).kind == "phantom"
+                    else f"generator '{cell.generator}' trained in this study")
             sources[path] = (cell.strategy, kind)
     if not sources:
         return []
@@ -287,6 +293,16 @@ def _ledgers(done: pd.DataFrame, out: Path) -> list:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _free_inputs(done: pd.DataFrame, out: Path) -> dict[str, list[str]]:
+    """Each free-input sentence of the runs' ledgers (e.g. the phantom as synthetic data) -> the runs it names."""
+    free: dict[str, list[str]] = {}
+    for row in done.itertuples():
+        for sentence in rundir.read_json(out / row.dir / rundir.PRIVACY).get("free_inputs", []):
+            free.setdefault(sentence, []).append(row.run)
+    return free
+
 
 
 def _validation_sentence(done: pd.DataFrame, out: Path) -> str:

@@ -15,6 +15,7 @@ the cells differ. Unknown keys are an error, and every cell's run configuration 
       synthetic_only: {synthetic: {path: ../shared/data/mcgan-synthetic, use: only}, epsilons: [inf]}
     generators:                  # optional: trained once with `privmed synth train`, then sampled
       g1: {data: {image_size: 64}, privacy: {epsilon: 1}, gan: {discriminator: scatter}, samples: 3000}
+      phantom: {kind: phantom, samples: 3000}   # privmed's phantom: no patient data, costs no privacy
     epsilons: [1, 6, inf]        # the classifier's target epsilon (a generator's is composed on top)
     seeds: [0, 1, 2]
     models: [scatter_linear]     # optional; default: the base's model
@@ -47,7 +48,13 @@ AUDIT_KEYS = ("shadows", "canaries", "canary_kind", "strategies", "epsilons", "s
 AUDIT_SYNTHETIC = ("audit.strategies: {strategy!r} trains with synthetic images, and membership audits of such runs "
                    "are not supported; leave it out (audit its generator with `privmed audit-synthetic`).")
 STRATEGY_KEYS = ("data", "model", "privacy", "training", "synthetic", "generator", "epsilons")
-GENERATOR_KEYS = ("data", "privacy", "gan", "samples", "sample_seed")
+GENERATOR_KEYS = ("kind", "data", "privacy", "gan", "samples", "sample_seed")
+#: ``gan``: ``privmed synth train`` on the private training split; ``phantom``: privmed's phantom, drawn from no data
+GENERATOR_KINDS = ("gan", "phantom")
+UNKNOWN_KIND = "generators.{name}.kind {kind!r} is not one of {kinds}."
+PHANTOM_TRAINS_NOTHING = ("generators.{name}: the phantom is drawn by a fixed program from no patient data, so it takes "
+                          "no {keys}; leave {them} out (it writes 'samples' images of the study's image size, or "
+                          "data.image_size, from 'sample_seed').")
 FAIRNESS_KEYS = ("attributes", "bins", "privileged")
 EXTERNAL_KEYS = ("name", "path", "split")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,12 +68,15 @@ GENERATOR_AND_PATH = ("strategy {strategy!r} gives both a generator and syntheti
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """A generator trained once for the study (``privmed synth train``) and sampled once."""
+    """A generator made once for the study and sampled once: a GAN trained on the private training
+    split (``kind='gan'``, ``privmed synth train``), or privmed's phantom (``kind='phantom'``), which
+    sees no patient data and costs no privacy; for the phantom only ``config.data.image_size`` is used."""
 
     name: str
     config: GeneratorConfig
     samples: int = 3000
     sample_seed: int = 0
+    kind: str = "gan"
 
 
 @dataclass(frozen=True)
@@ -234,11 +244,18 @@ def generator_samples(out: Path, name: str) -> Path:
 def _generator(name: str, spec: Mapping[str, Any], base: Mapping[str, Any]) -> GeneratorSpec:
     _name(name, "generator")
     _reject(spec, GENERATOR_KEYS, f"generators.{name}")
+    kind = spec.get("kind", "gan")
+    if kind not in GENERATOR_KINDS:
+        raise PrivmedError(UNKNOWN_KIND.format(name=name, kind=kind, kinds=list(GENERATOR_KINDS)))
+    trained_keys = [k for k in ("privacy", "gan") if k in spec]
+    if kind == "phantom" and trained_keys:
+        raise PrivmedError(PHANTOM_TRAINS_NOTHING.format(name=name, keys=" or ".join(f"'{k}'" for k in trained_keys),
+                                                         them="it" if len(trained_keys) == 1 else "them"))
     raw = {"data": merge(dict(base.get("data") or {}), dict(spec.get("data") or {})),
            "privacy": dict(spec.get("privacy") or {}),
            "gan": dict(spec.get("gan") or {})}
     return GeneratorSpec(name, generator_config_from_dict(raw), int(spec.get("samples", 3000)),
-                         int(spec.get("sample_seed", 0)))
+                         int(spec.get("sample_seed", 0)), kind)
 
 
 def _strategy(name: str, spec: Mapping[str, Any], generators: set[str]) -> StrategySpec:

@@ -1,4 +1,4 @@
-"""``privmed study``: train a study's generators, then its grid of runs on worker processes.
+"""``privmed study``: make a study's generators, then run its grid on worker processes.
 
 Re-running the same command is how a study resumes: a finished run (its ``metrics.json``
 exists) is skipped, an interrupted one continues from its last checkpoint with the
@@ -8,7 +8,7 @@ its error in ``OUT/status.json`` and ``OUT/failed/<run>.txt`` and does not stop 
 the next invocation tries it again.
 
 Layout of ``OUT``: ``study.yaml`` (the study file as given), ``generators/<name>/`` (a
-generator folder and its ``samples/``), ``runs/<run id>/`` (ordinary run directories, each
+generator folder and its ``samples/``; for the phantom, ``samples/`` alone), ``runs/<run id>/`` (ordinary run directories, each
 with ``evaluations/<external name>/`` when the study has external test sets), ``status.json``,
 ``timing.json`` (wall time of every invocation) and the tables of :mod:`privmed.study.results`.
 """
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from privmed import rundir
 from privmed.errors import PrivmedError
 
-from .config import Cell, StudyConfig, generator_dir, generator_samples
+from .config import Cell, GeneratorSpec, StudyConfig, generator_dir, generator_samples
 
 if TYPE_CHECKING:
     from .results import StudyTables
@@ -74,7 +74,7 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
     cells = study.cells(out)
     _check_attributes(study)
     for spec in study.generators:
-        _train_generator(study, spec.name, out, progress)
+        GENERATOR_MAKERS[spec.kind](spec, generator_dir(out, spec.name), generator_samples(out, spec.name), progress)
     todo = [c for c in cells if not _finished(c, study)]
     progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
              f"{len(todo)} to run" + (f" on {min(workers, len(todo))} worker(s)" if todo else ""))
@@ -203,19 +203,36 @@ def config_drift(cell: Cell) -> list[str]:
     return rundir.config_changes(config_from_dict(rundir.read_config_dict(run)).identity(), cell.config.identity())
 
 
-def _train_generator(study: StudyConfig, name: str, out: Path, progress: Progress) -> None:
+def _train_and_sample_gan(spec: GeneratorSpec, folder: Path, samples: Path, progress: Progress) -> None:
+    """``privmed synth train`` on the private training split (resumed if interrupted), then ``synth sample``."""
     from privmed.synth.sample import sample
     from privmed.synth.training import train_generator
 
-    spec, folder, samples = study.generator(name), generator_dir(out, name), generator_samples(out, name)
     if not (folder / "generator.pt").is_file():
         resume = _resume_or_clear(folder)
-        progress(f"generator {name}: training{' (resuming)' if resume else ''}")
+        progress(f"generator {spec.name}: training{' (resuming)' if resume else ''}")
         train_generator(dataclasses.replace(spec.config, out=str(folder)), resume=resume)
     if not (samples / "manifest.csv").is_file():
         shutil.rmtree(samples, ignore_errors=True)
         sample(folder, n=spec.samples, out=samples, seed=spec.sample_seed)
-        progress(f"generator {name}: {spec.samples} samples in {samples}")
+        progress(f"generator {spec.name}: {spec.samples} samples in {samples}")
+
+
+def _write_phantom(spec: GeneratorSpec, folder: Path, samples: Path, progress: Progress) -> None:
+    """privmed's phantom at the generator's image size; its origin record (written last) says it costs nothing."""
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    if (samples / rundir.PRIVACY).is_file():
+        return
+    shutil.rmtree(samples, ignore_errors=True)
+    write_phantom_dataset(samples, PhantomSpec(n_samples=spec.samples, image_size=spec.config.data.image_size,
+                                               seed=spec.sample_seed))
+    progress(f"generator {spec.name}: {spec.samples} phantom images in {samples} (no patient data)")
+
+
+#: how each kind of study generator is made (``GeneratorSpec.kind``)
+GENERATOR_MAKERS: dict[str, Callable[[GeneratorSpec, Path, Path, Progress], None]] = {
+    "gan": _train_and_sample_gan, "phantom": _write_phantom}
 
 
 def _resume_or_clear(folder: Path) -> bool:
