@@ -108,7 +108,8 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
     free = _free_inputs(done, out)
     if free:
         blocks += [Paragraph("Inputs made without patient data, which add nothing to ε:"),
-                   Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentence}." for sentence, runs in free.items()))]
+                   Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentence}."
+                                 for sentence, runs in free.items()))]
     choices = list(study.validation_choices)
     choices.append(_validation_sentence(done, out))
     blocks += [Paragraph("Choices made by looking at the private validation data (not covered by ε):"),

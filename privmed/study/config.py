@@ -49,12 +49,12 @@ AUDIT_SYNTHETIC = ("audit.strategies: {strategy!r} trains with synthetic images,
                    "are not supported; leave it out (audit its generator with `privmed audit-synthetic`).")
 STRATEGY_KEYS = ("data", "model", "privacy", "training", "synthetic", "generator", "epsilons")
 GENERATOR_KEYS = ("kind", "data", "privacy", "gan", "samples", "sample_seed")
-#: ``gan``: ``privmed synth train`` on the private training split; ``phantom``: privmed's phantom, drawn from no data
+#: ``gan``: ``privmed synth train`` on the private training split; ``phantom``: privmed's phantom (no data)
 GENERATOR_KINDS = ("gan", "phantom")
 UNKNOWN_KIND = "generators.{name}.kind {kind!r} is not one of {kinds}."
-PHANTOM_TRAINS_NOTHING = ("generators.{name}: the phantom is drawn by a fixed program from no patient data, so it takes "
-                          "no {keys}; leave {them} out (it writes 'samples' images of the study's image size, or "
-                          "data.image_size, from 'sample_seed').")
+PHANTOM_TRAINS_NOTHING = ("generators.{name}: the phantom is drawn by a fixed program from no patient data, so it "
+                          "takes no {keys}; leave {them} out (it writes 'samples' images of the study's image size, "
+                          "or data.image_size, from 'sample_seed').")
 FAIRNESS_KEYS = ("attributes", "bins", "privileged")
 EXTERNAL_KEYS = ("name", "path", "split")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

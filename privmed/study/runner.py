@@ -8,9 +8,10 @@ its error in ``OUT/status.json`` and ``OUT/failed/<run>.txt`` and does not stop 
 the next invocation tries it again.
 
 Layout of ``OUT``: ``study.yaml`` (the study file as given), ``generators/<name>/`` (a
-generator folder and its ``samples/``; for the phantom, ``samples/`` alone), ``runs/<run id>/`` (ordinary run directories, each
-with ``evaluations/<external name>/`` when the study has external test sets), ``status.json``,
-``timing.json`` (wall time of every invocation) and the tables of :mod:`privmed.study.results`.
+generator folder and its ``samples/``; for the phantom, ``samples/`` alone), ``runs/<run id>/``
+(ordinary run directories, each with ``evaluations/<external name>/`` when the study has
+external test sets), ``status.json``, ``timing.json`` (wall time of every invocation) and the
+tables of :mod:`privmed.study.results`.
 """
 
 from __future__ import annotations
