@@ -123,31 +123,33 @@ def synthetic_folders(gens: Path, runs: Path, paper: Path, quality: pd.DataFrame
     return folders
 
 
-def total_two_noise(gens: Path) -> tuple[float, float]:
-    """Classifier noise making (generator eps1 + classifier) exactly epsilon 2; and the classifier's own epsilon."""
-    stage = rundir.read_json(gens / "privmed_dp_eps1" / rundir.PRIVACY)["stages"][0]
+def total_two_noise(generator: Path, recipe: dict = RECIPE) -> tuple[float, float]:
+    """Classifier noise making (generator + classifier) exactly epsilon 2; and the classifier's own epsilon.
+    ``generator`` is a DP generator's folder or its samples (both carry its privacy record)."""
+    stage = rundir.read_json(generator / rundir.PRIVACY)["stages"][0]
     prior = (Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"]),)
-    rate = 1 / math.ceil(N_TRAIN / RECIPE["training"]["batch_size"])
-    steps = RECIPE["training"]["epochs"] * math.ceil(N_TRAIN / RECIPE["training"]["batch_size"])
+    rate = 1 / math.ceil(N_TRAIN / recipe["training"]["batch_size"])
+    steps = recipe["training"]["epochs"] * math.ceil(N_TRAIN / recipe["training"]["batch_size"])
     delta = default_delta(N_TRAIN)
     sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=rate, steps=steps, prior=prior)
     return sigma, epsilon_for([Mechanism("dp_sgd", sigma, rate, steps)], delta=delta)
 
 
 def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
-            epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False) -> dict:
+            epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False,
+            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS) -> dict:
     tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
     tag += "_reinit" if reinit_head else ""
     out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
     if not (out / rundir.METRICS).is_file():
         shutil.rmtree(out, ignore_errors=True)
-        cfg = json.loads(json.dumps(RECIPE))
+        cfg = json.loads(json.dumps(recipe))
         cfg["data"]["path"] = data
         cfg["training"]["seed"] = seed
         cfg["privacy"] = {"epsilon": epsilon} if epsilon is not None else (
             {"noise_multiplier": noise} if noise is not None else {})
         if folder is not None:
-            cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": PRETRAIN_EPOCHS,
+            cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": pretrain_epochs,
                                 "reinit_head": reinit_head}
         if strategy == "synthetic_only":
             cfg["training"]["epochs"] = ONLY_EPOCHS
@@ -168,13 +170,13 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
             "run": str(out)}
 
 
-def plan(folders: dict[str, Path], gens: Path) -> list[dict]:
+def plan(folders: dict[str, Path]) -> list[dict]:
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0}]
     for strategy in ("pretrain_finetune", "augment"):
         for eps in (1.0, 6.0):
             for gen in ("paper", "privmed_nondp", "privmed_dp_eps1"):
                 cells.append({"strategy": strategy, "generator": gen, "folder": folders[gen], "epsilon": eps})
-    sigma, _ = total_two_noise(gens)
+    sigma, _ = total_two_noise(folders["privmed_dp_eps1"])  # the chosen candidate's samples carry its record
     cells.append({"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1",
                   "folder": folders["privmed_dp_eps1"], "noise": sigma})
     cells += [{"strategy": "synthetic_only", "generator": gen, "folder": folders[gen]} for gen in GENERATORS]
@@ -257,7 +259,7 @@ def main() -> None:
             shutil.copyfile(runs / "quality" / folder / f"{png}.png", grids / f"{folder}_{png}.png")
     folders = synthetic_folders(gens, runs, Path(args.paper), quality)
     rows, choices = [], []
-    for cell in plan(folders, gens):
+    for cell in plan(folders):
         kwargs = {"strategy": cell["strategy"], "generator": cell["generator"], "folder": cell["folder"],
                   "epsilon": cell.get("epsilon"), "noise": cell.get("noise")}
         reinit = False
