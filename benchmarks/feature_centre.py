@@ -19,7 +19,8 @@ for each seed. Nothing is chosen here; the table shows every row.
 
     python benchmarks/feature_centre.py [--samples gens_samples/privmed_dp_eps1 ...]
 
-Writes ``benchmarks/results/feature_centre.{csv,md}``.
+Writes ``benchmarks/results/feature_centre.{csv,md}`` (``feature_centre_eps{E}.*`` for another
+``--epsilon E``; a centre or generator that alone spends E or more gets a row saying so).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from privmed.config import DataConfig, SyntheticConfig
+from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
@@ -41,7 +43,7 @@ from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, featur
                                   run_facts, split_features, write_results)
 
 ROOT = Path(__file__).resolve().parents[1]
-NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0)
+NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0, 20.0)
 
 
 def private_centre(train: torch.Tensor, sigma: float, seed: int) -> tuple[torch.Tensor, list[Mechanism]]:
@@ -98,11 +100,15 @@ def main() -> None:
         centre, stages = synthetic_centre(folder, data, real.label_names[0], model)
         sources.append((label, None, lambda seed, c=centre, m=stages: (c, m)))
 
-    rows = []
+    rows, unreachable = [], {}
     for label, sigma, make in sources:
         for seed in range(args.seeds):
             centre, prior = make(seed)
-            privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, delta=delta, n=n)
+            try:
+                privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, delta=delta, n=n)
+            except PrivmedError:  # the centre alone spends the target: no DP-SGD noise can fit
+                unreachable[label] = epsilon_for(prior, delta=delta)
+                break
             x = {s: (f - centre).float() for s, f in feats.items()}
             val, test = dp_linear(x, labels, data=args.data, seed=seed, privacy=privacy)
             rows.append({"centre": label, "centre_noise_multiplier": sigma,
@@ -110,10 +116,12 @@ def main() -> None:
                          "classifier_epsilon": round(eps_sgd, 3), "total_epsilon": round(total, 3), "seed": seed,
                          "val_auroc": round(val, 4), "test_auroc": round(test, 4)})
             print(rows[-1], flush=True)
-    write(pd.DataFrame(rows), Path(args.results), args, delta, time.perf_counter() - t0, dims=train.shape[1])
+    write(pd.DataFrame(rows), Path(args.results), args, delta, time.perf_counter() - t0, dims=train.shape[1],
+          unreachable=unreachable)
 
 
-def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float, *, dims: int) -> None:
+def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float, *, dims: int,
+          unreachable: dict[str, float]) -> None:
     """Every run to the csv, the mean over seeds per centre to the markdown table."""
     summary = table.groupby("centre", sort=False).agg(
         sigma=("centre_noise_multiplier", "first"), dist=("centre_distance", "mean"),
@@ -128,7 +136,9 @@ def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float
              "val AUROC | test AUROC, mean (min-max) |", "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['centre']} | {'' if pd.isna(r['sigma']) else f'{r.sigma:g}'} | {r.dist:.1f} | {r.eps:.3f} | "
               f"{r.total:g} | {r.val:.3f} | {r.test:.3f} ({r.lo:.3f}-{r.hi:.3f}) |" for _, r in summary.iterrows()]
-    write_results(results, "feature_centre", table, lines)
+    lines += [f"| {label} |  |  |  | earlier stages alone {eps:.3f}: {args.epsilon:g} cannot be reached |  |  |"
+              for label, eps in unreachable.items()]
+    write_results(results, "feature_centre" + ("" if args.epsilon == 2.0 else f"_eps{args.epsilon:g}"), table, lines)
 
 
 if __name__ == "__main__":
