@@ -105,11 +105,12 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
                              f"their total ε is ∞.", "warning"), Bullets(items)]
     else:
         blocks.append(Paragraph(f"All {len(done)} finished runs are differentially private."))
-    free = _free_inputs(done, out)
-    if free:
+    with_free = done[done["free_inputs"] != ""] if "free_inputs" in done else done.iloc[:0]
+    free = with_free.groupby("free_inputs", sort=False)["run"].apply(list)
+    if len(free):
         blocks += [Paragraph("Inputs made without patient data, which add nothing to ε:"),
-                   Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentence}."
-                                 for sentence, runs in free.items()))]
+                   Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentences}" for sentences, runs in
+                                 free.items()))]
     choices = list(study.validation_choices)
     choices.append(_validation_sentence(done, out))
     blocks += [Paragraph("Choices made by looking at the private validation data (not covered by ε):"),
@@ -260,11 +261,7 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
     for cell in study.cells(out):
         path = cell.config.synthetic.path
         if path and path not in sources and Path(path).exists():
-            kind = (f"folder {path}" if not cell.generator else
-                    f"privmed's phantom, drawn in this study ('{cell.generator}')"
-                    if study.generator(cell.generator).kind == "phantom"
-                    else f"generator '{cell.generator}' trained in this study")
-            sources[path] = (cell.strategy, kind)
+            sources[path] = (cell.strategy, _source_kind(study, cell.generator, path))
     if not sources:
         return []
     blocks: list = [Heading("Synthetic images")]
@@ -276,6 +273,14 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
             png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()
         blocks.append(Picture(f"synthetic_{k}", png, f"{kind} (used by {strategy}, ...): {privacy}"))
     return blocks
+
+
+def _source_kind(study: StudyConfig, generator: str | None, path: str) -> str:
+    if generator is None:
+        return f"folder {path}"
+    if study.generator(generator).kind == "phantom":
+        return f"privmed's phantom, drawn in this study ('{generator}')"
+    return f"generator '{generator}' trained in this study"
 
 
 def _ledgers(done: pd.DataFrame, out: Path) -> list:
@@ -294,16 +299,6 @@ def _ledgers(done: pd.DataFrame, out: Path) -> list:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _free_inputs(done: pd.DataFrame, out: Path) -> dict[str, list[str]]:
-    """Each free-input sentence of the runs' ledgers (e.g. the phantom as synthetic data) -> the runs it names."""
-    free: dict[str, list[str]] = {}
-    for row in done.itertuples():
-        for sentence in rundir.read_json(out / row.dir / rundir.PRIVACY).get("free_inputs", []):
-            free.setdefault(sentence, []).append(row.run)
-    return free
-
 
 
 def _validation_sentence(done: pd.DataFrame, out: Path) -> str:
