@@ -230,6 +230,15 @@ def test_synthetic_only_with_an_epsilon_is_a_clear_error(phantom_root, dp_sample
         classifier_config(phantom_root, tmp_path / "r", dp_samples, use="only", epsilon=1.0)
 
 
+def test_a_missing_synthetic_folder_fails_before_any_model_is_built(phantom_root, tmp_path, monkeypatch):
+    def build_model(*args, **kwargs):
+        raise AssertionError("the synthetic folder should be checked before the model is built")
+    monkeypatch.setattr("privmed.training.trainer.build_model", build_model)
+    with pytest.raises(PrivmedError, match="synthetic data folder .* does not exist"):
+        train(classifier_config(phantom_root, tmp_path / "r", tmp_path / "nope", epsilon=2.0))
+    assert not (tmp_path / "r").exists()
+
+
 def test_images_of_unknown_origin_make_the_run_not_private(phantom_root, tmp_path):
     folder = tmp_path / "unknown"
     for cls in ("benign", "malignant"):

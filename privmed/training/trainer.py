@@ -73,6 +73,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
 
     data = load_dataset(config.data)
     train_data, val_data = data.split("train"), data.split("val")
+    source = _synthetic_source(config, data)  # before the slow part, so a bad folder fails at once
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
                         num_outputs=len(data.label_names), image_size=config.data.image_size,
                         norm=config.model.norm)
@@ -80,7 +81,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     x_train, x_val = inputs["train"], inputs["val"]
     y_train, y_val = torch.from_numpy(train_data.labels), torch.from_numpy(val_data.labels)
     net = trainable_part(model).to(device)
-    synthetic = _synthetic_inputs(config, model, data, device)
+    synthetic = _synthetic_inputs(source, model, device)
     x_fit, y_fit = _training_set(config, x_train, y_train, synthetic)
 
     plan = _plan_privacy(config, n=len(train_data), n_sampled=len(x_fit), checkpoint=checkpoint,
@@ -209,11 +210,16 @@ class SyntheticInputs:
     source: SyntheticSource
 
 
-def _synthetic_inputs(config: RunConfig, model: nn.Module, data: Dataset, device: str) -> SyntheticInputs | None:
+def _synthetic_source(config: RunConfig, data: Dataset) -> SyntheticSource | None:
     if config.synthetic.path is None:
         return None
-    source = load_synthetic(config.synthetic, config.data, label_name=data.label_names[0]
-                            if len(data.label_names) == 1 else "")
+    return load_synthetic(config.synthetic, config.data, label_name=data.label_names[0]
+                          if len(data.label_names) == 1 else "")
+
+
+def _synthetic_inputs(source: SyntheticSource | None, model: nn.Module, device: str) -> SyntheticInputs | None:
+    if source is None:
+        return None
     return SyntheticInputs(model_inputs(model, source.data.image_tensor, device=device),
                            torch.from_numpy(source.data.labels), source)
 
