@@ -42,7 +42,7 @@ from privmed import rundir
 from privmed.audit.synthetic import dcr_membership
 from privmed.config import DataConfig, config_from_dict
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for, poisson_schedule
 from privmed.synth.quality import evaluate_synthetic
 from privmed.synth.sample import sample, synthetic_images
 from privmed.training.trainer import train
@@ -128,8 +128,8 @@ def total_two_noise(generator: Path, recipe: dict = RECIPE) -> tuple[float, floa
     ``generator`` is a DP generator's folder or its samples (both carry its privacy record)."""
     stage = rundir.read_json(generator / rundir.PRIVACY)["stages"][0]
     prior = (Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"]),)
-    rate = 1 / math.ceil(N_TRAIN / recipe["training"]["batch_size"])
-    steps = recipe["training"]["epochs"] * math.ceil(N_TRAIN / recipe["training"]["batch_size"])
+    rate, steps = poisson_schedule(N_TRAIN, batch_size=recipe["training"]["batch_size"],
+                                   epochs=recipe["training"]["epochs"])
     delta = default_delta(N_TRAIN)
     sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=rate, steps=steps, prior=prior)
     return sigma, epsilon_for([Mechanism("dp_sgd", sigma, rate, steps)], delta=delta)

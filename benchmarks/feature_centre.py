@@ -36,7 +36,7 @@ from torch import nn
 
 from privmed.config import DataConfig, SyntheticConfig
 from privmed.errors import PrivmedError
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for, poisson_schedule
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
 from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, parse_benchmark_args,
@@ -68,7 +68,7 @@ def dp_sgd_plan(prior: list[Mechanism] | None, *, target: float, delta: float, n
     ``target`` alone and total inf."""
     if prior is None:
         return {"epsilon": target}, target, math.inf
-    sample_rate, steps = 1 / math.ceil(n / BATCH), EPOCHS * math.ceil(n / BATCH)
+    sample_rate, steps = poisson_schedule(n, batch_size=BATCH, epochs=EPOCHS)
     sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=sample_rate, steps=steps,
                             prior=tuple(prior))
     dp_sgd = Mechanism("dp_sgd", sigma, sample_rate, steps)

@@ -3,11 +3,15 @@
 import math
 
 import pytest
+import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import DPDataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from privmed.errors import PrivmedError
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.accounting import (Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for,
+                                       poisson_schedule)
 from privmed.privacy.ledger import PrivacyLedger
 
 
@@ -28,6 +32,14 @@ def test_composition_goes_through_the_accountant_not_a_sum():
     assert composed == pytest.approx(acc.get_epsilon(delta=1e-5))
     assert composed < epsilon_for([a], delta=1e-5) + epsilon_for([b], delta=1e-5)
     assert composed > epsilon_for([b], delta=1e-5)
+
+
+@pytest.mark.parametrize("n,batch_size", [(1104, 128), (1104, 1104), (144, 32), (10, 64)])
+def test_poisson_schedule_is_the_sample_rate_opacus_draws_with(n, batch_size):
+    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(torch.zeros(n)), batch_size=batch_size))
+    sample_rate, steps = poisson_schedule(n, batch_size=batch_size, epochs=3)
+    assert sample_rate == pytest.approx(loader.sample_rate)
+    assert steps == 3 * len(loader)
 
 
 def test_zero_noise_is_infinite_epsilon():

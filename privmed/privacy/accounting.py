@@ -49,6 +49,13 @@ def default_delta(n: int) -> float:
     return 1.0 / (10 * n)
 
 
+def poisson_schedule(n: int, *, batch_size: int, epochs: int) -> tuple[float, int]:
+    """Sample rate and number of steps of ``epochs`` epochs of Poisson sampling with expected batch
+    ``batch_size`` from ``n`` samples, as Opacus's DPDataLoader draws them (rate 1 / batches per epoch)."""
+    batches_per_epoch = math.ceil(n / batch_size)
+    return 1.0 / batches_per_epoch, epochs * batches_per_epoch
+
+
 def check_delta(delta: float, n: int) -> None:
     """Reject delta >= 1/N with a message saying what to use instead."""
     if delta >= 1.0 / n:

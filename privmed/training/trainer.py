@@ -43,7 +43,7 @@ from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.errors import BATCH_TOO_LARGE, PrivmedError
 from privmed.models import build_model, grad_sample_mode_for
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
+from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, poisson_schedule
 from privmed.privacy.ledger import PrivacyLedger
 
 from .augment import augment_batch
@@ -165,9 +165,7 @@ def _plan_privacy(config: RunConfig, *, n: int, n_sampled: int, checkpoint: dict
     """
     p, t = config.privacy, config.training
     delta = p.delta if p.delta is not None else default_delta(n)
-    batches_per_epoch = math.ceil(n_sampled / t.batch_size)  # as Opacus's DPDataLoader: sample rate 1/len(loader)
-    sample_rate = 1.0 / batches_per_epoch
-    steps = t.epochs * batches_per_epoch
+    sample_rate, steps = poisson_schedule(n_sampled, batch_size=t.batch_size, epochs=t.epochs)
     if not p.private:
         return PrivacyPlan(delta, sample_rate, steps, 0.0, None)
     check_delta(delta, n)
