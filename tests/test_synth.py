@@ -167,6 +167,16 @@ def test_resume_with_a_changed_config_is_refused(phantom_root, dp_generator):
         train_generator(changed, resume=True)
 
 
+def test_a_generator_needs_only_a_training_split(phantom_root, tmp_path):
+    table = pd.read_csv(phantom_root / "metadata.csv")
+    train_rows = table[table["split"] == "train"].assign(path=lambda t: [str(phantom_root / p) for p in t["path"]])
+    (tmp_path / "train_only").mkdir()
+    train_rows.to_csv(tmp_path / "train_only" / "metadata.csv", index=False)
+    out = train_generator(gen_config(tmp_path / "train_only", tmp_path / "g", epsilon=5.0))
+    stage = rundir.read_json(out / rundir.PRIVACY)["stages"][0]
+    assert stage["sample_rate"] == pytest.approx(1 / math.ceil(len(train_rows) / 32))
+
+
 def test_generator_delta_must_be_below_one_over_n(phantom_root, tmp_path):
     with pytest.raises(PrivmedError, match="1/N"):
         train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0, delta=0.5))

@@ -66,7 +66,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     device = _device(config.gan.device)
     g = config.gan
 
-    real = load_dataset(config.data).split("train")
+    real = load_dataset(config.data, require_splits=("train",)).split("train")  # val and test are not used
     x = real.image_tensor * 2 - 1
     y = torch.from_numpy(real.labels[:, 0]).long()
     n = len(real)
