@@ -87,11 +87,11 @@ def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = 
         return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
 
-def parse_benchmark_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+def parse_benchmark_args(parser: argparse.ArgumentParser, *, seeds: int = 3) -> argparse.Namespace:
     """Parse with the options every CBIS measurement shares (--results, --seeds), then quiet Opacus's
     warnings and use at most 2 threads, as CI does."""
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=seeds)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", module="opacus")
     torch.set_num_threads(min(2, torch.get_num_threads()))
