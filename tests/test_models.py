@@ -121,6 +121,14 @@ def test_registry_contents():
     assert MODELS["vit"].spatial_dims == (2,)
 
 
+@pytest.mark.parametrize("name,size,why", [("scatter_linear", 70, "divisible by 2\\^J=4"),
+                                           ("vit", 70, "patch_size"), ("resnet9", 4, ">= 8")])
+def test_a_size_the_model_cannot_take_is_a_clear_error_naming_the_model(name, size, why):
+    with pytest.raises(ModelConfigError, match=f"model '{name}' cannot be built with image_size={size}.*{why}"
+                                               ".*--image-size"):
+        build_model(name, image_size=size)
+
+
 def test_registry_errors():
     with pytest.raises(ValueError, match="resnet9_small") as err:
         build_model("no_such_net")

@@ -128,7 +128,8 @@ def build_model(
             ResNet9, ``dim``/``depth``/``patch_size`` for the ViT, ``J`` for scattering).
 
     Raises:
-        ModelConfigError (a ValueError): unknown name, unsupported ``spatial_dims`` or ``norm``.
+        ModelConfigError (a ValueError): unknown name, unsupported ``spatial_dims`` or ``norm``, or
+        options the model cannot be built with (an image size its architecture does not divide).
     """
     info = get_model_info(name)
     if spatial_dims not in info.spatial_dims:
@@ -140,14 +141,16 @@ def build_model(
         raise ModelConfigError(
             f"unknown norm {norm!r}; use 'group' (DP-compatible) or 'batch' (non-private only)."
         )
-    return info.builder(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        num_outputs=num_outputs,
-        image_size=image_size,
-        norm=norm,
-        **overrides,
-    )
+    try:
+        return info.builder(spatial_dims=spatial_dims, in_channels=in_channels, num_outputs=num_outputs,
+                            image_size=image_size, norm=norm, **overrides)
+    except ModelConfigError:
+        raise
+    except ValueError as err:  # the builders' own checks (sizes, widths): say which model and what to change
+        raise ModelConfigError(f"model {name!r} cannot be built with image_size={image_size}, norm={norm!r}"
+                               f"{''.join(f', {k}={v!r}' for k, v in overrides.items())}: {err}. Change --image-size "
+                               f"or the model's options, or choose another --model (`privmed models` lists them)."
+                               ) from err
 
 
 def grad_sample_mode_for(name: str) -> str:
