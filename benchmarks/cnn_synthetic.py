@@ -27,6 +27,7 @@ Writes ``benchmarks/results/cnn_synthetic.{csv,md}``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def main() -> None:
     runs, samples = Path(args.runs), Path(args.samples)
     phantom = runs / "phantom"
     if not (phantom / rundir.PRIVACY).is_file():
+        shutil.rmtree(phantom, ignore_errors=True)  # an interrupted write
         write_phantom_dataset(phantom, PHANTOM)
     rows = []
     for cell in cells(phantom, samples):

@@ -26,6 +26,7 @@ Writes ``benchmarks/results/phantom_pretrain.{csv,md}``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def main() -> None:
     runs = Path(args.runs)
     phantom = runs / "phantom"
     if not (phantom / "metadata.csv").is_file():
+        shutil.rmtree(phantom, ignore_errors=True)  # an interrupted write
         write_phantom_dataset(phantom, PHANTOM)
     rows = []
     for cell in cells(phantom):

@@ -36,6 +36,7 @@ Writes ``benchmarks/results/public_prior.{csv,md}``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def public_gan_samples(public: Path, work: Path) -> Path:
         train_generator(generator_config_from_dict({"out": str(gen), "data": {"path": str(public), "image_size": 64},
                                                     "gan": GAN}), resume=(gen / "checkpoints").is_dir())
     if not (samples / "manifest.csv").is_file():
+        shutil.rmtree(samples, ignore_errors=True)  # an interrupted sampling
         sample(gen, n=3000, out=samples, seed=0)
     return samples
 
@@ -96,6 +98,7 @@ def main() -> None:
     runs = Path(args.runs)
     public, private = split_halves(Path(args.data), runs)
     if not (runs / "phantom" / "metadata.csv").is_file():
+        shutil.rmtree(runs / "phantom", ignore_errors=True)  # an interrupted write
         write_phantom_dataset(runs / "phantom", PHANTOM)
     priors = {"public_gan": public_gan_samples(public, runs), "public_images": public, "phantom": runs / "phantom"}
     gan_minutes = pd.read_csv(runs / "public_gan" / rundir.HISTORY)["seconds"].sum() / 60

@@ -34,4 +34,6 @@ RESUME_CONFIG_CHANGED = (
     "or start a new run in another --out directory."
 )
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
-SAMPLES_EXIST = "'{path}' already holds synthetic samples. Choose another --out, or remove the folder first."
+FOLDER_NOT_EMPTY = ("'{path}' is not empty, and {what} are written only to a new or empty folder so that nothing "
+                    "is overwritten. Choose another {option}, or remove the folder first.")
+TOO_FEW_IMAGES = "--n {n}: {what} needs at least {minimum} images (half of each class)."

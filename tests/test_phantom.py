@@ -145,6 +145,16 @@ def test_default_generation_is_fast(default_run):
     assert seconds < 10.0, f"2000 x 64 x 64 took {seconds:.1f} s"
 
 
+def test_the_phantom_never_overwrites_a_data_set(tmp_path, capsys):
+    from privmed.cli import main
+
+    (tmp_path / "metadata.csv").write_text("path,split,label\nscan.png,train,1\n")
+    assert main(["phantom", "--n", "30", "--dataset", str(tmp_path), "--grid", str(tmp_path.parent / "g.png")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "metadata.csv").read_text() == "path,split,label\nscan.png,train,1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metadata.csv"]
+
+
 def test_write_phantom_dataset(tmp_path):
     spec = PhantomSpec(n_samples=30, seed=2)
     manifest_path = write_phantom_dataset(tmp_path / "ds", spec)

@@ -18,7 +18,7 @@ from privmed.privacy.accounting import Mechanism, epsilon_for
 from privmed.synth.config import MINIBATCH_STD_PRIVATE, generator_config_from_dict
 from privmed.synth.gan import Discriminator, Generator, ScatterDiscriminator
 from privmed.synth.quality import diversity, evaluate_synthetic, frechet_distance
-from privmed.synth.sample import sample
+from privmed.synth.sample import MIN_EVALUATE, sample, synthetic_images
 from privmed.synth.training import STAGE, train_generator
 from privmed.training.synthetic import NON_PRIVATE_GENERATOR, UNKNOWN_ORIGIN, prepare_finetune
 from privmed.training.trainer import train
@@ -366,6 +366,21 @@ def test_synth_sample_of_a_folder_without_generator_is_a_clear_error(tmp_path, c
 
     assert main(["synth", "sample", str(tmp_path), "--n", "10", "--out", str(tmp_path / "s")]) == 2
     assert "synth train" in capsys.readouterr().err
+
+
+def test_samples_go_only_to_a_new_or_empty_folder_and_nothing_there_is_touched(dp_generator, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(PrivmedError, match="not empty"):
+        sample(dp_generator, n=10, out=tmp_path, seed=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    assert (sample(dp_generator, n=10, out=tmp_path / "empty", seed=0) / "manifest.csv").is_file()
+
+
+def test_evaluating_a_generator_on_too_few_images_is_a_clear_error(dp_generator):
+    with pytest.raises(PrivmedError, match=f"--n 5: evaluating a generator needs at least {MIN_EVALUATE} images"):
+        synthetic_images(dp_generator, n=5, image_size=None)
 
 
 def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(phantom_root, dp_samples, tmp_path):

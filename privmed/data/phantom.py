@@ -50,7 +50,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from privmed import rundir
-from privmed.errors import PrivmedError
+from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 
 __all__ = [
     "PhantomSpec",
@@ -462,12 +462,16 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
     forward slashes), ``split``, ``label``, ``patient_id``, ``breast_density``,
     ``age`` and ``age_group``, and ``ROOT/privacy.json``, a record saying the images are
     data-independent (so a classifier pretrained or augmented on them, ``privmed train
-    --synthetic ROOT``, pays no privacy for them). Existing files of the same name are overwritten.
+    --synthetic ROOT``, pays no privacy for them). ``ROOT`` must be new or empty, so that no
+    data set's manifest is ever overwritten.
 
     Returns:
         The path of the manifest, ``ROOT/metadata.csv``.
     """
     root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise PrivmedError(FOLDER_NOT_EMPTY.format(path=root, what="the phantom's images and manifest",
+                                                   option="--dataset folder"))
     images, table = generate_phantom(spec)
     pixels = _to_uint8(images)
     paths = []

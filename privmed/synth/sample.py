@@ -19,12 +19,14 @@ import torch
 from PIL import Image
 
 from privmed import rundir
-from privmed.errors import PATH_MISSING, SAMPLES_EXIST, PrivmedError
+from privmed.errors import FOLDER_NOT_EMPTY, PATH_MISSING, TOO_FEW_IMAGES, PrivmedError
 
 from .gan import NOISE_DIM, Generator
 from .training import GENERATOR_FILE
 
 MANIFEST = "manifest.csv"
+#: Fewest images ``synth evaluate`` draws from a generator: enough of each class to train and test on.
+MIN_EVALUATE = 20
 
 
 def load_generator(folder: str | Path) -> tuple[Generator, dict]:
@@ -60,6 +62,8 @@ def synthetic_images(target: str | Path, *, n: int, image_size: int | None, seed
 
     target = Path(target)
     if (target / GENERATOR_FILE).is_file():
+        if n < MIN_EVALUATE:
+            raise PrivmedError(TOO_FEW_IMAGES.format(n=n, what="evaluating a generator", minimum=MIN_EVALUATE))
         gen, record = load_generator(target)
         if image_size not in (None, record["image_size"]):
             raise PrivmedError(f"the generator makes {record['image_size']} px images; leave out --image-size.")
@@ -75,9 +79,9 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
     """Write ``n`` images (half per class) from the generator in ``folder`` to ``out``."""
     folder, out = Path(folder), Path(out)
     if n < 2:
-        raise PrivmedError(f"--n {n}: ask for at least 2 images (one per class).")
-    if (out / MANIFEST).exists():
-        raise PrivmedError(SAMPLES_EXIST.format(path=out))
+        raise PrivmedError(TOO_FEW_IMAGES.format(n=n, what="sampling", minimum=2))
+    if out.exists() and any(out.iterdir()):
+        raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="samples", option="--out"))
     gen, record = load_generator(folder)
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
     digest = hashlib.sha256((folder / GENERATOR_FILE).read_bytes()).hexdigest()[:12]
