@@ -34,6 +34,8 @@ RESUME_CONFIG_CHANGED = (
     "or start a new run in another --out directory."
 )
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
-FOLDER_NOT_EMPTY = ("'{path}' is not empty, and {what} are written only to a new or empty folder so that nothing "
-                    "is overwritten. Choose another {option}, or remove the folder first.")
+FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written only to a new or empty one so that nothing "
+                    "is overwritten. Choose another {option}, or remove it first.")
 TOO_FEW_IMAGES = "--n {n}: {what} needs at least {minimum} images (half of each class)."
+TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their quality needs at least {minimum} "
+                     "of each class. Draw more from the generator (--n) or give a larger folder.")

@@ -29,6 +29,11 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
+def is_new_or_empty(path: Path) -> bool:
+    """True when ``path`` does not exist or is an empty folder: a place to write without overwriting anything."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically write JSON (inf/nan become the strings 'inf'/'nan')."""
     _atomic_write(path, json.dumps(_jsonable(data), indent=2) + "\n")

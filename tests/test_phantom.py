@@ -150,7 +150,7 @@ def test_the_phantom_never_overwrites_a_data_set(tmp_path, capsys):
 
     (tmp_path / "metadata.csv").write_text("path,split,label\nscan.png,train,1\n")
     assert main(["phantom", "--n", "30", "--dataset", str(tmp_path), "--grid", str(tmp_path.parent / "g.png")]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "not an empty folder" in capsys.readouterr().err
     assert (tmp_path / "metadata.csv").read_text() == "path,split,label\nscan.png,train,1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metadata.csv"]
 

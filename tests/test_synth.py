@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from privmed import rundir
-from privmed.config import config_from_dict
+from privmed.config import DataConfig, config_from_dict
+from privmed.data.sources import load_dataset
 from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism, epsilon_for
 from privmed.synth.config import MINIBATCH_STD_PRIVATE, generator_config_from_dict
 from privmed.synth.gan import Discriminator, Generator, ScatterDiscriminator
-from privmed.synth.quality import diversity, evaluate_synthetic, frechet_distance
-from privmed.synth.sample import MIN_EVALUATE, sample, synthetic_images
+from privmed.synth.quality import MIN_PER_CLASS, diversity, evaluate_synthetic, frechet_distance
+from privmed.synth.sample import sample, synthetic_images
 from privmed.synth.training import STAGE, train_generator
 from privmed.training.synthetic import NON_PRIVATE_GENERATOR, UNKNOWN_ORIGIN, prepare_finetune
 from privmed.training.trainer import train
@@ -370,7 +371,7 @@ def test_synth_sample_of_a_folder_without_generator_is_a_clear_error(tmp_path, c
 
 def test_samples_go_only_to_a_new_or_empty_folder_and_nothing_there_is_touched(dp_generator, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(PrivmedError, match="not empty"):
+    with pytest.raises(PrivmedError, match="not an empty folder"):
         sample(dp_generator, n=10, out=tmp_path, seed=0)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "keep me"
@@ -378,9 +379,15 @@ def test_samples_go_only_to_a_new_or_empty_folder_and_nothing_there_is_touched(d
     assert (sample(dp_generator, n=10, out=tmp_path / "empty", seed=0) / "manifest.csv").is_file()
 
 
-def test_evaluating_a_generator_on_too_few_images_is_a_clear_error(dp_generator):
-    with pytest.raises(PrivmedError, match=f"--n 5: evaluating a generator needs at least {MIN_EVALUATE} images"):
-        synthetic_images(dp_generator, n=5, image_size=None)
+def test_measuring_too_few_synthetic_images_is_a_clear_error(phantom_root, dp_generator, tmp_path):
+    with pytest.raises(PrivmedError, match="--n 1: drawing from a generator needs at least 2 images"):
+        synthetic_images(dp_generator, n=1, image_size=None)
+    images, labels, _, _ = synthetic_images(dp_generator, n=30, image_size=None)
+    keep = np.r_[np.flatnonzero(labels == 0)[:15], np.flatnonzero(labels == 1)[:5]]
+    real = load_dataset(DataConfig(path=str(phantom_root), image_size=32))
+    with pytest.raises(PrivmedError, match=f"15 / 5 synthetic images of each class: .* at least {MIN_PER_CLASS}"):
+        evaluate_synthetic(synthetic=images[keep], labels=labels[keep], real=real, out=tmp_path / "q")
+    assert not (tmp_path / "q").exists()
 
 
 def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(phantom_root, dp_samples, tmp_path):

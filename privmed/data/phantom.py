@@ -469,7 +469,7 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
         The path of the manifest, ``ROOT/metadata.csv``.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
+    if not rundir.is_new_or_empty(root):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=root, what="the phantom's images and manifest",
                                                    option="--dataset folder"))
     images, table = generate_phantom(spec)

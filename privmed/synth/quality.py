@@ -35,12 +35,15 @@ from privmed.audit.synthetic import distance_to_closest
 from privmed.config import RunConfig, config_from_dict
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset
+from privmed.errors import TOO_FEW_SYNTHETIC, PrivmedError
 from privmed.evaluation.bootstrap import bootstrap_metrics
 from privmed.models import build_model
 from privmed.training.inputs import model_inputs
 
 #: held-out quantile below which a synthetic image counts as a near-copy of a training image
 NEAR_COPY_QUANTILE = 0.01
+#: fewest synthetic images of each class to measure: enough to train on and to estimate a spread
+MIN_PER_CLASS = 10
 #: the train-on-synthetic classifier: the default feature model, non-private, fixed recipe
 TOS_RECIPE = {"model": {"name": "scatter_linear"},
               "training": {"epochs": 30, "lr": 0.1, "batch_size": 128, "physical_batch_size": 512}}
@@ -87,6 +90,9 @@ def evaluate_synthetic(*, synthetic: np.ndarray, labels: np.ndarray, real: Datas
                        n_resamples: int = 1000) -> Quality:
     """Measure synthetic images (float (N, H, W) in [0, 1], 0/1 ``labels``) against ``real``
     (with train/val/test splits, at the same image size); write ``out/quality.json`` and PNGs."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
+    if counts.min() < MIN_PER_CLASS:
+        raise PrivmedError(TOO_FEW_SYNTHETIC.format(counts=" / ".join(map(str, counts)), minimum=MIN_PER_CLASS))
     out.mkdir(parents=True, exist_ok=True)
     size = real.images.shape[-1]
     write_image_grid(synthetic, labels, out / "samples.png", per_class=16, class_names=class_names,

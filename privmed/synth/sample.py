@@ -25,8 +25,6 @@ from .gan import NOISE_DIM, Generator
 from .training import GENERATOR_FILE
 
 MANIFEST = "manifest.csv"
-#: Fewest images ``synth evaluate`` draws from a generator: enough of each class to train and test on.
-MIN_EVALUATE = 20
 
 
 def load_generator(folder: str | Path) -> tuple[Generator, dict]:
@@ -62,8 +60,8 @@ def synthetic_images(target: str | Path, *, n: int, image_size: int | None, seed
 
     target = Path(target)
     if (target / GENERATOR_FILE).is_file():
-        if n < MIN_EVALUATE:
-            raise PrivmedError(TOO_FEW_IMAGES.format(n=n, what="evaluating a generator", minimum=MIN_EVALUATE))
+        if n < 2:
+            raise PrivmedError(TOO_FEW_IMAGES.format(n=n, what="drawing from a generator", minimum=2))
         gen, record = load_generator(target)
         if image_size not in (None, record["image_size"]):
             raise PrivmedError(f"the generator makes {record['image_size']} px images; leave out --image-size.")
@@ -80,7 +78,7 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
     folder, out = Path(folder), Path(out)
     if n < 2:
         raise PrivmedError(TOO_FEW_IMAGES.format(n=n, what="sampling", minimum=2))
-    if out.exists() and any(out.iterdir()):
+    if not rundir.is_new_or_empty(out):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="samples", option="--out"))
     gen, record = load_generator(folder)
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
