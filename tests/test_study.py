@@ -18,7 +18,7 @@ from privmed.errors import PrivmedError
 from privmed.report import write_report
 from privmed.evaluation.fairness import parity_differences
 from privmed.study import collect, run_study, study_from_dict
-from privmed.study.config import GENERATOR_KINDS, UNKNOWN_GENERATOR
+from privmed.study.config import GENERATOR_KINDS, NEEDS_LIST, UNKNOWN_GENERATOR
 from privmed.study.runner import GENERATOR_MAKERS
 from privmed.study.results import _groups, _trends
 from privmed.training.trainer import train
@@ -78,6 +78,15 @@ def test_unknown_keys_are_rejected_at_every_level():
         study_from_dict(tiny(strategies={"a": {"privcy": {}}}))
     with pytest.raises(PrivmedError, match="unknown training key"):  # the run config's own check, per cell
         study_from_dict(tiny(strategies={"a": {"training": {"epoch": 3}}}))
+
+
+def test_external_test_sets_are_a_list_and_a_mapping_is_refused_with_what_was_given():
+    raw = tiny(external={"bcdr": "data/bcdr"})
+    with pytest.raises(PrivmedError) as err:
+        study_from_dict(raw)
+    assert str(err.value) == NEEDS_LIST.format(key="external", value={"bcdr": "data/bcdr"})
+    study = study_from_dict(tiny(external=[{"name": "bcdr", "path": "data/bcdr"}]))
+    assert [(e.name, e.path, e.split) for e in study.external] == [("bcdr", "data/bcdr", "test")]
 
 
 def test_a_bad_cell_is_reported_before_anything_runs():
@@ -242,6 +251,18 @@ def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, capsys):
     assert "synthetic data folder" in results.loc["broken__eps2__seed0", "error"]
     assert "missing" in (out / "failed" / "broken__eps2__seed0.txt").read_text()
     assert "FAILED broken__eps2__seed0" in capsys.readouterr().err
+
+
+def test_a_study_whose_every_run_failed_still_gets_a_report_that_says_so(tmp_path, capsys):
+    raw = tiny(strategies={"broken": {"synthetic": {"path": str(tmp_path / "missing"), "use": "augment"}}},
+               epsilons=[2], fairness={})
+    path = tmp_path / "study.yaml"
+    rundir.write_yaml(path, raw)
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "FAILED broken__eps2__seed0" in capsys.readouterr().err
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "1 failed" in md and "finished runs are differentially private" not in md
+    assert (tmp_path / "out" / "report.html").is_file()
 
 
 def test_fairness_attributes_missing_from_the_data_stop_the_study_up_front(tmp_path):

@@ -199,7 +199,8 @@ def study_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
     study = StudyConfig(
         name=name, base=base, strategies=strategies, epsilons=_epsilons(raw["epsilons"], "epsilons"),
         seeds=tuple(int(s) for s in _list(raw["seeds"], "seeds")), models=models, generators=generators,
-        external=tuple(_external(spec) for spec in raw.get("external") or []),
+        external=tuple(_external(spec) for spec in (_list(raw["external"], "external") if raw.get("external")
+                                                    else [])),
         fairness=_fairness(raw.get("fairness") or {}),
         audit=_audit(raw["audit"] or {}, strategies) if "audit" in raw else None, workers=int(raw.get("workers", 1)),
         description=str(raw.get("description", "")),
