@@ -79,6 +79,23 @@ def test_medmnist_npz(tmp_path):
     assert ds.patient_ids is None
 
 
+@pytest.mark.parametrize("shape,spatial_dims,loads", [((8, 8, 3), 2, True), ((8, 8, 8), 2, False),
+                                                       ((8, 8, 8), 3, True)])
+def test_npz_colour_is_averaged_but_a_volume_is_never_read_as_colour(tmp_path, shape, spatial_dims, loads):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, *shape), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.arange(n) % 2
+    np.savez(tmp_path / "toy.npz", **arrays)
+    config = DataConfig(path=str(tmp_path / "toy.npz"), image_size=16, spatial_dims=spatial_dims)
+    if loads:
+        assert load_dataset(config).images.shape == (16,) + (16,) * spatial_dims
+    else:
+        with pytest.raises(PrivmedError, match=r"holds images of shape \(8, 8, 8\), not 2D.*--spatial-dims"):
+            load_dataset(config)
+
+
 def test_dicom_and_nifti_readers(tmp_path):
     import nibabel as nib
     from pydicom.dataset import FileDataset, FileMetaDataset

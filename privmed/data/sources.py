@@ -41,6 +41,8 @@ from privmed.errors import (
 from .images import is_image_file, read_image, resize
 
 SPLITS = ("train", "val", "test")
+#: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
+COLOUR_CHANNELS = (2, 3, 4)
 MANIFEST_NAMES = ("metadata.csv", "manifest.csv")
 RESERVED_COLUMNS = {"sample_id", "split", "patient_id", "path"}
 
@@ -178,11 +180,11 @@ def _load_npz(root: Path, config: DataConfig) -> Dataset:
     table = pd.concat(tables, ignore_index=True)
     raw = np.concatenate(arrays).astype(np.float32)
     raw = raw / 255.0 if raw.max() > 1 else raw
-    if raw.ndim == config.spatial_dims + 2:  # trailing colour channel: average it away
+    if raw.ndim == config.spatial_dims + 2 and raw.shape[-1] in COLOUR_CHANNELS:  # average the colour away
         raw = raw.mean(-1)
     if raw.ndim != config.spatial_dims + 1:
         raise PrivmedError(f"'{root}' holds images of shape {raw.shape[1:]}, not {config.spatial_dims}D; "
-                           f"set data.spatial_dims to match.")
+                           f"set data.spatial_dims (--spatial-dims) to match.")
     images = np.stack([resize(a, size=config.image_size) for a in raw])
     label_cols = [c for c in table.columns if c.startswith("label")]
     table, names = _binarise(table, label_cols, config, source=root)
