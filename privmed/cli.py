@@ -147,9 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     au.set_defaults(handler=_cmd_audit)
 
     aus = sub.add_parser("audit-synthetic", help="did a generator memorise? DCR membership test of synthetic images")
-    aus.add_argument("synthetic", help="folder of synthetic images (class folders or a manifest)")
+    aus.add_argument("synthetic",
+                     help="generator folder, or a folder of synthetic images (class folders or a manifest)")
     aus.add_argument("--data", required=True, help="the real data: train split = generator's training set")
-    aus.add_argument("--image-size", type=int, default=64)
+    aus.add_argument("--n", type=int, default=2000, help="images to sample from a generator (default 2000)")
+    aus.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
     aus.add_argument("--bootstrap", type=int, default=1000)
     aus.set_defaults(handler=_cmd_audit_synthetic)
 
@@ -418,16 +420,16 @@ def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
     from privmed.config import DataConfig
     from privmed.data.sources import load_dataset
     from privmed.privacy.accounting import default_delta
+    from privmed.synth.sample import synthetic_images
 
-    real = load_dataset(DataConfig(path=args.data, image_size=args.image_size))
-    synthetic = load_dataset(DataConfig(path=args.synthetic, image_size=args.image_size), require_splits=(),
-                             assign_splits=False)
+    synthetic, _, _, size = synthetic_images(args.synthetic, n=args.n, image_size=args.image_size)
+    real = load_dataset(DataConfig(path=args.data, image_size=size))
     members, non_members = real.split("train"), real.split("test")
-    summary, medians = dcr_membership(synthetic=synthetic.images, members=members.images,
+    summary, medians = dcr_membership(synthetic=synthetic, members=members.images,
                                       non_members=non_members.images, delta=default_delta(len(members)),
                                       n_resamples=args.bootstrap)
     print(f"DCR membership test: {len(synthetic)} synthetic images vs {len(members)} training (members) and "
-          f"{len(non_members)} test (non-members) images of {real.name}, {args.image_size} px")
+          f"{len(non_members)} test (non-members) images of {real.name}, {size} px")
     print(f"  median distance to closest synthetic image: members {medians['median_dcr_members']:.2f}, "
           f"non-members {medians['median_dcr_non_members']:.2f}")
     print(f"  AUC={summary.auc:.3f} [{summary.auc_ci[0]:.3f}, {summary.auc_ci[1]:.3f}]  "

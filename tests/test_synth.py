@@ -362,6 +362,18 @@ def test_synth_command_line_train_sample_evaluate_then_train_with_it(phantom_roo
     assert "generator_discriminator_dp_sgd alone" in capsys.readouterr().out
 
 
+def test_audit_synthetic_takes_a_generator_or_its_samples(phantom_root, dp_generator, dp_samples, capsys):
+    from privmed.cli import main
+
+    assert main(["audit-synthetic", str(dp_generator), "--data", str(phantom_root), "--n", "40",
+                 "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "DCR membership test: 40 synthetic images vs" in out and "32 px" in out
+    assert main(["audit-synthetic", str(dp_samples), "--data", str(phantom_root), "--image-size", "32",
+                 "--bootstrap", "50"]) == 0
+    assert "60 synthetic images" in capsys.readouterr().out
+
+
 def test_synth_sample_of_a_folder_without_generator_is_a_clear_error(tmp_path, capsys):
     from privmed.cli import main
 
