@@ -11,6 +11,8 @@ class PrivmedError(Exception):
 
 
 PATH_MISSING = "{what} '{path}' does not exist. Check the path (it is resolved relative to {cwd})."
+RUN_DATA_MISSING = ("run '{run}' recorded its data as '{path}', which does not exist from {cwd} (a relative "
+                    "path is relative to where the run was trained). Pass --data with the data set's path.")
 EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
 UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
-from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, PrivmedError
+from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, RUN_DATA_MISSING, PrivmedError
 
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
@@ -27,6 +27,12 @@ HISTORY = "history.csv"
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
+
+
+def check_recorded_data(run: Path, path: str | None) -> None:
+    """A run's own data path (``None``: the built-in phantom) must exist from here; otherwise say to pass --data."""
+    if path is not None and not Path(path).exists():
+        raise PrivmedError(RUN_DATA_MISSING.format(run=run, path=path, cwd=Path.cwd()))
 
 
 def is_new_or_empty(path: Path) -> bool:

@@ -45,6 +45,21 @@ def test_train_evaluate_compare(phantom_root, tmp_path, capsys):
     assert code == 0 and "p=" in out
 
 
+def test_a_run_whose_relative_data_path_does_not_resolve_from_here_asks_for_data(phantom_root, tmp_path, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.chdir(phantom_root.parent)
+    run = tmp_path / "rel"
+    code, _, _ = run_cli(capsys, "train", "--data", phantom_root.name, "--out", run, *FAST)
+    assert code == 0
+    monkeypatch.chdir(tmp_path)
+    for command in (["evaluate", run], ["compare", run, run], ["audit", run]):
+        code, _, err = run_cli(capsys, *command)
+        assert_clean_error(code, err, f"recorded its data as '{phantom_root.name}'")
+        assert "Pass --data" in err
+    code, out, _ = run_cli(capsys, "evaluate", run, "--data", phantom_root, "--bootstrap", 100)
+    assert code == 0 and "auroc=" in out
+
+
 def test_yaml_config_and_unknown_keys(phantom_root, tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"data: {{path: {phantom_root}, image_size: 32}}\ntraining: {{epochs: 1, bogus: 3}}\n")

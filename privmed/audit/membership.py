@@ -96,6 +96,8 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
     run_config, target_model, _ = load_run(run)
     if data is not None:
         run_config = dataclasses.replace(run_config, data=dataclasses.replace(run_config.data, path=data))
+    else:
+        rundir.check_recorded_data(run, run_config.data.path)
     ds = load_dataset(run_config.data)
     _check_same_training_data(run, ds)
     fresh = _model_factory(run_config, ds)
