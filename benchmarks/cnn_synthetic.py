@@ -27,16 +27,14 @@ Writes ``benchmarks/results/cnn_synthetic.{csv,md}``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from cbis_synthetic import SHARED, run_one, total_two_noise
-from phantom_pretrain import PHANTOM
+from phantom_pretrain import phantom_folder
 from privmed import rundir
-from privmed.data.phantom import write_phantom_dataset
 from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +58,8 @@ def main() -> None:
     args = parse_benchmark_args(parser)
     t0 = time.perf_counter()
     runs, samples = Path(args.runs), Path(args.samples)
-    phantom = runs / "phantom"
-    if not (phantom / rundir.PRIVACY).is_file():
-        shutil.rmtree(phantom, ignore_errors=True)  # an interrupted write
-        write_phantom_dataset(phantom, PHANTOM)
     rows = []
-    for cell in cells(phantom, samples):
+    for cell in cells(phantom_folder(runs / "phantom"), samples):
         for seed in range(args.seeds):
             row = run_one(args.data, runs, seed=seed, recipe=RECIPE, pretrain_epochs=PRETRAIN_EPOCHS, **cell)
             rows.append({k: v for k, v in row.items() if k != "run"})

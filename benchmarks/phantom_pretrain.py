@@ -33,12 +33,22 @@ from pathlib import Path
 import pandas as pd
 
 from cbis_synthetic import SHARED, run_one
+from privmed import rundir
 from privmed.data.phantom import PhantomSpec, write_phantom_dataset
 from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 2.0, 6.0)
 PHANTOM = PhantomSpec(n_samples=3000, image_size=64, seed=0)
+
+
+def phantom_folder(folder: Path) -> Path:
+    """``folder`` holding the 3,000 phantom patches at 64 px (seed 0), written unless its record, written last,
+    is there already (a folder without it is an interrupted write and is cleared)."""
+    if not (folder / rundir.PRIVACY).is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_phantom_dataset(folder, PHANTOM)
+    return folder
 
 
 def cells(phantom: Path) -> list[dict]:
@@ -57,12 +67,8 @@ def main() -> None:
     args = parse_benchmark_args(parser)
     t0 = time.perf_counter()
     runs = Path(args.runs)
-    phantom = runs / "phantom"
-    if not (phantom / "metadata.csv").is_file():
-        shutil.rmtree(phantom, ignore_errors=True)  # an interrupted write
-        write_phantom_dataset(phantom, PHANTOM)
     rows = []
-    for cell in cells(phantom):
+    for cell in cells(phantom_folder(runs / "phantom")):
         for seed in range(args.seeds):
             row = run_one(args.data, runs, seed=seed, **cell)
             rows.append({"target_epsilon": cell.get("epsilon", "none"), **{k: v for k, v in row.items() if k != "run"}})

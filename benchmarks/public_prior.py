@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from cbis_synthetic import SHARED, run_one
+from phantom_pretrain import phantom_folder
 from privmed import rundir
-from privmed.data.phantom import PhantomSpec, write_phantom_dataset
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.sample import sample
 from privmed.synth.training import GENERATOR_FILE, train_generator
@@ -54,7 +54,6 @@ from synthetic_projection import parse_benchmark_args, run_facts, write_results
 ROOT = Path(__file__).resolve().parents[1]
 EPSILON = 2.0
 GAN = {"epochs": 60, "batch_size": 64, "width": 32, "diff_augment": True, "minibatch_std": True, "seed": 0}
-PHANTOM = PhantomSpec(n_samples=3000, image_size=64, seed=0)
 
 
 def split_halves(data: Path, work: Path, *, seed: int = 0) -> tuple[Path, Path]:
@@ -97,10 +96,8 @@ def main() -> None:
     t0 = time.perf_counter()
     runs = Path(args.runs)
     public, private = split_halves(Path(args.data), runs)
-    if not (runs / "phantom" / "metadata.csv").is_file():
-        shutil.rmtree(runs / "phantom", ignore_errors=True)  # an interrupted write
-        write_phantom_dataset(runs / "phantom", PHANTOM)
-    priors = {"public_gan": public_gan_samples(public, runs), "public_images": public, "phantom": runs / "phantom"}
+    priors = {"public_gan": public_gan_samples(public, runs), "public_images": public,
+              "phantom": phantom_folder(runs / "phantom")}
     gan_minutes = pd.read_csv(runs / "public_gan" / rundir.HISTORY)["seconds"].sum() / 60
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None}]
     cells += [{"strategy": "pretrain_finetune", "generator": name, "folder": folder, "reinit_head": reinit}

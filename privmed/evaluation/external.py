@@ -42,9 +42,12 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     return config, model.eval(), metrics
 
 
-def _evaluation_data(config: RunConfig, *, data: str | None, split: str, label_columns, positive_class) -> Dataset:
+def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: str, label_columns,
+                     positive_class) -> Dataset:
     changes = {}
-    if data is not None:
+    if data is None:
+        rundir.check_recorded_data(run, config.data.path)
+    else:
         if not Path(data).exists():
             import os
 
@@ -71,9 +74,7 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
     """Evaluate a finished run on a data set split; write metrics.json and predictions.csv under
     ``RUN/evaluations/<name>/<split>`` (``name`` defaults to the data set's name); return both."""
     config, model, run_metrics = load_run(run)
-    if data is None:
-        rundir.check_recorded_data(run, config.data.path)
-    part = _evaluation_data(config, data=data, split=split, label_columns=label_columns,
+    part = _evaluation_data(run, config, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class)
     _check_labels(part, run_metrics)
     scores = predict(model, part.image_tensor)
@@ -105,9 +106,7 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
     if metrics_a["label_names"] != metrics_b["label_names"]:
         raise PrivmedError(f"the runs predict different targets ({metrics_a['label_names']} vs "
                            f"{metrics_b['label_names']}); compare runs of the same task.")
-    if data is None:
-        rundir.check_recorded_data(run_a, config_a.data.path)
-    part = _evaluation_data(config_a, data=data, split=split, label_columns=label_columns,
+    part = _evaluation_data(run_a, config_a, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class)
     _check_labels(part, metrics_a)
     x = part.image_tensor

@@ -105,9 +105,9 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
                              f"their total ε is ∞.", "warning"), Bullets(items)]
     elif len(done):
         blocks.append(Paragraph(f"All {len(done)} finished runs are differentially private."))
-    with_free = done[done["free_inputs"] != ""] if "free_inputs" in done else pd.DataFrame(columns=["free_inputs"])
-    free = with_free.groupby("free_inputs", sort=False)["run"].apply(list) if len(with_free) else ()
-    if len(free):
+    with_free = done[done["free_inputs"] != ""] if "free_inputs" in done else done.iloc[:0]
+    if len(with_free):
+        free = with_free.groupby("free_inputs", sort=False)["run"].apply(list)
         blocks += [Paragraph("Inputs made without patient data, which add nothing to ε:"),
                    Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentences}" for sentences, runs in
                                  free.items()))]

@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 from privmed import rundir
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.accounting import (Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for,
+                                       poisson_schedule)
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.training.trainer import _device, _finite, _spent_steps, seed_everything
 
@@ -75,8 +76,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     if private:
         check_delta(delta, n)
     loader = DataLoader(TensorDataset(x, y), batch_size=g.batch_size)
-    sample_rate = 1.0 / len(loader)
-    steps = g.epochs * len(loader)
+    sample_rate, steps = poisson_schedule(n, batch_size=g.batch_size, epochs=g.epochs)
 
     gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
     disc = _discriminator(config).to(device)
