@@ -137,7 +137,7 @@ def total_two_noise(generator: Path, recipe: dict = RECIPE) -> tuple[float, floa
 
 def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
             epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False,
-            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS) -> dict:
+            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False) -> dict:
     tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
     tag += "_reinit" if reinit_head else ""
     out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
@@ -150,7 +150,7 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
             {"noise_multiplier": noise} if noise is not None else {})
         if folder is not None:
             cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": pretrain_epochs,
-                                "reinit_head": reinit_head}
+                                "reinit_head": reinit_head, "public": public}
         if strategy == "synthetic_only":
             cfg["training"]["epochs"] = ONLY_EPOCHS
         cfg["out"] = str(out)

@@ -41,6 +41,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "reinit_head": ("synthetic", "reinit_head"),
     "pretrain_epochs": ("synthetic", "pretrain_epochs"),
     "pretrain_lr": ("synthetic", "pretrain_lr"),
+    "synthetic_public": ("synthetic", "public"),
 }
 
 
@@ -102,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="re-initialise the head after pretraining (default false)")
     train.add_argument("--pretrain-epochs", type=int, help="epochs on synthetic images before fine-tuning (default 20)")
     train.add_argument("--pretrain-lr", type=float, help="learning rate of pretraining (default: --lr)")
+    train.add_argument("--synthetic-public", action="store_true", default=None,
+                       help="declare that the --synthetic folder holds no patient of --data (a public data set, or "
+                            "a generator trained only on public data): it then costs no privacy, and the ledger "
+                            "states the declaration; privmed refuses it when it finds an identical image, a shared "
+                            "patient id or a generator trained on --data")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.set_defaults(handler=_cmd_train)
 

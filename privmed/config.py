@@ -150,7 +150,11 @@ class SyntheticConfig:
     training on synthetic, then DP fine-tuning on real: ``finetune`` the ``full`` model or
     only its ``head``, keeping the pretrained head or re-initialising it) or ``only``
     (synthetic alone; the private training split is not touched).
-    ``pretrain_lr=None`` means ``training.lr``.
+    ``pretrain_lr=None`` means ``training.lr``. ``public``: the user declares that the
+    folder holds no patient of the private data (a public data set, or samples of a
+    generator trained only on public data), so it costs no privacy; the ledger states
+    the declaration and privmed checks what it can (no identical image, no shared
+    patient id, no generator trained on the private data).
     """
 
     path: str | None = None
@@ -159,8 +163,11 @@ class SyntheticConfig:
     reinit_head: bool = False
     pretrain_epochs: int = 20
     pretrain_lr: float | None = None
+    public: bool = False
 
     def __post_init__(self) -> None:
+        _require(not self.public or self.path is not None, "synthetic", "public", self.public,
+                 "declares a folder public; give the folder with --synthetic")
         _require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
         _require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
                  f"use one of {list(FINETUNE_MODES)}")

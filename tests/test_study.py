@@ -16,6 +16,7 @@ from privmed import rundir
 from privmed.cli import main
 from privmed.errors import PrivmedError
 from privmed.report import write_report
+from privmed.report.study import FREE_INPUTS_HEADING
 from privmed.evaluation.fairness import parity_differences
 from privmed.study import collect, run_study, study_from_dict
 from privmed.study.config import GENERATOR_KINDS, NEEDS_LIST, UNKNOWN_GENERATOR
@@ -233,7 +234,7 @@ def test_a_phantom_strategy_costs_only_its_dp_sgd_and_says_why(tmp_path):
     run_study(study, raw, out=tmp_path, progress=lambda _: None)  # resuming does not redraw the phantom
     assert (samples / rundir.PRIVACY).stat().st_mtime_ns == written
     _, md = write_report(tmp_path)
-    assert ("Inputs made without patient data, which add nothing to ε:\n\n- 1 run(s) (phantom_pretrain__eps2__seed0): "
+    assert (f"{FREE_INPUTS_HEADING}\n\n- 1 run(s) (phantom_pretrain__eps2__seed0): "
             f"{privacy['free_inputs'][0]}.") in md.read_text()
     assert "All 1 finished runs are differentially private." in md.read_text()
 

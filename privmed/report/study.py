@@ -32,6 +32,7 @@ from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Pictur
 HTML = "report.html"
 MARKDOWN = "report.md"
 NOT_A_STUDY = "'{path}' is not a study folder (no {file}); run `privmed study STUDY.yaml --out {path}` first."
+FREE_INPUTS_HEADING = "Inputs that add nothing to ε (made without patient data, or declared public by the user):"
 
 
 def write_report(out: str | Path, *, tables: StudyTables | None = None) -> tuple[Path, Path]:
@@ -108,7 +109,7 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
     with_free = done[done["free_inputs"] != ""] if "free_inputs" in done else done.iloc[:0]
     if len(with_free):
         free = with_free.groupby("free_inputs", sort=False)["run"].apply(list)
-        blocks += [Paragraph("Inputs made without patient data, which add nothing to ε:"),
+        blocks += [Paragraph(FREE_INPUTS_HEADING),
                    Bullets(tuple(f"{len(runs)} run(s) ({_short(runs)}): {sentences}" for sentences, runs in
                                  free.items()))]
     choices = list(study.validation_choices)
@@ -257,17 +258,18 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
     from privmed.data.phantom import write_image_grid
     from privmed.synth.sample import synthetic_images
 
-    sources: dict[str, tuple[str, str]] = {}
+    sources: dict[str, tuple[str, str, bool]] = {}
     for cell in study.cells(out):
         path = cell.config.synthetic.path
         if path and path not in sources and Path(path).exists():
-            sources[path] = (cell.strategy, _source_kind(study, cell.generator, path))
+            sources[path] = (cell.strategy, _source_kind(study, cell.generator, path), cell.config.synthetic.public)
     if not sources:
         return []
     blocks: list = [Heading("Synthetic images")]
-    for k, (path, (strategy, kind)) in enumerate(sources.items()):
+    for k, (path, (strategy, kind, public)) in enumerate(sources.items()):
         record = Path(path) / rundir.PRIVACY
-        privacy = rundir.read_json(record)["summary"] if record.is_file() else "no privacy record: origin unknown"
+        privacy = ("declared public by the user: no privacy cost, on that declaration" if public else
+                   rundir.read_json(record)["summary"] if record.is_file() else "no privacy record: origin unknown")
         images, labels, names, _ = synthetic_images(path, n=16, image_size=None)
         with tempfile.TemporaryDirectory() as tmp:
             png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()

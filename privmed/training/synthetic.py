@@ -6,15 +6,19 @@ the ledger of every run that uses the images. A generator trained without DP, or
 folder without a record (images of unknown origin, such as the paper's MCGAN patches,
 whose GAN saw the same patients without DP), makes the run non-private, and the ledger
 says why. Images made without any patient data (privmed's phantom: its record says
-``data_independent``) cost nothing.
+``data_independent``) cost nothing, and so do images the user declares public
+(``synthetic.public``): privmed cannot prove that declaration, so it refuses it where
+it finds the contrary and states it, as an assumption, in every ledger that relies on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -29,6 +33,19 @@ UNKNOWN_ORIGIN = ("The synthetic images in '{path}' carry no privmed privacy rec
                   "them cannot claim DP.")
 NON_PRIVATE_GENERATOR = ("The synthetic images in '{path}' come from a generator trained without DP on private data "
                          "('{generator}'), so their privacy cost is unbounded.")
+DECLARED_PUBLIC = ("Images in '{path}' declared public by the user (synthetic.public): they cost no privacy only if "
+                   "none of them, and no generator behind them, saw a patient of the private data; privmed found no "
+                   "image identical to a private one and no shared patient id among its {n} images, which cannot "
+                   "rule out the same patient under another id")
+PUBLIC_HAS_PRIVATE_IMAGES = ("{count} image(s) in '{path}' are identical to images of the private data (e.g. "
+                             "'{example}'), so the folder cannot be declared public. Remove them from the folder, or "
+                             "drop --synthetic-public (the run is then not private).")
+PUBLIC_SHARES_PATIENTS = ("{count} patient id(s) of '{path}' also appear in the private data (e.g. {examples}), so "
+                          "the folder cannot be declared public. If they are different people, give the public set "
+                          "its own ids; otherwise drop --synthetic-public.")
+PUBLIC_GENERATOR_SAW_PRIVATE = ("The images in '{path}' come from generator '{generator}', which was trained on "
+                                "'{trained_on}', the private data of this run, so they cannot be declared public. "
+                                "Drop --synthetic-public.")
 LABEL_MISMATCH = ("the synthetic images in '{path}' are labelled '{synthetic}' but the real data's target is "
                   "'{real}'. Sample them from a generator trained on this task, or set --positive-class.")
 
@@ -41,11 +58,16 @@ class SyntheticSource:
     mechanisms: list[Mechanism]
     non_private_reason: str | None
     generator: str | None  # the generator's folder, or the phantom's description; None when unknown
-    data_independent: bool = False  # made without any patient data (privmed's phantom): costs nothing
+    free_input: str | None = None  # why the images cost nothing (phantom, declared public), for the ledger
 
 
-def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str) -> SyntheticSource:
-    """Read the synthetic folder of ``config`` at the real data's image size, with its privacy record."""
+def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str,
+                   private: Dataset | None = None) -> SyntheticSource:
+    """Read the synthetic folder of ``config`` at the real data's image size, with its privacy record.
+
+    With ``config.public`` the folder is checked against ``private`` (the run's data, every
+    split; required then) and costs nothing.
+    """
     assert config.path is not None
     root = Path(config.path)
     if not root.exists():
@@ -56,16 +78,66 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
     if images.label_names != (label_name,):
         raise PrivmedError(LABEL_MISMATCH.format(path=root, synthetic=images.label_names[0], real=label_name))
     images.table["split"] = "train"
+    if config.public:
+        assert private is not None, "a folder declared public is checked against the private data"
+        return _declared_public(images, root, private, data)
     return _with_origin(images, root)
+
+
+def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataConfig) -> SyntheticSource:
+    """The folder as free input, once nothing in it contradicts the user's declaration."""
+    private_hashes = {_pixel_hash(image) for image in private.images}
+    copies = [i for i, image in enumerate(images.images) if _pixel_hash(image) in private_hashes]
+    if copies:
+        example = images.table["sample_id"].iloc[copies[0]]
+        raise PrivmedError(PUBLIC_HAS_PRIVATE_IMAGES.format(count=len(copies), path=root, example=example))
+    shared = sorted(set(images.table["patient_id"].dropna()) & set(private.table["patient_id"].dropna()))
+    if shared:
+        examples = ", ".join(repr(str(p)) for p in shared[:3])
+        raise PrivmedError(PUBLIC_SHARES_PATIENTS.format(count=len(shared), path=root, examples=examples))
+    generator, trained_on = _generator_data(root)
+    if generator is not None and _same_data(trained_on, data.path):
+        raise PrivmedError(PUBLIC_GENERATOR_SAW_PRIVATE.format(path=root, generator=generator,
+                                                               trained_on=trained_on or "the built-in phantom"))
+    return SyntheticSource(images, [], None, generator,
+                           free_input=DECLARED_PUBLIC.format(path=root, n=len(images.images)))
+
+
+def _pixel_hash(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _generator_data(root: Path) -> tuple[str | None, str | None]:
+    """(generator folder, the data path it was trained on) for privmed samples; (None, None) otherwise."""
+    first_row = _manifest_first_row(root)
+    if "generator" not in first_row.columns:
+        return None, None
+    generator = Path(str(first_row["generator"].iloc[0]))
+    config = generator / rundir.CONFIG
+    trained_on = rundir.read_config_dict(generator).get("data", {}).get("path") if config.is_file() else None
+    return str(generator), trained_on
+
+
+def _same_data(a: str | None, b: str | None) -> bool:
+    """Both the built-in phantom (None), or paths to the same place from here."""
+    if a is None or b is None:
+        return a is None and b is None
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _manifest_first_row(root: Path) -> pd.DataFrame:
+    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    return pd.read_csv(manifest, nrows=1) if manifest is not None else pd.DataFrame()
 
 
 def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
     record_path = root / rundir.PRIVACY
     record = rundir.read_json(record_path) if record_path.is_file() else None
     if record is not None and record.get("data_independent", False):
-        return SyntheticSource(images, [], None, record["source"], data_independent=True)
-    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
-    first_row = pd.read_csv(manifest, nrows=1) if manifest is not None else pd.DataFrame()
+        return SyntheticSource(images, [], None, record["source"],
+                               free_input=f"Synthetic images from {record['source']}: made without patient data, "
+                                          "so they cost no privacy")
+    first_row = _manifest_first_row(root)
     if record is None or "synthetic" not in first_row.columns:
         return SyntheticSource(images, [], UNKNOWN_ORIGIN.format(path=root), None)
     generator = str(first_row["generator"].iloc[0])

@@ -189,9 +189,8 @@ def _ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "Synthet
         ledger.mechanisms.extend(synthetic.source.mechanisms)
         if synthetic.source.non_private_reason:
             ledger.non_private_reasons.append(synthetic.source.non_private_reason)
-        if synthetic.source.data_independent:
-            ledger.free_inputs.append(f"Synthetic images from {synthetic.source.generator}: made without patient "
-                                      f"data, so they cost no privacy")
+        if synthetic.source.free_input:
+            ledger.free_inputs.append(synthetic.source.free_input)
     touches_private_train = synthetic is None or config.synthetic.use != "only"
     if touches_private_train and not config.privacy.private:
         ledger.non_private_reasons.append(
@@ -212,7 +211,7 @@ def _synthetic_source(config: RunConfig, data: Dataset) -> SyntheticSource | Non
     if config.synthetic.path is None:
         return None
     return load_synthetic(config.synthetic, config.data, label_name=data.label_names[0]
-                          if len(data.label_names) == 1 else "")
+                          if len(data.label_names) == 1 else "", private=data)
 
 
 def _synthetic_inputs(source: SyntheticSource | None, model: nn.Module, device: str) -> SyntheticInputs | None:

@@ -1,0 +1,109 @@
+"""A folder the user declares public (``synthetic.public``): free, stated, and refused where privmed sees otherwise."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from privmed import rundir
+from privmed.cli import main
+from privmed.config import config_from_dict
+from privmed.errors import PrivmedError
+from privmed.privacy.accounting import Mechanism, epsilon_for
+from privmed.synth.sample import sample
+from privmed.synth.training import train_generator
+from privmed.training.synthetic import (DECLARED_PUBLIC, PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES,
+                                        PUBLIC_SHARES_PATIENTS, UNKNOWN_ORIGIN)
+from privmed.training.trainer import train
+from test_synth import gen_config
+
+
+def run_config(root, out, folder, *, public=True, epsilon=2.0):
+    return config_from_dict({"out": str(out), "data": {"path": str(root), "image_size": 32},
+                             "model": {"name": "scatter_linear"}, "privacy": {"epsilon": epsilon},
+                             "training": {"epochs": 2, "batch_size": 32, "bootstrap_resamples": 100},
+                             "synthetic": {"path": str(folder), "use": "pretrain", "pretrain_epochs": 2,
+                                           "public": public}})
+
+
+@pytest.fixture(scope="module")
+def other_patients(tmp_path_factory):
+    """Class folders (no manifest, no privacy record) of phantom patients who are not in ``phantom_root``."""
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    written = write_phantom_dataset(tmp_path_factory.mktemp("other") / "p",
+                                    PhantomSpec(n_samples=60, image_size=32, seed=11)).parent
+    folder = tmp_path_factory.mktemp("public") / "public"
+    shutil.copytree(written / "images" / "train", folder)
+    return folder
+
+
+def test_a_declared_public_folder_costs_nothing_and_the_ledger_states_the_declaration(phantom_root, other_patients,
+                                                                                     tmp_path):
+    record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", other_patients)) / rundir.PRIVACY)
+    assert record["private"] is True
+    assert [s["stage"] for s in record["stages"]] == ["dp_sgd"]  # the public images' mean is the centre: no release
+    sgd = record["stages"][0]
+    assert record["epsilon"] == pytest.approx(epsilon_for(
+        [Mechanism("dp_sgd", sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"])], delta=record["delta"]))
+    n = sum(1 for _ in other_patients.rglob("*.png"))
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=other_patients, n=n)]
+    assert "declared public by the user" in record["summary"]
+
+
+def test_without_the_declaration_the_same_folder_makes_the_run_not_private(phantom_root, other_patients, tmp_path):
+    record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", other_patients, public=False))
+                              / rundir.PRIVACY)
+    assert record["private"] is False
+    assert record["non_private_reasons"] == [UNKNOWN_ORIGIN.format(path=other_patients)]
+
+
+def test_a_private_image_in_the_folder_is_refused_before_anything_is_written(phantom_root, other_patients, tmp_path):
+    folder = tmp_path / "public"
+    shutil.copytree(other_patients, folder)
+    private_image = next((phantom_root / "images" / "train" / "malignant").glob("*.png"))
+    shutil.copy(private_image, folder / "malignant" / "renamed.png")
+    with pytest.raises(PrivmedError) as err:
+        train(run_config(phantom_root, tmp_path / "r", folder))
+    assert str(err.value) == PUBLIC_HAS_PRIVATE_IMAGES.format(count=1, path=folder, example="malignant/renamed.png")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_shared_patient_id_is_refused(phantom_root, tmp_path):
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    # another phantom draw: different images, but the phantom numbers its patients the same way
+    folder = write_phantom_dataset(tmp_path / "p", PhantomSpec(n_samples=60, image_size=32, seed=11)).parent
+    (folder / rundir.PRIVACY).unlink()
+    with pytest.raises(PrivmedError, match="patient id\\(s\\) of .* also appear in the private data") as err:
+        train(run_config(phantom_root, tmp_path / "r", folder))
+    assert "'phantom_p00000'" in str(err.value) and "give the public set its own ids" in str(err.value)
+    assert PUBLIC_SHARES_PATIENTS.split("{")[0] in str(err.value)
+
+
+def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_public(phantom_root, tmp_path):
+    generator = train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0))
+    samples = sample(generator, n=20, out=tmp_path / "s")
+    with pytest.raises(PrivmedError) as err:
+        train(run_config(phantom_root, tmp_path / "r", samples))
+    assert str(err.value) == PUBLIC_GENERATOR_SAW_PRIVATE.format(path=samples, generator=generator.resolve(),
+                                                                 trained_on=phantom_root)
+
+
+@pytest.mark.parametrize("synthetic, message", [
+    ({"public": True}, "give the folder with --synthetic"),
+    ({"path": "x", "public": "maybe"}, "not a boolean"),
+])
+def test_the_declaration_is_checked_in_the_config(synthetic, message):
+    with pytest.raises(PrivmedError, match=message):
+        config_from_dict({"synthetic": synthetic})
+
+
+def test_the_cli_flag_declares_the_folder_public(phantom_root, other_patients, tmp_path, capsys):
+    status = main(["train", "--data", str(phantom_root), "--image-size", "32", "--model", "scatter_linear",
+                   "--epsilon", "2", "--epochs", "1", "--bootstrap", "100", "--synthetic", str(other_patients),
+                   "--pretrain-epochs", "1", "--synthetic-public", "--out", str(tmp_path / "r")])
+    assert status == 0
+    assert rundir.read_config_dict(tmp_path / "r")["synthetic"]["public"] is True
+    assert "declared public by the user" in capsys.readouterr().out
