@@ -167,7 +167,7 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         _require(not self.public or self.path is not None, "synthetic", "public", self.public,
-                 "declares a folder public; give the folder with --synthetic")
+                 "needs the folder it declares public; give it with --synthetic")
         _require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
         _require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
                  f"use one of {list(FINETUNE_MODES)}")

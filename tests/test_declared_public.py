@@ -11,11 +11,15 @@ from privmed.cli import main
 from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism, epsilon_for
+from privmed.report import write_report
+from privmed.report.study import FREE_INPUTS_HEADING
+from privmed.study import run_study, study_from_dict
 from privmed.synth.sample import sample
 from privmed.synth.training import train_generator
 from privmed.training.synthetic import (DECLARED_PUBLIC, PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES,
                                         PUBLIC_SHARES_PATIENTS, UNKNOWN_ORIGIN)
 from privmed.training.trainer import train
+from test_study import tiny
 from test_synth import gen_config
 
 
@@ -91,8 +95,20 @@ def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_p
                                                                  trained_on=phantom_root)
 
 
+def test_a_study_report_states_the_declaration(other_patients, tmp_path):
+    raw = tiny(epsilons=[2], fairness={}, strategies={"public_pretrain": {"synthetic": {
+        "path": str(other_patients), "use": "pretrain", "pretrain_epochs": 1, "public": True}}})
+    run_study(study_from_dict(raw), raw, out=tmp_path, progress=lambda _: None)
+    report = write_report(tmp_path)[1].read_text()
+    n = sum(1 for _ in other_patients.rglob("*.png"))
+    assert (f"{FREE_INPUTS_HEADING}\n\n- 1 run(s) (public_pretrain__eps2__seed0): "
+            f"{DECLARED_PUBLIC.format(path=other_patients, n=n)}.") in report
+    assert "declared public by the user: no privacy cost, on that declaration" in report
+    assert "All 1 finished runs are differentially private." in report
+
+
 @pytest.mark.parametrize("synthetic, message", [
-    ({"public": True}, "give the folder with --synthetic"),
+    ({"public": True}, "give it with --synthetic"),
     ({"path": "x", "public": "maybe"}, "not a boolean"),
 ])
 def test_the_declaration_is_checked_in_the_config(synthetic, message):
