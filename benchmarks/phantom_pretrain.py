@@ -11,14 +11,15 @@ classifier's own, and its privacy summary names the phantom as a free input.
 
 Cells (``cbis_synthetic.py``'s recipe and ``run_one``: ``scatter_linear`` at 64 px, SGD lr
 0.1, momentum 0.9, 15 epochs, expected batch 128, clip 1, PRV accountant; pretraining 20
-epochs; checkpoint = best val epoch), 3,000 phantom patches at 64 px (seed 0), 3 seeds:
+epochs; checkpoint = best val epoch), 3,000 phantom patches at 64 px (seed 0), 10 seeds
+(the committed table; the script's default is 3):
 
 * ``dp_sgd_real`` at epsilon 1, 2, 6 (its feature centre released privately, inside epsilon);
 * ``pretrain_finetune`` on the phantom, then DP fine-tuning at epsilon 1, 2, 6, with the
   pretrained head kept and re-initialised (both shown; the choice on val is marked);
 * ``augment`` (real + phantom under DP-SGD) at epsilon 2; ``synthetic_only`` (no real data).
 
-    python benchmarks/phantom_pretrain.py [--runs benchmarks/runs/phantom_pretrain]
+    python benchmarks/phantom_pretrain.py --seeds 10 [--runs benchmarks/runs/phantom_pretrain]
 
 Writes ``benchmarks/results/phantom_pretrain.{csv,md}``.
 """
