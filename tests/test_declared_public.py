@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pandas as pd
 import pytest
 
 from privmed import rundir
@@ -16,8 +17,9 @@ from privmed.report.study import FREE_INPUTS_HEADING
 from privmed.study import run_study, study_from_dict
 from privmed.synth.sample import sample
 from privmed.synth.training import train_generator
-from privmed.training.synthetic import (DECLARED_PUBLIC, PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES,
-                                        PUBLIC_SHARES_PATIENTS, UNKNOWN_ORIGIN)
+from privmed.training.synthetic import (DECLARED_PUBLIC, PATIENTS_COMPARED, PATIENTS_NOT_COMPARED,
+                                        PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES, PUBLIC_SHARES_PATIENTS,
+                                        UNKNOWN_ORIGIN)
 from privmed.training.trainer import train
 from test_study import tiny
 from test_synth import gen_config
@@ -29,6 +31,12 @@ def run_config(root, out, folder, *, public=True, epsilon=2.0):
                              "training": {"epochs": 2, "batch_size": 32, "bootstrap_resamples": 100},
                              "synthetic": {"path": str(folder), "use": "pretrain", "pretrain_epochs": 2,
                                            "public": public}})
+
+
+def declared(folder):
+    """The ledger's sentence for ``folder`` (class folders, so no patient ids to compare)."""
+    return DECLARED_PUBLIC.format(path=folder, n=sum(1 for _ in folder.rglob("*.png")),
+                                  patients=PATIENTS_NOT_COMPARED.format(which="the folder has"))
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +59,7 @@ def test_a_declared_public_folder_costs_nothing_and_the_ledger_states_the_declar
     sgd = record["stages"][0]
     assert record["epsilon"] == pytest.approx(epsilon_for(
         [Mechanism("dp_sgd", sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"])], delta=record["delta"]))
-    n = sum(1 for _ in other_patients.rglob("*.png"))
-    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=other_patients, n=n)]
+    assert record["free_inputs"] == [declared(other_patients)]
     assert "declared public by the user" in record["summary"]
 
 
@@ -74,16 +81,24 @@ def test_a_private_image_in_the_folder_is_refused_before_anything_is_written(pha
     assert not (tmp_path / "r").exists()
 
 
-def test_a_shared_patient_id_is_refused(phantom_root, tmp_path):
+def test_a_shared_patient_id_is_refused_and_own_ids_are_accepted(phantom_root, tmp_path):
     from privmed.data.phantom import PhantomSpec, write_phantom_dataset
 
     # another phantom draw: different images, but the phantom numbers its patients the same way
     folder = write_phantom_dataset(tmp_path / "p", PhantomSpec(n_samples=60, image_size=32, seed=11)).parent
     (folder / rundir.PRIVACY).unlink()
-    with pytest.raises(PrivmedError, match="patient id\\(s\\) of .* also appear in the private data") as err:
+    manifest = pd.read_csv(folder / "metadata.csv")
+    shared = sorted(set(manifest["patient_id"]) & set(pd.read_csv(phantom_root / "metadata.csv")["patient_id"]))
+    with pytest.raises(PrivmedError) as err:
         train(run_config(phantom_root, tmp_path / "r", folder))
-    assert "'phantom_p00000'" in str(err.value) and "give the public set its own ids" in str(err.value)
-    assert PUBLIC_SHARES_PATIENTS.split("{")[0] in str(err.value)
+    assert str(err.value) == PUBLIC_SHARES_PATIENTS.format(count=len(shared), path=folder,
+                                                           examples=", ".join(repr(p) for p in shared[:3]))
+    assert not (tmp_path / "r").exists()
+
+    manifest.assign(patient_id="public_" + manifest["patient_id"]).to_csv(folder / "metadata.csv", index=False)
+    record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", folder)) / rundir.PRIVACY)
+    assert record["private"] is True
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=folder, n=len(manifest), patients=PATIENTS_COMPARED)]
 
 
 def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_public(phantom_root, tmp_path):
@@ -100,9 +115,8 @@ def test_a_study_report_states_the_declaration(other_patients, tmp_path):
         "path": str(other_patients), "use": "pretrain", "pretrain_epochs": 1, "public": True}}})
     run_study(study_from_dict(raw), raw, out=tmp_path, progress=lambda _: None)
     report = write_report(tmp_path)[1].read_text()
-    n = sum(1 for _ in other_patients.rglob("*.png"))
     assert (f"{FREE_INPUTS_HEADING}\n\n- 1 run(s) (public_pretrain__eps2__seed0): "
-            f"{DECLARED_PUBLIC.format(path=other_patients, n=n)}.") in report
+            f"{declared(other_patients)}.") in report
     assert "declared public by the user: no privacy cost, on that declaration" in report
     assert "All 1 finished runs are differentially private." in report
 

@@ -34,9 +34,11 @@ UNKNOWN_ORIGIN = ("The synthetic images in '{path}' carry no privmed privacy rec
 NON_PRIVATE_GENERATOR = ("The synthetic images in '{path}' come from a generator trained without DP on private data "
                          "('{generator}'), so their privacy cost is unbounded.")
 DECLARED_PUBLIC = ("Images in '{path}' declared public by the user (synthetic.public): they cost no privacy only if "
-                   "none of them, and no generator behind them, saw a patient of the private data; privmed found no "
-                   "image identical to a private one and no shared patient id among its {n} images, which cannot "
-                   "rule out the same patient under another id")
+                   "none of them, and no generator behind them, saw a patient of the private data; privmed found "
+                   "none of its {n} images identical to a private image{patients}, which cannot rule out the same "
+                   "patient in another image")
+PATIENTS_COMPARED = " and no patient id shared with the private data"
+PATIENTS_NOT_COMPARED = " (it could not compare patient ids: {which} none)"
 PUBLIC_HAS_PRIVATE_IMAGES = ("{count} image(s) in '{path}' are identical to images of the private data (e.g. "
                              "'{example}'), so the folder cannot be declared public. Remove them from the folder, or "
                              "drop --synthetic-public (the run is then not private).")
@@ -91,7 +93,8 @@ def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataCo
     if copies:
         example = images.table["sample_id"].iloc[copies[0]]
         raise PrivmedError(PUBLIC_HAS_PRIVATE_IMAGES.format(count=len(copies), path=root, example=example))
-    shared = sorted(set(images.table["patient_id"].dropna()) & set(private.table["patient_id"].dropna()))
+    public_ids, private_ids = (set(d.table["patient_id"].dropna()) for d in (images, private))
+    shared = sorted(public_ids & private_ids)
     if shared:
         examples = ", ".join(repr(str(p)) for p in shared[:3])
         raise PrivmedError(PUBLIC_SHARES_PATIENTS.format(count=len(shared), path=root, examples=examples))
@@ -99,8 +102,11 @@ def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataCo
     if generator is not None and _same_data(trained_on, data.path):
         raise PrivmedError(PUBLIC_GENERATOR_SAW_PRIVATE.format(path=root, generator=generator,
                                                                trained_on=trained_on or "the built-in phantom"))
+    missing = [which for which, ids in (("the folder has", public_ids), ("the private data has", private_ids))
+               if not ids]
+    patients = (PATIENTS_NOT_COMPARED.format(which=" and ".join(missing)) if missing else PATIENTS_COMPARED)
     return SyntheticSource(images, [], None, generator,
-                           free_input=DECLARED_PUBLIC.format(path=root, n=len(images.images)))
+                           free_input=DECLARED_PUBLIC.format(path=root, n=len(images.images), patients=patients))
 
 
 def _pixel_hash(image: np.ndarray) -> str:
