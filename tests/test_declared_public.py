@@ -17,9 +17,9 @@ from privmed.report.study import FREE_INPUTS_HEADING
 from privmed.study import run_study, study_from_dict
 from privmed.synth.sample import sample
 from privmed.synth.training import train_generator
-from privmed.training.synthetic import (DECLARED_PUBLIC, PATIENTS_COMPARED, PATIENTS_NOT_COMPARED,
-                                        PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES, PUBLIC_SHARES_PATIENTS,
-                                        UNKNOWN_ORIGIN)
+from privmed.training.synthetic import (CHECKED_IMAGES, DECLARED_PUBLIC, GENERATOR_DATA_UNREADABLE, NO_PATIENT_IDS,
+                                        NO_SHARED_PATIENT, PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES,
+                                        PUBLIC_SHARES_PATIENTS, UNKNOWN_ORIGIN)
 from privmed.training.trainer import train
 from test_study import tiny
 from test_synth import gen_config
@@ -33,10 +33,13 @@ def run_config(root, out, folder, *, public=True, epsilon=2.0):
                                            "public": public}})
 
 
+def checked(n, patients=NO_PATIENT_IDS):
+    return "its " + CHECKED_IMAGES.format(n=n, patients=patients)
+
+
 def declared(folder):
     """The ledger's sentence for ``folder`` (class folders, so no patient ids to compare)."""
-    return DECLARED_PUBLIC.format(path=folder, n=sum(1 for _ in folder.rglob("*.png")),
-                                  patients=PATIENTS_NOT_COMPARED.format(which="the folder has"))
+    return DECLARED_PUBLIC.format(path=folder, checked=checked(sum(1 for _ in folder.rglob("*.png"))))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,8 @@ def test_a_private_image_in_the_folder_is_refused_before_anything_is_written(pha
     shutil.copy(private_image, folder / "malignant" / "renamed.png")
     with pytest.raises(PrivmedError) as err:
         train(run_config(phantom_root, tmp_path / "r", folder))
-    assert str(err.value) == PUBLIC_HAS_PRIVATE_IMAGES.format(count=1, path=folder, example="malignant/renamed.png")
+    assert str(err.value) == PUBLIC_HAS_PRIVATE_IMAGES.format(count=1, where=f"'{folder}'",
+                                                              example="malignant/renamed.png")
     assert not (tmp_path / "r").exists()
 
 
@@ -91,14 +95,15 @@ def test_a_shared_patient_id_is_refused_and_own_ids_are_accepted(phantom_root, t
     shared = sorted(set(manifest["patient_id"]) & set(pd.read_csv(phantom_root / "metadata.csv")["patient_id"]))
     with pytest.raises(PrivmedError) as err:
         train(run_config(phantom_root, tmp_path / "r", folder))
-    assert str(err.value) == PUBLIC_SHARES_PATIENTS.format(count=len(shared), path=folder,
+    assert str(err.value) == PUBLIC_SHARES_PATIENTS.format(count=len(shared), where=f"'{folder}'",
                                                            examples=", ".join(repr(p) for p in shared[:3]))
     assert not (tmp_path / "r").exists()
 
     manifest.assign(patient_id="public_" + manifest["patient_id"]).to_csv(folder / "metadata.csv", index=False)
     record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", folder)) / rundir.PRIVACY)
     assert record["private"] is True
-    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=folder, n=len(manifest), patients=PATIENTS_COMPARED)]
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=folder, checked=checked(len(manifest),
+                                                                                         NO_SHARED_PATIENT))]
 
 
 def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_public(phantom_root, tmp_path):
@@ -108,6 +113,36 @@ def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_p
         train(run_config(phantom_root, tmp_path / "r", samples))
     assert str(err.value) == PUBLIC_GENERATOR_SAW_PRIVATE.format(path=samples, generator=generator.resolve(),
                                                                  trained_on=phantom_root)
+
+
+def test_samples_of_a_generator_trained_on_public_data_are_checked_through_its_training_data(
+        phantom_root, other_patients, tmp_path):
+    public = tmp_path / "public"
+    shutil.copytree(other_patients, public)
+    samples = sample(train_generator(gen_config(public, tmp_path / "g")), n=20, out=tmp_path / "s")
+    n_public = sum(1 for _ in public.rglob("*.png"))
+    record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", samples)) / rundir.PRIVACY)
+    assert record["private"] is True and [s["stage"] for s in record["stages"]] == ["dp_sgd"]
+    generator_data = "its generator's training data, " + CHECKED_IMAGES.format(n=n_public, patients=NO_PATIENT_IDS)
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=samples, checked=f"{checked(20)}; {generator_data}")]
+
+    public.rename(tmp_path / "moved")  # the generator's training data can no longer be read: said, not hidden
+    record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r2", samples)) / rundir.PRIVACY)
+    unreadable = GENERATOR_DATA_UNREADABLE.format(path=public)
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=samples, checked=f"{checked(20)}; {unreadable}")]
+
+
+def test_a_generator_whose_training_data_holds_a_private_image_is_refused(phantom_root, other_patients, tmp_path):
+    public = tmp_path / "public"
+    shutil.copytree(other_patients, public)
+    private_image = next((phantom_root / "images" / "train" / "benign").glob("*.png"))
+    shutil.copy(private_image, public / "benign" / "leaked.png")
+    generator = train_generator(gen_config(public, tmp_path / "g"))
+    samples = sample(generator, n=20, out=tmp_path / "s")
+    with pytest.raises(PrivmedError) as err:
+        train(run_config(phantom_root, tmp_path / "r", samples))
+    where = f"'{public}' (the training data of generator '{generator.resolve()}')"
+    assert str(err.value) == PUBLIC_HAS_PRIVATE_IMAGES.format(count=1, where=where, example="benign/leaked.png")
 
 
 def test_a_study_report_states_the_declaration(other_patients, tmp_path):

@@ -34,15 +34,17 @@ UNKNOWN_ORIGIN = ("The synthetic images in '{path}' carry no privmed privacy rec
 NON_PRIVATE_GENERATOR = ("The synthetic images in '{path}' come from a generator trained without DP on private data "
                          "('{generator}'), so their privacy cost is unbounded.")
 DECLARED_PUBLIC = ("Images in '{path}' declared public by the user (synthetic.public): they cost no privacy only if "
-                   "none of them, and no generator behind them, saw a patient of the private data; privmed found "
-                   "none of its {n} images identical to a private image{patients}, which cannot rule out the same "
-                   "patient in another image")
-PATIENTS_COMPARED = " and no patient id shared with the private data"
-PATIENTS_NOT_COMPARED = " (it could not compare patient ids: {which} none)"
-PUBLIC_HAS_PRIVATE_IMAGES = ("{count} image(s) in '{path}' are identical to images of the private data (e.g. "
-                             "'{example}'), so the folder cannot be declared public. Remove them from the folder, or "
-                             "drop --synthetic-public (the run is then not private).")
-PUBLIC_SHARES_PATIENTS = ("{count} patient id(s) of '{path}' also appear in the private data (e.g. {examples}), so "
+                   "none of them, and no generator behind them, saw a patient of the private data. Checked against the "
+                   "private data: {checked}. This cannot rule out the same patient in another image")
+CHECKED_IMAGES = "{n} images (none identical to a private image, {patients})"
+NO_SHARED_PATIENT, NO_PATIENT_IDS = "no shared patient id", "no patient ids to compare"
+GENERATOR_ON_PHANTOM = "its generator was trained on privmed's built-in phantom (no patient data)"
+GENERATOR_DATA_UNREADABLE = "its generator's training data '{path}' could not be read from here, so it was not compared"
+PUBLIC_HAS_PRIVATE_IMAGES = ("{count} image(s) in {where} are identical to images of the private data (e.g. "
+                             "'{example}'), so the folder cannot be declared public. Remove them (a generator trained "
+                             "on them must be trained again), or drop --synthetic-public (the run is then not "
+                             "private).")
+PUBLIC_SHARES_PATIENTS = ("{count} patient id(s) of {where} also appear in the private data (e.g. {examples}), so "
                           "the folder cannot be declared public. If they are different people, give the public set "
                           "its own ids; otherwise drop --synthetic-public.")
 PUBLIC_GENERATOR_SAW_PRIVATE = ("The images in '{path}' come from generator '{generator}', which was trained on "
@@ -87,41 +89,64 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
 
 
 def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataConfig) -> SyntheticSource:
-    """The folder as free input, once nothing in it contradicts the user's declaration."""
+    """The folder as free input, once nothing privmed can see contradicts the user's declaration:
+    neither the folder nor, for privmed samples, their generator's training data overlaps the private data."""
+    generator = _generator_config(root)
+    if generator is not None and _same_data(generator[1].path, data.path):
+        raise PrivmedError(PUBLIC_GENERATOR_SAW_PRIVATE.format(
+            path=root, generator=generator[0], trained_on=generator[1].path or "the built-in phantom"))
+    folder = f"'{root}'"
+    checked = [f"its {_no_overlap(images, private, where=folder)}"]
+    if generator is not None:
+        checked.append(_generator_checked(generator[0], generator[1], private, data))
+    return SyntheticSource(images, [], None, generator[0] if generator else None,
+                           free_input=DECLARED_PUBLIC.format(path=root, checked="; ".join(checked)))
+
+
+def _no_overlap(candidate: Dataset, private: Dataset, *, where: str) -> str:
+    """Raise when ``candidate`` holds an image identical to a private one or shares a patient id with the
+    private data; otherwise say what was compared."""
     private_hashes = {_pixel_hash(image) for image in private.images}
-    copies = [i for i, image in enumerate(images.images) if _pixel_hash(image) in private_hashes]
+    copies = [i for i, image in enumerate(candidate.images) if _pixel_hash(image) in private_hashes]
     if copies:
-        example = images.table["sample_id"].iloc[copies[0]]
-        raise PrivmedError(PUBLIC_HAS_PRIVATE_IMAGES.format(count=len(copies), path=root, example=example))
-    public_ids, private_ids = (set(d.table["patient_id"].dropna()) for d in (images, private))
-    shared = sorted(public_ids & private_ids)
+        example = candidate.table["sample_id"].iloc[copies[0]]
+        raise PrivmedError(PUBLIC_HAS_PRIVATE_IMAGES.format(count=len(copies), where=where, example=example))
+    ids, private_ids = (set(d.table["patient_id"].dropna()) for d in (candidate, private))
+    shared = sorted(ids & private_ids)
     if shared:
         examples = ", ".join(repr(str(p)) for p in shared[:3])
-        raise PrivmedError(PUBLIC_SHARES_PATIENTS.format(count=len(shared), path=root, examples=examples))
-    generator, trained_on = _generator_data(root)
-    if generator is not None and _same_data(trained_on, data.path):
-        raise PrivmedError(PUBLIC_GENERATOR_SAW_PRIVATE.format(path=root, generator=generator,
-                                                               trained_on=trained_on or "the built-in phantom"))
-    missing = [which for which, ids in (("the folder has", public_ids), ("the private data has", private_ids))
-               if not ids]
-    patients = (PATIENTS_NOT_COMPARED.format(which=" and ".join(missing)) if missing else PATIENTS_COMPARED)
-    return SyntheticSource(images, [], None, generator,
-                           free_input=DECLARED_PUBLIC.format(path=root, n=len(images.images), patients=patients))
+        raise PrivmedError(PUBLIC_SHARES_PATIENTS.format(count=len(shared), where=where, examples=examples))
+    return CHECKED_IMAGES.format(n=len(candidate.images),
+                                 patients=NO_SHARED_PATIENT if ids and private_ids else NO_PATIENT_IDS)
+
+
+def _generator_checked(generator: str, trained_on: DataConfig, private: Dataset, data: DataConfig) -> str:
+    """Check the generator's training data against the private data, where it can be read from here."""
+    if trained_on.path is None:
+        return GENERATOR_ON_PHANTOM
+    try:
+        source = load_dataset(dataclasses.replace(trained_on, image_size=data.image_size), require_splits=())
+    except PrivmedError:
+        return GENERATOR_DATA_UNREADABLE.format(path=trained_on.path)
+    where = f"'{trained_on.path}' (the training data of generator '{generator}')"
+    return f"its generator's training data, {_no_overlap(source, private, where=where)}"
 
 
 def _pixel_hash(image: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
-def _generator_data(root: Path) -> tuple[str | None, str | None]:
-    """(generator folder, the data path it was trained on) for privmed samples; (None, None) otherwise."""
+def _generator_config(root: Path) -> tuple[str, DataConfig] | None:
+    """(generator folder, the data config it was trained with) for privmed samples whose generator's config
+    can be read; None otherwise."""
     first_row = _manifest_first_row(root)
     if "generator" not in first_row.columns:
-        return None, None
+        return None
     generator = Path(str(first_row["generator"].iloc[0]))
-    config = generator / rundir.CONFIG
-    trained_on = rundir.read_config_dict(generator).get("data", {}).get("path") if config.is_file() else None
-    return str(generator), trained_on
+    if not (generator / rundir.CONFIG).is_file():
+        return None
+    from privmed.synth.config import generator_config_from_dict
+    return str(generator), generator_config_from_dict(rundir.read_config_dict(generator)).data
 
 
 def _same_data(a: str | None, b: str | None) -> bool:
