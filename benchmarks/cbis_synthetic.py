@@ -111,15 +111,20 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
     return [{**row, "chosen": i in set(best)} for i, row in enumerate(rows)]
 
 
+def samples_once(generator: Path, out: Path) -> Path:
+    """``out`` holding 3,000 images of ``generator`` (seed 0), drawn unless its manifest, written last, is
+    there already (a folder without it is an interrupted draw and is cleared)."""
+    if not (out / "manifest.csv").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        sample(generator, n=3000, out=out, seed=0)
+    return out
+
+
 def synthetic_folders(gens: Path, runs: Path, paper: Path, quality: pd.DataFrame) -> dict[str, Path]:
     """generator name -> folder of synthetic images (the chosen privmed generators, sampled once)."""
     folders = {"paper": paper}
     for _, row in quality[quality["chosen"] & (quality["generator"] != "paper")].iterrows():
-        out = runs / "samples" / row["folder"]
-        if not (out / "manifest.csv").is_file():
-            shutil.rmtree(out, ignore_errors=True)
-            sample(gens / row["folder"], n=3000, out=out, seed=0)
-        folders[row["generator"]] = out
+        folders[row["generator"]] = samples_once(gens / row["folder"], runs / "samples" / row["folder"])
     return folders
 
 

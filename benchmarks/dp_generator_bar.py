@@ -21,27 +21,16 @@ Writes ``benchmarks/results/dp_generator_bar.{csv,md}``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from cbis_synthetic import SHARED, run_one, total_two_noise
+from cbis_synthetic import SHARED, run_one, samples_once, total_two_noise
 from privmed import rundir
-from privmed.synth.sample import sample
 from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def generator_samples(generator: Path, runs: Path) -> Path:
-    """3,000 images of ``generator`` (seed 0), drawn once; an interrupted draw is redrawn."""
-    out = runs / f"samples_{generator.name}"
-    if not (out / "manifest.csv").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        sample(generator, n=3000, out=out, seed=0)
-    return out
 
 
 def main() -> None:
@@ -52,7 +41,8 @@ def main() -> None:
     args = parse_benchmark_args(parser, seeds=10)
     t0 = time.perf_counter()
     runs = Path(args.runs)
-    samples = generator_samples(Path(args.generator), runs)
+    generator = Path(args.generator)
+    samples = samples_once(generator, runs / f"samples_{generator.name}")
     sigma, _ = total_two_noise(samples)
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0},
              {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples, "noise": sigma,

@@ -37,18 +37,16 @@ Writes ``benchmarks/results/public_prior.{csv,md}``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cbis_synthetic import SHARED, run_one
+from cbis_synthetic import SHARED, run_one, samples_once
 from phantom_pretrain import phantom_folder
 from privmed import rundir
 from privmed.synth.config import generator_config_from_dict
-from privmed.synth.sample import sample
 from privmed.synth.training import GENERATOR_FILE, train_generator
 from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
@@ -84,10 +82,7 @@ def public_gan_samples(public: Path, work: Path) -> Path:
     if not (gen / GENERATOR_FILE).is_file():
         train_generator(generator_config_from_dict({"out": str(gen), "data": {"path": str(public), "image_size": 64},
                                                     "gan": GAN}), resume=(gen / "checkpoints").is_dir())
-    if not (samples / "manifest.csv").is_file():
-        shutil.rmtree(samples, ignore_errors=True)  # an interrupted sampling
-        sample(gen, n=3000, out=samples, seed=0)
-    return samples
+    return samples_once(gen, samples)
 
 
 def main() -> None:

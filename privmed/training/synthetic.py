@@ -27,6 +27,7 @@ from privmed.config import DataConfig, SyntheticConfig
 from privmed.data.sources import MANIFEST_NAMES, Dataset, load_dataset
 from privmed.errors import PATH_MISSING, PrivmedError
 from privmed.privacy.accounting import Mechanism
+from privmed.synth.config import generator_config_from_dict
 
 UNKNOWN_ORIGIN = ("The synthetic images in '{path}' carry no privmed privacy record, so their origin and privacy cost "
                   "are unknown (a generator trained on the same patients without DP can leak them); a run using "
@@ -91,22 +92,22 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
 def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataConfig) -> SyntheticSource:
     """The folder as free input, once nothing privmed can see contradicts the user's declaration:
     neither the folder nor, for privmed samples, their generator's training data overlaps the private data."""
-    generator = _generator_config(root)
-    if generator is not None and _same_data(generator[1].path, data.path):
+    generator, trained_on = _generator_config(root) or (None, None)
+    if trained_on is not None and _same_data(trained_on.path, data.path):
         raise PrivmedError(PUBLIC_GENERATOR_SAW_PRIVATE.format(
-            path=root, generator=generator[0], trained_on=generator[1].path or "the built-in phantom"))
-    folder = f"'{root}'"
-    checked = [f"its {_no_overlap(images, private, where=folder)}"]
-    if generator is not None:
-        checked.append(_generator_checked(generator[0], generator[1], private, data))
-    return SyntheticSource(images, [], None, generator[0] if generator else None,
+            path=root, generator=generator, trained_on=trained_on.path or "the built-in phantom"))
+    private_hashes = {_pixel_hash(image) for image in private.images}  # once, for the folder and its generator
+    where = f"'{root}'"
+    checked = [f"its {_no_overlap(images, private, private_hashes, where=where)}"]
+    if trained_on is not None:
+        checked.append(_generator_checked(generator, trained_on, private, private_hashes, data))
+    return SyntheticSource(images, [], None, generator,
                            free_input=DECLARED_PUBLIC.format(path=root, checked="; ".join(checked)))
 
 
-def _no_overlap(candidate: Dataset, private: Dataset, *, where: str) -> str:
-    """Raise when ``candidate`` holds an image identical to a private one or shares a patient id with the
-    private data; otherwise say what was compared."""
-    private_hashes = {_pixel_hash(image) for image in private.images}
+def _no_overlap(candidate: Dataset, private: Dataset, private_hashes: set[str], *, where: str) -> str:
+    """Raise when ``candidate`` holds an image identical to a private one (``private_hashes``: of its
+    pixels) or shares a patient id with the private data; otherwise say what was compared."""
     copies = [i for i, image in enumerate(candidate.images) if _pixel_hash(image) in private_hashes]
     if copies:
         example = candidate.table["sample_id"].iloc[copies[0]]
@@ -120,7 +121,8 @@ def _no_overlap(candidate: Dataset, private: Dataset, *, where: str) -> str:
                                  patients=NO_SHARED_PATIENT if ids and private_ids else NO_PATIENT_IDS)
 
 
-def _generator_checked(generator: str, trained_on: DataConfig, private: Dataset, data: DataConfig) -> str:
+def _generator_checked(generator: str, trained_on: DataConfig, private: Dataset, private_hashes: set[str],
+                       data: DataConfig) -> str:
     """Check the generator's training data against the private data, where it can be read from here."""
     if trained_on.path is None:
         return GENERATOR_ON_PHANTOM
@@ -129,7 +131,7 @@ def _generator_checked(generator: str, trained_on: DataConfig, private: Dataset,
     except PrivmedError:
         return GENERATOR_DATA_UNREADABLE.format(path=trained_on.path)
     where = f"'{trained_on.path}' (the training data of generator '{generator}')"
-    return f"its generator's training data, {_no_overlap(source, private, where=where)}"
+    return f"its generator's training data, {_no_overlap(source, private, private_hashes, where=where)}"
 
 
 def _pixel_hash(image: np.ndarray) -> str:
@@ -145,7 +147,6 @@ def _generator_config(root: Path) -> tuple[str, DataConfig] | None:
     generator = Path(str(first_row["generator"].iloc[0]))
     if not (generator / rundir.CONFIG).is_file():
         return None
-    from privmed.synth.config import generator_config_from_dict
     return str(generator), generator_config_from_dict(rundir.read_config_dict(generator)).data
 
 
