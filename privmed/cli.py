@@ -26,6 +26,9 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "noise_multiplier": ("privacy", "noise_multiplier"),
     "clip_norm": ("privacy", "clip_norm"),
     "accountant": ("privacy", "accountant"),
+    "privacy_unit": ("privacy", "unit"),
+    "max_images_per_patient": ("privacy", "max_images_per_patient"),
+    "replayable_noise": ("privacy", "replayable_noise"),
     "epochs": ("training", "epochs"),
     "batch_size": ("training", "batch_size"),
     "physical_batch_size": ("training", "physical_batch_size"),
@@ -84,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
     train.add_argument("--clip-norm", type=float, help="per-sample gradient clipping norm (default 1.0)")
     train.add_argument("--accountant", choices=("prv", "rdp"))
+    _add_unit_options(train)
+    train.add_argument("--tune", action="append", type=_tune_option, metavar="KEY=V1,V2,...",
+                       help="private hyper-parameter search over a training key (lr, epochs, batch_size, "
+                            "weight_decay); repeat for a grid. Every candidate's DP-SGD is composed into --epsilon "
+                            "and the best on validation is kept")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="logical (expected, Poisson) batch size")
     train.add_argument("--physical-batch-size", type=int, help="largest batch computed at once (memory only)")
@@ -169,10 +177,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_unit_options(parser: argparse.ArgumentParser) -> None:
+    """Whom the guarantee protects, and the randomness it rests on (``privacy`` section)."""
+    parser.add_argument("--privacy-unit", choices=("patient", "image"),
+                        help="unit of privacy: patient (one patient and all of their images; the default when the "
+                             "data has patient ids) or image (the default otherwise)")
+    parser.add_argument("--max-images-per-patient", type=int,
+                        help="at most this many images of a sampled patient enter one step (default 2; public)")
+    parser.add_argument("--replayable-noise", action="store_true", default=None,
+                        help="derive DP noise and Poisson batches from --seed (debugging, exact reproduction): the "
+                             "run is then NOT private, and its ledger says so")
+
+
 #: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
 SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
     **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "image_size", "epsilon", "delta",
-                                   "noise_multiplier", "clip_norm", "accountant")},
+                                   "noise_multiplier", "clip_norm", "accountant", "privacy_unit",
+                                   "max_images_per_patient", "replayable_noise")},
     "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
     "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
     "disc_width": ("gan", "disc_width"),
@@ -197,6 +218,7 @@ def _add_synth(sub) -> None:
     tr.add_argument("--noise-multiplier", type=float)
     tr.add_argument("--clip-norm", type=float)
     tr.add_argument("--accountant", choices=("prv", "rdp"))
+    _add_unit_options(tr)
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", type=int, help="expected (Poisson) real images per discriminator step")
     tr.add_argument("--lr-d", type=float)
@@ -292,9 +314,19 @@ def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = O
         value = getattr(args, option, None)
         if value is not None:
             overrides.setdefault(section, {})[key] = value
+    for key, values in getattr(args, "tune", None) or []:
+        overrides.setdefault("tune", {})[key] = values
     if getattr(args, "out", None):
         overrides["out"] = args.out
     return overrides
+
+
+def _tune_option(text: str) -> tuple[str, list[str]]:
+    """``lr=0.1,0.3`` -> ("lr", ["0.1", "0.3"]); the config checks the key and the values."""
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values:
+        raise argparse.ArgumentTypeError(f"expected KEY=V1,V2,... (e.g. lr=0.1,0.3), got {text!r}")
+    return key.strip(), [v.strip() for v in values.split(",") if v.strip()]
 
 
 def _add_study(sub) -> None:

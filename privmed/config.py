@@ -17,6 +17,7 @@ YAML layout (every section optional)::
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -78,7 +79,13 @@ class PrivacyConfig:
 
     Give either a target ``epsilon`` (noise is calibrated for the whole schedule)
     or a ``noise_multiplier`` (epsilon is then whatever the schedule spends).
-    ``delta=None`` means 1/(10 N) for N private training samples.
+    ``unit``: whom the guarantee protects, ``patient`` (one patient and all of their
+    images; the default when the data has patient ids) or ``image`` (the default
+    otherwise); see :mod:`privmed.privacy.units`. ``max_images_per_patient`` (k, public)
+    caps a sampled patient's images in one step. ``delta=None`` means 1/(10 N) for N
+    protected units (patients or images). ``replayable_noise`` derives the noise and the
+    Poisson batches from ``training.seed`` (debugging, exact reproduction): the run is
+    then not private, and its ledger says so.
     """
 
     epsilon: float = math.inf
@@ -86,7 +93,10 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     clip_norm: float = 1.0
     accountant: str = "prv"
-    center_noise_multiplier: float = 5.0  # DP feature centering for feature models, see privmed.training.features
+    center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.inputs
+    unit: str | None = None  # None: patient when the data has patient ids, else image
+    max_images_per_patient: int = 2
+    replayable_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.epsilon <= 0:
@@ -104,6 +114,10 @@ class PrivacyConfig:
         _require(self.accountant in ("prv", "rdp"), "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
         _require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
                  self.center_noise_multiplier, "must be > 0")
+        _require(self.unit in (None, "patient", "image"), "privacy", "unit", self.unit,
+                 "use 'patient' (one patient and all of their images) or 'image'")
+        _require(self.max_images_per_patient >= 1, "privacy", "max_images_per_patient", self.max_images_per_patient,
+                 "must be >= 1 (the images of one patient a step may use)")
 
     @property
     def private(self) -> bool:
@@ -177,6 +191,39 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """A private hyper-parameter search: every combination of the values given is a candidate.
+
+    Each candidate is trained with DP-SGD on the private data at one shared noise multiplier,
+    calibrated so that all candidates together (plain composition, through the accountant)
+    spend the run's target epsilon; the candidate and epoch with the best validation AUROC
+    are kept. Empty (the default): no search, one candidate.
+    """
+
+    lr: tuple[float, ...] = ()
+    epochs: tuple[int, ...] = ()
+    batch_size: tuple[int, ...] = ()
+    weight_decay: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("lr", "epochs", "batch_size"):
+            _require(all(v > 0 for v in getattr(self, key)), "tune", key, getattr(self, key), "every value must be > 0")
+        _require(all(v >= 0 for v in self.weight_decay), "tune", "weight_decay", self.weight_decay,
+                 "every value must be >= 0")
+
+    @property
+    def grid(self) -> dict[str, tuple]:
+        """The searched keys of the training section and their values."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+    def candidates(self, training: "TrainingConfig") -> list["TrainingConfig"]:
+        """The training configurations searched, in a fixed order (``[training]`` without a grid)."""
+        grid = self.grid
+        combos = itertools.product(*grid.values())
+        return [dataclasses.replace(training, **dict(zip(grid, combo))) for combo in combos] if grid else [training]
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one ``privmed train`` run needs."""
 
@@ -186,6 +233,7 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
         if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
@@ -209,7 +257,7 @@ class RunConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "privacy": PrivacyConfig, "training": TrainingConfig,
-             "synthetic": SyntheticConfig}
+             "synthetic": SyntheticConfig, "tune": TuneConfig}
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
@@ -266,13 +314,16 @@ def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
         return None
     try:
         if ann.startswith("tuple"):
-            return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+            items = [value] if isinstance(value, (str, int, float)) else list(value)
+            if ann.startswith("tuple[float"):
+                return tuple(float(v) for v in items)
+            if ann.startswith("tuple[int"):
+                return tuple(_integer(v) for v in items)
+            return tuple(str(v) for v in items)
         if ann.startswith("float"):
             return float(value)
         if ann.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError("not an integer")
-            return int(value)
+            return _integer(value)
         if ann.startswith("bool"):
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
@@ -284,6 +335,12 @@ def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
     except (TypeError, ValueError) as err:
         raise PrivmedError(BAD_VALUE.format(where=where, key=key, value=value, why=str(err))) from None
     return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("not an integer")
+    return int(value)
 
 
 def _reject_unknown(section: Mapping[str, Any], known: set[str], where: str) -> None:

@@ -41,3 +41,5 @@ FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written onl
 TOO_FEW_IMAGES = "--n {n}: {what} needs at least {minimum} images (half of each class)."
 TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their quality needs at least {minimum} "
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
+RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '{recorded}' and this run resolves to "
+                     "'{unit}'. Resume with --privacy-unit {recorded}, or start a new run in another --out directory.")

@@ -31,29 +31,44 @@ def final_weights(out):
 
 
 def test_dp_with_zero_noise_and_infinite_clip_equals_plain_training(phantom_root, tmp_path):
+    # the same Poisson batches need the same sampling stream: replayable (derived from the seed), as a plain run's
     plain = train(tiny_config(phantom_root, tmp_path / "plain"))
-    dp = train(tiny_config(phantom_root, tmp_path / "dp", noise_multiplier=0.0, clip_norm=math.inf))
+    dp = train(tiny_config(phantom_root, tmp_path / "dp", noise_multiplier=0.0, clip_norm=math.inf,
+                           replayable_noise=True))
     a, b = final_weights(plain), final_weights(dp)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
     # and clipping does change it: the test can fail
-    clipped = train(tiny_config(phantom_root, tmp_path / "clip", noise_multiplier=0.0, clip_norm=1e-3))
+    clipped = train(tiny_config(phantom_root, tmp_path / "clip", noise_multiplier=0.0, clip_norm=1e-3,
+                                replayable_noise=True))
     c = final_weights(clipped)
     assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-5) for k in a)
 
 
 def test_privacy_json_matches_an_independent_accountant(phantom_root, tmp_path):
+    """Patient unit by default (the phantom has patient ids); epsilon from Microsoft's prv_accountant
+    (not the Opacus code privmed calls) at the patient sample rate, to 3 decimals."""
+    from prv_accountant import PRVAccountant as ReferencePRV
+    from prv_accountant.privacy_random_variables import PoissonSubsampledGaussianMechanism
+
     out = train(tiny_config(phantom_root, tmp_path / "eps", epsilon=3.0))
     privacy = json.loads((out / rundir.PRIVACY).read_text())
-    n_train = int((pd.read_csv(phantom_root / "metadata.csv")["split"] == "train").sum())
-    assert privacy["private"] is True
-    assert privacy["delta"] == pytest.approx(1 / (10 * n_train))
-    assert privacy["sample_rate"] == pytest.approx(1 / math.ceil(n_train / 32))
-    assert privacy["steps"] == 2 * math.ceil(n_train / 32)
-    acc = PRVAccountant()
-    acc.history = [(privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"])]
-    assert privacy["epsilon"] == pytest.approx(acc.get_epsilon(delta=privacy["delta"]))
+    meta = pd.read_csv(phantom_root / "metadata.csv")
+    train_rows = meta[meta["split"] == "train"]
+    per_patient = train_rows.groupby("patient_id").size()
+    contributions = int(per_patient.clip(upper=2).sum())  # default max_images_per_patient = 2
+    assert privacy["private"] is True and privacy["unit"] == "patient"
+    assert privacy["delta"] == pytest.approx(1 / (10 * len(per_patient)))
+    assert f"{len(per_patient)} patients" in privacy["summary"]
+    assert privacy["sample_rate"] == pytest.approx(1 / math.ceil(contributions / 32))
+    assert privacy["steps"] == 2 * math.ceil(contributions / 32)
+    mechanism = PoissonSubsampledGaussianMechanism(noise_multiplier=privacy["noise_multiplier"],
+                                                   sampling_probability=privacy["sample_rate"])
+    reference = ReferencePRV(prvs=[mechanism], max_self_compositions=[privacy["steps"]], eps_error=0.01,
+                             delta_error=privacy["delta"] / 1000)
+    _, _, eps_upper = reference.compute_epsilon(delta=privacy["delta"], num_self_compositions=[privacy["steps"]])
+    assert privacy["epsilon"] == pytest.approx(eps_upper, abs=5e-4)
     assert privacy["epsilon"] <= 3.0
     for name in ("config.yaml", "metrics.json", "predictions.csv", "train.log", "history.csv"):
         assert (out / name).is_file(), name
@@ -62,6 +77,31 @@ def test_privacy_json_matches_an_independent_accountant(phantom_root, tmp_path):
     assert test_auroc["ci_low"] <= test_auroc["value"] <= test_auroc["ci_high"]
     preds = pd.read_csv(out / rundir.PREDICTIONS)
     assert {"sample_id", "label", "score", "split", "breast_density", "age"} <= set(preds.columns)
+
+
+def test_image_unit_ledger_states_what_it_means_for_a_patient(phantom_root, tmp_path):
+    out = train(tiny_config(phantom_root, tmp_path / "img", epsilon=3.0, unit="image"))
+    privacy = json.loads((out / rundir.PRIVACY).read_text())
+    n_images = int((pd.read_csv(phantom_root / "metadata.csv")["split"] == "train").sum())
+    assert privacy["unit"] == "image"
+    assert privacy["delta"] == pytest.approx(1 / (10 * n_images))
+    assert privacy["sample_rate"] == pytest.approx(1 / math.ceil(n_images / 32))
+    assert "a patient with m images" in privacy["summary"]
+    assert f"({2 * privacy['epsilon']:.3g}," in privacy["summary"]  # group privacy for 2 images: 2 epsilon
+
+
+def test_two_runs_with_the_same_seed_differ_in_their_noise(phantom_root, tmp_path):
+    a = train(tiny_config(phantom_root, tmp_path / "a", noise_multiplier=1.0))
+    b = train(tiny_config(phantom_root, tmp_path / "b", noise_multiplier=1.0))
+    wa, wb = final_weights(a), final_weights(b)
+    assert any(not torch.allclose(wa[k], wb[k]) for k in wa)
+    # while replayable noise is the same noise, and its ledger says the run is not private
+    c = train(tiny_config(phantom_root, tmp_path / "c", noise_multiplier=1.0, replayable_noise=True))
+    d = train(tiny_config(phantom_root, tmp_path / "d", noise_multiplier=1.0, replayable_noise=True))
+    wc, wd = final_weights(c), final_weights(d)
+    assert all(torch.equal(wc[k], wd[k]) for k in wc)
+    privacy = json.loads((c / rundir.PRIVACY).read_text())
+    assert privacy["private"] is False and "replayable_noise" in privacy["summary"]
 
 
 def test_interrupted_run_resumes_without_recounting_steps(phantom_root, tmp_path):
@@ -80,9 +120,10 @@ def test_interrupted_run_resumes_without_recounting_steps(phantom_root, tmp_path
     p_res = json.loads((resumed / rundir.PRIVACY).read_text())
     assert p_res["steps"] == p_full["steps"]
     assert p_res["epsilon"] == pytest.approx(p_full["epsilon"])
+    assert p_res["noise_multiplier"] == p_full["noise_multiplier"]
+    # the resumed epoch drew fresh secret noise and batches: not the uninterrupted run's weights
     a, b = final_weights(full), final_weights(resumed)
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert any(not torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_resume_errors(phantom_root, tmp_path):
@@ -95,3 +136,15 @@ def test_resume_errors(phantom_root, tmp_path):
     changed = tiny_config(phantom_root, tmp_path / "r", epsilon=4.0)
     with pytest.raises(PrivmedError, match=r"configuration changed \(privacy.epsilon: 3.0 -> 4.0\)"):
         train(changed, resume=True)
+    other_unit = tiny_config(phantom_root, tmp_path / "r", epsilon=3.0, unit="image")
+    with pytest.raises(PrivmedError, match=r"privacy.unit: None -> 'image'"):
+        train(other_unit, resume=True)
+
+
+def test_patient_unit_errors(tmp_path):
+    from privmed.config import config_from_dict as build
+
+    with pytest.raises(PrivmedError, match="max_images_per_patient"):
+        build({"privacy": {"epsilon": 1, "max_images_per_patient": 0}})
+    with pytest.raises(PrivmedError, match="privacy.unit"):
+        build({"privacy": {"epsilon": 1, "unit": "study"}})

@@ -78,27 +78,34 @@ def calibrate_noise(
     *,
     target_epsilon: float,
     delta: float,
-    sample_rate: float,
-    steps: int,
+    sample_rate: float | None = None,
+    steps: int | None = None,
+    schedules: Sequence[tuple[float, int]] = (),
     prior: Sequence[Mechanism] = (),
     accountant: str = "prv",
 ) -> float:
-    """Smallest noise multiplier for ``steps`` DP-SGD steps so that ``prior`` plus those steps
-    spend at most ``target_epsilon`` (bisection over the accountant, as Opacus's own
+    """Smallest noise multiplier for DP-SGD so that ``prior`` plus the DP-SGD steps spend at
+    most ``target_epsilon`` (bisection over the accountant, as Opacus's own
     ``get_noise_multiplier`` does, but composing with earlier stages).
+
+    The DP-SGD steps are ``steps`` at ``sample_rate``, or, for a hyper-parameter search
+    whose candidates share one noise multiplier, every ``(sample_rate, steps)`` of
+    ``schedules`` composed.
 
     Raises :class:`PrivmedError` when no noise up to :data:`MAX_NOISE_MULTIPLIER` reaches the target.
     """
-    return _calibrate(target_epsilon, delta, sample_rate, steps, tuple(prior), accountant)
+    runs = tuple(schedules) or ((sample_rate, steps),)
+    return _calibrate(target_epsilon, delta, runs, tuple(prior), accountant)
 
 
 @functools.lru_cache(maxsize=64)
-def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: int, prior: tuple[Mechanism, ...],
-               accountant: str) -> float:
+def _calibrate(target_epsilon: float, delta: float, runs: tuple[tuple[float, int], ...],
+               prior: tuple[Mechanism, ...], accountant: str) -> float:
     """Pure, so cached: shadow models of an audit share one schedule."""
 
     def spent(sigma: float) -> float:
-        return epsilon_for([*prior, Mechanism("dp_sgd", sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+        sgd = [Mechanism("dp_sgd", sigma, q, steps) for q, steps in runs]
+        return epsilon_for([*prior, *sgd], delta=delta, accountant=accountant)
 
     high = MAX_NOISE_MULTIPLIER
     if spent(high) > target_epsilon:
@@ -107,7 +114,11 @@ def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: i
             spent_before = epsilon_for(prior, delta=delta, accountant=accountant)
             before = (f" Earlier stages ({', '.join(m.stage for m in prior)}) alone spend epsilon={spent_before:.3g}; "
                       f"for feature centring, a larger privacy.center_noise_multiplier spends less.")
-        raise PrivmedError(EPSILON_UNREACHABLE.format(epsilon=target_epsilon, steps=steps, sample_rate=sample_rate,
+        if len(runs) > 1:
+            before += (f" The {len(runs)} hyper-parameter candidates of the tune section are composed: search "
+                       f"fewer candidates or fewer epochs.")
+        q, steps = runs[0]
+        raise PrivmedError(EPSILON_UNREACHABLE.format(epsilon=target_epsilon, steps=steps, sample_rate=q,
                                                       delta=delta, sigma=high, prior=before))
     low = 0.0
     high = 1.0

@@ -13,16 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accounting import Mechanism, epsilon_for
+from .units import group_privacy_sentence
 
 
 @dataclass
 class PrivacyLedger:
-    """Accounted stages plus reasons the run is not private (if any)."""
+    """Accounted stages plus reasons the run is not private (if any).
+
+    ``unit`` ('patient' or 'image') is whom the guarantee protects and ``unit_description``
+    says it in words (from :meth:`privmed.privacy.units.PrivacyUnit.describe`); ``n_private``
+    counts private training images.
+    """
 
     delta: float
     accountant: str
     clip_norm: float
     n_private: int
+    unit: str = "image"
+    unit_description: str = ""
+    max_per_unit: int = 1
     mechanisms: list[Mechanism] = field(default_factory=list)
     non_private_reasons: list[str] = field(default_factory=list)
     validation_choices: list[str] = field(default_factory=list)
@@ -55,8 +64,18 @@ class PrivacyLedger:
             return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
         stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone)) or "none"
         free = "".join(f" {sentence}." for sentence in self.free_inputs)
-        return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP over {self.n_private} training samples "
-                f"({self.accountant.upper()} accountant; stages: {stages}).{free}")
+        return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP; unit of privacy: {self.who}; "
+                f"{self.accountant.upper()} accountant; stages: {stages}.{free}{self._unit_caveat(epsilon)}")
+
+    @property
+    def who(self) -> str:
+        """The protected individuals in words, e.g. '578 patients (one patient and all of their images; ...)'."""
+        return self.unit_description or f"{self.n_private} training images (one image)"
+
+    def _unit_caveat(self, epsilon: float) -> str:
+        if self.unit == "patient" or not self.mechanisms:
+            return ""
+        return " " + group_privacy_sentence(epsilon, self.delta)
 
     def to_dict(self) -> dict[str, Any]:
         """``privacy.json``: every accountant computation done once."""
@@ -73,6 +92,9 @@ class PrivacyLedger:
             "steps": sgd.steps if sgd else 0,
             "clip_norm": "inf" if math.isinf(self.clip_norm) else self.clip_norm,
             "n_private_samples": self.n_private,
+            "unit": self.unit,
+            "protects": self.who,
+            "max_images_per_patient": self.max_per_unit if self.unit == "patient" else None,
             "stages": [{**m.to_dict(), "epsilon_alone": e} for m, e in zip(self.mechanisms, alone)],
             "non_private_reasons": self.non_private_reasons,
             "validation_choices": self.validation_choices,

@@ -23,6 +23,7 @@ the cells differ. Unknown keys are an error, and every cell's run configuration 
     audit: {shadows: 8, strategies: [dp_sgd_real], epsilons: [1, inf], seeds: [0]}   # membership attacks
     fairness: {attributes: [breast_density, view], bins: {age: [0, 50, 65, 120]}, privileged: {view: CC}}
     workers: 2
+    tune: {lr: [0.1, 0.3], epochs: [15, 40]}   # optional: a private search in every run, composed into its epsilon
     validation_choices: ["The learning rate was chosen on the validation split in ..."]
 
 Paths are relative to the directory the command runs in, as for ``privmed train``.
@@ -43,11 +44,11 @@ from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
 
 STUDY_KEYS = ("name", "description", "base", "strategies", "generators", "epsilons", "seeds", "models", "external",
-              "fairness", "audit", "workers", "validation_choices")
+              "fairness", "audit", "workers", "validation_choices", "tune")
 AUDIT_KEYS = ("shadows", "canaries", "canary_kind", "strategies", "epsilons", "seeds")
 AUDIT_SYNTHETIC = ("audit.strategies: {strategy!r} trains with synthetic images, and membership audits of such runs "
                    "are not supported; leave it out (audit its generator with `privmed audit-synthetic`).")
-STRATEGY_KEYS = ("data", "model", "privacy", "training", "synthetic", "generator", "epsilons")
+STRATEGY_KEYS = ("data", "model", "privacy", "training", "synthetic", "generator", "epsilons", "tune")
 GENERATOR_KEYS = ("kind", "data", "privacy", "gan", "samples", "sample_seed")
 #: ``gan``: ``privmed synth train`` on the private training split; ``phantom``: privmed's phantom (no data)
 GENERATOR_KINDS = ("gan", "phantom")
@@ -192,6 +193,8 @@ def study_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
     base = dict(raw["base"] or {})
     if "out" in base:
         raise PrivmedError("the study's base must not set 'out': every run's directory is OUT/runs/<run id>.")
+    if raw.get("tune"):  # a private search in every run (a strategy's tune keys override these)
+        base = merge(base, {"tune": _mapping(raw["tune"], "tune")})
     generators = tuple(_generator(n, spec or {}, base) for n, spec in (raw.get("generators") or {}).items())
     strategies = tuple(_strategy(n, spec or {}, {g.name for g in generators})
                        for n, spec in _mapping(raw["strategies"], "strategies").items())

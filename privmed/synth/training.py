@@ -34,19 +34,20 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from opacus import PrivacyEngine
-from opacus.data_loader import DPDataLoader
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from privmed import rundir
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import (Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for,
-                                       poisson_schedule)
+from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.training.trainer import _device, _finite, _spent_steps, seed_everything
+from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
+from privmed.privacy.units import resolve_unit
+from privmed.training.private import (PrivateTraining, make_private, plan_schedule, poisson_loader, resolve_device,
+                                      sampling_generator, spent_steps)
+from privmed.training.trainer import seed_everything
 
 from .config import GeneratorConfig, generator_config_from_dict
 from .diffaugment import diff_augment
@@ -64,19 +65,22 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     out = Path(config.out)
     checkpoint = _check_out_dir(out, config, resume=resume)
     seed_everything(config.gan.seed)
-    device = _device(config.gan.device)
+    device = resolve_device(config.gan.device)
     g = config.gan
 
     real = load_dataset(config.data, require_splits=("train",)).split("train")  # val and test are not used
     x = real.image_tensor * 2 - 1
     y = torch.from_numpy(real.labels[:, 0]).long()
     n = len(real)
-    delta = config.privacy.delta if config.privacy.delta is not None else default_delta(n)
-    private = config.privacy.private
+    p = config.privacy
+    unit = resolve_unit(p.unit, real.patient_ids, max_images_per_patient=p.max_images_per_patient, n=n)
+    delta = p.delta if p.delta is not None else default_delta(unit.n_units)
+    private = p.private
     if private:
-        check_delta(delta, n)
-    loader = DataLoader(TensorDataset(x, y), batch_size=g.batch_size)
-    sample_rate, steps = poisson_schedule(n, batch_size=g.batch_size, epochs=g.epochs)
+        check_delta(delta, unit.n_units)
+    schedule = plan_schedule(unit, batch_size=g.batch_size, epochs=g.epochs)
+    sample_rate, steps = schedule.sample_rate, schedule.steps
+    replay_seed = g.seed if (p.replayable_noise or not private) else None
 
     gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
     disc = _discriminator(config).to(device)
@@ -84,15 +88,16 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     opt_g = torch.optim.Adam(gen.parameters(), lr=g.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=g.lr_d, betas=(0.5, 0.999))
 
-    engine, sigma = None, 0.0
+    sigma = 0.0
     if private:
         sigma = _noise(config, checkpoint, delta=delta, sample_rate=sample_rate, steps=steps)
-        engine = PrivacyEngine(accountant=config.privacy.accountant)
-        disc, opt_d, loader = engine.make_private(
-            module=disc, optimizer=opt_d, data_loader=loader, noise_multiplier=sigma,
-            max_grad_norm=_finite(config.privacy.clip_norm), poisson_sampling=True, grad_sample_mode="hooks")
-    else:
-        loader = DPDataLoader.from_data_loader(loader)  # the same Poisson sampling, without noise
+        fit = make_private(disc, opt_d, TensorDataset(x, y), unit=unit, schedule=schedule, noise_multiplier=sigma,
+                           clip_norm=p.clip_norm, accountant=p.accountant, grad_sample_mode="hooks",
+                           replay_seed=replay_seed, device=device)
+    else:  # the same Poisson sampling, without noise
+        fit = PrivateTraining(None, disc, opt_d, nn.BCEWithLogitsLoss(), poisson_loader(
+            TensorDataset(x, y), unit, schedule, generator=sampling_generator(replay_seed=replay_seed)))
+    engine, disc, opt_d, loader = fit.engine, fit.module, fit.optimizer, fit.loader
 
     out.mkdir(parents=True, exist_ok=True)
     (out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
@@ -100,11 +105,11 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     start, history = 0, []
     if checkpoint is not None:
         start, history = _restore(checkpoint, gen, disc, ema, opt_g, opt_d, engine)
-        rundir.append_log(out, f"resumed after epoch {start} with {_spent_steps(engine)} discriminator DP steps spent")
+        rundir.append_log(out, f"resumed after epoch {start} with {spent_steps(engine)} discriminator DP steps spent")
 
     fixed_z = torch.randn(16, NOISE_DIM, generator=torch.Generator().manual_seed(g.seed))
     fixed_y = torch.arange(16) % 2
-    expected_batch = max(1, round(sample_rate * n))
+    expected_batch = schedule.expected_batch
     bar = tqdm(range(start, g.epochs), desc="generator", unit="epoch", initial=start, total=g.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -124,10 +129,13 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
 
-    ledger = PrivacyLedger(delta=delta, accountant=config.privacy.accountant,
-                           clip_norm=config.privacy.clip_norm if private else math.inf, n_private=n)
+    ledger = PrivacyLedger(delta=delta, accountant=p.accountant, clip_norm=p.clip_norm if private else math.inf,
+                           n_private=n, unit=unit.name, unit_description=unit.describe(),
+                           max_per_unit=unit.max_per_unit)
     if private:
-        ledger.mechanisms.append(Mechanism(STAGE, sigma, sample_rate, _spent_steps(engine)))
+        ledger.mechanisms.append(Mechanism(STAGE, sigma, sample_rate, spent_steps(engine)))
+        if p.replayable_noise:
+            ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
     else:
         ledger.non_private_reasons.append(
             f"The generator in '{out}' was trained on the private training split without DP.")
@@ -220,7 +228,7 @@ def _write_grid(gen: Generator, z: torch.Tensor, y: torch.Tensor, path: Path, ep
 def _epsilon(engine, sigma: float, sample_rate: float, delta: float, config: GeneratorConfig) -> float:
     if engine is None:
         return math.inf
-    return epsilon_for([Mechanism(STAGE, sigma, sample_rate, _spent_steps(engine))], delta=delta,
+    return epsilon_for([Mechanism(STAGE, sigma, sample_rate, spent_steps(engine))], delta=delta,
                        accountant=config.privacy.accountant)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import math
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,13 +83,16 @@ def find_center(head: nn.Module) -> FeatureCenter | None:
 
 @torch.no_grad()
 def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplier: float | None,
-               generator: torch.Generator) -> Mechanism | None:
+               generator: torch.Generator, groups: np.ndarray | None = None) -> Mechanism | None:
     """Set the centre to the training-feature mean; privately when ``noise_multiplier`` is given.
 
-    Private release: each sample's flattened feature vector is clipped to norm
-    ``sqrt(D)`` (the norm per-sample-normalised features already have), the sum gets
-    Gaussian noise of std ``noise_multiplier * sqrt(D)``, and is divided by N (the
-    sample count is treated as public, as Opacus does). Returns the accounted mechanism.
+    Private release over the unit of privacy: each sample's flattened feature vector is
+    clipped to norm ``sqrt(D)`` (the norm per-sample-normalised features already have),
+    each unit (``groups[i]``: a patient, or by default each image) contributes the mean of
+    its clipped vectors (norm at most ``sqrt(D)``: the sensitivity, whatever the unit's
+    image count), the sum over units gets Gaussian noise of std ``noise_multiplier * sqrt(D)``
+    from ``generator`` (a secret one, :mod:`privmed.privacy.randomness`), and is divided by
+    the number of units (treated as public, as Opacus does). Returns the accounted mechanism.
     """
     flat = features.flatten(1).double()
     n, d = flat.shape
@@ -98,6 +102,17 @@ def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplie
     bound = math.sqrt(d)
     norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
     clipped = flat * (bound / norms).clamp(max=1.0)
+    unit_means = _unit_means(clipped, groups)
     noise = torch.randn(d, generator=generator, dtype=torch.float64) * noise_multiplier * bound
-    center.center.copy_(((clipped.sum(0) + noise) / n).float())
+    center.center.copy_(((unit_means.sum(0) + noise) / len(unit_means)).float())
     return Mechanism("feature_centering", noise_multiplier, 1.0, 1)
+
+
+def _unit_means(rows: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
+    """Mean of each group's rows (groups numbered 0..G-1); the rows themselves without groups."""
+    if groups is None:
+        return rows
+    index = torch.from_numpy(np.asarray(groups, dtype=np.int64))
+    sums = torch.zeros(int(index.max()) + 1, rows.shape[1], dtype=rows.dtype).index_add_(0, index, rows)
+    counts = torch.bincount(index, minlength=len(sums)).to(rows.dtype).unsqueeze(1)
+    return sums / counts

@@ -64,6 +64,7 @@ class SyntheticSource:
     non_private_reason: str | None
     generator: str | None  # the generator's folder, or the phantom's description; None when unknown
     free_input: str | None = None  # why the images cost nothing (phantom, declared public), for the ledger
+    unit: str = "image"  # the unit of privacy of the generator's stages (records before units: image)
 
 
 def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str,
@@ -177,7 +178,7 @@ def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
         return SyntheticSource(images, [], NON_PRIVATE_GENERATOR.format(path=root, generator=generator), generator)
     mechanisms = [Mechanism(s["stage"], float(s["noise_multiplier"]), float(s["sample_rate"]), int(s["steps"]))
                   for s in record["stages"]]
-    return SyntheticSource(images, mechanisms, None, generator)
+    return SyntheticSource(images, mechanisms, None, generator, unit=record.get("unit", "image"))
 
 
 def classifier_layer(net: nn.Module) -> nn.Linear:
