@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# frozen features are cached on disk; tests keep theirs out of the user's cache (child processes inherit this)
+os.environ["PRIVMED_CACHE"] = tempfile.mkdtemp(prefix="privmed-test-cache-")
 warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
 warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
 warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")

@@ -310,3 +310,24 @@ def test_configure_cpu_allocator_is_safe():
 
     assert isinstance(configure_cpu_allocator(), bool)
     assert build_model("resnet9_small", image_size=32)(torch.randn(1, 1, 32, 32)).shape == (1, 1)
+
+
+def test_frozen_features_are_cached_on_disk_across_processes(tmp_path, monkeypatch):
+    from privmed.models import build_model
+    from privmed.training import inputs
+
+    monkeypatch.setenv("PRIVMED_CACHE", str(tmp_path / "cache"))
+    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=32, norm="group")
+    images = torch.rand(5, 1, 32, 32)
+    first = inputs.model_inputs(model, images)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    inputs._FEATURE_CACHE.clear()  # as a new process would start
+
+    def no_compute(*_):
+        raise AssertionError("features were computed again")
+
+    monkeypatch.setattr(model.features, "forward", no_compute)
+    assert torch.equal(inputs.model_inputs(model, images), first)
+    other = torch.rand(5, 1, 32, 32)  # other images: another key, so computing is needed (and fails here)
+    with pytest.raises(AssertionError, match="computed again"):
+        inputs.model_inputs(model, other)

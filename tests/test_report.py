@@ -56,6 +56,8 @@ def test_report_lists_every_run_and_says_which_are_not_private(report):
     for run in results["run"]:
         assert run in html and run in md
     assert "2 of 6 finished runs are not differentially private" in html
+    assert set(results["unit"]) == {"patient"}  # the phantom has patient ids: the default unit
+    assert "Unit of privacy (whom ε protects): one patient and all of their images in 6 run(s)." in md
     assert "The classifier was trained on the private data without DP-SGD" in html
     assert "The learning rates were picked by hand for this test." in md
     assert "best AUROC on the private validation split" in md

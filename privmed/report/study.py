@@ -32,6 +32,7 @@ from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Pictur
 HTML = "report.html"
 MARKDOWN = "report.md"
 NOT_A_STUDY = "'{path}' is not a study folder (no {file}); run `privmed study STUDY.yaml --out {path}` first."
+UNIT_WORDS = {"patient": "one patient and all of their images", "image": "one image"}
 FREE_INPUTS_HEADING = "Inputs that add nothing to ε (made without patient data, or declared public by the user):"
 
 
@@ -97,6 +98,8 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
         "ε in the tables is the classifier's target (the grid's value); total ε is what the accountant gives "
         "for everything that touched the private training data in that run (feature centring, a generator's "
         "DP-SGD, the classifier's DP-SGD), composed, at the run's δ."))
+    if "unit" in done and len(done):
+        blocks.append(Paragraph(_unit_sentence(done)))
     not_private = done[~done["private"].astype(bool)]
     if len(not_private):
         reasons = not_private.groupby("not_private_because", sort=False)["run"].apply(list)
@@ -117,6 +120,15 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
     blocks += [Paragraph("Choices made by looking at the private validation data (not covered by ε):"),
                Bullets(tuple(choices))]
     return blocks
+
+
+def _unit_sentence(done: pd.DataFrame) -> str:
+    """Whom the ε values protect: one patient with all of their images, or one image."""
+    counts = done["unit"].value_counts()
+    parts = [f"{UNIT_WORDS.get(unit, unit)} in {n} run(s)" for unit, n in counts.items()]
+    caveat = (" A patient with m images is protected only at m·ε (group privacy) where the unit is one image."
+              if "image" in counts else "")
+    return f"Unit of privacy (whom ε protects): {'; '.join(parts)}.{caveat}"
 
 
 def _utility(study: StudyConfig, done: pd.DataFrame) -> list:

@@ -83,6 +83,7 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
     metrics = rundir.read_json(run / rundir.METRICS)
     row.update(status="finished", private=bool(privacy["private"]),
                total_epsilon=float(privacy["epsilon"]) if privacy["private"] else math.inf,
+               unit=privacy.get("unit", "image"),
                not_private_because=" ".join(privacy.get("non_private_reasons", [])),
                free_inputs=" ".join(f"{sentence}." for sentence in privacy.get("free_inputs", [])),
                val_auroc=metrics["checkpoint"]["val_auroc"])

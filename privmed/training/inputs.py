@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,9 +53,13 @@ FEATURE_CACHE_SIZE = 8
 def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
     """Inputs of :func:`trainable_part`: frozen features for feature models, else the images.
 
-    Features are cached in memory per process (the front end is fixed and data-independent,
-    so the same images always give the same features): the runs of a sweep, study or
-    audit compute each data set's scattering once. Callers must not modify the result.
+    Features are cached (the front end is fixed and data-independent, so the same images
+    always give the same features): in memory per process, and on disk in
+    :func:`feature_cache_dir` keyed by the front end and a hash of the images, so the runs of
+    a sweep, study, audit or benchmark compute each data set's scattering once. The disk cache
+    holds features of private images: it lives beside the user's other private files
+    (``PRIVMED_CACHE``, default ``~/.cache/privmed``); ``PRIVMED_CACHE=off`` disables it.
+    Callers must not modify the result.
     """
     if not is_feature_model(model):
         return images
@@ -61,18 +68,59 @@ def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, dev
     if key in _FEATURE_CACHE:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key]
-    model.features.to(device).eval()
-    parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
-    features = torch.cat(parts) if parts else images.new_zeros((0,))
+    features = _read_cached(key)
+    if features is None:
+        model.features.to(device).eval()
+        parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
+        features = torch.cat(parts) if parts else images.new_zeros((0,))
+        _write_cached(key, features)
     _FEATURE_CACHE[key] = features
     while len(_FEATURE_CACHE) > FEATURE_CACHE_SIZE:
         _FEATURE_CACHE.popitem(last=False)
     return features
 
 
+def feature_cache_dir() -> Path | None:
+    """Where frozen features are cached on disk (None when ``PRIVMED_CACHE=off``)."""
+    setting = os.environ.get("PRIVMED_CACHE", "")
+    if setting.lower() == "off":
+        return None
+    return Path(setting) if setting else Path.home() / ".cache" / "privmed" / "features"
+
+
+def _cache_file(key: tuple) -> Path | None:
+    folder = feature_cache_dir()
+    return None if folder is None else folder / f"{hashlib.sha1(repr(key).encode()).hexdigest()}.pt"
+
+
+def _read_cached(key: tuple) -> torch.Tensor | None:
+    path = _cache_file(key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError):  # a torn or foreign file: compute again
+        return None
+
+
+def _write_cached(key: tuple, features: torch.Tensor) -> None:
+    path = _cache_file(key)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(features, tmp)
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: the cache is an optimisation only
+        pass
+
+
 def _front_end_key(features: nn.Module) -> tuple:
     """What determines a frozen front end's output: its class, its settings, its structure."""
-    settings = tuple(sorted((k, v) for k, v in vars(features).items() if isinstance(v, (int, float, str, bool))))
+    settings = tuple(sorted((k, v) for k, v in vars(features).items()
+                            if isinstance(v, (int, float, str, bool)) and k != "training"))  # not the mode
     return type(features).__name__, settings, repr(features)
 
 
