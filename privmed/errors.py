@@ -41,3 +41,5 @@ FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written onl
 TOO_FEW_IMAGES = "--n {n}: {what} needs at least {minimum} images (half of each class)."
 TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their quality needs at least {minimum} "
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
+STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
+              "or stop it, before running a study into the same --out.")
