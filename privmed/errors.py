@@ -6,6 +6,10 @@ traceback. Message templates live here so tests can import them.
 """
 
 
+import re
+import string
+
+
 class PrivmedError(Exception):
     """A problem with the user's input or environment, with a message that says how to fix it."""
 
@@ -21,6 +25,8 @@ ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AURO
 PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
 DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
 EPSILON_NOT_POSITIVE = "epsilon={epsilon:g} must be > 0. Omit --epsilon (or pass inf) for non-private training."
+EPSILON_NOT_A_NUMBER = ("epsilon={epsilon} is not a number. Give a positive number, or omit --epsilon (or pass inf) "
+                        "for non-private training.")
 EPSILON_UNREACHABLE = (
     "epsilon={epsilon:g} cannot be reached by this schedule ({steps} steps at sample rate {sample_rate:.4g}, "
     "delta={delta:g}): even a noise multiplier of {sigma:g} spends more. Raise --epsilon, train fewer --epochs, "
@@ -43,3 +49,27 @@ TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their q
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
 STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
               "or stop it, before running a study into the same --out.")
+
+
+def error_kind(message: str) -> str:
+    """What kind of error ``message`` is, in words that carry none of its text (a patient id, file name
+    or path in it never reaches a report): the name of the message template it was made from, the
+    exception type of a crash, or "refused input"."""
+    if not message:
+        return ""
+    first = message.splitlines()[0]
+    for name, pattern in _template_patterns():
+        if pattern.fullmatch(first):
+            return name.lower().replace("_", " ")
+    crash = re.match(r"([A-Z]\w*(?:Error|Exception|Interrupt|Exit))\b", first)
+    return f"crash ({crash.group(1)})" if crash else "refused input"
+
+
+def _template_patterns() -> list[tuple[str, "re.Pattern[str]"]]:
+    patterns = []
+    for name, value in globals().items():
+        if name.isupper() and isinstance(value, str) and "{" in value:
+            pieces = [re.escape(text) + (".*" if field is not None else "")
+                      for text, field, _, _ in string.Formatter().parse(value)]
+            patterns.append((name, re.compile("".join(pieces), re.DOTALL)))
+    return patterns
