@@ -89,13 +89,16 @@ class PrivacyConfig:
     center_noise_multiplier: float = 5.0  # DP feature centering for feature models, see privmed.training.features
 
     def __post_init__(self) -> None:
-        if self.epsilon <= 0:
-            from privmed.errors import EPSILON_NOT_POSITIVE
+        from privmed.errors import EPSILON_NOT_A_NUMBER, EPSILON_NOT_POSITIVE
 
+        if math.isnan(self.epsilon):
+            raise PrivmedError(EPSILON_NOT_A_NUMBER.format(epsilon=self.epsilon))
+        if self.epsilon <= 0:
             raise PrivmedError(EPSILON_NOT_POSITIVE.format(epsilon=self.epsilon))
-        _require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta, "must be in (0, 1)")
-        _require(self.noise_multiplier is None or self.noise_multiplier >= 0, "privacy", "noise_multiplier",
-                 self.noise_multiplier, "must be >= 0")
+        _require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta,
+                 "must be a number in (0, 1)")
+        _require(self.noise_multiplier is None or 0 <= self.noise_multiplier < math.inf, "privacy",
+                 "noise_multiplier", self.noise_multiplier, "must be a finite number >= 0")
         _require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
                  "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
         _require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")

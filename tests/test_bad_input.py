@@ -1,0 +1,158 @@
+"""Issue 21: bad inputs refused with one clear message, nothing leaked into a report, nothing half-written.
+
+Each refused kind of input is listed in docs/bad-input.md with the test here (or elsewhere) that checks it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from privmed import rundir
+from privmed.cli import main
+from privmed.config import PrivacyConfig
+from privmed.errors import EPSILON_NOT_A_NUMBER, PATIENT_OVERLAP, PrivmedError, error_kind
+from privmed.evaluation.fairness import subgroup_metrics, suppress_complements
+from privmed.privacy.accounting import Mechanism
+from privmed.privacy.ledger import ZERO_NOISE, PrivacyLedger
+from privmed.report import write_report
+from privmed.study import run_study, study_from_dict
+from privmed.study.runner import STATUS, STUDY_FILE
+
+FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "1", "--batch-size", "32",
+        "--bootstrap", "100", "--augment", "false"]
+NOISELESS = {
+    "name": "noiseless",
+    "base": {"data": {"phantom_samples": 300, "image_size": 32}, "privacy": {"noise_multiplier": 0},
+             "training": {"epochs": 1, "batch_size": 64, "bootstrap_resamples": 100}},
+    "strategies": {"dp_sgd": {}},
+    "epsilons": ["inf"],
+    "seeds": [0],
+}
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_refused(code, err, pattern, *nothing_at):
+    """One ``privmed: error:`` line holding ``pattern``, no traceback, nothing written at ``nothing_at``."""
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("privmed: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert pattern in lines[0], lines[0]
+    for path in nothing_at:
+        assert not Path(path).exists(), f"{path} was written although the input was refused"
+
+
+@pytest.fixture(scope="module")
+def noiseless_study(tmp_path_factory) -> Path:
+    """A finished one-run study trained with noise multiplier 0."""
+    out = tmp_path_factory.mktemp("noiseless")
+    run_study(study_from_dict(NOISELESS), NOISELESS, out=out, progress=lambda _: None)
+    return out
+
+
+# --------------------------------------------------------------------------- item 2: no patient id in a report
+
+
+def test_a_failed_runs_error_reaches_the_report_by_kind_never_its_patient_ids(noiseless_study, tmp_path):
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+    run = noiseless_study / "runs" / "dp_sgd__epsinf__seed0"
+    (out / "runs" / run.name).symlink_to(run, target_is_directory=True)
+    raw = copy.deepcopy(NOISELESS)
+    raw["strategies"] = {"dp_sgd": {}, "other": {"training": {"lr": 0.05}}}
+    rundir.write_yaml(out / STUDY_FILE, raw)
+    error = PATIENT_OVERLAP.format(patients="P_00009, P_00417")
+    rundir.write_json(out / STATUS, {"other__epsinf__seed0": {"status": "failed", "seconds": 1.0, "error": error}})
+    html, md = (p.read_text() for p in write_report(out))
+    for text in (html, md):
+        assert "P_00009" not in text and "P_00417" not in text
+        assert "patient overlap" in text
+
+
+def test_error_kinds_name_the_template_or_the_crash_and_carry_no_text():
+    assert error_kind(PATIENT_OVERLAP.format(patients="P_1")) == "patient overlap"
+    assert error_kind("FileNotFoundError: /data/private/P_1.png\nTraceback ...") == "crash (FileNotFoundError)"
+    assert error_kind("image /data/private/P_1.png is odd") == "refused input"
+    assert error_kind("") == ""
+
+
+# --------------------------------------------------------------------------- item 3: no count by subtraction
+
+
+def test_a_suppressed_group_hides_every_groups_counts():
+    groups = np.array(["a"] * 16 + ["b"] * 6, dtype=object)
+    y = np.array([0, 1] * 11)
+    table = subgroup_metrics(y_true=y, scores=np.linspace(0, 1, 22), threshold=0.5, groups=groups, n_resamples=100)
+    table = suppress_complements(table, train_sizes=pd.Series({"a": 30, "b": 4}))
+    assert table["counts_suppressed"].all()
+    assert table[["n", "train_n"]].isna().all().all()  # 16 and 30 would give 6 and 4 from the totals
+    assert not math.isnan(table.set_index("group").loc["a", "auroc"])  # the big group's metrics stay
+
+
+def test_a_group_small_only_in_training_hides_the_counts_too():
+    groups = np.array(["a"] * 12 + ["b"] * 12, dtype=object)
+    table = subgroup_metrics(y_true=np.array([0, 1] * 12), scores=np.linspace(0, 1, 24), threshold=0.5,
+                             groups=groups, n_resamples=100)
+    hidden = suppress_complements(table, train_sizes=pd.Series({"a": 30, "b": 4}))
+    assert hidden[["n", "train_n"]].isna().all().all()
+    shown = suppress_complements(table, train_sizes=pd.Series({"a": 30, "b": 14}))
+    assert not shown["counts_suppressed"].any()
+    assert shown["n"].tolist() == [12, 12] and shown["train_n"].tolist() == [30, 14]
+
+
+# --------------------------------------------------------------------------- item 6: noise 0 is not private
+
+
+def test_a_noiseless_stage_makes_the_ledger_not_private():
+    ledger = PrivacyLedger(delta=1e-5, accountant="prv", clip_norm=1.0, n_private=100,
+                           mechanisms=[Mechanism("dp_sgd", 0.0, 0.1, 100)])
+    record = ledger.to_dict()
+    assert not ledger.private and record["private"] is False and record["epsilon"] == "inf"
+    assert ZERO_NOISE.format(stage="dp_sgd") in record["non_private_reasons"]
+    assert record["summary"].startswith("NOT PRIVATE") and "-DP" not in record["summary"]
+
+
+def test_train_with_noise_multiplier_0_says_not_private(phantom_root, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "n0", "--noise-multiplier",
+                           0, *FAST)
+    assert code == 0 and "NOT PRIVATE" in out and "-DP" not in out
+    privacy = rundir.read_json(tmp_path / "n0" / rundir.PRIVACY)
+    assert privacy["private"] is False and ZERO_NOISE.format(stage="dp_sgd") in privacy["non_private_reasons"]
+
+
+def test_a_study_with_a_noiseless_run_is_reported_as_not_private(noiseless_study):
+    results = pd.read_csv(noiseless_study / "results.csv")
+    assert not results["private"].astype(bool).any()
+    _, md = write_report(noiseless_study)
+    text = md.read_text()
+    assert "1 of 1 finished runs are not differentially private" in text and "noise multiplier 0" in text
+
+
+# --------------------------------------------------------------------------- item 7: non-finite epsilon, delta
+
+
+@pytest.mark.parametrize("option, value, pattern", [
+    ("--epsilon", "nan", EPSILON_NOT_A_NUMBER.format(epsilon=math.nan)),
+    ("--delta", "nan", "privacy.delta = nan: must be a number in (0, 1)"),
+    ("--delta", "inf", "privacy.delta = inf: must be a number in (0, 1)"),
+    ("--noise-multiplier", "nan", "privacy.noise_multiplier = nan: must be a finite number >= 0"),
+    ("--noise-multiplier", "inf", "privacy.noise_multiplier = inf: must be a finite number >= 0"),
+])
+def test_non_finite_privacy_parameters_are_refused(phantom_root, tmp_path, capsys, option, value, pattern):
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "x", *FAST, option, value)
+    assert_refused(code, err, pattern, tmp_path / "x")
+
+
+def test_a_nan_epsilon_in_a_config_is_refused():
+    with pytest.raises(PrivmedError, match="is not a number"):
+        PrivacyConfig(epsilon=math.nan)
