@@ -18,6 +18,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "data": ("data", "path"),
     "label_column": ("data", "label_columns"),
     "positive_class": ("data", "positive_class"),
+    "allow_outside_data_root": ("data", "allow_outside_root"),
     "image_size": ("data", "image_size"),
     "spatial_dims": ("data", "spatial_dims"),
     "model": ("model", "name"),
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
     train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
     train.add_argument("--positive-class", help="name of the positive class (default malignant)")
+    train.add_argument("--allow-outside-data-root", action="store_true", default=None,
+                       help="let a manifest list images outside its own folder (refused by default)")
     train.add_argument("--image-size", type=int)
     train.add_argument("--spatial-dims", type=int, choices=(2, 3))
     train.add_argument("--model", help="model name (see `privmed models`)")

@@ -50,6 +50,7 @@ class DataConfig:
     test_fraction: float = 0.2
     phantom_samples: int = 2000
     seed: int = 0  # the phantom's seed and the seed of the split of data without splits; fixed across training seeds
+    allow_outside_root: bool = False  # a manifest may list images outside its own folder
 
     def __post_init__(self) -> None:
         _require(self.image_size >= 16, "data", "image_size", self.image_size, "must be >= 16")

@@ -19,9 +19,17 @@ RUN_DATA_MISSING = ("run '{run}' recorded its data as '{path}', which does not e
                     "path is relative to where the run was trained). Pass --data with the data set's path.")
 EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
 UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
+NOT_UTF8 = ("'{path}' is not UTF-8 text (byte {position}: {byte}). Save the CSV as UTF-8 and try again.")
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
 NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
+DUPLICATE_PATHS = ("manifest '{path}' lists {n} image(s) more than once (first: '{example}'). Each image must be "
+                   "one row, or N and the per-sample privacy guarantee are wrong: remove the duplicate rows.")
+IDENTICAL_ACROSS_SPLITS = ("{n} image(s) of split '{a}' are pixel-identical to images of split '{b}' (first: '{x}' "
+                           "and '{y}'): the same image would be trained on and tested on. Remove the copies, or give "
+                           "patient ids so that copies of one patient stay in one split.")
+OUTSIDE_DATA_ROOT = ("manifest '{path}' lists {n} image(s) outside its folder '{root}' (first: '{example}'). Move "
+                     "them under it, or allow it with data.allow_outside_root: true (--allow-outside-data-root).")
 PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
 DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
 EPSILON_NOT_POSITIVE = "epsilon={epsilon:g} must be > 0. Omit --epsilon (or pass inf) for non-private training."

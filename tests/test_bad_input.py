@@ -156,3 +156,83 @@ def test_non_finite_privacy_parameters_are_refused(phantom_root, tmp_path, capsy
 def test_a_nan_epsilon_in_a_config_is_refused():
     with pytest.raises(PrivmedError, match="is not a number"):
         PrivacyConfig(epsilon=math.nan)
+
+
+# --------------------------------------------------------------------------- item 5: duplicates in a manifest
+
+
+def manifest_copy(phantom_root: Path, tmp_path: Path, edit, *, name: str = "manifest.csv") -> Path:
+    """A manifest beside the phantom's images (same folder), edited by ``edit(table) -> table``."""
+    table = edit(pd.read_csv(phantom_root / "metadata.csv"))
+    path = phantom_root / name
+    table.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def own_manifest(phantom_root):
+    written = []
+
+    def make(edit, name="manifest_test.csv"):
+        written.append(phantom_root / name)
+        return manifest_copy(phantom_root, phantom_root, edit, name=name)
+
+    yield make
+    for path in written:
+        path.unlink(missing_ok=True)
+
+
+def test_a_manifest_listing_an_image_twice_is_refused(own_manifest, tmp_path, capsys):
+    manifest = own_manifest(lambda t: pd.concat([t, t.iloc[:20]], ignore_index=True))
+    code, _, err = run_cli(capsys, "train", "--data", manifest, "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, "lists 20 image(s) more than once", tmp_path / "x")
+
+
+def test_the_same_image_twice_under_another_spelling_is_refused(own_manifest, tmp_path, capsys):
+    def respell(table):
+        extra = table.iloc[:3].copy()
+        extra["path"] = "./" + extra["path"]
+        return pd.concat([table, extra], ignore_index=True)
+
+    code, _, err = run_cli(capsys, "train", "--data", own_manifest(respell), "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, "lists 3 image(s) more than once", tmp_path / "x")
+
+
+def test_identical_image_content_in_two_splits_is_refused(phantom_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "copied"
+    shutil.copytree(phantom_root / "images", root / "images")
+    table = pd.read_csv(phantom_root / "metadata.csv").drop(columns="patient_id")
+    train_image = table[table["split"] == "train"].iloc[0]
+    copy_path = "images/test/copy_of_train.png"
+    shutil.copy(root / train_image["path"], root / copy_path)
+    table = pd.concat([table, pd.DataFrame([{**train_image.to_dict(), "path": copy_path, "split": "test"}])])
+    table.to_csv(root / "metadata.csv", index=False)
+    code, _, err = run_cli(capsys, "train", "--data", root, "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, "1 image(s) of split 'train' are pixel-identical to images of split 'test'",
+                   tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- item 8/9: manifests
+
+
+def test_a_manifest_listing_images_outside_its_folder_is_refused_unless_allowed(phantom_root, tmp_path, capsys):
+    table = pd.read_csv(phantom_root / "metadata.csv")
+    table["path"] = [str(phantom_root / p) for p in table["path"]]
+    manifest = tmp_path / "elsewhere" / "manifest.csv"
+    manifest.parent.mkdir()
+    table.to_csv(manifest, index=False)
+    code, _, err = run_cli(capsys, "train", "--data", manifest, "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, f"lists {len(table)} image(s) outside its folder", tmp_path / "x")
+    code, out, _ = run_cli(capsys, "train", "--data", manifest, "--out", tmp_path / "y", *FAST,
+                           "--allow-outside-data-root")
+    assert code == 0 and "auroc=" in out
+
+
+def test_a_manifest_that_is_not_utf8_is_refused(phantom_root, tmp_path, capsys):
+    text = (phantom_root / "metadata.csv").read_bytes().replace(b"phantom_p00000", b"phantom_p\xe900000", 1)
+    manifest = tmp_path / "latin1.csv"
+    manifest.write_bytes(text)
+    code, _, err = run_cli(capsys, "train", "--data", manifest, "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, "is not UTF-8 text", tmp_path / "x")
