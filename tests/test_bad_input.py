@@ -236,3 +236,40 @@ def test_a_manifest_that_is_not_utf8_is_refused(phantom_root, tmp_path, capsys):
     manifest.write_bytes(text)
     code, _, err = run_cli(capsys, "train", "--data", manifest, "--out", tmp_path / "x", *FAST)
     assert_refused(code, err, "is not UTF-8 text", tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- item 4: resized private images
+
+
+def test_resized_private_images_cannot_be_declared_public(phantom_root, tmp_path, capsys):
+    """The phantom's private images (32 px) upscaled to 64 px and mixed into another draw of the phantom."""
+    import shutil
+
+    from PIL import Image
+
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    other = write_phantom_dataset(tmp_path / "other", PhantomSpec(n_samples=60, image_size=32, seed=11)).parent
+    public = tmp_path / "public"
+    shutil.copytree(other / "images" / "train", public)
+    for k, private in enumerate(sorted((phantom_root / "images" / "train" / "benign").glob("*.png"))[:3]):
+        Image.open(private).resize((64, 64), Image.BICUBIC).save(public / "benign" / f"upscaled_{k}.png")
+    args = ["train", "--data", phantom_root, "--out", tmp_path / "x", *FAST, "--epsilon", 4, "--synthetic", public,
+            "--synthetic-public", "--pretrain-epochs", 1]
+    code, _, err = run_cli(capsys, *args)
+    assert_refused(code, err, f"3 image(s) in '{public}' are identical or nearly identical", tmp_path / "x")
+    assert "benign/upscaled_" in err  # the other draw alone is accepted: tests/test_declared_public.py
+
+
+def test_near_duplicates_are_found_across_sizes_and_contrast_but_different_images_are_not():
+    from privmed.data.duplicates import NEAR_DUPLICATE_DISTANCE, near_duplicates
+    from privmed.data.images import resize
+    from privmed.data.phantom import PhantomSpec, generate_phantom
+
+    images, _ = generate_phantom(PhantomSpec(n_samples=100, image_size=64, seed=1))
+    others, _ = generate_phantom(PhantomSpec(n_samples=100, image_size=64, seed=2))
+    altered = np.stack([resize(resize(x, size=40), size=64) * 0.8 + 0.1 for x in images[:5]])
+    hits = near_duplicates(altered, images)
+    assert sorted((i, j) for i, j, _ in hits) == [(k, k) for k in range(5)]
+    assert all(d < NEAR_DUPLICATE_DISTANCE for _, _, d in hits)
+    assert near_duplicates(others, images) == []
