@@ -26,6 +26,8 @@ import yaml
 
 from privmed.errors import PrivmedError
 
+#: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
+MAX_IMAGE_SIZE = {2: 1024, 3: 256}
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
 
@@ -53,8 +55,11 @@ class DataConfig:
     allow_outside_root: bool = False  # a manifest may list images outside its own folder
 
     def __post_init__(self) -> None:
-        _require(self.image_size >= 16, "data", "image_size", self.image_size, "must be >= 16")
         _require(self.spatial_dims in (2, 3), "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
+        largest = MAX_IMAGE_SIZE[self.spatial_dims]
+        _require(16 <= self.image_size <= largest, "data", "image_size", self.image_size,
+                 f"must be between 16 and {largest} for {self.spatial_dims}D images (memory grows with "
+                 f"{'its square' if self.spatial_dims == 2 else 'its cube'})")
         _require(len(self.label_columns) >= 1, "data", "label_columns", self.label_columns, "name at least one column")
         _require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                  and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",

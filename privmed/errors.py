@@ -40,6 +40,8 @@ EPSILON_UNREACHABLE = (
     "delta={delta:g}): even a noise multiplier of {sigma:g} spends more. Raise --epsilon, train fewer --epochs, "
     "or use a smaller --batch-size.{prior}"
 )
+BATCH_LARGER_THAN_DATA = ("--batch-size {batch} is larger than the {n} training samples: every step would use all "
+                          "of them (sample rate 1, no subsampling). Use a --batch-size of at most {n}.")
 BATCH_TOO_LARGE = (
     "a physical batch of {batch} does not fit in memory ({reason}). Pass a smaller --physical-batch-size, "
     "e.g. {suggest}; the logical batch (--batch-size) and the privacy guarantee stay the same."
@@ -49,6 +51,15 @@ RESUME_CONFIG_CHANGED = (
     "cannot resume '{path}': the configuration changed ({changes}). Resume with the original options, "
     "or start a new run in another --out directory."
 )
+CHECKPOINT_UNREADABLE = ("checkpoint '{path}' cannot be read ({reason}); it is truncated or not a privmed checkpoint. "
+                         "{fix}")
+CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). Restore it from the run's original "
+                     "options, or train the run again.")
+OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "
+                    "(checked before any work starts).")
+GRID_FOLDER_MISSING = ("the folder '{folder}' of --grid '{path}' does not exist; privmed does not create folders "
+                       "for a single file. Create it first, or choose a path in an existing folder.")
+BOOTSTRAP_TOO_FEW = "--bootstrap {n}: confidence intervals need at least {minimum} resamples (default 1000)."
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
 FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written only to a new or empty one so that nothing "
                     "is overwritten. Choose another {option}, or remove it first.")

@@ -273,3 +273,140 @@ def test_near_duplicates_are_found_across_sizes_and_contrast_but_different_image
     assert sorted((i, j) for i, j, _ in hits) == [(k, k) for k in range(5)]
     assert all(d < NEAR_DUPLICATE_DISTANCE for _, _, d in hits)
     assert near_duplicates(others, images) == []
+
+
+# --------------------------------------------------------------------------- item 8: messages, not tracebacks
+
+
+@pytest.fixture(scope="module")
+def finished_run(phantom_root, tmp_path_factory) -> Path:
+    """One quickly trained run (to copy before breaking it)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main([str(a) for a in ("train", "--data", phantom_root, "--out", run, *FAST)]) == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def test_evaluate_with_a_truncated_best_checkpoint_says_so(run_copy, phantom_root, capsys):
+    truncate(run_copy / rundir.CHECKPOINTS / rundir.BEST)
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is truncated or not a privmed checkpoint", run_copy / "evaluations")
+    assert "Train the run again" in err
+
+
+def test_evaluate_with_a_malformed_config_says_so(run_copy, phantom_root, capsys):
+    (run_copy / rundir.CONFIG).write_text("data: {path: [unclosed\n")
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not a readable run configuration", run_copy / "evaluations")
+    (run_copy / rundir.CONFIG).write_text("just a string\n")
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "a str, not a mapping", run_copy / "evaluations")
+
+
+def test_resume_from_a_truncated_last_checkpoint_says_so(run_copy, phantom_root, capsys):
+    truncate(run_copy / rundir.CHECKPOINTS / rundir.LAST)
+    before = sorted(p.name for p in run_copy.rglob("*"))
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", run_copy, *FAST, "--resume")
+    assert_refused(code, err, "is truncated or not a privmed checkpoint")
+    assert sorted(p.name for p in run_copy.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+def test_too_few_bootstrap_resamples_are_refused(finished_run, phantom_root, capsys, command):
+    runs = [finished_run] * (2 if command == "compare" else 1)
+    code, _, err = run_cli(capsys, command, *runs, "--data", phantom_root, "--bootstrap", 0)
+    assert_refused(code, err, "--bootstrap 0: confidence intervals need at least 100 resamples")
+
+
+def test_an_image_size_too_large_for_memory_is_refused_at_once(phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "x", *FAST,
+                           "--image-size", 10000)
+    assert_refused(code, err, "data.image_size = 10000: must be between 16 and 1024 for 2D images", tmp_path / "x")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder nobody can write to")
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import privmed.data.sources
+
+    def never(*args, **kwargs):
+        raise AssertionError("the data was read before --out was checked")
+
+    monkeypatch.setattr(privmed.data.sources, "load_dataset", never)
+    code, _, err = run_cli(capsys, "train", "--out", "/proc/privmed_out", *FAST)
+    assert_refused(code, err, "cannot write to '/proc/privmed_out'")
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "file" / "run", *FAST)
+    assert_refused(code, err, f"'{tmp_path / 'file'}' is a file, not a folder")
+    code, _, err = run_cli(capsys, "synth", "sample", tmp_path, "--out", "/proc/privmed_out")
+    assert_refused(code, err, "cannot write to '/proc/privmed_out'")
+
+
+# --------------------------------------------------------------------------- item 9: quiet acceptances
+
+
+def test_an_out_folder_holding_other_files_is_refused(phantom_root, tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", busy, *FAST)
+    assert_refused(code, err, f"'{busy}' is not an empty folder")
+    assert [p.name for p in busy.iterdir()] == ["notes.txt"]
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "x", *FAST,
+                           "--batch-size", 100000)
+    assert_refused(code, err, "--batch-size 100000 is larger than the", tmp_path / "x")
+
+
+def test_an_unreachable_epsilon_is_found_before_the_model_is_built(phantom_root, tmp_path, capsys, monkeypatch):
+    import privmed.training.trainer
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started although epsilon cannot be reached")
+
+    monkeypatch.setattr(privmed.training.trainer, "train", never)
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "x", *FAST,
+                           "--epsilon", 0.001, "--epochs", 50)
+    assert_refused(code, err, "epsilon=0.001 cannot be reached by this schedule", tmp_path / "x")
+
+
+def test_phantom_grid_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    grid = tmp_path / "new" / "dir" / "x.png"
+    code, _, err = run_cli(capsys, "phantom", "--grid", grid, "--n", 60, "--image-size", 32)
+    assert_refused(code, err, f"the folder '{grid.parent}' of --grid", tmp_path / "new")
+
+
+def test_synth_evaluate_of_a_missing_folder_names_it(phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "synth", "evaluate", tmp_path / "missing", "--data", phantom_root)
+    assert_refused(code, err, f"synthetic image folder or generator '{tmp_path / 'missing'}' does not exist")
+
+
+# --------------------------------------------------------------------------- item 10: a message on its own line
+
+
+def test_an_error_after_a_progress_bar_starts_its_own_line(phantom_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("TQDM_DISABLE", None)
+    assert len(pd.read_csv(phantom_root / "metadata.csv")) >= 200, "the 'reading images' bar shows from 200 images"
+    result = subprocess.run([sys.executable, "-m", "privmed", "train", "--data", str(phantom_root), "--out",
+                             str(tmp_path / "x"), *map(str, FAST), "--batch-size", "100000"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "reading images" in result.stderr
+    assert any(line.startswith("privmed: error: --batch-size 100000") for line in result.stderr.split("\n"))
