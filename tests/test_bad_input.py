@@ -70,6 +70,7 @@ def test_a_failed_runs_error_reaches_the_report_by_kind_never_its_patient_ids(no
     (out / "runs" / run.name).symlink_to(run, target_is_directory=True)
     raw = copy.deepcopy(NOISELESS)
     raw["strategies"] = {"dp_sgd": {}, "other": {"training": {"lr": 0.05}}}
+    raw["description"] = "<script>alert('study')</script> & <b>bold</b>"
     rundir.write_yaml(out / STUDY_FILE, raw)
     error = PATIENT_OVERLAP.format(patients="P_00009, P_00417")
     rundir.write_json(out / STATUS, {"other__epsinf__seed0": {"status": "failed", "seconds": 1.0, "error": error}})
@@ -77,6 +78,8 @@ def test_a_failed_runs_error_reaches_the_report_by_kind_never_its_patient_ids(no
     for text in (html, md):
         assert "P_00009" not in text and "P_00417" not in text
         assert "patient overlap" in text
+        assert "<script>" not in text and "<b>" not in text  # item 11: user text is shown, never rendered
+    assert "&lt;script&gt;alert('study')&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in md
 
 
 def test_error_kinds_name_the_template_or_the_crash_and_carry_no_text():
@@ -410,3 +413,17 @@ def test_an_error_after_a_progress_bar_starts_its_own_line(phantom_root, tmp_pat
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "reading images" in result.stderr
     assert any(line.startswith("privmed: error: --batch-size 100000") for line in result.stderr.split("\n"))
+
+
+# --------------------------------------------------------------------------- item 11: no raw HTML in report.md
+
+
+def test_markdown_shows_html_from_user_names_as_text(tmp_path):
+    from privmed.report.document import Bullets, Details, Heading, Paragraph, Table, to_markdown
+
+    evil = "<img src=x onerror=alert(1)>"
+    blocks = [Heading(evil), Paragraph(evil, "warning"), Bullets((evil,)),
+              Table(pd.DataFrame({evil: [evil + "|\nnext"]}), evil), Details(evil, (Paragraph(evil),))]
+    md = to_markdown(evil, blocks, tmp_path / "files")
+    assert "<img" not in md and md.count("&lt;img src=x onerror=alert(1)&gt;") == 9
+    assert "| &lt;img src=x onerror=alert(1)&gt;\\| next |" in md  # one line, the bar kept as text
