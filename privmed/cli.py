@@ -406,6 +406,7 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from privmed import rundir
     from privmed.config import config_from_dict, load_yaml, merge
     from privmed.reporting import print_run_summary
     from privmed.training.preflight import check_before_training
@@ -415,6 +416,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
     out = train(config, resume=args.resume)
+    rundir.seal_ledger(out)
     print_run_summary(out)
     return 0
 

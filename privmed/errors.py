@@ -55,6 +55,9 @@ CHECKPOINT_UNREADABLE = ("checkpoint '{path}' cannot be read ({reason}); it is t
                          "{fix}")
 CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). Restore it from the run's original "
                      "options, or train the run again.")
+LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
+                  "missing): the run's privacy claim cannot be trusted. Restore the original file, or train the run "
+                  "again.")
 OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "
                     "(checked before any work starts).")
 GRID_FOLDER_MISSING = ("the folder '{folder}' of --grid '{path}' does not exist; privmed does not create folders "

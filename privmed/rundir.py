@@ -19,6 +19,7 @@ import yaml
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
     CONFIG_UNREADABLE,
+    LEDGER_CHANGED,
     OUT_NOT_EMPTY,
     OUT_NOT_WRITABLE,
     RESUME_CONFIG_CHANGED,
@@ -29,6 +30,7 @@ from privmed.errors import (
 
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
+LEDGER_SEAL = "privacy.sha256"  # SHA-256 of privacy.json as training wrote it
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 LOG = "train.log"
@@ -42,6 +44,27 @@ def check_recorded_data(run: Path, path: str | None) -> None:
     """A run's own data path (``None``: the built-in phantom) must exist from here; otherwise say to pass --data."""
     if path is not None and not Path(path).exists():
         raise PrivmedError(RUN_DATA_MISSING.format(run=run, path=path, cwd=Path.cwd()))
+
+
+def seal_ledger(run: Path) -> None:
+    """Record the digest of the run's ``privacy.json`` (call right after training wrote it)."""
+    _atomic_write(Path(run) / LEDGER_SEAL, f"{_ledger_digest(run)}  {PRIVACY}\n")
+
+
+def check_ledger(run: Path) -> None:
+    """Refuse a run whose ``privacy.json`` differs from the one training wrote (when it was sealed)."""
+    seal = Path(run) / LEDGER_SEAL
+    if not seal.is_file():
+        return
+    recorded = seal.read_text().split()[0] if seal.read_text().split() else ""
+    if not (Path(run) / PRIVACY).is_file() or _ledger_digest(run) != recorded:
+        raise PrivmedError(LEDGER_CHANGED.format(path=Path(run) / PRIVACY, seal=seal))
+
+
+def _ledger_digest(run: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((Path(run) / PRIVACY).read_bytes()).hexdigest()
 
 
 def is_new_or_empty(path: Path) -> bool:

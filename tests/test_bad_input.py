@@ -427,3 +427,13 @@ def test_markdown_shows_html_from_user_names_as_text(tmp_path):
     md = to_markdown(evil, blocks, tmp_path / "files")
     assert "<img" not in md and md.count("&lt;img src=x onerror=alert(1)&gt;") == 9
     assert "| &lt;img src=x onerror=alert(1)&gt;\\| next |" in md  # one line, the bar kept as text
+
+
+def test_evaluate_refuses_a_run_whose_privacy_ledger_was_edited(run_copy, phantom_root, capsys):
+    assert (run_copy / rundir.LEDGER_SEAL).is_file(), "privmed train seals the ledger it wrote"
+    code, _, _ = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert code == 0
+    ledger = run_copy / rundir.PRIVACY
+    ledger.write_text(ledger.read_text().replace('"private": false', '"private": true'))
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not the privacy ledger training wrote")

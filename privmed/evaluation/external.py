@@ -33,6 +33,7 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     if not (run / rundir.CONFIG).is_file() or not best.is_file() or not (run / rundir.METRICS).is_file():
         raise PrivmedError(f"'{run}' is not a finished privmed run (needs {rundir.CONFIG}, {rundir.METRICS} and "
                            f"{rundir.CHECKPOINTS}/{rundir.BEST}). Train it first, or resume it with --resume.")
+    rundir.check_ledger(run)
     config = config_from_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims,
