@@ -241,7 +241,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise PrivmedError(f"config file '{p}' does not exist.")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        from privmed.errors import NOT_UTF8
+
+        raise PrivmedError(NOT_UTF8.format(path=p, position=err.start, byte=hex(err.object[err.start]))) from None
     except yaml.YAMLError as err:
         raise PrivmedError(f"config file '{p}' is not valid YAML: {err}") from None
     if not isinstance(raw, dict):

@@ -437,3 +437,68 @@ def test_evaluate_refuses_a_run_whose_privacy_ledger_was_edited(run_copy, phanto
     ledger.write_text(ledger.read_text().replace('"private": false', '"private": true'))
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
     assert_refused(code, err, "is not the privacy ledger training wrote")
+
+
+# --------------------------------------------------------------------------- the table of docs/bad-input.md
+
+#: ``privmed train`` options refused with one message before anything is written (docs/bad-input.md, "train")
+REFUSED_TRAIN_OPTIONS = [
+    (["--image-size", "8"], "data.image_size = 8: must be between 16 and 1024"),
+    (["--image-size", "300", "--spatial-dims", "3"], "must be between 16 and 256 for 3D images"),
+    (["--epochs", "0"], "training.epochs = 0: must be >= 1"),
+    (["--batch-size", "0"], "training.batch_size = 0: must be >= 1"),
+    (["--physical-batch-size", "0"], "training.physical_batch_size = 0: must be >= 1"),
+    (["--lr", "0"], "training.lr = 0.0: must be > 0"),
+    (["--lr", "nan"], "training.lr = nan: must be > 0"),
+    (["--bootstrap", "50"], "training.bootstrap_resamples = 50: must be >= 100"),
+    (["--clip-norm", "0"], "privacy.clip_norm = 0.0: must be > 0"),
+    (["--clip-norm", "inf", "--epsilon", "1"], "an infinite clip norm needs noise_multiplier 0"),
+    (["--epsilon", "1", "--noise-multiplier", "1"], "give either epsilon or noise_multiplier, not both"),
+    (["--noise-multiplier", "-1"], "privacy.noise_multiplier = -1.0: must be a finite number >= 0"),
+    (["--delta", "0"], "privacy.delta = 0.0: must be a number in (0, 1)"),
+    (["--delta", "1"], "privacy.delta = 1.0: must be a number in (0, 1)"),
+    (["--synthetic-public"], "synthetic.public = True: needs the folder it declares public"),
+    (["--pretrain-epochs", "0"], "synthetic.pretrain_epochs = 0: must be >= 1"),
+    (["--pretrain-lr", "0"], "synthetic.pretrain_lr = 0.0: must be > 0"),
+    (["--synthetic", "somewhere", "--synthetic-use", "only", "--epsilon", "1"], "DP-SGD has nothing to protect"),
+    (["--model", "no_such_model"], "no_such_model"),
+    (["--spatial-dims", "3"], "the built-in phantom is 2D"),
+    (["--config", "/no/such/run.yaml"], "config file '/no/such/run.yaml' does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, pattern", REFUSED_TRAIN_OPTIONS, ids=[" ".join(a) for a, _ in REFUSED_TRAIN_OPTIONS])
+def test_refused_train_options(tmp_path, capsys, args, pattern):
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "x", *FAST, *args)
+    assert_refused(code, err, pattern, tmp_path / "x")
+
+
+#: ``--config`` files refused (docs/bad-input.md, "configuration files")
+REFUSED_CONFIG_FILES = [
+    ("data: {path: [unclosed\n", "is not valid YAML"),
+    ("- a\n- list\n", "must hold a mapping of sections, got list"),
+    ("bogus: 1\n", "unknown top-level key(s) ['bogus']"),
+    ("training: [1, 2]\n", "config section 'training' must be a mapping"),
+    ("training: {epochs: 1.5}\n", "training.epochs = 1.5: not an integer"),
+    ("training: {augment: maybe}\n", "training.augment = 'maybe': not a boolean"),
+    ("privacy: {epsilon: lots}\n", "privacy.epsilon = 'lots'"),
+    ("model: {norm: layer}\n", "model.norm = 'layer': use 'group' (DP-safe) or 'batch'"),
+    ("privacy: {accountant: gdp}\n", "privacy.accountant = 'gdp': use 'prv' or 'rdp'"),
+    ("data: {val_fraction: 0.6, test_fraction: 0.5}\n", "each in (0, 1) and their sum below 1"),
+    ("data: {phantom_samples: 10}\n", "data.phantom_samples = 10: must be >= 100"),
+]
+
+
+@pytest.mark.parametrize("text, pattern", REFUSED_CONFIG_FILES, ids=[p for _, p in REFUSED_CONFIG_FILES])
+def test_refused_config_files(tmp_path, capsys, text, pattern):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "x")
+    assert_refused(code, err, pattern, tmp_path / "x")
+
+
+def test_a_config_file_that_is_not_utf8_is_refused(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"training: {epochs: 1}  # caf\xe9\n")
+    code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "x")
+    assert_refused(code, err, "is not UTF-8 text", tmp_path / "x")
