@@ -502,3 +502,46 @@ def test_a_config_file_that_is_not_utf8_is_refused(tmp_path, capsys):
     config.write_bytes(b"training: {epochs: 1}  # caf\xe9\n")
     code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "x")
     assert_refused(code, err, "is not UTF-8 text", tmp_path / "x")
+
+
+#: data refused by ``load_dataset`` (docs/bad-input.md, "data"): (edit of the phantom's manifest, message)
+REFUSED_MANIFESTS = [
+    (lambda t: t.assign(label=t["label"].map({0: "benign", 1: "cancer"})), "but the positive class is 'malignant'"),
+    (lambda t: t.assign(label=t["label"].astype(float).where(t.index > 0)), "has 1 empty values"),
+    (lambda t: t[t["split"] != "val"], "the data has no 'val' split"),
+    (lambda t: pd.concat([t, t.iloc[:1].assign(path="images/none.png", split="train")]), "(1 missing, first)"),
+]
+
+
+@pytest.mark.parametrize("edit, pattern", REFUSED_MANIFESTS, ids=[p for _, p in REFUSED_MANIFESTS])
+def test_refused_manifests(own_manifest, tmp_path, capsys, edit, pattern):
+    code, _, err = run_cli(capsys, "train", "--data", own_manifest(edit), "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, pattern, tmp_path / "x")
+
+
+@pytest.mark.parametrize("name, content, pattern", [
+    ("notes.txt", b"hello", "cannot tell what"),
+    ("broken.csv", b'path,label\n"unclosed,1\n', "is not a readable CSV"),
+    ("empty.csv", b"", "is not a readable CSV"),
+    ("arrays.npz", None, "has no '<split>_images' arrays"),
+])
+def test_refused_data_files(tmp_path, capsys, name, content, pattern):
+    path = tmp_path / name
+    if content is None:
+        np.savez(path, something=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    code, _, err = run_cli(capsys, "train", "--data", path, "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, pattern, tmp_path / "x")
+
+
+def test_evaluate_a_split_the_data_does_not_have(finished_run, phantom_root, capsys):
+    code, _, err = run_cli(capsys, "evaluate", finished_run, "--data", phantom_root, "--split", "holdout",
+                           "--bootstrap", 100)
+    assert_refused(code, err, "has no samples in split 'holdout'")
+    assert not any(finished_run.rglob("holdout"))
+
+
+def test_a_study_file_that_does_not_exist_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "study", tmp_path / "none.yaml", "--out", tmp_path / "out")
+    assert_refused(code, err, "does not exist", tmp_path / "out")
