@@ -545,3 +545,21 @@ def test_evaluate_a_split_the_data_does_not_have(finished_run, phantom_root, cap
 def test_a_study_file_that_does_not_exist_is_refused(tmp_path, capsys):
     code, _, err = run_cli(capsys, "study", tmp_path / "none.yaml", "--out", tmp_path / "out")
     assert_refused(code, err, "does not exist", tmp_path / "out")
+
+
+def test_the_bad_input_table_names_tests_that_exist():
+    """docs/bad-input.md: at least 70 rows, each naming a test function (and parameter) that exists."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "docs" / "bad-input.md").read_text()
+    rows = re.findall(r"^\| \d+ \|.*$", table, flags=re.MULTILINE)
+    named = [hit for row in rows for hit in re.findall(r"`(tests/test_\w+\.py)::(test_\w+)(\[[^`]*\])?`", row)]
+    assert len(rows) >= 70 and len(named) == len(rows)
+    for path, name, parameter in named:
+        assert re.search(rf"^def {name}\(", (root / path).read_text(), flags=re.MULTILINE), f"{path}::{name}"
+    ids = {" ".join(a) for a, _ in REFUSED_TRAIN_OPTIONS} | {p for _, p in REFUSED_CONFIG_FILES} | {
+        p for _, p in REFUSED_MANIFESTS}
+    for _, name, parameter in named:
+        if name in ("test_refused_train_options", "test_refused_config_files", "test_refused_manifests"):
+            assert parameter[1:-1] in ids, parameter
