@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
     "name": "killed",
     "base": {"data": {"phantom_samples": 300, "image_size": 32},
-             "training": {"epochs": 6, "batch_size": 64, "bootstrap_resamples": 100}},
+             "training": {"epochs": 4, "batch_size": 64, "bootstrap_resamples": 100}},
     "strategies": {"dp_sgd": {}},
     "epsilons": [2, 4],
     "seeds": [0],
