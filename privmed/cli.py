@@ -11,13 +11,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from privmed.errors import PrivmedError
+from privmed.errors import GRID_FOLDER_MISSING, PATH_MISSING, PrivmedError
 
 #: CLI option -> (config section, key). Options left unset do not override the YAML file.
 OPTION_KEYS: dict[str, tuple[str, str]] = {
     "data": ("data", "path"),
     "label_column": ("data", "label_columns"),
     "positive_class": ("data", "positive_class"),
+    "allow_outside_data_root": ("data", "allow_outside_root"),
     "image_size": ("data", "image_size"),
     "spatial_dims": ("data", "spatial_dims"),
     "model": ("model", "name"),
@@ -57,14 +58,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     warnings.filterwarnings("ignore", module="opacus")
     warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+    stderr = sys.stderr
+    sys.stderr = tracked = LineTracker(stderr)  # progress bars write here; a message then starts its own line
     try:
         return args.handler(args) or 0
     except PrivmedError as err:
-        print(f"privmed: error: {err}", file=sys.stderr)
+        tracked.message(f"privmed: error: {err}")
         return 2
     except KeyboardInterrupt:
-        print("privmed: interrupted; continue with the same command plus --resume.", file=sys.stderr)
+        tracked.message("privmed: interrupted; continue with the same command plus --resume.")
         return 130
+    finally:
+        sys.stderr = stderr
+
+
+class LineTracker:
+    """A text stream (standard error) that remembers whether its last write ended a line, so that a
+    message never continues a progress bar's line."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            last = text[-1]
+            self._at_line_start = last == "\n" or (last == "\r" and self.isatty())
+        return self._stream.write(text)
+
+    def message(self, line: str) -> None:
+        """Write ``line`` on a line of its own."""
+        self.write(("" if self._at_line_start else "\n") + line + "\n")
+        self.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
     train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
     train.add_argument("--positive-class", help="name of the positive class (default malignant)")
+    train.add_argument("--allow-outside-data-root", action="store_true", default=None,
+                       help="let a manifest list images outside its own folder (refused by default)")
     train.add_argument("--image-size", type=int)
     train.add_argument("--spatial-dims", type=int, choices=(2, 3))
     train.add_argument("--model", help="model name (see `privmed models`)")
@@ -183,7 +216,7 @@ def _add_unit_options(parser: argparse.ArgumentParser) -> None:
                         help="unit of privacy: patient (one patient and all of their images; the default when the "
                              "data has patient ids) or image (the default otherwise)")
     parser.add_argument("--max-images-per-patient", type=int,
-                        help="at most this many images of a sampled patient enter one step (default 2; public)")
+                        help="at most this many images of a sampled patient enter one step (default 1, one image drawn afresh per step; public)")
     parser.add_argument("--replayable-noise", action="store_true", default=None,
                         help="derive DP noise and Poisson batches from --seed (debugging, exact reproduction): the "
                              "run is then NOT private, and its ledger says so")
@@ -265,6 +298,7 @@ def _cmd_synth_train(args: argparse.Namespace) -> int:
 
     overrides = cli_overrides(args, SYNTH_OPTION_KEYS)
     config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
+    rundir.check_writable(config.out)
     out = train_generator(config, resume=args.resume)
 
     print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
@@ -276,6 +310,7 @@ def _cmd_synth_sample(args: argparse.Namespace) -> int:
     from privmed import rundir
     from privmed.synth.sample import sample
 
+    rundir.check_writable(args.out)
     out = sample(args.generator, n=args.n, out=args.out, seed=args.seed)
     print(f"{args.n // 2 * 2} synthetic images written to {out} (manifest.csv, privacy.json)")
     print(f"  privacy of the generator: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
@@ -288,7 +323,13 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
     from privmed.synth.quality import evaluate_synthetic
     from privmed.synth.sample import synthetic_images
 
+    from privmed import rundir
+
     target = Path(args.synthetic)
+    if not target.exists():
+        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=target,
+                                               cwd=Path.cwd()))
+    rundir.check_writable(Path(args.out) if args.out else target / "quality")
     images, labels, names, size = synthetic_images(target, n=args.n, image_size=args.image_size, seed=args.seed)
     real = load_dataset(DataConfig(path=args.data, image_size=size))
     out = Path(args.out) if args.out else target / "quality"
@@ -379,6 +420,9 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
     from privmed.report import write_report
     from privmed.study import run_study
 
+    from privmed import rundir
+
+    rundir.check_writable(out)
     t0 = time.perf_counter()
     result = run_study(study, raw, out=out, workers=workers)
     outcomes = result.outcomes
@@ -394,13 +438,17 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from privmed import rundir
     from privmed.config import config_from_dict, load_yaml, merge
     from privmed.reporting import print_run_summary
+    from privmed.training.preflight import check_before_training
     from privmed.training.trainer import train
 
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
+    check_before_training(config, resume=args.resume)
     out = train(config, resume=args.resume)
+    rundir.seal_ledger(out)
     print_run_summary(out)
     return 0
 
@@ -430,7 +478,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from privmed.data.phantom import PhantomSpec, generate_phantom, write_image_grid, write_phantom_dataset
 
+    from privmed import rundir
+
     spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed)
+    grid = Path(args.grid)
+    if not grid.parent.is_dir():
+        raise PrivmedError(GRID_FOLDER_MISSING.format(path=grid, folder=grid.parent))
+    rundir.check_writable(grid)
+    if args.dataset:
+        rundir.check_writable(args.dataset)
     images, table = generate_phantom(spec)
     grid = write_image_grid(images, table["label"].to_numpy(), args.grid,
                             title=f"privmed phantom, {args.image_size}px, seed {args.seed}")

@@ -27,6 +27,8 @@ import yaml
 
 from privmed.errors import PrivmedError
 
+#: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
+MAX_IMAGE_SIZE = {2: 1024, 3: 256}
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
 
@@ -51,10 +53,14 @@ class DataConfig:
     test_fraction: float = 0.2
     phantom_samples: int = 2000
     seed: int = 0  # the phantom's seed and the seed of the split of data without splits; fixed across training seeds
+    allow_outside_root: bool = False  # a manifest may list images outside its own folder
 
     def __post_init__(self) -> None:
-        _require(self.image_size >= 16, "data", "image_size", self.image_size, "must be >= 16")
         _require(self.spatial_dims in (2, 3), "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
+        largest = MAX_IMAGE_SIZE[self.spatial_dims]
+        _require(16 <= self.image_size <= largest, "data", "image_size", self.image_size,
+                 f"must be between 16 and {largest} for {self.spatial_dims}D images (memory grows with "
+                 f"{'its square' if self.spatial_dims == 2 else 'its cube'})")
         _require(len(self.label_columns) >= 1, "data", "label_columns", self.label_columns, "name at least one column")
         _require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                  and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",
@@ -95,17 +101,20 @@ class PrivacyConfig:
     accountant: str = "prv"
     center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.inputs
     unit: str | None = None  # None: patient when the data has patient ids, else image
-    max_images_per_patient: int = 2
+    max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_dp_sgd.md
     replayable_noise: bool = False
 
     def __post_init__(self) -> None:
-        if self.epsilon <= 0:
-            from privmed.errors import EPSILON_NOT_POSITIVE
+        from privmed.errors import EPSILON_NOT_A_NUMBER, EPSILON_NOT_POSITIVE
 
+        if math.isnan(self.epsilon):
+            raise PrivmedError(EPSILON_NOT_A_NUMBER.format(epsilon=self.epsilon))
+        if self.epsilon <= 0:
             raise PrivmedError(EPSILON_NOT_POSITIVE.format(epsilon=self.epsilon))
-        _require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta, "must be in (0, 1)")
-        _require(self.noise_multiplier is None or self.noise_multiplier >= 0, "privacy", "noise_multiplier",
-                 self.noise_multiplier, "must be >= 0")
+        _require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta,
+                 "must be a number in (0, 1)")
+        _require(self.noise_multiplier is None or 0 <= self.noise_multiplier < math.inf, "privacy",
+                 "noise_multiplier", self.noise_multiplier, "must be a finite number >= 0")
         _require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
                  "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
         _require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
@@ -280,7 +289,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise PrivmedError(f"config file '{p}' does not exist.")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        from privmed.errors import NOT_UTF8
+
+        raise PrivmedError(NOT_UTF8.format(path=p, position=err.start, byte=hex(err.object[err.start]))) from None
     except yaml.YAMLError as err:
         raise PrivmedError(f"config file '{p}' is not valid YAML: {err}") from None
     if not isinstance(raw, dict):

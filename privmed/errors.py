@@ -6,6 +6,10 @@ traceback. Message templates live here so tests can import them.
 """
 
 
+import re
+import string
+
+
 class PrivmedError(Exception):
     """A problem with the user's input or environment, with a message that says how to fix it."""
 
@@ -15,17 +19,30 @@ RUN_DATA_MISSING = ("run '{run}' recorded its data as '{path}', which does not e
                     "path is relative to where the run was trained). Pass --data with the data set's path.")
 EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
 UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
+NOT_UTF8 = "'{path}' is not UTF-8 text (byte {position}: {byte}). Save it as UTF-8 and try again."
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
 NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
+DUPLICATE_PATHS = ("manifest '{path}' lists {n} image(s) more than once (first: '{example}'). Each image must be "
+                   "one row, or N and the per-sample privacy guarantee are wrong: remove the duplicate rows.")
+IDENTICAL_ACROSS_SPLITS = ("{n} image(s) of split '{a}' are pixel-identical to images of split '{b}' (first: '{x}' "
+                           "and '{y}'): the same image would be trained on and tested on. Remove the copies, or give "
+                           "patient ids so that copies of one patient stay in one split.")
+OUTSIDE_DATA_ROOT = ("manifest '{path}' lists {n} image(s) outside its folder '{root}' (first: '{example}'). Move "
+                     "them under it, or allow it with data.allow_outside_root: true (--allow-outside-data-root).")
 PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
 DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
 EPSILON_NOT_POSITIVE = "epsilon={epsilon:g} must be > 0. Omit --epsilon (or pass inf) for non-private training."
+EPSILON_NOT_A_NUMBER = ("epsilon={epsilon} is not a number. Give a positive number, or omit --epsilon (or pass inf) "
+                        "for non-private training.")
 EPSILON_UNREACHABLE = (
     "epsilon={epsilon:g} cannot be reached by this schedule ({steps} steps at sample rate {sample_rate:.4g}, "
     "delta={delta:g}): even a noise multiplier of {sigma:g} spends more. Raise --epsilon, train fewer --epochs, "
     "or use a smaller --batch-size.{prior}"
 )
+BATCH_LARGER_THAN_DATA = ("--batch-size {batch} is larger than the {n} training images an epoch can use (at the "
+                          "patient unit, at most --max-images-per-patient of each patient): every step would use all "
+                          "of them (sample rate 1, no subsampling). Use a --batch-size of at most {n}.")
 BATCH_TOO_LARGE = (
     "a physical batch of {batch} does not fit in memory ({reason}). Pass a smaller --physical-batch-size, "
     "e.g. {suggest}; the logical batch (--batch-size) and the privacy guarantee stay the same."
@@ -35,6 +52,18 @@ RESUME_CONFIG_CHANGED = (
     "cannot resume '{path}': the configuration changed ({changes}). Resume with the original options, "
     "or start a new run in another --out directory."
 )
+CHECKPOINT_UNREADABLE = ("checkpoint '{path}' cannot be read ({reason}); it is truncated or not a privmed checkpoint. "
+                         "{fix}")
+CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). Restore it from the run's original "
+                     "options, or train the run again.")
+LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
+                  "missing): the run's privacy claim cannot be trusted. Restore the original file, or train the run "
+                  "again.")
+OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "
+                    "(checked before any work starts).")
+GRID_FOLDER_MISSING = ("the folder '{folder}' of --grid '{path}' does not exist; privmed does not create folders "
+                       "for a single file. Create it first, or choose a path in an existing folder.")
+BOOTSTRAP_TOO_FEW = "--bootstrap {n}: confidence intervals need at least {minimum} resamples (default 1000)."
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
 FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written only to a new or empty one so that nothing "
                     "is overwritten. Choose another {option}, or remove it first.")
@@ -43,3 +72,29 @@ TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their q
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
 RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '{recorded}' and this run resolves to "
                      "'{unit}'. Resume with --privacy-unit {recorded}, or start a new run in another --out directory.")
+STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
+              "or stop it, before running a study into the same --out.")
+
+
+def error_kind(message: str) -> str:
+    """What kind of error ``message`` is, in words that carry none of its text (a patient id, file name
+    or path in it never reaches a report): the name of the message template it was made from, the
+    exception type of a crash, or "refused input"."""
+    if not message:
+        return ""
+    first = message.splitlines()[0]
+    for name, pattern in _template_patterns():
+        if pattern.fullmatch(first):
+            return name.lower().replace("_", " ")
+    crash = re.match(r"([A-Z]\w*(?:Error|Exception|Interrupt|Exit))\b", first)
+    return f"crash ({crash.group(1)})" if crash else "refused input"
+
+
+def _template_patterns() -> list[tuple[str, "re.Pattern[str]"]]:
+    patterns = []
+    for name, value in globals().items():
+        if name.isupper() and isinstance(value, str) and "{" in value:
+            pieces = [re.escape(text) + (".*" if field is not None else "")
+                      for text, field, _, _ in string.Formatter().parse(value)]
+            patterns.append((name, re.compile("".join(pieces), re.DOTALL)))
+    return patterns

@@ -16,10 +16,21 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
-from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, RUN_DATA_MISSING, PrivmedError
+from privmed.errors import (
+    CHECKPOINT_UNREADABLE,
+    CONFIG_UNREADABLE,
+    LEDGER_CHANGED,
+    OUT_NOT_EMPTY,
+    OUT_NOT_WRITABLE,
+    RESUME_CONFIG_CHANGED,
+    RESUME_NOTHING,
+    RUN_DATA_MISSING,
+    PrivmedError,
+)
 
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
+LEDGER_SEAL = "privacy.sha256"  # SHA-256 of privacy.json as training wrote it
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 LOG = "train.log"
@@ -33,6 +44,27 @@ def check_recorded_data(run: Path, path: str | None) -> None:
     """A run's own data path (``None``: the built-in phantom) must exist from here; otherwise say to pass --data."""
     if path is not None and not Path(path).exists():
         raise PrivmedError(RUN_DATA_MISSING.format(run=run, path=path, cwd=Path.cwd()))
+
+
+def seal_ledger(run: Path) -> None:
+    """Record the digest of the run's ``privacy.json`` (call right after training wrote it)."""
+    _atomic_write(Path(run) / LEDGER_SEAL, f"{_ledger_digest(run)}  {PRIVACY}\n")
+
+
+def check_ledger(run: Path) -> None:
+    """Refuse a run whose ``privacy.json`` differs from the one training wrote (when it was sealed)."""
+    seal = Path(run) / LEDGER_SEAL
+    if not seal.is_file():
+        return
+    recorded = seal.read_text().split()[0] if seal.read_text().split() else ""
+    if not (Path(run) / PRIVACY).is_file() or _ledger_digest(run) != recorded:
+        raise PrivmedError(LEDGER_CHANGED.format(path=Path(run) / PRIVACY, seal=seal))
+
+
+def _ledger_digest(run: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((Path(run) / PRIVACY).read_bytes()).hexdigest()
 
 
 def is_new_or_empty(path: Path) -> bool:
@@ -60,7 +92,51 @@ def write_yaml(path: Path, data: Any) -> None:
 
 
 def read_config_dict(run: Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(run) / CONFIG).read_text())
+    """A run's ``config.yaml`` as nested dicts; refuses a file that is not a YAML mapping."""
+    path = Path(run) / CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise PrivmedError(CONFIG_UNREADABLE.format(path=path, reason=str(err).splitlines()[0])) from None
+    if not isinstance(raw, dict):
+        raise PrivmedError(CONFIG_UNREADABLE.format(path=path, reason=f"a {type(raw).__name__}, not a mapping"))
+    return raw
+
+
+def load_checkpoint(path: Path, *, fix: str) -> dict:
+    """A checkpoint written by privmed (a dict saved by ``torch.save``); refuses a truncated or foreign file
+    with :data:`~privmed.errors.CHECKPOINT_UNREADABLE`, ``fix`` saying what to do."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=str(err).splitlines()[0][:200],
+                                                        fix=fix)) from None
+    if not isinstance(state, dict):
+        raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=f"holds a {type(state).__name__}", fix=fix))
+    return state
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse early, before any work, an output folder that cannot be created or written: the path itself
+    when it exists, otherwise its nearest existing parent. Creates nothing."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        reason = "it is a file" if existing == path else f"'{existing}' is a file, not a folder"
+        raise PrivmedError(OUT_NOT_WRITABLE.format(path=path, reason=reason))
+    try:  # os.access says yes to root on a read-only or virtual file system: try a file, leave none
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise PrivmedError(OUT_NOT_WRITABLE.format(path=path, reason=f"'{existing}' is not writable "
+                                                                     f"({err.strerror})")) from None
 
 
 def append_log(run: Path, line: str) -> None:
@@ -85,7 +161,8 @@ def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: C
     changes = config_changes(stored_identity(read_config_dict(out)), identity)
     if changes:
         raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
-    return torch.load(last, map_location="cpu", weights_only=False)
+    return load_checkpoint(last, fix="Drop --resume and start the run again in a new --out (the spent privacy "
+                                     "budget of the interrupted run is lost with it).")
 
 
 def config_changes(a: dict, b: dict, prefix: str = "") -> list[str]:

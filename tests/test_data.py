@@ -14,18 +14,23 @@ from privmed.data.sources import load_dataset
 from privmed.errors import PrivmedError
 
 
-def write_png(path, value=128, size=20):
+def write_png(path, value=128, size=20, mark=None):
+    """A two-tone image; ``mark`` (an int) paints one more pixel so that images differ (copies across
+    splits are refused)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.full((size, size), value, dtype=np.uint8)
     arr[: size // 2] = 255 - value
+    if mark is not None:
+        arr[size // 2 + mark // size % (size // 2), mark % size] = (value + 128) % 256
     Image.fromarray(arr).save(path)
 
 
 def class_tree(root, splits=("train", "val", "test"), n=4):
-    for split in splits:
-        for cls in ("benign", "malignant"):
+    for s, split in enumerate(splits):
+        for c, cls in enumerate(("benign", "malignant")):
             for i in range(n):
-                write_png(root / split / cls / f"{cls}_{i}.png", value=40 if cls == "benign" else 200)
+                write_png(root / split / cls / f"{cls}_{i}.png", value=40 if cls == "benign" else 200,
+                          mark=(s * 2 + c) * n + i)
     return root
 
 
@@ -41,7 +46,7 @@ def test_class_folder_tree_without_splits_is_split_at_random(tmp_path):
     root = class_tree(tmp_path / "d", splits=(), n=0)
     for cls in ("benign", "malignant"):
         for i in range(20):
-            write_png(root / cls / f"{i}.png")
+            write_png(root / cls / f"{i}.png", mark=i + 20 * (cls == "malignant"))
     ds = load_dataset(DataConfig(path=str(root), image_size=16))
     assert set(ds.table["split"]) == {"train", "val", "test"}
 

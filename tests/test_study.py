@@ -284,14 +284,12 @@ def test_fairness_rows_suppress_small_groups_and_carry_parity_differences(finish
     small = fairness[fairness["suppressed"]]
     assert len(small) and small[["n", "auroc", "train_n", "auroc_parity_difference"]].isna().all().all()
     shown = fairness[~fairness["suppressed"]]
-    assert (shown["n"] >= 10).all()
-    for (_, _), table in fairness.groupby(["run", "attribute"]):
+    assert ((shown["n"] >= 10) | shown["counts_suppressed"]).all()
+    for (_, _), table in fairness[~fairness["counts_suppressed"]].groupby(["run", "attribute"]):
         expected = parity_differences(table=table.reset_index(drop=True), metric="auroc").to_numpy()
         np.testing.assert_allclose(table["auroc_parity_difference"].to_numpy(), expected, equal_nan=True)
-    predictions = pd.read_csv(out / "runs" / "dp_sgd__eps2__seed0" / rundir.PREDICTIONS)
-    row = shown[(shown["run"] == "dp_sgd__eps2__seed0") & (shown["attribute"] == "breast_density")].iloc[0]
-    train_rows = predictions[(predictions["split"] == "train")]
-    assert row["train_n"] == (train_rows["breast_density"].astype(str) == str(row["group"])).sum()
+    hidden = fairness[fairness["counts_suppressed"]]
+    assert len(hidden) and hidden[["n", "train_n"]].isna().all().all()  # no count left to subtract from
 
 
 def test_trends_are_pearson_over_dp_runs_and_loss_against_the_same_seed():

@@ -57,7 +57,7 @@ def test_privacy_json_matches_an_independent_accountant(phantom_root, tmp_path):
     meta = pd.read_csv(phantom_root / "metadata.csv")
     train_rows = meta[meta["split"] == "train"]
     per_patient = train_rows.groupby("patient_id").size()
-    contributions = int(per_patient.clip(upper=2).sum())  # default max_images_per_patient = 2
+    contributions = len(per_patient)  # default max_images_per_patient = 1: one image per patient per step
     assert privacy["private"] is True and privacy["unit"] == "patient"
     assert privacy["delta"] == pytest.approx(1 / (10 * len(per_patient)))
     assert f"{len(per_patient)} patients" in privacy["summary"]

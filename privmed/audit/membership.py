@@ -229,7 +229,9 @@ def _shadows(where: Path, config: RunConfig, fresh, population: Population, x_va
     bar = tqdm(total=audit.shadows, initial=audit.shadows - len(todo), desc="shadow models", unit="model")
     if audit.workers > 1 and len(jobs) > 1:
         threads = max(1, torch.get_num_threads() // audit.workers)
-        with ProcessPoolExecutor(max_workers=audit.workers) as pool:
+        from privmed.study.lifeline import die_with_parent
+
+        with ProcessPoolExecutor(max_workers=audit.workers, initializer=die_with_parent) as pool:
             for _ in pool.map(_train_shadow, jobs, [threads] * len(jobs)):
                 bar.update()
     else:

@@ -17,6 +17,7 @@ Sources, tried in order (first that matches wins, see :data:`SOURCES`):
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,11 @@ from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
 from privmed.errors import (
+    DUPLICATE_PATHS,
     EMPTY_CLASS_FOLDER,
+    IDENTICAL_ACROSS_SPLITS,
+    NOT_UTF8,
+    OUTSIDE_DATA_ROOT,
     MISSING_COLUMN,
     NON_BINARY_LABEL,
     ONE_CLASS_SPLIT,
@@ -111,6 +116,8 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
     if assign_splits and ds.table["split"].isna().all():
         ds.table["split"] = _random_patient_split(ds.table, config, seed=config.seed)
     check_dataset(ds, require_splits=require_splits)
+    if "path" in ds.table:  # files the user gave (the phantom and MedMNIST arrays are as published)
+        check_no_copies_across_splits(ds)
     return ds
 
 
@@ -126,6 +133,20 @@ def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
             values = part[label].unique()
             if len(values) < 2:
                 raise PrivmedError(ONE_CLASS_SPLIT.format(split=split, cls=f"{label}={values[0]}", n=len(part)))
+
+
+def check_no_copies_across_splits(ds: Dataset) -> None:
+    """Raise if an image of one split is pixel-identical (at the loaded size) to one of another split."""
+    digests = [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in ds.images]
+    table = pd.DataFrame({"digest": digests, "split": ds.table["split"].astype(str).to_numpy(),
+                          "sample": ds.table["sample_id"].astype(str).to_numpy()})
+    first = table.drop_duplicates(["digest", "split"])
+    shared = first[first.duplicated("digest", keep=False)]
+    if len(shared):
+        copies = shared.groupby("digest")
+        a, b = next(iter(copies))[1].iloc[:2].itertuples(index=False)
+        raise PrivmedError(IDENTICAL_ACROSS_SPLITS.format(n=copies.ngroups, a=a.split, b=b.split, x=a.sample,
+                                                          y=b.sample))
 
 
 def check_patient_disjoint(table: pd.DataFrame) -> None:
@@ -202,7 +223,7 @@ def _manifest_path(root: Path) -> Path | None:
 def _load_manifest(root: Path, config: DataConfig) -> Dataset:
     manifest = _manifest_path(root)
     assert manifest is not None
-    table = pd.read_csv(manifest)
+    table = read_manifest(manifest)
     base = manifest.parent
     required = [config.path_column, *config.label_columns]
     for column in required:
@@ -224,7 +245,8 @@ def _load_manifest(root: Path, config: DataConfig) -> Dataset:
         if missing:
             raise PrivmedError(MISSING_COLUMN.format(path=manifest, column=missing[0], columns=list(table.columns)))
         attrs = tuple(config.attribute_columns)
-    paths = [base / p for p in table["path"].astype(str)]
+    paths = [Path(os.path.normpath(base / p)) for p in table["path"].astype(str)]
+    _check_paths(paths, manifest, allow_outside=config.allow_outside_root)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise PrivmedError(PATH_MISSING.format(what=f"image listed in {manifest.name} ({len(missing)} missing, first)",
@@ -233,6 +255,30 @@ def _load_manifest(root: Path, config: DataConfig) -> Dataset:
     keep = ["sample_id", "split", "patient_id", *names, *attrs, "path"]
     name = root.stem if root.is_file() else root.name
     return Dataset(name, table[keep].copy(), images, names, attrs)
+
+
+def read_manifest(manifest: Path) -> pd.DataFrame:
+    """A CSV manifest as a table; refuses text that is not UTF-8 or not CSV."""
+    try:
+        return pd.read_csv(manifest, encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PrivmedError(NOT_UTF8.format(path=manifest, position=err.start,
+                                           byte=hex(err.object[err.start]))) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise PrivmedError(f"manifest '{manifest}' is not a readable CSV ({str(err).strip()}). Fix the file.") from None
+
+
+def _check_paths(paths: list[Path], manifest: Path, *, allow_outside: bool) -> None:
+    """No image listed twice; none outside the manifest's folder unless allowed."""
+    seen, repeated = set(), []
+    for p in paths:
+        (repeated.append(p) if p in seen else seen.add(p))
+    if repeated:
+        raise PrivmedError(DUPLICATE_PATHS.format(path=manifest, n=len(set(repeated)), example=repeated[0]))
+    root = Path(os.path.normpath(manifest.parent.absolute()))
+    outside = [p for p in paths if not allow_outside and not Path(os.path.normpath(p.absolute())).is_relative_to(root)]
+    if outside:
+        raise PrivmedError(OUTSIDE_DATA_ROOT.format(path=manifest, n=len(outside), root=root, example=outside[0]))
 
 
 def _is_folder_tree(root: Path) -> bool:

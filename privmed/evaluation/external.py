@@ -16,7 +16,7 @@ import torch
 from privmed import rundir
 from privmed.config import RunConfig, config_from_dict
 from privmed.data.sources import Dataset, check_patient_disjoint, load_dataset
-from privmed.errors import PATH_MISSING, PrivmedError
+from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, PrivmedError
 from privmed.evaluation.bootstrap import paired_bootstrap
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
@@ -24,6 +24,7 @@ from privmed.models import build_model
 from privmed.training.inputs import trainable_part
 
 EVALUATIONS = "evaluations"
+MIN_RESAMPLES = 100
 
 
 def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
@@ -32,13 +33,19 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     if not (run / rundir.CONFIG).is_file() or not best.is_file() or not (run / rundir.METRICS).is_file():
         raise PrivmedError(f"'{run}' is not a finished privmed run (needs {rundir.CONFIG}, {rundir.METRICS} and "
                            f"{rundir.CHECKPOINTS}/{rundir.BEST}). Train it first, or resume it with --resume.")
+    rundir.check_ledger(run)
     config = config_from_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims,
                         num_outputs=len(metrics["label_names"]), image_size=config.data.image_size,
                         norm=config.model.norm)
-    state = torch.load(best, map_location="cpu", weights_only=False)
-    trainable_part(model).load_state_dict(state["model"])
+    state = rundir.load_checkpoint(best, fix="Train the run again (or resume it, if its last.pt is intact).")
+    try:
+        trainable_part(model).load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=best, reason=f"{type(err).__name__}: "
+                                                        f"{str(err).splitlines()[0][:200]}",
+                                                        fix="Train the run again.")) from None
     return config, model.eval(), metrics
 
 
@@ -68,11 +75,18 @@ def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: s
     return part
 
 
+def check_resamples(n_resamples: int) -> None:
+    """Bootstrap CIs need at least :data:`MIN_RESAMPLES` resamples (as ``training.bootstrap_resamples``)."""
+    if n_resamples < MIN_RESAMPLES:
+        raise PrivmedError(BOOTSTRAP_TOO_FEW.format(n=n_resamples, minimum=MIN_RESAMPLES))
+
+
 def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", label_columns=None,
                  positive_class: str | None = None, n_resamples: int = 1000, name: str | None = None
                  ) -> tuple[dict, Path]:
     """Evaluate a finished run on a data set split; write metrics.json and predictions.csv under
     ``RUN/evaluations/<name>/<split>`` (``name`` defaults to the data set's name); return both."""
+    check_resamples(n_resamples)
     config, model, run_metrics = load_run(run)
     part = _evaluation_data(run, config, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class)
@@ -101,6 +115,7 @@ def evaluation_dir(run: Path, name: str, split: str) -> Path:
 def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: str = "test", label_columns=None,
                  positive_class: str | None = None, n_resamples: int = 1000) -> dict:
     """Paired bootstrap of two runs on the same samples and the same resamples, every metric."""
+    check_resamples(n_resamples)
     config_a, model_a, metrics_a = load_run(run_a)
     _, model_b, metrics_b = load_run(run_b)
     if metrics_a["label_names"] != metrics_b["label_names"]:

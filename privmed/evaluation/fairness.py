@@ -61,6 +61,24 @@ def subgroup_metrics(*, y_true: np.ndarray, scores: np.ndarray, threshold: float
     return pd.DataFrame(rows)
 
 
+def suppress_complements(table: pd.DataFrame, *, train_sizes: pd.Series, min_size: int = MIN_GROUP_SIZE
+                         ) -> pd.DataFrame:
+    """Add ``train_n`` (each shown group's training-set size) and hide counts that would give away a
+    suppressed one: when any group has fewer than ``min_size`` test or training samples, the test ``n``
+    and ``train_n`` of every group are blanked (the other groups' counts and the total would yield the
+    small one by subtraction) and ``counts_suppressed`` is set. Metrics of shown groups stay."""
+    table = table.copy()
+    table["train_n"] = [math.nan if s else float(train_sizes.get(g, 0))
+                        for g, s in zip(table["group"], table["suppressed"])]
+    small_train = [float(train_sizes.get(g, 0)) < min_size for g in table["group"]]
+    hide = bool(table["suppressed"].any() or any(small_train))
+    if hide:
+        table["n"] = math.nan
+        table["train_n"] = math.nan
+    table["counts_suppressed"] = hide
+    return table
+
+
 def parity_differences(*, table: pd.DataFrame, metric: str) -> pd.Series:
     """Per shown group: its ``metric`` minus the n-weighted mean of the other shown groups'
     (NaN for suppressed groups or undefined values). Indexed by group."""

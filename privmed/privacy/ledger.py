@@ -15,6 +15,8 @@ from typing import Any
 from .accounting import Mechanism, epsilon_for
 from .units import group_privacy_sentence
 
+ZERO_NOISE = "Stage '{stage}' added no noise (noise multiplier 0), so it gives no differential privacy."
+
 
 @dataclass
 class PrivacyLedger:
@@ -39,7 +41,13 @@ class PrivacyLedger:
 
     @property
     def private(self) -> bool:
-        return not self.non_private_reasons
+        return not self.reasons
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the run is not private: the stated reasons, and every stage run without noise."""
+        silent = [ZERO_NOISE.format(stage=m.stage) for m in self.mechanisms if m.noise_multiplier <= 0]
+        return self.non_private_reasons + [r for r in silent if r not in self.non_private_reasons]
 
     @property
     def epsilon(self) -> float:
@@ -61,7 +69,7 @@ class PrivacyLedger:
 
     def _summary(self, epsilon: float, alone: list[float]) -> str:
         if not self.private:
-            return "NOT PRIVATE: " + " ".join(self.non_private_reasons)
+            return "NOT PRIVATE: " + " ".join(self.reasons)
         stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone)) or "none"
         free = "".join(f" {sentence}." for sentence in self.free_inputs)
         return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP; unit of privacy: {self.who}; "
@@ -96,7 +104,7 @@ class PrivacyLedger:
             "protects": self.who,
             "max_images_per_patient": self.max_per_unit if self.unit == "patient" else None,
             "stages": [{**m.to_dict(), "epsilon_alone": e} for m, e in zip(self.mechanisms, alone)],
-            "non_private_reasons": self.non_private_reasons,
+            "non_private_reasons": self.reasons,
             "validation_choices": self.validation_choices,
             "free_inputs": self.free_inputs,
             "summary": self._summary(eps, alone),

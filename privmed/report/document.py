@@ -85,7 +85,17 @@ def to_html(title: str, blocks: list) -> str:
 def to_markdown(title: str, blocks: list, files: Path) -> str:
     """Markdown; charts (SVG) and pictures (PNG) are written to ``files``."""
     files.mkdir(parents=True, exist_ok=True)
-    return f"# {title}\n\n" + "\n\n".join(_markdown(b, files) for b in blocks) + "\n"
+    return f"# {md_text(title)}\n\n" + "\n\n".join(_markdown(b, files) for b in blocks) + "\n"
+
+
+def md_text(text: str) -> str:
+    """Text for Markdown: HTML is shown as text, never rendered (names come from the user's files)."""
+    return html.escape(str(text), quote=False)
+
+
+def md_cell(text: str) -> str:
+    """:func:`md_text` for a table cell: on one line, ``|`` kept as text."""
+    return md_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def format_value(value) -> str:
@@ -131,23 +141,23 @@ def _html(block) -> str:
 
 def _markdown(block, files: Path) -> str:
     if isinstance(block, Heading):
-        return "#" * block.level + " " + block.text
+        return "#" * block.level + " " + md_text(block.text)
     if isinstance(block, Paragraph):
-        return f"> **Note:** {block.text}" if block.kind == "warning" else block.text
+        return f"> **Note:** {md_text(block.text)}" if block.kind == "warning" else md_text(block.text)
     if isinstance(block, Bullets):
-        return "\n".join(f"- {i}" for i in block.items)
+        return "\n".join(f"- {md_text(i)}" for i in block.items)
     if isinstance(block, Table):
-        cells = [[format_value(v).replace("|", "\\|") for v in row] for row in block.frame.itertuples(index=False)]
-        lines = ["| " + " | ".join(map(str, block.frame.columns)) + " |",
+        cells = [[md_cell(format_value(v)) for v in row] for row in block.frame.itertuples(index=False)]
+        lines = ["| " + " | ".join(md_cell(str(c)) for c in block.frame.columns) + " |",
                  "|" + "|".join("---" for _ in block.frame.columns) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in cells]
-        return (f"*{block.caption}*\n\n" if block.caption else "") + "\n".join(lines)
+        return (f"*{md_text(block.caption)}*\n\n" if block.caption else "") + "\n".join(lines)
     if isinstance(block, Chart):
         (files / f"{block.name}.svg").write_text(block.svg)
-        return f"![{block.caption}]({files.name}/{block.name}.svg)\n\n*{block.caption}*"
+        return f"![{md_text(block.caption)}]({files.name}/{block.name}.svg)\n\n*{md_text(block.caption)}*"
     if isinstance(block, Picture):
         (files / f"{block.name}.png").write_bytes(block.png)
-        return f"![{block.caption}]({files.name}/{block.name}.png)\n\n*{block.caption}*"
+        return f"![{md_text(block.caption)}]({files.name}/{block.name}.png)\n\n*{md_text(block.caption)}*"
     if isinstance(block, Details):
-        return f"**{block.summary}**\n\n" + "\n\n".join(_markdown(b, files) for b in block.blocks)
+        return f"**{md_text(block.summary)}**\n\n" + "\n\n".join(_markdown(b, files) for b in block.blocks)
     raise TypeError(f"unknown report block {block!r}")

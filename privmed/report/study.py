@@ -20,7 +20,7 @@ import pandas as pd
 import privmed
 from privmed import rundir
 from privmed.config import load_yaml
-from privmed.errors import PrivmedError
+from privmed.errors import PrivmedError, error_kind
 from privmed.evaluation.fairness import SUPPRESSED
 from privmed.study.config import StudyConfig, study_from_dict
 from privmed.study.results import StudyTables, collect
@@ -170,8 +170,11 @@ def _runs(study: StudyConfig, results: pd.DataFrame) -> list:
     columns += [c for e in study.external for c in (f"{e.name}_auroc",) if c in results]
     columns += [c for c in ("train_seconds", "error") if c in results]
     frame = results[[c for c in columns if c in results]]
+    if "error" in frame:  # an error's text may name a patient, a file or a path: only its kind is reported
+        frame = frame.assign(error=[error_kind(e) if isinstance(e, str) else "" for e in frame["error"]])
     return [Heading("Runs"), Paragraph(f"Every cell of the grid ({len(results)} runs), one row each; the same table "
-                                       f"is results.csv with every metric and its CI."), Table(frame)]
+                                       f"is results.csv with every metric and its CI. Errors are given by kind; "
+                                       f"their text is in the study folder's failed/ files."), Table(frame)]
 
 
 def _audit(done: pd.DataFrame) -> list:
@@ -232,15 +235,16 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
                                                                   zero_line=True),
                             f"AUROC parity difference of each {attribute} group against ε (0 = parity)."))
     suppressed = part[part["suppressed"].astype(bool)][["strategy", "epsilon", "group"]].drop_duplicates()
-    table = pd.concat([mean, suppressed.assign(n=math.nan)], ignore_index=True)
-    table["AUROC [95% CI]"] = [SUPPRESSED if pd.isna(r.auroc) and pd.isna(r.n) else _ci(r.auroc, r.auroc_ci_low,
-                                                                                         r.auroc_ci_high)
+    table = pd.concat([mean.assign(hidden=False), suppressed.assign(n=math.nan, hidden=True)], ignore_index=True)
+    table["AUROC [95% CI]"] = [SUPPRESSED if r.hidden else _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high)
                                for r in table.itertuples()]
     for count in ("n", "train_n"):
         table[count] = table[count].round().astype("Int64")  # counts, as integers (missing when suppressed)
     table = table[["strategy", "epsilon", "group", "n", "train_n", "AUROC [95% CI]", "accuracy", "sensitivity",
                    "specificity", "positive_rate", "auroc_parity_difference"]]
-    blocks.append(Table(table, f"Subgroups by {attribute} (test split; n = test samples, train_n = training samples)"))
+    blocks.append(Table(table, f"Subgroups by {attribute} (test split; n = test samples, train_n = training samples; "
+                        f"when a group is suppressed no group's counts are shown, so that none can be derived "
+                        f"by subtraction)"))
     gaps = tables.gaps[tables.gaps["attribute"] == attribute]
     if len(gaps):
         blocks.append(Table(mean_over_seeds(gaps, ["strategy", "epsilon"], ["demographic_parity_difference",
@@ -307,7 +311,7 @@ def _ledgers(done: pd.DataFrame, out: Path) -> list:
                                  else "warning")]
         if len(stages):
             inner.append(Table(stages))
-        blocks.append(Details(f"{row.run}: " + (f"ε = {record['epsilon']:.3g}" if record["private"]
+        blocks.append(Details(f"{row.run}: " + (f"ε = {float(record['epsilon']):.3g}" if record["private"]
                                                 else "not private"), tuple(inner)))
     return blocks
 

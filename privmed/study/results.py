@@ -26,7 +26,13 @@ import pandas as pd
 
 from privmed import rundir
 from privmed.evaluation.external import evaluation_dir
-from privmed.evaluation.fairness import fairlearn_differences, parity_differences, pearson, subgroup_metrics
+from privmed.evaluation.fairness import (
+    fairlearn_differences,
+    parity_differences,
+    pearson,
+    subgroup_metrics,
+    suppress_complements,
+)
 from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
 
 from .config import Cell, StudyConfig, epsilon_label
@@ -159,10 +165,9 @@ def _fairness_tables(study: StudyConfig, cells: list[Cell], results: pd.DataFram
                                          groups=groups[test], patient_ids=frame["patient_id"].to_numpy()[test],
                                          n_resamples=cell.config.training.bootstrap_resamples,
                                          seed=cell.seed, min_size=spec.min_group_size)
-                table["train_n"] = [math.nan if s else float(train_sizes.get(g, 0))
-                                    for g, s in zip(table["group"], table["suppressed"])]
-                for metric in ("auroc", "positive_rate"):
+                for metric in ("auroc", "positive_rate"):  # weighted by n, before counts are hidden
                     table[f"{metric}_parity_difference"] = parity_differences(table=table, metric=metric).to_numpy()
+                table = suppress_complements(table, train_sizes=train_sizes, min_size=spec.min_group_size)
                 head = {"run": cell.run_id, **ids, "attribute": attribute, "label": label}
                 group_rows += [{**head, **r} for r in table.to_dict("records")]
                 gaps = fairlearn_differences(y_true=frame[f"label{suffix}"].to_numpy()[test],

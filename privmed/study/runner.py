@@ -31,6 +31,7 @@ from privmed import rundir
 from privmed.errors import PrivmedError
 
 from .config import Cell, GeneratorSpec, StudyConfig, generator_dir, generator_samples
+from .lifeline import die_with_parent, study_lock
 
 if TYPE_CHECKING:
     from .results import StudyTables
@@ -68,7 +69,12 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
     """Run every generator and cell of ``study`` not finished yet, then write the study's tables
     (``results.csv`` and the fairness tables)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with study_lock(out):
+        return _run_locked(study, raw, out=out, workers=workers, progress=progress)
+
+
+def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: int | None,
+                progress: Progress) -> StudyResult:
     rundir.write_yaml(out / STUDY_FILE, raw)
     workers = workers or study.workers
     started = time.time()
@@ -76,6 +82,7 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
     _check_attributes(study)
     for spec in study.generators:
         GENERATOR_MAKERS[spec.kind](spec, generator_dir(out, spec.name), generator_samples(out, spec.name), progress)
+    sync_status(out, cells)
     todo = [c for c in cells if not _finished(c, study)]
     progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
              f"{len(todo)} to run" + (f" on {min(workers, len(todo))} worker(s)" if todo else ""))
@@ -87,6 +94,7 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
                  + (f" -- {outcome.error.splitlines()[0]}" if outcome.error else ""))
     _audit_runs(study, cells, out, workers, progress)
     _log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
+    sync_status(out, cells)
     from .results import collect  # the tables read the run directories this module writes
 
     return StudyResult([outcomes[c.run_id] for c in cells], collect(study, out))
@@ -133,6 +141,8 @@ def _init_worker(threads: int) -> None:
 
     import torch
 
+    die_with_parent()
+
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", module="opacus")
     warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
@@ -151,6 +161,7 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
             raise PrivmedError(CHANGED.format(run=run, changes="; ".join(changes)))
         if not finished(run):
             train(cell.config, resume=_resume_or_clear(run))
+            rundir.seal_ledger(run)
         for spec in external:
             if not evaluated(run, spec):
                 evaluate_run(run, data=spec.path, split=spec.split, name=spec.name,
@@ -258,6 +269,23 @@ def _check_attributes(study: StudyConfig) -> None:
     if missing:
         raise PrivmedError(f"fairness attribute(s) {missing} are not columns of the data '{data.name}' "
                            f"(attribute columns: {list(data.attribute_columns)}); fix fairness.attributes.")
+
+
+def sync_status(out: Path, cells: list[Cell]) -> None:
+    """Make ``status.json`` agree with the run folders: a finished run is recorded as finished (also one
+    finished by an earlier, killed invocation), and no run is recorded as finished unless its folder is."""
+    status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
+    changed = False
+    for cell in cells:
+        done, entry = finished(Path(cell.config.out)), status.get(cell.run_id)
+        if done and (entry is None or entry.get("status") != "finished"):
+            status[cell.run_id] = {"status": "finished", "seconds": (entry or {}).get("seconds", 0.0), "error": ""}
+            changed = True
+        elif not done and entry is not None and entry.get("status") == "finished":
+            del status[cell.run_id]
+            changed = True
+    if changed:
+        rundir.write_json(out / STATUS, status)
 
 
 def _record(out: Path, outcome: CellOutcome) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from privmed import rundir
 from privmed.config import DataConfig, SyntheticConfig
+from privmed.data.duplicates import near_duplicates
 from privmed.data.sources import MANIFEST_NAMES, Dataset, load_dataset
 from privmed.errors import PATH_MISSING, PrivmedError
 from privmed.privacy.accounting import Mechanism
@@ -37,14 +38,14 @@ NON_PRIVATE_GENERATOR = ("The synthetic images in '{path}' come from a generator
 DECLARED_PUBLIC = ("Images in '{path}' declared public by the user (synthetic.public): they cost no privacy only if "
                    "none of them, and no generator behind them, saw a patient of the private data. Checked against the "
                    "private data: {checked}. This cannot rule out the same patient in another image")
-CHECKED_IMAGES = "{n} images (none identical to a private image, {patients})"
+CHECKED_IMAGES = "{n} images (none identical or nearly identical to a private image, {patients})"
 NO_SHARED_PATIENT, NO_PATIENT_IDS = "no shared patient id", "no patient ids to compare"
 GENERATOR_ON_PHANTOM = "its generator was trained on privmed's built-in phantom (no patient data)"
 GENERATOR_DATA_UNREADABLE = "its generator's training data '{path}' could not be read from here, so it was not compared"
-PUBLIC_HAS_PRIVATE_IMAGES = ("{count} image(s) in {where} are identical to images of the private data (e.g. "
-                             "'{example}'), so the folder cannot be declared public. Remove them (a generator trained "
-                             "on them must be trained again), or drop --synthetic-public (the run is then not "
-                             "private).")
+PUBLIC_HAS_PRIVATE_IMAGES = ("{count} image(s) in {where} are identical or nearly identical to images of the private "
+                             "data (e.g. '{example}'), so the folder cannot be declared public. Remove them (a "
+                             "generator trained on them must be trained again), or drop --synthetic-public (the run "
+                             "is then not private).")
 PUBLIC_SHARES_PATIENTS = ("{count} patient id(s) of {where} also appear in the private data (e.g. {examples}), so "
                           "the folder cannot be declared public. If they are different people, give the public set "
                           "its own ids; otherwise drop --synthetic-public.")
@@ -107,9 +108,10 @@ def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataCo
 
 
 def _no_overlap(candidate: Dataset, private: Dataset, private_hashes: set[str], *, where: str) -> str:
-    """Raise when ``candidate`` holds an image identical to a private one (``private_hashes``: of its
-    pixels) or shares a patient id with the private data; otherwise say what was compared."""
+    """Raise when ``candidate`` holds an image identical (``private_hashes``: of its pixels) or nearly
+    identical (:mod:`privmed.data.duplicates`: resized, re-encoded) to a private one or shares a patient id with the private data; otherwise say what was compared."""
     copies = [i for i, image in enumerate(candidate.images) if _pixel_hash(image) in private_hashes]
+    copies += [i for i, _, _ in near_duplicates(candidate.images, private.images) if i not in set(copies)]
     if copies:
         example = candidate.table["sample_id"].iloc[copies[0]]
         raise PrivmedError(PUBLIC_HAS_PRIVATE_IMAGES.format(count=len(copies), where=where, example=example))

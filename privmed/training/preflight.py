@@ -1,0 +1,53 @@
+"""Checks of a ``privmed train`` run that can be made before any work: where it writes, its batch, its epsilon.
+
+They repeat, early and cheaply, what training would otherwise find out only after reading the data,
+extracting features or training a first epoch: an output folder that cannot be written or holds other
+files, a logical batch larger than the training split, a target epsilon that no noise can reach.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from privmed import rundir
+from privmed.config import RunConfig
+from privmed.errors import BATCH_LARGER_THAN_DATA, FOLDER_NOT_EMPTY, PrivmedError
+
+
+def check_before_training(config: RunConfig, *, resume: bool) -> None:
+    """Refuse, before anything is read or written, what :func:`~privmed.training.trainer.train` would
+    refuse late. A resumed run keeps its schedule and noise, so only its folder is checked."""
+    out = Path(config.out)
+    rundir.check_writable(out)
+    if resume:
+        return
+    if not rundir.is_new_or_empty(out) and not (out / rundir.CONFIG).exists():
+        raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="a run's files", option="--out"))
+    check_schedule(config)
+
+
+def check_schedule(config: RunConfig) -> None:
+    """The logical batch fits the training split, and the target epsilon is reachable by DP-SGD alone
+    (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set)."""
+    from privmed.data.sources import load_dataset
+    from privmed.privacy.accounting import calibrate_noise, check_delta, default_delta
+    from privmed.privacy.units import resolve_unit
+    from privmed.training.private import plan_schedule
+
+    if config.synthetic.path is not None and config.synthetic.use == "augment":
+        return  # synthetic images join the Poisson-sampled set: the trainer plans that schedule
+    if config.synthetic.path is not None and config.synthetic.use == "only":
+        return  # the private training split is not sampled at all
+    train = load_dataset(config.data).split("train")
+    p = config.privacy
+    unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
+    candidates = config.tune.candidates(config.training)
+    largest = max(c.batch_size for c in candidates)
+    if largest > unit.contributions:
+        raise PrivmedError(BATCH_LARGER_THAN_DATA.format(batch=largest, n=unit.contributions))
+    if p.private and p.noise_multiplier is None:
+        delta = p.delta if p.delta is not None else default_delta(unit.n_units)
+        check_delta(delta, unit.n_units)
+        schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
+        calibrate_noise(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
+                        schedules=[(s.sample_rate, s.steps) for s in schedules])

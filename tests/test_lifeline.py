@@ -1,0 +1,109 @@
+"""A killed study leaves no worker behind, two studies never share a folder, status.json agrees with the runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from privmed import rundir
+from privmed.errors import STUDY_BUSY, PrivmedError
+from privmed.study import run_study, study_from_dict
+from privmed.study.lifeline import study_lock
+from privmed.study.runner import STATUS, finished
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = {
+    "name": "killed",
+    "base": {"data": {"phantom_samples": 300, "image_size": 32},
+             "training": {"epochs": 4, "batch_size": 64, "bootstrap_resamples": 100}},
+    "strategies": {"dp_sgd": {}},
+    "epsilons": [2, 4],
+    "seeds": [0],
+}
+
+
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to find the workers")
+def test_a_killed_study_leaves_no_worker_and_the_rerun_agrees_with_its_run_folders(tmp_path):
+    study_file, out = tmp_path / "study.yaml", tmp_path / "out"
+    rundir.write_yaml(study_file, STUDY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "privmed", "study", str(study_file), "--out", str(out), "--workers", "2",
+               "--no-report"]
+    parent = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = wait_for(lambda: any((out / "runs").glob(f"*/{rundir.CHECKPOINTS}/{rundir.LAST}")), 120)
+        assert started, "the study's workers never wrote a checkpoint"
+        workers = children(parent.pid)
+        assert workers, "the study has no worker processes"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert wait_for(lambda: not any(alive(w) for w in workers), 10), "workers survived their study"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    study = study_from_dict(STUDY)
+    run_study(study, STUDY, out=out, workers=2, progress=lambda _: None)
+    status = rundir.read_json(out / STATUS)
+    for cell in study.cells(out):
+        assert finished(Path(cell.config.out))
+        assert status[cell.run_id]["status"] == "finished"
+
+
+def test_a_second_study_into_the_same_folder_is_refused_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    with study_lock(out):
+        with pytest.raises(PrivmedError) as err:
+            run_study(study_from_dict(STUDY), STUDY, out=out, progress=lambda _: None)
+    assert str(err.value) == STUDY_BUSY.format(path=out, pid=os.getpid())
+    assert not (out / "study.yaml").exists() and not (out / "runs").exists()
+
+
+def test_status_forgets_a_run_whose_folder_is_gone_and_learns_one_finished_elsewhere(tmp_path):
+    from privmed.study.runner import sync_status
+
+    study = study_from_dict(STUDY)
+    cells = study.cells(tmp_path)
+    first, second = (Path(c.config.out) for c in cells)
+    first.mkdir(parents=True)
+    (first / rundir.METRICS).write_text("{}")
+    rundir.write_json(tmp_path / STATUS, {cells[1].run_id: {"status": "finished", "seconds": 1.0, "error": ""}})
+    sync_status(tmp_path, cells)
+    status = rundir.read_json(tmp_path / STATUS)
+    assert status[cells[0].run_id]["status"] == "finished" and cells[1].run_id not in status
