@@ -41,3 +41,12 @@ FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written onl
 TOO_FEW_IMAGES = "--n {n}: {what} needs at least {minimum} images (half of each class)."
 TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their quality needs at least {minimum} "
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
+AUDIT_CANARIES = ("--canaries {canaries}: use 0 (train-vs-test diagnostic only, no epsilon bound) or at least 2 "
+                  "canaries (each goes into training by a fair coin), e.g. 500.")
+AUDIT_SHADOWS = "--shadows {shadows}: use 0 (loss attack only) or at least 2 shadow models for LiRA, e.g. 8."
+AUDIT_CANARY_SIZE = ("--images-per-canary {size} with --canary-kind {kind}: a canary needs at least one image, and "
+                     "canaries of several images (patients) must be crafted. Use --canary-kind crafted, or 1 image.")
+AUDIT_GROUP_NEEDS_PATIENT_UNIT = (
+    "--images-per-canary {size}: a canary of several images is one patient, but this run protects each {unit}, so "
+    "its claimed epsilon does not cover a group of images. Use --images-per-canary 1, or audit a run trained "
+    "with privacy.unit: patient.")
