@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -226,9 +227,14 @@ def test_coins_are_fair_and_independent():
 
 
 def test_bad_audit_options():
-    for kwargs in ({"shadows": 1}, {"canaries": 1}, {"workers": 0}, {"canary_kind": "shiny"}):
+    for kwargs in ({"shadows": 1}, {"canaries": 1}, {"workers": 0}, {"canary_kind": "shiny"},
+                   {"images_per_canary": 0}, {"images_per_canary": 3, "canary_kind": "mislabeled"}, {"alpha": 0.7}):
         with pytest.raises(PrivmedError):
             AuditConfig(**kwargs)
+    with pytest.raises(PrivmedError) as err:
+        AuditConfig(canaries=1)
+    assert str(err.value) == AUDIT_CANARIES.format(canaries=1)
+    assert AuditConfig().design == ONE_RUN and AuditConfig(canaries=0).design == TRAIN_VS_TEST
 
 
 # --------------------------------------------------------------------------- audits of real runs
@@ -257,17 +263,40 @@ def _audit(run, capsys, *extra):
     return out
 
 
-def test_non_private_model_with_canaries_gives_a_clearly_positive_bound(audit_data, tmp_path, capsys):
+def test_non_private_model_with_canaries_gives_a_one_run_bound_above_one(audit_data, tmp_path, capsys):
     from privmed import rundir
 
     _train(audit_data, tmp_path / "np")
-    _audit(tmp_path / "np", capsys, "--shadows", "2", "--canaries", "400")
+    out = _audit(tmp_path / "np", capsys, "--canaries", "400")
     result = rundir.read_json(tmp_path / "np" / "audit" / "audit_crafted_canaries400.json")
-    assert result["claimed_epsilon"] == "inf"
-    assert max(a["eps_lower_bound"] for a in result["attacks"]) > 0.5
+    assert result["claimed_epsilon"] == "inf" and result["design"] == ONE_RUN and result["unit"] == "image"
+    one_run = next(a for a in result["attacks"] if a["design"] == ONE_RUN)
+    assert one_run["n_members"] + one_run["n_non_members"] == 400
+    assert one_run["eps_lower_bound"] > 1 and one_run["gdp_epsilon"] > 1
+    assert f"eps lower bound={one_run['eps_lower_bound']:.3f}" in out
+    # the confounded diagnostic is there, without a bound
+    diagnostic = next(a for a in result["attacks"] if a["design"] == TRAIN_VS_TEST)
+    assert diagnostic["eps_lower_bound"] is None and "no eps bound (confounded" in out
     # canaries never reach the run's own outputs
     predictions = (tmp_path / "np" / rundir.PREDICTIONS).read_text()
     assert predictions.count("\n") == 401
+
+
+def test_audit_without_canaries_shows_no_bound_anywhere(audit_data, tmp_path, capsys):
+    from privmed import rundir
+
+    _train(audit_data, tmp_path / "np", "--epochs", "5")
+    out = _audit(tmp_path / "np", capsys, "--canaries", "0")
+    result = rundir.read_json(tmp_path / "np" / "audit" / "audit.json")
+    assert result["design"] == TRAIN_VS_TEST and result["bound_holds"] is None
+    assert [a["eps_lower_bound"] for a in result["attacks"]] == [None]
+    assert "eps lower bound" not in out and "No epsilon bound" in out
+
+
+def test_patient_canaries_need_a_run_whose_unit_is_the_patient(audit_data, tmp_path, capsys):
+    _train(audit_data, tmp_path / "np", "--epochs", "1")
+    assert main(["audit", str(tmp_path / "np"), "--images-per-canary", "3"]) == 2
+    assert AUDIT_GROUP_NEEDS_PATIENT_UNIT.format(size=3, unit="image") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("epsilon,seed", [(1.0, 0), (3.0, 1)])
@@ -279,17 +308,18 @@ def test_dp_run_bound_stays_below_claimed_epsilon(audit_data, tmp_path, capsys, 
     _audit(run, capsys, "--shadows", "2", "--canaries", "400", "--seed", str(seed))
     result = rundir.read_json(run / "audit" / "audit_crafted_canaries400.json")
     assert result["bound_holds"]
-    assert all(a["eps_lower_bound"] <= result["claimed_epsilon"] for a in result["attacks"])
+    bounds = [a["eps_lower_bound"] for a in result["attacks"] if a["randomised"]]
+    assert len(bounds) == 2 and all(b <= result["claimed_epsilon"] for b in bounds)  # loss and LiRA
 
 
 def test_audit_resumes_from_saved_shadows(audit_data, tmp_path, capsys):
     run = tmp_path / "np"
     _train(audit_data, run)
-    _audit(run, capsys, "--shadows", "2")
+    _audit(run, capsys, "--shadows", "2", "--canaries", "0")
     saved = sorted((run / "audit" / "shadows").rglob("shadow_*.npz"))
     assert len(saved) == 2
     stamps = [p.stat().st_mtime_ns for p in saved]
-    _audit(run, capsys, "--shadows", "2")
+    _audit(run, capsys, "--shadows", "2", "--canaries", "0")
     assert [p.stat().st_mtime_ns for p in saved] == stamps  # reused, not retrained
 
 
@@ -298,8 +328,9 @@ def test_parallel_shadow_workers_train_the_same_shadows_as_one_process(audit_dat
 
     run = tmp_path / "np"
     _train(audit_data, run, "--epochs", "5")
-    _audit(run, capsys, "--shadows", "2", "--shadow-dir", str(tmp_path / "serial"))
-    _audit(run, capsys, "--shadows", "2", "--workers", "2", "--shadow-dir", str(tmp_path / "parallel"))
+    _audit(run, capsys, "--shadows", "2", "--canaries", "0", "--shadow-dir", str(tmp_path / "serial"))
+    _audit(run, capsys, "--shadows", "2", "--canaries", "0", "--workers", "2", "--shadow-dir",
+           str(tmp_path / "parallel"))
     serial = sorted((tmp_path / "serial").rglob("shadow_*.npz"))
     parallel = sorted((tmp_path / "parallel").rglob("shadow_*.npz"))
     assert [p.name for p in serial] == [p.name for p in parallel] == ["shadow_0.npz", "shadow_1.npz"]
@@ -321,14 +352,46 @@ def test_dcr_flags_a_generator_that_copies_its_training_images():
     from privmed.audit.synthetic import dcr_membership, distance_to_closest
 
     rng = np.random.default_rng(0)
-    members, non_members = rng.random((200, 16, 16)), rng.random((200, 16, 16))
+    canaries = rng.random((400, 16, 16))
+    coins = coin_membership(np.arange(400), rng=rng)
+    members, non_members = canaries[coins], canaries[~coins]
     assert distance_to_closest(members[:3], members)[0] == pytest.approx(0.0, abs=1e-6)
-    copier = members[:150] + rng.normal(0, 0.01, (150, 16, 16))
+    copier = members + rng.normal(0, 0.01, members.shape)
     honest = rng.random((300, 16, 16))
     leaked, medians = dcr_membership(synthetic=copier, members=members, non_members=non_members, delta=1e-4,
-                                     n_resamples=100)
-    assert leaked.auc > 0.8 and leaked.eps_lower_bound > 0.5
+                                     design=ONE_RUN, n_resamples=100)
+    assert leaked.auc > 0.95 and leaked.eps_lower_bound > 1
     assert medians["median_dcr_members"] < medians["median_dcr_non_members"]
     clean, _ = dcr_membership(synthetic=honest, members=members, non_members=non_members, delta=1e-4,
-                              n_resamples=100)
+                              design=ONE_RUN, n_resamples=100)
     assert 0.4 < clean.auc < 0.6 and clean.eps_lower_bound < 0.3
+    # the same copier scored as training split vs test split: AUC, but no bound
+    confounded, _ = dcr_membership(synthetic=copier, members=members, non_members=non_members, delta=1e-4,
+                                   n_resamples=100)
+    assert confounded.auc == leaked.auc and confounded.eps_lower_bound is None
+
+
+def test_generator_audit_retrains_with_coin_flipped_canaries(tmp_path, capsys):
+    from privmed import rundir
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    data = tmp_path / "phantom"
+    write_phantom_dataset(data, PhantomSpec(n_samples=300, image_size=32, seed=3))
+    gen = tmp_path / "gen"
+    assert main(["synth", "train", "--data", str(data), "--out", str(gen), "--image-size", "32", "--epochs", "2",
+                 "--batch-size", "32", "--width", "8"]) == 0
+    capsys.readouterr()
+    assert main(["audit-synthetic", str(gen), "--data", str(data), "--canaries", "40", "--n", "40",
+                 "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    result = rundir.read_json(gen / "audit" / "canaries40_seed0" / "audit.json")
+    dcr = result["attacks"][0]
+    assert result["design"] == ONE_RUN and dcr["randomised"] and dcr["n_members"] + dcr["n_non_members"] == 40
+    assert result["claimed_epsilon"] == "inf" and dcr["eps_lower_bound"] >= 0
+    assert f"eps lower bound={dcr['eps_lower_bound']:.3f}" in out
+    manifest = pd.read_csv(gen / "audit" / "canaries40_seed0" / "data" / "metadata.csv")
+    n_train = (pd.read_csv(data / "metadata.csv")["split"] == "train").sum()
+    assert len(manifest) == n_train + dcr["n_members"]  # the training split plus the canaries that came up heads
+    # the run's own generator is untouched; without canaries the diagnostic gives no bound
+    assert main(["audit-synthetic", str(gen), "--data", str(data), "--n", "40", "--bootstrap", "50"]) == 0
+    assert "no eps bound" in capsys.readouterr().out
