@@ -395,3 +395,31 @@ def test_generator_audit_retrains_with_coin_flipped_canaries(tmp_path, capsys):
     # the run's own generator is untouched; without canaries the diagnostic gives no bound
     assert main(["audit-synthetic", str(gen), "--data", str(data), "--n", "40", "--bootstrap", "50"]) == 0
     assert "no eps bound" in capsys.readouterr().out
+
+
+def test_patient_canaries_are_groups_of_images_with_one_coin_and_one_label():
+    """The population the lead's patient unit will use: K images per canary, real rows grouped by patient."""
+    from privmed.audit.membership import _population
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+
+    ds = load_dataset(DataConfig(phantom_samples=120, image_size=32))
+    inputs = {s: ds.split(s).image_tensor for s in ("train", "val", "test")}
+    config = AuditConfig(canaries=10, images_per_canary=3)
+    pop = _population(ds, inputs, config=config, featurize=lambda images: images)
+    n_real = len(inputs["train"]) + len(inputs["test"])
+    assert pop.is_canary.sum() == 30 and not pop.is_canary[:n_real].any()
+    canary_group = pop.group[pop.is_canary]
+    assert len(np.unique(canary_group)) == 10
+    for g in np.unique(canary_group):
+        rows = np.flatnonzero(pop.is_canary)[canary_group == g]
+        assert len(rows) == 3 and len(set(pop.target_member[rows])) == 1
+        assert len({tuple(pop.y[r].tolist()) for r in rows}) == 1
+    # real images share a group exactly when they share a patient, and no group mixes real and canary images
+    patients = np.concatenate([ds.split("train").patient_ids, ds.split("test").patient_ids])
+    assert len(np.unique(patients)) < n_real  # the phantom has patients with two images
+    for p in np.unique(patients):
+        assert len(set(pop.group[:n_real][patients == p])) == 1
+    assert len(np.unique(pop.group[:n_real])) == len(np.unique(patients))
+    assert not set(pop.group[:n_real]) & set(canary_group)
+    assert pop.target_member[:len(inputs["train"])].all() and not pop.target_member[len(inputs["train"]):n_real].any()
