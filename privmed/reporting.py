@@ -61,8 +61,10 @@ def print_audit(result: dict) -> None:
         line = (f"  [{a['design']}] {a['attack']:5s} AUC={a['auc']:.3f} [{auc_low:.3f}, {auc_high:.3f}]  "
                 f"TPR@1%FPR={a['tpr_at_1pct_fpr']:.3f}  TPR@0.1%FPR={a['tpr_at_01pct_fpr']:.3f}  ")
         if a["randomised"]:
-            line += (f"eps lower bound={a['eps_lower_bound']:.3f} ({a['confidence']:.0%}, {a['correct_guesses']}/"
-                     f"{a['guesses']} guesses right, {a['n_members'] + a['n_non_members']} canaries)  "
+            guesses = (f"{a['correct_guesses']}/{a['guesses']} guesses right" if a["guesses"]
+                       else "no number of guesses shows anything")
+            line += (f"eps lower bound={a['eps_lower_bound']:.3f} ({a['confidence']:.0%}, {guesses}, "
+                     f"{a['n_members'] + a['n_non_members']} canaries)  "
                      f"GDP estimate mu={a['gdp_mu']:.2f}, eps~{a['gdp_epsilon']:.2f}")
         else:
             line += "no eps bound (confounded by split differences)"
