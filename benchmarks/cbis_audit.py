@@ -1,11 +1,16 @@
-"""Membership-inference audit of CBIS-DDSM models at epsilon 1, 8 and infinity, with and without canaries.
+"""Membership-inference audit of CBIS-DDSM models at epsilon 1, 4, 8 and infinity: one-run audit with canaries.
 
 Trains one ``privmed train`` run per epsilon (same recipe as the DP-SGD benchmark's epsilon=1
-choice), then runs ``privmed audit`` on each: loss attack and LiRA with 8 shadow models,
-once on the real members (train split vs test split) and once with 500 crafted canaries.
-Writes ``benchmarks/results/cbis_audit.csv`` and ``.md``.
+choice), then runs ``privmed audit`` on each: M crafted canaries (default 1,000), each put
+into the training of a retrained target by a fair coin, the loss attack and LiRA with 8
+shadow models, and the one-run epsilon lower bound (Steinke, Nasr & Jagielski 2023) at 95%
+confidence. The train-vs-test attack is kept as a diagnostic: its rows have an AUC and no
+bound (membership there is not randomised). Writes ``cbis_audit.csv`` and ``.md`` into
+``--results``.
 
     python benchmarks/cbis_audit.py [--data ../shared/data/cbis-ddsm-masses]
+    python benchmarks/cbis_audit.py --epsilons 1 --epochs 2 --canaries 200 --shadows 0 \\
+        --runs /tmp/smoke/runs --results /tmp/smoke/results          # a smoke test (minutes)
 """
 
 from __future__ import annotations
@@ -19,17 +24,19 @@ import pandas as pd
 import torch
 
 from privmed import rundir
+from privmed.audit.design import DESCRIPTIONS, ONE_RUN
 from privmed.audit.membership import AuditConfig, audit_run
 from privmed.config import config_from_dict
 from privmed.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
-EPSILONS = (1.0, 8.0, math.inf)
-CANARIES = (0, 500)
+EPSILONS = (1.0, 4.0, 8.0, math.inf)
+CANARIES = 1000
 SHADOWS = 8
 RECIPE = {"data": {"image_size": 128}, "model": {"name": "scatter_linear"},
           "training": {"lr": 0.1, "epochs": 15, "batch_size": 128, "physical_batch_size": 256, "seed": 0}}
-COLUMNS = ["epsilon", "canaries", "attack", "attack_auc", "tpr_at_0.1pct_fpr", "eps_lower_bound"]
+COLUMNS = ["epsilon", "unit", "design", "canaries", "attack", "attack_auc", "tpr_at_0.1pct_fpr", "eps_lower_bound",
+           "confidence"]
 
 
 def main() -> None:
@@ -37,52 +44,90 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cbis-ddsm-masses"))
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs" / "cbis_audit"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--epsilons", type=float, nargs="+", default=list(EPSILONS))
+    parser.add_argument("--canaries", type=int, default=CANARIES)
+    parser.add_argument("--shadows", type=int, default=SHADOWS)
+    parser.add_argument("--epochs", type=int, default=RECIPE["training"]["epochs"])
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     runs, results = Path(args.runs), Path(args.results)
+    recipe = {**RECIPE, "training": {**RECIPE["training"], "epochs": args.epochs}}
     t0 = time.perf_counter()
     rows, detail = [], []
-    for eps in EPSILONS:
-        run = runs / f"eps{eps:g}"
+    for eps in args.epsilons:
+        run = runs / f"eps{eps:g}_epochs{args.epochs}"
         if not (run / rundir.METRICS).is_file():
-            cfg = {**RECIPE, "data": {**RECIPE["data"], "path": args.data}, "privacy": {"epsilon": eps}, "out": str(run)}
+            cfg = {**recipe, "data": {**recipe["data"], "path": args.data}, "privacy": {"epsilon": eps},
+                   "out": str(run)}
             train(config_from_dict(cfg))
         test_auroc = rundir.read_json(run / rundir.METRICS)["splits"]["test"]["auroc"]["value"]
-        for canaries in CANARIES:
-            result = audit_run(run, config=AuditConfig(shadows=SHADOWS, canaries=canaries),
-                               shadow_dir=runs / "shadows")
-            for a in result["attacks"]:
-                row = {"epsilon": "inf" if math.isinf(eps) else f"{eps:g}", "canaries": canaries,
-                       "attack": a["attack"], "attack_auc": a["auc"], "tpr_at_0.1pct_fpr": a["tpr_at_01pct_fpr"],
-                       "eps_lower_bound": a["eps_lower_bound"]}
-                rows.append(row)
-                detail.append({**row, "auc_ci": a["auc_ci"], "tpr_at_1pct_fpr": a["tpr_at_1pct_fpr"],
-                               "claimed_epsilon": result["claimed_epsilon"], "n_members": a["n_members"],
-                               "n_non_members": a["n_non_members"], "test_auroc": test_auroc})
-                print(row, flush=True)
+        result = audit_run(run, config=AuditConfig(shadows=args.shadows, canaries=args.canaries),
+                           shadow_dir=runs / "shadows")
+        for a in result["attacks"]:
+            row = {"epsilon": "inf" if math.isinf(eps) else f"{eps:g}", "unit": result["unit"], "design": a["design"],
+                   "canaries": args.canaries if a["design"] == ONE_RUN else 0, "attack": a["attack"],
+                   "attack_auc": a["auc"], "tpr_at_0.1pct_fpr": a["tpr_at_01pct_fpr"],
+                   "eps_lower_bound": a["eps_lower_bound"], "confidence": a["confidence"] if a["randomised"] else None}
+            rows.append(row)
+            detail.append({**row, "auc_ci": a["auc_ci"], "claimed_epsilon": result["claimed_epsilon"],
+                           "guesses": a["guesses"], "correct": a["correct_guesses"], "gdp_epsilon": a["gdp_epsilon"],
+                           "test_auroc": test_auroc})
+            print(row, flush=True)
+    minutes = (time.perf_counter() - t0) / 60
     results.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows)[COLUMNS].to_csv(results / "cbis_audit.csv", index=False)
+    (results / "cbis_audit.md").write_text(_markdown(detail, args, minutes))
+    print((results / "cbis_audit.md").read_text())
+
+
+def _markdown(detail: list[dict], args: argparse.Namespace, minutes: float) -> str:
     lines = [
         "# Membership-inference audit on CBIS-DDSM",
         "",
-        f"Targets: `scatter_linear` at 128 px, lr 0.1, 15 epochs, batch 128 (the DP-SGD benchmark's recipe), trained "
-        f"on the 1,104 training patches. Without canaries the attacks separate the training split (members) from the "
-        f"test split (non-members) using the run's own model. With canaries, 500 crafted canaries (uniform-noise "
-        f"images with random labels) are made, a random half is added to training of a retrained target with the "
-        f"same recipe, and only the canaries are scored. LiRA uses {SHADOWS} shadow models trained by the same "
-        f"recipe on random halves (complementary pairs). The ε lower bound is a 95%-confidence Clopper-Pearson bound "
-        f"(threshold chosen on one random half of the scored samples, bound computed on the other). "
-        f"Wall time {(time.perf_counter() - t0) / 60:.1f} min on {torch.get_num_threads()} threads.",
+        f"Targets: `scatter_linear` at 128 px, lr 0.1, {args.epochs} epochs, batch 128 (the DP-SGD benchmark's "
+        f"recipe), at the image unit of privacy. Design `{ONE_RUN}`: {DESCRIPTIONS[ONE_RUN]}. {args.canaries} "
+        f"crafted canaries (uniform-noise images with random labels), each added to the 1,104 training patches "
+        f"by its own fair coin; one target retrained by the run's recipe (its own accountant gives the claimed "
+        f"ε); only the canaries are scored. "
+        + (f"LiRA uses {args.shadows} shadow models trained by the same recipe on random halves of the population. "
+           if args.shadows else "Loss attack only (no shadow models). ")
+        + f"The ε lower bound is the one-run bound at 95% confidence (guesses on "
+        f"the most and least confident canaries, the number of guesses from a fixed grid, Bonferroni). The "
+        f"Gaussian-DP ε is an estimate (μ = √2 Φ⁻¹(AUC)), not a bound. Design `train-vs-test`: "
+        f"{DESCRIPTIONS['train-vs-test']}. Wall time {minutes:.1f} min on {torch.get_num_threads()} threads.",
         "",
-        "| claimed ε | canaries | attack | AUC [95% CI] | TPR@1%FPR | TPR@0.1%FPR | ε lower bound | model test AUROC |",
-        "|---|---:|---|---|---:|---:|---:|---:|",
+        "| claimed ε | design | attack | AUC [95% CI] | TPR@0.1%FPR | right / guesses | ε lower bound | "
+        "claimed − bound | GDP ε estimate | model test AUROC |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for d in detail:
-        lines.append(f"| {d['epsilon']} | {d['canaries']} | {d['attack']} | {d['attack_auc']:.3f} "
-                     f"[{d['auc_ci'][0]:.3f}, {d['auc_ci'][1]:.3f}] | {d['tpr_at_1pct_fpr']:.3f} "
-                     f"| {d['tpr_at_0.1pct_fpr']:.3f} | {d['eps_lower_bound']:.3f} | {d['test_auroc']:.3f} |")
-    (results / "cbis_audit.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        bounded = d["eps_lower_bound"] is not None
+        claimed = math.inf if d["claimed_epsilon"] == "inf" else float(d["claimed_epsilon"])
+        gap = f"{claimed - d['eps_lower_bound']:.2f}" if bounded else "—"
+        lines.append(
+            f"| {d['epsilon']} | {d['design']} | {d['attack']} | {d['attack_auc']:.3f} [{d['auc_ci'][0]:.3f}, "
+            f"{d['auc_ci'][1]:.3f}] | {d['tpr_at_0.1pct_fpr']:.3f} | "
+            + (f"{_guesses(d)} | {d['eps_lower_bound']:.3f} | {gap} | {d['gdp_epsilon']:.2f}"
+               if bounded else "— | no bound (confounded) | — | —")
+            + f" | {d['test_auroc']:.3f} |")
+    lines += ["", "## Why the bounds sit far below the claimed ε", "",
+              "- The accountant's ε is a worst case: over every pair of neighbouring data sets, for an adversary who "
+              "sees every noisy gradient step. The audit sees only the final model, through black-box scores of "
+              "crafted canaries, once.",
+              f"- One training run caps what can be shown: with m canaries, even all guesses right give at most "
+              f"about log(m / 5) at 95% confidence (about {math.log(args.canaries / 4.8):.1f} for m = "
+              f"{args.canaries}), and δ enters every p-value multiplied by 2m.",
+              "- For Gaussian noise the one-run bound reaches about half of ε even with an ideal attack "
+              "(Steinke et al. 2023; privmed's tests: one run of 20,000 canaries on a Gaussian mechanism, "
+              "ε = 2.0, gives about 1.0).",
+              "- The loss attack is weak; LiRA calibrates each canary's difficulty but with few shadows only "
+              "partly. A bound of 0 means 'nothing shown', not 'private'.",
+              ""]
+    return "\n".join(lines)
+
+
+def _guesses(d: dict) -> str:
+    return f"{d['correct']} / {d['guesses']}" if d["guesses"] else "none gave a bound"
 
 
 if __name__ == "__main__":

@@ -75,6 +75,16 @@ RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '
 STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
               "or stop it, before running a study into the same --out.")
 
+AUDIT_CANARIES = ("--canaries {canaries}: use 0 (train-vs-test diagnostic only, no epsilon bound) or at least 2 "
+                  "canaries (each goes into training by a fair coin), e.g. 500.")
+AUDIT_SHADOWS = "--shadows {shadows}: use 0 (loss attack only) or at least 2 shadow models for LiRA, e.g. 8."
+AUDIT_CANARY_SIZE = ("--images-per-canary {size} with --canary-kind {kind}: a canary needs at least one image, and "
+                     "canaries of several images (patients) must be crafted. Use --canary-kind crafted, or 1 image.")
+AUDIT_GROUP_NEEDS_PATIENT_UNIT = (
+    "--images-per-canary {size}: a canary of several images is one patient, but this run protects each {unit}, so "
+    "its claimed epsilon does not cover a group of images. Use --images-per-canary 1, or audit a run trained "
+    "with privacy.unit: patient.")
+
 
 def error_kind(message: str) -> str:
     """What kind of error ``message`` is, in words that carry none of its text (a patient id, file name

@@ -51,13 +51,22 @@ def print_comparison(result: dict) -> None:
 
 
 def print_audit(result: dict) -> None:
-    """Attack results beside the accountant's epsilon."""
+    """Attack results beside the accountant's epsilon; an epsilon bound only for randomised designs."""
     claimed = result["claimed_epsilon"]
-    print(f"membership audit of {result['run']}: target = {result['target']}; scored on {result['scored_on']}; "
-          f"{result['shadows']} shadow models")
+    claimed = claimed if claimed == "inf" else f"{claimed:.3g}"
+    print(f"membership audit of {result['run']} (claimed epsilon={claimed}, unit of privacy: {result['unit']}): "
+          f"target = {result['target']}; {result['shadows']} shadow models")
     for a in result["attacks"]:
         auc_low, auc_high = a["auc_ci"]
-        print(f"  {a['attack']:5s} AUC={a['auc']:.3f} [{auc_low:.3f}, {auc_high:.3f}]  "
-              f"TPR@1%FPR={a['tpr_at_1pct_fpr']:.3f}  TPR@0.1%FPR={a['tpr_at_01pct_fpr']:.3f}  "
-              f"eps lower bound={a['eps_lower_bound']:.3f} (claimed epsilon={claimed if claimed == 'inf' else f'{claimed:.3g}'})")
+        line = (f"  [{a['design']}] {a['attack']:5s} AUC={a['auc']:.3f} [{auc_low:.3f}, {auc_high:.3f}]  "
+                f"TPR@1%FPR={a['tpr_at_1pct_fpr']:.3f}  TPR@0.1%FPR={a['tpr_at_01pct_fpr']:.3f}  ")
+        if a["randomised"]:
+            guesses = (f"{a['correct_guesses']}/{a['guesses']} guesses right" if a["guesses"]
+                       else "no number of guesses shows anything")
+            line += (f"eps lower bound={a['eps_lower_bound']:.3f} ({a['confidence']:.0%}, {guesses}, "
+                     f"{a['n_members'] + a['n_non_members']} canaries)  "
+                     f"GDP estimate mu={a['gdp_mu']:.2f}, eps~{a['gdp_epsilon']:.2f}")
+        else:
+            line += "no eps bound (confounded by split differences)"
+        print(line)
     print(f"  {result['note']}")

@@ -30,7 +30,7 @@ STUDY = {
     "epsilons": [1, 4, "inf"],
     "seeds": [0],
     "fairness": {"attributes": ["breast_density"]},
-    "audit": {"shadows": 2, "strategies": ["dp_sgd"], "epsilons": [1, "inf"]},
+    "audit": {"shadows": 2, "canaries": 60, "strategies": ["dp_sgd"], "epsilons": [1, "inf"]},
     "validation_choices": ["The learning rates were picked by hand for this test."],
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -92,15 +92,23 @@ def test_external_test_sets_get_their_own_columns_and_curve(report):
 def test_audited_runs_carry_attack_results_beside_their_claimed_epsilon(report):
     out, html, _ = report
     results = pd.read_csv(out / "results.csv").set_index("run")
-    audited = results[results["audit_bound_holds"].notna()]
+    audited = results[results["audit_design"].notna()]
     assert sorted(audited.index) == ["dp_sgd__eps1__seed0", "dp_sgd__epsinf__seed0"]
     for run, row in audited.iterrows():
-        record = json.loads((out / row["dir"] / "audit" / "audit.json").read_text())
-        lira = next(a for a in record["attacks"] if a["attack"] == "lira")
+        record = json.loads((out / row["dir"] / "audit" / "audit_crafted_canaries60.json").read_text())
+        lira = next(a for a in record["attacks"] if a["attack"] == "lira" and a["design"] == "one-run")
+        assert row["audit_design"] == "one-run"
         assert row["audit_lira_auc"] == pytest.approx(lira["auc"])
+        assert row["audit_lira_eps_lower_bound"] == pytest.approx(lira["eps_lower_bound"])
         assert row["audit_lira_eps_lower_bound"] <= row["audit_claimed_epsilon"]
+        confounded = next(a for a in record["attacks"] if a["attack"] == "lira" and a["design"] == "train-vs-test")
+        assert row["audit_lira_train_vs_test_auc"] == pytest.approx(confounded["auc"])
     assert row["audit_shadows"] == 2 and len(list((out / "shadows").iterdir())) == 2  # one shadow set per recipe
+    # the confounded train-vs-test design never carries an epsilon, in the CSV or the report
+    assert not [c for c in results if "train_vs_test" in c and ("eps" in c or "gdp" in c)]
     assert "Empirical privacy audit" in html and "lira AUC [95% CI]" in html
+    assert "lira train-vs-test (confounded) AUC [95% CI]" in html
+    assert "lira train-vs-test (confounded) ε lower bound" not in html and "lira ε lower bound" in html
 
 
 def test_utility_table_matches_results(report):

@@ -1,23 +1,28 @@
 """``privmed audit``: membership inference against a trained run, beside its claimed ε.
 
-Target and population:
-    The run's model is the target; its training split are the members and its test
-    split the non-members (other patients, same distribution).
+Design (:mod:`privmed.audit.design`): an ε lower bound needs randomised membership.
 
-Shadows:
-    K shadow models trained by the run's own recipe (:func:`train_in_memory`: same
-    model, privacy target, sampling, optimiser, selection) on random halves of the
-    population, for LiRA. Each shadow is saved as it finishes, so an interrupted audit
-    resumes; shadows live in a folder named by a hash of the recipe, so audits of runs
-    that share a recipe (``--shadow-dir`` shared across a study) reuse them.
+* ``one-run`` (default, ``--canaries M``, M >= 2): M canaries, each put into training by an
+  independent fair coin, and ONE freshly trained target (the run's own recipe) on the
+  run's training split plus the canaries that came up heads. The attacks score the
+  canaries only, and the ε lower bound is Steinke, Nasr & Jagielski's one-run bound
+  (:mod:`privmed.audit.one_run`); beside it the Gaussian-DP estimate (:mod:`privmed.audit.gdp`).
+  A canary is one unit of privacy: one image at the image unit; at the patient unit a
+  patient of ``images_per_canary`` images, all in or all out together, scored by the mean of
+  its images' scores. Canaries exist only inside the audit: they never enter the run's own
+  model, metrics or predictions.
+* ``train-vs-test`` (always reported, the only output with ``--canaries 0``): the target's
+  training split against the test split. The splits differ (case mix, patients), so this
+  attack AUC is confounded by split differences: a diagnostic with NO ε bound.
 
-Canaries (``--canaries M``):
-    M samples a model can only fit by memorising them: ``crafted`` (default) are images of
-    uniform noise, each with a random label; ``mislabeled`` are test images with their label
-    flipped. A random half is added to the training set of a freshly trained target (same
-    recipe), and the shadows see random halves of them too; the audit then scores the
-    canaries only, included versus left out. Canaries exist only inside the audit: they
-    never enter the run's own model, metrics or predictions.
+Canaries: ``crafted`` (default) are images of uniform noise with a random label, which a
+model can only fit by memorising them; ``mislabeled`` are test images with their label flipped.
+
+Attacks: the loss attack always; LiRA (``shadows=K``, K >= 2) as the strong, expensive
+option: K shadow models trained by the run's own recipe (:func:`train_in_memory`) on random
+halves of the population, coins independent of the target's. Each shadow is saved as it
+finishes, so an interrupted audit resumes; shadows live in a folder named by a hash of the
+recipe, so audits of runs that share a recipe (``--shadow-dir`` shared across a study) reuse them.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from tqdm.auto import tqdm
 from privmed import rundir
 from privmed.config import RunConfig
 from privmed.data.sources import SPLITS, Dataset, load_dataset
-from privmed.errors import PrivmedError
+from privmed.errors import (AUDIT_CANARIES, AUDIT_CANARY_SIZE, AUDIT_GROUP_NEEDS_PATIENT_UNIT, AUDIT_SHADOWS,
+                            PrivmedError)
 from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
 from privmed.models import build_model
@@ -48,20 +54,25 @@ from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
-from .bounds import summarize_attack
+from .design import ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_membership, group_scores
+from .summary import AttackSummary, summarize_attack
 
 AUDIT_DIR = "audit"
 AUDIT_FILE = "audit.json"
 CANARY_KINDS = ("crafted", "mislabeled")
+#: bump when the audit population (canary content or coins) changes, so stale shadows are not reused
+POPULATION_VERSION = 2
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """How hard to attack. ``shadows=0`` runs the loss attack only."""
+    """How to audit. ``canaries=0``: the train-vs-test diagnostic only (no ε bound);
+    ``shadows=0``: the loss attack only, ``shadows=K``: LiRA too."""
 
-    shadows: int = 8
-    canaries: int = 0
+    shadows: int = 0
+    canaries: int = 500
     canary_kind: str = "crafted"
+    images_per_canary: int = 1
     workers: int = 1
     seed: int = 0
     alpha: float = 0.05
@@ -69,13 +80,22 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         if self.shadows < 0 or self.shadows == 1:
-            raise PrivmedError(f"--shadows {self.shadows}: use 0 (loss attack only) or at least 2 shadow models.")
+            raise PrivmedError(AUDIT_SHADOWS.format(shadows=self.shadows))
         if self.canaries < 0 or self.canaries == 1:
-            raise PrivmedError(f"--canaries {self.canaries}: use 0 or at least 2 canaries (half go into training).")
+            raise PrivmedError(AUDIT_CANARIES.format(canaries=self.canaries))
         if self.canary_kind not in CANARY_KINDS:
             raise PrivmedError(f"--canary-kind {self.canary_kind!r}: use one of {', '.join(CANARY_KINDS)}.")
+        if self.images_per_canary < 1 or (self.images_per_canary > 1 and self.canary_kind != "crafted"):
+            raise PrivmedError(AUDIT_CANARY_SIZE.format(size=self.images_per_canary, kind=self.canary_kind))
         if self.workers < 1:
             raise PrivmedError(f"--workers {self.workers}: must be >= 1.")
+        if not 0 < self.alpha < 0.5:
+            raise PrivmedError(f"confidence {1 - self.alpha:g}: use a confidence in (0.5, 1), e.g. 0.95.")
+
+    @property
+    def design(self) -> str:
+        """The design that gives the bound: ``one-run`` with canaries, else the diagnostic only."""
+        return ONE_RUN if self.canaries else TRAIN_VS_TEST
 
 
 @dataclass
@@ -85,13 +105,19 @@ class Population:
     x: torch.Tensor
     y: torch.Tensor
     target_member: np.ndarray  # bool (N,): in the target's training set
-    scored: np.ndarray  # bool (N,): samples the attacks are evaluated on
     is_canary: np.ndarray  # bool (N,)
+    is_train: np.ndarray  # bool (N,): the run's training split (train-vs-test diagnostic: members)
+    group: np.ndarray  # int (N,): unit of privacy (a canary's images share one), all in or out together
 
 
 def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = AuditConfig(),
               shadow_dir: Path | None = None) -> dict:
-    """Attack ``run``; write ``RUN/audit/audit.json`` and return it."""
+    """Attack ``run``; write ``RUN/audit/<name>.json`` (see :func:`audit_path`) and return it.
+
+    The result holds one row per attack and design: ``one-run`` rows (with canaries) carry
+    the ε lower bound, ``train-vs-test`` rows only the attack's AUC and TPR (confounded).
+    ``bound_holds`` is ``None`` when no row has a bound.
+    """
     run = Path(run)
     run_config, target_model, _ = load_run(run)
     if data is not None:
@@ -99,16 +125,18 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
     else:
         rundir.check_recorded_data(run, run_config.data.path)
     ds = load_dataset(run_config.data)
+    unit = privacy_unit(run_config, ds)
+    if config.images_per_canary > 1 and unit != "patient":
+        raise PrivmedError(AUDIT_GROUP_NEEDS_PATIENT_UNIT.format(size=config.images_per_canary, unit=unit))
     _check_same_training_data(run, ds)
     fresh = _model_factory(run_config, ds)
     inputs = {s: model_inputs(target_model, ds.split(s).image_tensor) for s in SPLITS}
-    population = _population(ds, inputs, canaries=config.canaries, kind=config.canary_kind, seed=config.seed,
+    population = _population(ds, inputs, config=config, unit=unit,
                              featurize=lambda images: model_inputs(target_model, images))
     y_val = torch.from_numpy(ds.split("val").labels)
 
     if config.canaries:
-        fitted = train_in_memory(run_config, fresh, population.x[population.target_member],
-                                 population.y[population.target_member], inputs["val"], y_val)
+        fitted = _fit(run_config, fresh, population, population.target_member, inputs["val"], y_val, unit=unit)
         target_net, claimed, delta = fitted.net, fitted.ledger.epsilon, fitted.ledger.delta
     else:
         target_net = trainable_part(target_model)
@@ -117,39 +145,72 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
         delta = privacy["delta"] if privacy["delta"] is not None else default_delta(len(ds.split("train")))
     target_scores = predict(target_net, population.x)
     labels = population.y.numpy()
-
-    summaries = [summarize_attack("loss", loss_attack_scores(target_scores, labels)[population.scored],
-                                  population.target_member[population.scored], delta=delta, alpha=config.alpha,
-                                  n_resamples=config.bootstrap, seed=config.seed)]
+    attack_scores = {"loss": loss_attack_scores(target_scores, labels)}
     if config.shadows:
         where = _shadow_folder(run, run_config, config, shadow_dir)
-        conf, masks = _shadows(where, run_config, fresh, population, inputs["val"], y_val, config)
-        lira = lira_scores(logit_confidence(target_scores, labels), conf, masks)
-        summaries.append(summarize_attack("lira", lira[population.scored], population.target_member[population.scored],
-                                          delta=delta, alpha=config.alpha, n_resamples=config.bootstrap,
-                                          seed=config.seed))
+        conf, masks = _shadows(where, run_config, fresh, population, inputs["val"], y_val, config, unit=unit)
+        attack_scores["lira"] = lira_scores(logit_confidence(target_scores, labels), conf, masks)
+
+    summaries = [s for name, scores in attack_scores.items()
+                 for s in _summaries(name, scores, population, config=config, delta=delta)]
+    bounds = [s.eps_lower_bound for s in summaries if s.eps_lower_bound is not None]
     result = {
         "run": str(run),
         "claimed_epsilon": "inf" if math.isinf(claimed) else claimed,
         "delta": delta,
+        "unit": unit,
+        "design": config.design,
         "target": "retrained with canaries (same recipe)" if config.canaries else "the run's selected checkpoint",
         "canaries": config.canaries,
         "canary_kind": config.canary_kind if config.canaries else None,
+        "images_per_canary": config.images_per_canary if config.canaries else None,
         "shadows": config.shadows,
-        "scored_on": "canaries (included vs left out)" if config.canaries else "train split (members) vs test split",
+        "confidence": 1 - config.alpha,
         "attacks": [s.to_dict() for s in summaries],
-        "bound_holds": all(s.eps_lower_bound <= claimed + 1e-9 for s in summaries),
-        "note": (f"eps_lower_bound is a {1 - config.alpha:.0%}-confidence empirical lower bound (threshold chosen on "
-                 f"half the samples, Clopper-Pearson on the other half); the accountant's epsilon is an upper bound."),
+        "bound_holds": all(b <= claimed + 1e-9 for b in bounds) if bounds else None,
+        "note": _note(config),
     }
     rundir.write_json(audit_path(run, config), result)
     return result
 
 
+def privacy_unit(config: RunConfig, ds: Dataset) -> str:
+    """The run's unit of privacy, resolved as training resolved it: ``privacy.unit``, else ``patient``
+    when the data has patient ids and ``image`` otherwise."""
+    return config.privacy.unit or ("patient" if ds.split("train").patient_ids is not None else "image")
+
+
 def audit_path(run: Path, config: AuditConfig) -> Path:
     """Where :func:`audit_run` writes its result for this kind of audit."""
-    name = AUDIT_FILE if not config.canaries else f"audit_{config.canary_kind}_canaries{config.canaries}.json"
-    return Path(run) / AUDIT_DIR / name
+    if not config.canaries:
+        return Path(run) / AUDIT_DIR / AUDIT_FILE
+    size = f"x{config.images_per_canary}" if config.images_per_canary > 1 else ""
+    return Path(run) / AUDIT_DIR / f"audit_{config.canary_kind}_canaries{config.canaries}{size}.json"
+
+
+def _summaries(attack: str, scores: np.ndarray, population: Population, *, config: AuditConfig,
+               delta: float) -> list[AttackSummary]:
+    """The confounded train-vs-test diagnostic, and with canaries the one-run bound on canary groups."""
+    common = {"delta": delta, "alpha": config.alpha, "n_resamples": config.bootstrap, "seed": config.seed}
+    real = ~population.is_canary
+    out = [summarize_attack(attack, scores[real], population.is_train[real], design=TRAIN_VS_TEST, **common)]
+    if config.canaries:
+        c = population.is_canary
+        per_canary, coin = group_scores(scores[c], population.target_member[c], population.group[c])
+        out.insert(0, summarize_attack(attack, per_canary, coin, design=ONE_RUN, **common))
+    return out
+
+
+def _note(config: AuditConfig) -> str:
+    confidence = f"{1 - config.alpha:.0%}"
+    diagnostic = ("train-vs-test rows compare the training split with the test split: membership was not "
+                  "randomised and the splits differ, so their AUC is confounded by split differences and gives "
+                  "no epsilon bound.")
+    if not config.canaries:
+        return f"No epsilon bound: {diagnostic} Audit with --canaries M (e.g. 500) for a bound."
+    return (f"eps_lower_bound is a {confidence}-confidence one-run lower bound (Steinke, Nasr & Jagielski 2023) "
+            f"from {config.canaries} canaries put into training by fair coins; gdp_epsilon is an estimate "
+            f"assuming Gaussian-DP, not a bound; the accountant's epsilon is an upper bound. {diagnostic}")
 
 
 # --------------------------------------------------------------------------- population
@@ -175,34 +236,57 @@ def _check_same_training_data(run: Path, ds: Dataset) -> None:
                            f"own training data (omit --data, or pass the same data set).")
 
 
-def _population(ds: Dataset, inputs: dict[str, torch.Tensor], *, canaries: int, kind: str, seed: int,
+def _population(ds: Dataset, inputs: dict[str, torch.Tensor], *, config: AuditConfig, unit: str,
                 featurize) -> Population:
-    """Train (members) + test (non-members), plus M canaries of which a random half are members."""
+    """Train (members) + test (non-members), plus canaries each in by a fair coin (one coin per group)."""
     n_train, n_test = len(inputs["train"]), len(inputs["test"])
     x = torch.cat([inputs["train"], inputs["test"]])
     y = torch.from_numpy(np.concatenate([ds.split("train").labels, ds.split("test").labels]))
-    member = np.r_[np.ones(n_train, bool), np.zeros(n_test, bool)]
-    is_canary = np.zeros(n_train + n_test, bool)
-    if canaries:
-        rng = np.random.default_rng(seed)
-        halves = rng.permutation(np.r_[np.ones(canaries // 2, bool), np.zeros(canaries - canaries // 2, bool)])
-        if kind == "mislabeled":
-            if canaries > n_test:
-                raise PrivmedError(f"--canaries {canaries} is more than the {n_test} test images mislabeled "
+    is_train = np.r_[np.ones(n_train, bool), np.zeros(n_test, bool)]
+    member, is_canary = is_train.copy(), np.zeros(n_train + n_test, bool)
+    group = np.arange(n_train + n_test)
+    m = config.canaries
+    if m:
+        rng = np.random.default_rng(config.seed)
+        if config.canary_kind == "mislabeled":
+            if m > n_test:
+                raise PrivmedError(f"--canaries {m} is more than the {n_test} test images mislabeled "
                                    f"canaries are made from; use fewer, or --canary-kind crafted.")
-            chosen = n_train + rng.choice(n_test, size=canaries, replace=False)
+            chosen = n_train + rng.choice(n_test, size=m, replace=False)
             is_canary[chosen] = True
             y[chosen] = 1 - y[chosen]
-            member[chosen] = halves
+            member[chosen] = coin_membership(group[chosen], rng=rng)
         else:
-            shape = (canaries, 1, *ds.images.shape[1:])
-            noise = torch.from_numpy(rng.random(shape, dtype=np.float32))
+            groups = canary_groups(m, images_per_canary=config.images_per_canary)
+            noise = torch.from_numpy(rng.random((len(groups), 1, *ds.images.shape[1:]), dtype=np.float32))
+            # a patient canary's images share one random label
+            canary_labels = rng.integers(0, 2, (m, y.shape[1])).astype(np.float32)[groups]
             x = torch.cat([x, featurize(noise)])
-            y = torch.cat([y, torch.from_numpy(rng.integers(0, 2, (canaries, y.shape[1])).astype(np.float32))])
-            member = np.r_[member, halves]
-            is_canary = np.r_[is_canary, np.ones(canaries, bool)]
-    scored = is_canary.copy() if canaries else np.ones(len(y), bool)
-    return Population(x, y, member, scored, is_canary)
+            y = torch.cat([y, torch.from_numpy(canary_labels)])
+            member = np.r_[member, coin_membership(groups, rng=rng)]
+            is_canary = np.r_[is_canary, np.ones(len(groups), bool)]
+            is_train = np.r_[is_train, np.zeros(len(groups), bool)]
+            group = np.r_[group, len(group) + groups]
+    if unit == "patient":  # the real images' unit is their patient; each canary is a patient of its own
+        patients = np.concatenate([_patients(ds, "train"), _patients(ds, "test")])
+        _, real_group = np.unique(patients, return_inverse=True)
+        group[:n_train + n_test] = real_group + group.max() + 1
+    return Population(x, y, member, is_canary, is_train, group)
+
+
+def _patients(ds: Dataset, split: str) -> np.ndarray:
+    ids = ds.split(split).patient_ids
+    if ids is None:
+        raise PrivmedError(f"the data has no patient ids, so patient canaries cannot sit beside real patients. "
+                           f"Audit at the image unit (--images-per-canary 1).")
+    return np.char.add(f"{split}:", ids.astype(str))
+
+
+def _fit(config: RunConfig, fresh, population: Population, mask: np.ndarray, x_val: torch.Tensor,
+         y_val: torch.Tensor, *, unit: str):
+    """Train one model by the run's recipe on the rows in ``mask`` (at the patient unit, grouped)."""
+    extra = {"groups": population.group[mask]} if unit == "patient" else {}
+    return train_in_memory(config, fresh, population.x[mask], population.y[mask], x_val, y_val, **extra)
 
 
 # --------------------------------------------------------------------------- shadows
@@ -213,19 +297,24 @@ def _shadow_folder(run: Path, config: RunConfig, audit: AuditConfig, shadow_dir:
     recipe = copy.deepcopy(config.identity())
     recipe.pop("out", None)
     recipe.get("training", {}).pop("seed", None)
-    key = json.dumps({"recipe": recipe, "canaries": audit.canaries, "kind": audit.canary_kind, "seed": audit.seed},
+    key = json.dumps({"recipe": recipe, "canaries": audit.canaries, "kind": audit.canary_kind, "seed": audit.seed,
+                      "images_per_canary": audit.images_per_canary, "population": POPULATION_VERSION},
                      sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return (Path(shadow_dir) if shadow_dir else run / AUDIT_DIR / "shadows") / digest
 
 
 def _shadows(where: Path, config: RunConfig, fresh, population: Population, x_val: torch.Tensor, y_val: torch.Tensor,
-             audit: AuditConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Train (or load) K shadows; return their logit confidences (K, N) and training masks (K, N)."""
+             audit: AuditConfig, *, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Train (or load) K shadows; return their logit confidences (K, N) and training masks (K, N).
+
+    Masks are drawn per unit of privacy (``population.group``), so a patient canary is in or
+    out of a shadow as a whole."""
     where.mkdir(parents=True, exist_ok=True)
-    masks = shadow_masks(len(population.y), audit.shadows, seed=audit.seed + 1)
+    _, index = np.unique(population.group, return_inverse=True)
+    masks = shadow_masks(index.max() + 1, audit.shadows, seed=audit.seed + 1)[:, index]
     todo = [k for k in range(audit.shadows) if not (where / f"shadow_{k}.npz").is_file()]
-    jobs = [(k, config, fresh, population.x, population.y, masks[k], x_val, y_val, where) for k in todo]
+    jobs = [(k, config, fresh, population, masks[k], x_val, y_val, where, unit) for k in todo]
     bar = tqdm(total=audit.shadows, initial=audit.shadows - len(todo), desc="shadow models", unit="model")
     if audit.workers > 1 and len(jobs) > 1:
         threads = max(1, torch.get_num_threads() // audit.workers)
@@ -262,12 +351,12 @@ def shadow_masks(n: int, k: int, *, seed: int) -> np.ndarray:
 
 
 def _train_shadow(job, threads: int) -> None:
-    k, config, fresh, x, y, mask, x_val, y_val, where = job
+    k, config, fresh, population, mask, x_val, y_val, where, unit = job
     torch.set_num_threads(threads)
     shadow_config = dataclasses.replace(config, training=dataclasses.replace(config.training,
                                                                              seed=config.training.seed + 1000 + k))
-    fitted = train_in_memory(shadow_config, fresh, x[mask], y[mask], x_val, y_val)
-    confidence = logit_confidence(predict(fitted.net, x), y.numpy())
+    fitted = _fit(shadow_config, fresh, population, mask, x_val, y_val, unit=unit)
+    confidence = logit_confidence(predict(fitted.net, population.x), population.y.numpy())
     tmp = where / f".shadow_{k}.tmp.npz"
     np.savez(tmp, confidence=confidence, mask=mask)
     tmp.replace(where / f"shadow_{k}.npz")

@@ -2,8 +2,9 @@
 
 For every real image, the distance to its closest synthetic image. If the generator
 memorised its training images, members (its training split) sit closer to the synthetic
-set than non-members (held-out patients) do. Score = minus the DCR, so the same attack
-summaries and ε lower bound as for classifiers apply.
+set than non-members do. Score = minus the DCR, so the same attack summaries as for
+classifiers apply, and the same rule: an ε lower bound only when membership was decided by
+fair coins (canaries in the generator's training data), never for training split vs test split.
 
 Images are compared after per-image standardisation (zero mean, unit variance), so
 global brightness and contrast do not count as closeness.
@@ -14,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .bounds import AttackSummary, summarize_attack
+from .design import TRAIN_VS_TEST
+from .summary import AttackSummary, summarize_attack
 
 
 def standardise(images: np.ndarray) -> torch.Tensor:
@@ -35,11 +37,18 @@ def distance_to_closest(records: np.ndarray, synthetic: np.ndarray, *, chunk: in
 
 
 def dcr_membership(*, synthetic: np.ndarray, members: np.ndarray, non_members: np.ndarray, delta: float,
-                   n_resamples: int = 1000, seed: int = 0) -> tuple[AttackSummary, dict]:
-    """Attack summary (AUC, TPR at low FPR, ε lower bound) and the median DCR of both groups."""
+                   design: str = TRAIN_VS_TEST, n_resamples: int = 1000, seed: int = 0) -> tuple[AttackSummary, dict]:
+    """Attack summary and the median DCR of both groups.
+
+    ``design`` says how membership was decided (:mod:`privmed.audit.design`): ``one-run``
+    (members and non-members are canaries put into the generator's training data by fair
+    coins, one image per canary) gives an ε lower bound; ``train-vs-test`` (the training
+    split against held-out patients) gives AUC and TPR only.
+    """
     d_in = distance_to_closest(members, synthetic)
     d_out = distance_to_closest(non_members, synthetic)
     scores = -np.r_[d_in, d_out]
     is_member = np.r_[np.ones(len(d_in), bool), np.zeros(len(d_out), bool)]
-    summary = summarize_attack("dcr", scores, is_member, delta=delta, n_resamples=n_resamples, seed=seed)
+    summary = summarize_attack("dcr", scores, is_member, design=design, delta=delta, n_resamples=n_resamples,
+                               seed=seed)
     return summary, {"median_dcr_members": float(np.median(d_in)), "median_dcr_non_members": float(np.median(d_out))}

@@ -20,7 +20,7 @@ the cells differ. Unknown keys are an error, and every cell's run configuration 
     seeds: [0, 1, 2]
     models: [scatter_linear]     # optional; default: the base's model
     external: [{name: bcdr, path: data/bcdr, split: test}]
-    audit: {shadows: 8, strategies: [dp_sgd_real], epsilons: [1, inf], seeds: [0]}   # membership attacks
+    audit: {canaries: 500, shadows: 8, strategies: [dp_sgd_real], epsilons: [1, inf]}   # one-run audit (+ LiRA)
     fairness: {attributes: [breast_density, view], bins: {age: [0, 50, 65, 120]}, privileged: {view: CC}}
     workers: 2
     tune: {lr: [0.1, 0.3], epochs: [15, 40]}   # optional: a private search in every run, composed into its epsilon
@@ -115,8 +115,8 @@ class AuditSpec:
     """Which runs to attack after training (``privmed audit``), and how hard. ``None`` lists mean
     every strategy trained on real data only, every epsilon, the study's first seed."""
 
-    shadows: int = 8
-    canaries: int = 0
+    shadows: int = 0
+    canaries: int = 500
     canary_kind: str = "crafted"
     strategies: tuple[str, ...] | None = None
     epsilons: tuple[float, ...] | None = None
@@ -290,7 +290,8 @@ def _audit(spec: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> Aud
             raise PrivmedError(f"audit.strategies: {name!r} is not a strategy of the study ({sorted(by_name)}).")
         if _uses_synthetic(by_name[name]):
             raise PrivmedError(AUDIT_SYNTHETIC.format(strategy=name))
-    audit = AuditSpec(shadows=int(spec.get("shadows", 8)), canaries=int(spec.get("canaries", 0)),
+    audit = AuditSpec(shadows=int(spec.get("shadows", AuditSpec.shadows)),
+                      canaries=int(spec.get("canaries", AuditSpec.canaries)),
                       canary_kind=str(spec.get("canary_kind", "crafted")), strategies=chosen,
                       epsilons=_epsilons(spec["epsilons"], "audit.epsilons") if spec.get("epsilons") else None,
                       seeds=tuple(int(s) for s in spec["seeds"]) if spec.get("seeds") else None)

@@ -107,7 +107,10 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
 
 
 def _audit_columns(study: StudyConfig, run: Path) -> dict:
-    """``audit_<attack>_auc`` (with CI), TPR at 0.1% FPR and the epsilon lower bound, when audited."""
+    """The audit's design, and per attack its AUC (with CI) and TPR at 0.1% FPR; the ε lower bound and the
+    Gaussian-DP estimate only for randomised designs (``audit_<attack>_...``). The confounded train-vs-test
+    diagnostic gets ``audit_<attack>_train_vs_test_...`` columns and never an ε column."""
+    from privmed.audit.design import TRAIN_VS_TEST
     from privmed.audit.membership import audit_path
 
     config = audit_config(study)
@@ -117,14 +120,17 @@ def _audit_columns(study: StudyConfig, run: Path) -> dict:
     result = rundir.read_json(path)
     claimed = result["claimed_epsilon"]
     columns = {"audit_claimed_epsilon": math.inf if claimed == "inf" else float(claimed),
-               "audit_canaries": result["canaries"], "audit_shadows": result["shadows"],
-               "audit_bound_holds": result["bound_holds"]}
+               "audit_design": result.get("design", TRAIN_VS_TEST), "audit_canaries": result["canaries"],
+               "audit_shadows": result["shadows"], "audit_bound_holds": result["bound_holds"]}
     for attack in result["attacks"]:
-        name = f"audit_{attack['attack']}"
+        randomised = attack.get("randomised", False)  # records written before designs existed: no bound
+        name = f"audit_{attack['attack']}" + ("" if randomised else "_train_vs_test")
         columns.update({f"{name}_auc": attack["auc"], f"{name}_auc_ci_low": attack["auc_ci"][0],
                         f"{name}_auc_ci_high": attack["auc_ci"][1],
-                        f"{name}_tpr_at_0.1pct_fpr": attack["tpr_at_01pct_fpr"],
-                        f"{name}_eps_lower_bound": attack["eps_lower_bound"]})
+                        f"{name}_tpr_at_0.1pct_fpr": attack["tpr_at_01pct_fpr"]})
+        if randomised:
+            columns.update({f"{name}_eps_lower_bound": attack["eps_lower_bound"],
+                            f"{name}_gdp_epsilon": attack["gdp_epsilon"]})
     return columns
 
 
