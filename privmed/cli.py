@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     sys.stderr = tracked = LineTracker(stderr)  # progress bars write here; a message then starts its own line
     try:
+        if getattr(args, "bootstrap", None) is not None and args.handler is not _cmd_train:  # train: its config
+            from privmed.evaluation.external import check_resamples
+
+            check_resamples(args.bootstrap)
         return args.handler(args) or 0
     except PrivmedError as err:
         tracked.message(f"privmed: error: {err}")

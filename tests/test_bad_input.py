@@ -325,11 +325,15 @@ def test_resume_from_a_truncated_last_checkpoint_says_so(run_copy, phantom_root,
     assert sorted(p.name for p in run_copy.rglob("*")) == before
 
 
-@pytest.mark.parametrize("command", ["evaluate", "compare"])
-def test_too_few_bootstrap_resamples_are_refused(finished_run, phantom_root, capsys, command):
-    runs = [finished_run] * (2 if command == "compare" else 1)
-    code, _, err = run_cli(capsys, command, *runs, "--data", phantom_root, "--bootstrap", 0)
-    assert_refused(code, err, "--bootstrap 0: confidence intervals need at least 100 resamples")
+@pytest.mark.parametrize("command", ["evaluate", "compare", "audit", "audit-synthetic", "synth evaluate"])
+def test_too_few_bootstrap_resamples_are_refused(finished_run, phantom_root, tmp_path, capsys, command):
+    target = [finished_run] * (2 if command == "compare" else 1)
+    if command in ("audit-synthetic", "synth evaluate"):
+        target = [phantom_root / "images" / "train"]
+    out = ["--out", tmp_path / "quality"] if command == "synth evaluate" else []
+    code, _, err = run_cli(capsys, *command.split(), *target, "--data", phantom_root, *out, "--bootstrap", 0)
+    assert_refused(code, err, "--bootstrap 0: a 95% confidence interval needs at least 40 resamples",
+                   tmp_path / "quality")
 
 
 def test_an_image_size_too_large_for_memory_is_refused_at_once(phantom_root, tmp_path, capsys):
