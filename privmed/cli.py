@@ -275,12 +275,14 @@ def _cmd_synth_train(args: argparse.Namespace) -> int:
     from privmed.config import load_yaml, merge
     from privmed.synth.config import generator_config_from_dict
     from privmed.synth.training import GENERATOR_FILE, train_generator
+    from privmed.training.preflight import check_device
 
     from privmed import rundir
 
     overrides = cli_overrides(args, SYNTH_OPTION_KEYS)
     config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
     rundir.check_writable(config.out)
+    check_device(config.gan.device)
     out = train_generator(config, resume=args.resume)
 
     print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
@@ -393,7 +395,10 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
     from privmed.study import run_study
 
     from privmed import rundir
+    from privmed.errors import WORKERS_NOT_POSITIVE
 
+    if workers is not None and workers < 1:
+        raise PrivmedError(WORKERS_NOT_POSITIVE.format(n=workers))
     rundir.check_writable(out)
     t0 = time.perf_counter()
     result = run_study(study, raw, out=out, workers=workers)
@@ -488,6 +493,9 @@ def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
     from privmed.privacy.accounting import default_delta
     from privmed.synth.sample import synthetic_images
 
+    if not Path(args.synthetic).exists():
+        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=args.synthetic,
+                                               cwd=Path.cwd()))
     synthetic, _, _, size = synthetic_images(args.synthetic, n=args.n, image_size=args.image_size)
     real = load_dataset(DataConfig(path=args.data, image_size=size))
     members, non_members = real.split("train"), real.split("test")

@@ -62,6 +62,8 @@ OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a fo
                     "(checked before any work starts).")
 GRID_FOLDER_MISSING = ("the folder '{folder}' of --grid '{path}' does not exist; privmed does not create folders "
                        "for a single file. Create it first, or choose a path in an existing folder.")
+BAD_DEVICE = "--device {device}: {reason}. Use auto (the default), cpu, cuda or cuda:N for a GPU this machine has."
+WORKERS_NOT_POSITIVE = "--workers {n}: give at least 1 worker process (default: the study's 'workers', else 1)."
 BOOTSTRAP_TOO_FEW = "--bootstrap {n}: a 95% confidence interval needs at least {minimum} resamples (default 1000)."
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
 FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written only to a new or empty one so that nothing "

@@ -468,6 +468,8 @@ REFUSED_TRAIN_OPTIONS = [
     (["--model", "no_such_model"], "no_such_model"),
     (["--spatial-dims", "3"], "the built-in phantom is 2D"),
     (["--config", "/no/such/run.yaml"], "config file '/no/such/run.yaml' does not exist"),
+    (["--device", "banana"], "--device banana: not a device name"),
+    (["--device", "cuda:99"], "--device cuda:99: this machine has"),
 ]
 
 
@@ -567,3 +569,21 @@ def test_the_bad_input_table_names_tests_that_exist():
     for _, name, parameter in named:
         if name in ("test_refused_train_options", "test_refused_config_files", "test_refused_manifests"):
             assert parameter[1:-1] in ids, parameter
+
+
+@pytest.mark.parametrize("workers", [0, -2])
+def test_a_study_with_no_workers_is_refused(tmp_path, capsys, workers):
+    study = tmp_path / "study.yaml"
+    rundir.write_yaml(study, NOISELESS)
+    code, _, err = run_cli(capsys, "study", study, "--out", tmp_path / "out", "--workers", workers)
+    assert_refused(code, err, f"--workers {workers}: give at least 1 worker process", tmp_path / "out")
+
+
+def test_audit_synthetic_of_a_missing_folder_names_it(phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "audit-synthetic", tmp_path / "missing", "--data", phantom_root)
+    assert_refused(code, err, f"synthetic image folder or generator '{tmp_path / 'missing'}' does not exist")
+
+
+def test_synth_train_on_a_device_this_machine_lacks_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "synth", "train", "--out", tmp_path / "g", "--device", "cuda:99")
+    assert_refused(code, err, "--device cuda:99: this machine has", tmp_path / "g")
