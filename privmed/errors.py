@@ -58,6 +58,8 @@ CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). R
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
                   "missing): the run's privacy claim cannot be trusted. Restore the original file, or train the run "
                   "again.")
+JSON_UNREADABLE = ("'{path}' is not valid JSON ({reason}): it was cut short or edited. Restore it, or run the command "
+                   "that wrote it again.")
 OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "
                     "(checked before any work starts).")
 GRID_FOLDER_MISSING = ("the folder '{folder}' of --grid '{path}' does not exist; privmed does not create folders "

@@ -587,3 +587,19 @@ def test_audit_synthetic_of_a_missing_folder_names_it(phantom_root, tmp_path, ca
 def test_synth_train_on_a_device_this_machine_lacks_is_refused(tmp_path, capsys):
     code, _, err = run_cli(capsys, "synth", "train", "--out", tmp_path / "g", "--device", "cuda:99")
     assert_refused(code, err, "--device cuda:99: this machine has", tmp_path / "g")
+
+
+def test_a_cut_short_status_json_is_refused_by_report(noiseless_study, tmp_path, capsys):
+    import shutil
+
+    study = Path(shutil.copytree(noiseless_study, tmp_path / "study", symlinks=True))
+    (study / STATUS).write_text('{"dp_sgd__epsinf__seed0": {"status": "fin')
+    code, _, err = run_cli(capsys, "report", study)
+    assert_refused(code, err, f"'{study / STATUS}' is not valid JSON")
+
+
+def test_evaluate_a_run_whose_metrics_json_was_cut_short(run_copy, phantom_root, capsys):
+    metrics = run_copy / rundir.METRICS
+    metrics.write_text(metrics.read_text()[:50])
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not valid JSON", run_copy / "evaluations")
