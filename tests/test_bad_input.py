@@ -99,6 +99,7 @@ def test_a_suppressed_group_hides_every_groups_counts():
     table = suppress_complements(table, train_sizes=pd.Series({"a": 30, "b": 4}))
     assert table["counts_suppressed"].all()
     assert table[["n", "train_n"]].isna().all().all()  # 16 and 30 would give 6 and 4 from the totals
+    assert table[["positive_rate_ci_low", "positive_rate_ci_high"]].isna().all().all()  # n follows from its width
     assert not math.isnan(table.set_index("group").loc["a", "auroc"])  # the big group's metrics stay
 
 
