@@ -309,10 +309,7 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
 
     from privmed import rundir
 
-    target = Path(args.synthetic)
-    if not target.exists():
-        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=target,
-                                               cwd=Path.cwd()))
+    target = _existing_synthetic(args.synthetic)
     rundir.check_writable(Path(args.out) if args.out else target / "quality")
     images, labels, names, size = synthetic_images(target, n=args.n, image_size=args.image_size, seed=args.seed)
     real = load_dataset(DataConfig(path=args.data, image_size=size))
@@ -324,6 +321,15 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"written to {out} (quality.json, samples.png, closest_pairs.png)")
     return 0
+
+
+def _existing_synthetic(path: str) -> Path:
+    """The SYNTHETIC argument of ``synth evaluate`` / ``audit-synthetic``, refused by name when missing."""
+    target = Path(path)
+    if not target.exists():
+        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=target,
+                                               cwd=Path.cwd()))
+    return target
 
 
 def _bool(text: str) -> bool:
@@ -461,7 +467,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     grid = Path(args.grid)
     if not grid.parent.is_dir():
         raise PrivmedError(GRID_FOLDER_MISSING.format(path=grid, folder=grid.parent))
-    rundir.check_writable(grid)
+    rundir.check_writable(grid.parent)
     if args.dataset:
         rundir.check_writable(args.dataset)
     images, table = generate_phantom(spec)
@@ -493,9 +499,7 @@ def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
     from privmed.privacy.accounting import default_delta
     from privmed.synth.sample import synthetic_images
 
-    if not Path(args.synthetic).exists():
-        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=args.synthetic,
-                                               cwd=Path.cwd()))
+    _existing_synthetic(args.synthetic)
     synthetic, _, _, size = synthetic_images(args.synthetic, n=args.n, image_size=args.image_size)
     real = load_dataset(DataConfig(path=args.data, image_size=size))
     members, non_members = real.split("train"), real.split("test")

@@ -604,3 +604,10 @@ def test_evaluate_a_run_whose_metrics_json_was_cut_short(run_copy, phantom_root,
     metrics.write_text(metrics.read_text()[:50])
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
     assert_refused(code, err, "is not valid JSON", run_copy / "evaluations")
+
+
+def test_phantom_overwrites_its_own_grid_file_in_an_existing_folder(tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    for _ in range(2):  # a grid is one file: writing it again is allowed, only a missing folder is refused
+        code, out, err = run_cli(capsys, "phantom", "--grid", grid, "--n", 60, "--image-size", 32)
+        assert code == 0 and grid.is_file(), err
