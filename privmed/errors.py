@@ -20,6 +20,7 @@ RUN_DATA_MISSING = ("run '{run}' recorded its data as '{path}', which does not e
 EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
 UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
 NOT_UTF8 = "'{path}' is not UTF-8 text (byte {position}: {byte}). Save it as UTF-8 and try again."
+MANIFEST_NOT_CSV = "manifest '{path}' is not a readable CSV ({reason}). Fix the file."
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
 NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
