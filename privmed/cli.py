@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     sys.stderr = tracked = LineTracker(stderr)  # progress bars write here; a message then starts its own line
     try:
+        if getattr(args, "bootstrap", None) is not None and args.handler is not _cmd_train:  # train: its config
+            from privmed.evaluation.external import check_resamples
+
+            check_resamples(args.bootstrap)
         return args.handler(args) or 0
     except PrivmedError as err:
         tracked.message(f"privmed: error: {err}")
@@ -318,12 +322,14 @@ def _cmd_synth_train(args: argparse.Namespace) -> int:
     from privmed.config import load_yaml, merge
     from privmed.synth.config import generator_config_from_dict
     from privmed.synth.training import GENERATOR_FILE, train_generator
+    from privmed.training.preflight import check_device
 
     from privmed import rundir
 
     overrides = cli_overrides(args, SYNTH_OPTION_KEYS)
     config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
     rundir.check_writable(config.out)
+    check_device(config.gan.device)
     out = train_generator(config, resume=args.resume)
 
     print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
@@ -350,10 +356,7 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
 
     from privmed import rundir
 
-    target = Path(args.synthetic)
-    if not target.exists():
-        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=target,
-                                               cwd=Path.cwd()))
+    target = _existing_synthetic(args.synthetic)
     rundir.check_writable(Path(args.out) if args.out else target / "quality")
     images, labels, names, size = synthetic_images(target, n=args.n, image_size=args.image_size, seed=args.seed)
     real = load_dataset(DataConfig(path=args.data, image_size=size))
@@ -365,6 +368,15 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"written to {out} (quality.json, samples.png, closest_pairs.png)")
     return 0
+
+
+def _existing_synthetic(path: str) -> Path:
+    """The SYNTHETIC argument of ``synth evaluate`` / ``audit-synthetic``, refused by name when missing."""
+    target = Path(path)
+    if not target.exists():
+        raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=target,
+                                               cwd=Path.cwd()))
+    return target
 
 
 def _bool(text: str) -> bool:
@@ -446,7 +458,10 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
     from privmed.study import run_study
 
     from privmed import rundir
+    from privmed.errors import WORKERS_NOT_POSITIVE
 
+    if workers is not None and workers < 1:
+        raise PrivmedError(WORKERS_NOT_POSITIVE.format(n=workers))
     rundir.check_writable(out)
     t0 = time.perf_counter()
     result = run_study(study, raw, out=out, workers=workers)
@@ -509,7 +524,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     grid = Path(args.grid)
     if not grid.parent.is_dir():
         raise PrivmedError(GRID_FOLDER_MISSING.format(path=grid, folder=grid.parent))
-    rundir.check_writable(grid)
+    rundir.check_writable(grid.parent)
     if args.dataset:
         rundir.check_writable(args.dataset)
     images, table = generate_phantom(spec)
@@ -542,6 +557,7 @@ def _cmd_audit_synthetic(args: argparse.Namespace) -> int:
     from privmed.privacy.accounting import default_delta
     from privmed.synth.sample import synthetic_images
 
+    _existing_synthetic(args.synthetic)
     if args.canaries:
         from privmed.audit.generator import audit_generator
 

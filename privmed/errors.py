@@ -20,6 +20,7 @@ RUN_DATA_MISSING = ("run '{run}' recorded its data as '{path}', which does not e
 EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
 UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
 NOT_UTF8 = "'{path}' is not UTF-8 text (byte {position}: {byte}). Save it as UTF-8 and try again."
+MANIFEST_NOT_CSV = "manifest '{path}' is not a readable CSV ({reason}). Fix the file."
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
 NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
@@ -59,11 +60,15 @@ CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). R
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
                   "missing): the run's privacy claim cannot be trusted. Restore the original file, or train the run "
                   "again.")
+JSON_UNREADABLE = ("'{path}' is not valid JSON ({reason}): it was cut short or edited. Restore it, or run the command "
+                   "that wrote it again.")
 OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "
                     "(checked before any work starts).")
 GRID_FOLDER_MISSING = ("the folder '{folder}' of --grid '{path}' does not exist; privmed does not create folders "
                        "for a single file. Create it first, or choose a path in an existing folder.")
-BOOTSTRAP_TOO_FEW = "--bootstrap {n}: confidence intervals need at least {minimum} resamples (default 1000)."
+BAD_DEVICE = "--device {device}: {reason}. Use auto (the default), cpu, cuda or cuda:N for a GPU this machine has."
+WORKERS_NOT_POSITIVE = "--workers {n}: give at least 1 worker process (default: the study's 'workers', else 1)."
+BOOTSTRAP_TOO_FEW = "--bootstrap {n}: a 95% confidence interval needs at least {minimum} resamples (default 1000)."
 OUT_NOT_EMPTY = "output directory '{path}' already holds a run. Pass --resume to continue it, or choose another --out."
 FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written only to a new or empty one so that nothing "
                     "is overwritten. Choose another {option}, or remove it first.")

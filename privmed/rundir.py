@@ -19,6 +19,7 @@ import yaml
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
     CONFIG_UNREADABLE,
+    JSON_UNREADABLE,
     LEDGER_CHANGED,
     OUT_NOT_EMPTY,
     OUT_NOT_WRITABLE,
@@ -78,7 +79,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file privmed wrote; refuses one that was cut short or edited into invalid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PrivmedError(JSON_UNREADABLE.format(path=path, reason=str(err).splitlines()[0])) from None
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

@@ -99,6 +99,7 @@ def test_a_suppressed_group_hides_every_groups_counts():
     table = suppress_complements(table, train_sizes=pd.Series({"a": 30, "b": 4}))
     assert table["counts_suppressed"].all()
     assert table[["n", "train_n"]].isna().all().all()  # 16 and 30 would give 6 and 4 from the totals
+    assert table[["positive_rate_ci_low", "positive_rate_ci_high"]].isna().all().all()  # n follows from its width
     assert not math.isnan(table.set_index("group").loc["a", "auroc"])  # the big group's metrics stay
 
 
@@ -325,11 +326,15 @@ def test_resume_from_a_truncated_last_checkpoint_says_so(run_copy, phantom_root,
     assert sorted(p.name for p in run_copy.rglob("*")) == before
 
 
-@pytest.mark.parametrize("command", ["evaluate", "compare"])
-def test_too_few_bootstrap_resamples_are_refused(finished_run, phantom_root, capsys, command):
-    runs = [finished_run] * (2 if command == "compare" else 1)
-    code, _, err = run_cli(capsys, command, *runs, "--data", phantom_root, "--bootstrap", 0)
-    assert_refused(code, err, "--bootstrap 0: confidence intervals need at least 100 resamples")
+@pytest.mark.parametrize("command", ["evaluate", "compare", "audit", "audit-synthetic", "synth evaluate"])
+def test_too_few_bootstrap_resamples_are_refused(finished_run, phantom_root, tmp_path, capsys, command):
+    target = [finished_run] * (2 if command == "compare" else 1)
+    if command in ("audit-synthetic", "synth evaluate"):
+        target = [phantom_root / "images" / "train"]
+    out = ["--out", tmp_path / "quality"] if command == "synth evaluate" else []
+    code, _, err = run_cli(capsys, *command.split(), *target, "--data", phantom_root, *out, "--bootstrap", 0)
+    assert_refused(code, err, "--bootstrap 0: a 95% confidence interval needs at least 40 resamples",
+                   tmp_path / "quality")
 
 
 def test_an_image_size_too_large_for_memory_is_refused_at_once(phantom_root, tmp_path, capsys):
@@ -464,6 +469,8 @@ REFUSED_TRAIN_OPTIONS = [
     (["--model", "no_such_model"], "no_such_model"),
     (["--spatial-dims", "3"], "the built-in phantom is 2D"),
     (["--config", "/no/such/run.yaml"], "config file '/no/such/run.yaml' does not exist"),
+    (["--device", "banana"], "--device banana: not a device name"),
+    (["--device", "cuda:99"], "--device cuda:99: this machine has"),
 ]
 
 
@@ -563,3 +570,44 @@ def test_the_bad_input_table_names_tests_that_exist():
     for _, name, parameter in named:
         if name in ("test_refused_train_options", "test_refused_config_files", "test_refused_manifests"):
             assert parameter[1:-1] in ids, parameter
+
+
+@pytest.mark.parametrize("workers", [0, -2])
+def test_a_study_with_no_workers_is_refused(tmp_path, capsys, workers):
+    study = tmp_path / "study.yaml"
+    rundir.write_yaml(study, NOISELESS)
+    code, _, err = run_cli(capsys, "study", study, "--out", tmp_path / "out", "--workers", workers)
+    assert_refused(code, err, f"--workers {workers}: give at least 1 worker process", tmp_path / "out")
+
+
+def test_audit_synthetic_of_a_missing_folder_names_it(phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "audit-synthetic", tmp_path / "missing", "--data", phantom_root)
+    assert_refused(code, err, f"synthetic image folder or generator '{tmp_path / 'missing'}' does not exist")
+
+
+def test_synth_train_on_a_device_this_machine_lacks_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "synth", "train", "--out", tmp_path / "g", "--device", "cuda:99")
+    assert_refused(code, err, "--device cuda:99: this machine has", tmp_path / "g")
+
+
+def test_a_cut_short_status_json_is_refused_by_report(noiseless_study, tmp_path, capsys):
+    import shutil
+
+    study = Path(shutil.copytree(noiseless_study, tmp_path / "study", symlinks=True))
+    (study / STATUS).write_text('{"dp_sgd__epsinf__seed0": {"status": "fin')
+    code, _, err = run_cli(capsys, "report", study)
+    assert_refused(code, err, f"'{study / STATUS}' is not valid JSON")
+
+
+def test_evaluate_a_run_whose_metrics_json_was_cut_short(run_copy, phantom_root, capsys):
+    metrics = run_copy / rundir.METRICS
+    metrics.write_text(metrics.read_text()[:50])
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not valid JSON", run_copy / "evaluations")
+
+
+def test_phantom_overwrites_its_own_grid_file_in_an_existing_folder(tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    for _ in range(2):  # a grid is one file: writing it again is allowed, only a missing folder is refused
+        code, out, err = run_cli(capsys, "phantom", "--grid", grid, "--n", 60, "--image-size", 32)
+        assert code == 0 and grid.is_file(), err

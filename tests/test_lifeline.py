@@ -104,6 +104,25 @@ def test_status_forgets_a_run_whose_folder_is_gone_and_learns_one_finished_elsew
     first.mkdir(parents=True)
     (first / rundir.METRICS).write_text("{}")
     rundir.write_json(tmp_path / STATUS, {cells[1].run_id: {"status": "finished", "seconds": 1.0, "error": ""}})
-    sync_status(tmp_path, cells)
+    sync_status(tmp_path, cells, study)
     status = rundir.read_json(tmp_path / STATUS)
     assert status[cells[0].run_id]["status"] == "finished" and cells[1].run_id not in status
+
+
+def test_status_keeps_the_failure_of_a_finished_run_whose_cell_changed(tmp_path):
+    import dataclasses
+
+    from privmed.config import save_config
+    from privmed.study.runner import sync_status
+
+    study = study_from_dict(STUDY)
+    cell = study.cells(tmp_path)[0]
+    run = Path(cell.config.out)
+    run.mkdir(parents=True)
+    (run / rundir.METRICS).write_text("{}")
+    changed = dataclasses.replace(cell.config, training=dataclasses.replace(cell.config.training, lr=0.01))
+    save_config(changed, run / rundir.CONFIG)
+    failure = {"status": "failed", "seconds": 0.0, "error": "trained with another configuration"}
+    rundir.write_json(tmp_path / STATUS, {cell.run_id: failure})
+    sync_status(tmp_path, study.cells(tmp_path), study)
+    assert rundir.read_json(tmp_path / STATUS)[cell.run_id] == failure

@@ -33,11 +33,12 @@ from privmed.errors import (
     DUPLICATE_PATHS,
     EMPTY_CLASS_FOLDER,
     IDENTICAL_ACROSS_SPLITS,
-    NOT_UTF8,
-    OUTSIDE_DATA_ROOT,
+    MANIFEST_NOT_CSV,
     MISSING_COLUMN,
     NON_BINARY_LABEL,
+    NOT_UTF8,
     ONE_CLASS_SPLIT,
+    OUTSIDE_DATA_ROOT,
     PATH_MISSING,
     PATIENT_OVERLAP,
     PrivmedError,
@@ -265,14 +266,13 @@ def read_manifest(manifest: Path) -> pd.DataFrame:
         raise PrivmedError(NOT_UTF8.format(path=manifest, position=err.start,
                                            byte=hex(err.object[err.start]))) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise PrivmedError(f"manifest '{manifest}' is not a readable CSV ({str(err).strip()}). Fix the file.") from None
+        raise PrivmedError(MANIFEST_NOT_CSV.format(path=manifest, reason=str(err).strip())) from None
 
 
 def _check_paths(paths: list[Path], manifest: Path, *, allow_outside: bool) -> None:
     """No image listed twice; none outside the manifest's folder unless allowed."""
-    seen, repeated = set(), []
-    for p in paths:
-        (repeated.append(p) if p in seen else seen.add(p))
+    counts = pd.Series([str(p) for p in paths]).value_counts()
+    repeated = list(counts[counts > 1].index)
     if repeated:
         raise PrivmedError(DUPLICATE_PATHS.format(path=manifest, n=len(set(repeated)), example=repeated[0]))
     root = Path(os.path.normpath(manifest.parent.absolute()))

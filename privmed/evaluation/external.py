@@ -24,7 +24,8 @@ from privmed.models import build_model
 from privmed.training.inputs import trainable_part
 
 EVALUATIONS = "evaluations"
-MIN_RESAMPLES = 100
+#: fewest bootstrap resamples for a 95% percentile interval whose ends are not the extreme draws (1/40 = 2.5%)
+MIN_RESAMPLES = 40
 
 
 def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
@@ -76,7 +77,7 @@ def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: s
 
 
 def check_resamples(n_resamples: int) -> None:
-    """Bootstrap CIs need at least :data:`MIN_RESAMPLES` resamples (as ``training.bootstrap_resamples``)."""
+    """Bootstrap CIs need at least :data:`MIN_RESAMPLES` resamples."""
     if n_resamples < MIN_RESAMPLES:
         raise PrivmedError(BOOTSTRAP_TOO_FEW.format(n=n_resamples, minimum=MIN_RESAMPLES))
 

@@ -66,15 +66,15 @@ def suppress_complements(table: pd.DataFrame, *, train_sizes: pd.Series, min_siz
     """Add ``train_n`` (each shown group's training-set size) and hide counts that would give away a
     suppressed one: when any group has fewer than ``min_size`` test or training samples, the test ``n``
     and ``train_n`` of every group are blanked (the other groups' counts and the total would yield the
-    small one by subtraction) and ``counts_suppressed`` is set. Metrics of shown groups stay."""
+    small one by subtraction), and so is the positive rate's interval (from which n follows), and
+    ``counts_suppressed`` is set. The other metrics of shown groups stay."""
     table = table.copy()
     table["train_n"] = [math.nan if s else float(train_sizes.get(g, 0))
                         for g, s in zip(table["group"], table["suppressed"])]
     small_train = [float(train_sizes.get(g, 0)) < min_size for g in table["group"]]
     hide = bool(table["suppressed"].any() or any(small_train))
-    if hide:
-        table["n"] = math.nan
-        table["train_n"] = math.nan
+    if hide:  # the positive rate's normal interval gives n back (half-width 1.96 sqrt(p (1 - p) / n)): blank it too
+        table[["n", "train_n", "positive_rate_ci_low", "positive_rate_ci_high"]] = math.nan
     table["counts_suppressed"] = hide
     return table
 

@@ -82,7 +82,7 @@ def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: 
     _check_attributes(study)
     for spec in study.generators:
         GENERATOR_MAKERS[spec.kind](spec, generator_dir(out, spec.name), generator_samples(out, spec.name), progress)
-    sync_status(out, cells)
+    sync_status(out, cells, study)
     todo = [c for c in cells if not _finished(c, study)]
     progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
              f"{len(todo)} to run" + (f" on {min(workers, len(todo))} worker(s)" if todo else ""))
@@ -94,7 +94,7 @@ def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: 
                  + (f" -- {outcome.error.splitlines()[0]}" if outcome.error else ""))
     _audit_runs(study, cells, out, workers, progress)
     _log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
-    sync_status(out, cells)
+    sync_status(out, cells, study)
     from .results import collect  # the tables read the run directories this module writes
 
     return StudyResult([outcomes[c.run_id] for c in cells], collect(study, out))
@@ -272,13 +272,14 @@ def _check_attributes(study: StudyConfig) -> None:
                            f"(attribute columns: {list(data.attribute_columns)}); fix fairness.attributes.")
 
 
-def sync_status(out: Path, cells: list[Cell]) -> None:
-    """Make ``status.json`` agree with the run folders: a finished run is recorded as finished (also one
-    finished by an earlier, killed invocation), and no run is recorded as finished unless its folder is."""
+def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> None:
+    """Make ``status.json`` agree with the run folders: a finished run (trained with its cell's configuration
+    and evaluated on every external set) is recorded as finished, also one finished by an earlier, killed
+    invocation; no other run is recorded as finished."""
     status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
     changed = False
     for cell in cells:
-        done, entry = finished(Path(cell.config.out)), status.get(cell.run_id)
+        done, entry = _finished(cell, study), status.get(cell.run_id)
         if done and (entry is None or entry.get("status") != "finished"):
             status[cell.run_id] = {"status": "finished", "seconds": (entry or {}).get("seconds", 0.0), "error": ""}
             changed = True

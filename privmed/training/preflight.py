@@ -11,7 +11,7 @@ from pathlib import Path
 
 from privmed import rundir
 from privmed.config import RunConfig
-from privmed.errors import BATCH_LARGER_THAN_DATA, FOLDER_NOT_EMPTY, PrivmedError
+from privmed.errors import BATCH_LARGER_THAN_DATA, BAD_DEVICE, FOLDER_NOT_EMPTY, PrivmedError
 
 
 def check_before_training(config: RunConfig, *, resume: bool) -> None:
@@ -19,6 +19,7 @@ def check_before_training(config: RunConfig, *, resume: bool) -> None:
     refuse late. A resumed run keeps its schedule and noise, so only its folder is checked."""
     out = Path(config.out)
     rundir.check_writable(out)
+    check_device(config.training.device)
     if resume:
         return
     if not rundir.is_new_or_empty(out) and not (out / rundir.CONFIG).exists():
@@ -51,3 +52,25 @@ def check_schedule(config: RunConfig) -> None:
         schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
         calibrate_noise(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
                         schedules=[(s.sample_rate, s.steps) for s in schedules])
+
+
+def check_device(name: str) -> None:
+    """``auto``, or a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise PrivmedError(BAD_DEVICE.format(device=name, reason=f"not a device name ({type(err).__name__})")) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PrivmedError(BAD_DEVICE.format(device=name, reason="this machine has no CUDA GPU"))
+        if device.index is not None and device.index >= count:
+            raise PrivmedError(BAD_DEVICE.format(device=name, reason=f"this machine has {count} CUDA GPU(s)"))
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise PrivmedError(BAD_DEVICE.format(device=name, reason="MPS is not available here"))
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise PrivmedError(BAD_DEVICE.format(device=name, reason=f"privmed does not train on '{device.type}'"))
