@@ -488,7 +488,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
     out = train(config, resume=args.resume)
-    rundir.seal_ledger(out)
     print_run_summary(out)
     return 0
 

@@ -47,18 +47,34 @@ def check_recorded_data(run: Path, path: str | None) -> None:
         raise PrivmedError(RUN_DATA_MISSING.format(run=run, path=path, cwd=Path.cwd()))
 
 
-def seal_ledger(run: Path) -> None:
-    """Record the digest of the run's ``privacy.json`` (call right after training wrote it)."""
-    _atomic_write(Path(run) / LEDGER_SEAL, f"{_ledger_digest(run)}  {PRIVACY}\n")
+def seal_ledger(run: Path) -> str:
+    """Record the digest of the run's ``privacy.json`` beside it (the trainer also keeps it in
+    ``best.pt``); call right after training wrote the ledger. Returns the digest."""
+    digest = _ledger_digest(run)
+    _atomic_write(Path(run) / LEDGER_SEAL, f"{digest}  {PRIVACY}\n")
+    return digest
 
 
 def check_ledger(run: Path) -> None:
-    """Refuse a run whose ``privacy.json`` differs from the one training wrote (when it was sealed)."""
+    """Refuse a run whose ``privacy.json`` differs from the one training wrote: the digest kept in
+    ``checkpoints/best.pt`` and in the seal beside the ledger (each when present)."""
+    import torch
+
     seal = Path(run) / LEDGER_SEAL
-    if not seal.is_file():
+    recorded = []
+    if seal.is_file():
+        recorded.append(seal.read_text().split()[0] if seal.read_text().split() else "")
+    best = Path(run) / CHECKPOINTS / BEST
+    if best.is_file():
+        try:
+            kept = torch.load(best, map_location="cpu", weights_only=False).get("ledger_sha256")
+        except Exception:  # an unreadable checkpoint is reported by whoever loads the model
+            kept = None
+        if kept is not None:
+            recorded.append(kept)
+    if not recorded:
         return
-    recorded = seal.read_text().split()[0] if seal.read_text().split() else ""
-    if not (Path(run) / PRIVACY).is_file() or _ledger_digest(run) != recorded:
+    if not (Path(run) / PRIVACY).is_file() or any(_ledger_digest(run) != r for r in recorded):
         raise PrivmedError(LEDGER_CHANGED.format(path=Path(run) / PRIVACY, seal=seal))
 
 

@@ -442,6 +442,9 @@ def test_evaluate_refuses_a_run_whose_privacy_ledger_was_edited(run_copy, phanto
     ledger.write_text(ledger.read_text().replace('"private": false', '"private": true'))
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
     assert_refused(code, err, "is not the privacy ledger training wrote")
+    rundir.seal_ledger(run_copy)  # re-sealing the edited ledger beside it: the checkpoint still holds the digest
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not the privacy ledger training wrote")
 
 
 # --------------------------------------------------------------------------- the table of docs/bad-input.md

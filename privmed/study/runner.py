@@ -161,7 +161,6 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
             raise PrivmedError(CHANGED.format(run=run, changes="; ".join(changes)))
         if not finished(run):
             train(cell.config, resume=_resume_or_clear(run))
-            rundir.seal_ledger(run)
         for spec in external:
             if not evaluated(run, spec):
                 evaluate_run(run, data=spec.path, split=spec.split, name=spec.name,

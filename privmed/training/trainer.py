@@ -169,9 +169,10 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
 
     ledger.mechanisms.extend(_dp_sgd_stages(plan, state, candidates, config))
     net.load_state_dict(state.best["state"])
-    torch.save({"model": state.best["state"], "epoch": state.best["epoch"]}, out / rundir.CHECKPOINTS / rundir.BEST)
     ledger.validation_choices.extend(_validation_choices(config, candidates, state.best, len(val_data)))
     _write_results(out, net, inputs, data, config, ledger, state.best, candidates, device)
+    torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out)},
+               out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger
     rundir.append_log(out, ledger.summary())
     return out
 
