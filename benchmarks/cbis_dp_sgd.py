@@ -37,7 +37,7 @@ EPSILONS = (1.0, 6.0, 12.0, 20.0, 60.0, math.inf)
 #: the grid searched on validation for every epsilon (seed 0)
 GRID = {"lr": (0.1, 0.3), "epochs": (15, 40)}
 BASE = {
-    "data": {"image_size": 128},
+    "data": {"image_size": 128, "class_names": ["benign", "malignant"]},
     "model": {"name": "scatter_linear"},
     "training": {"batch_size": 128, "physical_batch_size": 256, "optimizer": "sgd", "momentum": 0.9},
 }

@@ -18,6 +18,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "data": ("data", "path"),
     "label_column": ("data", "label_columns"),
     "positive_class": ("data", "positive_class"),
+    "class_names": ("data", "class_names"),
     "image_size": ("data", "image_size"),
     "spatial_dims": ("data", "spatial_dims"),
     "model": ("model", "name"),
@@ -73,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default runs/latest)")
     train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
     train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
-    train.add_argument("--positive-class", help="name of the positive class (default malignant)")
+    train.add_argument("--positive-class", help=POSITIVE_CLASS_HELP)
+    train.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP)
     train.add_argument("--image-size", type=int)
     train.add_argument("--spatial-dims", type=int, choices=(2, 3))
     train.add_argument("--model", help="model name (see `privmed models`)")
@@ -116,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="data set (default: the run's own data)")
     ev.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
     ev.add_argument("--label-column", nargs="+")
-    ev.add_argument("--positive-class")
+    ev.add_argument("--positive-class", help=POSITIVE_CLASS_HELP + "; default: the run's")
+    ev.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP + "; default: the run's")
     ev.add_argument("--bootstrap", type=int, default=1000)
     ev.set_defaults(handler=_cmd_evaluate)
 
@@ -126,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--data", help="data set (default: run A's data)")
     cmp_.add_argument("--split", default="test")
     cmp_.add_argument("--label-column", nargs="+")
-    cmp_.add_argument("--positive-class")
+    cmp_.add_argument("--positive-class", help=POSITIVE_CLASS_HELP + "; default: run A's")
+    cmp_.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP + "; default: run A's")
     cmp_.add_argument("--bootstrap", type=int, default=1000)
     cmp_.set_defaults(handler=_cmd_compare)
 
@@ -171,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 
 #: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
 SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
-    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "image_size", "epsilon", "delta",
+    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon", "delta",
                                    "noise_multiplier", "clip_norm", "accountant")},
     "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
     "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
@@ -190,7 +194,8 @@ def _add_synth(sub) -> None:
     tr.add_argument("--out", help="generator folder (default gens/latest)")
     tr.add_argument("--data", help="data set (default: built-in phantom)")
     tr.add_argument("--label-column", nargs=1, help="the binary label column of a manifest")
-    tr.add_argument("--positive-class")
+    tr.add_argument("--positive-class", help=POSITIVE_CLASS_HELP)
+    tr.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP)
     tr.add_argument("--image-size", type=int, help="64 (default) or 128")
     tr.add_argument("--epsilon", type=float, help="target epsilon of the discriminator's DP-SGD; omit = non-private")
     tr.add_argument("--delta", type=float)
@@ -277,6 +282,19 @@ def _cmd_synth_evaluate(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"written to {out} (quality.json, samples.png, closest_pairs.png)")
     return 0
+
+
+POSITIVE_CLASS_HELP = ("the positive class: a class name or a label value (e.g. 0); scores and thresholds follow it "
+                       "(default: label 1 of 0/1 labels; 'malignant' when the classes are named and one is)")
+CLASS_NAMES_HELP = ("names of the label values 0 and 1, in that order, e.g. malignant,benign (default: from the data, "
+                    "else neutral label=0/label=1)")
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"expected two different names separated by a comma, got {text!r}")
+    return names
 
 
 def _bool(text: str) -> bool:
@@ -378,7 +396,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from privmed.reporting import print_metrics_table
 
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
-                                 positive_class=args.positive_class, n_resamples=args.bootstrap)
+                                 positive_class=args.positive_class, class_names=args.class_names,
+                                 n_resamples=args.bootstrap)
     print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
     print(f"written to {where}")
     return 0
@@ -390,6 +409,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
                           label_columns=args.label_column, positive_class=args.positive_class,
+                          class_names=args.class_names,
                           n_resamples=args.bootstrap)
     print_comparison(result)
     return 0

@@ -16,7 +16,13 @@ RUN_DATA_MISSING = ("run '{run}' recorded its data as '{path}', which does not e
 EMPTY_CLASS_FOLDER = "class folder '{path}' contains no images. Remove the folder or add images (.png, .jpg, .dcm, .nii, .nii.gz)."
 UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the file."
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
-NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
+NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or two class names)."
+POSITIVE_CLASS_NEEDED = ("label column '{column}' holds the classes {names}: say which one is positive with "
+                         "--positive-class (data.positive_class).")
+POSITIVE_CLASS_UNKNOWN = ("--positive-class '{wanted}' is neither a class of label column '{column}' ({names}) nor one "
+                          "of its label values ({values}). Pass one of them; name 0/1 labels with --class-names.")
+CLASS_NAMES_CLASH = ("--class-names {given} names 0/1 labels, but label column '{column}' already holds the named "
+                     "classes {found}. Drop --class-names, or use those names.")
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
 PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
 DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
