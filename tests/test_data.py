@@ -160,6 +160,43 @@ def test_npz_colour_is_averaged_but_a_volume_is_never_read_as_colour(tmp_path, s
             load_dataset(config)
 
 
+def write_dicom(path, *, patient: str = "", study: str = "", value: int = 0):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcm = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    pixels = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) + value)
+    dcm.Rows, dcm.Columns = pixels.shape
+    dcm.BitsAllocated, dcm.BitsStored, dcm.HighBit = 16, 16, 15
+    dcm.SamplesPerPixel, dcm.PixelRepresentation, dcm.PhotometricInterpretation = 1, 0, "MONOCHROME2"
+    if patient:
+        dcm.PatientID = patient
+    if study:
+        dcm.StudyInstanceUID = study
+    dcm.PixelData = pixels.tobytes()
+    dcm.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_class_folders_are_split_by_patient_id_from_the_headers(tmp_path):
+    root = tmp_path / "dicom"
+    for p in range(40):
+        cls = "malignant" if p % 2 else "benign"
+        for k in range(2):  # two images per patient
+            write_dicom(root / cls / f"p{p}_{k}.dcm", patient=f"PAT{p:03d}", value=p * 10 + k)
+    write_dicom(root / "benign" / "anon.dcm", study="1.2.3.4")
+    ds = load_dataset(DataConfig(path=str(root), image_size=16))
+    table = ds.table
+    assert table["patient_id"].notna().all()
+    assert table.loc[table["sample_id"].str.endswith("anon.dcm"), "patient_id"].item() == "study:1.2.3.4"
+    assert table.groupby("patient_id")["split"].nunique().max() == 1  # every patient in one split
+    assert table[table["patient_id"].str.startswith("PAT")].groupby("patient_id").size().eq(2).all()
+
+
 def test_dicom_and_nifti_readers(tmp_path):
     import nibabel as nib
     from pydicom.dataset import FileDataset, FileMetaDataset

@@ -12,6 +12,9 @@ Sources, tried in order (first that matches wins, see :data:`SOURCES`):
 * a class-folder tree, ``ROOT/<split>/<class>/*`` or ``ROOT/<class>/*`` (PNG, JPEG,
   DICOM, NIfTI).
 
+DICOM files carry their patient: without a patient column, the patient id is the file's
+PatientID (else its StudyInstanceUID), so splits made by privmed are patient-disjoint.
+
 ``path=None`` gives the built-in mammography phantom.
 """
 
@@ -41,7 +44,7 @@ from privmed.errors import (
     PrivmedError,
 )
 
-from .images import is_image_file, read_image, resize
+from .images import dicom_patient, is_image_file, read_image, resize
 
 SPLITS = ("train", "val", "test")
 #: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
@@ -220,8 +223,9 @@ def _load_manifest(root: Path, config: DataConfig) -> Dataset:
     table["split"] = table[config.split_column].astype(str) if config.split_column in table.columns else np.nan
     if config.patient_column in table.columns:
         table["patient_id"] = table[config.patient_column].astype(str)
-    else:
-        table["patient_id"] = np.nan
+    else:  # DICOM files say whose they are
+        patients = [dicom_patient(base / p) if (base / p).is_file() else None for p in table["path"].astype(str)]
+        table["patient_id"] = [np.nan if p is None else p for p in patients]
     table, names = _binarise(table, list(config.label_columns), config, source=manifest)
     if config.attribute_columns is None:
         skip = RESERVED_COLUMNS | set(names) | set(config.label_columns) | {config.split_column, config.patient_column}
@@ -260,9 +264,10 @@ def _load_folder_tree(root: Path, config: DataConfig) -> Dataset:
             if not files:
                 raise PrivmedError(EMPTY_CLASS_FOLDER.format(path=class_dir))
             for f in files:
+                patient = dicom_patient(f)
                 rows.append({"sample_id": str(f.relative_to(root)), "path": str(f),
-                             "split": split_dir.name if has_splits else np.nan, "patient_id": np.nan,
-                             "class": class_dir.name})
+                             "split": split_dir.name if has_splits else np.nan,
+                             "patient_id": np.nan if patient is None else patient, "class": class_dir.name})
     table = pd.DataFrame(rows)
     table, names = _binarise(table, ["class"], config, source=root)
     images = _read_all([Path(p) for p in table["path"]], config)
