@@ -36,7 +36,9 @@ BATCH_TOO_LARGE = (
     "a physical batch of {batch} does not fit in memory ({reason}). Pass a smaller --physical-batch-size, "
     "e.g. {suggest}; the logical batch (--batch-size) and the privacy guarantee stay the same."
 )
-RESUME_NOTHING = "--resume was given but '{path}' holds no checkpoint to resume. Drop --resume to start a fresh run."
+RESUME_NOTHING = "--resume was given but '{path}' holds no run to resume. Drop --resume to start a fresh run there."
+RESTARTED = ("'{path}' holds a run that stopped before its first checkpoint (no model of it exists, nothing was "
+             "released): starting it again from the beginning.")
 RESUME_CONFIG_CHANGED = (
     "cannot resume '{path}': the configuration changed ({changes}). Resume with the original options, "
     "or start a new run in another --out directory."

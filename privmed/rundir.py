@@ -16,7 +16,8 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
-from privmed.errors import OUT_NOT_EMPTY, RESUME_CONFIG_CHANGED, RESUME_NOTHING, RUN_DATA_MISSING, PrivmedError
+from privmed.errors import (OUT_NOT_EMPTY, RESTARTED, RESUME_CONFIG_CHANGED, RESUME_NOTHING, RUN_DATA_MISSING,
+                            PrivmedError)
 
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
@@ -76,6 +77,9 @@ def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: C
     import torch
 
     last = out / CHECKPOINTS / LAST
+    if stopped_before_first_checkpoint(out):  # with or without --resume: nothing of it was released
+        _restart_note(out)
+        return None
     if not resume:
         if (out / CONFIG).exists():
             raise PrivmedError(OUT_NOT_EMPTY.format(path=out))
@@ -86,6 +90,22 @@ def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: C
     if changes:
         raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
     return torch.load(last, map_location="cpu", weights_only=False)
+
+
+def stopped_before_first_checkpoint(out: Path) -> bool:
+    """A folder where a run (or generator) started, wrote its configuration, and stopped before its first
+    checkpoint and before its results: no model of it exists, nothing was released, it can start again."""
+    out = Path(out)
+    return ((out / CONFIG).is_file() and not (out / CHECKPOINTS / LAST).is_file()
+            and not (out / METRICS).is_file() and not (out / PRIVACY).is_file())
+
+
+def _restart_note(out: Path) -> None:
+    import sys
+
+    note = RESTARTED.format(path=out)
+    print(f"privmed: {note}", file=sys.stderr)
+    append_log(out, note)
 
 
 def config_changes(a: dict, b: dict, prefix: str = "") -> list[str]:

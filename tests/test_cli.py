@@ -94,4 +94,4 @@ def test_batch_that_does_not_fit_in_memory(phantom_root, tmp_path, capsys, monke
 
 def test_resume_with_nothing_to_resume(phantom_root, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "none", *FAST, "--resume")
-    assert_clean_error(code, err, "holds no checkpoint")
+    assert_clean_error(code, err, "holds no run to resume")
