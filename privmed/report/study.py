@@ -26,7 +26,7 @@ from privmed.study.config import StudyConfig, study_from_dict
 from privmed.study.results import StudyTables, collect
 from privmed.study.runner import STUDY_FILE, TIMING
 
-from .charts import mean_over_seeds, subgroup_chart, utility_chart
+from .charts import mean_over_seeds, subgroup_chart, utility_caption, utility_chart
 from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Picture, Table, to_html, to_markdown
 
 HTML = "report.html"
@@ -132,9 +132,10 @@ def _utility(study: StudyConfig, done: pd.DataFrame) -> list:
         chart = utility_chart(summary, metric="AUROC", title=f"AUROC on the {what}",
                               reference=float(ref.iloc[0]) if len(ref) else None,
                               reference_label=f"{baseline}, non-private")
-        blocks.append(Chart(f"utility_{prefix}", chart, f"AUROC on the {what} against the classifier's ε: mean over "
-                                                        f"seeds, error bars the mean 95% bootstrap CI; dashed lines "
-                                                        f"are not private overall."))
+        caption = utility_caption(summary, metric="AUROC", what=what)
+        if len(ref):
+            caption += f" Dotted grey line: {baseline} without DP."
+        blocks.append(Chart(f"utility_{prefix}", chart, caption))
         table = summary.rename(columns={"value": "AUROC", "ci_low": "CI low", "ci_high": "CI high",
                                         "total_epsilon": "total ε (mean)", "private_all": "private"})
         blocks.append(Table(table[["strategy", "epsilon", "total ε (mean)", "private", "AUROC", "CI low", "CI high",
@@ -212,13 +213,18 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
             "auroc_parity_difference", "n", "train_n"]
     mean = mean_over_seeds(shown, ["strategy", "epsilon", "group"], cols)
     if len(mean):
-        blocks.append(Chart(f"subgroup_auroc_{attribute}", subgroup_chart(mean, value="auroc",
-                                                                          title=f"Subgroup AUROC by {attribute}"),
-                            f"Test AUROC of each {attribute} group against ε, per strategy (mean over seeds)."))
+        blocks.append(Chart(f"subgroup_auroc_{attribute}",
+                            subgroup_chart(mean, value="auroc", title=f"Subgroup AUROC by {attribute}",
+                                           ci=("auroc_ci_low", "auroc_ci_high")),
+                            f"Test AUROC of each {attribute} group against the classifier's ε, per strategy (mean "
+                            f"over seeds); error bars: mean patient-level 95% bootstrap CI; groups drawn side by "
+                            f"side; diamonds in the 'non-private' slot: ε = ∞, joined to no line."))
         blocks.append(Chart(f"parity_{attribute}", subgroup_chart(mean, value="auroc_parity_difference",
                                                                   title=f"AUROC parity difference by {attribute}",
                                                                   zero_line=True),
-                            f"AUROC parity difference of each {attribute} group against ε (0 = parity)."))
+                            f"AUROC parity difference of each {attribute} group against the classifier's ε "
+                            f"(0 = parity; mean over seeds, no interval); diamonds in the 'non-private' slot: "
+                            f"ε = ∞."))
     suppressed = part[part["suppressed"].astype(bool)][["strategy", "epsilon", "group"]].drop_duplicates()
     table = pd.concat([mean, suppressed.assign(n=math.nan)], ignore_index=True)
     table["AUROC [95% CI]"] = [SUPPRESSED if pd.isna(r.auroc) and pd.isna(r.n) else _ci(r.auroc, r.auroc_ci_low,
