@@ -11,7 +11,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig
 from privmed.errors import PrivmedError
+
+# the defaults --help shows are the configuration's own (the options stay unset, so a --config file can set them)
+_D, _M, _P, _T = DataConfig(), ModelConfig(), PrivacyConfig(), TrainingConfig()
 
 #: CLI option -> (config section, key). Options left unset do not override the YAML file.
 OPTION_KEYS: dict[str, tuple[str, str]] = {
@@ -76,24 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
     train.add_argument("--positive-class", help=POSITIVE_CLASS_HELP)
     train.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP)
-    train.add_argument("--image-size", type=int)
-    train.add_argument("--spatial-dims", type=int, choices=(2, 3))
-    train.add_argument("--model", help="model name (see `privmed models`)")
+    train.add_argument("--image-size", type=int, help=f"side in pixels (default {_D.image_size})")
+    train.add_argument("--spatial-dims", type=int, choices=(2, 3), help=f"2D images or 3D volumes (default {_D.spatial_dims})")
+    train.add_argument("--model", help=f"model name (see `privmed models`; default {_M.name})")
     train.add_argument("--epsilon", type=float,
                        help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
                             "stages are composed on top and the total is reported; omit or inf = non-private")
     train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
     train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
     train.add_argument("--clip-norm", type=float, help="per-sample gradient clipping norm (default 1.0)")
-    train.add_argument("--accountant", choices=("prv", "rdp"))
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int, help="logical (expected, Poisson) batch size")
-    train.add_argument("--physical-batch-size", type=int, help="largest batch computed at once (memory only)")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--optimizer", choices=("sgd", "adam"))
-    train.add_argument("--seed", type=int)
-    train.add_argument("--augment", type=_bool, metavar="{true,false}")
-    train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--accountant", choices=("prv", "rdp"), help=f"default {_P.accountant}")
+    train.add_argument("--epochs", type=int, help=f"default {_T.epochs}")
+    train.add_argument("--batch-size", type=int, help=f"logical (expected, Poisson) batch size (default {_T.batch_size})")
+    train.add_argument("--physical-batch-size", type=int,
+                       help=f"largest batch computed at once (memory only; default {_T.physical_batch_size})")
+    train.add_argument("--lr", type=float, help=f"learning rate (default {_T.lr})")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), help=f"default {_T.optimizer}")
+    train.add_argument("--seed", type=int, help=f"training seed (default {_T.seed})")
+    train.add_argument("--augment", type=_bool, metavar="{true,false}", help=f"default {str(_T.augment).lower()}")
+    train.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {_T.device})")
     train.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default 1000)")
     train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders)")
     train.add_argument("--synthetic-use", choices=("augment", "pretrain", "only"),

@@ -195,6 +195,9 @@ class RunConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
+        from privmed.models.registry import check_model_choice  # before any data is read: fails in a second
+
+        check_model_choice(self.model.name, spatial_dims=self.data.spatial_dims, norm=self.model.norm)
         if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
             raise PrivmedError("synthetic.use = 'only' trains on synthetic images alone and never touches the "
                                "private training split, so DP-SGD has nothing to protect: leave out --epsilon / "

@@ -49,3 +49,5 @@ FOLDER_NOT_EMPTY = ("'{path}' is not an empty folder, and {what} are written onl
 TOO_FEW_IMAGES = "--n {n}: {what} needs at least {minimum} images (half of each class)."
 TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their quality needs at least {minimum} "
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
+SMALL_SPLIT = ("split '{split}' has only {n} sample(s) of its rarest class (fewer than {minimum}): its metrics and "
+               "CIs are unreliable (an AUROC of 0 or 1 with a zero-width CI can be chance). Evaluate on a larger split.")

@@ -102,6 +102,16 @@ def _bound_at(scores: np.ndarray, is_member: np.ndarray, threshold: float, delta
     return max(0.0, math.log((tpr_low - delta) / fpr_high))
 
 
+def largest_showable_bound(n_members: int, n_non_members: int, *, alpha: float = 0.05) -> float:
+    """The largest ε lower bound :func:`epsilon_lower_bound` could give with this many scored samples:
+    a perfect attack (every member found, no non-member) on the evaluation half, at δ = 0. An audit
+    whose claimed ε is far above it has too little power to show anything about that claim."""
+    m, n = max(1, n_members // 2), max(1, n_non_members // 2)
+    tpr_low, _ = clopper_pearson(m, m, alpha / 2)
+    _, fpr_high = clopper_pearson(0, n, alpha / 2)
+    return max(0.0, math.log(tpr_low / fpr_high))
+
+
 def summarize_attack(attack: str, scores: np.ndarray, is_member: np.ndarray, *, delta: float, alpha: float = 0.05,
                      n_resamples: int = 1000, seed: int = 0) -> AttackSummary:
     """AUC and TPR at 1% / 0.1% FPR with 95% bootstrap CIs, and the ε lower bound."""

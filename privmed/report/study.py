@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import privmed
@@ -32,6 +33,9 @@ from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Pictur
 HTML = "report.html"
 MARKDOWN = "report.md"
 NOT_A_STUDY = "'{path}' is not a study folder (no {file}); run `privmed study STUDY.yaml --out {path}` first."
+MIN_TREND_POINTS = 3  # Pearson's r of two points is ±1 by construction, of fewer undefined
+#: a generator whose per-pixel spread across images is below this share of the real images' is flagged
+LOW_DIVERSITY_RATIO = 0.5
 FREE_INPUTS_HEADING = "Inputs that add nothing to ε (made without patient data, or declared public by the user):"
 
 
@@ -154,10 +158,12 @@ def _utility_summary(done: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 def _runs(study: StudyConfig, results: pd.DataFrame) -> list:
     columns = ["run", "strategy"] + (["model"] if len(study.models) > 1 else [])
-    columns += ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc", "test_auroc", "test_auroc_ci_low",
-                "test_auroc_ci_high"]
+    columns += ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc", "test AUROC [95% CI]"]
     columns += [c for e in study.external for c in (f"{e.name}_auroc",) if c in results]
     columns += [c for c in ("train_seconds", "error") if c in results]
+    if "test_auroc" in results:
+        results = results.assign(**{"test AUROC [95% CI]": [
+            _ci(*v) for v in results[["test_auroc", "test_auroc_ci_low", "test_auroc_ci_high"]].to_numpy(float)]})
     frame = results[[c for c in columns if c in results]]
     return [Heading("Runs"), Paragraph(f"Every cell of the grid ({len(results)} runs), one row each; the same table "
                                        f"is results.csv with every metric and its CI."), Table(frame)]
@@ -188,7 +194,26 @@ def _audit(done: pd.DataFrame) -> list:
     if len(broken):
         blocks.append(Paragraph(f"The empirical lower bound exceeds the claimed ε for {', '.join(broken['run'])}: "
                                 f"the privacy claim of these runs is contradicted.", "warning"))
+    blocks += _audit_power(audited, attacks)
     return blocks + [Table(table)]
+
+
+def _audit_power(audited: pd.DataFrame, attacks: list[str]) -> list:
+    """Say when the audit could not have shown anything: the largest bound its sample size allows, and
+    whether every bound is 0 (the non-private run's included)."""
+    if "audit_max_showable_bound" not in audited or audited["audit_max_showable_bound"].isna().all():
+        return []
+    ceiling = float(audited["audit_max_showable_bound"].max())
+    bounds = audited[[f"audit_{a}_eps_lower_bound" for a in attacks]].to_numpy(dtype=float)
+    sentence = (f"Power: with this many scored samples, even a perfect attack could show at most ε ≥ {ceiling:.2f}; "
+                f"a claimed ε above that cannot be contradicted by this audit.")
+    if len(bounds) and (bounds <= 0).all():
+        non_private = audited[audited["audit_claimed_epsilon"] == math.inf]
+        sentence += (" Every bound here is 0" + (", the non-private run's included" if len(non_private) else "")
+                     + ": the attacks found no evidence at this power, which is not evidence of privacy. "
+                       "Audit with canaries (audit: {canaries: 500}) for a sensitive test.")
+        return [Paragraph(sentence, "warning")]
+    return [Paragraph(sentence)]
 
 
 def _fairness(study: StudyConfig, tables: StudyTables) -> list:
@@ -242,6 +267,12 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
                                                                             "equalized_odds_difference"]),
                             f"fairlearn gaps between shown {attribute} groups at the decision threshold"))
     trends = tables.trends[tables.trends["attribute"] == attribute] if len(tables.trends) else tables.trends
+    few = trends[trends["n_points"] < MIN_TREND_POINTS] if len(trends) else trends
+    trends = trends[trends["n_points"] >= MIN_TREND_POINTS] if len(trends) else trends
+    if len(few):
+        blocks.append(Paragraph(f"Pearson's r by {attribute}: needs ≥ {MIN_TREND_POINTS} ε values (DP-SGD runs) per "
+                                f"strategy and group; {len(few)} of {len(few) + len(trends)} have fewer and are not "
+                                f"shown."))
     if len(trends):
         blocks.append(Table(trends[["strategy", "group", "x", "y", "r", "p", "n_points"]],
                             f"Pearson's r across the DP-SGD runs (finite ε) of each strategy, by {attribute}: ε vs "
@@ -272,15 +303,48 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
     if not sources:
         return []
     blocks: list = [Heading("Synthetic images")]
+    real = _real_training_images(study, out)
     for k, (path, (strategy, kind, public)) in enumerate(sources.items()):
         record = Path(path) / rundir.PRIVACY
         privacy = ("declared public by the user: no privacy cost, on that declaration" if public else
                    rundir.read_json(record)["summary"] if record.is_file() else "no privacy record: origin unknown")
-        images, labels, names, _ = synthetic_images(path, n=16, image_size=None)
+        images, labels, names, size = synthetic_images(path, n=16, image_size=None)
         with tempfile.TemporaryDirectory() as tmp:
             png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()
         blocks.append(Picture(f"synthetic_{k}", png, f"{kind} (used by {strategy}, ...): {privacy}"))
+        blocks += _diversity_note(images, labels, real, size)
     return blocks
+
+
+def _real_training_images(study: StudyConfig, out: Path):
+    """The study's real training split (for the diversity comparison), or None when it cannot be read."""
+    from privmed.data.sources import load_dataset
+
+    try:
+        return load_dataset(study.cells(out)[0].config.data).split("train")
+    except PrivmedError:
+        return None
+
+
+def _diversity_note(images, labels, real, size: int) -> list:
+    """Flag synthetic images far less varied than the real ones (per-pixel spread across images, per class,
+    as ``privmed synth evaluate`` measures it): a collapsed generator draws near-identical blobs."""
+    from privmed.data.images import resize
+    from privmed.synth.quality import diversity
+
+    if real is None or len(images) < 4:
+        return []
+    real_images = real.images if real.images.shape[-1] == size else \
+        np.stack([resize(image, size=size) for image in real.images])
+    synthetic, reference = diversity(images, labels), diversity(real_images, real.labels[:, 0].astype(int))
+    ratios = [s / r for s, r in zip(synthetic, reference) if r > 0 and not math.isnan(s)]
+    figures = (f"per-pixel spread across images, class 0 / 1: synthetic {synthetic[0]:.3f} / {synthetic[1]:.3f}, "
+               f"real training images {reference[0]:.3f} / {reference[1]:.3f}")
+    if ratios and min(ratios) < LOW_DIVERSITY_RATIO:
+        return [Paragraph(f"Low diversity: these images vary far less than the real ones ({figures}); the "
+                          f"generator has collapsed to a few near-identical images per class, whatever the grid "
+                          f"above suggests.", "warning")]
+    return [Paragraph(f"Diversity: {figures}.")]
 
 
 def _source_kind(study: StudyConfig, generator: str | None, path: str) -> str:

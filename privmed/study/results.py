@@ -59,7 +59,10 @@ def collect(study: StudyConfig, out: Path, *, write: bool = True) -> StudyTables
     trends = _trends(fairness)
     tables = StudyTables(results, fairness, gaps, trends)
     if write:
+        fairness_files = (FAIRNESS, GAPS, TRENDS)
         for name, frame in ((RESULTS, results), (FAIRNESS, fairness), (GAPS, gaps), (TRENDS, trends)):
+            if name in fairness_files and not study.fairness.attributes:
+                continue  # no attributes asked for: no empty fairness tables
             rundir.write_csv(out / name, frame)
     return tables
 
@@ -101,6 +104,7 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
 
 def _audit_columns(study: StudyConfig, run: Path) -> dict:
     """``audit_<attack>_auc`` (with CI), TPR at 0.1% FPR and the epsilon lower bound, when audited."""
+    from privmed.audit.bounds import largest_showable_bound
     from privmed.audit.membership import audit_path
 
     config = audit_config(study)
@@ -112,6 +116,9 @@ def _audit_columns(study: StudyConfig, run: Path) -> dict:
     columns = {"audit_claimed_epsilon": math.inf if claimed == "inf" else float(claimed),
                "audit_canaries": result["canaries"], "audit_shadows": result["shadows"],
                "audit_bound_holds": result["bound_holds"]}
+    if result["attacks"]:  # the most any attack could show with this many scored samples
+        first = result["attacks"][0]
+        columns["audit_max_showable_bound"] = largest_showable_bound(first["n_members"], first["n_non_members"])
     for attack in result["attacks"]:
         name = f"audit_{attack['attack']}"
         columns.update({f"{name}_auc": attack["auc"], f"{name}_auc_ci_low": attack["auc_ci"][0],
