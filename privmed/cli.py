@@ -11,8 +11,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig
-from privmed.errors import PrivmedError
+from privmed.threads import quiet_openmp
+
+quiet_openmp()  # before anything imports torch
+
+from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig  # noqa: E402
+from privmed.errors import PrivmedError  # noqa: E402
 
 # the defaults --help shows are the configuration's own (the options stay unset, so a --config file can set them)
 _D, _M, _P, _T = DataConfig(), ModelConfig(), PrivacyConfig(), TrainingConfig()

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from privmed import rundir
 from privmed.errors import PrivmedError
+from privmed.threads import threads_per_worker
 
 from .config import Cell, GeneratorSpec, StudyConfig, generator_dir, generator_samples
 
@@ -74,6 +75,10 @@ def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: in
     started = time.time()
     cells = study.cells(out)
     _check_attributes(study)
+    if study.generators:  # trained here, before the workers start: as many threads as one worker gets
+        import torch
+
+        torch.set_num_threads(threads_per_worker(workers))
     for spec in study.generators:
         GENERATOR_MAKERS[spec.kind](spec, generator_dir(out, spec.name), generator_samples(out, spec.name), progress)
     todo = [c for c in cells if not _finished(c, study)]
@@ -115,7 +120,7 @@ def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
             yield _run_cell(cell, study.external)
         return
     context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker(workers)
     saved = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # workers inherit it at start: no interleaved bars; one line per run instead
     try:
