@@ -208,13 +208,14 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def identity(self) -> dict[str, Any]:
-        """The parts that must not change when a run is resumed (everything but ``out``
-        and the evaluation-only bootstrap count)."""
+        """The parts that must not change when a run is resumed (everything but ``out``, the
+        evaluation-only bootstrap count, and where and in what chunks it computes)."""
         d = self.to_dict()
         d.pop("out")
         d["training"].pop("bootstrap_resamples")
         d["training"].pop("num_workers")
         d["training"].pop("device")
+        d["training"].pop("physical_batch_size")  # memory only (lowered to what fits): never changes the result
         return d
 
 

@@ -36,6 +36,16 @@ BATCH_TOO_LARGE = (
     "a physical batch of {batch} does not fit in memory ({reason}). Pass a smaller --physical-batch-size, "
     "e.g. {suggest}; the logical batch (--batch-size) and the privacy guarantee stay the same."
 )
+BATCH_NEVER_FITS = (
+    "{what}: one training sample needs about {need}, more than {share}% of the {available} of memory available. "
+    "Use a smaller --image-size (a 3D volume's memory grows with its cube: 64³ needs 8x what 32³ does) or a smaller "
+    "--model, or run on a machine with more memory."
+)
+PHYSICAL_BATCH_LOWERED = (
+    "physical batch {requested} does not fit in memory ({available} available, about {per_sample} a sample): "
+    "training with physical batches of {chosen} instead; the logical batch ({logical}), the noise and the privacy "
+    "guarantee are unchanged."
+)
 RESUME_NOTHING = "--resume was given but '{path}' holds no run to resume. Drop --resume to start a fresh run there."
 RESTARTED = ("'{path}' holds a run that stopped before its first checkpoint (no model of it exists, nothing was "
              "released): starting it again from the beginning.")

@@ -19,6 +19,7 @@ two places to extend are :func:`_make_loader` (a distributed Poisson sampler) an
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 import sys
@@ -41,13 +42,14 @@ from privmed import rundir
 from privmed.config import RunConfig, config_from_dict, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
-from privmed.errors import BATCH_TOO_LARGE, PrivmedError
+from privmed.errors import BATCH_TOO_LARGE, PHYSICAL_BATCH_LOWERED, PrivmedError
 from privmed.models import build_model, grad_sample_mode_for
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, poisson_schedule
 from privmed.privacy.ledger import PrivacyLedger
 
 from .augment import augment_batch
 from .inputs import find_center, is_feature_model, model_inputs, set_center, trainable_part
+from .memory import choose_physical_batch, gigabytes, measure
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
 EpochCallback = Callable[[int, dict], None]
@@ -87,7 +89,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     plan = _plan_privacy(config, n=len(train_data), n_sampled=len(x_fit), checkpoint=checkpoint,
                          has_center=find_center(net) is not None and synthetic is None)
     ledger = _ledger(config, plan, n=len(train_data), synthetic=synthetic)
-    _probe_physical_batch(net, x_fit, y_fit, config, device)
+    config = _fit_physical_batch(net, x_fit, y_fit, config, device)  # measured, before the run directory exists
 
     # ---- from here on the run directory exists
     out.mkdir(parents=True, exist_ok=True)
@@ -319,6 +321,24 @@ def _make_private(net, optimizer, loader, plan: PrivacyPlan, config: RunConfig):
 def _finite(clip_norm: float) -> float:
     """Opacus computes noise std as multiplier x clip; 0 x inf is NaN, 0 x float max is 0 (no clipping)."""
     return clip_norm if math.isfinite(clip_norm) else sys.float_info.max
+
+
+def _fit_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: str) -> RunConfig:
+    """``config`` with the largest physical batch that fits in memory (:mod:`privmed.training.memory`), then
+    one step at that size; refuses, saying what one sample needs, when not even one fits."""
+    plan = measure(net, x, y, private=config.privacy.private, device=device)
+    requested = min(config.training.physical_batch_size, len(x))
+    chosen = choose_physical_batch(plan, requested, what=f"{config.model.name} at {config.data.image_size} px "
+                                                         f"({config.data.spatial_dims}D)")
+    if chosen < requested:
+        note = PHYSICAL_BATCH_LOWERED.format(requested=requested, available=gigabytes(plan.available),
+                                             per_sample=gigabytes(plan.per_sample), chosen=chosen,
+                                             logical=config.training.batch_size)
+        print(f"privmed: {note}", file=sys.stderr)
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training,
+                                                                          physical_batch_size=chosen))
+    _probe_physical_batch(net, x, y, config, device)
+    return config
 
 
 def _probe_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: str) -> None:
