@@ -417,3 +417,13 @@ def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(
     assert a["stages"] == b["stages"] and a["epsilon"] == b["epsilon"]
     wa, wb = (torch.load(p / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"] for p in (whole, cut))
     assert all(torch.allclose(wa[k], wb[k]) for k in wa)
+
+
+def test_the_generator_bar_moves_inside_an_epoch(phantom_root, tmp_path, capsys):
+    """Progress is counted in discriminator steps, so a long epoch is not a frozen 0/3."""
+    config = gen_config(phantom_root, tmp_path / "g", epsilon=5.0)
+    train_generator(config)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    steps = 2 * math.ceil(int((pd.read_csv(phantom_root / "metadata.csv")["split"] == "train").sum()) / 32)
+    assert f"1/{steps} [" in err and f"{steps}/{steps} [" in err and "step" in err
+    assert "epoch=1/2" in err
