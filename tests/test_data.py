@@ -111,6 +111,17 @@ def test_positive_class_chooses_the_label_value_and_targets_follow(tmp_path, pos
     assert (ds.split("test").labels[:, 0] == (raw == positive_value)).all()
 
 
+def test_float_labels_and_a_named_0_1_column(phantom_root):
+    table = pd.read_csv(phantom_root / "metadata.csv").drop(columns=["class"])
+    table["label"] = table["label"].astype(float)
+    table.to_csv(phantom_root / "float.csv", index=False)
+    ds = load_dataset(DataConfig(path=str(phantom_root / "float.csv"), image_size=32, positive_class="0"))
+    assert ds.label_names == ("label=0",) and (ds.labels[:, 0] == (table["label"] == 0)).all()
+    table.rename(columns={"label": "tumour"}).to_csv(phantom_root / "named.csv", index=False)
+    named = load_dataset(DataConfig(path=str(phantom_root / "named.csv"), image_size=32, label_columns=("tumour",)))
+    assert named.label_names == ("tumour",) and (named.labels[:, 0] == table["label"]).all()
+
+
 def test_unknown_positive_class_says_what_exists(tmp_path):
     with pytest.raises(PrivmedError, match=r"--positive-class 'tumour' is neither.*label=0.*--class-names"):
         load_dataset(DataConfig(path=str(_toy_npz(tmp_path / "t.npz")), image_size=16, positive_class="tumour"))

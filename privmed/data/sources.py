@@ -316,7 +316,9 @@ def _binarise(table: pd.DataFrame, columns: list[str], config: DataConfig, *, so
     values, names = _classes(table, column, config, data_names)
     positive = _positive_index(values, names, config, column=column)
     name = names[positive]
-    target = (table[column].astype(str) == str(values[positive])).astype(int)
+    value = values[positive]
+    target = (table[column].astype(float) == value if isinstance(value, int) else table[column].astype(str) == value)
+    target = target.astype(int)
     table = table.drop(columns=[c for c in (column, CLASS_COLUMN) if c in table.columns and c != name])
     table[name] = target.to_numpy()
     return table, (name,)
