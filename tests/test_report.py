@@ -138,8 +138,13 @@ def test_the_audit_says_when_it_has_too_little_power(report):
 def test_pearson_tables_need_three_epsilon_values(report):
     out, html, _ = report
     trends = pd.read_csv(out / "fairness_trends.csv")
-    assert (trends["n_points"] < 3).all()  # two finite epsilons in this study
-    assert "needs ≥ 3 ε values" in html and "Pearson&#x27;s r across the DP-SGD runs" not in html
+    per_epsilon = trends[trends["x"] == "epsilon"]
+    assert len(per_epsilon) and (per_epsilon["n_points"] == 2).all()  # two finite epsilons in this study
+    few = trends[(trends["attribute"] == "breast_density") & (trends["n_points"] < 3)]
+    shown = trends[(trends["attribute"] == "breast_density") & (trends["n_points"] >= 3)]
+    assert f"needs ≥ 3 ε values (DP-SGD runs) per strategy and group; {len(few)} of {len(few) + len(shown)}" in html
+    pearson = html.split("Pearson&#x27;s r across the DP-SGD runs")[1:]
+    assert all("<td>epsilon</td>" not in table.split("</table>")[0] for table in pearson)  # no 2-point r shown
 
 
 def test_interval_cells_never_wrap_and_the_runs_table_has_one_ci_column(report):
@@ -176,7 +181,7 @@ def test_utility_chart_puts_private_runs_at_total_epsilon_and_joins_no_non_priva
     summary = pd.DataFrame([{"strategy": s, "epsilon": e, "total_epsilon": t, "private_all": p, "value": 0.7,
                              "ci_low": 0.6, "ci_high": 0.8, "seeds": 1} for s, e, t, p in rows])
     ax = _utility_figure(monkeypatch, summary)
-    lines = {line.get_label(): line for line in ax.lines}
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # error-bar containers: label -> data line
     assert list(lines["dp_gan"].get_xdata()) == [4.14, 10.2]  # total ε, not the classifier's 1 and 8
     assert list(lines["dp_sgd"].get_xdata()) == [1.0, 8.0]
     assert lines["mcgan (NOT private, at classifier ε)"].get_linestyle() == "--"

@@ -381,11 +381,16 @@ def _keep_best(best: dict, net: nn.Module, val_auroc: float, epoch: int) -> dict
     return best
 
 
+def _batches(batches, *, total: int | None):
+    """Progress inside an epoch (a long 3D or CNN epoch is otherwise a frozen bar); off when not a terminal."""
+    return tqdm(batches, desc="batches", unit="batch", total=total, leave=False, disable=None)
+
+
 def _epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, config: RunConfig, augment: bool,
                       device: str) -> float:
     """Logical Poisson batches, gradient accumulated over physical chunks, loss summed / expected batch."""
     total, count = 0.0, 0
-    for xb, yb in loader:
+    for xb, yb in _batches(loader, total=len(loader)):
         optimizer.zero_grad(set_to_none=False)
         for xc, yc in zip(xb.split(config.training.physical_batch_size), yb.split(config.training.physical_batch_size)):
             xc, yc = xc.to(device), yc.to(device)
@@ -404,7 +409,7 @@ def _epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augm
     total, count = 0.0, 0
     with BatchMemoryManager(data_loader=loader, max_physical_batch_size=config.training.physical_batch_size,
                             optimizer=optimizer) as batches:
-        for xb, yb in batches:
+        for xb, yb in _batches(batches, total=None):
             xb, yb = xb.to(device), yb.to(device)
             if augment:
                 xb = augment_batch(xb)
