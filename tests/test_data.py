@@ -297,3 +297,17 @@ def test_cbis_manifest_is_patient_disjoint_and_binary():
     counts = ds.table.groupby("split")["malignant"].sum().to_dict()
     assert counts == {"train": 525, "val": 102, "test": 157}
     assert {"breast_density", "view", "subtlety", "laterality"} <= set(ds.attribute_columns)
+
+
+BREASTMNIST = CBIS.parent / "medmnist" / "breastmnist.npz"
+
+
+@pytest.mark.skipif(not BREASTMNIST.is_file(), reason=f"BreastMNIST not found at {BREASTMNIST} (set PRIVMED_SHARED_DATA)")
+def test_breastmnist_malignant_is_label_0_when_told_and_never_by_default():
+    raw = np.load(BREASTMNIST)["train_labels"].ravel()
+    default = load_dataset(DataConfig(path=str(BREASTMNIST), image_size=32))
+    assert default.label_names == ("label=1",)  # the data does not say what 1 is: no 'malignant' by default
+    told = load_dataset(DataConfig(path=str(BREASTMNIST), image_size=32, positive_class="0",
+                                   class_names=("malignant", "benign")))
+    assert told.label_names == ("malignant",)
+    assert int(told.split("train").labels.sum()) == int((raw == 0).sum())  # README: 0 = malignant
