@@ -142,3 +142,27 @@ def test_tiny_splits_get_a_warning_under_their_metrics(capsys):
     out = capsys.readouterr().out
     assert f"split 'test' has only {n_small} sample(s) of its rarest class" in out
     assert "split 'val' has only" not in out
+
+
+def test_positive_class_0_makes_label_0_positive_end_to_end(tmp_path, capsys):
+    """A BreastMNIST-like .npz where label 0 is malignant: targets, scores and names follow --positive-class."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 64), ("val", 32), ("test", 32)):
+        labels = np.arange(n) % 2
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        images[labels == 0, 8:20, 8:20] = 220  # label 0 carries the lesion
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(n, 1)
+    np.savez(tmp_path / "breast.npz", **arrays)
+    out = tmp_path / "run"
+    code, printed, _ = run_cli(capsys, "train", "--data", tmp_path / "breast.npz", "--out", out, *FAST,
+                               "--positive-class", "0", "--class-names", "malignant,benign")
+    assert code == 0 and "    malignant: auroc=" in printed and "label=1" not in printed
+    assert json.loads((out / rundir.METRICS).read_text())["label_names"] == ["malignant"]
+    preds = pd.read_csv(out / rundir.PREDICTIONS)
+    test = preds[preds["split"] == "test"]
+    assert (test["label"].to_numpy() == (arrays["test_labels"].ravel() == 0)).all()
+    assert test.loc[test["label"] == 1, "score"].mean() > test.loc[test["label"] == 0, "score"].mean()
