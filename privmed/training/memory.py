@@ -2,7 +2,7 @@
 
 On a CPU an out-of-memory is not an exception: the kernel kills the process (3D DP
 training at 64³ was killed at 24 GB, without a word). So the batch is not tried at full
-size; one training step at a batch of two is measured instead: the bytes autograd saves
+size; training steps at batches of two and four are measured instead: the bytes autograd saves
 for backward (activations) per sample, and the per-sample gradients DP-SGD keeps (one
 copy of every trainable parameter per sample). The physical batch is then the largest
 that fits in a share of the memory available, or, if not even one sample fits, the run is
@@ -46,16 +46,23 @@ class MemoryPlan:
 
 
 def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, private: bool, device: str) -> MemoryPlan:
-    """Measure training steps of a copy of ``net`` on one and on two samples: what grows with the batch
-    is per-sample (activations), what does not is fixed (weights saved for backward)."""
+    """Measure training steps of a copy of ``net`` on two and on four samples (two: batch norm needs
+    more than one): what grows with the batch is per-sample (activations), what does not is fixed
+    (weights saved for backward)."""
     probe = copy.deepcopy(net).to(device)
-    one, two = (_saved_bytes(probe, x[:k].to(device), y[:k].to(device)) for k in (1, 2))
+    small, large = min(2, len(x)), min(4, len(x))
+    saved = {k: _saved_bytes(probe, x[:k].to(device), y[:k].to(device)) for k in {small, large}}
     params = sum(p.numel() * p.element_size() for p in probe.parameters() if p.requires_grad)
     del probe
-    per_sample = max(two - one, 0) * ACTIVATION_FACTOR + x[0].numel() * x.element_size()
+    if large > small:
+        activations = (saved[large] - saved[small]) / (large - small)
+        fixed_saved = max(saved[small] - small * activations, 0)
+    else:  # a training set this small: count everything as per-sample
+        activations, fixed_saved = saved[small] / small, 0.0
+    per_sample = max(activations, 0) * ACTIVATION_FACTOR + x[0].numel() * x.element_size()
     if private:
         per_sample += params * GRAD_SAMPLE_COPIES
-    fixed = 4.0 * params + max(2 * one - two, 0) * ACTIVATION_FACTOR  # weights, grads, optimiser state
+    fixed = 4.0 * params + fixed_saved * ACTIVATION_FACTOR  # weights, grads, optimiser state
     return MemoryPlan(per_sample=per_sample, fixed=fixed, available=available_memory(device))
 
 
