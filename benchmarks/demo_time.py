@@ -71,7 +71,8 @@ def _one_demo(out: Path, cores: list[int], busy: int) -> dict:
     command = [sys.executable, "-m", "privmed", "demo", "--out", str(out)]
     if shutil.which("taskset") and cores:
         command = ["taskset", "-c", ",".join(map(str, cores)), *command]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}
     spinners = [_spinner(cores) for _ in range(busy)]
     try:
         t0 = time.perf_counter()
@@ -105,8 +106,9 @@ def _spinner(cores: list[int]) -> multiprocessing.Process:
 def _markdown(table: pd.DataFrame, median: float, args) -> str:
     lines = [f"# `privmed demo` wall time\n",
              f"{args.repeats} runs, each a fresh process and folder, on {table['cores'].iloc[0]} core(s)"
-             f"{f' with {args.busy} other busy process(es)' if args.busy else ''}; {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}, taken {time.strftime('%Y-%m-%d %H:%M')}.\n",
+             f"{f' with {args.busy} other busy process(es)' if args.busy else ''}; "
+             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+             f"taken {time.strftime('%Y-%m-%d %H:%M')}.\n",
              f"Median **{median / 60:.1f} min** ({median:.0f} s) against a budget of {BUDGET_SECONDS / 60:.0f} min: "
              f"{'within' if median <= BUDGET_SECONDS else 'OVER'}.\n",
              "| repeat | seconds | study runs | exit ok |", "|---|---|---|---|"]

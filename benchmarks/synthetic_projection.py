@@ -77,7 +77,8 @@ def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None) -> tuple[float, float]:
     """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] with the run config's
     ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch."""
-    config = config_from_dict({"data": {"path": data, "image_size": SIZE, "class_names": ["benign", "malignant"]}, "model": {"name": "scatter_linear"},
+    config = config_from_dict({"data": {"path": data, "image_size": SIZE, "class_names": ["benign", "malignant"]},
+                               "model": {"name": "scatter_linear"},
                                "privacy": privacy or {"epsilon": EPSILON},
                                "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
                                             "seed": seed}})
