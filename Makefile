@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then `privmed demo`: built-in data -> small study -> demo/report.html
 #   make test   install, then run the test suite (what .ci/run calls)
+#   make browser  headless Chromium for the report's browser checks (Debian/Ubuntu, as root; CI runs it)
 # Installs into ./.venv. TORCH is the CPU wheel these machines carry on disk; with a GPU,
 # bring your own build:  make demo TORCH=torch   (or any CUDA wheel spec)
 
@@ -9,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench browser clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +26,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 clean:
 	rm -rf $(VENV) runs demo

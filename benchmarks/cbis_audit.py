@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
 CANARIES = 1000
 SHADOWS = 8
-RECIPE = {"data": {"image_size": 128}, "model": {"name": "scatter_linear"},
+RECIPE = {"data": {"image_size": 128, "class_names": ["benign", "malignant"]}, "model": {"name": "scatter_linear"},
           "training": {"lr": 0.1, "epochs": 15, "batch_size": 128, "physical_batch_size": 256, "seed": 0}}
 COLUMNS = ["epsilon", "unit", "design", "canaries", "attack", "attack_auc", "tpr_at_0.1pct_fpr", "eps_lower_bound",
            "confidence"]

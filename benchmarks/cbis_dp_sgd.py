@@ -42,7 +42,7 @@ TUNE = {"epochs": [15, 40]}
 CAPS = (1, 2, 3, 4)
 CAP_EPSILONS = (1.0, 6.0)
 BASE = {
-    "data": {"image_size": 128},
+    "data": {"image_size": 128, "class_names": ["benign", "malignant"]},
     "model": {"name": "scatter_linear"},
     "training": {"batch_size": 128, "physical_batch_size": 256, "optimizer": "sgd", "momentum": 0.9, "lr": 0.3},
 }

@@ -52,7 +52,8 @@ SHARED = ROOT.parent / "shared" / "data"
 IMAGE_SIZE = 64
 N_TRAIN = 1104
 GENERATORS = ("paper", "privmed_nondp", "privmed_dp_eps1", "privmed_dp_eps10")
-RECIPE = {"data": {"image_size": IMAGE_SIZE}, "model": {"name": "scatter_linear"},
+RECIPE = {"data": {"image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
+          "model": {"name": "scatter_linear"},
           "training": {"batch_size": 128, "physical_batch_size": 512, "lr": 0.1, "epochs": 15}}
 PRETRAIN_EPOCHS, ONLY_EPOCHS = 20, 30
 PUBLISHED = {("pretrain_finetune", 1.0): .661, ("pretrain_finetune", 6.0): .677, ("augment", 1.0): .553,
@@ -71,7 +72,7 @@ CANDIDATES = {"privmed_nondp": ("privmed_nondp", "da_s0", "da_s1", "da_s2"),
 
 def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
     """Measure the paper's patches and every candidate generator (3,000 images, seed 0)."""
-    real = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE))
+    real = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
     rows = []
     candidates = [("paper", "paper")] + [(name, folder) for name, folders in CANDIDATES.items()
                                          for folder in folders if (gens / folder / "generator.pt").is_file()]

@@ -38,7 +38,7 @@ from privmed import rundir
 from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = {"data": {"image_size": 64}, "model": {"name": "resnet9_small"},
+RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
           "training": {"batch_size": 128, "lr": 0.1, "epochs": 20, "bootstrap_resamples": 100}}
 PRETRAIN_EPOCHS = 10
 

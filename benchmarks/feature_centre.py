@@ -85,7 +85,7 @@ def main() -> None:
     args = parse_benchmark_args(parser)
     t0 = time.perf_counter()
     model, real, feats, labels = split_features(args.data)
-    data = DataConfig(path=args.data, image_size=SIZE)
+    data = DataConfig(path=args.data, image_size=SIZE, class_names=("benign", "malignant"))
     train, n = feats["train"], len(feats["train"])
     delta = default_delta(n)
     exact = train.mean(0)

@@ -59,7 +59,7 @@ def features(model: nn.Module, images: np.ndarray) -> torch.Tensor:
 
 def split_features(data: str) -> tuple[nn.Module, Dataset, dict, dict]:
     """``scatter_linear`` at SIZE px, the real data, and per split its frozen features and float labels."""
-    real = load_dataset(DataConfig(path=data, image_size=SIZE))
+    real = load_dataset(DataConfig(path=data, image_size=SIZE, class_names=("benign", "malignant")))
     model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
     splits = {s: real.split(s) for s in ("train", "val", "test")}
     return (model, real, {s: features(model, d.images) for s, d in splits.items()},
@@ -77,7 +77,8 @@ def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None) -> tuple[float, float]:
     """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] with the run config's
     ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch."""
-    config = config_from_dict({"data": {"path": data, "image_size": SIZE}, "model": {"name": "scatter_linear"},
+    config = config_from_dict({"data": {"path": data, "image_size": SIZE, "class_names": ["benign", "malignant"]},
+                               "model": {"name": "scatter_linear"},
                                "privacy": privacy or {"epsilon": EPSILON},
                                "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
                                             "seed": seed}})

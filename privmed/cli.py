@@ -11,7 +11,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from privmed.errors import GRID_FOLDER_MISSING, PATH_MISSING, PrivmedError
+from privmed.threads import quiet_openmp
+
+quiet_openmp()  # before anything imports torch
+
+from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig  # noqa: E402
+from privmed.errors import GRID_FOLDER_MISSING, PATH_MISSING, PrivmedError  # noqa: E402
+
+# the defaults --help shows are the configuration's own (the options stay unset, so a --config file can set them)
+_D, _M, _P, _T = DataConfig(), ModelConfig(), PrivacyConfig(), TrainingConfig()
 
 #: CLI option -> (config section, key). Options left unset do not override the YAML file.
 OPTION_KEYS: dict[str, tuple[str, str]] = {
@@ -19,6 +27,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "label_column": ("data", "label_columns"),
     "positive_class": ("data", "positive_class"),
     "allow_outside_data_root": ("data", "allow_outside_root"),
+    "class_names": ("data", "class_names"),
     "image_size": ("data", "image_size"),
     "spatial_dims": ("data", "spatial_dims"),
     "model": ("model", "name"),
@@ -111,32 +120,34 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default runs/latest)")
     train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
     train.add_argument("--label-column", nargs="+", help="label column(s) of a manifest; several = multi-label")
-    train.add_argument("--positive-class", help="name of the positive class (default malignant)")
+    train.add_argument("--positive-class", help=POSITIVE_CLASS_HELP)
+    train.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP)
     train.add_argument("--allow-outside-data-root", action="store_true", default=None,
                        help="let a manifest list images outside its own folder (refused by default)")
-    train.add_argument("--image-size", type=int)
-    train.add_argument("--spatial-dims", type=int, choices=(2, 3))
-    train.add_argument("--model", help="model name (see `privmed models`)")
+    train.add_argument("--image-size", type=int, help=f"side in pixels (default {_D.image_size})")
+    train.add_argument("--spatial-dims", type=int, choices=(2, 3), help=f"2D images or 3D volumes (default {_D.spatial_dims})")
+    train.add_argument("--model", help=f"model name (see `privmed models`; default {_M.name})")
     train.add_argument("--epsilon", type=float,
                        help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
                             "stages are composed on top and the total is reported; omit or inf = non-private")
     train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
     train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
     train.add_argument("--clip-norm", type=float, help="per-sample gradient clipping norm (default 1.0)")
-    train.add_argument("--accountant", choices=("prv", "rdp"))
+    train.add_argument("--accountant", choices=("prv", "rdp"), help=f"default {_P.accountant}")
     _add_unit_options(train)
     train.add_argument("--tune", action="append", type=_tune_option, metavar="KEY=V1,V2,...",
                        help="private hyper-parameter search over a training key (lr, epochs, batch_size, "
                             "weight_decay); repeat for a grid. Every candidate's DP-SGD is composed into --epsilon "
                             "and the best on validation is kept")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int, help="logical (expected, Poisson) batch size")
-    train.add_argument("--physical-batch-size", type=int, help="largest batch computed at once (memory only)")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--optimizer", choices=("sgd", "adam"))
-    train.add_argument("--seed", type=int)
-    train.add_argument("--augment", type=_bool, metavar="{true,false}")
-    train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--epochs", type=int, help=f"default {_T.epochs}")
+    train.add_argument("--batch-size", type=int, help=f"logical (expected, Poisson) batch size (default {_T.batch_size})")
+    train.add_argument("--physical-batch-size", type=int,
+                       help=f"largest batch computed at once (memory only; default {_T.physical_batch_size})")
+    train.add_argument("--lr", type=float, help=f"learning rate (default {_T.lr})")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), help=f"default {_T.optimizer}")
+    train.add_argument("--seed", type=int, help=f"training seed (default {_T.seed})")
+    train.add_argument("--augment", type=_bool, metavar="{true,false}", help=f"default {str(_T.augment).lower()}")
+    train.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {_T.device})")
     train.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default 1000)")
     train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders)")
     train.add_argument("--synthetic-use", choices=("augment", "pretrain", "only"),
@@ -161,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="data set (default: the run's own data)")
     ev.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
     ev.add_argument("--label-column", nargs="+")
-    ev.add_argument("--positive-class")
+    ev.add_argument("--positive-class", help=POSITIVE_CLASS_HELP + "; default: the run's")
+    ev.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP + "; default: the run's")
     ev.add_argument("--bootstrap", type=int, default=1000)
     ev.set_defaults(handler=_cmd_evaluate)
 
@@ -171,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--data", help="data set (default: run A's data)")
     cmp_.add_argument("--split", default="test")
     cmp_.add_argument("--label-column", nargs="+")
-    cmp_.add_argument("--positive-class")
+    cmp_.add_argument("--positive-class", help=POSITIVE_CLASS_HELP + "; default: run A's")
+    cmp_.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP + "; default: run A's")
     cmp_.add_argument("--bootstrap", type=int, default=1000)
     cmp_.set_defaults(handler=_cmd_compare)
 
@@ -253,8 +266,8 @@ def _add_unit_options(parser: argparse.ArgumentParser) -> None:
 
 #: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
 SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
-    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "image_size", "epsilon", "delta",
-                                   "noise_multiplier", "clip_norm", "accountant", "privacy_unit",
+    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon",
+                                   "delta", "noise_multiplier", "clip_norm", "accountant", "privacy_unit",
                                    "max_images_per_patient", "replayable_noise")},
     "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
     "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
@@ -273,7 +286,8 @@ def _add_synth(sub) -> None:
     tr.add_argument("--out", help="generator folder (default gens/latest)")
     tr.add_argument("--data", help="data set (default: built-in phantom)")
     tr.add_argument("--label-column", nargs=1, help="the binary label column of a manifest")
-    tr.add_argument("--positive-class")
+    tr.add_argument("--positive-class", help=POSITIVE_CLASS_HELP)
+    tr.add_argument("--class-names", type=_names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP)
     tr.add_argument("--image-size", type=int, help="64 (default) or 128")
     tr.add_argument("--epsilon", type=float, help="target epsilon of the discriminator's DP-SGD; omit = non-private")
     tr.add_argument("--delta", type=float)
@@ -377,6 +391,19 @@ def _existing_synthetic(path: str) -> Path:
         raise PrivmedError(PATH_MISSING.format(what="synthetic image folder or generator", path=target,
                                                cwd=Path.cwd()))
     return target
+
+
+POSITIVE_CLASS_HELP = ("the positive class: a class name or a label value (e.g. 0); scores and thresholds follow it "
+                       "(default: label 1 of 0/1 labels; 'malignant' when the classes are named and one is)")
+CLASS_NAMES_HELP = ("names of the label values 0 and 1, in that order, e.g. malignant,benign (default: from the data, "
+                    "else neutral label=0/label=1)")
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"expected two different names separated by a comma, got {text!r}")
+    return names
 
 
 def _bool(text: str) -> bool:
@@ -497,7 +524,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from privmed.reporting import print_metrics_table
 
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
-                                 positive_class=args.positive_class, n_resamples=args.bootstrap)
+                                 positive_class=args.positive_class, class_names=args.class_names,
+                                 n_resamples=args.bootstrap)
     print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
     print(f"written to {where}")
     return 0
@@ -509,6 +537,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
                           label_columns=args.label_column, positive_class=args.positive_class,
+                          class_names=args.class_names,
                           n_resamples=args.bootstrap)
     print_comparison(result)
     return 0

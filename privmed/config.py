@@ -6,7 +6,8 @@ configuration is written to ``RUN/config.yaml`` and is what ``--resume`` compare
 
 YAML layout (every section optional)::
 
-    data:     {path: ../shared/data/cbis-ddsm-masses, positive_class: malignant, image_size: 128}
+    data:     {path: ../shared/data/cbis-ddsm-masses, class_names: [benign, malignant], positive_class: malignant,
+               image_size: 128}
     model:    {name: scatter_linear}
     privacy:  {epsilon: 1, delta: 1.0e-5, clip_norm: 1.0, accountant: prv}
     training: {epochs: 20, batch_size: 128, lr: 0.1, seed: 0}
@@ -42,7 +43,8 @@ class DataConfig:
 
     path: str | None = None
     label_columns: tuple[str, ...] = ("label",)
-    positive_class: str = "malignant"
+    positive_class: str | None = None  # a class name or a label value; None: label 1, or 'malignant' by name
+    class_names: tuple[str, ...] | None = None  # names of the label values 0 and 1 (None: from the data)
     image_size: int = 64
     spatial_dims: int = 2
     split_column: str = "split"
@@ -66,6 +68,11 @@ class DataConfig:
                  and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",
                  (self.val_fraction, self.test_fraction), "each in (0, 1) and their sum below 1")
         _require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
+        if self.class_names is not None and len(self.class_names) == 1 and "," in self.class_names[0]:
+            object.__setattr__(self, "class_names", tuple(n.strip() for n in self.class_names[0].split(",")))
+        _require(self.class_names is None or (len(self.class_names) == 2 and len(set(self.class_names)) == 2
+                                              and all(self.class_names)), "data", "class_names", self.class_names,
+                 "give two different names, of the label values 0 and 1 in that order (e.g. benign,malignant)")
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,9 @@ class RunConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
+        from privmed.models.registry import check_model_choice  # before any data is read: fails in a second
+
+        check_model_choice(self.model.name, spatial_dims=self.data.spatial_dims, norm=self.model.norm)
         if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
             raise PrivmedError("synthetic.use = 'only' trains on synthetic images alone and never touches the "
                                "private training split, so DP-SGD has nothing to protect: leave out --epsilon / "
@@ -255,13 +265,14 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def identity(self) -> dict[str, Any]:
-        """The parts that must not change when a run is resumed (everything but ``out``
-        and the evaluation-only bootstrap count)."""
+        """The parts that must not change when a run is resumed (everything but ``out``, the
+        evaluation-only bootstrap count, and where and in what chunks it computes)."""
         d = self.to_dict()
         d.pop("out")
         d["training"].pop("bootstrap_resamples")
         d["training"].pop("num_workers")
         d["training"].pop("device")
+        d["training"].pop("physical_batch_size")  # memory only (lowered to what fits): never changes the result
         return d
 
 

@@ -22,7 +22,13 @@ UNREADABLE_IMAGE = "cannot read image '{path}': {reason}. Replace or remove the 
 NOT_UTF8 = "'{path}' is not UTF-8 text (byte {position}: {byte}). Save it as UTF-8 and try again."
 MANIFEST_NOT_CSV = "manifest '{path}' is not a readable CSV ({reason}). Fix the file."
 MISSING_COLUMN = "manifest '{path}' has no column '{column}' (columns: {columns}). Name the label column with --label-column."
-NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or the two class names with --positive-class)."
+NON_BINARY_LABEL = "label column '{column}' holds values {values}; a binary task needs exactly 0/1 (or two class names)."
+POSITIVE_CLASS_NEEDED = ("label column '{column}' holds the classes {names}: say which one is positive with "
+                         "--positive-class (data.positive_class).")
+POSITIVE_CLASS_UNKNOWN = ("--positive-class '{wanted}' is neither a class of label column '{column}' ({names}) nor one "
+                          "of its label values ({values}). Pass one of them; name 0/1 labels with --class-names.")
+CLASS_NAMES_CLASH = ("--class-names {given} names 0/1 labels, but label column '{column}' already holds the named "
+                     "classes {found}. Drop --class-names, or use those names.")
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
 DUPLICATE_PATHS = ("manifest '{path}' lists {n} image(s) more than once (first: '{example}'). Each image must be "
                    "one row, or N and the per-sample privacy guarantee are wrong: remove the duplicate rows.")
@@ -48,7 +54,19 @@ BATCH_TOO_LARGE = (
     "a physical batch of {batch} does not fit in memory ({reason}). Pass a smaller --physical-batch-size, "
     "e.g. {suggest}; the logical batch (--batch-size) and the privacy guarantee stay the same."
 )
-RESUME_NOTHING = "--resume was given but '{path}' holds no checkpoint to resume. Drop --resume to start a fresh run."
+BATCH_NEVER_FITS = (
+    "{what}: one training sample needs about {need}, more than {share}% of the {available} of memory available. "
+    "Use a smaller --image-size (a 3D volume's memory grows with its cube: 64³ needs 8x what 32³ does) or a smaller "
+    "--model, or run on a machine with more memory."
+)
+PHYSICAL_BATCH_LOWERED = (
+    "physical batch {requested} does not fit in memory ({available} available, about {per_sample} a sample): "
+    "training with physical batches of {chosen} instead; the logical batch ({logical}), the noise and the privacy "
+    "guarantee are unchanged."
+)
+RESUME_NOTHING = "--resume was given but '{path}' holds no run to resume. Drop --resume to start a fresh run there."
+RESTARTED = ("'{path}' holds a run that stopped before its first checkpoint (no model of it exists, nothing was "
+             "released): starting it again from the beginning.")
 RESUME_CONFIG_CHANGED = (
     "cannot resume '{path}': the configuration changed ({changes}). Resume with the original options, "
     "or start a new run in another --out directory."
@@ -89,6 +107,9 @@ AUDIT_GROUP_NEEDS_PATIENT_UNIT = (
     "--images-per-canary {size}: a canary of several images is one patient, but this run protects each {unit}, so "
     "its claimed epsilon does not cover a group of images. Use --images-per-canary 1, or audit a run trained "
     "with privacy.unit: patient.")
+
+SMALL_SPLIT = ("split '{split}' has only {n} sample(s) of its rarest class (fewer than {minimum}): its metrics and "
+               "CIs are unreliable (an AUROC of 0 or 1 with a zero-width CI can be chance). Evaluate on a larger split.")
 
 
 def error_kind(message: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from privmed import rundir
+from privmed.errors import SMALL_SPLIT
 from privmed.evaluation.metrics import METRIC_NAMES
 
 
@@ -20,8 +21,12 @@ def metric_rows(split_metrics: dict, label_names: list[str]) -> list[tuple[str, 
     return [(name, split_metrics[name]) for name in [*label_names, "mean"]]
 
 
+#: below this many samples of the rarest class a split's metrics are flagged as unreliable
+MIN_PER_CLASS = 10
+
+
 def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None = None) -> None:
-    """Each split's metrics with 95% CIs."""
+    """Each split's metrics with 95% CIs, and a warning under a split too small to show much."""
     print(title)
     for split in splits or list(metrics["splits"]):
         sm = metrics["splits"][split]
@@ -29,6 +34,17 @@ def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None =
         for name, row in metric_rows(sm, metrics["label_names"]):
             cells = "  ".join(f"{m}={format_ci(row[m])}" for m in METRIC_NAMES)
             print(f"    {name}: {cells}")
+        warning = small_split_warning(split, sm)
+        if warning:
+            print(f"    warning: {warning}")
+
+
+def small_split_warning(split: str, split_metrics: dict) -> str | None:
+    """SMALL_SPLIT when the split has fewer than MIN_PER_CLASS samples of a class (None otherwise)."""
+    smallest = split_metrics.get("smallest_class_n")
+    if smallest is None or smallest >= MIN_PER_CLASS:
+        return None
+    return SMALL_SPLIT.format(split=split, n=smallest, minimum=MIN_PER_CLASS)
 
 
 def print_run_summary(run: Path) -> None:
@@ -45,9 +61,20 @@ def print_comparison(result: dict) -> None:
     """Paired bootstrap comparison of two runs."""
     print(f"{result['run_a']} vs {result['run_b']} on {result['dataset']} [{result['split']}], "
           f"{result['n_resamples']} paired bootstrap resamples")
+    for letter in ("a", "b"):
+        print(f"  {letter.upper()} = {result[f'run_{letter}']}: {privacy_line(Path(result[f'run_{letter}']))}")
     for metric, r in result["metrics"].items():
         print(f"  {metric}: A={r['a']:.3f} B={r['b']:.3f} A-B={r['difference']:+.3f} "
               f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}")
+
+
+def privacy_line(run: Path) -> str:
+    """The run's ledger in one sentence: 'private: (epsilon=..., delta=...)-DP ...' or 'NOT PRIVATE: why'."""
+    path = Path(run) / rundir.PRIVACY
+    if not path.is_file():
+        return "privacy unknown (no privacy.json)"
+    privacy = rundir.read_json(path)
+    return f"private: {privacy['summary']}" if privacy["private"] else privacy["summary"]
 
 
 def print_audit(result: dict) -> None:

@@ -26,6 +26,7 @@ from privmed.errors import (
     RESUME_CONFIG_CHANGED,
     RESUME_NOTHING,
     RUN_DATA_MISSING,
+    RESTARTED,
     PrivmedError,
 )
 
@@ -173,6 +174,9 @@ def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: C
     import torch
 
     last = out / CHECKPOINTS / LAST
+    if stopped_before_first_checkpoint(out):  # with or without --resume: nothing of it was released
+        _restart_note(out)
+        return None
     if not resume:
         if (out / CONFIG).exists():
             raise PrivmedError(OUT_NOT_EMPTY.format(path=out))
@@ -184,6 +188,22 @@ def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: C
         raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))
     return load_checkpoint(last, fix="Drop --resume and start the run again in a new --out (the spent privacy "
                                      "budget of the interrupted run is lost with it).")
+
+
+def stopped_before_first_checkpoint(out: Path) -> bool:
+    """A folder where a run (or generator) started, wrote its configuration, and stopped before its first
+    checkpoint and before its results: no model of it exists, nothing was released, it can start again."""
+    out = Path(out)
+    return ((out / CONFIG).is_file() and not (out / CHECKPOINTS / LAST).is_file()
+            and not (out / METRICS).is_file() and not (out / PRIVACY).is_file())
+
+
+def _restart_note(out: Path) -> None:
+    import sys
+
+    note = RESTARTED.format(path=out)
+    print(f"privmed: {note}", file=sys.stderr)
+    append_log(out, note)
 
 
 def config_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -204,7 +224,14 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files, like the report beside them
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _jsonable(obj: Any) -> Any:

@@ -43,6 +43,7 @@ def test_train_evaluate_compare(phantom_root, tmp_path, capsys):
                                                                         abs=1e-6)
     code, out, _ = run_cli(capsys, "compare", a, b, "--data", phantom_root, "--bootstrap", 100)
     assert code == 0 and "p=" in out
+    assert f"A = {a}: private: (epsilon=" in out and f"B = {b}: NOT PRIVATE:" in out  # which run is private
 
 
 def test_a_run_whose_relative_data_path_does_not_resolve_from_here_asks_for_data(phantom_root, tmp_path, capsys,
@@ -94,4 +95,74 @@ def test_batch_that_does_not_fit_in_memory(phantom_root, tmp_path, capsys, monke
 
 def test_resume_with_nothing_to_resume(phantom_root, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "none", *FAST, "--resume")
-    assert_clean_error(code, err, "holds no checkpoint")
+    assert_clean_error(code, err, "holds no run to resume")
+
+
+def test_help_shows_the_defaults(capsys):
+    from privmed.config import DataConfig, ModelConfig, TrainingConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    t, d, m = TrainingConfig(), DataConfig(), ModelConfig()
+    for option, default in (("--epochs EPOCHS", t.epochs), ("--image-size IMAGE_SIZE", d.image_size),
+                            ("--lr LR", t.lr), ("--seed SEED", t.seed), ("--model MODEL", m.name)):
+        after = text.split(option + " ", 2)[-1][:120]  # the option's own help, past the usage line
+        assert f"default {default}" in after, (option, after)
+    assert f"(default {t.batch_size})" in text
+
+
+def test_a_wrong_model_or_dimension_fails_before_any_data_is_read(tmp_path, capsys):
+    missing = tmp_path / "not-read"  # the data is checked after the model: it must not be what fails
+    code, _, err = run_cli(capsys, "train", "--data", missing, "--out", tmp_path / "o", "--model", "scatter_linear",
+                           "--spatial-dims", "3")
+    assert_clean_error(code, err, "model 'scatter_linear' supports spatial_dims (2,), got 3", tmp_path / "o")
+    code, _, err = run_cli(capsys, "train", "--data", missing, "--out", tmp_path / "o", "--model", "resnet99")
+    assert_clean_error(code, err, "unknown model 'resnet99'", tmp_path / "o")
+
+
+def test_tiny_splits_get_a_warning_under_their_metrics(capsys):
+    import numpy as np
+    import pandas as pd
+
+    from privmed.data.sources import Dataset
+    from privmed.evaluation.predictions import evaluate_predictions
+    from privmed.reporting import MIN_PER_CLASS, print_metrics_table
+
+    n_small, n_big = 3, 4 * MIN_PER_CLASS
+    split = ["val"] * n_big + ["test"] * 2 * n_small
+    y = [i % 2 for i in range(n_big)] + [0] * n_small + [1] * n_small
+    table = pd.DataFrame({"sample_id": [str(i) for i in range(len(y))], "split": split, "patient_id": np.nan,
+                          "label=1": y})
+    data = Dataset("toy", table, np.zeros((len(y), 4, 4), np.float32), ("label=1",), ())
+    scores = np.random.default_rng(0).random((len(y), 1))
+    metrics = evaluate_predictions(data, {"val": scores[:n_big], "test": scores[n_big:]}, n_resamples=100)
+    assert metrics["splits"]["test"]["smallest_class_n"] == n_small
+    print_metrics_table(metrics, title="toy")
+    out = capsys.readouterr().out
+    assert f"split 'test' has only {n_small} sample(s) of its rarest class" in out
+    assert "split 'val' has only" not in out
+
+
+def test_positive_class_0_makes_label_0_positive_end_to_end(tmp_path, capsys):
+    """A BreastMNIST-like .npz where label 0 is malignant: targets, scores and names follow --positive-class."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 64), ("val", 32), ("test", 32)):
+        labels = np.arange(n) % 2
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        images[labels == 0, 8:20, 8:20] = 220  # label 0 carries the lesion
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(n, 1)
+    np.savez(tmp_path / "breast.npz", **arrays)
+    out = tmp_path / "run"
+    code, printed, _ = run_cli(capsys, "train", "--data", tmp_path / "breast.npz", "--out", out, *FAST,
+                               "--positive-class", "0", "--class-names", "malignant,benign")
+    assert code == 0 and "    malignant: auroc=" in printed and "label=1" not in printed
+    assert json.loads((out / rundir.METRICS).read_text())["label_names"] == ["malignant"]
+    preds = pd.read_csv(out / rundir.PREDICTIONS)
+    test = preds[preds["split"] == "test"]
+    assert (test["label"].to_numpy() == (arrays["test_labels"].ravel() == 0)).all()
+    assert test.loc[test["label"] == 1, "score"].mean() > test.loc[test["label"] == 0, "score"].mean()

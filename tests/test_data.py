@@ -84,6 +84,81 @@ def test_medmnist_npz(tmp_path):
     assert ds.patient_ids is None
 
 
+def _toy_npz(path, *, positives_of_zero: int = 0):
+    """0/1 labels; the first ``positives_of_zero`` of each split are label 0, the rest alternate."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 20), ("val", 10), ("test", 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_labels_get_neutral_names_never_malignant_by_default(tmp_path):
+    ds = load_dataset(DataConfig(path=str(_toy_npz(tmp_path / "toy.npz")), image_size=16))
+    assert ds.label_names == ("label=1",)
+    raw = np.load(tmp_path / "toy.npz")["train_labels"][:, 0]
+    assert (ds.split("train").labels[:, 0] == raw).all()
+
+
+@pytest.mark.parametrize("positive,names,expected", [("0", ("malignant", "benign"), "malignant"),
+                                                     ("malignant", ("malignant", "benign"), "malignant"),
+                                                     ("0", None, "label=0"),
+                                                     ("1", ("malignant", "benign"), "benign")])
+def test_positive_class_chooses_the_label_value_and_targets_follow(tmp_path, positive, names, expected):
+    """BreastMNIST's case: label 0 = malignant. --positive-class 0 makes label 0 the positive class."""
+    path = _toy_npz(tmp_path / "toy.npz")
+    ds = load_dataset(DataConfig(path=str(path), image_size=16, positive_class=positive, class_names=names))
+    assert ds.label_names == (expected,)
+    raw = np.load(path)["test_labels"][:, 0]
+    positive_value = 0 if expected in ("malignant", "label=0") else 1
+    assert (ds.split("test").labels[:, 0] == (raw == positive_value)).all()
+
+
+def test_float_labels_and_a_named_0_1_column(phantom_root):
+    table = pd.read_csv(phantom_root / "metadata.csv").drop(columns=["class"])
+    table["label"] = table["label"].astype(float)
+    table.to_csv(phantom_root / "float.csv", index=False)
+    ds = load_dataset(DataConfig(path=str(phantom_root / "float.csv"), image_size=32, positive_class="0"))
+    assert ds.label_names == ("label=0",) and (ds.labels[:, 0] == (table["label"] == 0)).all()
+    table.rename(columns={"label": "tumour"}).to_csv(phantom_root / "named.csv", index=False)
+    named = load_dataset(DataConfig(path=str(phantom_root / "named.csv"), image_size=32, label_columns=("tumour",)))
+    assert named.label_names == ("tumour",) and (named.labels[:, 0] == table["label"]).all()
+
+
+def test_unknown_positive_class_says_what_exists(tmp_path):
+    with pytest.raises(PrivmedError, match=r"--positive-class 'tumour' is neither.*label=0.*--class-names"):
+        load_dataset(DataConfig(path=str(_toy_npz(tmp_path / "t.npz")), image_size=16, positive_class="tumour"))
+
+
+def test_class_names_from_cli_text():
+    assert DataConfig(class_names=("malignant,benign",)).class_names == ("malignant", "benign")
+    with pytest.raises(PrivmedError, match="two different names"):
+        DataConfig(class_names=("a", "a"))
+
+
+def test_named_classes_need_a_positive_class_unless_one_is_malignant(tmp_path):
+    root = tmp_path / "d"
+    for split in ("train", "val", "test"):
+        for cls in ("cat", "dog"):
+            for i in range(3):
+                write_png(root / split / cls / f"{i}.png")
+    with pytest.raises(PrivmedError, match=r"classes \['cat', 'dog'\].*--positive-class"):
+        load_dataset(DataConfig(path=str(root), image_size=16))
+    ds = load_dataset(DataConfig(path=str(root), image_size=16, positive_class="cat"))
+    assert ds.label_names == ("cat",)
+    assert ds.table.loc[ds.table["sample_id"].str.contains("cat"), "cat"].eq(1).all()
+
+
+def test_phantom_names_come_from_the_data_and_benign_can_be_positive(phantom_root):
+    default = load_dataset(DataConfig(path=str(phantom_root), image_size=32))
+    flipped = load_dataset(DataConfig(path=str(phantom_root), image_size=32, positive_class="benign"))
+    assert default.label_names == ("malignant",) and flipped.label_names == ("benign",)
+    assert (default.labels + flipped.labels == 1).all()
+    assert load_dataset(DataConfig(phantom_samples=100, image_size=32)).label_names == ("malignant",)
+
+
 @pytest.mark.parametrize("shape,spatial_dims,loads", [((8, 8, 3), 2, True), ((8, 8, 8), 2, False),
                                                        ((8, 8, 8), 3, True)])
 def test_npz_colour_is_averaged_but_a_volume_is_never_read_as_colour(tmp_path, shape, spatial_dims, loads):
@@ -99,6 +174,43 @@ def test_npz_colour_is_averaged_but_a_volume_is_never_read_as_colour(tmp_path, s
     else:
         with pytest.raises(PrivmedError, match=r"holds images of shape \(8, 8, 8\), not 2D.*--spatial-dims"):
             load_dataset(config)
+
+
+def write_dicom(path, *, patient: str = "", study: str = "", value: int = 0):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcm = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    pixels = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) + value)
+    dcm.Rows, dcm.Columns = pixels.shape
+    dcm.BitsAllocated, dcm.BitsStored, dcm.HighBit = 16, 16, 15
+    dcm.SamplesPerPixel, dcm.PixelRepresentation, dcm.PhotometricInterpretation = 1, 0, "MONOCHROME2"
+    if patient:
+        dcm.PatientID = patient
+    if study:
+        dcm.StudyInstanceUID = study
+    dcm.PixelData = pixels.tobytes()
+    dcm.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_class_folders_are_split_by_patient_id_from_the_headers(tmp_path):
+    root = tmp_path / "dicom"
+    for p in range(40):
+        cls = "malignant" if p % 2 else "benign"
+        for k in range(2):  # two images per patient
+            write_dicom(root / cls / f"p{p}_{k}.dcm", patient=f"PAT{p:03d}", value=p * 10 + k)
+    write_dicom(root / "benign" / "anon.dcm", study="1.2.3.4")
+    ds = load_dataset(DataConfig(path=str(root), image_size=16))
+    table = ds.table
+    assert table["patient_id"].notna().all()
+    assert table.loc[table["sample_id"].str.endswith("anon.dcm"), "patient_id"].item() == "study:1.2.3.4"
+    assert table.groupby("patient_id")["split"].nunique().max() == 1  # every patient in one split
+    assert table[table["patient_id"].str.startswith("PAT")].groupby("patient_id").size().eq(2).all()
 
 
 def test_dicom_and_nifti_readers(tmp_path):
@@ -185,8 +297,22 @@ def test_patient_in_two_splits(phantom_root):
 
 @requires_cbis()
 def test_cbis_manifest_is_patient_disjoint_and_binary():
-    ds = load_dataset(DataConfig(path=str(CBIS), image_size=32))
+    ds = load_dataset(DataConfig(path=str(CBIS), image_size=32, class_names=("benign", "malignant")))
     assert len(ds) == 1698 and ds.label_names == ("malignant",)
     counts = ds.table.groupby("split")["malignant"].sum().to_dict()
     assert counts == {"train": 525, "val": 102, "test": 157}
     assert {"breast_density", "view", "subtlety", "laterality"} <= set(ds.attribute_columns)
+
+
+BREASTMNIST = CBIS.parent / "medmnist" / "breastmnist.npz"
+
+
+@pytest.mark.skipif(not BREASTMNIST.is_file(), reason=f"BreastMNIST not found at {BREASTMNIST} (set PRIVMED_SHARED_DATA)")
+def test_breastmnist_malignant_is_label_0_when_told_and_never_by_default():
+    raw = np.load(BREASTMNIST)["train_labels"].ravel()
+    default = load_dataset(DataConfig(path=str(BREASTMNIST), image_size=32))
+    assert default.label_names == ("label=1",)  # the data does not say what 1 is: no 'malignant' by default
+    told = load_dataset(DataConfig(path=str(BREASTMNIST), image_size=32, positive_class="0",
+                                   class_names=("malignant", "benign")))
+    assert told.label_names == ("malignant",)
+    assert int(told.split("train").labels.sum()) == int((raw == 0).sum())  # README: 0 = malignant

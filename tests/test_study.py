@@ -328,3 +328,24 @@ def test_collect_reports_pending_and_interrupted_cells(tmp_path):
     results = collect(study, tmp_path).results.set_index("run")
     assert results.loc["dp_sgd__eps2__seed0", "status"] == "interrupted"
     assert results.loc["dp_sgd__eps2__seed1", "status"] == "pending"
+
+
+def test_no_fairness_attributes_no_fairness_files_and_results_are_readable_like_the_report(tmp_path, capsys):
+    import os
+    import stat
+
+    raw = tiny(strategies={"broken": {"synthetic": {"path": str(tmp_path / "missing"), "use": "augment"}}},
+               epsilons=[2], fairness={})
+    path = tmp_path / "study.yaml"
+    rundir.write_yaml(path, raw)
+    old = os.umask(0o022)
+    try:
+        main(["study", str(path), "--out", str(tmp_path / "out")])
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert (out / "results.csv").is_file()
+    for name in ("fairness.csv", "fairness_gaps.csv", "fairness_trends.csv"):
+        assert not (out / name).exists(), name
+    mode = {name: stat.S_IMODE((out / name).stat().st_mode) for name in ("results.csv", "status.json", "report.html")}
+    assert mode["results.csv"] == mode["status.json"] == mode["report.html"] == 0o644, mode

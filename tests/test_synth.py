@@ -417,3 +417,32 @@ def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(
     assert a["stages"] == b["stages"] and a["epsilon"] == b["epsilon"]
     wa, wb = (torch.load(p / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"] for p in (whole, cut))
     assert all(torch.allclose(wa[k], wb[k]) for k in wa)
+
+
+def test_the_generator_bar_moves_inside_an_epoch(phantom_root, tmp_path, monkeypatch):
+    """Progress is counted in discriminator steps, so a long epoch is not a frozen 0/3."""
+    import privmed.synth.training as synth_training
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, *args, total=None, initial=0, **kwargs):
+            self.total, self.n, self.epochs_seen = total, initial, []
+            bars.append(self)
+
+        def update(self, k=1):
+            self.n += k
+
+        def set_postfix(self, refresh=True, **values):
+            self.epochs_seen.append((self.n, values.get("epoch")))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(synth_training, "tqdm", Recorder)
+    train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0))
+    steps = 2 * math.ceil(int((pd.read_csv(phantom_root / "metadata.csv")["split"] == "train").sum()) / 32)
+    [bar] = bars
+    assert bar.total == steps and bar.n == steps
+    inside_first_epoch = [n for n, epoch in bar.epochs_seen if epoch == "1/2"]
+    assert 1 in inside_first_epoch and steps // 2 in inside_first_epoch  # it moved before the epoch ended

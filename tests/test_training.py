@@ -128,7 +128,7 @@ def test_interrupted_run_resumes_without_recounting_steps(phantom_root, tmp_path
 
 def test_resume_errors(phantom_root, tmp_path):
     config = tiny_config(phantom_root, tmp_path / "r", epsilon=3.0)
-    with pytest.raises(PrivmedError, match="holds no checkpoint"):
+    with pytest.raises(PrivmedError, match="holds no run to resume"):
         train(config, resume=True)
     train(config)
     with pytest.raises(PrivmedError, match="already holds a run"):
@@ -148,3 +148,27 @@ def test_patient_unit_errors(tmp_path):
         build({"privacy": {"epsilon": 1, "max_images_per_patient": 0}})
     with pytest.raises(PrivmedError, match="privacy.unit"):
         build({"privacy": {"epsilon": 1, "unit": "study"}})
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_run_that_crashed_before_its_first_checkpoint_restarts_with_the_same_command(phantom_root, tmp_path,
+                                                                                     monkeypatch, capsys, resume):
+    import privmed.training.trainer as trainer
+
+    config = tiny_config(phantom_root, tmp_path / "crash", epsilon=3.0)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed inside the first epoch")
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "_run_epoch", crash)
+        with pytest.raises(RuntimeError):
+            train(config)
+    assert (tmp_path / "crash" / rundir.CONFIG).is_file()
+    assert not (tmp_path / "crash" / rundir.CHECKPOINTS / rundir.LAST).exists()
+    out = train(config, resume=resume)
+    assert (out / rundir.METRICS).is_file()
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert "starting it again" in (out / rundir.LOG).read_text()
+    privacy = json.loads((out / rundir.PRIVACY).read_text())
+    assert privacy["private"] and privacy["epsilon"] <= 3.0

@@ -93,3 +93,12 @@ def one_run_epsilon(scores: np.ndarray, is_member: np.ndarray, *, delta: float, 
         if eps > best.eps_lower_bound:
             best = OneRunBound(eps, m, r, correct, 1 - alpha)
     return best
+
+
+def largest_showable_bound(*, canaries: int, delta: float, alpha: float = 0.05) -> float:
+    """The largest bound :func:`one_run_epsilon` could give with ``canaries`` canaries at ``delta``: a
+    perfect attack (every guess right). An audit whose claimed ε is far above it has too little power to
+    contradict that claim, whatever the model leaks."""
+    counts = sorted({max(2, round(f * canaries)) for f in GUESS_FRACTIONS})
+    return max(epsilon_from_guesses(canaries=canaries, guesses=r, correct=r, delta=delta, alpha=alpha / len(counts))
+               for r in counts)

@@ -41,6 +41,27 @@ def _read_dicom(path: Path) -> np.ndarray:
     return _min_max(arr)
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def dicom_patient(path: str | Path) -> str | None:
+    """The patient a DICOM file belongs to: its PatientID, else its StudyInstanceUID (one study is one
+    patient), else None. Reads the header only. Not a DICOM file: None."""
+    if image_suffix(path) not in DICOM_SUFFIXES:
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as err:  # any decoder error: say which file
+        raise PrivmedError(UNREADABLE_IMAGE.format(path=path, reason=f"{type(err).__name__}: {err}")) from None
+    patient = str(getattr(ds, "PatientID", "") or "").strip()
+    if patient:
+        return patient
+    study = str(getattr(ds, "StudyInstanceUID", "") or "").strip()
+    return f"study:{study}" if study else None
+
+
 def _read_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 

@@ -71,7 +71,7 @@ TABLE_COLUMNS = (
     "sample_id", "label", "split", "patient_id", "breast_density", "age", "age_group", "shape",
 )
 #: Column order of the ``metadata.csv`` written by :func:`write_phantom_dataset`.
-MANIFEST_COLUMNS = ("path", "split", "label", "patient_id", "breast_density", "age", "age_group")
+MANIFEST_COLUMNS = ("path", "split", "label", "class", "patient_id", "breast_density", "age", "age_group")
 SPLITS = ("train", "val", "test")
 CLASS_DIRS = ("benign", "malignant")
 
@@ -459,7 +459,7 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
 
     Writes ``ROOT/images/<split>/<benign|malignant>/<sample_id>.png`` (8-bit
     grayscale) and ``ROOT/metadata.csv`` with columns ``path`` (relative to ROOT,
-    forward slashes), ``split``, ``label``, ``patient_id``, ``breast_density``,
+    forward slashes), ``split``, ``label`` (1 = malignant), ``class`` (its name), ``patient_id``, ``breast_density``,
     ``age`` and ``age_group``, and ``ROOT/privacy.json``, a record saying the images are
     data-independent (so a classifier pretrained or augmented on them, ``privmed train
     --synthetic ROOT``, pays no privacy for them). ``ROOT`` must be new or empty, so that no
@@ -481,7 +481,8 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
         rel = f"images/{row.split}/{CLASS_DIRS[row.label]}/{row.sample_id}.png"
         Image.fromarray(pixels[i], mode="L").save(root / rel, optimize=False, compress_level=1)
         paths.append(rel)
-    manifest = table.assign(path=paths)[list(MANIFEST_COLUMNS)]
+    manifest = table.assign(path=paths, **{"class": [CLASS_DIRS[label] for label in table["label"]]})
+    manifest = manifest[list(MANIFEST_COLUMNS)]
     out = root / "metadata.csv"
     manifest.to_csv(out, index=False)
     _write_origin(root, spec)

@@ -12,6 +12,9 @@ Sources, tried in order (first that matches wins, see :data:`SOURCES`):
 * a class-folder tree, ``ROOT/<split>/<class>/*`` or ``ROOT/<class>/*`` (PNG, JPEG,
   DICOM, NIfTI).
 
+DICOM files carry their patient: without a patient column, the patient id is the file's
+PatientID (else its StudyInstanceUID), so splits made by privmed are patient-disjoint.
+
 ``path=None`` gives the built-in mammography phantom.
 """
 
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
 from privmed.errors import (
+    CLASS_NAMES_CLASH,
     DUPLICATE_PATHS,
     EMPTY_CLASS_FOLDER,
     IDENTICAL_ACROSS_SPLITS,
@@ -41,16 +45,22 @@ from privmed.errors import (
     OUTSIDE_DATA_ROOT,
     PATH_MISSING,
     PATIENT_OVERLAP,
+    POSITIVE_CLASS_NEEDED,
+    POSITIVE_CLASS_UNKNOWN,
     PrivmedError,
 )
 
-from .images import is_image_file, read_image, resize
+from .images import dicom_patient, is_image_file, read_image, resize
 
 SPLITS = ("train", "val", "test")
 #: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
 COLOUR_CHANNELS = (2, 3, 4)
 MANIFEST_NAMES = ("metadata.csv", "manifest.csv")
-RESERVED_COLUMNS = {"sample_id", "split", "patient_id", "path"}
+RESERVED_COLUMNS = {"sample_id", "split", "patient_id", "path", "class"}
+#: a manifest column naming the class of each label value (as ``privmed synth sample`` and the phantom write it)
+CLASS_COLUMN = "class"
+#: the positive class when two named classes include it and --positive-class is not given
+DEFAULT_POSITIVE = "malignant"
 
 
 @dataclass
@@ -164,16 +174,16 @@ def check_patient_disjoint(table: pd.DataFrame) -> None:
 
 
 def _load_phantom(config: DataConfig) -> Dataset:
-    from .phantom import PhantomSpec, generate_phantom
+    from .phantom import CLASS_DIRS, PhantomSpec, generate_phantom
 
     if config.spatial_dims != 2:
         raise PrivmedError("the built-in phantom is 2D; give --data for 3D volumes.")
     images, table = generate_phantom(PhantomSpec(n_samples=config.phantom_samples, image_size=config.image_size,
                                                  seed=config.seed))
-    table = table.rename(columns={"label": "malignant"})
+    table, names = _binarise(table, ["label"], config, source=Path("built-in phantom"), data_names=CLASS_DIRS)
     attrs = ("breast_density", "age_group")
-    return Dataset("phantom", table[["sample_id", "split", "patient_id", "malignant", *attrs]].copy(),
-                   images.astype(np.float32), ("malignant",), attrs)
+    return Dataset("phantom", table[["sample_id", "split", "patient_id", *names, *attrs]].copy(),
+                   images.astype(np.float32), names, attrs)
 
 
 def _is_npz(root: Path) -> bool:
@@ -235,8 +245,9 @@ def _load_manifest(root: Path, config: DataConfig) -> Dataset:
     table["split"] = table[config.split_column].astype(str) if config.split_column in table.columns else np.nan
     if config.patient_column in table.columns:
         table["patient_id"] = table[config.patient_column].astype(str)
-    else:
-        table["patient_id"] = np.nan
+    else:  # DICOM files say whose they are
+        patients = [dicom_patient(base / p) if (base / p).is_file() else None for p in table["path"].astype(str)]
+        table["patient_id"] = [np.nan if p is None else p for p in patients]
     table, names = _binarise(table, list(config.label_columns), config, source=manifest)
     if config.attribute_columns is None:
         skip = RESERVED_COLUMNS | set(names) | set(config.label_columns) | {config.split_column, config.patient_column}
@@ -299,9 +310,10 @@ def _load_folder_tree(root: Path, config: DataConfig) -> Dataset:
             if not files:
                 raise PrivmedError(EMPTY_CLASS_FOLDER.format(path=class_dir))
             for f in files:
+                patient = dicom_patient(f)
                 rows.append({"sample_id": str(f.relative_to(root)), "path": str(f),
-                             "split": split_dir.name if has_splits else np.nan, "patient_id": np.nan,
-                             "class": class_dir.name})
+                             "split": split_dir.name if has_splits else np.nan,
+                             "patient_id": np.nan if patient is None else patient, "class": class_dir.name})
     table = pd.DataFrame(rows)
     table, names = _binarise(table, ["class"], config, source=root)
     images = _read_all([Path(p) for p in table["path"]], config)
@@ -324,13 +336,16 @@ def _read_all(paths: list[Path], config: DataConfig) -> np.ndarray:
     return np.stack(images).astype(np.float32)
 
 
-def _binarise(table: pd.DataFrame, columns: list[str], config: DataConfig, *, source: Path
-              ) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def _binarise(table: pd.DataFrame, columns: list[str], config: DataConfig, *, source: Path,
+              data_names: tuple[str, str] | None = None) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Turn label column(s) into 0/1 target columns; return the target names.
 
-    One column: a binary task. Values 0/1 are taken as they are (1 = positive); two
-    class names need ``positive_class`` to be one of them. Several columns: multi-label,
-    each must already be 0/1.
+    One column: a binary task. ``positive_class`` picks which class is positive (a class
+    name, or a label value such as ``0``); the target is 1 for it, so scores and thresholds
+    follow it. Class names come from ``class_names`` (names of the values 0 and 1), else
+    from the data (class folders, a manifest's ``class`` column or string labels,
+    ``data_names`` of a source that knows them), else neutral ``label=1``; never from a
+    default that may be wrong. Several columns: multi-label, each must already be 0/1.
     """
     table = table.copy()
     if len(columns) > 1:
@@ -341,24 +356,76 @@ def _binarise(table: pd.DataFrame, columns: list[str], config: DataConfig, *, so
             table[c] = table[c].astype(int)
         return table, tuple(columns)
     column = columns[0]
-    values = sorted(pd.unique(table[column].dropna()), key=str)
     if table[column].isna().any():
         raise PrivmedError(f"label column '{column}' of '{source}' has {int(table[column].isna().sum())} empty "
                            f"values. Fill or drop those rows.")
-    if set(values) <= {0, 1} and len(values) > 0:
-        name = config.positive_class if column == "label" else column
-        target = table[column].astype(int)
-    elif len(values) == 2 and config.positive_class in map(str, values):
-        name = config.positive_class
-        target = (table[column].astype(str) == config.positive_class).astype(int)
-    elif len(values) == 2:
-        raise PrivmedError(f"the classes are {[str(v) for v in values]} but the positive class is "
-                           f"'{config.positive_class}'. Pass --positive-class with one of them.")
-    else:
-        raise PrivmedError(NON_BINARY_LABEL.format(column=column, values=[str(v) for v in values]))
-    table = table.drop(columns=[column]) if column != name else table
-    table[name] = target
+    values, names = _classes(table, column, config, data_names)
+    positive = _positive_index(values, names, config, column=column)
+    name = names[positive]
+    value = values[positive]
+    target = (table[column].astype(float) == value if isinstance(value, int) else table[column].astype(str) == value)
+    target = target.astype(int)
+    table = table.drop(columns=[c for c in (column, CLASS_COLUMN) if c in table.columns and c != name])
+    table[name] = target.to_numpy()
     return table, (name,)
+
+
+def _classes(table: pd.DataFrame, column: str, config: DataConfig, data_names: tuple[str, str] | None
+             ) -> tuple[list, tuple[str, str]]:
+    """The two label values (sorted) and their names."""
+    raw = pd.unique(table[column])
+    numeric = all(isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and float(v).is_integer())
+                  for v in raw)
+    values = sorted({int(v) for v in raw}) if numeric else sorted({str(v) for v in raw})
+    if len(values) != 2 and not (len(values) == 1 and numeric and values[0] in (0, 1)):
+        raise PrivmedError(NON_BINARY_LABEL.format(column=column, values=[str(v) for v in values]))
+    if not numeric:
+        if config.class_names is not None and set(config.class_names) != set(values):
+            raise PrivmedError(CLASS_NAMES_CLASH.format(given=list(config.class_names), column=column, found=values))
+        return values, (values[0], values[1])
+    if not set(values) <= {0, 1}:
+        raise PrivmedError(NON_BINARY_LABEL.format(column=column, values=[str(v) for v in values]))
+    values = [0, 1]
+    if config.class_names is not None:
+        return values, (config.class_names[0], config.class_names[1])
+    names = _names_from_class_column(table, column) or data_names
+    if names is not None:
+        return values, names
+    if column != "label":  # a column named after a class: 1 means that class
+        return values, (f"not_{column}", column)
+    return values, (f"{column}=0", f"{column}=1")
+
+
+def _names_from_class_column(table: pd.DataFrame, column: str) -> tuple[str, str] | None:
+    """Names of 0 and 1 from a manifest's ``class`` column, when it maps one-to-one to the labels."""
+    if CLASS_COLUMN not in table.columns or column == CLASS_COLUMN:
+        return None
+    pairs = table[[column, CLASS_COLUMN]].drop_duplicates()
+    if len(pairs) != 2 or pairs[CLASS_COLUMN].nunique() != 2 or pairs[column].nunique() != 2:
+        return None
+    by_value = {int(v): str(n) for v, n in zip(pairs[column], pairs[CLASS_COLUMN])}
+    return by_value[0], by_value[1]
+
+
+def _positive_index(values: list, names: tuple[str, str], config: DataConfig, *, column: str) -> int:
+    """Which of the two classes is positive: ``positive_class`` as a name or a label value.
+
+    Unset: label 1 for 0/1 labels; for two named classes, ``malignant`` when it is one of
+    them (the data says so), otherwise the user must choose.
+    """
+    wanted = config.positive_class
+    if wanted is None:
+        if values == [0, 1]:
+            return 1
+        if DEFAULT_POSITIVE in names:
+            return names.index(DEFAULT_POSITIVE)
+        raise PrivmedError(POSITIVE_CLASS_NEEDED.format(column=column, names=list(names)))
+    if wanted in names:
+        return names.index(wanted)
+    if wanted in map(str, values):
+        return [str(v) for v in values].index(wanted)
+    raise PrivmedError(POSITIVE_CLASS_UNKNOWN.format(wanted=wanted, column=column, names=list(names),
+                                                     values=[str(v) for v in values]))
 
 
 def _random_patient_split(table: pd.DataFrame, config: DataConfig, *, seed: int) -> np.ndarray:

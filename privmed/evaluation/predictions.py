@@ -54,13 +54,22 @@ def choose_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def split_metrics(part: Dataset, scores: np.ndarray, thresholds: np.ndarray, *, n_resamples: int, seed: int) -> dict:
     """Metrics with bootstrap CIs (patient-level when patient ids exist) for one split."""
     labels = part.labels
+    counts = {"n": len(part), "smallest_class_n": smallest_class(labels)}
     if labels.shape[1] == 1:
         result = bootstrap_metrics(y_true=labels[:, 0], scores=scores[:, 0], threshold=float(thresholds[0]),
                                    groups=part.patient_ids, n_resamples=n_resamples, seed=seed)
-        return {"n": len(part), **{k: v.to_dict() for k, v in result.items()}}
+        return {**counts, **{k: v.to_dict() for k, v in result.items()}}
     result = bootstrap_metrics(y_true=labels, scores=scores, threshold=thresholds, groups=part.patient_ids,
                                label_names=list(part.label_names), n_resamples=n_resamples, seed=seed)
-    return {"n": len(part), **{label: {k: v.to_dict() for k, v in per.items()} for label, per in result.items()}}
+    return {**counts, **{label: {k: v.to_dict() for k, v in per.items()} for label, per in result.items()}}
+
+
+def smallest_class(labels: np.ndarray) -> int:
+    """Samples of the rarest class (positive or negative, over every label): what bounds how much a split can show."""
+    if len(labels) == 0:
+        return 0
+    positives = labels.sum(0)
+    return int(min(positives.min(), (len(labels) - positives).min()))
 
 
 def evaluate_predictions(data: Dataset, scores: dict[str, np.ndarray], *, threshold_split: str = "val",

@@ -103,6 +103,21 @@ def get_model_info(name: str) -> ModelInfo:
         ) from None
 
 
+def check_model_choice(name: str, *, spatial_dims: int, norm: str = "group") -> None:
+    """Raise :class:`ModelConfigError` for an unknown model, a dimension it does not support, or an
+    unknown norm: the checks of :func:`build_model` that need no weights, so they can run before any data is read."""
+    info = get_model_info(name)
+    if spatial_dims not in info.spatial_dims:
+        raise ModelConfigError(
+            f"model {name!r} supports spatial_dims {info.spatial_dims}, got {spatial_dims}. "
+            f"Models with 3D support: {', '.join(n for n, i in sorted(MODELS.items()) if 3 in i.spatial_dims)}."
+        )
+    if norm not in NORMS:
+        raise ModelConfigError(
+            f"unknown norm {norm!r}; use 'group' (DP-compatible) or 'batch' (non-private only)."
+        )
+
+
 def build_model(
     name: str,
     *,
@@ -131,16 +146,8 @@ def build_model(
         ModelConfigError (a ValueError): unknown name, unsupported ``spatial_dims`` or ``norm``, or
         options the model cannot be built with (an image size its architecture does not divide).
     """
+    check_model_choice(name, spatial_dims=spatial_dims, norm=norm)
     info = get_model_info(name)
-    if spatial_dims not in info.spatial_dims:
-        raise ModelConfigError(
-            f"model {name!r} supports spatial_dims {info.spatial_dims}, got {spatial_dims}. "
-            f"Models with 3D support: {', '.join(n for n, i in sorted(MODELS.items()) if 3 in i.spatial_dims)}."
-        )
-    if norm not in NORMS:
-        raise ModelConfigError(
-            f"unknown norm {norm!r}; use 'group' (DP-compatible) or 'batch' (non-private only)."
-        )
     try:
         return info.builder(spatial_dims=spatial_dims, in_channels=in_channels, num_outputs=num_outputs,
                             image_size=image_size, norm=norm, **overrides)

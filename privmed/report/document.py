@@ -65,7 +65,8 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-.table{overflow-x:auto}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+.table{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+td.ci{white-space:nowrap}caption{text-align:left;caption-side:top;font-size:.95em;color:#555}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}
 .warning{background:#fff4e5;border-left:4px solid #e69500;padding:.4em .8em}
@@ -121,8 +122,9 @@ def _html(block) -> str:
         return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in block.frame.columns)
-        rows = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>"
-                       for row in block.frame.itertuples(index=False))
+        cells = [' class="ci"' if "CI" in str(c) else "" for c in block.frame.columns]  # intervals never wrap
+        rows = "".join("<tr>" + "".join(f"<td{cls}>{html.escape(format_value(v))}</td>" for cls, v in zip(cells, row))
+                       + "</tr>" for row in block.frame.itertuples(index=False))
         caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
         return (f'<div class="table"><table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
                 f"</div>")

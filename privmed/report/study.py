@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import privmed
@@ -26,13 +27,16 @@ from privmed.study.config import StudyConfig, study_from_dict
 from privmed.study.results import StudyTables, collect
 from privmed.study.runner import STUDY_FILE, TIMING
 
-from .charts import mean_over_seeds, subgroup_chart, utility_chart
+from .charts import mean_over_seeds, subgroup_chart, utility_caption, utility_chart
 from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Picture, Table, to_html, to_markdown
 
 HTML = "report.html"
 MARKDOWN = "report.md"
 NOT_A_STUDY = "'{path}' is not a study folder (no {file}); run `privmed study STUDY.yaml --out {path}` first."
 UNIT_WORDS = {"patient": "one patient and all of their images", "image": "one image"}
+MIN_TREND_POINTS = 3  # Pearson's r of two points is ±1 by construction, of fewer undefined
+#: a generator whose per-pixel spread across images is below this share of the real images' is flagged
+LOW_DIVERSITY_RATIO = 0.5
 FREE_INPUTS_HEADING = "Inputs that add nothing to ε (made without patient data, or declared public by the user):"
 
 
@@ -144,9 +148,10 @@ def _utility(study: StudyConfig, done: pd.DataFrame) -> list:
         chart = utility_chart(summary, metric="AUROC", title=f"AUROC on the {what}",
                               reference=float(ref.iloc[0]) if len(ref) else None,
                               reference_label=f"{baseline}, non-private")
-        blocks.append(Chart(f"utility_{prefix}", chart, f"AUROC on the {what} against the classifier's ε: mean over "
-                                                        f"seeds, error bars the mean 95% bootstrap CI; dashed lines "
-                                                        f"are not private overall."))
+        caption = utility_caption(summary, metric="AUROC", what=what)
+        if len(ref):
+            caption += f" Dotted grey line: {baseline} without DP."
+        blocks.append(Chart(f"utility_{prefix}", chart, caption))
         table = summary.rename(columns={"value": "AUROC", "ci_low": "CI low", "ci_high": "CI high",
                                         "total_epsilon": "total ε (mean)", "private_all": "private"})
         blocks.append(Table(table[["strategy", "epsilon", "total ε (mean)", "private", "AUROC", "CI low", "CI high",
@@ -165,10 +170,12 @@ def _utility_summary(done: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 def _runs(study: StudyConfig, results: pd.DataFrame) -> list:
     columns = ["run", "strategy"] + (["model"] if len(study.models) > 1 else [])
-    columns += ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc", "test_auroc", "test_auroc_ci_low",
-                "test_auroc_ci_high"]
+    columns += ["epsilon", "total_epsilon", "private", "seed", "status", "val_auroc", "test AUROC [95% CI]"]
     columns += [c for e in study.external for c in (f"{e.name}_auroc",) if c in results]
     columns += [c for c in ("train_seconds", "error") if c in results]
+    if "test_auroc" in results:
+        results = results.assign(**{"test AUROC [95% CI]": [
+            _ci(*v) for v in results[["test_auroc", "test_auroc_ci_low", "test_auroc_ci_high"]].to_numpy(float)]})
     frame = results[[c for c in columns if c in results]]
     if "error" in frame:  # an error's text may name a patient, a file or a path: only its kind is reported
         frame = frame.assign(error=[error_kind(e) if isinstance(e, str) else "" for e in frame["error"]])
@@ -210,7 +217,27 @@ def _audit(done: pd.DataFrame) -> list:
     if len(broken):
         blocks.append(Paragraph(f"The empirical lower bound exceeds the claimed ε for {', '.join(broken['run'])}: "
                                 f"the privacy claim of these runs is contradicted.", "warning"))
+    blocks += _audit_power(audited, attacks)
     return blocks + [Table(table)]
+
+
+def _audit_power(audited: pd.DataFrame, attacks: list[str]) -> list:
+    """Say when the audit could not have shown anything: the largest bound its sample size allows, and
+    whether every bound is 0 (the non-private run's included)."""
+    if "audit_max_showable_bound" not in audited or audited["audit_max_showable_bound"].isna().all():
+        return []
+    ceiling = float(audited["audit_max_showable_bound"].max())
+    columns = [c for c in (f"audit_{a}_eps_lower_bound" for a in attacks) if c in audited]
+    bounds = audited[columns].to_numpy(dtype=float)
+    sentence = (f"Power: with this many canaries, even a perfect attack could show at most ε ≥ {ceiling:.2f}; "
+                f"a claimed ε above that cannot be contradicted by this audit.")
+    if len(bounds) and (bounds <= 0).all():
+        non_private = audited[audited["audit_claimed_epsilon"] == math.inf]
+        sentence += (" Every bound here is 0" + (", the non-private run's included" if len(non_private) else "")
+                     + ": the attacks found no evidence at this power, which is not evidence of privacy. "
+                       "Audit with canaries (audit: {canaries: 500}) for a sensitive test.")
+        return [Paragraph(sentence, "warning")]
+    return [Paragraph(sentence)]
 
 
 def _fairness(study: StudyConfig, tables: StudyTables) -> list:
@@ -235,13 +262,18 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
             "auroc_parity_difference", "n", "train_n"]
     mean = mean_over_seeds(shown, ["strategy", "epsilon", "group"], cols)
     if len(mean):
-        blocks.append(Chart(f"subgroup_auroc_{attribute}", subgroup_chart(mean, value="auroc",
-                                                                          title=f"Subgroup AUROC by {attribute}"),
-                            f"Test AUROC of each {attribute} group against ε, per strategy (mean over seeds)."))
+        blocks.append(Chart(f"subgroup_auroc_{attribute}",
+                            subgroup_chart(mean, value="auroc", title=f"Subgroup AUROC by {attribute}",
+                                           ci=("auroc_ci_low", "auroc_ci_high")),
+                            f"Test AUROC of each {attribute} group against the classifier's ε, per strategy (mean "
+                            f"over seeds); error bars: mean patient-level 95% bootstrap CI; groups drawn side by "
+                            f"side; diamonds in the 'non-private' slot: ε = ∞, joined to no line."))
         blocks.append(Chart(f"parity_{attribute}", subgroup_chart(mean, value="auroc_parity_difference",
                                                                   title=f"AUROC parity difference by {attribute}",
                                                                   zero_line=True),
-                            f"AUROC parity difference of each {attribute} group against ε (0 = parity)."))
+                            f"AUROC parity difference of each {attribute} group against the classifier's ε "
+                            f"(0 = parity; mean over seeds, no interval); diamonds in the 'non-private' slot: "
+                            f"ε = ∞."))
     suppressed = part[part["suppressed"].astype(bool)][["strategy", "epsilon", "group"]].drop_duplicates()
     table = pd.concat([mean.assign(hidden=False), suppressed.assign(n=math.nan, hidden=True)], ignore_index=True)
     table["AUROC [95% CI]"] = [SUPPRESSED if r.hidden else _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high)
@@ -260,6 +292,12 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
                                                                             "equalized_odds_difference"]),
                             f"fairlearn gaps between shown {attribute} groups at the decision threshold"))
     trends = tables.trends[tables.trends["attribute"] == attribute] if len(tables.trends) else tables.trends
+    few = trends[trends["n_points"] < MIN_TREND_POINTS] if len(trends) else trends
+    trends = trends[trends["n_points"] >= MIN_TREND_POINTS] if len(trends) else trends
+    if len(few):
+        blocks.append(Paragraph(f"Pearson's r by {attribute}: needs ≥ {MIN_TREND_POINTS} ε values (DP-SGD runs) per "
+                                f"strategy and group; {len(few)} of {len(few) + len(trends)} have fewer and are not "
+                                f"shown."))
     if len(trends):
         blocks.append(Table(trends[["strategy", "group", "x", "y", "r", "p", "n_points"]],
                             f"Pearson's r across the DP-SGD runs (finite ε) of each strategy, by {attribute}: ε vs "
@@ -290,15 +328,48 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
     if not sources:
         return []
     blocks: list = [Heading("Synthetic images")]
+    real = _real_training_images(study, out)
     for k, (path, (strategy, kind, public)) in enumerate(sources.items()):
         record = Path(path) / rundir.PRIVACY
         privacy = ("declared public by the user: no privacy cost, on that declaration" if public else
                    rundir.read_json(record)["summary"] if record.is_file() else "no privacy record: origin unknown")
-        images, labels, names, _ = synthetic_images(path, n=16, image_size=None)
+        images, labels, names, size = synthetic_images(path, n=16, image_size=None)
         with tempfile.TemporaryDirectory() as tmp:
             png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()
         blocks.append(Picture(f"synthetic_{k}", png, f"{kind} (used by {strategy}, ...): {privacy}"))
+        blocks += _diversity_note(images, labels, real, size)
     return blocks
+
+
+def _real_training_images(study: StudyConfig, out: Path):
+    """The study's real training split (for the diversity comparison), or None when it cannot be read."""
+    from privmed.data.sources import load_dataset
+
+    try:
+        return load_dataset(study.cells(out)[0].config.data).split("train")
+    except PrivmedError:
+        return None
+
+
+def _diversity_note(images, labels, real, size: int) -> list:
+    """Flag synthetic images far less varied than the real ones (per-pixel spread across images, per class,
+    as ``privmed synth evaluate`` measures it): a collapsed generator draws near-identical blobs."""
+    from privmed.data.images import resize
+    from privmed.synth.quality import diversity
+
+    if real is None or len(images) < 4:
+        return []
+    real_images = real.images if real.images.shape[-1] == size else \
+        np.stack([resize(image, size=size) for image in real.images])
+    synthetic, reference = diversity(images, labels), diversity(real_images, real.labels[:, 0].astype(int))
+    ratios = [s / r for s, r in zip(synthetic, reference) if r > 0 and not math.isnan(s)]
+    figures = (f"per-pixel spread across images, class 0 / 1: synthetic {synthetic[0]:.3f} / {synthetic[1]:.3f}, "
+               f"real training images {reference[0]:.3f} / {reference[1]:.3f}")
+    if ratios and min(ratios) < LOW_DIVERSITY_RATIO:
+        return [Paragraph(f"Low diversity: these images vary far less than the real ones ({figures}); the "
+                          f"generator has collapsed to a few near-identical images per class, whatever the grid "
+                          f"above suggests.", "warning")]
+    return [Paragraph(f"Diversity: {figures}.")]
 
 
 def _source_kind(study: StudyConfig, generator: str | None, path: str) -> str:

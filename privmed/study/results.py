@@ -65,7 +65,10 @@ def collect(study: StudyConfig, out: Path, *, write: bool = True) -> StudyTables
     trends = _trends(fairness)
     tables = StudyTables(results, fairness, gaps, trends)
     if write:
+        fairness_files = (FAIRNESS, GAPS, TRENDS)
         for name, frame in ((RESULTS, results), (FAIRNESS, fairness), (GAPS, gaps), (TRENDS, trends)):
+            if name in fairness_files and not study.fairness.attributes:
+                continue  # no attributes asked for: no empty fairness tables
             rundir.write_csv(out / name, frame)
     return tables
 
@@ -111,6 +114,7 @@ def _audit_columns(study: StudyConfig, run: Path) -> dict:
     Gaussian-DP estimate only for randomised designs (``audit_<attack>_...``). The confounded train-vs-test
     diagnostic gets ``audit_<attack>_train_vs_test_...`` columns and never an ε column."""
     from privmed.audit.design import TRAIN_VS_TEST
+    from privmed.audit.one_run import largest_showable_bound
     from privmed.audit.membership import audit_path
 
     config = audit_config(study)
@@ -122,6 +126,9 @@ def _audit_columns(study: StudyConfig, run: Path) -> dict:
     columns = {"audit_claimed_epsilon": math.inf if claimed == "inf" else float(claimed),
                "audit_design": result.get("design", TRAIN_VS_TEST), "audit_canaries": result["canaries"],
                "audit_shadows": result["shadows"], "audit_bound_holds": result["bound_holds"]}
+    if result["canaries"]:  # the most a perfect attack could show with this many canaries, at this delta
+        columns["audit_max_showable_bound"] = largest_showable_bound(canaries=result["canaries"],
+                                                                     delta=float(result["delta"]))
     for attack in result["attacks"]:
         randomised = attack.get("randomised", False)  # records written before designs existed: no bound
         name = f"audit_{attack['attack']}" + ("" if randomised else "_train_vs_test")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from privmed import rundir
 from privmed.errors import PrivmedError
+from privmed.threads import threads_per_worker
 
 from .config import Cell, GeneratorSpec, StudyConfig, generator_dir, generator_samples
 from .lifeline import die_with_parent, study_lock
@@ -80,6 +81,10 @@ def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: 
     started = time.time()
     cells = study.cells(out)
     _check_attributes(study)
+    if study.generators:  # trained here, before the workers start: as many threads as one worker gets
+        import torch
+
+        torch.set_num_threads(threads_per_worker(workers))
     for spec in study.generators:
         GENERATOR_MAKERS[spec.kind](spec, generator_dir(out, spec.name), generator_samples(out, spec.name), progress)
     sync_status(out, cells, study)
@@ -123,7 +128,7 @@ def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
             yield _run_cell(cell, study.external)
         return
     context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker(workers)
     saved = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # workers inherit it at start: no interleaved bars; one line per run instead
     try:

@@ -110,17 +110,23 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     fixed_z = torch.randn(16, NOISE_DIM, generator=torch.Generator().manual_seed(g.seed))
     fixed_y = torch.arange(16) % 2
     expected_batch = schedule.expected_batch
-    bar = tqdm(range(start, g.epochs), desc="generator", unit="epoch", initial=start, total=g.epochs)
-    for epoch in bar:
+    # progress in steps, so a long epoch moves the bar (the postfix says which epoch)
+    bar = tqdm(desc="generator", unit="step", initial=start * len(loader), total=g.epochs * len(loader))
+    for epoch in range(start, g.epochs):
         t0 = time.perf_counter()
-        losses = [_step(gen, disc, ema, opt_g, opt_d, xb, yb, expected_batch, config, device,
-                        step=epoch * len(loader) + i) for i, (xb, yb) in enumerate(loader)]
+        losses = []
+        for i, (xb, yb) in enumerate(loader):
+            losses.append(_step(gen, disc, ema, opt_g, opt_d, xb, yb, expected_batch, config, device,
+                                step=epoch * len(loader) + i))
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", refresh=False)
         loss_d, loss_g = (float(np.mean(v)) for v in zip(*losses)) if losses else (math.nan, math.nan)
         spent = _epsilon(engine, sigma, sample_rate, delta, config)
         row = {"epoch": epoch + 1, "loss_d": loss_d, "loss_g": loss_g, "epsilon": spent,
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", eps=f"{spent:.3g}")
+        bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}",
+                        eps=f"{spent:.3g}")
         if (epoch + 1) % g.grid_every == 0 or epoch + 1 == g.epochs:
             _write_grid(ema, fixed_z, fixed_y, out / GRIDS / f"epoch_{epoch + 1:04d}.png", epoch + 1, device)
         _save_checkpoint(out, epoch + 1, gen, disc, ema, opt_g, opt_d, engine, history, sigma)
@@ -128,6 +134,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
         rundir.append_log(out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
+    bar.close()
 
     ledger = PrivacyLedger(delta=delta, accountant=p.accountant, clip_norm=p.clip_norm if private else math.inf,
                            n_private=n, unit=unit.name, unit_description=unit.describe(),

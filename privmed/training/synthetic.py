@@ -79,9 +79,7 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
     root = Path(config.path)
     if not root.exists():
         raise PrivmedError(PATH_MISSING.format(what="synthetic data folder", path=root, cwd=Path.cwd()))
-    read_as = dataclasses.replace(data, path=str(root), label_columns=("label",), path_column="path",
-                                  attribute_columns=())
-    images = load_dataset(read_as, require_splits=(), assign_splits=False)
+    images = _read_synthetic(root, data, label_name)
     if images.label_names != (label_name,):
         raise PrivmedError(LABEL_MISMATCH.format(path=root, synthetic=images.label_names[0], real=label_name))
     images.table["split"] = "train"
@@ -89,6 +87,22 @@ def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str
         assert private is not None, "a folder declared public is checked against the private data"
         return _declared_public(images, root, private, data)
     return _with_origin(images, root)
+
+
+def _read_synthetic(root: Path, data: DataConfig, label_name: str) -> Dataset:
+    """The folder's images with the class named like the real target as positive (so a run whose
+    positive class is 'benign' gets synthetic 'benign' images as positives)."""
+    read_as = dataclasses.replace(data, path=str(root), label_columns=("label",), path_column="path",
+                                  attribute_columns=(), positive_class=label_name or None)
+    try:
+        return load_dataset(read_as, require_splits=(), assign_splits=False)
+    except PrivmedError:  # no class of that name: read it as it is, and say that the names differ
+        if not label_name:
+            raise
+        images = load_dataset(dataclasses.replace(read_as, positive_class=None, class_names=None),
+                              require_splits=(), assign_splits=False)
+        raise PrivmedError(LABEL_MISMATCH.format(path=root, synthetic=images.label_names[0], real=label_name)) \
+            from None
 
 
 def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataConfig) -> SyntheticSource:

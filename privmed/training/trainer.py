@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from privmed import rundir
 from privmed.config import RunConfig, config_from_dict, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
-from privmed.errors import BATCH_TOO_LARGE, RESUME_OTHER_UNIT, PrivmedError
+from privmed.errors import BATCH_TOO_LARGE, PHYSICAL_BATCH_LOWERED, RESUME_OTHER_UNIT, PrivmedError
 from privmed.models import build_model, grad_sample_mode_for
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
 from privmed.privacy.ledger import PrivacyLedger
@@ -50,6 +51,7 @@ from privmed.privacy.units import PrivacyUnit, resolve_unit
 
 from .augment import augment_batch
 from .inputs import find_center, is_feature_model, model_inputs, set_center, trainable_part
+from .memory import choose_physical_batch, gigabytes, measure
 from .private import (PrivateTraining, Schedule, make_private, plan_schedule, poisson_loader, resolve_device,
                       sampling_generator, spent_steps)
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
@@ -117,11 +119,11 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     synthetic = _synthetic_inputs(source, model, device)
     x_fit, y_fit = _training_set(config, inputs["train"], torch.from_numpy(train_data.labels), synthetic)
 
+    config = _fit_physical_batch(net, x_fit, y_fit, config, device)  # measured, before the run directory exists
     candidates = config.tune.candidates(config.training)
     plan = _plan_privacy(config, protected, _sampled_unit(config, protected, synthetic), candidates,
                          checkpoint=checkpoint, has_center=find_center(net) is not None and synthetic is None)
     ledger = _ledger(config, plan, n=len(train_data), synthetic=synthetic)
-    _probe_physical_batch(net, x_fit, y_fit, config, device)
 
     # ---- from here on the run directory exists
     out.mkdir(parents=True, exist_ok=True)
@@ -406,6 +408,24 @@ def _make_optimizer(net: nn.Module, config: RunConfig, *, lr: float | None = Non
     return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
+def _fit_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: str) -> RunConfig:
+    """``config`` with the largest physical batch that fits in memory (:mod:`privmed.training.memory`), then
+    one step at that size; refuses, saying what one sample needs, when not even one fits."""
+    plan = measure(net, x, y, private=config.privacy.private, device=device)
+    requested = min(config.training.physical_batch_size, len(x))
+    chosen = choose_physical_batch(plan, requested, what=f"{config.model.name} at {config.data.image_size} px "
+                                                         f"({config.data.spatial_dims}D)")
+    if chosen < requested:
+        note = PHYSICAL_BATCH_LOWERED.format(requested=requested, available=gigabytes(plan.available),
+                                             per_sample=gigabytes(plan.per_sample), chosen=chosen,
+                                             logical=config.training.batch_size)
+        print(f"privmed: {note}", file=sys.stderr)
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training,
+                                                                          physical_batch_size=chosen))
+    _probe_physical_batch(net, x, y, config, device)
+    return config
+
+
 def _probe_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: str) -> None:
     """One forward/backward at the physical batch size, so an out-of-memory shows before any writing."""
     size = min(config.training.physical_batch_size, len(x))
@@ -446,11 +466,16 @@ def _keep_best(best: dict, net: nn.Module, val_auroc: float, candidate: int, epo
     return best
 
 
+def _batches(batches, *, total: int | None):
+    """Progress inside an epoch (a long 3D or CNN epoch is otherwise a frozen bar); off when not a terminal."""
+    return tqdm(batches, desc="batches", unit="batch", total=total, leave=False, disable=None)
+
+
 def _epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, config: RunConfig, augment: bool,
                       device: str) -> float:
     """Logical Poisson batches, gradient accumulated over physical chunks, loss summed / expected batch."""
     total, count = 0.0, 0
-    for xb, yb in loader:
+    for xb, yb in _batches(loader, total=len(loader)):
         optimizer.zero_grad(set_to_none=False)
         for xc, yc in zip(xb.split(config.training.physical_batch_size), yb.split(config.training.physical_batch_size)):
             xc, yc = xc.to(device), yc.to(device)
@@ -469,7 +494,7 @@ def _epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augm
     total, count = 0.0, 0
     with BatchMemoryManager(data_loader=loader, max_physical_batch_size=config.training.physical_batch_size,
                             optimizer=optimizer) as batches:
-        for xb, yb in batches:
+        for xb, yb in _batches(batches, total=None):
             xb, yb = xb.to(device), yb.to(device)
             if augment:
                 xb = augment_batch(xb)
