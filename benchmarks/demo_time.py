@@ -73,7 +73,8 @@ def _one_demo(out: Path, cores: list[int], busy: int) -> dict:
     if shutil.which("taskset") and cores:
         command = ["taskset", "-c", ",".join(map(str, cores)), *command]
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env = {**os.environ, "PYTHONPATH": path}
+    # a fresh feature cache per run, as on a new user's machine (privmed caches frozen features on disk)
+    env = {**os.environ, "PYTHONPATH": path, "PRIVMED_CACHE": str(out.parent / f"{out.name}-feature-cache")}
     spinners = [_spinner(cores) for _ in range(busy)]
     try:
         t0, cpu0 = time.perf_counter(), _children_cpu()

@@ -271,7 +271,8 @@ def test_non_private_model_with_canaries_gives_a_one_run_bound_above_one(audit_d
     _train(audit_data, tmp_path / "np", "--delta", "1e-6")
     out = _audit(tmp_path / "np", capsys, "--canaries", "400")
     result = rundir.read_json(tmp_path / "np" / "audit" / "audit_crafted_canaries400.json")
-    assert result["claimed_epsilon"] == "inf" and result["design"] == ONE_RUN and result["unit"] == "image"
+    # the data has patient ids, so the run (and its audit) protect patients: each canary is a patient of its own
+    assert result["claimed_epsilon"] == "inf" and result["design"] == ONE_RUN and result["unit"] == "patient"
     one_run = next(a for a in result["attacks"] if a["design"] == ONE_RUN)
     assert one_run["n_members"] + one_run["n_non_members"] == 400
     assert one_run["eps_lower_bound"] > 1 and one_run["gdp_epsilon"] > 1
@@ -296,7 +297,7 @@ def test_audit_without_canaries_shows_no_bound_anywhere(audit_data, tmp_path, ca
 
 
 def test_patient_canaries_need_a_run_whose_unit_is_the_patient(audit_data, tmp_path, capsys):
-    _train(audit_data, tmp_path / "np", "--epochs", "1")
+    _train(audit_data, tmp_path / "np", "--epochs", "1", "--privacy-unit", "image")
     assert main(["audit", str(tmp_path / "np"), "--images-per-canary", "3"]) == 2
     assert AUDIT_GROUP_NEEDS_PATIENT_UNIT.format(size=3, unit="image") in capsys.readouterr().err
 

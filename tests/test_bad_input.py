@@ -516,7 +516,7 @@ def test_a_config_file_that_is_not_utf8_is_refused(tmp_path, capsys):
 
 #: data refused by ``load_dataset`` (docs/bad-input.md, "data"): (edit of the phantom's manifest, message)
 REFUSED_MANIFESTS = [
-    (lambda t: t.assign(label=t["label"].map({0: "benign", 1: "cancer"})), "but the positive class is 'malignant'"),
+    (lambda t: t.assign(label=t["label"].map({0: "benign", 1: "cancer"})), "say which one is positive with --positive-class"),
     (lambda t: t.assign(label=t["label"].astype(float).where(t.index > 0)), "has 1 empty values"),
     (lambda t: t[t["split"] != "val"], "the data has no 'val' split"),
     (lambda t: pd.concat([t, t.iloc[:1].assign(path="images/none.png", split="train")]), "(1 missing, first)"),

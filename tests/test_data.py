@@ -140,10 +140,10 @@ def test_class_names_from_cli_text():
 
 def test_named_classes_need_a_positive_class_unless_one_is_malignant(tmp_path):
     root = tmp_path / "d"
-    for split in ("train", "val", "test"):
-        for cls in ("cat", "dog"):
+    for s, split in enumerate(("train", "val", "test")):
+        for c, cls in enumerate(("cat", "dog")):
             for i in range(3):
-                write_png(root / split / cls / f"{i}.png")
+                write_png(root / split / cls / f"{i}.png", mark=s * 6 + c * 3 + i)
     with pytest.raises(PrivmedError, match=r"classes \['cat', 'dog'\].*--positive-class"):
         load_dataset(DataConfig(path=str(root), image_size=16))
     ds = load_dataset(DataConfig(path=str(root), image_size=16, positive_class="cat"))
@@ -187,6 +187,7 @@ def write_dicom(path, *, patient: str = "", study: str = "", value: int = 0):
     path.parent.mkdir(parents=True, exist_ok=True)
     dcm = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     pixels = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) + value)
+    pixels[0, 0] += 5000 + 10 * value  # one bright pixel whose brightness sets the contrast: images differ
     dcm.Rows, dcm.Columns = pixels.shape
     dcm.BitsAllocated, dcm.BitsStored, dcm.HighBit = 16, 16, 15
     dcm.SamplesPerPixel, dcm.PixelRepresentation, dcm.PhotometricInterpretation = 1, 0, "MONOCHROME2"
@@ -204,7 +205,7 @@ def test_dicom_class_folders_are_split_by_patient_id_from_the_headers(tmp_path):
         cls = "malignant" if p % 2 else "benign"
         for k in range(2):  # two images per patient
             write_dicom(root / cls / f"p{p}_{k}.dcm", patient=f"PAT{p:03d}", value=p * 10 + k)
-    write_dicom(root / "benign" / "anon.dcm", study="1.2.3.4")
+    write_dicom(root / "benign" / "anon.dcm", study="1.2.3.4", value=5)  # an image of its own
     ds = load_dataset(DataConfig(path=str(root), image_size=16))
     table = ds.table
     assert table["patient_id"].notna().all()

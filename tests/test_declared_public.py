@@ -167,7 +167,7 @@ def test_the_declaration_is_checked_in_the_config(synthetic, message):
 
 def test_the_cli_flag_declares_the_folder_public(phantom_root, other_patients, tmp_path, capsys):
     status = main(["train", "--data", str(phantom_root), "--image-size", "32", "--model", "scatter_linear",
-                   "--epsilon", "2", "--epochs", "1", "--bootstrap", "100", "--synthetic", str(other_patients),
+                   "--epsilon", "2", "--epochs", "1", "--batch-size", "32", "--bootstrap", "100", "--synthetic", str(other_patients),
                    "--pretrain-epochs", "1", "--synthetic-public", "--out", str(tmp_path / "r")])
     assert status == 0
     assert rundir.read_config_dict(tmp_path / "r")["synthetic"]["public"] is True
