@@ -123,9 +123,12 @@ def _markdown(detail: list[dict], args: argparse.Namespace, minutes: float) -> s
               "- The accountant's ε is a worst case: over every pair of neighbouring data sets, for an adversary who "
               "sees every noisy gradient step. The audit sees only the final model, through black-box scores of "
               "crafted canaries, once.",
-              f"- One training run caps what can be shown: with m canaries, even all guesses right give at most "
-              f"about log(m / 5) at 95% confidence (about {math.log(args.canaries / 4.8):.1f} for m = "
-              f"{args.canaries}), and δ enters every p-value multiplied by 2m.",
+              "- One training run caps what can be shown: the column 'largest showable' is the bound of a perfect "
+              "attack (every guess right) with these canaries at that δ; δ enters every p-value multiplied by 2m, "
+              "which is why the non-private target, which claims no δ, is audited at a small one.",
+              "- The non-private target's bound is the must-show of this design: canaries it memorised are found "
+              "(the loss attack's best guesses are nearly all right), so its one-run bound exceeds 1 while no "
+              "private run's bound exceeds its claimed ε.",
               "- For Gaussian noise the one-run bound reaches about half of ε even with an ideal attack "
               "(Steinke et al. 2023; privmed's tests: one run of 20,000 canaries on a Gaussian mechanism, "
               "ε = 2.0, gives about 1.0).",
