@@ -91,7 +91,9 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
     chosen = set(pretrain.loc[pretrain.groupby("target_epsilon")["val"].idxmax()].index)
     lines = ["# privmed's phantom (no patient data, epsilon 0) as synthetic pretraining data for CBIS-DDSM", "",
              f"`scatter_linear` at 64 px, {PHANTOM.n_samples} phantom patches (seed {PHANTOM.seed}); `epsilon` is "
-             "the classifier's DP-SGD alone, `total epsilon` the run's ledger (PRV accountant, delta 1/(10 N)); "
+             "the classifier's DP-SGD alone, `total epsilon` the run's ledger (PRV accountant, unit of privacy the "
+             "patient: 578 training patients, one image of a sampled patient per step, delta 1/(10 x patients); "
+             "secret noise); "
              "pretraining with the head kept or re-initialised: both shown, `*` marks the one with the better "
              "mean val AUROC. Test AUROC, mean over seeds (min-max). " + run_facts(seconds), "",
              "| strategy | head | epsilon | total epsilon | val AUROC | test AUROC | vs dp_sgd_real at the same "
