@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cbis_synthetic import SHARED, run_one, samples_once
+from cbis_synthetic import RECIPE, SHARED, run_one, samples_once
 from phantom_pretrain import phantom_folder
 from privmed import rundir
 from privmed.synth.config import generator_config_from_dict
@@ -76,12 +76,17 @@ def split_halves(data: Path, work: Path, *, seed: int = 0) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
+#: the halves' manifests list the CBIS-DDSM images where they lie, outside the halves' own folders
+HALF_RECIPE = {**RECIPE, "data": {**RECIPE["data"], "allow_outside_root": True}}
+
+
 def public_gan_samples(public: Path, work: Path) -> Path:
     """privmed's generator trained without DP on the public half, and 3,000 of its images."""
     gen, samples = work / "public_gan", work / "public_gan_samples"
     if not (gen / GENERATOR_FILE).is_file():
-        train_generator(generator_config_from_dict({"out": str(gen), "data": {"path": str(public), "image_size": 64},
-                                                    "gan": GAN}), resume=(gen / "checkpoints").is_dir())
+        data = {"path": str(public), "image_size": 64, "allow_outside_root": True}  # the half lists CBIS images
+        train_generator(generator_config_from_dict({"out": str(gen), "data": data, "gan": GAN}),
+                        resume=(gen / "checkpoints").is_dir())
     return samples_once(gen, samples)
 
 
@@ -102,7 +107,7 @@ def main() -> None:
     rows = []
     for cell in cells:
         for seed in range(args.seeds):
-            row = run_one(str(private), runs, seed=seed, epsilon=EPSILON, **cell)
+            row = run_one(str(private), runs, seed=seed, epsilon=EPSILON, recipe=HALF_RECIPE, **cell)
             rows.append({k: v for k, v in row.items() if k != "run"})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
@@ -124,7 +129,7 @@ def markdown(table: pd.DataFrame, n: dict[str, int], gan_minutes: float, seconds
     lines = ["# A public prior for synthetic pretraining: CBIS-DDSM's training patients split in two", "",
              f"Public half {n['public']} training patches, private half {n['private']} (patient-disjoint, "
              "stratified, seed 0); real val and test. `scatter_linear` at 64 px, DP fine-tuning on the private "
-             f"half at epsilon {EPSILON:g} (PRV, delta 1/(10 N)); `epsilon` is DP-SGD's alone, `total epsilon` the "
+             f"half at epsilon {EPSILON:g} (PRV, patient unit: one image of a sampled patient per step, delta 1/(10 x patients), secret noise); `epsilon` is DP-SGD's alone, `total epsilon` the "
              "run's ledger: the public half and the public GAN's images are declared public (`synthetic.public`; "
              "privmed found no shared patient id and no identical image), the phantom is made without patient "
              "data, so only the private half's stages count (see the script's docstring). Test AUROC, mean over "
