@@ -36,7 +36,10 @@ from torch import nn
 
 from privmed.config import DataConfig, SyntheticConfig
 from privmed.errors import PrivmedError
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for, poisson_schedule
+from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
+from privmed.privacy.units import PrivacyUnit, resolve_unit
+from privmed.training.private import plan_schedule
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
 from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, parse_benchmark_args,
@@ -46,10 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0, 20.0)
 
 
-def private_centre(train: torch.Tensor, sigma: float, seed: int) -> tuple[torch.Tensor, list[Mechanism]]:
-    """privmed's Gaussian release of the training-feature mean, and its accounted stage."""
+def private_centre(train: torch.Tensor, sigma: float, unit: PrivacyUnit) -> tuple[torch.Tensor, list[Mechanism]]:
+    """privmed's Gaussian release of the training-feature mean over the unit's patients (secret noise, drawn
+    afresh for every seed), and its accounted stage."""
     centre = FeatureCenter(train.shape[1])
-    mechanism = set_center(centre, train, noise_multiplier=sigma, generator=torch.Generator().manual_seed(seed))
+    mechanism = set_center(centre, train, noise_multiplier=sigma, generator=secret_generator(stream=CENTRE_STREAM),
+                           groups=unit.groups)
     return centre.center.double(), [mechanism]
 
 
@@ -61,14 +66,15 @@ def synthetic_centre(folder: str, data: DataConfig, label: str, model: nn.Module
     return centre, (None if source.non_private_reason else source.mechanisms)
 
 
-def dp_sgd_plan(prior: list[Mechanism] | None, *, target: float, delta: float, n: int
+def dp_sgd_plan(prior: list[Mechanism] | None, *, target: float, delta: float, unit: PrivacyUnit
                 ) -> tuple[dict, float, float]:
     """The run config's privacy section that makes DP-SGD and ``prior`` compose to ``target`` (its noise,
     calibrated once), DP-SGD's own epsilon and the composed total; after a non-private stage, DP-SGD at
     ``target`` alone and total inf."""
     if prior is None:
         return {"epsilon": target}, target, math.inf
-    sample_rate, steps = poisson_schedule(n, batch_size=BATCH, epochs=EPOCHS)
+    schedule = plan_schedule(unit, batch_size=BATCH, epochs=EPOCHS)
+    sample_rate, steps = schedule.sample_rate, schedule.steps
     sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=sample_rate, steps=steps,
                             prior=tuple(prior))
     dp_sgd = Mechanism("dp_sgd", sigma, sample_rate, steps)
@@ -86,13 +92,14 @@ def main() -> None:
     t0 = time.perf_counter()
     model, real, feats, labels = split_features(args.data)
     data = DataConfig(path=args.data, image_size=SIZE, class_names=("benign", "malignant"))
-    train, n = feats["train"], len(feats["train"])
-    delta = default_delta(n)
+    train = feats["train"]
+    unit = resolve_unit(None, real.split("train").patient_ids, max_images_per_patient=1, n=len(train))
+    delta = default_delta(unit.n_units)
     exact = train.mean(0)
 
     # (label, noise multiplier, centre for a seed, its stages: [] costs nothing, None is not private)
     sources = [(f"released privately, noise {s:g}{' (default)' if s == 5.0 else ''}", s,
-                lambda seed, s=s: private_centre(train, s, seed)) for s in NOISE_MULTIPLIERS]
+                lambda seed, s=s: private_centre(train, s, unit)) for s in NOISE_MULTIPLIERS]
     sources.append(("exact training mean (not private)", None, lambda seed: (exact, None)))
     sources.append(("none (zero)", None, lambda seed: (torch.zeros_like(exact), [])))
     for label, folder in [("paper's synthetic patches", args.paper)] + [(f"synthetic: {Path(f).name}", f)
@@ -105,12 +112,13 @@ def main() -> None:
         for seed in range(args.seeds):
             centre, prior = make(seed)
             try:
-                privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, delta=delta, n=n)
+                privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, delta=delta, unit=unit)
             except PrivmedError:  # the centre alone spends the target: no DP-SGD noise can fit
                 unreachable[label] = epsilon_for(prior, delta=delta)
                 break
             x = {s: (f - centre).float() for s, f in feats.items()}
-            val, test = dp_linear(x, labels, data=args.data, seed=seed, privacy=privacy)
+            val, test = dp_linear(x, labels, data=args.data, seed=seed, privacy=privacy,
+                                  groups=real.split("train").patient_ids)
             rows.append({"centre": label, "centre_noise_multiplier": sigma,
                          "centre_distance": round(float((centre - exact).norm()), 2),
                          "classifier_epsilon": round(eps_sgd, 3), "total_epsilon": round(total, 3), "seed": seed,
@@ -129,7 +137,8 @@ def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float
         test=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max")).reset_index()
     lines = ["# The feature centre of `scatter_linear`: its worth and its cost", "",
              f"{SIZE} px, D = {dims} features; every private row composes to epsilon {args.epsilon:g} "
-             f"(delta {delta:.2e}, PRV accountant); `inf`: not private. Distance: norm of (centre - exact training "
+             f"(delta {delta:.2e} = 1/(10 x 578 patients), PRV accountant; unit of privacy the patient, one image of a "
+             f"sampled patient per step, centre averaged per patient, secret noise); `inf`: not private. Distance: norm of (centre - exact training "
              f"mean), for scale the features' norm is sqrt(D) = {math.sqrt(dims):.0f}. {args.seeds} seeds; see the "
              "script's docstring. " + run_facts(seconds), "",
              "| centre | noise multiplier | distance to exact mean | DP-SGD epsilon alone | total epsilon | "

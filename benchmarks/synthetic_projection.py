@@ -74,16 +74,18 @@ def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return center, vt[:k].T / scale / math.sqrt(k)
 
 
-def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None) -> tuple[float, float]:
+def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None,
+              groups=None) -> tuple[float, float]:
     """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] with the run config's
-    ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch."""
+    ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch.
+    ``groups``: the patient id of each training row (the patient unit); None trains at the image unit."""
     config = config_from_dict({"data": {"path": data, "image_size": SIZE, "class_names": ["benign", "malignant"]},
                                "model": {"name": "scatter_linear"},
                                "privacy": privacy or {"epsilon": EPSILON},
                                "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
                                             "seed": seed}})
     fitted = train_in_memory(config, lambda: nn.Linear(x["train"].shape[1], 1), x["train"], y["train"], x["val"],
-                             y["val"])
+                             y["val"], groups=groups)
     with torch.no_grad():
         return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
