@@ -29,3 +29,8 @@ def test_the_link_check_can_fail(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("see [there](nowhere.md) and `benchmarks/no_such_script.py`")
     assert [name for name, path in _targets(page) if not path.exists()] == ["nowhere.md", "benchmarks/no_such_script.py"]
+
+
+def test_the_readme_stays_a_five_minute_guide():
+    """Findings and long explanations live in docs/, benchmark details in benchmarks/README.md."""
+    assert len((ROOT / "README.md").read_text().splitlines()) < 200
