@@ -98,28 +98,45 @@ def calibrate_noise(
     return _calibrate(target_epsilon, delta, runs, tuple(prior), accountant)
 
 
+def check_reachable(*, target_epsilon: float, delta: float, schedules: Sequence[tuple[float, int]],
+                    prior: Sequence[Mechanism] = (), accountant: str = "prv") -> None:
+    """Raise :class:`PrivmedError` when even noise :data:`MAX_NOISE_MULTIPLIER` on every DP-SGD schedule
+    (composed with ``prior``) spends more than ``target_epsilon``: one accountant call, no calibration."""
+    _check_reachable(target_epsilon, delta, tuple(schedules), tuple(prior), accountant)
+
+
+def _spent(sigma: float, runs: tuple[tuple[float, int], ...], prior: tuple[Mechanism, ...], delta: float,
+           accountant: str) -> float:
+    sgd = [Mechanism("dp_sgd", sigma, q, steps) for q, steps in runs]
+    return epsilon_for([*prior, *sgd], delta=delta, accountant=accountant)
+
+
+def _check_reachable(target_epsilon: float, delta: float, runs: tuple[tuple[float, int], ...],
+                     prior: tuple[Mechanism, ...], accountant: str) -> None:
+    if _spent(MAX_NOISE_MULTIPLIER, runs, prior, delta, accountant) <= target_epsilon:
+        return
+    before = ""
+    if prior:
+        spent_before = epsilon_for(prior, delta=delta, accountant=accountant)
+        before = (f" Earlier stages ({', '.join(m.stage for m in prior)}) alone spend epsilon={spent_before:.3g}; "
+                  f"for feature centring, a larger privacy.center_noise_multiplier spends less.")
+    if len(runs) > 1:
+        before += (f" The {len(runs)} hyper-parameter candidates of the tune section are composed: search "
+                   f"fewer candidates or fewer epochs.")
+    q, steps = runs[0]
+    raise PrivmedError(EPSILON_UNREACHABLE.format(epsilon=target_epsilon, steps=steps, sample_rate=q,
+                                                  delta=delta, sigma=MAX_NOISE_MULTIPLIER, prior=before))
+
+
 @functools.lru_cache(maxsize=64)
 def _calibrate(target_epsilon: float, delta: float, runs: tuple[tuple[float, int], ...],
                prior: tuple[Mechanism, ...], accountant: str) -> float:
     """Pure, so cached: shadow models of an audit share one schedule."""
 
     def spent(sigma: float) -> float:
-        sgd = [Mechanism("dp_sgd", sigma, q, steps) for q, steps in runs]
-        return epsilon_for([*prior, *sgd], delta=delta, accountant=accountant)
+        return _spent(sigma, runs, prior, delta, accountant)
 
-    high = MAX_NOISE_MULTIPLIER
-    if spent(high) > target_epsilon:
-        before = ""
-        if prior:
-            spent_before = epsilon_for(prior, delta=delta, accountant=accountant)
-            before = (f" Earlier stages ({', '.join(m.stage for m in prior)}) alone spend epsilon={spent_before:.3g}; "
-                      f"for feature centring, a larger privacy.center_noise_multiplier spends less.")
-        if len(runs) > 1:
-            before += (f" The {len(runs)} hyper-parameter candidates of the tune section are composed: search "
-                       f"fewer candidates or fewer epochs.")
-        q, steps = runs[0]
-        raise PrivmedError(EPSILON_UNREACHABLE.format(epsilon=target_epsilon, steps=steps, sample_rate=q,
-                                                      delta=delta, sigma=high, prior=before))
+    _check_reachable(target_epsilon, delta, runs, prior, accountant)
     low = 0.0
     high = 1.0
     while spent(high) > target_epsilon:

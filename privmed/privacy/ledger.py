@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accounting import Mechanism, epsilon_for
-from .units import group_privacy_sentence
+from .units import PrivacyUnit, group_privacy_sentence
 
 ZERO_NOISE = "Stage '{stage}' added no noise (noise multiplier 0), so it gives no differential privacy."
 
@@ -38,6 +38,13 @@ class PrivacyLedger:
     non_private_reasons: list[str] = field(default_factory=list)
     validation_choices: list[str] = field(default_factory=list)
     free_inputs: list[str] = field(default_factory=list)  # sentences: inputs made without private data, no cost
+
+    @classmethod
+    def for_unit(cls, unit: PrivacyUnit, *, delta: float, accountant: str, clip_norm: float,
+                 n_private: int) -> "PrivacyLedger":
+        """An empty ledger that protects ``unit`` (its name, description and cap)."""
+        return cls(delta=delta, accountant=accountant, clip_norm=clip_norm, n_private=n_private, unit=unit.name,
+                   unit_description=unit.describe(), max_per_unit=unit.max_per_unit)
 
     @property
     def private(self) -> bool:

@@ -35,6 +35,12 @@ REPLAYABLE_NOT_PRIVATE = ("The DP noise and Poisson sampling were derived from t
                           "them: the noise protects nothing.")
 
 
+def replay_seed_for(*, private: bool, replayable: bool, seed: int) -> int | None:
+    """The seed a run's sampling and noise are derived from: None (secret) for a private run, ``seed``
+    for a replayable one or a non-private one (nothing to protect; reproducible batches)."""
+    return seed if replayable or not private else None
+
+
 def secret_generator(*, stream: int, replay_seed: int | None = None, device: str = "cpu") -> torch.Generator:
     """A generator for one stream of guarantee-bearing draws.
 

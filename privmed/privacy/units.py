@@ -51,11 +51,6 @@ class PrivacyUnit:
         counts = np.bincount(self.groups, minlength=self.n_units)
         return int(np.minimum(counts, self.max_per_unit).sum())
 
-    @property
-    def per_image_clip_fraction(self) -> float:
-        """Each image's gradient is clipped to clip x this, so a unit's k images sum to at most clip."""
-        return 1.0 / self.max_per_unit
-
     def describe(self) -> str:
         """Words for ledgers and reports."""
         if self.name == "patient":
@@ -64,13 +59,18 @@ class PrivacyUnit:
         return f"{self.n_units} images (one image)"
 
 
+def unit_name(requested: str | None, patient_ids: np.ndarray | None) -> str:
+    """``requested``, or ``patient`` when the data has patient ids and ``image`` otherwise."""
+    return requested or ("patient" if patient_ids is not None else "image")
+
+
 def resolve_unit(requested: str | None, patient_ids: np.ndarray | None, *, max_images_per_patient: int,
                  n: int) -> PrivacyUnit:
     """The run's unit: ``requested``, or ``patient`` when the data has patient ids and ``image`` otherwise.
 
     ``patient_ids`` are the training rows' ids (None when the data has none).
     """
-    name = requested or ("patient" if patient_ids is not None else "image")
+    name = unit_name(requested, patient_ids)
     if name == "image":
         return PrivacyUnit("image", np.arange(n, dtype=np.int64), 1)
     if patient_ids is None:

@@ -43,10 +43,9 @@ from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
+from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
 from privmed.privacy.units import resolve_unit
-from privmed.training.private import (PrivateTraining, make_private, plan_schedule, poisson_loader, resolve_device,
-                                      sampling_generator, spent_steps)
+from privmed.training.private import make_plain, make_private, plan_schedule, resolve_device, spent_steps
 from privmed.training.trainer import seed_everything
 
 from .config import GeneratorConfig, generator_config_from_dict
@@ -80,7 +79,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
         check_delta(delta, unit.n_units)
     schedule = plan_schedule(unit, batch_size=g.batch_size, epochs=g.epochs)
     sample_rate, steps = schedule.sample_rate, schedule.steps
-    replay_seed = g.seed if (p.replayable_noise or not private) else None
+    replay_seed = replay_seed_for(private=private, replayable=p.replayable_noise, seed=g.seed)
 
     gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
     disc = _discriminator(config).to(device)
@@ -95,8 +94,8 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
                            clip_norm=p.clip_norm, accountant=p.accountant, grad_sample_mode="hooks",
                            replay_seed=replay_seed, device=device)
     else:  # the same Poisson sampling, without noise
-        fit = PrivateTraining(None, disc, opt_d, nn.BCEWithLogitsLoss(), poisson_loader(
-            TensorDataset(x, y), unit, schedule, generator=sampling_generator(replay_seed=replay_seed)))
+        fit = make_plain(disc, opt_d, TensorDataset(x, y), unit=unit, schedule=schedule,
+                         criterion=nn.BCEWithLogitsLoss(), replay_seed=replay_seed)
     engine, disc, opt_d, loader = fit.engine, fit.module, fit.optimizer, fit.loader
 
     out.mkdir(parents=True, exist_ok=True)
@@ -136,9 +135,8 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
             on_epoch_end(epoch + 1, row)
     bar.close()
 
-    ledger = PrivacyLedger(delta=delta, accountant=p.accountant, clip_norm=p.clip_norm if private else math.inf,
-                           n_private=n, unit=unit.name, unit_description=unit.describe(),
-                           max_per_unit=unit.max_per_unit)
+    ledger = PrivacyLedger.for_unit(unit, delta=delta, accountant=p.accountant,
+                                    clip_norm=p.clip_norm if private else math.inf, n_private=n)
     if private:
         ledger.mechanisms.append(Mechanism(STAGE, sigma, sample_rate, spent_steps(engine)))
         if p.replayable_noise:

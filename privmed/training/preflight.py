@@ -31,7 +31,7 @@ def check_schedule(config: RunConfig) -> None:
     """The logical batch fits the training split, and the target epsilon is reachable by DP-SGD alone
     (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set)."""
     from privmed.data.sources import load_dataset
-    from privmed.privacy.accounting import calibrate_noise, check_delta, default_delta
+    from privmed.privacy.accounting import check_delta, check_reachable, default_delta
     from privmed.privacy.units import resolve_unit
     from privmed.training.private import plan_schedule
 
@@ -50,7 +50,7 @@ def check_schedule(config: RunConfig) -> None:
         delta = p.delta if p.delta is not None else default_delta(unit.n_units)
         check_delta(delta, unit.n_units)
         schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
-        calibrate_noise(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
+        check_reachable(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
                         schedules=[(s.sample_rate, s.steps) for s in schedules])
 
 

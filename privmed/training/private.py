@@ -85,10 +85,6 @@ class PrivateTraining:
     criterion: nn.Module
     loader: DataLoader
 
-    @property
-    def spent_steps(self) -> int:
-        return spent_steps(self.engine)
-
     def close(self) -> None:
         """Detach Opacus from the model (its per-sample-gradient hooks and attributes), so the same
         model can be trained again, e.g. by the next candidate of a hyper-parameter search."""
@@ -130,6 +126,15 @@ def make_private(net: nn.Module, optimizer: torch.optim.Optimizer, dataset: Data
     dp_optimizer.attach_step_hook(
         lambda _: engine.accountant.step(noise_multiplier=noise_multiplier, sample_rate=schedule.sample_rate))
     return PrivateTraining(engine, module, dp_optimizer, criterion, dp_loader)
+
+
+def make_plain(net: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, *, unit: PrivacyUnit,
+               schedule: Schedule, criterion: nn.Module, replay_seed: int | None,
+               num_workers: int = 0) -> PrivateTraining:
+    """Non-private training over the same Poisson batches as :func:`make_private` (``engine`` None)."""
+    loader = poisson_loader(dataset, unit, schedule, generator=sampling_generator(replay_seed=replay_seed),
+                            num_workers=num_workers)
+    return PrivateTraining(None, net, optimizer, criterion, loader)
 
 
 def spent_steps(engine: PrivacyEngine | None) -> int:

@@ -14,7 +14,6 @@ it finds the contrary and states it, as an assumption, in every ledger that reli
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from privmed import rundir
 from privmed.config import DataConfig, SyntheticConfig
-from privmed.data.duplicates import near_duplicates
+from privmed.data.duplicates import near_duplicates, pixel_hash
 from privmed.data.sources import MANIFEST_NAMES, Dataset, load_dataset
 from privmed.errors import PATH_MISSING, PrivmedError
 from privmed.privacy.accounting import Mechanism
@@ -112,7 +111,7 @@ def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataCo
     if trained_on is not None and _same_data(trained_on.path, data.path):
         raise PrivmedError(PUBLIC_GENERATOR_SAW_PRIVATE.format(
             path=root, generator=generator, trained_on=trained_on.path or "the built-in phantom"))
-    private_hashes = {_pixel_hash(image) for image in private.images}  # once, for the folder and its generator
+    private_hashes = {pixel_hash(image) for image in private.images}  # once, for the folder and its generator
     where = f"'{root}'"
     checked = [f"its {_no_overlap(images, private, private_hashes, where=where)}"]
     if trained_on is not None:
@@ -124,8 +123,9 @@ def _declared_public(images: Dataset, root: Path, private: Dataset, data: DataCo
 def _no_overlap(candidate: Dataset, private: Dataset, private_hashes: set[str], *, where: str) -> str:
     """Raise when ``candidate`` holds an image identical (``private_hashes``: of its pixels) or nearly
     identical (:mod:`privmed.data.duplicates`: resized, re-encoded) to a private one or shares a patient id with the private data; otherwise say what was compared."""
-    copies = [i for i, image in enumerate(candidate.images) if _pixel_hash(image) in private_hashes]
-    copies += [i for i, _, _ in near_duplicates(candidate.images, private.images) if i not in set(copies)]
+    copies = [i for i, image in enumerate(candidate.images) if pixel_hash(image) in private_hashes]
+    exact = set(copies)
+    copies += [i for i, _, _ in near_duplicates(candidate.images, private.images) if i not in exact]
     if copies:
         example = candidate.table["sample_id"].iloc[copies[0]]
         raise PrivmedError(PUBLIC_HAS_PRIVATE_IMAGES.format(count=len(copies), where=where, example=example))
@@ -149,10 +149,6 @@ def _generator_checked(generator: str, trained_on: DataConfig, private: Dataset,
         return GENERATOR_DATA_UNREADABLE.format(path=trained_on.path)
     where = f"'{trained_on.path}' (the training data of generator '{generator}')"
     return f"its generator's training data, {_no_overlap(source, private, private_hashes, where=where)}"
-
-
-def _pixel_hash(image: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 def _generator_config(root: Path) -> tuple[str, DataConfig] | None:

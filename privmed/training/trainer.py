@@ -44,16 +44,15 @@ from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.errors import BATCH_TOO_LARGE, PHYSICAL_BATCH_LOWERED, RESUME_OTHER_UNIT, PrivmedError
 from privmed.models import build_model, grad_sample_mode_for
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta
+from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.privacy.randomness import CENTRE_STREAM, REPLAYABLE_NOT_PRIVATE, secret_generator
+from privmed.privacy.randomness import CENTRE_STREAM, REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
 from privmed.privacy.units import PrivacyUnit, resolve_unit
 
 from .augment import augment_batch
 from .inputs import find_center, is_feature_model, model_inputs, set_center, trainable_part
 from .memory import choose_physical_batch, gigabytes, measure
-from .private import (PrivateTraining, Schedule, make_private, plan_schedule, poisson_loader, resolve_device,
-                      sampling_generator, spent_steps)
+from .private import PrivateTraining, Schedule, make_plain, make_private, plan_schedule, resolve_device, spent_steps
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
 EpochCallback = Callable[[int, dict], None]
@@ -261,7 +260,7 @@ def _plan_privacy(config: RunConfig, protected: PrivacyUnit, sampled: PrivacyUni
     p, seed = config.privacy, config.training.seed
     delta = p.delta if p.delta is not None else default_delta(protected.n_units)
     schedules = [plan_schedule(sampled, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
-    replay_seed = seed if (p.replayable_noise or not p.private) else None
+    replay_seed = replay_seed_for(private=p.private, replayable=p.replayable_noise, seed=seed)
     if not p.private:
         return PrivacyPlan(delta, protected, sampled, schedules, 0.0, None, replay_seed)
     check_delta(delta, protected.n_units)
@@ -279,10 +278,9 @@ def _plan_privacy(config: RunConfig, protected: PrivacyUnit, sampled: PrivacyUni
 
 def _ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "SyntheticInputs | None") -> PrivacyLedger:
     """Stages spent before training (a generator) and reasons the run is not private, if any."""
-    ledger = PrivacyLedger(delta=plan.delta, accountant=config.privacy.accountant,
-                           clip_norm=config.privacy.clip_norm if config.privacy.private else math.inf, n_private=n,
-                           unit=plan.protected.name, unit_description=plan.protected.describe(),
-                           max_per_unit=plan.protected.max_per_unit)
+    ledger = PrivacyLedger.for_unit(plan.protected, delta=plan.delta, accountant=config.privacy.accountant,
+                                    clip_norm=config.privacy.clip_norm if config.privacy.private else math.inf,
+                                    n_private=n)
     if synthetic is not None:
         ledger.mechanisms.extend(synthetic.source.mechanisms)
         if synthetic.source.non_private_reason:
@@ -380,9 +378,9 @@ def _fit(net: nn.Module, x_fit: torch.Tensor, y_fit: torch.Tensor, plan: Privacy
                             noise_multiplier=plan.noise_multiplier, clip_norm=p.clip_norm, accountant=p.accountant,
                             grad_sample_mode=grad_sample_mode_for(config.model.name), replay_seed=plan.replay_seed,
                             device=device, num_workers=config.training.num_workers)
-    loader = poisson_loader(dataset, plan.sampled, schedule, generator=sampling_generator(
-        replay_seed=plan.replay_seed), num_workers=config.training.num_workers)
-    return PrivateTraining(None, net, optimizer, nn.BCEWithLogitsLoss(reduction="sum"), loader)
+    return make_plain(net, optimizer, dataset, unit=plan.sampled, schedule=schedule,
+                      criterion=nn.BCEWithLogitsLoss(reduction="sum"), replay_seed=plan.replay_seed,
+                      num_workers=config.training.num_workers)
 
 
 def _pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, device: str) -> None:
@@ -527,8 +525,7 @@ def _epsilon_so_far(ledger: PrivacyLedger, plan: PrivacyPlan, state: TrainState,
     steps = [*state.finished_steps, spent_steps(fit.engine)]
     sgd = [Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[c].sample_rate, n)
            for c, n in zip(range(candidate + 1), steps)]
-    return PrivacyLedger(ledger.delta, ledger.accountant, ledger.clip_norm, ledger.n_private,
-                         mechanisms=[*ledger.mechanisms, *sgd]).epsilon
+    return epsilon_for([*ledger.mechanisms, *sgd], delta=ledger.delta, accountant=ledger.accountant)
 
 
 def _mean_auroc(y: np.ndarray, scores: np.ndarray) -> float:
