@@ -6,6 +6,7 @@ traceback. Message templates live here so tests can import them.
 """
 
 
+import functools
 import re
 import string
 
@@ -126,6 +127,7 @@ def error_kind(message: str) -> str:
     return f"crash ({crash.group(1)})" if crash else "refused input"
 
 
+@functools.cache
 def _template_patterns() -> list[tuple[str, "re.Pattern[str]"]]:
     patterns = []
     for name, value in globals().items():

@@ -56,26 +56,18 @@ def seal_ledger(run: Path) -> str:
     return digest
 
 
-def check_ledger(run: Path) -> None:
-    """Refuse a run whose ``privacy.json`` differs from the one training wrote: the digest kept in
-    ``checkpoints/best.pt`` and in the seal beside the ledger (each when present)."""
-    import torch
-
+def check_ledger(run: Path, *, kept: str | None = None) -> None:
+    """Refuse a run whose ``privacy.json`` differs from the one training wrote: the digest ``kept`` in
+    ``checkpoints/best.pt`` (its ``ledger_sha256``) and the seal beside the ledger, each when present."""
     seal = Path(run) / LEDGER_SEAL
-    recorded = []
+    recorded = [kept] if kept is not None else []
     if seal.is_file():
-        recorded.append(seal.read_text().split()[0] if seal.read_text().split() else "")
-    best = Path(run) / CHECKPOINTS / BEST
-    if best.is_file():
-        try:
-            kept = torch.load(best, map_location="cpu", weights_only=False).get("ledger_sha256")
-        except Exception:  # an unreadable checkpoint is reported by whoever loads the model
-            kept = None
-        if kept is not None:
-            recorded.append(kept)
+        words = seal.read_text().split()
+        recorded.append(words[0] if words else "")
     if not recorded:
         return
-    if not (Path(run) / PRIVACY).is_file() or any(_ledger_digest(run) != r for r in recorded):
+    digest = _ledger_digest(run) if (Path(run) / PRIVACY).is_file() else None
+    if any(digest != r for r in recorded):
         raise PrivmedError(LEDGER_CHANGED.format(path=Path(run) / PRIVACY, seal=seal))
 
 

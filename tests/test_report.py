@@ -205,7 +205,7 @@ def test_utility_chart_puts_private_runs_at_total_epsilon_and_joins_no_non_priva
 
 def test_a_collapsed_generator_is_flagged_beside_its_grid():
     from privmed.data.sources import Dataset
-    from privmed.report.study import _diversity_note
+    from privmed.report.study import _diversity_note, _real_diversity
 
     rng = np.random.default_rng(0)
     real = Dataset("real", pd.DataFrame({"sample_id": list("abcdefgh"), "split": "train", "patient_id": np.nan,
@@ -213,9 +213,10 @@ def test_a_collapsed_generator_is_flagged_beside_its_grid():
                    ("malignant",), ())
     labels = np.array([0, 1] * 8)
     blobs = np.repeat(rng.random((1, 16, 16)), 16, axis=0).astype(np.float32) + rng.normal(0, 0.01, (16, 16, 16))
-    [note] = _diversity_note(blobs, labels, real, 16)
+    reference = _real_diversity(real, 16)
+    [note] = _diversity_note(blobs, labels, reference)
     assert note.kind == "warning" and note.text.startswith("Low diversity")
-    [fine] = _diversity_note(rng.random((16, 16, 16)).astype(np.float32), labels, real, 16)
+    [fine] = _diversity_note(rng.random((16, 16, 16)).astype(np.float32), labels, reference)
     assert fine.kind == "" and fine.text.startswith("Diversity:")
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the folder, inside a run or a generator, where audits write
+AUDIT_DIR = "audit"
+
 ONE_RUN = "one-run"
 TRAIN_VS_TEST = "train-vs-test"
 #: which designs randomise membership, and so may give an ε bound

@@ -28,10 +28,8 @@ from privmed.privacy.accounting import default_delta
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.sample import GENERATOR_FILE, synthetic_images
 
-from .design import ONE_RUN, coin_membership
+from .design import AUDIT_DIR, ONE_RUN, coin_membership
 from .synthetic import dcr_membership
-
-AUDIT_DIR = "audit"
 
 
 def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: int = 0, alpha: float = 0.05,

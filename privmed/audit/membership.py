@@ -50,14 +50,14 @@ from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
 from privmed.models import build_model
 from privmed.privacy.accounting import default_delta
+from privmed.privacy.units import unit_name
 from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
-from .design import ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_membership, group_scores
+from .design import AUDIT_DIR, ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_membership, group_scores
 from .summary import AttackSummary, summarize_attack
 
-AUDIT_DIR = "audit"
 AUDIT_FILE = "audit.json"
 CANARY_KINDS = ("crafted", "mislabeled")
 #: bump when the audit population (canary content or coins) changes, so stale shadows are not reused
@@ -177,7 +177,7 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
 def privacy_unit(config: RunConfig, ds: Dataset) -> str:
     """The run's unit of privacy, resolved as training resolved it: ``privacy.unit``, else ``patient``
     when the data has patient ids and ``image`` otherwise."""
-    return config.privacy.unit or ("patient" if ds.split("train").patient_ids is not None else "image")
+    return unit_name(config.privacy.unit, ds.split("train").patient_ids)
 
 
 def audit_path(run: Path, config: AuditConfig) -> Path:

@@ -40,6 +40,12 @@ class OneRunBound:
     confidence: float
 
 
+def guess_counts(canaries: int) -> list[int]:
+    """The numbers of guesses tried (:data:`GUESS_FRACTIONS` of the canaries, at least 2 each); the
+    confidence is shared among them (Bonferroni)."""
+    return sorted({max(2, round(f * canaries)) for f in GUESS_FRACTIONS})
+
+
 def one_run_p_value(*, canaries: int, guesses: int, correct: int, epsilon: float, delta: float) -> float:
     """Probability of at least ``correct`` right guesses out of ``guesses`` under (ε, δ)-DP."""
     if not 0 <= correct <= guesses <= canaries:
@@ -83,7 +89,7 @@ def one_run_epsilon(scores: np.ndarray, is_member: np.ndarray, *, delta: float, 
         raise ValueError(f"need one coin per canary and at least 2 canaries, got {m} scores, {len(is_member)} coins")
     shuffle = np.random.default_rng((seed, TIE_STREAM)).permutation(m)
     ranked = is_member[shuffle][np.argsort(-scores[shuffle], kind="stable")]  # most confident "in" first
-    counts = sorted({max(2, round(f * m)) for f in GUESS_FRACTIONS})
+    counts = guess_counts(m)
     level = alpha / len(counts)
     best = OneRunBound(0.0, m, 0, 0, 1 - alpha)
     for r in counts:
@@ -99,6 +105,6 @@ def largest_showable_bound(*, canaries: int, delta: float, alpha: float = 0.05) 
     """The largest bound :func:`one_run_epsilon` could give with ``canaries`` canaries at ``delta``: a
     perfect attack (every guess right). An audit whose claimed ε is far above it has too little power to
     contradict that claim, whatever the model leaks."""
-    counts = sorted({max(2, round(f * canaries)) for f in GUESS_FRACTIONS})
+    counts = guess_counts(canaries)
     return max(epsilon_from_guesses(canaries=canaries, guesses=r, correct=r, delta=delta, alpha=alpha / len(counts))
                for r in counts)

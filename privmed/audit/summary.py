@@ -9,7 +9,7 @@ gives that only approximately. For the ``train-vs-test`` design every ε field i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -88,12 +88,10 @@ def summarize_attack(attack: str, scores: np.ndarray, is_member: np.ndarray, *, 
         return summary
     one_run = one_run_epsilon(scores, is_member, delta=delta, alpha=alpha, seed=seed)
     mu = mu_from_auc(float(point[0]))
-    return AttackSummary(**{
-        **asdict(summary), "eps_lower_bound": round(one_run.eps_lower_bound, 4), "guesses": one_run.guesses,
-        "correct_guesses": one_run.correct, "gdp_mu": round(mu, 4),
-        "gdp_epsilon": round(epsilon_from_mu(mu, delta=delta), 4),
-        "eps_clopper_pearson": round(clopper_pearson_epsilon(scores, is_member, delta=delta, alpha=alpha,
-                                                             seed=seed), 4)})
+    return replace(
+        summary, eps_lower_bound=round(one_run.eps_lower_bound, 4), guesses=one_run.guesses,
+        correct_guesses=one_run.correct, gdp_mu=round(mu, 4), gdp_epsilon=round(epsilon_from_mu(mu, delta=delta), 4),
+        eps_clopper_pearson=round(clopper_pearson_epsilon(scores, is_member, delta=delta, alpha=alpha, seed=seed), 4))
 
 
 def _bootstrap_cis(scores: np.ndarray, is_member: np.ndarray, *, n_resamples: int,

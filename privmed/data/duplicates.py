@@ -11,6 +11,8 @@ different images (closest pair of different CBIS-DDSM patches: 0.22; of phantom 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,11 @@ import torch.nn.functional as F
 SIDE = 16
 NEAR_DUPLICATE_DISTANCE = 0.1
 _CHUNK = 1024
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """SHA-256 of an image's pixels: equal exactly for pixel-identical images."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 def fingerprints(images: np.ndarray) -> torch.Tensor:

@@ -20,7 +20,6 @@ PatientID (else its StudyInstanceUID), so splits made by privmed are patient-dis
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from privmed.errors import (
     PrivmedError,
 )
 
+from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
 
 SPLITS = ("train", "val", "test")
@@ -148,7 +148,7 @@ def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
 
 def check_no_copies_across_splits(ds: Dataset) -> None:
     """Raise if an image of one split is pixel-identical (at the loaded size) to one of another split."""
-    digests = [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in ds.images]
+    digests = [pixel_hash(image) for image in ds.images]
     table = pd.DataFrame({"digest": digests, "split": ds.table["split"].astype(str).to_numpy(),
                           "sample": ds.table["sample_id"].astype(str).to_numpy()})
     first = table.drop_duplicates(["digest", "split"])

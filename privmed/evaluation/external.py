@@ -34,13 +34,13 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     if not (run / rundir.CONFIG).is_file() or not best.is_file() or not (run / rundir.METRICS).is_file():
         raise PrivmedError(f"'{run}' is not a finished privmed run (needs {rundir.CONFIG}, {rundir.METRICS} and "
                            f"{rundir.CHECKPOINTS}/{rundir.BEST}). Train it first, or resume it with --resume.")
-    rundir.check_ledger(run)
+    state = rundir.load_checkpoint(best, fix="Train the run again (or resume it, if its last.pt is intact).")
+    rundir.check_ledger(run, kept=state.get("ledger_sha256"))
     config = config_from_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims,
                         num_outputs=len(metrics["label_names"]), image_size=config.data.image_size,
                         norm=config.model.norm)
-    state = rundir.load_checkpoint(best, fix="Train the run again (or resume it, if its last.pt is intact).")
     try:
         trainable_part(model).load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:

@@ -321,14 +321,16 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
     from privmed.synth.sample import synthetic_images
 
     sources: dict[str, tuple[str, str, bool]] = {}
-    for cell in study.cells(out):
+    cells = study.cells(out)
+    for cell in cells:
         path = cell.config.synthetic.path
         if path and path not in sources and Path(path).exists():
             sources[path] = (cell.strategy, _source_kind(study, cell.generator, path), cell.config.synthetic.public)
     if not sources:
         return []
     blocks: list = [Heading("Synthetic images")]
-    real = _real_training_images(study, out)
+    real = _real_training_images(cells[0].config.data)
+    references: dict[int, list] = {}  # the real images' diversity at each synthetic image size
     for k, (path, (strategy, kind, public)) in enumerate(sources.items()):
         record = Path(path) / rundir.PRIVACY
         privacy = ("declared public by the user: no privacy cost, on that declaration" if public else
@@ -337,31 +339,39 @@ def _synthetic(study: StudyConfig, out: Path) -> list:
         with tempfile.TemporaryDirectory() as tmp:
             png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()
         blocks.append(Picture(f"synthetic_{k}", png, f"{kind} (used by {strategy}, ...): {privacy}"))
-        blocks += _diversity_note(images, labels, real, size)
+        if real is not None and len(images) >= 4:
+            if size not in references:
+                references[size] = _real_diversity(real, size)
+            blocks += _diversity_note(images, labels, references[size])
     return blocks
 
 
-def _real_training_images(study: StudyConfig, out: Path):
+def _real_training_images(data):
     """The study's real training split (for the diversity comparison), or None when it cannot be read."""
     from privmed.data.sources import load_dataset
 
     try:
-        return load_dataset(study.cells(out)[0].config.data).split("train")
+        return load_dataset(data).split("train")
     except PrivmedError:
         return None
 
 
-def _diversity_note(images, labels, real, size: int) -> list:
-    """Flag synthetic images far less varied than the real ones (per-pixel spread across images, per class,
-    as ``privmed synth evaluate`` measures it): a collapsed generator draws near-identical blobs."""
+def _real_diversity(real, size: int) -> list:
+    """Per-class per-pixel spread of the real training images at ``size`` px."""
     from privmed.data.images import resize
     from privmed.synth.quality import diversity
 
-    if real is None or len(images) < 4:
-        return []
     real_images = real.images if real.images.shape[-1] == size else \
         np.stack([resize(image, size=size) for image in real.images])
-    synthetic, reference = diversity(images, labels), diversity(real_images, real.labels[:, 0].astype(int))
+    return diversity(real_images, real.labels[:, 0].astype(int))
+
+
+def _diversity_note(images, labels, reference: list) -> list:
+    """Flag synthetic images far less varied than the real ones (per-pixel spread across images, per class,
+    as ``privmed synth evaluate`` measures it): a collapsed generator draws near-identical blobs."""
+    from privmed.synth.quality import diversity
+
+    synthetic = diversity(images, labels)
     ratios = [s / r for s, r in zip(synthetic, reference) if r > 0 and not math.isnan(s)]
     figures = (f"per-pixel spread across images, class 0 / 1: synthetic {synthetic[0]:.3f} / {synthetic[1]:.3f}, "
                f"real training images {reference[0]:.3f} / {reference[1]:.3f}")

@@ -292,7 +292,7 @@ def _audit(spec: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> Aud
             raise PrivmedError(AUDIT_SYNTHETIC.format(strategy=name))
     audit = AuditSpec(shadows=int(spec.get("shadows", AuditSpec.shadows)),
                       canaries=int(spec.get("canaries", AuditSpec.canaries)),
-                      canary_kind=str(spec.get("canary_kind", "crafted")), strategies=chosen,
+                      canary_kind=str(spec.get("canary_kind", AuditSpec.canary_kind)), strategies=chosen,
                       epsilons=_epsilons(spec["epsilons"], "audit.epsilons") if spec.get("epsilons") else None,
                       seeds=tuple(int(s) for s in spec["seeds"]) if spec.get("seeds") else None)
     AuditConfig(shadows=audit.shadows, canaries=audit.canaries, canary_kind=audit.canary_kind)  # validates

@@ -87,8 +87,8 @@ def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: 
         torch.set_num_threads(threads_per_worker(workers))
     for spec in study.generators:
         GENERATOR_MAKERS[spec.kind](spec, generator_dir(out, spec.name), generator_samples(out, spec.name), progress)
-    sync_status(out, cells, study)
-    todo = [c for c in cells if not _finished(c, study)]
+    finished = sync_status(out, cells, study)
+    todo = [c for c in cells if c.run_id not in finished]
     progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
              f"{len(todo)} to run" + (f" on {min(workers, len(todo))} worker(s)" if todo else ""))
     outcomes = {c.run_id: CellOutcome(c.run_id, "skipped") for c in cells if c not in todo}
@@ -276,14 +276,16 @@ def _check_attributes(study: StudyConfig) -> None:
                            f"(attribute columns: {list(data.attribute_columns)}); fix fairness.attributes.")
 
 
-def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> None:
+def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> set[str]:
     """Make ``status.json`` agree with the run folders: a finished run (trained with its cell's configuration
     and evaluated on every external set) is recorded as finished, also one finished by an earlier, killed
-    invocation; no other run is recorded as finished."""
+    invocation; no other run is recorded as finished. Returns the finished runs' ids."""
     status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
-    changed = False
+    changed, finished = False, set()
     for cell in cells:
         done, entry = _finished(cell, study), status.get(cell.run_id)
+        if done:
+            finished.add(cell.run_id)
         if done and (entry is None or entry.get("status") != "finished"):
             status[cell.run_id] = {"status": "finished", "seconds": (entry or {}).get("seconds", 0.0), "error": ""}
             changed = True
@@ -292,6 +294,7 @@ def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> None:
             changed = True
     if changed:
         rundir.write_json(out / STATUS, status)
+    return finished
 
 
 def _record(out: Path, outcome: CellOutcome) -> None:
