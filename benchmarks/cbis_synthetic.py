@@ -42,15 +42,16 @@ from privmed import rundir
 from privmed.audit.synthetic import dcr_membership
 from privmed.config import DataConfig, config_from_dict
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for, poisson_schedule
+from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.synth.quality import evaluate_synthetic
 from privmed.synth.sample import sample, synthetic_images
+from privmed.training.private import plan_schedule
 from privmed.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 IMAGE_SIZE = 64
-N_TRAIN = 1104
 GENERATORS = ("paper", "privmed_nondp", "privmed_dp_eps1", "privmed_dp_eps10")
 RECIPE = {"data": {"image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
           "model": {"name": "scatter_linear"},
@@ -92,7 +93,7 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
                                class_names=("benign", "malignant"))
         minutes = (pd.read_csv(gens / folder / rundir.HISTORY)["seconds"].sum() / 60) if name != "paper" else math.nan
         dcr, _ = dcr_membership(synthetic=images, members=real.split("train").images,
-                                non_members=real.split("test").images, delta=default_delta(N_TRAIN))
+                                non_members=real.split("test").images, delta=patient_unit(data)[1])
         rows.append({"generator": name, "folder": folder, "discriminator": disc, "train_minutes": round(minutes, 1),
                      "generator_epsilon": eps if private else "inf", "tos_val_auroc": round(q.tos_val_auroc, 4),
                      "tos_auroc": round(q.tos_auroc, 4), "tos_auroc_ci_low": round(q.tos_auroc_ci[0], 4),
@@ -129,16 +130,26 @@ def synthetic_folders(gens: Path, runs: Path, paper: Path, quality: pd.DataFrame
     return folders
 
 
-def total_two_noise(generator: Path, recipe: dict = RECIPE) -> tuple[float, float]:
-    """Classifier noise making (generator + classifier) exactly epsilon 2; and the classifier's own epsilon.
-    ``generator`` is a DP generator's folder or its samples (both carry its privacy record)."""
+def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
+    """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
+    one image of a sampled patient per step) and its delta, 1/(10 x patients)."""
+    train = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
+    train = train.split("train")
+    unit = resolve_unit(None, train.patient_ids, max_images_per_patient=1, n=len(train))
+    return unit, default_delta(unit.n_units)
+
+
+def total_two_noise(generator: Path, data: str, recipe: dict = RECIPE) -> tuple[float, float]:
+    """Classifier noise making (generator + classifier) exactly epsilon 2 at the patient unit, and the
+    classifier's own epsilon. ``generator`` is a DP generator's folder or its samples (both carry its
+    privacy record)."""
     stage = rundir.read_json(generator / rundir.PRIVACY)["stages"][0]
     prior = (Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"]),)
-    rate, steps = poisson_schedule(N_TRAIN, batch_size=recipe["training"]["batch_size"],
-                                   epochs=recipe["training"]["epochs"])
-    delta = default_delta(N_TRAIN)
-    sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=rate, steps=steps, prior=prior)
-    return sigma, epsilon_for([Mechanism("dp_sgd", sigma, rate, steps)], delta=delta)
+    unit, delta = patient_unit(data)
+    schedule = plan_schedule(unit, batch_size=recipe["training"]["batch_size"], epochs=recipe["training"]["epochs"])
+    sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=schedule.sample_rate,
+                            steps=schedule.steps, prior=prior)
+    return sigma, epsilon_for([Mechanism("dp_sgd", sigma, schedule.sample_rate, schedule.steps)], delta=delta)
 
 
 def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
@@ -176,20 +187,20 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
             "run": str(out)}
 
 
-def plan(folders: dict[str, Path]) -> list[dict]:
+def plan(folders: dict[str, Path], data: str) -> list[dict]:
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0}]
     for strategy in ("pretrain_finetune", "augment"):
         for eps in (1.0, 6.0):
             for gen in ("paper", "privmed_nondp", "privmed_dp_eps1"):
                 cells.append({"strategy": strategy, "generator": gen, "folder": folders[gen], "epsilon": eps})
-    sigma, _ = total_two_noise(folders["privmed_dp_eps1"])  # the chosen candidate's samples carry its record
+    sigma, _ = total_two_noise(folders["privmed_dp_eps1"], data)  # the chosen candidate's samples carry its record
     cells.append({"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1",
                   "folder": folders["privmed_dp_eps1"], "noise": sigma})
     cells += [{"strategy": "synthetic_only", "generator": gen, "folder": folders[gen]} for gen in GENERATORS]
     return cells
 
 
-def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, wall: float) -> str:
+def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, wall: float, delta: float) -> str:
     summary = (table.groupby(["strategy", "generator", "epsilon", "total_epsilon"], sort=False)
                .agg(test_auroc=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
                     val_auroc=("val_auroc", "mean"), seeds=("seed", "count"),
@@ -197,7 +208,8 @@ def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, 
     bar = summary[summary["strategy"] == "dp_sgd_real"]["test_auroc"].mean()
     lines = ["# Synthetic data on CBIS-DDSM: augment, pretrain then DP fine-tune, synthetic only", "",
              f"Classifier `scatter_linear` at {IMAGE_SIZE} px; recipe fixed in advance (see the script's docstring); "
-             f"generators 64 px; delta = 1/(10 N) = {default_delta(N_TRAIN):.2e}; `epsilon` is the classifier's own "
+             f"generators 64 px; unit of privacy the patient (privmed's default: one image of a sampled patient per step, "
+             f"secret noise), delta = 1/(10 x patients) = {delta:.2e}; `epsilon` is the classifier's own "
              f"(DP-SGD), `total_epsilon` the composition of every stage through the PRV accountant (`inf`: not "
              f"private, e.g. the paper's generator was trained without DP). Test AUROC, mean over seeds "
              f"(min-max); the checkpoint of every run is chosen on validation AUROC. {platform.machine()}, "
@@ -265,7 +277,7 @@ def main() -> None:
             shutil.copyfile(runs / "quality" / folder / f"{png}.png", grids / f"{folder}_{png}.png")
     folders = synthetic_folders(gens, runs, Path(args.paper), quality)
     rows, choices = [], []
-    for cell in plan(folders):
+    for cell in plan(folders, args.data):
         kwargs = {"strategy": cell["strategy"], "generator": cell["generator"], "folder": cell["folder"],
                   "epsilon": cell.get("epsilon"), "noise": cell.get("noise")}
         reinit = False
@@ -280,7 +292,7 @@ def main() -> None:
             print(json.dumps({k: rows[-1][k] for k in COLUMNS}), flush=True)
     table = pd.DataFrame(rows)
     table[COLUMNS].to_csv(results / "cbis_synthetic.csv", index=False)
-    text = markdown(table, quality, pd.DataFrame(choices), time.perf_counter() - t0)
+    text = markdown(table, quality, pd.DataFrame(choices), time.perf_counter() - t0, patient_unit(args.data)[1])
     (results / "cbis_synthetic.md").write_text(text)
     print(text)
 

@@ -14,7 +14,7 @@ pretraining on synthetic images before DP fine-tuning, at the bar of issue 3:
   exactly 2 (``calibrate_noise`` with the generator's stage as prior).
 
 One recipe, fixed before any result (``run_one`` of ``cbis_synthetic.py``): 64 px, SGD lr
-0.1, momentum 0.9, 20 epochs, expected batch 128, clip 1, PRV accountant, delta 1/(10 N);
+0.1, momentum 0.9, 20 epochs, expected batch 128, clip 1, PRV accountant, delta 1/(10 x patients), the patient as the unit of privacy;
 pretraining 10 epochs on the synthetic images, then the whole model fine-tuned with its
 pretrained head (privmed's defaults); the checkpoint is the epoch with the best val AUROC.
 Nothing else is chosen. About 22 min a seed on 2 cores.
@@ -43,8 +43,8 @@ RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "m
 PRETRAIN_EPOCHS = 10
 
 
-def cells(phantom: Path, samples: Path) -> list[dict]:
-    sigma, _ = total_two_noise(samples, RECIPE)
+def cells(phantom: Path, samples: Path, data: str) -> list[dict]:
+    sigma, _ = total_two_noise(samples, data, RECIPE)
     return [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0},
             {"strategy": "pretrain_finetune", "generator": "phantom", "folder": phantom, "epsilon": 2.0},
             {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples, "noise": sigma}]
@@ -59,7 +59,7 @@ def main() -> None:
     t0 = time.perf_counter()
     runs, samples = Path(args.runs), Path(args.samples)
     rows = []
-    for cell in cells(phantom_folder(runs / "phantom"), samples):
+    for cell in cells(phantom_folder(runs / "phantom"), samples, args.data):
         for seed in range(args.seeds):
             row = run_one(args.data, runs, seed=seed, recipe=RECIPE, pretrain_epochs=PRETRAIN_EPOCHS, **cell)
             rows.append({k: v for k, v in row.items() if k != "run"})

@@ -43,7 +43,7 @@ def main() -> None:
     runs = Path(args.runs)
     generator = Path(args.generator)
     samples = samples_once(generator, runs / f"samples_{generator.name}")
-    sigma, _ = total_two_noise(samples)
+    sigma, _ = total_two_noise(samples, args.data)
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0},
              {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples, "noise": sigma,
               "reinit_head": True}]
@@ -69,7 +69,7 @@ def markdown(table: pd.DataFrame, generator: str, generator_eps: float, seconds:
              f"CBIS-DDSM, `scatter_linear` at 64 px, `cbis_synthetic.py`'s recipe and checkpoint choice (best val "
              f"epoch); generator `{generator}` (epsilon {generator_eps:.3g}, 3,000 images, seed 0), head "
              "re-initialised after pretraining; `epsilon` is the classifier's DP-SGD, `total epsilon` the run's "
-             "ledger (PRV, delta 1/(10 N)). Test AUROC, mean over seeds (min-max). " + run_facts(seconds)
+             "ledger (PRV, unit of privacy the patient, delta 1/(10 x patients), secret noise). Test AUROC, mean over seeds (min-max). " + run_facts(seconds)
              + " (runs already under --runs are reused).", "",
              "| strategy | generator | epsilon | total epsilon | val AUROC | test AUROC | vs dp_sgd_real | seeds |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]

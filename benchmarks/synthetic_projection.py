@@ -14,7 +14,8 @@ generator got the real features' covariance right, which this measures per sourc
   NOT private, since the projection then depends on private data without DP).
 
 DP-SGD by privmed's recipe (``train_in_memory``: Opacus, PRV accountant, Poisson batches
-of expected size 128, clip 1, SGD lr 0.1 momentum 0.9, 15 epochs, delta 1/(10 N), no
+of expected size 128, clip 1, SGD lr 0.1 momentum 0.9, 15 epochs, delta 1/(10 x patients), the patient
+as the unit of privacy (patient-level Poisson batches, one image of a sampled patient), no
 feature centre release: the centre is the synthetic one), classifier epsilon 2 ALONE: the
 generator's epsilon is not composed here (see ``cbis_synthetic.md`` for composed totals).
 Checkpoint: the epoch with the best val AUROC; k in {32, 128} reported side by side
@@ -103,7 +104,9 @@ def parse_benchmark_args(parser: argparse.ArgumentParser, *, seeds: int = 3) -> 
 
 def run_facts(seconds: float) -> str:
     """How long the whole benchmark took, and on what."""
-    return f"Whole run {seconds / 60:.1f} min, torch {torch.__version__}, {torch.get_num_threads()} threads."
+    device = f"one {torch.cuda.get_device_name()} GPU" if torch.cuda.is_available() else "CPU"
+    return (f"Whole run {seconds / 60:.1f} min on {device}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads.")
 
 
 def write_results(results: Path, name: str, table: pd.DataFrame, lines: list[str]) -> None:
@@ -121,14 +124,15 @@ def main() -> None:
                         help="cbis_synthetic.py's run folder (its samples/)")
     args = parse_benchmark_args(parser)
     t0 = time.perf_counter()
-    model, _, feats, labels = split_features(args.data)
+    model, real, feats, labels = split_features(args.data)
+    patients = real.split("train").patient_ids
     samples = Path(args.runs) / "samples"
     sources = {"paper": Path(args.paper), "privmed_dp_eps1": samples / "privmed_dp_eps1",
                "privmed_dp_eps10": samples / "privmed_dp_eps10"}
     public = {name: features(model, synthetic_images(path, n=3000, image_size=SIZE)[0])
               for name, path in sources.items()}
     public["real_train"] = feats["train"]
-    delta = default_delta(len(feats["train"]))
+    delta = default_delta(len(np.unique(patients)))
     rows = []
     for source, k in [("privmed_dp_eps1", None)] + [(s, k) for s in public for k in DIMS]:
         if k is None:
@@ -137,7 +141,7 @@ def main() -> None:
             center, proj = whitened_pca(public[source], k)
         x = {s: ((f - center) @ proj).float() for s, f in feats.items()}
         for seed in range(args.seeds):
-            val, test = dp_linear(x, labels, data=args.data, seed=seed)
+            val, test = dp_linear(x, labels, data=args.data, seed=seed, groups=patients)
             rows.append({"projection_from": source if k else "none (centre from privmed_dp_eps1)",
                          "dims": k or feats["train"].shape[1], "seed": seed, "val_auroc": round(val, 4),
                          "test_auroc": round(test, 4)})
@@ -148,7 +152,8 @@ def main() -> None:
         hi=("test_auroc", "max")).reset_index()
     lines = ["# A projection fitted on synthetic images, then DP-SGD on real scattering features", "",
              f"`scatter_linear` features at {SIZE} px; DP-SGD at classifier epsilon {EPSILON:g} alone (generator "
-             f"epsilon not composed), delta {delta:.2e}; {args.seeds} seeds; see the script's docstring. "
+             f"epsilon not composed), unit of privacy the patient (one image of a sampled patient per step, secret "
+             f"noise), delta {delta:.2e} = 1/(10 x patients); {args.seeds} seeds; see the script's docstring. "
              + run_facts(time.perf_counter() - t0), "",
              "| projection fitted on | dims | val AUROC | test AUROC, mean (min-max) |", "|---|---:|---:|---:|"]
     lines += [f"| {r['projection_from']} | {r['dims']} | {r['val']:.3f} | {r['test']:.3f} ({r['lo']:.3f}-"
