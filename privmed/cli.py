@@ -165,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
                             "states the declaration; privmed refuses it when it finds an identical image, a shared "
                             "patient id or a generator trained on --data")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="DP-SGD in N processes on this machine (each takes a share of every Poisson batch; "
+                            "noise is added once; same epsilon); equivalent to torchrun --nproc_per_node N -m "
+                            "privmed train ... (default 1)")
     train.set_defaults(handler=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
@@ -508,14 +512,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from privmed import rundir
     from privmed.config import config_from_dict, load_yaml, merge
     from privmed.reporting import print_run_summary
+    from privmed.training.distributed import train_processes
     from privmed.training.preflight import check_before_training
-    from privmed.training.trainer import train
 
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
-    out = train(config, resume=args.resume)
-    print_run_summary(out)
+    out = train_processes(config, resume=args.resume, nproc=args.nproc)
+    if out is not None:  # under torchrun, only rank 0 reports
+        print_run_summary(out)
     return 0
 
 
