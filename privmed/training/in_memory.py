@@ -20,7 +20,7 @@ from privmed.privacy.units import resolve_unit
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .inputs import find_center, trainable_part
 from .plan import plan_privacy, start_ledger
-from .private import spent_steps
+from .private import resolve_device, spent_steps
 from .start import prepare_start, seed_everything
 
 
@@ -34,7 +34,7 @@ class FittedModel:
 
 
 def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: torch.Tensor, y_train: torch.Tensor,
-                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str = "cpu",
+                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str | None = None,
                     groups: np.ndarray | None = None) -> FittedModel:
     """The recipe of :func:`train` on tensors already in memory, without a run directory.
 
@@ -44,8 +44,10 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
     model's :func:`model_inputs`; ``groups`` the patient id of each training row (None:
     none known). Same unit of privacy, privacy plan (noise calibrated for these units),
     sampling, optimiser, clipping and checkpoint selection as a run, so shadow models for a
-    membership audit are trained exactly as the target was.
+    membership audit are trained exactly as the target was. ``device`` defaults to the run's
+    (:func:`shadow_device`).
     """
+    device = device or shadow_device(config.training.device)
     seed_everything(config.training.seed)
     model = build()
     if config.synthetic.path is not None:
@@ -74,3 +76,15 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     return FittedModel(net.eval(), ledger, best["epoch"])
+
+
+def shadow_device(name: str) -> str:
+    """The run's ``training.device`` where this machine has it (a run trained on a GPU can be audited
+    on a machine without one), else what ``auto`` picks."""
+    from .preflight import check_device
+
+    try:
+        check_device(name)
+    except PrivmedError:
+        return resolve_device("auto")
+    return resolve_device(name)
