@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from privmed.config import RunConfig
 from privmed.data.sources import Dataset
+from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
@@ -23,6 +24,10 @@ from .epochs import epoch_nonprivate, make_optimizer
 from .inputs import find_center, model_inputs, set_center
 from .plan import PrivacyPlan
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
+
+STREAMED_AUGMENT = ("--synthetic-use augment mixes synthetic images into training data held in memory, and this data "
+                    "set is large enough to be read from disk per batch. Use --synthetic-use pretrain, or set "
+                    "PRIVMED_STREAM=off to hold it in memory.")
 
 
 def seed_everything(seed: int) -> None:
@@ -62,6 +67,8 @@ def training_set(config: RunConfig, x_train: torch.Tensor, y_train: torch.Tensor
         return x_train, y_train
     if config.synthetic.use == "only":
         return synthetic.x, synthetic.y
+    if not isinstance(x_train, torch.Tensor):
+        raise PrivmedError(STREAMED_AUGMENT)
     return torch.cat([x_train, synthetic.x]), torch.cat([y_train, synthetic.y])
 
 

@@ -109,7 +109,7 @@ def _prepare(config: RunConfig, *, resume: bool) -> Run:
     distributed.barrier()  # every rank has looked at --out before rank 0 creates it
     seed_everything(config.training.seed)
     device = distributed.rank_device(resolve_device(config.training.device))
-    data = load_dataset(config.data)
+    data = load_dataset(config.data, stream=None)  # large data: images decoded per batch
     train_data = data.split("train")
     source = synthetic_source(config, data)  # before the slow part, so a bad folder fails at once
     protected = protected_unit(config, train_data, checkpoint)
