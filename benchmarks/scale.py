@@ -11,7 +11,8 @@ sampling of patients at the expected batch ``--batch-size``, per-sample clipping
 optimiser adds the noise once (:mod:`privmed.training.distributed`). A fixed number of steps,
 not epochs, keeps the cost independent of the data set size.
 
-Measured per run: peak resident memory of every rank (``resource.getrusage(RUSAGE_SELF)``
+Measured per run (blocks of 1 MiB and more returned to the system when freed,
+``MALLOC_MMAP_THRESHOLD_``, unless ``--glibc-default``): peak resident memory of every rank (``resource.getrusage(RUSAGE_SELF)``
 in the rank at the end; ``ru_maxrss``) and of the whole child (``os.wait4``), the seconds
 to load and check the data (every image decoded once, one at a time, for the cross-split
 copy check), and training images/s (all ranks' images over the slowest rank's time).
@@ -57,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nonprivate", action="store_true", help="also time non-private steps (1 process)")
     p.add_argument("--data-dir", default=str(HERE / ".scale_data"), help="where the phantoms are written (kept)")
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--glibc-default", action="store_true",
+                   help="measure under glibc's default allocator instead of returning blocks of 1 MiB and more to "
+                        "the system at once (MALLOC_MMAP_THRESHOLD_)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -82,7 +86,8 @@ def measure(args: argparse.Namespace, root: Path, n: int, nproc: int, *, private
         job = {"root": str(root), "nproc": nproc, "private": private, "result": tmp,
                **{k: getattr(args, k) for k in ("image_size", "steps", "warmup", "batch_size",
                                                  "physical_batch_size", "workers", "device")}}
-        env = {**os.environ, "PRIVMED_STREAM": "on", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env = {**os.environ, "PRIVMED_STREAM": "on", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               **({} if args.glibc_default else {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})}
         child = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(job)], env=env)
         _, status, usage = os.wait4(child.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
@@ -115,7 +120,11 @@ def markdown(rows: list[dict], writes: dict[int, float | None], args: argparse.N
              f"`python benchmarks/scale.py {' '.join(sys.argv[1:])}` on {platform.machine()}, "
              f"{os.cpu_count()} CPU(s), device {args.device}; {args.steps} timed logical steps (after "
              f"{args.warmup}) of expected batch {args.batch_size} (physical {args.physical_batch_size}), "
-             f"patients Poisson-sampled.", "",
+             f"patients Poisson-sampled; "
+             + ("glibc's default allocator." if args.glibc_default else
+                "`MALLOC_MMAP_THRESHOLD_=1048576`: blocks of 1 MiB and more go back to the system when freed, so the "
+                "peak measures live memory, not the heap glibc keeps (under its default the peak moves by about 20% "
+                "from run to run with the Poisson chunk sizes; `--glibc-default`)."), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     lines += ["", *ratios(rows), "", "Writing the phantom (`privmed phantom --dataset`): " + ", ".join(

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from privmed import rundir
+from privmed.cli import main
 from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.units import PrivacyUnit
@@ -137,9 +138,33 @@ def test_a_dead_process_ends_the_run_with_a_message_and_it_resumes(phantom_root,
     with pytest.raises(PrivmedError, match=r"training process 1 of 2 stopped \(exit code 3\).*--resume"):
         distributed.launch(_die_in_second_epoch, (config,), nproc=2, out=config.out)
     assert not (tmp_path / "run" / rundir.METRICS).exists()
-    out = distributed.train_processes(config, resume=True, nproc=2)
+    out = tmp_path / "run"  # the command line, as the message says: the same command plus --resume
+    assert main(["train", "--config", str(out / rundir.CONFIG), "--resume", "--nproc", "2"]) == 0
     ledger = privacy(out)
     assert ledger["private"] and ledger["epsilon"] <= 3.0
     history = (out / rundir.HISTORY).read_text().splitlines()
     assert len(history) == 3  # header + the two epochs, the first one from before the crash
     assert ledger["steps"] == 2 * round(1 / ledger["sample_rate"])  # no step recounted or lost
+
+
+def test_rank_shards_split_each_poisson_batch_by_patient():
+    """Each patient's rows go to one rank; the shards of ranks drawing one stream make up the one-process batch."""
+    import numpy as np
+
+    from privmed.privacy.units import GroupPoissonSampler
+    from privmed.training.private import RankShard
+
+    groups = np.repeat(np.arange(30), 3)  # 30 patients, 3 images each, at most 2 a step
+    unit = PrivacyUnit("patient", groups, 2)
+
+    def sampler():
+        return GroupPoissonSampler(unit, sample_rate=0.3, steps_per_epoch=20,
+                                   generator=torch.Generator().manual_seed(5))
+
+    whole = list(sampler())
+    shards = [list(RankShard(sampler(), rank=r, world_size=2)) for r in range(2)]
+    assert all(len(s) == len(whole) == 20 for s in shards)
+    for batch, mine, theirs in zip(whole, *shards):
+        assert sorted(mine + theirs) == sorted(batch)
+        assert {int(g) % 2 for g in groups[mine]} <= {0} and {int(g) % 2 for g in groups[theirs]} <= {1}
+    assert sum(len(b) for b in whole) > 0
