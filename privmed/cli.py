@@ -165,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
                             "states the declaration; privmed refuses it when it finds an identical image, a shared "
                             "patient id or a generator trained on --data")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="DP-SGD in N processes on this machine (each takes a share of every Poisson batch; "
+                            "noise is added once; same epsilon); equivalent to torchrun --nproc_per_node N -m "
+                            "privmed train ... (default 1)")
     train.set_defaults(handler=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
@@ -439,6 +443,8 @@ def _add_study(sub) -> None:
     st.add_argument("study", help="study file (YAML): data, strategies, epsilons, seeds, fairness attributes")
     st.add_argument("--out", required=True, help="study folder; re-run the same command to resume")
     st.add_argument("--workers", type=int, help="worker processes (default: the study's 'workers', else 1)")
+    st.add_argument("--devices", metavar="0,1",
+                    help="GPU indices; each worker process is pinned to one of them in turn (default: none)")
     st.add_argument("--no-report", action="store_true", help="do not write report.html/report.md at the end")
     st.set_defaults(handler=_cmd_study)
 
@@ -455,8 +461,9 @@ def _add_study(sub) -> None:
 def _cmd_study(args: argparse.Namespace) -> int:
     from privmed.study import load_study
 
+    devices = _devices(args.devices)  # refused before the study is read
     study, raw = load_study(args.study)
-    return _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report)
+    return _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report, devices=devices)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -478,7 +485,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run_and_report(study_from_dict(raw), raw, Path(args.out), args.workers, report=True)
 
 
-def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report: bool) -> int:
+def _devices(text: str | None) -> tuple[str, ...]:
+    from privmed.training.devices import parse_devices
+
+    return parse_devices(text) if text else ()
+
+
+def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report: bool,
+                    devices: tuple[str, ...] = ()) -> int:
     import time
 
     from privmed.report import write_report
@@ -491,7 +505,7 @@ def _run_and_report(study, raw: dict, out: Path, workers: int | None, *, report:
         raise PrivmedError(WORKERS_NOT_POSITIVE.format(n=workers))
     rundir.check_writable(out)
     t0 = time.perf_counter()
-    result = run_study(study, raw, out=out, workers=workers)
+    result = run_study(study, raw, out=out, workers=workers, devices=devices)
     outcomes = result.outcomes
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished ({time.perf_counter() - t0:.0f} s); "
@@ -508,14 +522,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from privmed import rundir
     from privmed.config import config_from_dict, load_yaml, merge
     from privmed.reporting import print_run_summary
+    from privmed.training.distributed import train_processes
     from privmed.training.preflight import check_before_training
-    from privmed.training.trainer import train
 
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
-    out = train(config, resume=args.resume)
-    print_run_summary(out)
+    out = train_processes(config, resume=args.resume, nproc=args.nproc)
+    if out is not None:  # under torchrun, only rank 0 reports
+        print_run_summary(out)
     return 0
 
 

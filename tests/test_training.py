@@ -161,7 +161,7 @@ def test_run_that_crashed_before_its_first_checkpoint_restarts_with_the_same_com
         raise RuntimeError("killed inside the first epoch")
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "_run_epoch", crash)
+        m.setattr(trainer, "run_epoch", crash)
         with pytest.raises(RuntimeError):
             train(config)
     assert (tmp_path / "crash" / rundir.CONFIG).is_file()

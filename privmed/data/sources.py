@@ -51,6 +51,7 @@ from privmed.errors import (
 
 from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
+from .lazy import LazyImages, streams
 
 SPLITS = ("train", "val", "test")
 #: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
@@ -74,7 +75,7 @@ class Dataset:
 
     name: str
     table: pd.DataFrame
-    images: np.ndarray  # float32 (N, H, W) or (N, D, H, W), values in [0, 1]
+    images: np.ndarray | LazyImages  # float32 (N, H, W) or (N, D, H, W), values in [0, 1]; or read on access
     label_names: tuple[str, ...]
     attribute_columns: tuple[str, ...]
 
@@ -86,7 +87,10 @@ class Dataset:
 
     @property
     def image_tensor(self) -> torch.Tensor:
-        """Images as a model batch: float32 (N, 1, *spatial), sharing memory with ``images``."""
+        """Images as a model batch: float32 (N, 1, *spatial), sharing memory with ``images`` (decoded on
+        access when the data is streamed: :class:`~privmed.data.lazy.LazyImageTensor`)."""
+        if isinstance(self.images, LazyImages):
+            return self.images.tensor()
         return torch.from_numpy(self.images).unsqueeze(1)
 
     @property
@@ -105,8 +109,12 @@ class Dataset:
 
 
 def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS,
-                 assign_splits: bool = True) -> Dataset:
+                 assign_splits: bool = True, stream: bool | None = False) -> Dataset:
     """Read the data a :class:`DataConfig` names, check it, and split it if it has no splits.
+
+    ``stream``: image files (a manifest or class folders) are read when used
+    (:class:`~privmed.data.lazy.LazyImages`), not all at once; the checks then decode them one at a
+    time. None: when the data is large (:func:`~privmed.data.lazy.streams`, ``PRIVMED_STREAM``).
 
     Raises :class:`PrivmedError` with a message saying what to fix for a missing path,
     an empty class folder, an unreadable image, a missing label column, non-binary
@@ -123,7 +131,7 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
             raise PrivmedError(
                 f"cannot tell what '{root}' holds: expected a MedMNIST .npz, a CSV manifest (or a folder with "
                 f"{' or '.join(MANIFEST_NAMES)}), or class folders of images.")
-        ds = loader(root, config)
+        ds = loader(root, config, stream=stream)
     if assign_splits and ds.table["split"].isna().all():
         ds.table["split"] = _random_patient_split(ds.table, config, seed=config.seed)
     check_dataset(ds, require_splits=require_splits)
@@ -148,7 +156,8 @@ def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
 
 def check_no_copies_across_splits(ds: Dataset) -> None:
     """Raise if an image of one split is pixel-identical (at the loaded size) to one of another split."""
-    digests = [pixel_hash(image) for image in ds.images]
+    digests = [pixel_hash(image) for image in tqdm(ds.images, desc="checking images", unit="img", leave=False,
+                                                   disable=len(ds.images) < 1000 or None)]
     table = pd.DataFrame({"digest": digests, "split": ds.table["split"].astype(str).to_numpy(),
                           "sample": ds.table["sample_id"].astype(str).to_numpy()})
     first = table.drop_duplicates(["digest", "split"])
@@ -190,7 +199,7 @@ def _is_npz(root: Path) -> bool:
     return root.is_file() and root.suffix == ".npz"
 
 
-def _load_npz(root: Path, config: DataConfig) -> Dataset:
+def _load_npz(root: Path, config: DataConfig, *, stream: bool | None = False) -> Dataset:  # arrays: read at once
     with np.load(root) as npz:
         parts = [s for s in SPLITS if f"{s}_images" in npz]
         if not parts:
@@ -231,7 +240,7 @@ def _manifest_path(root: Path) -> Path | None:
     return None
 
 
-def _load_manifest(root: Path, config: DataConfig) -> Dataset:
+def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = False) -> Dataset:
     manifest = _manifest_path(root)
     assert manifest is not None
     table = read_manifest(manifest)
@@ -263,7 +272,7 @@ def _load_manifest(root: Path, config: DataConfig) -> Dataset:
     if missing:
         raise PrivmedError(PATH_MISSING.format(what=f"image listed in {manifest.name} ({len(missing)} missing, first)",
                                                path=missing[0], cwd=os.getcwd()))
-    images = _read_all(paths, config)
+    images = _read_all(paths, config, stream=stream)
     keep = ["sample_id", "split", "patient_id", *names, *attrs, "path"]
     name = root.stem if root.is_file() else root.name
     return Dataset(name, table[keep].copy(), images, names, attrs)
@@ -296,7 +305,7 @@ def _is_folder_tree(root: Path) -> bool:
     return root.is_dir()
 
 
-def _load_folder_tree(root: Path, config: DataConfig) -> Dataset:
+def _load_folder_tree(root: Path, config: DataConfig, *, stream: bool | None = False) -> Dataset:
     subdirs = sorted(d for d in root.iterdir() if d.is_dir())
     has_splits = bool(subdirs) and all(d.name in SPLITS for d in subdirs)
     rows = []
@@ -316,11 +325,11 @@ def _load_folder_tree(root: Path, config: DataConfig) -> Dataset:
                              "patient_id": np.nan if patient is None else patient, "class": class_dir.name})
     table = pd.DataFrame(rows)
     table, names = _binarise(table, ["class"], config, source=root)
-    images = _read_all([Path(p) for p in table["path"]], config)
+    images = _read_all([Path(p) for p in table["path"]], config, stream=stream)
     return Dataset(root.name, table[["sample_id", "split", "patient_id", *names, "path"]].copy(), images, names, ())
 
 
-SOURCES: tuple[tuple[Callable[[Path], bool], Callable[[Path, DataConfig], Dataset]], ...] = (
+SOURCES: tuple[tuple[Callable[[Path], bool], Callable[..., Dataset]], ...] = (
     (_is_npz, _load_npz),
     (lambda root: _manifest_path(root) is not None, _load_manifest),
     (_is_folder_tree, _load_folder_tree),
@@ -330,7 +339,11 @@ SOURCES: tuple[tuple[Callable[[Path], bool], Callable[[Path, DataConfig], Datase
 # --------------------------------------------------------------------------- helpers
 
 
-def _read_all(paths: list[Path], config: DataConfig) -> np.ndarray:
+def _read_all(paths: list[Path], config: DataConfig, *, stream: bool | None = False) -> np.ndarray | LazyImages:
+    if stream is None:
+        stream = streams(len(paths), image_size=config.image_size, spatial_dims=config.spatial_dims)
+    if stream:
+        return LazyImages(paths, size=config.image_size, spatial_dims=config.spatial_dims)
     images = [read_image(p, size=config.image_size, spatial_dims=config.spatial_dims)
               for p in tqdm(paths, desc="reading images", unit="img", leave=False, disable=len(paths) < 200)]
     return np.stack(images).astype(np.float32)

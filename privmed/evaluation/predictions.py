@@ -17,9 +17,11 @@ from privmed.evaluation.metrics import youden_threshold
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: torch.Tensor, *, device: str = "cpu", chunk: int = 256) -> np.ndarray:
-    """Sigmoid scores, shape (N, n_labels)."""
+def predict(model: nn.Module, inputs: torch.Tensor, *, device: str | None = None, chunk: int = 256) -> np.ndarray:
+    """Sigmoid scores, shape (N, n_labels), computed on ``device`` (default: where the model's weights are)."""
     model.eval()
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     parts = [torch.sigmoid(model(inputs[i:i + chunk].to(device))).cpu() for i in range(0, len(inputs), chunk)]
     return torch.cat(parts).numpy() if parts else np.zeros((0, 1), dtype=np.float32)
 

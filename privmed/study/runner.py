@@ -66,16 +66,17 @@ class StudyResult:
 
 
 def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: int | None = None,
-              progress: Progress = print) -> StudyResult:
+              progress: Progress = print, devices: tuple[str, ...] = ()) -> StudyResult:
     """Run every generator and cell of ``study`` not finished yet, then write the study's tables
-    (``results.csv`` and the fairness tables)."""
+    (``results.csv`` and the fairness tables). ``devices``: GPU indices the workers are pinned to
+    in turn (:mod:`privmed.training.devices`)."""
     out = Path(out)
     with study_lock(out):
-        return _run_locked(study, raw, out=out, workers=workers, progress=progress)
+        return _run_locked(study, raw, out=out, workers=workers, progress=progress, devices=devices)
 
 
 def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: int | None,
-                progress: Progress) -> StudyResult:
+                progress: Progress, devices: tuple[str, ...] = ()) -> StudyResult:
     rundir.write_yaml(out / STUDY_FILE, raw)
     workers = workers or study.workers
     started = time.time()
@@ -92,7 +93,7 @@ def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: 
     progress(f"study {study.name}: {len(cells)} runs, {len(cells) - len(todo)} already finished, "
              f"{len(todo)} to run" + (f" on {min(workers, len(todo))} worker(s)" if todo else ""))
     outcomes = {c.run_id: CellOutcome(c.run_id, "skipped") for c in cells if c not in todo}
-    for k, outcome in enumerate(_run_cells(todo, study, out, workers), 1):
+    for k, outcome in enumerate(_run_cells(todo, study, out, workers, devices), 1):
         outcomes[outcome.run_id] = outcome
         _record(out, outcome)
         progress(f"[{k}/{len(todo)}] {outcome.run_id}: {outcome.status} ({outcome.seconds:.0f} s)"
@@ -122,8 +123,11 @@ def _finished(cell: Cell, study: StudyConfig) -> bool:
     return finished(run) and all(evaluated(run, e) for e in study.external) and not config_drift(cell)
 
 
-def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
+def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int, devices: tuple[str, ...] = ()):
+    from privmed.training.devices import pin, worker_slots
+
     if workers == 1 or len(cells) <= 1:
+        pin(next(iter(devices), None))
         for cell in cells:
             yield _run_cell(cell, study.external)
         return
@@ -131,9 +135,12 @@ def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
     threads = threads_per_worker(workers)
     saved = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # workers inherit it at start: no interleaved bars; one line per run instead
+    slots = context.Queue()
+    for device in worker_slots(devices, workers):
+        slots.put(device)
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
+                                 initargs=(threads, slots if devices else None)) as pool:
             futures = [pool.submit(_run_cell, cell, study.external) for cell in cells]
             for future in as_completed(futures):
                 yield future.result()
@@ -141,9 +148,12 @@ def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int):
         os.environ.pop("TQDM_DISABLE") if saved is None else os.environ.update(TQDM_DISABLE=saved)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, slots=None) -> None:
     import warnings
 
+    from privmed.training.devices import pin
+
+    pin(slots.get() if slots is not None else None)  # before torch touches CUDA
     import torch
 
     die_with_parent()

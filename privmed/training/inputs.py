@@ -63,8 +63,7 @@ def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, dev
     """
     if not is_feature_model(model):
         return images
-    key = (_front_end_key(model.features), tuple(images.shape),
-           hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest())
+    key = (_front_end_key(model.features), tuple(images.shape), _data_hash(images))
     if key in _FEATURE_CACHE:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key]
@@ -72,12 +71,19 @@ def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, dev
     if features is None:
         model.features.to(device).eval()
         parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
-        features = torch.cat(parts) if parts else images.new_zeros((0,))
+        features = torch.cat(parts) if parts else torch.zeros((0,))
         _write_cached(key, features)
     _FEATURE_CACHE[key] = features
     while len(_FEATURE_CACHE) > FEATURE_CACHE_SIZE:
         _FEATURE_CACHE.popitem(last=False)
     return features
+
+
+def _data_hash(images) -> str:
+    """A hash of the images: of their pixels, or of their files when they are read on access."""
+    if hasattr(images, "fingerprint"):  # privmed.data.lazy.LazyImageTensor
+        return images.fingerprint()
+    return hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
 
 
 def feature_cache_dir() -> Path | None:

@@ -39,7 +39,7 @@ def check_schedule(config: RunConfig) -> None:
         return  # synthetic images join the Poisson-sampled set: the trainer plans that schedule
     if config.synthetic.path is not None and config.synthetic.use == "only":
         return  # the private training split is not sampled at all
-    train = load_dataset(config.data).split("train")
+    train = load_dataset(config.data, stream=None).split("train")
     p = config.privacy
     unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
     candidates = config.tune.candidates(config.training)

@@ -11,6 +11,9 @@ audits and benchmarks, and the DP generator's discriminator all train through he
   ``clip / k`` (a unit's k images sum to at most ``clip``), Gaussian noise of std
   ``noise_multiplier x clip`` per step from a secret generator, and an accountant that
   records ``(noise_multiplier, sample_rate)`` of the *unit*, not Opacus's image view.
+
+In a multi-process run (:mod:`privmed.training.distributed`) each rank keeps its share of every
+Poisson batch (:class:`RankShard`) and Opacus's ``DistributedDPOptimizer`` adds the noise once.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from opacus import PrivacyEngine
 from opacus.data_loader import wrap_collate_with_empty
 from opacus.optimizers import DPOptimizer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from privmed.privacy.accounting import poisson_schedule
 from privmed.privacy.randomness import NOISE_STREAM, SAMPLING_STREAM, secret_generator
 from privmed.privacy.units import GroupPoissonSampler, PrivacyUnit
+
+from . import distributed
 
 
 @dataclass(frozen=True)
@@ -57,13 +62,38 @@ def plan_schedule(unit: PrivacyUnit, *, batch_size: int, epochs: int) -> Schedul
     return Schedule(sample_rate, steps_per_epoch, steps, max(1, int(sample_rate * contributions)))
 
 
+class RankShard(Sampler[list[int]]):
+    """This rank's share of each Poisson batch: the rows of units ``u`` with ``u mod world_size == rank``.
+
+    Whether unit ``u`` is in a step's batch is decided by its own rank's (independent, secret)
+    generator alone, so the union over ranks is one Poisson sample of units at the sampler's rate.
+    Every rank draws for all units and keeps its own: ranks sharing one replay seed (a replayable,
+    not-private run) then together yield exactly the one-process batches.
+    """
+
+    def __init__(self, sampler: GroupPoissonSampler, *, rank: int, world_size: int) -> None:
+        self.sampler = sampler
+        self.mine = torch.from_numpy(sampler.unit.groups % world_size == rank)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for batch in self.sampler:
+            yield [i for i in batch if self.mine[i]]
+
+
 def poisson_loader(dataset: Dataset, unit: PrivacyUnit, schedule: Schedule, *, generator: torch.Generator,
                    num_workers: int = 0) -> DataLoader:
-    """Poisson batches of units from ``dataset`` (rows in the order of ``unit.groups``);
-    empty batches come out as zero-length tensors, as from Opacus's DPDataLoader."""
+    """Poisson batches of units from ``dataset`` (rows in the order of ``unit.groups``), this rank's share
+    of them in a multi-process run; empty batches come out as zero-length tensors, as from Opacus's
+    DPDataLoader."""
     first = dataset[0]
     sampler = GroupPoissonSampler(unit, sample_rate=schedule.sample_rate, steps_per_epoch=schedule.steps_per_epoch,
                                   generator=generator)
+    ranks = distributed.current()
+    if ranks.world_size > 1:
+        sampler = RankShard(sampler, rank=ranks.rank, world_size=ranks.world_size)
     collate = wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *x.shape) for x in first],
                                       dtypes=[x.dtype for x in first])
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
@@ -102,8 +132,10 @@ def make_private(net: nn.Module, optimizer: torch.optim.Optimizer, dataset: Data
     accounted at the unit's sample rate.
 
     ``clip_norm=inf`` with ``noise_multiplier=0`` is plain training through the same code.
+    In a multi-process run ``net`` is wrapped for Opacus's distributed optimiser (noise on rank 0
+    only, gradients summed over ranks; :mod:`privmed.training.distributed`).
     """
-    k = unit.max_per_unit
+    k, world_size = unit.max_per_unit, distributed.current().world_size
     loader = poisson_loader(dataset, unit, schedule, generator=sampling_generator(replay_seed=replay_seed),
                             num_workers=num_workers)
     with warnings.catch_warnings():
@@ -111,7 +143,7 @@ def make_private(net: nn.Module, optimizer: torch.optim.Optimizer, dataset: Data
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=accountant)
     wrapped = engine.make_private(
-        module=net, optimizer=optimizer, data_loader=loader, criterion=nn.BCEWithLogitsLoss(),
+        module=distributed.wrap(net), optimizer=optimizer, data_loader=loader, criterion=nn.BCEWithLogitsLoss(),
         noise_multiplier=noise_multiplier * k, max_grad_norm=finite(clip_norm) / k, poisson_sampling=False,
         grad_sample_mode=grad_sample_mode,
         noise_generator=secret_generator(stream=NOISE_STREAM, replay_seed=replay_seed, device=device))
@@ -121,7 +153,7 @@ def make_private(net: nn.Module, optimizer: torch.optim.Optimizer, dataset: Data
         (module, dp_optimizer, dp_loader), criterion = wrapped, nn.BCEWithLogitsLoss()
     if hasattr(module, "forbid_grad_accumulation"):
         module.forbid_grad_accumulation()  # as Opacus does under Poisson sampling
-    dp_optimizer.expected_batch_size = schedule.expected_batch
+    dp_optimizer.expected_batch_size = schedule.expected_batch / world_size  # per rank, as Opacus sets it
     dp_optimizer.secure_mode = True  # Opacus's floating-point-safe Gaussian sampling (needs no csprng)
     dp_optimizer.attach_step_hook(
         lambda _: engine.accountant.step(noise_multiplier=noise_multiplier, sample_rate=schedule.sample_rate))

@@ -1,0 +1,69 @@
+"""Where a run stands, saved every epoch and restored on ``--resume``: weights, optimiser, the
+accountant's history and the non-secret RNG; never the secret generators."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from privmed import rundir
+from privmed.config import RunConfig, config_from_dict
+
+from .plan import PrivacyPlan
+from .private import PrivateTraining
+
+
+@dataclass
+class TrainState:
+    """Where training stands: the candidate and epoch reached, the best (candidate, epoch) on
+    validation so far, the history, and the DP-SGD steps of candidates already finished."""
+
+    candidate: int = 0
+    epoch: int = 0
+    best: dict = field(default_factory=lambda: {"val_auroc": -math.inf, "candidate": 0, "epoch": -1, "state": None})
+    history: list = field(default_factory=list)
+    finished_steps: list = field(default_factory=list)
+
+def check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
+    """Refuse to overwrite a run; on resume, return its last checkpoint after checking the config."""
+    return rundir.checkpoint_to_resume(out, config.identity(), lambda raw: config_from_dict(raw).identity(),
+                                       resume=resume)
+
+def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, plan: PrivacyPlan) -> None:
+    """Weights, optimiser, the accountant's history and the non-secret RNG; never the secret generators."""
+    original = getattr(fit.optimizer, "original_optimizer", fit.optimizer)
+    checkpoint = {
+        "candidate": state.candidate,
+        "epoch": state.epoch,
+        "model": net.state_dict(),
+        "optimizer": original.state_dict(),
+        "accountant": fit.engine.accountant.state_dict() if fit.engine is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "best": state.best,
+        "history": state.history,
+        "finished_steps": state.finished_steps,
+        "plan": plan.record(),
+    }
+    tmp = out / rundir.CHECKPOINTS / (rundir.LAST + ".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(out / rundir.CHECKPOINTS / rundir.LAST)
+
+
+def resume_state(checkpoint: dict | None) -> TrainState:
+    """The state a checkpoint left (a finished candidate's last epoch moves on to the next candidate)."""
+    if checkpoint is None:
+        return TrainState()
+    best = {"candidate": 0, **checkpoint["best"]}
+    return TrainState(checkpoint.get("candidate", 0), checkpoint["epoch"], best, checkpoint["history"],
+                      list(checkpoint.get("finished_steps", [])))
+
+
+def restore(checkpoint: dict, net, fit: PrivateTraining) -> None:
+    net.load_state_dict(checkpoint["model"])
+    getattr(fit.optimizer, "original_optimizer", fit.optimizer).load_state_dict(checkpoint["optimizer"])
+    if fit.engine is not None:
+        fit.engine.accountant.load_state_dict(checkpoint["accountant"])
+    torch.set_rng_state(checkpoint["torch_rng"])

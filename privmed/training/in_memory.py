@@ -1,0 +1,90 @@
+"""The recipe of ``privmed train`` on tensors in memory, without a run directory (audits' shadow models)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from privmed.config import RunConfig
+from privmed.errors import PrivmedError
+from privmed.evaluation.predictions import predict
+from privmed.privacy.accounting import Mechanism
+from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.units import resolve_unit
+
+from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
+from .inputs import find_center, trainable_part
+from .plan import plan_privacy, start_ledger
+from .private import resolve_device, spent_steps
+from .start import prepare_start, seed_everything
+
+
+@dataclass
+class FittedModel:
+    """A model trained in memory by :func:`train_in_memory`, with what its training spent."""
+
+    net: nn.Module
+    ledger: PrivacyLedger
+    best_epoch: int
+
+
+def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: torch.Tensor, y_train: torch.Tensor,
+                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str | None = None,
+                    groups: np.ndarray | None = None) -> FittedModel:
+    """The recipe of :func:`train` on tensors already in memory, without a run directory.
+
+    ``build`` makes a fresh model; it is called after seeding, so the initial weights, like
+    everything else that is not part of the guarantee, follow from ``config.training.seed``
+    and not from the caller's RNG state (the same model in any process). ``x_*`` are the
+    model's :func:`model_inputs`; ``groups`` the patient id of each training row (None:
+    none known). Same unit of privacy, privacy plan (noise calibrated for these units),
+    sampling, optimiser, clipping and checkpoint selection as a run, so shadow models for a
+    membership audit are trained exactly as the target was. ``device`` defaults to the run's
+    (:func:`shadow_device`).
+    """
+    device = device or shadow_device(config.training.device)
+    seed_everything(config.training.seed)
+    model = build()
+    if config.synthetic.path is not None:
+        raise PrivmedError("retraining a run that used synthetic images in memory (membership audits) is not "
+                           "supported yet; audit a run trained on real data, or the generator with "
+                           "`privmed audit-synthetic`.")
+    net = trainable_part(model).to(device)
+    p = config.privacy
+    unit = resolve_unit(p.unit, groups, max_images_per_patient=p.max_images_per_patient, n=len(x_train))
+    if config.tune.grid:
+        raise PrivmedError("train_in_memory trains one recipe; give it a configuration without a tune section.")
+    plan = plan_privacy(config, unit, unit, [config.training], checkpoint=None,
+                         has_center=find_center(net) is not None)
+    ledger = start_ledger(config, plan, n=len(x_train), synthetic=None)
+    prepare_start(net, x_train, plan, ledger, config, None, None, device)
+    fit = make_fit(net, x_train, y_train, plan, 0, config, device)
+    augment = augments(config, model)
+    best = {"val_auroc": -math.inf, "candidate": 0, "epoch": config.training.epochs, "state": None}
+    for epoch in range(config.training.epochs):
+        net.train()
+        run_epoch(fit, plan.schedules[0], config, augment, device)
+        best = keep_best(best, net, mean_auroc(y_val.numpy(), predict(net, x_val, device=device)), 0, epoch + 1)
+    if fit.engine is not None:
+        ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[0].sample_rate,
+                                           spent_steps(fit.engine)))
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    return FittedModel(net.eval(), ledger, best["epoch"])
+
+
+def shadow_device(name: str) -> str:
+    """The run's ``training.device`` where this machine has it (a run trained on a GPU can be audited
+    on a machine without one), else what ``auto`` picks."""
+    from .preflight import check_device
+
+    try:
+        check_device(name)
+    except PrivmedError:
+        return resolve_device("auto")
+    return resolve_device(name)

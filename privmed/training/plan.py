@@ -1,0 +1,168 @@
+"""The privacy plan of a run: whom it protects, the Poisson schedules, the noise, and the ledger's stages.
+
+Fixed before training starts (a resumed run keeps its recorded noise); the DP-SGD stages of
+every hyper-parameter candidate are composed into the reported epsilon at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from privmed.config import RunConfig
+from privmed.data.sources import Dataset
+from privmed.errors import RESUME_OTHER_UNIT, PrivmedError
+from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
+from privmed.privacy.units import PrivacyUnit, resolve_unit
+
+from .private import PrivateTraining, Schedule, plan_schedule, spent_steps
+
+if TYPE_CHECKING:
+    from .checkpoint import TrainState
+    from .start import SyntheticInputs
+
+GENERATOR_OTHER_UNIT = ("The generator '{generator}' protects one {generator_unit} per unit of privacy and this run "
+                        "protects one {unit}, so its epsilon does not compose into a {unit}-level guarantee. Train the "
+                        "generator with privacy.unit '{unit}'.")
+
+
+@dataclass
+class PrivacyPlan:
+    """Who is protected, and the noise and schedules fixed before training starts.
+
+    ``protected`` is the unit of the private training data; ``sampled`` the unit the
+    Poisson sampler draws from (the same, plus each synthetic image as its own unit when
+    synthetic images are mixed in, or synthetic images alone). ``schedules`` has one entry
+    per hyper-parameter candidate (one without a search); all share ``noise_multiplier``.
+    """
+
+    delta: float
+    protected: PrivacyUnit
+    sampled: PrivacyUnit
+    schedules: list[Schedule]
+    noise_multiplier: float  # 0 for non-private
+    center_noise_multiplier: float | None  # None: exact (non-private) centring or no centring
+    replay_seed: int | None  # None: secret randomness; else the seed noise and sampling are derived from
+
+    def record(self) -> dict:
+        """What a checkpoint keeps of the plan (no randomness, no data)."""
+        return {"noise_multiplier": self.noise_multiplier, "unit": self.protected.name,
+                "max_per_unit": self.protected.max_per_unit}
+
+
+def dp_sgd_stages(plan: PrivacyPlan, state: TrainState, candidates: list, config: RunConfig) -> list[Mechanism]:
+    """One accounted DP-SGD stage per candidate trained (the kept one named ``dp_sgd``)."""
+    if not config.privacy.private:
+        return []
+    stages = []
+    for c, (schedule, steps) in enumerate(zip(plan.schedules, state.finished_steps)):
+        name = "dp_sgd" if c == state.best["candidate"] else f"dp_sgd_tuning_candidate_{c}"
+        stages.append(Mechanism(name, plan.noise_multiplier, schedule.sample_rate, steps))
+    return stages
+
+
+def validation_choices(config: RunConfig, candidates: list, best: dict, n_val: int) -> list[str]:
+    """Sentences for the ledger: what was chosen by looking at the private validation split."""
+    choices = []
+    if len(candidates) > 1:
+        grid = ", ".join(f"{k} in {list(v)}" for k, v in config.tune.grid.items())
+        kept = candidates[best["candidate"]]
+        chosen = ", ".join(f"{k}={getattr(kept, k)}" for k in config.tune.grid)
+        spent = ("each trained with DP-SGD on the private training data at one shared noise multiplier, and all "
+                 "of them are composed in the epsilon above" if config.privacy.private
+                 else "each trained on the private training data")
+        choices.append(f"Hyper-parameters were searched over {grid}: {len(candidates)} candidates, {spent}; the "
+                       f"candidate kept ({chosen}) was chosen by AUROC on the private validation split.")
+    choices.append(
+        f"The checkpoint (epoch {best['epoch']} of {candidates[best['candidate']].epochs}) was selected by AUROC on "
+        f"the private validation split ({n_val} samples), and decision thresholds were chosen on it (Youden); "
+        f"these choices are not covered by the epsilon above.")
+    return choices
+
+def protected_unit(config: RunConfig, train_data: Dataset, checkpoint: dict | None) -> PrivacyUnit:
+    """The unit of privacy of the private training split (a resumed run must keep its own)."""
+    p = config.privacy
+    unit = resolve_unit(p.unit, train_data.patient_ids, max_images_per_patient=p.max_images_per_patient,
+                        n=len(train_data))
+    recorded = (checkpoint or {}).get("plan", {}).get("unit")
+    if recorded is not None and recorded != unit.name:
+        raise PrivmedError(RESUME_OTHER_UNIT.format(path=config.out, recorded=recorded, unit=unit.name))
+    return unit
+
+
+def sampled_unit(config: RunConfig, protected: PrivacyUnit, synthetic: "SyntheticInputs | None") -> PrivacyUnit:
+    """What the Poisson sampler draws: the private units, each synthetic image as a unit of its own
+    after them (augment), or synthetic images alone (only)."""
+    if synthetic is None or config.synthetic.use == "pretrain":
+        return protected
+    extra = np.arange(len(synthetic.x), dtype=np.int64)
+    if config.synthetic.use == "only":
+        return PrivacyUnit("image", extra, 1)
+    return PrivacyUnit(protected.name, np.concatenate([protected.groups, extra + protected.n_units]),
+                       protected.max_per_unit)
+
+
+def plan_privacy(config: RunConfig, protected: PrivacyUnit, sampled: PrivacyUnit, candidates: list, *,
+                  checkpoint: dict | None, has_center: bool) -> PrivacyPlan:
+    """Delta, schedules and the noise that reaches the classifier's target epsilon: its feature
+    centring and the DP-SGD of every hyper-parameter candidate together (a generator's stages
+    are composed on top).
+
+    The protected units (patients or images of the private split) set delta; the sampled
+    units (private plus any synthetic mixed in) the Poisson sample rate.
+    """
+    p, seed = config.privacy, config.training.seed
+    delta = p.delta if p.delta is not None else default_delta(protected.n_units)
+    schedules = [plan_schedule(sampled, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
+    replay_seed = replay_seed_for(private=p.private, replayable=p.replayable_noise, seed=seed)
+    if not p.private:
+        return PrivacyPlan(delta, protected, sampled, schedules, 0.0, None, replay_seed)
+    check_delta(delta, protected.n_units)
+    center_sigma = p.center_noise_multiplier if has_center else None
+    if checkpoint is not None:
+        sigma = checkpoint["plan"]["noise_multiplier"]
+    elif p.noise_multiplier is not None:
+        sigma = p.noise_multiplier
+    else:
+        prior = [Mechanism("feature_centering", center_sigma, 1.0, 1)] if center_sigma else []
+        sigma = calibrate_noise(target_epsilon=p.epsilon, delta=delta, prior=prior, accountant=p.accountant,
+                                schedules=[(s.sample_rate, s.steps) for s in schedules])
+    return PrivacyPlan(delta, protected, sampled, schedules, sigma, center_sigma, replay_seed)
+
+
+def start_ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "SyntheticInputs | None") -> PrivacyLedger:
+    """Stages spent before training (a generator) and reasons the run is not private, if any."""
+    ledger = PrivacyLedger.for_unit(plan.protected, delta=plan.delta, accountant=config.privacy.accountant,
+                                    clip_norm=config.privacy.clip_norm if config.privacy.private else math.inf,
+                                    n_private=n)
+    if synthetic is not None:
+        ledger.mechanisms.extend(synthetic.source.mechanisms)
+        if synthetic.source.non_private_reason:
+            ledger.non_private_reasons.append(synthetic.source.non_private_reason)
+        if synthetic.source.free_input:
+            ledger.free_inputs.append(synthetic.source.free_input)
+        if synthetic.source.mechanisms and synthetic.source.unit != plan.protected.name:
+            ledger.non_private_reasons.append(GENERATOR_OTHER_UNIT.format(
+                generator=synthetic.source.generator, generator_unit=synthetic.source.unit, unit=plan.protected.name))
+    touches_private_train = synthetic is None or config.synthetic.use != "only"
+    if touches_private_train and not config.privacy.private:
+        ledger.non_private_reasons.append(
+            "The classifier was trained on the private data without DP-SGD (no epsilon or noise multiplier given).")
+    if touches_private_train and config.privacy.private and config.privacy.replayable_noise:
+        ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
+    return ledger
+
+def epsilon_so_far(ledger: PrivacyLedger, plan: PrivacyPlan, state: TrainState, fit: PrivateTraining,
+                    candidate: int) -> float:
+    """Epsilon spent up to now: earlier stages, finished candidates, and this candidate's steps."""
+    if fit.engine is None:
+        return math.inf
+    steps = [*state.finished_steps, spent_steps(fit.engine)]
+    sgd = [Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[c].sample_rate, n)
+           for c, n in zip(range(candidate + 1), steps)]
+    return epsilon_for([*ledger.mechanisms, *sgd], delta=ledger.delta, accountant=ledger.accountant)

@@ -1,0 +1,118 @@
+"""What every candidate starts from: seeded non-secret randomness, synthetic images (mixed in or
+pretrained on), and the head's feature centre (released once, privately)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus.data_loader import DPDataLoader
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from privmed.config import RunConfig
+from privmed.data.sources import Dataset
+from privmed.errors import PrivmedError
+from privmed.privacy.accounting import Mechanism
+from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
+
+from .epochs import epoch_nonprivate, make_optimizer
+from .inputs import find_center, model_inputs, set_center
+from .plan import PrivacyPlan
+from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
+
+STREAMED_AUGMENT = ("--synthetic-use augment mixes synthetic images into training data held in memory, and this data "
+                    "set is large enough to be read from disk per batch. Use --synthetic-use pretrain, or set "
+                    "PRIVMED_STREAM=off to hold it in memory.")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch: initialisation, augmentation and anything else that is not
+    part of the privacy guarantee. Sampling and noise use secret generators instead."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+@dataclass
+class SyntheticInputs:
+    """Synthetic images as model inputs (features for feature models), with their origin."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: SyntheticSource
+
+
+def synthetic_source(config: RunConfig, data: Dataset) -> SyntheticSource | None:
+    if config.synthetic.path is None:
+        return None
+    return load_synthetic(config.synthetic, config.data, label_name=data.label_names[0]
+                          if len(data.label_names) == 1 else "", private=data)
+
+
+def synthetic_inputs(source: SyntheticSource | None, model: nn.Module, device: str) -> SyntheticInputs | None:
+    if source is None:
+        return None
+    return SyntheticInputs(model_inputs(model, source.data.image_tensor, device=device),
+                           torch.from_numpy(source.data.labels), source)
+
+
+def training_set(config: RunConfig, x_train: torch.Tensor, y_train: torch.Tensor,
+                  synthetic: SyntheticInputs | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the Poisson sampler draws from: real, real + synthetic (augment) or synthetic only."""
+    if synthetic is None or config.synthetic.use == "pretrain":
+        return x_train, y_train
+    if config.synthetic.use == "only":
+        return synthetic.x, synthetic.y
+    if not isinstance(x_train, torch.Tensor):
+        raise PrivmedError(STREAMED_AUGMENT)
+    return torch.cat([x_train, synthetic.x]), torch.cat([y_train, synthetic.y])
+
+
+def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
+                     synthetic: SyntheticInputs | None) -> Mechanism | None:
+    """Set the head's feature centre once; a resumed run keeps the released one.
+
+    With synthetic images the centre is their exact mean: no private data, no cost. The
+    private release averages each protected unit's features, with secret noise.
+    """
+    center = find_center(net)
+    if center is None:
+        return None
+    if synthetic is not None:
+        return set_center(center, synthetic.x, noise_multiplier=None, generator=torch.Generator())
+    if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
+        return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
+            if plan.center_noise_multiplier else None
+    generator = secret_generator(stream=CENTRE_STREAM, replay_seed=plan.replay_seed)
+    return set_center(center, x_train, noise_multiplier=plan.center_noise_multiplier, generator=generator,
+                      groups=plan.protected.groups)
+
+
+def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
+                   config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str) -> None:
+    """What every candidate starts from: the feature centre (entered in the ledger, released
+    once and shared by all candidates) and pretraining on synthetic images."""
+    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic)
+    if center_mechanism is not None:
+        ledger.mechanisms.append(center_mechanism)
+    if synthetic is not None and config.synthetic.use == "pretrain":
+        if checkpoint is None:  # a resumed run restores the fine-tuned weights instead
+            pretrain(net, synthetic, config, device)
+        prepare_finetune(net, finetune=config.synthetic.finetune, reinit_head=config.synthetic.reinit_head)
+
+def pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, device: str) -> None:
+    """Non-private training on synthetic images only (no private data, no validation peeking:
+    a fixed number of epochs), the same sampling and loss as a non-private run."""
+    s = config.synthetic
+    optimizer = make_optimizer(net, config, lr=s.pretrain_lr)
+    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(synthetic.x, synthetic.y),
+                                                      batch_size=config.training.batch_size))
+    expected_batch = max(1, int(len(synthetic.x) / len(loader)))
+    criterion = nn.BCEWithLogitsLoss(reduction="sum")
+    net.train()
+    for _ in tqdm(range(s.pretrain_epochs), desc="pretraining on synthetic", unit="epoch", leave=False):
+        epoch_nonprivate(net, optimizer, criterion, loader, expected_batch, config, False, device)
