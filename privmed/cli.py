@@ -15,7 +15,9 @@ from privmed.threads import quiet_openmp
 
 quiet_openmp()  # before anything imports torch
 
-from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig  # noqa: E402
+from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig, merge  # noqa: E402
+from privmed.model_options import model_arg_overrides, parse_model_arg  # noqa: E402
+from privmed.tracking import add_tracking_options, tracker_from_args  # noqa: E402
 from privmed.errors import GRID_FOLDER_MISSING, PATH_MISSING, PrivmedError  # noqa: E402
 
 # the defaults --help shows are the configuration's own (the options stay unset, so a --config file can set them)
@@ -55,6 +57,10 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "pretrain_epochs": ("synthetic", "pretrain_epochs"),
     "pretrain_lr": ("synthetic", "pretrain_lr"),
     "synthetic_public": ("synthetic", "public"),
+    # issue 18: pretrained weights, frozen backbone (--model-arg goes to model.args in cli_overrides)
+    "model_weights": ("model", "weights"),
+    "freeze": ("model", "freeze"),
+    "replace_batchnorm": ("model", "replace_batchnorm"),
 }
 
 
@@ -165,6 +171,19 @@ def _parser() -> argparse.ArgumentParser:
                             "states the declaration; privmed refuses it when it finds an identical image, a shared "
                             "patient id or a generator trained on --data")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    # ---- issue 18: network arguments, pretrained weights, a frozen backbone, MLflow tracking
+    train.add_argument("--model-arg", action="append", type=parse_model_arg, metavar="KEY=VALUE",
+                       help="a keyword argument of the network (model.args), e.g. width=0.5, J=3, init_features=32; "
+                            "repeat for several; checked against the network's signature")
+    train.add_argument("--model-weights", metavar="PATH",
+                       help="start from this state dict on disk (model.weights; a checkpoint holding one under "
+                            "'state_dict' or 'model' works too); nothing downloads")
+    train.add_argument("--freeze", choices=("backbone", "none"),
+                       help="backbone: train only the classifier layer (the frozen rest is computed once and is not "
+                            "part of DP-SGD; needs --model-weights); default none")
+    train.add_argument("--replace-batchnorm", action="store_true", default=None,
+                       help="let Opacus's ModuleValidator.fix replace trainable BatchNorm layers by GroupNorm")
+    add_tracking_options(train)
     train.set_defaults(handler=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
@@ -421,6 +440,8 @@ def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = O
             overrides.setdefault(section, {})[key] = value
     for key, values in getattr(args, "tune", None) or []:
         overrides.setdefault("tune", {})[key] = values
+    if getattr(args, "model_arg", None):
+        overrides = merge(overrides, model_arg_overrides(args.model_arg))
     if getattr(args, "out", None):
         overrides["out"] = args.out
     return overrides
@@ -514,7 +535,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
-    out = train(config, resume=args.resume)
+    with tracker_from_args(args, config) as tracker:  # a no-op without --mlflow / --mlflow-uri
+        out = train(config, resume=args.resume, on_epoch_end=tracker.log_epoch)
+        tracker.log_run_dir(out)
     print_run_summary(out)
     return 0
 

@@ -43,7 +43,7 @@ from privmed.config import RunConfig, config_from_dict, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.errors import BATCH_TOO_LARGE, PHYSICAL_BATCH_LOWERED, RESUME_OTHER_UNIT, PrivmedError
-from privmed.models import build_model, grad_sample_mode_for
+from privmed.models import build_for_run, grad_sample_mode_for
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
@@ -109,9 +109,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     train_data, val_data = data.split("train"), data.split("val")
     source = _synthetic_source(config, data)  # before the slow part, so a bad folder fails at once
     protected = _protected_unit(config, train_data, checkpoint)
-    model = build_model(config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
-                        num_outputs=len(data.label_names), image_size=config.data.image_size,
-                        norm=config.model.norm)
+    model = build_for_run(config, num_outputs=len(data.label_names))  # model.args, weights, freeze (issue 18)
     inputs = {split: model_inputs(model, data.split(split).image_tensor, device=device) for split in SPLITS}
     x_val, y_val = inputs["val"], torch.from_numpy(val_data.labels)
     net = trainable_part(model).to(device)
