@@ -137,6 +137,8 @@ def final_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, flo
     out: dict[str, float] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
+        if key == "n" or key.endswith("_n"):  # counts stay in the run directory: no small count leaves it
+            continue
         if isinstance(value, Mapping):
             out.update(final_metrics(value, prefix=f"{name}."))
         elif isinstance(value, (list, tuple)) and len(value) <= 4:
