@@ -213,6 +213,12 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--n", type=int, default=2000)
     ph.add_argument("--image-size", type=int, default=64)
     ph.add_argument("--seed", type=int, default=0)
+    # ---- issue 18: several findings per image (multi-label); the grid options of the former phantom module CLI
+    ph.add_argument("--findings", metavar="F1,F2,...",
+                    help="a multi-label phantom with these findings per image, any of mass,calcification,distortion "
+                         "(one 0/1 manifest column each; train with --label-column mass calcification distortion)")
+    ph.add_argument("--per-class", type=int, default=8, help="images per grid row block (default 8)")
+    ph.add_argument("--by-density", action="store_true", help="grid rows are class x BI-RADS density")
     ph.set_defaults(handler=_cmd_phantom)
 
     au = sub.add_parser(
@@ -567,11 +573,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from privmed.data.phantom import PhantomSpec, generate_phantom, write_image_grid, write_phantom_dataset
+    from privmed.data.phantom import (PhantomSpec, generate_phantom, phantom_grid_classes, write_image_grid,
+                                      write_phantom_dataset)
 
     from privmed import rundir
 
-    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed)
+    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed, findings=args.findings or ())
     grid = Path(args.grid)
     if not grid.parent.is_dir():
         raise PrivmedError(GRID_FOLDER_MISSING.format(path=grid, folder=grid.parent))
@@ -579,12 +586,14 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.dataset:
         rundir.check_writable(args.dataset)
     images, table = generate_phantom(spec)
-    grid = write_image_grid(images, table["label"].to_numpy(), args.grid,
+    classes, names = phantom_grid_classes(table, by_density=args.by_density)
+    grid = write_image_grid(images, classes, args.grid, per_class=args.per_class, class_names=names,
                             title=f"privmed phantom, {args.image_size}px, seed {args.seed}")
     print(f"image grid written to {grid}")
     if args.dataset:
         manifest = write_phantom_dataset(args.dataset, spec)
-        print(f"data set written to {manifest.parent} (manifest {manifest.name})")
+        print(f"data set written to {manifest.parent} (manifest {manifest.name})"
+              + (f"; train on its findings with --label-column {' '.join(spec.findings)}" if spec.findings else ""))
     return 0
 
 
