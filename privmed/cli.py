@@ -467,6 +467,7 @@ def _add_study(sub) -> None:
     st.add_argument("--out", required=True, help="study folder; re-run the same command to resume")
     st.add_argument("--workers", type=int, help="worker processes (default: the study's 'workers', else 1)")
     st.add_argument("--no-report", action="store_true", help="do not write report.html/report.md at the end")
+    add_tracking_options(st)  # issue 18: the study as an MLflow run, each of its runs nested in it
     st.set_defaults(handler=_cmd_study)
 
     rp = sub.add_parser("report", help="write a study's report.html and report.md (from what has finished)")
@@ -483,7 +484,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from privmed.study import load_study
 
     study, raw = load_study(args.study)
-    return _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report)
+    with tracker_from_args(args, params=raw, run_name=Path(args.out).name) as tracker:  # no-op without --mlflow
+        status = _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report)
+        tracker.log_study(Path(args.out), [Path(c.config.out) for c in study.cells(Path(args.out))])
+    return status
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -541,7 +545,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
-    with tracker_from_args(args, config) as tracker:  # a no-op without --mlflow / --mlflow-uri
+    with tracker_from_args(args, params=config.to_dict(), run_name=Path(config.out).name) as tracker:  # no-op without --mlflow
         out = train(config, resume=args.resume, on_epoch_end=tracker.log_epoch)
         tracker.log_run_dir(out)
     print_run_summary(out)

@@ -29,6 +29,8 @@ DEFAULT_EXPERIMENT = "privmed"
 #: run-directory files logged as artifacts (those that exist)
 ARTIFACTS = ("privacy.json", "metrics.json", "config.yaml", "history.csv", "train.log")
 EPOCH_METRICS = ("loss", "val_auroc", "epsilon")
+#: study-folder files logged as the parent run's artifacts
+STUDY_ARTIFACTS = ("results.csv", "report.html", "report.md")
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -56,16 +58,19 @@ class Tracker:
     def log_run_dir(self, out: Path) -> None:
         """A finished run's final metrics and files."""
 
+    def log_study(self, out: Path, runs: list[Path]) -> None:
+        """A study's finished runs (each its own nested run) and its report."""
 
-def tracker_from_args(args: argparse.Namespace, config: Any = None, *, run_name: str | None = None) -> Tracker:
-    """An :class:`MlflowTracker` when ``--mlflow`` or ``--mlflow-uri`` was given, else a no-op :class:`Tracker`."""
+
+def tracker_from_args(args: argparse.Namespace, *, params: Mapping[str, Any] | None = None,
+                      run_name: str | None = None) -> Tracker:
+    """An :class:`MlflowTracker` when ``--mlflow`` or ``--mlflow-uri`` was given, else a no-op :class:`Tracker`.
+    ``params``: the resolved configuration (a run's) or the study file (a study's)."""
     uri = getattr(args, "mlflow_uri", None)
     if not uri and not getattr(args, "mlflow", False):
         return Tracker()
-    params = config.to_dict() if config is not None else {}
-    name = run_name or (Path(config.out).name if config is not None else None)
     return MlflowTracker(uri=uri or DEFAULT_URI, experiment=getattr(args, "mlflow_experiment", None) or DEFAULT_EXPERIMENT,
-                         run_name=name, params=params)
+                         run_name=run_name, params=params)
 
 
 def _mlflow():
@@ -125,6 +130,25 @@ class MlflowTracker(Tracker):
         for name in ARTIFACTS:
             if (out / name).is_file():
                 self.mlflow.log_artifact(str(out / name))
+
+    def log_study(self, out: Path, runs: list[Path]) -> None:
+        """Each finished run of a study as a run nested in this one (its configuration, per-epoch history,
+        final metrics and ledger), then the study's results table and report as this run's artifacts."""
+        import pandas as pd
+
+        from privmed import rundir
+
+        for run in map(Path, runs):
+            if not (run / rundir.METRICS).is_file():
+                continue
+            with MlflowTracker(uri=self.uri, experiment=self.experiment, run_name=run.name,
+                               params=rundir.read_config_dict(run), nested=True) as child:
+                if (run / rundir.HISTORY).is_file():
+                    child.log_history(pd.read_csv(run / rundir.HISTORY).to_dict("records"))
+                child.log_run_dir(run)
+        for name in STUDY_ARTIFACTS:
+            if (Path(out) / name).is_file():
+                self.mlflow.log_artifact(str(Path(out) / name))
 
     def log_history(self, history: list[Mapping[str, Any]]) -> None:
         """Per-epoch rows of a run trained elsewhere (a study's worker), read from its ``history.csv``."""
