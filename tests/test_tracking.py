@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -9,7 +10,8 @@ import pytest
 
 from privmed.errors import PrivmedError
 
-mlflow = pytest.importorskip("mlflow", reason="mlflow-skinny is not installed (pip install 'privmed[tracking]')")
+needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
+                                  reason="mlflow-skinny is not installed (pip install 'privmed[tracking]')")
 
 FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "2", "--batch-size", "32", "--bootstrap", "100",
         "--augment", "false", "--noise-multiplier", "1"]
@@ -27,11 +29,14 @@ def tracked(tmp_path_factory, phantom_root):
 
 
 def _client(store, monkeypatch):
+    import mlflow
+
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     client = mlflow.tracking.MlflowClient(store.absolute().as_uri())
     return client, client.get_experiment_by_name("privmed")
 
 
+@needs_mlflow
 def test_a_run_logs_config_epochs_final_metrics_and_ledger(tracked, monkeypatch):
     store, run = tracked
     client, experiment = _client(store, monkeypatch)
@@ -51,6 +56,7 @@ def test_a_run_logs_config_epochs_final_metrics_and_ledger(tracked, monkeypatch)
     assert {"privacy.json", "metrics.json", "config.yaml", "history.csv"} <= artifacts
 
 
+@needs_mlflow
 def test_a_study_logs_each_run_nested_in_its_own(tracked, tmp_path, monkeypatch):
     from privmed.tracking import MlflowTracker
 
