@@ -657,6 +657,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name, info in MODELS.items():
         dims = "/".join(f"{d}D" for d in info.spatial_dims)
         print(f"{name:16s} {dims:6s} grad mode {info.grad_sample_mode:10s} {info.description}")
+    print(f"{'monai:<Name>':16s} {'2D/3D':6s} grad mode {'hooks':10s} any network of monai.networks.nets, e.g. "
+          "monai:DenseNet121 (--model-arg for its arguments; docs/models.md)")
     return 0
 
 

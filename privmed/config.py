@@ -75,20 +75,11 @@ class DataConfig:
                  "give two different names, of the label values 0 and 1 in that order (e.g. benign,malignant)")
 
 
-FREEZE_MODES = ("none", "backbone")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network: a registry name (``privmed models`` lists them) or ``monai:Name`` (any MONAI network).
-
-    ``args``: the network's own keyword arguments (e.g. ``{width: 0.5}``, ``{J: 3}``, MONAI's
-    ``{init_features: 32}``), checked against its signature. ``weights``: a state dict on disk to
-    start from (nothing downloads). ``freeze``: ``backbone`` trains only the classifier layer
-    (the rest is frozen, computed once, and not part of DP-SGD). ``replace_batchnorm``: let
-    Opacus's ``ModuleValidator.fix`` swap trainable BatchNorm layers for GroupNorm.
-    See :mod:`privmed.models.configured`.
-    """
+    """Which network: a registry name (``privmed models`` lists them) or ``monai:Name``; its keyword ``args``,
+    pretrained ``weights`` on disk, ``freeze: backbone`` (only the classifier layer trains) and
+    ``replace_batchnorm`` (Opacus's ModuleValidator.fix): see :mod:`privmed.models.configured`."""
 
     name: str = "scatter_linear"
     norm: str = "group"
@@ -102,10 +93,8 @@ class ModelConfig:
         _require(isinstance(self.args, Mapping) and all(isinstance(k, str) for k in self.args), "model", "args",
                  self.args, "give a mapping of argument names to values, e.g. {width: 0.5}")
         object.__setattr__(self, "args", dict(self.args))
-        _require(self.freeze in FREEZE_MODES, "model", "freeze", self.freeze,
-                 f"use one of {list(FREEZE_MODES)}")
-        _require(self.freeze == "none" or self.weights is not None, "model", "freeze", self.freeze,
-                 "a frozen backbone needs the weights it is frozen at: give model.weights (--model-weights)")
+        _require(self.freeze in ("none", "backbone"), "model", "freeze", self.freeze, "use 'none' or 'backbone'")
+        _require(self.freeze == "none" or self.weights, "model", "freeze", self.freeze, "needs --model-weights")
 
 
 @dataclass(frozen=True)
@@ -359,9 +348,6 @@ def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
     ann = str(annotation)
     if value is None:
         return None
-    if ann.startswith("dict") and not isinstance(value, Mapping):
-        raise PrivmedError(BAD_VALUE.format(where=where, key=key, value=value,
-                                            why="give a mapping of names to values, e.g. {width: 0.5}"))
     try:
         if ann.startswith("tuple"):
             items = [value] if isinstance(value, (str, int, float)) else list(value)

@@ -1,4 +1,4 @@
-"""``--model-arg KEY=VALUE``: a network's keyword arguments from the command line (no torch import: the CLI loads it at start).
+"""``--model-arg KEY=VALUE``: a network's keyword arguments from the command line (imports no torch).
 
 Values are read as YAML scalars or flow collections, as in a config file: ``width=0.5`` is a
 float, ``block_config=[6,12,24,16]`` a list, ``norm=instance`` a string. They land in

@@ -23,7 +23,7 @@ from privmed.errors import PrivmedError
 
 MLFLOW_MISSING = ("MLflow tracking needs the 'mlflow-skinny' package: pip install 'privmed[tracking]' (or pip install "
                   "mlflow-skinny), or leave out --mlflow / --mlflow-uri.")
-MLFLOW_UNAVAILABLE = "cannot start an MLflow run at '{uri}': {reason}. Check --mlflow-uri (a folder, or a server's URI)."
+MLFLOW_UNAVAILABLE = "cannot start an MLflow run at '{uri}': {reason}. Check --mlflow-uri (a folder or a server)."
 DEFAULT_URI = "./mlruns"
 DEFAULT_EXPERIMENT = "privmed"
 #: run-directory files logged as artifacts (those that exist)
@@ -69,8 +69,8 @@ def tracker_from_args(args: argparse.Namespace, *, params: Mapping[str, Any] | N
     uri = getattr(args, "mlflow_uri", None)
     if not uri and not getattr(args, "mlflow", False):
         return Tracker()
-    return MlflowTracker(uri=uri or DEFAULT_URI, experiment=getattr(args, "mlflow_experiment", None) or DEFAULT_EXPERIMENT,
-                         run_name=run_name, params=params)
+    experiment = getattr(args, "mlflow_experiment", None) or DEFAULT_EXPERIMENT
+    return MlflowTracker(uri=uri or DEFAULT_URI, experiment=experiment, run_name=run_name, params=params)
 
 
 def _mlflow():

@@ -145,7 +145,7 @@ def test_the_cli_passes_model_args_as_yaml_values(tmp_path):
 
 
 def test_a_frozen_backbone_needs_weights():
-    with pytest.raises(PrivmedError, match="needs the weights"):
+    with pytest.raises(PrivmedError, match="needs --model-weights"):
         _config(freeze="backbone")
 
 
