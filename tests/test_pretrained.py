@@ -205,3 +205,19 @@ def test_the_first_reference_recipe_runs_end_to_end_from_a_weights_file(tmp_path
     assert main(["train", "--data", str(phantom_root), "--model-weights", str(tmp_path / "gone.pt"), "--freeze",
                  "backbone", "--epsilon", "2", "--image-size", str(SIZE), "--out", str(missing)]) == 2
     assert not missing.exists()
+
+
+def test_a_monai_network_with_its_own_norm_trains_under_dp_sgd():
+    from privmed.training.trainer import train_in_memory
+
+    config = config_from_dict({"data": {"image_size": SIZE}, "privacy": {"noise_multiplier": 1.0},
+                               "model": {"name": "monai:DenseNet121", "args": {**TINY_DENSENET, "norm": "instance"}},
+                               "training": {"epochs": 1, "batch_size": 32, "augment": False}})
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(160, 1, SIZE, SIZE, generator=g), torch.randint(0, 2, (160, 1), generator=g).float()
+    model = build_for_run(config, num_outputs=1)
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fitted = train_in_memory(config, lambda: model, x[:128], y[:128], x[128:], y[128:])
+    assert fitted.ledger.mechanisms[-1].steps == 4
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -21,6 +21,7 @@ from torch import nn
 
 from privmed.errors import OPACUS_UNSUPPORTED_LAYER, PrivmedError
 
+from .monai_nets import is_monai_name
 from .pretrained import freeze_backbone, last_linear, load_weights
 from .registry import build_model
 
@@ -33,8 +34,10 @@ def build_for_run(config, *, num_outputs: int, in_channels: int = 1, weights: bo
     for a trainable layer Opacus cannot handle (naming it), unless ``model.replace_batchnorm``.
     """
     m = config.model
+    args = dict(m.args)
+    norm = args.pop("norm", "group") if is_monai_name(m.name) else m.norm  # a MONAI network's own norm argument
     model = build_model(m.name, spatial_dims=config.data.spatial_dims, in_channels=in_channels,
-                        num_outputs=num_outputs, image_size=config.data.image_size, norm=m.norm, **dict(m.args))
+                        num_outputs=num_outputs, image_size=config.data.image_size, norm=norm, **args)
     if m.weights is not None and weights:
         report = load_weights(model, m.weights, head=last_linear(model))
         if report.reinitialised:

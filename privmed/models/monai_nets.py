@@ -95,12 +95,9 @@ def global_pool(out: torch.Tensor) -> torch.Tensor:
 
 
 def build_monai(class_name: str, *, spatial_dims: int, in_channels: int, num_outputs: int, image_size: int,
-                norm: str = "group", **args: Any) -> MonaiClassifier:
-    """Build ``monai.networks.nets.<class_name>`` with the data's dimensions filled in.
-
-    ``norm`` (privmed's own norm switch) does not apply to MONAI networks: give the network's
-    ``norm`` argument in ``model.args`` where it has one.
-    """
+                **args: Any) -> MonaiClassifier:
+    """Build ``monai.networks.nets.<class_name>`` with the data's dimensions filled in and ``args`` passed
+    through (a ``norm`` among them is the network's own, e.g. ``"instance"``)."""
     cls = monai_class(class_name)
     if cls is None:
         raise ValueError(f"MONAI has no network {class_name!r}")

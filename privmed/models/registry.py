@@ -157,7 +157,7 @@ def check_model_choice(name: str, *, spatial_dims: int, norm: str = "group",
             f"model {name!r} supports spatial_dims {info.spatial_dims}, got {spatial_dims}. "
             f"Models with 3D support: {', '.join(n for n, i in sorted(MODELS.items()) if 3 in i.spatial_dims)}."
         )
-    if norm not in NORMS:
+    if norm not in NORMS and not is_monai_name(name):  # a MONAI network takes its own `norm` in model.args
         raise ModelConfigError(
             f"unknown norm {norm!r}; use 'group' (DP-compatible) or 'batch' (non-private only)."
         )
@@ -193,9 +193,13 @@ def build_model(
     """
     check_model_choice(name, spatial_dims=spatial_dims, norm=norm)
     info = get_model_info(name)
+    if is_monai_name(name):  # privmed's group/batch switch is not MONAI's `norm` (e.g. "instance"): passed as given
+        overrides = {**overrides, "norm": norm} if norm != "group" else overrides
+    else:
+        overrides = {**overrides, "norm": norm}
     try:
         return info.builder(spatial_dims=spatial_dims, in_channels=in_channels, num_outputs=num_outputs,
-                            image_size=image_size, norm=norm, **overrides)
+                            image_size=image_size, **overrides)
     except ModelConfigError:
         raise
     except ImportError as err:  # MONAI's optional dependencies (einops for the Swin networks, ...)
