@@ -38,7 +38,8 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     rundir.check_ledger(run, kept=state.get("ledger_sha256"))
     config = config_from_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
-    model = build_for_run(config, num_outputs=len(metrics["label_names"]))
+    # the checkpoint holds every trained weight; only a frozen backbone comes from the weights file again
+    model = build_for_run(config, num_outputs=len(metrics["label_names"]), weights=config.model.freeze != "none")
     try:
         trainable_part(model).load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:
