@@ -199,6 +199,9 @@ def test_the_first_reference_recipe_runs_end_to_end_from_a_weights_file(tmp_path
                  "--batch-size", "32", "--bootstrap", "100", "--out", str(run)]) == 0
     ledger = json.loads((run / "privacy.json").read_text())
     assert ledger["private"] and ledger["epsilon"] == pytest.approx(2, rel=0.02)
+    (stated,) = ledger["free_inputs"]
+    assert stated.startswith("Pretrained weights 'w.pt' (SHA-256 ") and "a frozen backbone" in stated
+    assert "if they were trained on the private data, the epsilon above does not hold" in ledger["summary"]
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["splits"]["test"]["auroc"]["value"])
     assert main(["evaluate", str(run), "--bootstrap", "100"]) == 0
     missing = tmp_path / "run2"

@@ -180,3 +180,17 @@ def state_hash(module: nn.Module) -> str:
         digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
                       if value.numel() else b"")
     return digest.hexdigest()
+
+
+def pretrained_inputs(model_config) -> list[str]:
+    """The ledger's sentence on the weights a run started from (none without ``model.weights``): what they
+    are (file name and SHA-256) and the assumption that makes them cost no privacy."""
+    if model_config.weights is None:
+        return []
+    path = Path(model_config.weights)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unknown (file missing)"
+    part = "a frozen backbone (only the classifier layer was trained)" if model_config.freeze == "backbone" \
+        else "the starting point of training"
+    return [f"Pretrained weights '{path.name}' (SHA-256 {digest[:16]}) were {part}; they are taken to be trained "
+            f"without this data's patients (public or disjoint data), so they cost no privacy here: if they were "
+            f"trained on the private data, the epsilon above does not hold"]

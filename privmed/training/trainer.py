@@ -44,6 +44,7 @@ from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.errors import BATCH_TOO_LARGE, PHYSICAL_BATCH_LOWERED, RESUME_OTHER_UNIT, PrivmedError
 from privmed.models import build_for_run, grad_sample_mode_for
+from privmed.models.pretrained import pretrained_inputs
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
@@ -121,6 +122,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     plan = _plan_privacy(config, protected, _sampled_unit(config, protected, synthetic), candidates,
                          checkpoint=checkpoint, has_center=find_center(net) is not None and synthetic is None)
     ledger = _ledger(config, plan, n=len(train_data), synthetic=synthetic)
+    ledger.free_inputs.extend(pretrained_inputs(config.model))  # issue 18: the weights a run starts from, stated
 
     # ---- from here on the run directory exists
     out.mkdir(parents=True, exist_ok=True)
