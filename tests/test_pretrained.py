@@ -121,6 +121,23 @@ def test_rgb_weights_and_another_head_size_are_adapted(tmp_path, capsys):
     assert "head.weight" in capsys.readouterr().err  # told that the classifier starts fresh
 
 
+def test_a_raw_monai_networks_weights_load_into_privmeds_wrapper(tmp_path):
+    from privmed.models.monai_nets import monai_class
+
+    torch.manual_seed(2)
+    raw = monai_class("DenseNet121")(spatial_dims=2, in_channels=1, out_channels=1, **TINY_DENSENET).eval()
+    torch.save(raw.state_dict(), tmp_path / "dense.pt")
+    model = build_for_run(_config(private=False, name="monai:DenseNet121", args=TINY_DENSENET,
+                                  weights=str(tmp_path / "dense.pt")), num_outputs=1).eval()
+    x = torch.rand(3, 1, SIZE, SIZE)
+    torch.testing.assert_close(model(x), raw(x), rtol=0, atol=1e-6)
+    features = monai_class("ResNetFeatures")("resnet10", pretrained=False, spatial_dims=2, in_channels=1)
+    torch.save(features.state_dict(), tmp_path / "backbone.pt")  # no classifier in the file: the head starts fresh
+    model = build_for_run(_config(name="monai:ResNetFeatures", args={"model_name": "resnet10"},
+                                  weights=str(tmp_path / "backbone.pt"), freeze="backbone"), num_outputs=1)
+    torch.testing.assert_close(model.features.net.net.conv1.weight, features.conv1.weight)
+
+
 def test_model_args_reach_the_network_and_unknown_ones_list_the_accepted():
     narrow = build_for_run(_config(private=False), num_outputs=1)
     wide = build_for_run(_config(private=False, args={"width": 0.5}), num_outputs=1)

@@ -3,11 +3,13 @@
 The weights file is read from disk (nothing downloads): a plain state dict, or a
 checkpoint dict holding it under ``state_dict`` / ``model`` / ``state_dict_ema`` (timm,
 torchvision's reference scripts, Lightning, privmed's own ``checkpoints/best.pt``), with
-a ``module.`` (DDP) or ``model.`` (Lightning) prefix stripped when that is what fits. Every
-tensor must land: a missing or unexpected key is an error listing a few of each. Two
-mismatches are expected of pretrained weights and handled: an RGB first convolution
-loading into a one-channel model is summed over its colour channels (as timm does), and a
-classifier layer of another size (ImageNet's 1000 classes) is left freshly initialised.
+a ``module.`` (DDP) or ``model.`` (Lightning) prefix stripped when that is what fits; a
+raw MONAI network's state dict loads into privmed's wrapper of it. Every tensor must land:
+a missing or unexpected key is an error listing a few of each. Two mismatches are
+expected of pretrained weights and handled: an RGB first convolution loading into a
+one-channel model is summed over its colour channels (as timm does), and a classifier
+layer of another size (ImageNet's 1000 classes) or missing from the file (a backbone
+export) is left freshly initialised.
 
 ``freeze: backbone`` splits the network at its last linear layer (a MONAI backbone
 without one gets a pooled linear head): everything before it is frozen (``requires_grad``
@@ -31,7 +33,8 @@ from privmed.errors import PrivmedError, WEIGHTS_KEYS_MISMATCH, WEIGHTS_MISSING,
 
 #: where checkpoint dicts keep their state dict, in the order tried
 STATE_KEYS = ("state_dict", "model", "state_dict_ema", "model_state_dict", "module")
-PREFIXES = ("", "module.", "model.")
+PREFIXES = ("", "module.", "model.")  # dropped from the file's keys (DDP, Lightning)
+WRAPPER_PREFIXES = ("", "net.")  # added: privmed's MonaiClassifier holds the MONAI network as `net`
 SHOWN_KEYS = 5
 
 
@@ -74,19 +77,19 @@ def _is_state(d: Mapping) -> bool:
 
 def load_weights(model: nn.Module, path: str | Path, *, head: str | None) -> LoadReport:
     """Load the weights file at ``path`` into ``model``; ``head`` is the qualified name of its classifier
-    layer (whose tensors may stay freshly initialised when their shape differs)."""
-    given = read_state_dict(path)
+    layer, whose tensors stay freshly initialised when the file lacks them or has them in another shape."""
     own = model.state_dict()
-    prefix = max(PREFIXES, key=lambda p: sum(k[len(p):] in own for k in given if k.startswith(p)))
-    given = {k[len(prefix):]: v for k, v in given.items() if k.startswith(prefix)}
-    missing = [k for k in own if k not in given]
+    given = _renamed(read_state_dict(path), own)
+    in_head = (lambda key: key.startswith(head + ".")) if head is not None else (lambda key: False)
+    missing = [k for k in own if k not in given and not in_head(k)]
     unexpected = [k for k in given if k not in own]
-    adapted, reinitialised, wrong = [], [], []
+    adapted, wrong = [], []
+    reinitialised = [k for k in own if k not in given and in_head(k)]
     for key in [k for k in given if k in own and given[k].shape != own[k].shape]:
         if _rgb_to_grey(given[key], own[key]):
             given[key] = given[key].sum(1, keepdim=True)
             adapted.append(key)
-        elif head is not None and key.startswith(head + "."):
+        elif in_head(key):
             del given[key]
             reinitialised.append(key)
         else:
@@ -97,6 +100,18 @@ def load_weights(model: nn.Module, path: str | Path, *, head: str | None) -> Loa
             shapes=_few(wrong)))
     model.load_state_dict({**own, **given})
     return LoadReport(len(given), tuple(adapted), tuple(reinitialised))
+
+
+def _renamed(given: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``given`` with the prefix dropped (``module.``, ``model.``) and added (``net.``: privmed's wrapper of a
+    MONAI network) that makes the most of its keys name tensors of the model."""
+    options = [(drop, add) for drop in PREFIXES for add in WRAPPER_PREFIXES]
+    drop, add = max(options, key=lambda o: sum(add_key in own for add_key in _keys(given, *o)))
+    return dict(zip(_keys(given, drop, add), (v for k, v in given.items() if k.startswith(drop))))
+
+
+def _keys(given: Mapping[str, torch.Tensor], drop: str, add: str) -> list[str]:
+    return [add + k[len(drop):] for k in given if k.startswith(drop)]
 
 
 def _rgb_to_grey(given: torch.Tensor, own: torch.Tensor) -> bool:
