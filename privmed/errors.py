@@ -155,3 +155,9 @@ OPACUS_UNSUPPORTED_LAYER = ("layer '{layer}' ({kind}) of model {model!r} cannot 
                             "networks that take `norm`), or set model.replace_batchnorm (--replace-batchnorm): "
                             "Opacus's ModuleValidator.fix swaps BatchNorm for GroupNorm, whose weights start "
                             "untrained even when the rest is pretrained.")
+NOT_A_CLASSIFIER = ("MONAI's {name} returns outputs of shape {shape}, not one score per label: it is not a classifier "
+                    "(a segmentation network?). Choose a classification network (e.g. monai:DenseNet121) or a "
+                    "feature backbone without an output argument (e.g. monai:ResNetFeatures).")
+MLFLOW_MISSING = ("MLflow tracking needs the 'mlflow-skinny' package: pip install 'privmed[tracking]' (or pip install "
+                  "mlflow-skinny), or leave out --mlflow / --mlflow-uri.")
+MLFLOW_UNAVAILABLE = "cannot start an MLflow run at '{uri}': {reason}. Check --mlflow-uri (a folder or a server)."

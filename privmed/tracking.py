@@ -19,11 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from privmed.errors import PrivmedError
+from privmed.errors import MLFLOW_MISSING, MLFLOW_UNAVAILABLE, PrivmedError
 
-MLFLOW_MISSING = ("MLflow tracking needs the 'mlflow-skinny' package: pip install 'privmed[tracking]' (or pip install "
-                  "mlflow-skinny), or leave out --mlflow / --mlflow-uri.")
-MLFLOW_UNAVAILABLE = "cannot start an MLflow run at '{uri}': {reason}. Check --mlflow-uri (a folder or a server)."
 DEFAULT_URI = "./mlruns"
 DEFAULT_EXPERIMENT = "privmed"
 #: run-directory files logged as artifacts (those that exist)

@@ -172,6 +172,9 @@ def test_monai_networks_by_name_fill_the_datas_dimensions():
     backbone = build_model("monai:ResNetFeatures", image_size=SIZE, num_outputs=2, model_name="resnet10")
     assert dense(x).shape == (2, 3) and backbone(x).shape == (2, 2)
     assert isinstance(backbone.head, nn.Linear)  # a feature backbone gets a pooled linear head
+    unet = build_model("monai:BasicUNet", image_size=SIZE, features=[4, 4, 4, 4, 4, 4])
+    with pytest.raises(PrivmedError, match=r"BasicUNet returns outputs of shape \(2, 1, 32, 32\).*not a classifier"):
+        unet(x)
     volume = build_model("monai:DenseNet121", spatial_dims=3, image_size=16, **TINY_DENSENET)
     assert volume(torch.rand(2, 1, 16, 16, 16)).shape == (2, 1)
 

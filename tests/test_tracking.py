@@ -76,7 +76,8 @@ def test_a_study_logs_each_run_nested_in_its_own(tracked, tmp_path, monkeypatch)
 def test_without_the_option_nothing_is_tracked_and_without_mlflow_the_message_says_what_to_install(monkeypatch):
     from argparse import Namespace
 
-    from privmed.tracking import MLFLOW_MISSING, Tracker, tracker_from_args
+    from privmed.errors import MLFLOW_MISSING
+    from privmed.tracking import Tracker, tracker_from_args
 
     assert type(tracker_from_args(Namespace(mlflow=False, mlflow_uri=None))) is Tracker
     monkeypatch.setitem(sys.modules, "mlflow", None)

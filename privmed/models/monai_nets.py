@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from privmed.errors import NOT_A_CLASSIFIER, PrivmedError
+
 MONAI_PREFIX = "monai:"
 IN_KEYS = ("in_channels", "n_input_channels", "in_chans")
 OUT_KEYS = ("out_channels", "num_classes")
@@ -85,6 +87,8 @@ class MonaiClassifier(nn.Module):
         if isinstance(out, (tuple, list)):
             out = out[0] if self.head is None else out[-1]
         if self.head is None:
+            if out.ndim != 2:  # a segmentation network's maps: refused by name, not by a loss's shape error
+                raise PrivmedError(NOT_A_CLASSIFIER.format(name=type(self.net).__name__, shape=tuple(out.shape)))
             return out
         return self.head(global_pool(out))
 
