@@ -15,7 +15,9 @@ from privmed.threads import quiet_openmp
 
 quiet_openmp()  # before anything imports torch
 
-from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig  # noqa: E402
+from privmed.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig, merge  # noqa: E402
+from privmed.model_options import model_arg_overrides, parse_model_arg  # noqa: E402
+from privmed.tracking import add_tracking_options, tracker_from_args  # noqa: E402
 from privmed.errors import GRID_FOLDER_MISSING, PATH_MISSING, PrivmedError  # noqa: E402
 
 # the defaults --help shows are the configuration's own (the options stay unset, so a --config file can set them)
@@ -55,6 +57,10 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "pretrain_epochs": ("synthetic", "pretrain_epochs"),
     "pretrain_lr": ("synthetic", "pretrain_lr"),
     "synthetic_public": ("synthetic", "public"),
+    # issue 18: pretrained weights, frozen backbone (--model-arg goes to model.args in cli_overrides)
+    "model_weights": ("model", "weights"),
+    "freeze": ("model", "freeze"),
+    "replace_batchnorm": ("model", "replace_batchnorm"),
 }
 
 
@@ -169,6 +175,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="DP-SGD in N processes on this machine (each takes a share of every Poisson batch; "
                             "noise is added once; same epsilon); equivalent to torchrun --nproc_per_node N -m "
                             "privmed train ... (default 1)")
+    # ---- issue 18: network arguments, pretrained weights, a frozen backbone, MLflow tracking
+    train.add_argument("--model-arg", action="append", type=parse_model_arg, metavar="KEY=VALUE",
+                       help="a keyword argument of the network (model.args), e.g. width=0.5, J=3, init_features=32; "
+                            "repeat for several; checked against the network's signature")
+    train.add_argument("--model-weights", metavar="PATH",
+                       help="start from this state dict on disk (model.weights; a checkpoint holding one under "
+                            "'state_dict' or 'model' works too); nothing downloads")
+    train.add_argument("--freeze", choices=("backbone", "none"),
+                       help="backbone: train only the classifier layer (the frozen rest is computed once and is not "
+                            "part of DP-SGD; needs --model-weights); default none")
+    train.add_argument("--replace-batchnorm", action="store_true", default=None,
+                       help="let Opacus's ModuleValidator.fix replace trainable BatchNorm layers by GroupNorm")
+    add_tracking_options(train)
     train.set_defaults(handler=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
@@ -198,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--n", type=int, default=2000)
     ph.add_argument("--image-size", type=int, default=64)
     ph.add_argument("--seed", type=int, default=0)
+    # ---- issue 18: several findings per image (multi-label); the grid options of the former phantom module CLI
+    ph.add_argument("--findings", metavar="F1,F2,...",
+                    help="a multi-label phantom with these findings per image, any of mass,calcification,distortion "
+                         "(one 0/1 manifest column each; train with --label-column mass calcification distortion)")
+    ph.add_argument("--per-class", type=int, default=8, help="images per grid row block (default 8)")
+    ph.add_argument("--by-density", action="store_true", help="grid rows are class x BI-RADS density")
     ph.set_defaults(handler=_cmd_phantom)
 
     au = sub.add_parser(
@@ -425,6 +450,8 @@ def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = O
             overrides.setdefault(section, {})[key] = value
     for key, values in getattr(args, "tune", None) or []:
         overrides.setdefault("tune", {})[key] = values
+    if getattr(args, "model_arg", None):
+        overrides = merge(overrides, model_arg_overrides(args.model_arg))
     if getattr(args, "out", None):
         overrides["out"] = args.out
     return overrides
@@ -446,6 +473,7 @@ def _add_study(sub) -> None:
     st.add_argument("--devices", metavar="0,1",
                     help="GPU indices; each worker process is pinned to one of them in turn (default: none)")
     st.add_argument("--no-report", action="store_true", help="do not write report.html/report.md at the end")
+    add_tracking_options(st)  # issue 18: the study as an MLflow run, each of its runs nested in it
     st.set_defaults(handler=_cmd_study)
 
     rp = sub.add_parser("report", help="write a study's report.html and report.md (from what has finished)")
@@ -463,7 +491,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     devices = _devices(args.devices)  # refused before the study is read
     study, raw = load_study(args.study)
-    return _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report, devices=devices)
+    with tracker_from_args(args, params=raw, run_name=Path(args.out).name) as tracker:  # no-op without --mlflow
+        status = _run_and_report(study, raw, Path(args.out), args.workers, report=not args.no_report, devices=devices)
+        tracker.log_study(Path(args.out), [Path(c.config.out) for c in study.cells(Path(args.out))])
+    return status
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -528,8 +559,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
     check_before_training(config, resume=args.resume)
-    out = train_processes(config, resume=args.resume, nproc=args.nproc)
-    if out is not None:  # under torchrun, only rank 0 reports
+    with tracker_from_args(args, params=config.to_dict(), run_name=Path(config.out).name) as tracker:  # no-op without --mlflow
+        out = train_processes(config, resume=args.resume, nproc=args.nproc, on_epoch_end=tracker.log_epoch)
+        if out is not None:  # under torchrun, only rank 0 reports
+            tracker.log_run_dir(out)
+    if out is not None:
         print_run_summary(out)
     return 0
 
@@ -559,11 +593,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from privmed.data.phantom import PhantomSpec, generate_phantom, write_image_grid, write_phantom_dataset
+    from privmed.data.phantom import (PhantomSpec, generate_phantom, phantom_grid_classes, write_image_grid,
+                                      write_phantom_dataset)
 
     from privmed import rundir
 
-    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed)
+    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed, findings=args.findings or ())
     grid = Path(args.grid)
     if not grid.parent.is_dir():
         raise PrivmedError(GRID_FOLDER_MISSING.format(path=grid, folder=grid.parent))
@@ -571,12 +606,14 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.dataset:
         rundir.check_writable(args.dataset)
     images, table = generate_phantom(spec)
-    grid = write_image_grid(images, table["label"].to_numpy(), args.grid,
+    classes, names = phantom_grid_classes(table, by_density=args.by_density)
+    grid = write_image_grid(images, classes, args.grid, per_class=args.per_class, class_names=names,
                             title=f"privmed phantom, {args.image_size}px, seed {args.seed}")
     print(f"image grid written to {grid}")
     if args.dataset:
         manifest = write_phantom_dataset(args.dataset, spec)
-        print(f"data set written to {manifest.parent} (manifest {manifest.name})")
+        print(f"data set written to {manifest.parent} (manifest {manifest.name})"
+              + (f"; train on its findings with --label-column {' '.join(spec.findings)}" if spec.findings else ""))
     return 0
 
 
@@ -636,6 +673,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name, info in MODELS.items():
         dims = "/".join(f"{d}D" for d in info.spatial_dims)
         print(f"{name:16s} {dims:6s} grad mode {info.grad_sample_mode:10s} {info.description}")
+    print(f"{'monai:<Name>':16s} {'2D/3D':6s} grad mode {'hooks':10s} any network of monai.networks.nets, e.g. "
+          "monai:DenseNet121 (--model-arg for its arguments; docs/models.md)")
     return 0
 
 

@@ -8,7 +8,7 @@ YAML layout (every section optional)::
 
     data:     {path: ../shared/data/cbis-ddsm-masses, class_names: [benign, malignant], positive_class: malignant,
                image_size: 128}
-    model:    {name: scatter_linear}
+    model:    {name: scatter_linear}   # + args: {...}, weights: PATH, freeze: backbone (privmed.models.configured)
     privacy:  {epsilon: 1, delta: 1.0e-5, clip_norm: 1.0, accountant: prv}
     training: {epochs: 20, batch_size: 128, lr: 0.1, seed: 0}
     synthetic: {path: synth/g1, use: pretrain, finetune: full}
@@ -77,13 +77,24 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network from the model registry (``privmed models`` lists them)."""
+    """Which network: a registry name (``privmed models`` lists them) or ``monai:Name``; its keyword ``args``,
+    pretrained ``weights`` on disk, ``freeze: backbone`` (only the classifier layer trains) and
+    ``replace_batchnorm`` (Opacus's ModuleValidator.fix): see :mod:`privmed.models.configured`."""
 
     name: str = "scatter_linear"
     norm: str = "group"
+    args: dict[str, Any] = field(default_factory=dict, hash=False)
+    weights: str | None = None
+    freeze: str = "none"
+    replace_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         _require(self.norm in ("group", "batch"), "model", "norm", self.norm, "use 'group' (DP-safe) or 'batch'")
+        _require(isinstance(self.args, Mapping) and all(isinstance(k, str) for k in self.args), "model", "args",
+                 self.args, "give a mapping of argument names to values, e.g. {width: 0.5}")
+        object.__setattr__(self, "args", dict(self.args))
+        _require(self.freeze in ("none", "backbone"), "model", "freeze", self.freeze, "use 'none' or 'backbone'")
+        _require(self.freeze == "none" or self.weights, "model", "freeze", self.freeze, "needs --model-weights")
 
 
 @dataclass(frozen=True)
@@ -254,7 +265,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         from privmed.models.registry import check_model_choice  # before any data is read: fails in a second
 
-        check_model_choice(self.model.name, spatial_dims=self.data.spatial_dims, norm=self.model.norm)
+        check_model_choice(self.model.name, spatial_dims=self.data.spatial_dims, norm=self.model.norm,
+                           args=self.model.args)
         if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
             raise PrivmedError("synthetic.use = 'only' trains on synthetic images alone and never touches the "
                                "private training split, so DP-SGD has nothing to protect: leave out --epsilon / "

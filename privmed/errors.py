@@ -136,3 +136,28 @@ def _template_patterns() -> list[tuple[str, "re.Pattern[str]"]]:
                       for text, field, _, _ in string.Formatter().parse(value)]
             patterns.append((name, re.compile("".join(pieces), re.DOTALL)))
     return patterns
+
+# --------------------------------------------------------------------------- models (issue 18)
+WEIGHTS_MISSING = ("weights file '{path}' does not exist. Give model.weights (--model-weights) the path of a state "
+                   "dict saved with torch.save(model.state_dict(), PATH) (or a checkpoint holding one).")
+WEIGHTS_UNREADABLE = ("cannot read weights file '{path}': {reason}. Save the weights as tensors only: "
+                      "torch.save(model.state_dict(), PATH).")
+WEIGHTS_KEYS_MISMATCH = ("weights file '{path}' does not fit model {model}: missing keys: {missing}; unexpected "
+                         "keys: {unexpected}; other shapes: {shapes}. Choose the model (and model.args) the weights "
+                         "were saved from.")
+MODEL_ARG_UNKNOWN = ("model {model!r} takes no argument {args}; it accepts: {accepted}. ({filled} come from the data; "
+                     "see docs/models.md.)")
+MODEL_ARG_FILLED = ("model.args {args} of model {model!r} come from the data (image size, channels, labels); leave "
+                    "them out{why}.")
+OPACUS_UNSUPPORTED_LAYER = ("layer '{layer}' ({kind}) of model {model!r} cannot be trained with DP-SGD: {reason} "
+                            "Freeze the backbone (--freeze backbone: it runs in eval mode and only the head is "
+                            "trained), give the network a per-sample norm (e.g. --model-arg norm=instance for MONAI "
+                            "networks that take `norm`), or set model.replace_batchnorm (--replace-batchnorm): "
+                            "Opacus's ModuleValidator.fix swaps BatchNorm for GroupNorm, whose weights start "
+                            "untrained even when the rest is pretrained.")
+NOT_A_CLASSIFIER = ("MONAI's {name} returns outputs of shape {shape}, not one score per label: it is not a classifier "
+                    "(a segmentation network?). Choose a classification network (e.g. monai:DenseNet121) or a "
+                    "feature backbone without an output argument (e.g. monai:ResNetFeatures).")
+MLFLOW_MISSING = ("MLflow tracking needs the 'mlflow-skinny' package: pip install 'privmed[tracking]' (or pip install "
+                  "mlflow-skinny), or leave out --mlflow / --mlflow-uri.")
+MLFLOW_UNAVAILABLE = "cannot start an MLflow run at '{uri}': {reason}. Check --mlflow-uri (a folder or a server)."

@@ -237,3 +237,52 @@ def test_spec_normalises_types():
     assert type(spec.n_samples) is int
     assert spec.split_fractions == (0.5, 0.25, 0.25)
     hash(spec)  # frozen and hashable
+
+
+# --------------------------------------------------------------------------- multi-label (issue 18)
+
+ALL_FINDINGS = ("mass", "calcification", "distortion")
+
+
+@pytest.fixture(scope="module")
+def multi_label():
+    return generate_phantom(PhantomSpec(n_samples=300, seed=3, findings=",".join(ALL_FINDINGS)))
+
+
+def test_multi_label_phantom_has_several_findings_per_image(multi_label):
+    images, table = multi_label
+    assert list(table.columns) == [*TABLE_COLUMNS, *ALL_FINDINGS]
+    counts = table[list(ALL_FINDINGS)].sum(axis=1)
+    assert (counts >= 2).any() and (counts == 0).any() and (counts == 1).any()
+    for finding in ALL_FINDINGS:
+        for split in ("train", "val", "test"):
+            assert set(table.loc[table["split"] == split, finding]) == {0, 1}, (finding, split)
+        assert (table.groupby("patient_id")[finding].nunique() == 1).all()  # a patient's views agree
+
+
+def test_findings_are_drawn_and_leave_the_binary_phantom_unchanged(small, multi_label):
+    images, table = multi_label
+    calc = table["calcification"].to_numpy() == 1
+    brightest = np.quantile(images.reshape(len(images), -1), 0.999, axis=1)
+    assert brightest[calc].mean() > brightest[~calc].mean() + 0.05  # specks brighter than the tissue
+    again, _ = generate_phantom(SMALL)
+    assert again.tobytes() == small[0].tobytes()
+    with pytest.raises(PhantomSpecError, match="among \\['mass', 'calcification', 'distortion'\\]"):
+        PhantomSpec(findings=("mass", "cyst"))
+
+
+def test_a_multi_label_phantom_trains_through_privmed_train(tmp_path):
+    from privmed.cli import main
+
+    data = tmp_path / "ml"
+    assert main(["phantom", "--n", "240", "--image-size", "32", "--findings", ",".join(ALL_FINDINGS), "--dataset",
+                 str(data), "--grid", str(tmp_path / "grid.png"), "--per-class", "2"]) == 0
+    manifest = pd.read_csv(data / "metadata.csv")
+    assert list(manifest.columns) == [*MANIFEST_COLUMNS, *ALL_FINDINGS]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--label-column", *ALL_FINDINGS, "--model", "resnet9_small",
+                 "--image-size", "32", "--epochs", "1", "--batch-size", "32", "--bootstrap", "100",
+                 "--augment", "false", "--noise-multiplier", "1", "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert tuple(metrics["label_names"]) == ALL_FINDINGS
+    assert all(math.isfinite(metrics["splits"]["test"][f]["auroc"]["value"]) for f in ALL_FINDINGS)

@@ -252,9 +252,9 @@ def test_synthetic_only_with_an_epsilon_is_a_clear_error(phantom_root, dp_sample
 
 
 def test_a_missing_synthetic_folder_fails_before_any_model_is_built(phantom_root, tmp_path, monkeypatch):
-    def build_model(*args, **kwargs):
+    def build_for_run(*args, **kwargs):
         raise AssertionError("the synthetic folder should be checked before the model is built")
-    monkeypatch.setattr("privmed.training.trainer.build_model", build_model)
+    monkeypatch.setattr("privmed.training.trainer.build_for_run", build_for_run)
     with pytest.raises(PrivmedError, match="synthetic data folder .* does not exist"):
         train(classifier_config(phantom_root, tmp_path / "r", tmp_path / "nope", epsilon=2.0))
     assert not (tmp_path / "r").exists()

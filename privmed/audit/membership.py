@@ -48,7 +48,7 @@ from privmed.errors import (AUDIT_CANARIES, AUDIT_CANARY_SIZE, AUDIT_GROUP_NEEDS
                             PrivmedError)
 from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
-from privmed.models import build_model
+from privmed.models import build_for_run
 from privmed.privacy.accounting import default_delta
 from privmed.privacy.units import unit_name
 from privmed.training.inputs import model_inputs, trainable_part
@@ -218,9 +218,7 @@ def _note(config: AuditConfig) -> str:
 
 def _model_factory(config: RunConfig, ds: Dataset):
     """A picklable zero-argument builder of a fresh, untrained model of the run's kind."""
-    return functools.partial(build_model, config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
-                             num_outputs=len(ds.label_names), image_size=config.data.image_size,
-                             norm=config.model.norm)
+    return functools.partial(build_for_run, config, num_outputs=len(ds.label_names))
 
 
 def _check_same_training_data(run: Path, ds: Dataset) -> None:

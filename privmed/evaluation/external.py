@@ -20,7 +20,7 @@ from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSIN
 from privmed.evaluation.bootstrap import paired_bootstrap
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
-from privmed.models import build_model
+from privmed.models import build_for_run
 from privmed.training.inputs import trainable_part
 
 EVALUATIONS = "evaluations"
@@ -38,9 +38,8 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     rundir.check_ledger(run, kept=state.get("ledger_sha256"))
     config = config_from_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
-    model = build_model(config.model.name, spatial_dims=config.data.spatial_dims,
-                        num_outputs=len(metrics["label_names"]), image_size=config.data.image_size,
-                        norm=config.model.norm)
+    # the checkpoint holds every trained weight; only a frozen backbone comes from the weights file again
+    model = build_for_run(config, num_outputs=len(metrics["label_names"]), weights=config.model.freeze != "none")
     try:
         trainable_part(model).load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:

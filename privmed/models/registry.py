@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from privmed.errors import PrivmedError
+from privmed.errors import MODEL_ARG_FILLED, MODEL_ARG_UNKNOWN, PrivmedError
 
+from .monai_nets import (FILLED_BY_PRIVMED, MONAI_PREFIX, accepted_arguments, build_monai, is_monai_name, monai_class,
+                         monai_network_names)
 from .resnet9 import build_resnet9
 from .scatter import build_scatter_cnn, build_scatter_linear
 from .vit import build_vit
@@ -95,24 +98,66 @@ def register_model(info: ModelInfo, *, force: bool = False) -> None:
 
 
 def get_model_info(name: str) -> ModelInfo:
+    """The registered model ``name``, or a MONAI network named ``monai:Name``."""
+    if is_monai_name(name):
+        return _monai_info(name)
     try:
         return MODELS[name]
     except KeyError:
         raise ModelConfigError(
-            f"unknown model {name!r}. Available models: {', '.join(sorted(MODELS))}."
+            f"unknown model {name!r}. Available models: {', '.join(sorted(MODELS))}, or any MONAI network as "
+            f"{MONAI_PREFIX}Name (e.g. {MONAI_PREFIX}DenseNet121)."
         ) from None
 
 
-def check_model_choice(name: str, *, spatial_dims: int, norm: str = "group") -> None:
-    """Raise :class:`ModelConfigError` for an unknown model, a dimension it does not support, or an
-    unknown norm: the checks of :func:`build_model` that need no weights, so they can run before any data is read."""
+@functools.cache
+def _monai_info(name: str) -> ModelInfo:
+    if monai_class(name) is None:
+        shown = ", ".join(monai_network_names()[:12])
+        raise ModelConfigError(f"MONAI has no network {name[len(MONAI_PREFIX):]!r} (model {name!r}); some it has: "
+                               f"{shown}, ... (monai.networks.nets).")
+    return ModelInfo(name=name, builder=functools.partial(build_monai, name), grad_sample_mode="hooks",
+                     spatial_dims=(2, 3), description=f"MONAI network {name[len(MONAI_PREFIX):]}")
+
+
+#: arguments of every builder that come from the data and --norm, not from model.args
+DATA_ARGUMENTS = ("spatial_dims", "in_channels", "num_outputs", "image_size", "norm")
+
+
+def check_model_args(name: str, args: Mapping[str, Any]) -> None:
+    """Refuse ``model.args`` the model does not take (listing those it does) or that privmed fills."""
+    if not args:
+        return
     info = get_model_info(name)
+    if is_monai_name(name):
+        accepted, filled = accepted_arguments(monai_class(name)), set(FILLED_BY_PRIVMED)
+    else:
+        accepted, filled = accepted_arguments(info.builder), set(DATA_ARGUMENTS)
+    clash = sorted(set(args) & filled)
+    if clash:
+        why = ("; nothing downloads at run time: give a weights file with model.weights (--model-weights)"
+               if "pretrained" in clash else "")
+        raise ModelConfigError(MODEL_ARG_FILLED.format(args=clash, model=name, why=why))
+    unknown = sorted(set(args) - accepted)
+    if unknown:
+        raise ModelConfigError(MODEL_ARG_UNKNOWN.format(model=name, args=", ".join(unknown),
+                                                        accepted=", ".join(sorted(accepted - filled)) or "none",
+                                                        filled=", ".join(sorted(filled & accepted))))
+
+
+def check_model_choice(name: str, *, spatial_dims: int, norm: str = "group",
+                       args: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`ModelConfigError` for an unknown model, a dimension it does not support, an
+    unknown norm or ``args`` it does not take: the checks of :func:`build_model` that need no weights,
+    so they can run before any data is read."""
+    info = get_model_info(name)
+    check_model_args(name, args or {})
     if spatial_dims not in info.spatial_dims:
         raise ModelConfigError(
             f"model {name!r} supports spatial_dims {info.spatial_dims}, got {spatial_dims}. "
             f"Models with 3D support: {', '.join(n for n, i in sorted(MODELS.items()) if 3 in i.spatial_dims)}."
         )
-    if norm not in NORMS:
+    if norm not in NORMS and not is_monai_name(name):  # a MONAI network takes its own `norm` in model.args
         raise ModelConfigError(
             f"unknown norm {norm!r}; use 'group' (DP-compatible) or 'batch' (non-private only)."
         )
@@ -148,12 +193,20 @@ def build_model(
     """
     check_model_choice(name, spatial_dims=spatial_dims, norm=norm)
     info = get_model_info(name)
+    if is_monai_name(name):  # privmed's group/batch switch is not MONAI's `norm` (e.g. "instance"): passed as given
+        overrides = {**overrides, "norm": norm} if norm != "group" else overrides
+    else:
+        overrides = {**overrides, "norm": norm}
     try:
         return info.builder(spatial_dims=spatial_dims, in_channels=in_channels, num_outputs=num_outputs,
-                            image_size=image_size, norm=norm, **overrides)
+                            image_size=image_size, **overrides)
     except ModelConfigError:
         raise
-    except ValueError as err:  # the builders' own checks (sizes, widths): say which model and what to change
+    except ImportError as err:  # MONAI's optional dependencies (einops for the Swin networks, ...)
+        raise ModelConfigError(f"model {name!r} needs a package that is not installed: "
+                               f"{str(err).strip().splitlines()[0]} Install it (pip install ...) and run again."
+                               ) from None
+    except (ValueError, TypeError) as err:  # the builders' own checks (sizes, widths): say which model and what to change
         raise ModelConfigError(f"model {name!r} cannot be built with image_size={image_size}, norm={norm!r}"
                                f"{''.join(f', {k}={v!r}' for k, v in overrides.items())}: {err}. Change --image-size "
                                f"or the model's options, or choose another --model (`privmed models` lists them)."
@@ -199,10 +252,7 @@ def configure_cpu_allocator() -> bool:
 # (benchmarks/results/dp_speed.md): the fastest mode whose gradients were correct.
 
 
-def _resnet9_small(**kwargs: Any) -> nn.Module:
-    kwargs.setdefault("width", 0.25)
-    return build_resnet9(**kwargs)
-
+_resnet9_small = functools.partial(build_resnet9, width=0.25)  # width stays settable (model.args)
 
 for _info in (
     ModelInfo(

@@ -44,7 +44,8 @@ from privmed.config import RunConfig, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import PrivmedError
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
-from privmed.models import build_model
+from privmed.models import build_for_run
+from privmed.models.pretrained import pretrained_inputs
 from privmed.privacy.ledger import PrivacyLedger
 
 from . import distributed
@@ -113,9 +114,7 @@ def _prepare(config: RunConfig, *, resume: bool) -> Run:
     train_data = data.split("train")
     source = synthetic_source(config, data)  # before the slow part, so a bad folder fails at once
     protected = protected_unit(config, train_data, checkpoint)
-    model = build_model(config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
-                        num_outputs=len(data.label_names), image_size=config.data.image_size,
-                        norm=config.model.norm)
+    model = build_for_run(config, num_outputs=len(data.label_names))  # model.args, weights, freeze
     inputs = {split: model_inputs(model, data.split(split).image_tensor, device=device) for split in SPLITS}
     net = trainable_part(model).to(device)
     synthetic = synthetic_inputs(source, model, device)
@@ -125,6 +124,7 @@ def _prepare(config: RunConfig, *, resume: bool) -> Run:
     plan = plan_privacy(config, protected, sampled_unit(config, protected, synthetic), candidates,
                         checkpoint=checkpoint, has_center=find_center(net) is not None and synthetic is None)
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
+    ledger.free_inputs.extend(pretrained_inputs(config.model))  # the weights a run starts from, stated
     return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, plan, ledger,
                candidates)
 

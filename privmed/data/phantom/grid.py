@@ -1,0 +1,128 @@
+"""A labelled PNG grid of sample images (the phantom's, a generator's, a report's)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .spec import _is_int
+from .write import _to_uint8
+
+# Grid layout constants (documented in write_image_grid).
+GRID_MIN_TILE = 96
+GRID_PAD = 4
+GRID_MAX_COLS = 8
+GRID_TITLE_H = 28
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no scalable default font
+        return ImageFont.load_default()
+
+
+def write_image_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    path: str | Path,
+    *,
+    per_class: int = 8,
+    class_names: Sequence[str] = ("benign", "malignant"),
+    title: str | None = None,
+) -> Path:
+    """Write a labelled PNG grid of sample images, one block of rows per class.
+
+    Generic (also for GAN samples): class ``c`` is ``labels == c`` and is named
+    ``class_names[c]``; its first ``per_class`` images, in the given order, fill
+    rows of up to 8 tiles. A class with no images gets an empty row marked
+    "(none)".
+
+    Args:
+        images: ``(N, H, W)``, ``(N, 1, H, W)`` or ``(N, H, W, 1)`` grayscale;
+            floats are read as [0, 1] and clipped (map e.g. [-1, 1] outputs
+            first), integer arrays as 0-255.
+        labels: ``(N,)`` integer class indices.
+        path: output PNG path (parent folders are created).
+        per_class: images shown per class (>= 1).
+        class_names: one name per class index.
+        title: optional heading line.
+
+    Layout: tiles are the images enlarged by the smallest integer factor that
+    makes them at least 96 px (nearest neighbour, so pixels stay honest), with a
+    4 px gap; a label column on the left; a 28 px title band if ``title``. The
+    image height is ``[28 +] 4 + sum over classes of rows_c * (tile + 4)`` with
+    ``rows_c = ceil(per_class / min(per_class, 8))``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    arr = np.asarray(images)
+    if arr.ndim == 4 and 1 in (arr.shape[1], arr.shape[-1]):
+        arr = arr[:, 0] if arr.shape[1] == 1 else arr[..., 0]
+    if arr.ndim != 3:
+        raise ValueError(f"images must have shape (N, H, W) (or one channel), got {np.shape(images)}")
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != arr.shape[0]:
+        raise ValueError(f"{arr.shape[0]} images but {labels.shape[0]} labels")
+    if not _is_int(per_class) or per_class < 1:
+        raise ValueError(f"per_class={per_class!r} must be an integer >= 1")
+    pixels = arr.astype(np.uint8) if np.issubdtype(arr.dtype, np.integer) and arr.max(initial=0) <= 255 \
+        else _to_uint8(np.nan_to_num(arr.astype(np.float32), nan=0.0))
+    h, w = arr.shape[1:]
+    factor = max(1, math.ceil(GRID_MIN_TILE / max(min(h, w), 1)))
+    th, tw = h * factor, w * factor
+    cols = min(per_class, GRID_MAX_COLS)
+    rows = math.ceil(per_class / cols)
+    font, small = _font(14), _font(11)
+    names = [str(n) for n in class_names]
+    counts = [int((labels == c).sum()) for c in range(len(names))]
+    captions = [f"{n}\n({cnt} total)" for n, cnt in zip(names, counts)]
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    label_w = max(probe.multiline_textbbox((0, 0), cap, font=font)[2] for cap in captions) + 3 * GRID_PAD
+    top = GRID_TITLE_H if title else 0
+    width = label_w + cols * (tw + GRID_PAD) + GRID_PAD
+    height = top + GRID_PAD + len(names) * rows * (th + GRID_PAD)
+    if title:
+        width = max(width, int(probe.textbbox((0, 0), title, font=font)[2]) + 2 * GRID_PAD)
+    canvas = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((GRID_PAD, (GRID_TITLE_H - 14) // 2), title, fill=0, font=font)
+    for c, caption in enumerate(captions):
+        y0 = top + GRID_PAD + c * rows * (th + GRID_PAD)
+        if c:
+            draw.line([(0, y0 - GRID_PAD // 2 - 1), (width, y0 - GRID_PAD // 2 - 1)], fill=160)
+        draw.multiline_text((GRID_PAD, y0 + GRID_PAD), caption, fill=0, font=font)
+        idx = np.flatnonzero(labels == c)[:per_class]
+        if idx.size == 0:
+            draw.text((label_w, y0 + th // 2), "(none)", fill=96, font=small)
+        for j, i in enumerate(idx):
+            tile = Image.fromarray(np.ascontiguousarray(pixels[i]), mode="L")
+            if factor > 1:
+                tile = tile.resize((tw, th), Image.NEAREST)
+            canvas.paste(tile, (label_w + (j % cols) * (tw + GRID_PAD), y0 + (j // cols) * (th + GRID_PAD)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def phantom_grid_classes(table, *, by_density: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Grid rows for a phantom table: its findings' combinations (multi-label), class x BI-RADS density
+    (``by_density``), or its two classes."""
+    from .spec import CLASS_DIRS, FINDINGS
+
+    findings = [f for f in FINDINGS if f in table.columns]
+    if findings:
+        codes = sum(table[f].to_numpy() << i for i, f in enumerate(findings))
+        names = ["+".join(f for i, f in enumerate(findings) if c >> i & 1) or "none" for c in range(2 ** len(findings))]
+        return codes, names
+    if by_density:
+        return (table["label"].to_numpy() * 4 + table["breast_density"].to_numpy() - 1,
+                [f"{c} d{d}" for c in CLASS_DIRS for d in range(1, 5)])
+    return table["label"].to_numpy(), list(CLASS_DIRS)

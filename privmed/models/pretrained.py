@@ -1,0 +1,211 @@
+"""Pretrained weights and frozen backbones: ``model.weights: PATH`` and ``model.freeze: backbone``.
+
+The weights file is read from disk (nothing downloads): a plain state dict, or a
+checkpoint dict holding it under ``state_dict`` / ``model`` / ``state_dict_ema`` (timm,
+torchvision's reference scripts, Lightning, privmed's own ``checkpoints/best.pt``), with
+a ``module.`` (DDP) or ``model.`` (Lightning) prefix stripped when that is what fits; a
+raw MONAI network's state dict loads into privmed's wrapper of it. Every tensor must land:
+a missing or unexpected key is an error listing a few of each. Two mismatches are
+expected of pretrained weights and handled: an RGB first convolution loading into a
+one-channel model is summed over its colour channels (as timm does), and a classifier
+layer of another size (ImageNet's 1000 classes) or missing from the file (a backbone
+export) is left freshly initialised.
+
+``freeze: backbone`` splits the network at its last linear layer (a MONAI backbone
+without one gets a pooled linear head): everything before it is frozen (``requires_grad``
+False, always in eval mode, so a BatchNorm in it normalises with its stored statistics,
+one sample at a time) and becomes a frozen front end: the trainer computes its features
+once and trains only the head, and only the head goes through Opacus. The features'
+cache key carries a hash of the backbone's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from privmed.errors import PrivmedError, WEIGHTS_KEYS_MISMATCH, WEIGHTS_MISSING, WEIGHTS_UNREADABLE
+
+#: where checkpoint dicts keep their state dict, in the order tried
+STATE_KEYS = ("state_dict", "model", "state_dict_ema", "model_state_dict", "module")
+PREFIXES = ("", "module.", "model.")  # dropped from the file's keys (DDP, Lightning)
+WRAPPER_PREFIXES = ("", "net.")  # added: privmed's MonaiClassifier holds the MONAI network as `net`
+SHOWN_KEYS = 5
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_weights` did: tensors loaded, those adapted (RGB summed to grey), and the
+    classifier tensors left at their fresh initialisation because their shape differs."""
+
+    loaded: int
+    adapted: tuple[str, ...]
+    reinitialised: tuple[str, ...]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (tensors only: ``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrivmedError(WEIGHTS_MISSING.format(path=path))
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike: one message
+        raise PrivmedError(WEIGHTS_UNREADABLE.format(path=path, reason=f"{type(err).__name__}: "
+                                                                         f"{str(err).splitlines()[0][:160]}")) from None
+    state = raw
+    while isinstance(state, Mapping) and not _is_state(state):
+        inner = next((state[k] for k in STATE_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping) or not _is_state(state):
+        keys = sorted(map(str, raw))[:SHOWN_KEYS] if isinstance(raw, Mapping) else type(raw).__name__
+        raise PrivmedError(WEIGHTS_UNREADABLE.format(
+            path=path, reason=f"no state dict of tensors in it (top level: {keys}; looked under {list(STATE_KEYS)})"))
+    return dict(state)
+
+
+def _is_state(d: Mapping) -> bool:
+    return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def load_weights(model: nn.Module, path: str | Path, *, head: str | None) -> LoadReport:
+    """Load the weights file at ``path`` into ``model``; ``head`` is the qualified name of its classifier
+    layer, whose tensors stay freshly initialised when the file lacks them or has them in another shape."""
+    own = model.state_dict()
+    given = _renamed(read_state_dict(path), own)
+    in_head = (lambda key: key.startswith(head + ".")) if head is not None else (lambda key: False)
+    missing = [k for k in own if k not in given and not in_head(k)]
+    unexpected = [k for k in given if k not in own]
+    adapted, wrong = [], []
+    reinitialised = [k for k in own if k not in given and in_head(k)]
+    for key in [k for k in given if k in own and given[k].shape != own[k].shape]:
+        if _rgb_to_grey(given[key], own[key]):
+            given[key] = given[key].sum(1, keepdim=True)
+            adapted.append(key)
+        elif in_head(key):
+            del given[key]
+            reinitialised.append(key)
+        else:
+            wrong.append(f"{key} {tuple(given[key].shape)} vs {tuple(own[key].shape)}")
+    if missing or unexpected or wrong:
+        raise PrivmedError(WEIGHTS_KEYS_MISMATCH.format(
+            path=path, model=type(model).__name__, missing=_few(missing), unexpected=_few(unexpected),
+            shapes=_few(wrong)))
+    model.load_state_dict({**own, **given})
+    return LoadReport(len(given), tuple(adapted), tuple(reinitialised))
+
+
+def _renamed(given: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``given`` with the prefix dropped (``module.``, ``model.``) and added (``net.``: privmed's wrapper of a
+    MONAI network) that makes the most of its keys name tensors of the model."""
+    options = [(drop, add) for drop in PREFIXES for add in WRAPPER_PREFIXES]
+    drop, add = max(options, key=lambda o: sum(add_key in own for add_key in _keys(given, *o)))
+    return dict(zip(_keys(given, drop, add), (v for k, v in given.items() if k.startswith(drop))))
+
+
+def _keys(given: Mapping[str, torch.Tensor], drop: str, add: str) -> list[str]:
+    return [add + k[len(drop):] for k in given if k.startswith(drop)]
+
+
+def _rgb_to_grey(given: torch.Tensor, own: torch.Tensor) -> bool:
+    """A convolution's RGB input weights where the model takes one channel."""
+    return given.ndim >= 3 and given.ndim == own.ndim and given.shape[1] == 3 and own.shape[1] == 1 \
+        and given.shape[0] == own.shape[0] and given.shape[2:] == own.shape[2:]
+
+
+def _few(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:SHOWN_KEYS]) + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+
+
+def last_linear(model: nn.Module) -> str | None:
+    """Qualified name of the last ``nn.Linear`` of ``model`` (its classifier layer), if any."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+class FrozenBackbone(nn.Module):
+    """A network cut before its classifier layer, frozen and always in eval mode: (B, C, ...) -> (B, F).
+
+    ``state_sha256`` (the hash of its weights) is part of the key its cached features are stored under.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.requires_grad_(False)
+        self.state_sha256 = state_hash(net)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.flatten(2).mean(-1) if out.ndim > 2 else out
+
+
+class FrozenBackboneClassifier(nn.Module):
+    """``head(features(x))`` with a frozen backbone as the front end the trainer computes once."""
+
+    frozen_front_end = True
+
+    def __init__(self, features: FrozenBackbone, head: nn.Linear) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def freeze_backbone(model: nn.Module) -> nn.Module:
+    """Freeze everything before the classifier layer; returns a model whose ``head`` alone trains.
+
+    A model that already has a frozen front end (the scattering models) is returned unchanged.
+    """
+    if getattr(model, "frozen_front_end", False):
+        return model
+    name = last_linear(model)
+    if name is None:
+        raise PrivmedError(f"model {type(model).__name__} has no linear classifier layer to keep trainable, so "
+                           f"model.freeze = 'backbone' does not apply; use model.freeze 'none'.")
+    head = model.get_submodule(name)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.Identity())
+    return FrozenBackboneClassifier(FrozenBackbone(model), head)
+
+
+def state_hash(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def pretrained_inputs(model_config) -> list[str]:
+    """The ledger's sentence on the weights a run started from (none without ``model.weights``): what they
+    are (file name and SHA-256) and the assumption that makes them cost no privacy."""
+    if model_config.weights is None:
+        return []
+    path = Path(model_config.weights)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unknown (file missing)"
+    part = "a frozen backbone (only the classifier layer was trained)" if model_config.freeze == "backbone" \
+        else "the starting point of training"
+    return [f"Pretrained weights '{path.name}' (SHA-256 {digest[:16]}) were {part}; they are taken to be trained "
+            f"without this data's patients (public or disjoint data), so they cost no privacy here: if they were "
+            f"trained on the private data, the epsilon above does not hold"]
