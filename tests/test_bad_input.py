@@ -22,7 +22,7 @@ from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import ZERO_NOISE, PrivacyLedger
 from privmed.report import write_report
 from privmed.study import run_study, study_from_dict
-from privmed.study.runner import STATUS, STUDY_FILE
+from privmed.study.state import STATUS, STUDY_FILE
 
 FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "1", "--batch-size", "32",
         "--bootstrap", "100", "--augment", "false"]

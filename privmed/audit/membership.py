@@ -53,6 +53,7 @@ from privmed.privacy.accounting import default_delta
 from privmed.privacy.units import unit_name
 from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
+from privmed.workers import die_with_parent
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
 from .design import AUDIT_DIR, ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_membership, group_scores
@@ -318,8 +319,6 @@ def _shadows(where: Path, config: RunConfig, fresh, population: Population, x_va
     bar = tqdm(total=audit.shadows, initial=audit.shadows - len(todo), desc="shadow models", unit="model")
     if audit.workers > 1 and len(jobs) > 1:
         threads = max(1, torch.get_num_threads() // audit.workers)
-        from privmed.study.lifeline import die_with_parent
-
         with ProcessPoolExecutor(max_workers=audit.workers, initializer=die_with_parent) as pool:
             for _ in pool.map(_train_shadow, jobs, [threads] * len(jobs)):
                 bar.update()

@@ -25,7 +25,7 @@ from privmed.errors import PrivmedError, error_kind
 from privmed.evaluation.fairness import SUPPRESSED
 from privmed.study.config import StudyConfig, study_from_dict
 from privmed.study.results import StudyTables, collect
-from privmed.study.runner import STUDY_FILE, TIMING
+from privmed.study.state import STUDY_FILE, TIMING
 
 from .charts import mean_over_seeds, subgroup_chart, utility_caption, utility_chart
 from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Picture, Table, to_html, to_markdown

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from privmed.config import RunConfig, _reject_unknown, config_from_dict, load_yaml, merge
+from privmed.config import RunConfig, config_from_dict, load_yaml, merge, reject_unknown
 from privmed.errors import PrivmedError
 from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
@@ -353,4 +353,4 @@ def _name(value: Any, what: str) -> str:
 def _reject(section: Any, known: tuple[str, ...], where: str) -> None:
     if not isinstance(section, Mapping):
         raise PrivmedError(f"study section '{where}' must be a mapping, got {section!r}.")
-    _reject_unknown(section, set(known), where)
+    reject_unknown(section, set(known), where)
