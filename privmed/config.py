@@ -30,6 +30,10 @@ from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
 MAX_IMAGE_SIZE = {2: 1024, 3: 256}
+SPATIAL_DIMS = tuple(MAX_IMAGE_SIZE)
+ACCOUNTANTS = ("prv", "rdp")
+OPTIMIZERS = ("sgd", "adam")
+PRIVACY_UNITS = ("patient", "image")
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
 
@@ -58,7 +62,7 @@ class DataConfig:
     allow_outside_root: bool = False  # a manifest may list images outside its own folder
 
     def __post_init__(self) -> None:
-        require(self.spatial_dims in (2, 3), "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
+        require(self.spatial_dims in SPATIAL_DIMS, "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
         largest = MAX_IMAGE_SIZE[self.spatial_dims]
         require(16 <= self.image_size <= largest, "data", "image_size", self.image_size,
                 f"must be between 16 and {largest} for {self.spatial_dims}D images (memory grows with "
@@ -127,10 +131,10 @@ class PrivacyConfig:
         require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
         require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
                 "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
-        require(self.accountant in ("prv", "rdp"), "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
+        require(self.accountant in ACCOUNTANTS, "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
         require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
                 self.center_noise_multiplier, "must be > 0")
-        require(self.unit in (None, "patient", "image"), "privacy", "unit", self.unit,
+        require(self.unit is None or self.unit in PRIVACY_UNITS, "privacy", "unit", self.unit,
                 "use 'patient' (one patient and all of their images) or 'image'")
         require(self.max_images_per_patient >= 1, "privacy", "max_images_per_patient", self.max_images_per_patient,
                 "must be >= 1 (the images of one patient a step may use)")
@@ -162,7 +166,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "physical_batch_size"):
             require(getattr(self, key) >= 1, "training", key, getattr(self, key), "must be >= 1")
-        require(self.optimizer in ("sgd", "adam"), "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
+        require(self.optimizer in OPTIMIZERS, "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
         require(self.lr > 0, "training", "lr", self.lr, "must be > 0")
         require(self.bootstrap_resamples >= 100, "training", "bootstrap_resamples", self.bootstrap_resamples,
                 "must be >= 100")

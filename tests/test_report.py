@@ -205,7 +205,7 @@ def test_utility_chart_puts_private_runs_at_total_epsilon_and_joins_no_non_priva
 
 def test_a_collapsed_generator_is_flagged_beside_its_grid():
     from privmed.data.sources import Dataset
-    from privmed.report.study import _diversity_note, _real_diversity
+    from privmed.report.synthetic import diversity_note as _diversity_note, real_diversity as _real_diversity
 
     rng = np.random.default_rng(0)
     real = Dataset("real", pd.DataFrame({"sample_id": list("abcdefgh"), "split": "train", "patient_id": np.nan,

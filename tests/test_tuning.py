@@ -77,15 +77,15 @@ def test_tune_values_are_checked():
 
 
 def test_tune_from_the_command_line_and_a_study_file():
-    from privmed.cli import _parser, cli_overrides
+    from privmed.cli import build_parser, cli_overrides
     from privmed.study.config import study_from_dict
 
-    args = _parser().parse_args(["train", "--epsilon", "2", "--tune", "lr=0.1,0.3", "--tune", "epochs=15,40"])
+    args = build_parser().parse_args(["train", "--epsilon", "2", "--tune", "lr=0.1,0.3", "--tune", "epochs=15,40"])
     config = config_from_dict(cli_overrides(args))
     assert config.tune.lr == (0.1, 0.3) and config.tune.epochs == (15, 40)
     assert len(config.tune.candidates(config.training)) == 4
     with pytest.raises(SystemExit):
-        _parser().parse_args(["train", "--tune", "lr"])
+        build_parser().parse_args(["train", "--tune", "lr"])
     study = study_from_dict({"name": "s", "base": {}, "strategies": {"a": {}, "b": {"tune": {"lr": [0.5]}}},
                              "epsilons": [1], "seeds": [0], "tune": {"lr": [0.1, 0.3], "epochs": [15, 40]}})
     tunes = {cell.strategy: cell.config.tune for cell in study.cells(Path("OUT"))}

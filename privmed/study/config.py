@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from privmed.audit.config import AuditConfig
 from privmed.config import RunConfig, config_from_dict, load_yaml, merge, reject_unknown
 from privmed.errors import PrivmedError
 from privmed.evaluation.fairness import MIN_GROUP_SIZE
@@ -115,9 +116,9 @@ class AuditSpec:
     """Which runs to attack after training (``privmed audit``), and how hard. ``None`` lists mean
     every strategy trained on real data only, every epsilon, the study's first seed."""
 
-    shadows: int = 0
-    canaries: int = 500
-    canary_kind: str = "crafted"
+    shadows: int = AuditConfig.shadows
+    canaries: int = AuditConfig.canaries
+    canary_kind: str = AuditConfig.canary_kind
     strategies: tuple[str, ...] | None = None
     epsilons: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
@@ -280,8 +281,6 @@ def _uses_synthetic(strategy: StrategySpec) -> bool:
 
 
 def _audit(spec: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> AuditSpec:
-    from privmed.audit.membership import AuditConfig
-
     _reject(spec, AUDIT_KEYS, "audit")
     chosen = tuple(str(s) for s in spec["strategies"]) if spec.get("strategies") else None
     by_name = {s.name: s for s in strategies}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privmed import rundir
+from privmed.audit.config import AuditConfig
 
 from .config import Cell, StudyConfig
 
@@ -51,10 +52,8 @@ def _finished(cell: Cell, study: StudyConfig) -> bool:
     return finished(run) and all(evaluated(run, e) for e in study.external) and not config_drift(cell)
 
 
-def audit_config(study: StudyConfig, workers: int = 1):
-    """The :class:`~privmed.audit.membership.AuditConfig` of the study's audit (``None``: no audit)."""
-    from privmed.audit.membership import AuditConfig
-
+def audit_config(study: StudyConfig, workers: int = 1) -> AuditConfig | None:
+    """The :class:`~privmed.audit.config.AuditConfig` of the study's audit (``None``: no audit)."""
     a = study.audit
     return None if a is None else AuditConfig(shadows=a.shadows, canaries=a.canaries, canary_kind=a.canary_kind,
                                               workers=workers)
