@@ -22,8 +22,10 @@ CBIS = SHARED_DATA / "cbis-ddsm-masses"
 
 
 def requires_cbis():
-    return pytest.mark.skipif(not (CBIS / "metadata.csv").is_file(),
+    """Mark a test as needing the CBIS-DDSM mass patches of ../shared/data, and skip it (with the reason) without them."""
+    skip = pytest.mark.skipif(not (CBIS / "metadata.csv").is_file(),
                               reason=f"CBIS-DDSM mass patches not found at {CBIS} (set PRIVMED_SHARED_DATA)")
+    return lambda test: pytest.mark.shared_data(skip(test))
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,7 @@ def test_zero_noise_is_infinite_epsilon():
     assert math.isinf(epsilon_for([Mechanism("dp_sgd", 0.0, 0.1, 10)], delta=1e-5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [1.0, 6.0])
 def test_calibration_matches_opacus_and_reaches_target(target):
     sigma = calibrate_noise(target_epsilon=target, delta=1e-4, sample_rate=0.1, steps=300)

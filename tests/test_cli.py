@@ -28,6 +28,7 @@ def assert_clean_error(code, err, pattern, out_dir=None):
         assert not out_dir.exists(), "a failed run must not leave a run directory behind"
 
 
+@pytest.mark.slow
 def test_train_evaluate_compare(phantom_root, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     code, out, _ = run_cli(capsys, "train", "--data", phantom_root, "--out", a, "--epsilon", 4, *FAST)

@@ -59,6 +59,7 @@ def wait_for(condition, seconds: float) -> bool:
     return condition()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to find the workers")
 def test_a_killed_study_leaves_no_worker_and_the_rerun_agrees_with_its_run_folders(tmp_path):
     study_file, out = tmp_path / "study.yaml", tmp_path / "out"

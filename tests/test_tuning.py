@@ -22,6 +22,7 @@ def tuned_config(root, out, tune, **privacy):
     })
 
 
+@pytest.mark.slow
 def test_every_candidate_is_composed_into_the_epsilon(phantom_root, tmp_path):
     out = train(tuned_config(phantom_root, tmp_path / "t", {"lr": [0.01, 0.05], "epochs": [1, 2]}, epsilon=3.0))
     privacy = json.loads((out / rundir.PRIVACY).read_text())
@@ -51,6 +52,7 @@ def test_a_search_the_target_cannot_pay_for_is_refused_before_anything_is_writte
     assert not (tmp_path / "big").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_without_recounting(phantom_root, tmp_path):
     tune = {"lr": [0.01, 0.05]}
     full = train(tuned_config(phantom_root, tmp_path / "full", tune, epsilon=3.0))
