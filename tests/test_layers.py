@@ -26,6 +26,7 @@ package is placed on purpose.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,43 @@ def test_the_graph_sees_imports_inside_functions():
     assert len(imports) > 100
     assert any(i.source == "privmed.study.runner" and i.target == "privmed.training.trainer" for i in imports)
     assert any(i.source == "privmed.study.runner" and i.target == "privmed.study.config" for i in imports)
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def dangling_names(texts: dict[str, str], package: Path = PACKAGE) -> list[str]:
+    """Dotted ``privmed.…`` names in ``texts`` (file -> text) that are neither a module nor a name a module defines."""
+    modules = module_names(package)
+    found = []
+    for file, text in texts.items():
+        for ref in sorted(set(re.findall(r"\bprivmed(?:\.[A-Za-z_]\w*)+", text))):
+            parts = ref.split(".")
+            k = next(k for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in modules)
+            if k < len(parts) and parts[k] not in _top_level_names(modules[".".join(parts[:k])]):
+                found.append(f"{file}: {ref}")
+    return found
+
+
+def test_every_privmed_name_in_the_code_and_the_docs_exists():
+    """Docstrings, comments and docs name modules and functions that exist (config.py once named
+    ``privmed.training.features``, which did not)."""
+    root = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), root / "README.md", *(root / "docs").glob("*.md")]
+    found = dangling_names({str(f.relative_to(root)): f.read_text() for f in files})
+    assert not found, "names of nothing:\n" + "\n".join(found)
+    assert dangling_names({"x.py": "see privmed.training.features and privmed.config.nothing"}) == [
+        "x.py: privmed.config.nothing", "x.py: privmed.training.features"]
 
 
 # ---------------------------------------------------------------------------------------------- the checker
