@@ -45,6 +45,7 @@ def test_every_candidate_is_composed_into_the_epsilon(phantom_root, tmp_path):
     assert json.loads((single / rundir.PRIVACY).read_text())["noise_multiplier"] < stages[0]["noise_multiplier"]
 
 
+@pytest.mark.slow
 def test_a_search_the_target_cannot_pay_for_is_refused_before_anything_is_written(phantom_root, tmp_path):
     config = tuned_config(phantom_root, tmp_path / "big", {"epochs": [200, 300, 400]}, epsilon=0.01)
     with pytest.raises(PrivmedError, match="3 hyper-parameter candidates"):
