@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then `privmed demo`: built-in data -> small study -> demo/report.html
 #   make test   install, then run the test suite (what .ci/run calls)
+#   make test-fast  the tests not marked slow (no real training runs or studies): under 3 minutes on 2 cores
 #   make browser  headless Chromium for the report's browser checks (Debian/Ubuntu, as root; CI runs it)
 # Installs into ./.venv. TORCH is the CPU wheel these machines carry on disk; with a GPU,
 # bring your own build:  make demo TORCH=torch   (or any CUDA wheel spec)
@@ -10,7 +11,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 
-.PHONY: install demo test bench browser clean
+.PHONY: install demo test test-fast bench browser clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +27,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \

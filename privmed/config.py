@@ -30,6 +30,10 @@ from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
 MAX_IMAGE_SIZE = {2: 1024, 3: 256}
+SPATIAL_DIMS = tuple(MAX_IMAGE_SIZE)
+ACCOUNTANTS = ("prv", "rdp")
+OPTIMIZERS = ("sgd", "adam")
+PRIVACY_UNITS = ("patient", "image")
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
 
@@ -58,21 +62,21 @@ class DataConfig:
     allow_outside_root: bool = False  # a manifest may list images outside its own folder
 
     def __post_init__(self) -> None:
-        _require(self.spatial_dims in (2, 3), "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
+        require(self.spatial_dims in SPATIAL_DIMS, "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
         largest = MAX_IMAGE_SIZE[self.spatial_dims]
-        _require(16 <= self.image_size <= largest, "data", "image_size", self.image_size,
-                 f"must be between 16 and {largest} for {self.spatial_dims}D images (memory grows with "
-                 f"{'its square' if self.spatial_dims == 2 else 'its cube'})")
-        _require(len(self.label_columns) >= 1, "data", "label_columns", self.label_columns, "name at least one column")
-        _require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
-                 and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",
-                 (self.val_fraction, self.test_fraction), "each in (0, 1) and their sum below 1")
-        _require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
+        require(16 <= self.image_size <= largest, "data", "image_size", self.image_size,
+                f"must be between 16 and {largest} for {self.spatial_dims}D images (memory grows with "
+                f"{'its square' if self.spatial_dims == 2 else 'its cube'})")
+        require(len(self.label_columns) >= 1, "data", "label_columns", self.label_columns, "name at least one column")
+        require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",
+                (self.val_fraction, self.test_fraction), "each in (0, 1) and their sum below 1")
+        require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
         if self.class_names is not None and len(self.class_names) == 1 and "," in self.class_names[0]:
             object.__setattr__(self, "class_names", tuple(n.strip() for n in self.class_names[0].split(",")))
-        _require(self.class_names is None or (len(self.class_names) == 2 and len(set(self.class_names)) == 2
-                                              and all(self.class_names)), "data", "class_names", self.class_names,
-                 "give two different names, of the label values 0 and 1 in that order (e.g. benign,malignant)")
+        require(self.class_names is None or (len(self.class_names) == 2 and len(set(self.class_names)) == 2
+                                             and all(self.class_names)), "data", "class_names", self.class_names,
+                "give two different names, of the label values 0 and 1 in that order (e.g. benign,malignant)")
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,12 @@ class ModelConfig:
     replace_batchnorm: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.norm in ("group", "batch"), "model", "norm", self.norm, "use 'group' (DP-safe) or 'batch'")
-        _require(isinstance(self.args, Mapping) and all(isinstance(k, str) for k in self.args), "model", "args",
+        require(self.norm in ("group", "batch"), "model", "norm", self.norm, "use 'group' (DP-safe) or 'batch'")
+        require(isinstance(self.args, Mapping) and all(isinstance(k, str) for k in self.args), "model", "args",
                  self.args, "give a mapping of argument names to values, e.g. {width: 0.5}")
         object.__setattr__(self, "args", dict(self.args))
-        _require(self.freeze in ("none", "backbone"), "model", "freeze", self.freeze, "use 'none' or 'backbone'")
-        _require(self.freeze == "none" or self.weights, "model", "freeze", self.freeze, "needs --model-weights")
+        require(self.freeze in ("none", "backbone"), "model", "freeze", self.freeze, "use 'none' or 'backbone'")
+        require(self.freeze == "none" or self.weights, "model", "freeze", self.freeze, "needs --model-weights")
 
 
 @dataclass(frozen=True)
@@ -129,22 +133,22 @@ class PrivacyConfig:
             raise PrivmedError(EPSILON_NOT_A_NUMBER.format(epsilon=self.epsilon))
         if self.epsilon <= 0:
             raise PrivmedError(EPSILON_NOT_POSITIVE.format(epsilon=self.epsilon))
-        _require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta,
-                 "must be a number in (0, 1)")
-        _require(self.noise_multiplier is None or 0 <= self.noise_multiplier < math.inf, "privacy",
-                 "noise_multiplier", self.noise_multiplier, "must be a finite number >= 0")
-        _require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
-                 "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
-        _require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
-        _require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
-                 "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
-        _require(self.accountant in ("prv", "rdp"), "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
-        _require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
-                 self.center_noise_multiplier, "must be > 0")
-        _require(self.unit in (None, "patient", "image"), "privacy", "unit", self.unit,
-                 "use 'patient' (one patient and all of their images) or 'image'")
-        _require(self.max_images_per_patient >= 1, "privacy", "max_images_per_patient", self.max_images_per_patient,
-                 "must be >= 1 (the images of one patient a step may use)")
+        require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta,
+                "must be a number in (0, 1)")
+        require(self.noise_multiplier is None or 0 <= self.noise_multiplier < math.inf, "privacy",
+                "noise_multiplier", self.noise_multiplier, "must be a finite number >= 0")
+        require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
+                "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
+        require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
+        require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
+                "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
+        require(self.accountant in ACCOUNTANTS, "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
+        require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
+                self.center_noise_multiplier, "must be > 0")
+        require(self.unit is None or self.unit in PRIVACY_UNITS, "privacy", "unit", self.unit,
+                "use 'patient' (one patient and all of their images) or 'image'")
+        require(self.max_images_per_patient >= 1, "privacy", "max_images_per_patient", self.max_images_per_patient,
+                "must be >= 1 (the images of one patient a step may use)")
 
     @property
     def private(self) -> bool:
@@ -172,11 +176,11 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "physical_batch_size"):
-            _require(getattr(self, key) >= 1, "training", key, getattr(self, key), "must be >= 1")
-        _require(self.optimizer in ("sgd", "adam"), "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
-        _require(self.lr > 0, "training", "lr", self.lr, "must be > 0")
-        _require(self.bootstrap_resamples >= 100, "training", "bootstrap_resamples", self.bootstrap_resamples,
-                 "must be >= 100")
+            require(getattr(self, key) >= 1, "training", key, getattr(self, key), "must be >= 1")
+        require(self.optimizer in OPTIMIZERS, "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
+        require(self.lr > 0, "training", "lr", self.lr, "must be > 0")
+        require(self.bootstrap_resamples >= 100, "training", "bootstrap_resamples", self.bootstrap_resamples,
+                "must be >= 100")
 
 
 SYNTHETIC_USES = ("augment", "pretrain", "only")
@@ -207,14 +211,14 @@ class SyntheticConfig:
     public: bool = False
 
     def __post_init__(self) -> None:
-        _require(not self.public or self.path is not None, "synthetic", "public", self.public,
-                 "needs the folder it declares public; give it with --synthetic")
-        _require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
-        _require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
-                 f"use one of {list(FINETUNE_MODES)}")
-        _require(self.pretrain_epochs >= 1, "synthetic", "pretrain_epochs", self.pretrain_epochs, "must be >= 1")
-        _require(self.pretrain_lr is None or self.pretrain_lr > 0, "synthetic", "pretrain_lr", self.pretrain_lr,
-                 "must be > 0")
+        require(not self.public or self.path is not None, "synthetic", "public", self.public,
+                "needs the folder it declares public; give it with --synthetic")
+        require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
+        require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
+                f"use one of {list(FINETUNE_MODES)}")
+        require(self.pretrain_epochs >= 1, "synthetic", "pretrain_epochs", self.pretrain_epochs, "must be >= 1")
+        require(self.pretrain_lr is None or self.pretrain_lr > 0, "synthetic", "pretrain_lr", self.pretrain_lr,
+                "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -234,9 +238,9 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         for key in ("lr", "epochs", "batch_size"):
-            _require(all(v > 0 for v in getattr(self, key)), "tune", key, getattr(self, key), "every value must be > 0")
-        _require(all(v >= 0 for v in self.weight_decay), "tune", "weight_decay", self.weight_decay,
-                 "every value must be >= 0")
+            require(all(v > 0 for v in getattr(self, key)), "tune", key, getattr(self, key), "every value must be > 0")
+        require(all(v >= 0 for v in self.weight_decay), "tune", "weight_decay", self.weight_decay,
+                "every value must be >= 0")
 
     @property
     def grid(self) -> dict[str, tuple]:
@@ -274,7 +278,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-YAML form (tuples as lists, inf as the string 'inf')."""
-        return _plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
     def identity(self) -> dict[str, Any]:
         """The parts that must not change when a run is resumed (everything but ``out``, the
@@ -294,13 +298,9 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "privacy": PrivacyConfig,
 
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from nested dicts; unknown keys raise :class:`PrivmedError`."""
-    _reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
-    kwargs: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        section = raw.get(name) or {}
-        if not isinstance(section, Mapping):
-            raise PrivmedError(f"config section '{name}' must be a mapping, got {section!r}.")
-        kwargs[name] = _build(cls, section, name)
+    reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
+    kwargs: dict[str, Any] = {name: section_from_dict(cls, raw.get(name) or {}, name)
+                              for name, cls in _SECTIONS.items()}
     if "out" in raw:
         kwargs["out"] = str(raw["out"])
     return RunConfig(**kwargs)
@@ -337,9 +337,14 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def _build(cls: type, section: Mapping[str, Any], where: str) -> Any:
+def section_from_dict(cls: type, section: Mapping[str, Any], where: str) -> Any:
+    """Build the config dataclass ``cls`` from the mapping ``section`` (named ``where`` in messages):
+    unknown keys are refused, values coerced to the fields' types; the dataclass validates the rest.
+    Every config of privmed (runs, generators, studies) builds its sections through this."""
+    if not isinstance(section, Mapping):
+        raise PrivmedError(f"config section '{where}' must be a mapping, got {section!r}.")
     known = {f.name: f for f in fields(cls)}
-    _reject_unknown(section, set(known), where)
+    reject_unknown(section, set(known), where)
     kwargs = {k: _coerce(v, known[k].type, where, k) for k, v in section.items()}
     return cls(**kwargs)
 
@@ -379,22 +384,26 @@ def _integer(value: Any) -> int:
     return int(value)
 
 
-def _reject_unknown(section: Mapping[str, Any], known: set[str], where: str) -> None:
+def reject_unknown(section: Mapping[str, Any], known: set[str], where: str) -> None:
+    """Refuse keys of ``section`` outside ``known``, naming them and the known ones (:data:`UNKNOWN_KEY`)."""
     unknown = sorted(set(section) - known)
     if unknown:
         raise PrivmedError(UNKNOWN_KEY.format(where=where, keys=unknown, known=sorted(known)))
 
 
-def _require(ok: bool, where: str, key: str, value: Any, why: str) -> None:
+def require(ok: bool, where: str, key: str, value: Any, why: str) -> None:
+    """Refuse ``where.key = value`` unless ``ok``, saying ``why`` (:data:`BAD_VALUE`). The message names the
+    config key, which is also what the CLI option sets (``--image-size`` sets ``data.image_size``)."""
     if not ok:
         raise PrivmedError(BAD_VALUE.format(where=where, key=key, value=value, why=why))
 
 
-def _plain(obj: Any) -> Any:
+def to_plain(obj: Any) -> Any:
+    """Plain-YAML form of a config's ``asdict``: tuples as lists, infinity as the string 'inf'."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
     if isinstance(obj, float) and math.isinf(obj):
         return "inf"
     return obj

@@ -99,9 +99,12 @@ RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '
 STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
               "or stop it, before running a study into the same --out.")
 
-AUDIT_CANARIES = ("--canaries {canaries}: use 0 (train-vs-test diagnostic only, no epsilon bound) or at least 2 "
-                  "canaries (each goes into training by a fair coin), e.g. 500.")
-AUDIT_SHADOWS = "--shadows {shadows}: use 0 (loss attack only) or at least 2 shadow models for LiRA, e.g. 8."
+# the audit's settings come from `privmed audit` options or a study file's audit section: messages name both
+AUDIT_CANARIES = ("audit.canaries = {canaries} (--canaries): use 0 (train-vs-test diagnostic only, no epsilon bound) "
+                  "or at least 2 canaries (each goes into training by a fair coin), e.g. 500.")
+AUDIT_SHADOWS = ("audit.shadows = {shadows} (--shadows): use 0 (loss attack only) or at least 2 shadow models for "
+                 "LiRA, e.g. 8.")
+AUDIT_CANARY_KIND = "audit.canary_kind = {kind!r} (--canary-kind): use one of {known}."
 AUDIT_CANARY_SIZE = ("--images-per-canary {size} with --canary-kind {kind}: a canary needs at least one image, and "
                      "canaries of several images (patients) must be crafted. Use --canary-kind crafted, or 1 image.")
 AUDIT_GROUP_NEEDS_PATIENT_UNIT = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,16 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # frozen features are cached on disk; tests keep theirs out of the user's cache (child processes inherit this)
 os.environ["PRIVMED_CACHE"] = tempfile.mkdtemp(prefix="privmed-test-cache-")
-warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
-warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
-warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
 
 SHARED_DATA = Path(os.environ.get("PRIVMED_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 CBIS = SHARED_DATA / "cbis-ddsm-masses"
 
 
 def requires_cbis():
-    return pytest.mark.skipif(not (CBIS / "metadata.csv").is_file(),
+    """Mark a test as needing the CBIS-DDSM mass patches of ../shared/data, and skip it (with the reason) without them."""
+    skip = pytest.mark.skipif(not (CBIS / "metadata.csv").is_file(),
                               reason=f"CBIS-DDSM mass patches not found at {CBIS} (set PRIVMED_SHARED_DATA)")
+    return lambda test: pytest.mark.shared_data(skip(test))
 
 
 @pytest.fixture(scope="session")

@@ -263,6 +263,7 @@ def _audit(run, capsys, *extra):
     return out
 
 
+@pytest.mark.slow
 def test_non_private_model_with_canaries_gives_a_one_run_bound_above_one(audit_data, tmp_path, capsys):
     from privmed import rundir
 
@@ -302,6 +303,7 @@ def test_patient_canaries_need_a_run_whose_unit_is_the_patient(audit_data, tmp_p
     assert AUDIT_GROUP_NEEDS_PATIENT_UNIT.format(size=3, unit="image") in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epsilon,seed", [(1.0, 0), (3.0, 1)])
 def test_dp_run_bound_stays_below_claimed_epsilon(audit_data, tmp_path, capsys, epsilon, seed):
     from privmed import rundir

@@ -22,7 +22,7 @@ from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import ZERO_NOISE, PrivacyLedger
 from privmed.report import write_report
 from privmed.study import run_study, study_from_dict
-from privmed.study.runner import STATUS, STUDY_FILE
+from privmed.study.state import STATUS, STUDY_FILE
 
 FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "1", "--batch-size", "32",
         "--bootstrap", "100", "--augment", "false"]
@@ -63,6 +63,7 @@ def noiseless_study(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- item 2: no patient id in a report
 
 
+@pytest.mark.slow
 def test_a_failed_runs_error_reaches_the_report_by_kind_never_its_patient_ids(noiseless_study, tmp_path):
     out = tmp_path / "study"
     (out / "runs").mkdir(parents=True)
@@ -134,6 +135,7 @@ def test_train_with_noise_multiplier_0_says_not_private(phantom_root, tmp_path, 
     assert privacy["private"] is False and ZERO_NOISE.format(stage="dp_sgd") in privacy["non_private_reasons"]
 
 
+@pytest.mark.slow
 def test_a_study_with_a_noiseless_run_is_reported_as_not_private(noiseless_study):
     results = pd.read_csv(noiseless_study / "results.csv")
     assert not results["private"].astype(bool).any()
@@ -326,6 +328,7 @@ def test_resume_from_a_truncated_last_checkpoint_says_so(run_copy, phantom_root,
     assert sorted(p.name for p in run_copy.rglob("*")) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["evaluate", "compare", "audit", "audit-synthetic", "synth evaluate"])
 def test_too_few_bootstrap_resamples_are_refused(finished_run, phantom_root, tmp_path, capsys, command):
     target = [finished_run] * (2 if command == "compare" else 1)
@@ -404,6 +407,7 @@ def test_synth_evaluate_of_a_missing_folder_names_it(phantom_root, tmp_path, cap
 # --------------------------------------------------------------------------- item 10: a message on its own line
 
 
+@pytest.mark.slow
 def test_an_error_after_a_progress_bar_starts_its_own_line(phantom_root, tmp_path):
     import os
     import subprocess
@@ -545,6 +549,7 @@ def test_refused_data_files(tmp_path, capsys, name, content, pattern):
     assert_refused(code, err, pattern, tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_evaluate_a_split_the_data_does_not_have(finished_run, phantom_root, capsys):
     code, _, err = run_cli(capsys, "evaluate", finished_run, "--data", phantom_root, "--split", "holdout",
                            "--bootstrap", 100)
@@ -593,6 +598,7 @@ def test_synth_train_on_a_device_this_machine_lacks_is_refused(tmp_path, capsys)
     assert_refused(code, err, "--device cuda:99: this machine has", tmp_path / "g")
 
 
+@pytest.mark.slow
 def test_a_cut_short_status_json_is_refused_by_report(noiseless_study, tmp_path, capsys):
     import shutil
 

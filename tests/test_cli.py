@@ -28,6 +28,7 @@ def assert_clean_error(code, err, pattern, out_dir=None):
         assert not out_dir.exists(), "a failed run must not leave a run directory behind"
 
 
+@pytest.mark.slow
 def test_train_evaluate_compare(phantom_root, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     code, out, _ = run_cli(capsys, "train", "--data", phantom_root, "--out", a, "--epsilon", 4, *FAST)
@@ -166,3 +167,14 @@ def test_positive_class_0_makes_label_0_positive_end_to_end(tmp_path, capsys):
     test = preds[preds["split"] == "test"]
     assert (test["label"].to_numpy() == (arrays["test_labels"].ravel() == 0)).all()
     assert test.loc[test["label"] == 1, "score"].mean() > test.loc[test["label"] == 0, "score"].mean()
+
+
+def test_options_named_without_importing_torch_agree_with_the_generator_config():
+    """``synth train`` names the discriminators, its default folder and width itself (importing the generator's
+    config would load torch for ``privmed --help``): they must stay the config's."""
+    from privmed.cli.synth import DISCRIMINATOR_CHOICES, GAN_WIDTH, GENERATOR_OUT
+    from privmed.synth.config import GanConfig, GeneratorConfig
+    from privmed.synth.gan import DISCRIMINATORS
+
+    assert DISCRIMINATOR_CHOICES == tuple(DISCRIMINATORS) and DISCRIMINATOR_CHOICES[0] == GanConfig.discriminator
+    assert GENERATOR_OUT == GeneratorConfig.out and GAN_WIDTH == GanConfig.width

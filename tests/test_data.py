@@ -308,6 +308,7 @@ def test_cbis_manifest_is_patient_disjoint_and_binary():
 BREASTMNIST = CBIS.parent / "medmnist" / "breastmnist.npz"
 
 
+@pytest.mark.shared_data
 @pytest.mark.skipif(not BREASTMNIST.is_file(), reason=f"BreastMNIST not found at {BREASTMNIST} (set PRIVMED_SHARED_DATA)")
 def test_breastmnist_malignant_is_label_0_when_told_and_never_by_default():
     raw = np.load(BREASTMNIST)["train_labels"].ravel()

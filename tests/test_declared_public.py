@@ -54,6 +54,7 @@ def other_patients(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_a_declared_public_folder_costs_nothing_and_the_ledger_states_the_declaration(phantom_root, other_patients,
                                                                                      tmp_path):
     record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", other_patients)) / rundir.PRIVACY)
@@ -106,6 +107,7 @@ def test_a_shared_patient_id_is_refused_and_own_ids_are_accepted(phantom_root, t
                                                                                          NO_SHARED_PATIENT))]
 
 
+@pytest.mark.slow
 def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_public(phantom_root, tmp_path):
     generator = train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0))
     samples = sample(generator, n=20, out=tmp_path / "s")
@@ -115,6 +117,7 @@ def test_samples_of_a_generator_trained_on_the_private_data_cannot_be_declared_p
                                                                  trained_on=phantom_root)
 
 
+@pytest.mark.slow
 def test_samples_of_a_generator_trained_on_public_data_are_checked_through_its_training_data(
         phantom_root, other_patients, tmp_path):
     public = tmp_path / "public"
@@ -145,6 +148,7 @@ def test_a_generator_whose_training_data_holds_a_private_image_is_refused(phanto
     assert str(err.value) == PUBLIC_HAS_PRIVATE_IMAGES.format(count=1, where=where, example="benign/leaked.png")
 
 
+@pytest.mark.slow
 def test_a_study_report_states_the_declaration(other_patients, tmp_path):
     raw = tiny(epsilons=[2], fairness={}, strategies={"public_pretrain": {"synthetic": {
         "path": str(other_patients), "use": "pretrain", "pretrain_epochs": 1, "public": True}}})
@@ -165,6 +169,7 @@ def test_the_declaration_is_checked_in_the_config(synthetic, message):
         config_from_dict({"synthetic": synthetic})
 
 
+@pytest.mark.slow
 def test_the_cli_flag_declares_the_folder_public(phantom_root, other_patients, tmp_path, capsys):
     status = main(["train", "--data", str(phantom_root), "--image-size", "32", "--model", "scatter_linear",
                    "--epsilon", "2", "--epochs", "1", "--batch-size", "32", "--bootstrap", "100", "--synthetic", str(other_patients),

@@ -15,7 +15,7 @@ from privmed.cli import main
 from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.units import PrivacyUnit
-from privmed.training import distributed
+from privmed.training import distributed, trainer
 from privmed.training.private import make_private, plan_schedule
 from privmed.models import build_model
 from privmed.training.trainer import seed_everything, train
@@ -47,7 +47,7 @@ def test_two_processes_train_the_one_process_model_with_noise_off(phantom_root, 
     """Replayable sampling: every rank draws the one-process batches and keeps its share of the units."""
     recipe = {"noise_multiplier": 0.0, "clip_norm": math.inf, "replayable_noise": True}
     one = train(tiny_config(phantom_root, tmp_path / "one", **recipe))
-    two = distributed.train_processes(tiny_config(phantom_root, tmp_path / "two", **recipe), resume=False, nproc=2)
+    two = trainer.train_processes(tiny_config(phantom_root, tmp_path / "two", **recipe), resume=False, nproc=2)
     a, b = final_weights(one), final_weights(two)
     assert a.keys() == b.keys()
     for k in a:
@@ -61,7 +61,7 @@ def test_two_processes_train_the_one_process_model_with_noise_off(phantom_root, 
 @pytest.mark.slow
 def test_two_processes_spend_the_one_process_epsilon(phantom_root, tmp_path):
     one = privacy(train(tiny_config(phantom_root, tmp_path / "one", epsilon=3.0)))
-    two = privacy(distributed.train_processes(tiny_config(phantom_root, tmp_path / "two", epsilon=3.0),
+    two = privacy(trainer.train_processes(tiny_config(phantom_root, tmp_path / "two", epsilon=3.0),
                                               resume=False, nproc=2))
     assert two["epsilon"] == one["epsilon"] <= 3.0
     assert [(m["noise_multiplier"], m["sample_rate"], m["steps"]) for m in two["stages"]] == \
@@ -129,7 +129,7 @@ def _die_in_second_epoch(config) -> None:
         return original(*args, **kwargs)
 
     trainer.run_epoch = run_epoch
-    distributed._train_rank(config, False)
+    trainer._train_rank(config, False)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from privmed import rundir
 from privmed.errors import STUDY_BUSY, PrivmedError
 from privmed.study import run_study, study_from_dict
 from privmed.study.lifeline import study_lock
-from privmed.study.runner import STATUS, finished
+from privmed.study.state import STATUS, finished
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
@@ -59,6 +59,7 @@ def wait_for(condition, seconds: float) -> bool:
     return condition()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to find the workers")
 def test_a_killed_study_leaves_no_worker_and_the_rerun_agrees_with_its_run_folders(tmp_path):
     study_file, out = tmp_path / "study.yaml", tmp_path / "out"
@@ -96,7 +97,7 @@ def test_a_second_study_into_the_same_folder_is_refused_and_writes_nothing(tmp_p
 
 
 def test_status_forgets_a_run_whose_folder_is_gone_and_learns_one_finished_elsewhere(tmp_path):
-    from privmed.study.runner import sync_status
+    from privmed.study.state import sync_status
 
     study = study_from_dict(STUDY)
     cells = study.cells(tmp_path)
@@ -113,7 +114,7 @@ def test_status_keeps_the_failure_of_a_finished_run_whose_cell_changed(tmp_path)
     import dataclasses
 
     from privmed.config import save_config
-    from privmed.study.runner import sync_status
+    from privmed.study.state import sync_status
 
     study = study_from_dict(STUDY)
     cell = study.cells(tmp_path)[0]

@@ -39,6 +39,7 @@ def test_the_batch_is_lowered_to_what_fits_or_refused_with_what_one_sample_needs
         choose_physical_batch(MemoryPlan(3e9, 50e6, 4e9), 8, what="resnet9_small at 64 px (3D)")
 
 
+@pytest.mark.slow
 def test_a_3d_dp_run_trains_with_the_physical_batch_that_fits(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     arrays = {}

@@ -173,6 +173,7 @@ def test_batch_norm_variant_is_rejected_by_validator(name):
     assert ModuleValidator.validate(model, strict=False), f"{name} with BatchNorm passed the validator"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_size", [64, 128, 224])
 @pytest.mark.parametrize("name", [n for n in MODELS if 2 in MODELS[n].spatial_dims])
 def test_image_sizes(name, image_size):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from privmed import rundir
@@ -47,6 +48,7 @@ def _replay_residuals(run, config) -> list[float]:
              / (sigma * bound * d ** 0.5)).item() for g in guesses]
 
 
+@pytest.mark.slow
 def test_the_recorded_seed_does_not_regenerate_the_centre_noise(phantom_root, tmp_path):
     config = _config(phantom_root, tmp_path / "secret")
     residuals = _replay_residuals(train(config), config)

@@ -51,6 +51,7 @@ def report(tmp_path_factory) -> tuple[Path, str, str]:
     return out, html.read_text(), md.read_text()
 
 
+@pytest.mark.slow
 def test_report_lists_every_run_and_says_which_are_not_private(report):
     out, html, md = report
     results = pd.read_csv(out / "results.csv")
@@ -65,6 +66,7 @@ def test_report_lists_every_run_and_says_which_are_not_private(report):
     assert "best AUROC on the private validation split" in md
 
 
+@pytest.mark.slow
 def test_report_has_the_utility_and_fairness_charts_inline(report):
     out, html, md = report
     charts = re.findall(r'<figure class="chart" data-chart="([^"]+)"><svg', html)
@@ -75,6 +77,7 @@ def test_report_has_the_utility_and_fairness_charts_inline(report):
         assert (out / "report_files" / f"{name}.svg").is_file() and f"report_files/{name}.svg" in md
 
 
+@pytest.mark.slow
 def test_report_suppresses_small_subgroups(report):
     out, html, _ = report
     fairness = pd.read_csv(out / "fairness.csv")
@@ -82,6 +85,7 @@ def test_report_suppresses_small_subgroups(report):
     assert html_escape(SUPPRESSED) in html
 
 
+@pytest.mark.slow
 def test_external_test_sets_get_their_own_columns_and_curve(report):
     out, html, _ = report
     results = pd.read_csv(out / "results.csv")
@@ -91,6 +95,7 @@ def test_external_test_sets_get_their_own_columns_and_curve(report):
     assert "external test set &#x27;other_site&#x27; (test)" in html
 
 
+@pytest.mark.slow
 def test_audited_runs_carry_attack_results_beside_their_claimed_epsilon(report):
     out, html, _ = report
     results = pd.read_csv(out / "results.csv").set_index("run")
@@ -113,6 +118,7 @@ def test_audited_runs_carry_attack_results_beside_their_claimed_epsilon(report):
     assert "lira train-vs-test (confounded) ε lower bound" not in html and "lira ε lower bound" in html
 
 
+@pytest.mark.slow
 def test_utility_table_matches_results(report):
     out, html, _ = report
     results = pd.read_csv(out / "results.csv")
@@ -134,6 +140,7 @@ def test_html_tables_escape_and_format():
     assert format_value(True) == "yes"
 
 
+@pytest.mark.slow
 def test_the_audit_says_when_it_has_too_little_power(report):
     out, html, _ = report
     results = pd.read_csv(out / "results.csv")
@@ -145,6 +152,7 @@ def test_the_audit_says_when_it_has_too_little_power(report):
         assert "the non-private run&#x27;s included" in html and "not evidence of privacy" in html
 
 
+@pytest.mark.slow
 def test_pearson_tables_need_three_epsilon_values(report):
     out, html, _ = report
     trends = pd.read_csv(out / "fairness_trends.csv")
@@ -157,12 +165,14 @@ def test_pearson_tables_need_three_epsilon_values(report):
     assert all("<td>epsilon</td>" not in table.split("</table>")[0] for table in pearson)  # no 2-point r shown
 
 
+@pytest.mark.slow
 def test_interval_cells_never_wrap_and_the_runs_table_has_one_ci_column(report):
     _, html, _ = report
     assert '<td class="ci">' in html and "td.ci{white-space:nowrap}" in html
     assert "test AUROC [95% CI]" in html and "test_auroc_ci_low" not in html.split("<h2>Runs</h2>")[1].split("</table>")[0]
 
 
+@pytest.mark.slow
 def test_utility_chart_caption_says_what_is_drawn(report):
     _, html, _ = report
     caption = re.search(r'data-chart="utility_test">.*?<figcaption>(.*?)</figcaption>', html, re.S).group(1)
@@ -205,7 +215,7 @@ def test_utility_chart_puts_private_runs_at_total_epsilon_and_joins_no_non_priva
 
 def test_a_collapsed_generator_is_flagged_beside_its_grid():
     from privmed.data.sources import Dataset
-    from privmed.report.study import _diversity_note, _real_diversity
+    from privmed.report.synthetic import diversity_note as _diversity_note, real_diversity as _real_diversity
 
     rng = np.random.default_rng(0)
     real = Dataset("real", pd.DataFrame({"sample_id": list("abcdefgh"), "split": "train", "patient_id": np.nan,
@@ -245,6 +255,7 @@ def _chromium(tmp_path):
             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", [1200, 760])
 def test_report_layout_in_headless_chromium_tables_fit_or_scroll_and_every_chart_has_a_caption(report, tmp_path,
                                                                                                 window):
@@ -269,6 +280,7 @@ def test_report_layout_in_headless_chromium_tables_fit_or_scroll_and_every_chart
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("PRIVMED_REQUIRE_BROWSER"),
                     reason="headless Chromium is not installed (Debian: apt-get install chromium; CI installs it)")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report, tmp_path):
     from PIL import Image
 

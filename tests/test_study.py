@@ -168,6 +168,7 @@ def test_demo_study_is_valid():
 # --------------------------------------------------------------------------- running
 
 
+@pytest.mark.slow
 def test_results_table_has_one_row_per_cell_with_the_ledgers_epsilon(finished_study):
     out, study = finished_study
     results = pd.read_csv(out / "results.csv")
@@ -183,6 +184,7 @@ def test_results_table_has_one_row_per_cell_with_the_ledgers_epsilon(finished_st
     assert results.set_index("run").loc["dp_sgd__eps2__seed0", "total_epsilon"] == pytest.approx(2, abs=0.01)
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_study_trains_nothing(finished_study):
     out, study = finished_study
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.json")}
@@ -192,6 +194,7 @@ def test_rerunning_a_finished_study_trains_nothing(finished_study):
     assert len(rundir.read_json(out / "timing.json")["invocations"]) == 2
 
 
+@pytest.mark.slow
 def test_a_finished_run_whose_cell_changed_is_not_mixed_into_the_results(finished_study, tmp_path):
     out, _ = finished_study
     changed = tiny(base={**TINY["base"], "training": {**TINY["base"]["training"], "lr": 0.01}})
@@ -203,6 +206,7 @@ def test_a_finished_run_whose_cell_changed_is_not_mixed_into_the_results(finishe
     assert (pd.read_csv(out / "results.csv")["status"] == "finished").all()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
     raw = tiny(epsilons=[2], fairness={})
     study = study_from_dict(raw)
@@ -217,6 +221,7 @@ def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
     assert resumed["stages"] == uninterrupted["stages"] and resumed["epsilon"] == uninterrupted["epsilon"]
 
 
+@pytest.mark.slow
 def test_a_phantom_strategy_costs_only_its_dp_sgd_and_says_why(tmp_path):
     raw = tiny(generators={"ph": {"kind": "phantom", "samples": 120}}, epsilons=[2], fairness={},
                strategies={"phantom_pretrain": {"generator": "ph", "synthetic": {"use": "pretrain",
@@ -239,6 +244,7 @@ def test_a_phantom_strategy_costs_only_its_dp_sgd_and_says_why(tmp_path):
     assert "All 1 finished runs are differentially private." in md.read_text()
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, capsys):
     raw = tiny(strategies={"ok": {}, "broken": {"synthetic": {"path": str(tmp_path / "missing"), "use": "augment"}}},
                epsilons=[2], fairness={})
@@ -276,6 +282,7 @@ def test_fairness_attributes_missing_from_the_data_stop_the_study_up_front(tmp_p
 # --------------------------------------------------------------------------- fairness tables
 
 
+@pytest.mark.slow
 def test_fairness_rows_suppress_small_groups_and_carry_parity_differences(finished_study):
     out, study = finished_study
     fairness = pd.read_csv(out / "fairness.csv")

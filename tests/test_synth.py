@@ -80,6 +80,7 @@ def train_patients(root) -> int:
     return int(table.loc[table["split"] == "train", "patient_id"].nunique())
 
 
+@pytest.mark.slow
 def test_dp_generator_with_scatter_discriminator_trains_and_is_accounted(phantom_root, tmp_path):
     config = generator_config_from_dict({"out": str(tmp_path / "g"), "data": {"path": str(phantom_root),
                                                                              "image_size": 32},
@@ -90,6 +91,7 @@ def test_dp_generator_with_scatter_discriminator_trains_and_is_accounted(phantom
     assert record["stages"][0]["steps"] == math.ceil(train_patients(phantom_root) / 32)  # patients, one image each
 
 
+@pytest.mark.slow
 def test_dp_generator_with_diff_augment_trains_and_is_accounted_as_without(phantom_root, tmp_path):
     raw = {"data": {"path": str(phantom_root), "image_size": 32}, "privacy": {"epsilon": 3.0},
            "gan": {"epochs": 1, "batch_size": 32, "width": 8, "diff_augment": True}}
@@ -120,6 +122,7 @@ def test_minibatch_std_with_dp_is_refused_with_the_reason(phantom_root, tmp_path
     assert generator_config_from_dict(raw).gan.minibatch_std
 
 
+@pytest.mark.slow
 def test_non_private_generator_with_minibatch_std_trains_and_says_it_is_not_private(phantom_root, tmp_path):
     config = generator_config_from_dict({"out": str(tmp_path / "g"), "data": {"path": str(phantom_root),
                                                                              "image_size": 32},
@@ -142,6 +145,7 @@ def test_unsupported_size_is_a_clear_error():
 # ---------------------------------------------------------------- DP generator training
 
 
+@pytest.mark.slow
 def test_dp_generator_epsilon_is_the_accountants_and_within_target(dp_generator, phantom_root):
     record = rundir.read_json(dp_generator / rundir.PRIVACY)
     assert record["private"] is True and record["unit"] == "patient"
@@ -153,6 +157,7 @@ def test_dp_generator_epsilon_is_the_accountants_and_within_target(dp_generator,
     assert (dp_generator / "grids" / "epoch_0002.png").is_file()
 
 
+@pytest.mark.slow
 def test_interrupted_generator_resumes_without_resetting_its_spend(phantom_root, tmp_path, dp_generator):
     out = tmp_path / "g"
 
@@ -169,12 +174,14 @@ def test_interrupted_generator_resumes_without_resetting_its_spend(phantom_root,
     assert resumed["epsilon"] == pytest.approx(whole["epsilon"])
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused(phantom_root, dp_generator):
     changed = gen_config(phantom_root, dp_generator, epsilon=2.0)
     with pytest.raises(PrivmedError, match="configuration changed"):
         train_generator(changed, resume=True)
 
 
+@pytest.mark.slow
 def test_a_generator_needs_only_a_training_split(phantom_root, tmp_path):
     table = pd.read_csv(phantom_root / "metadata.csv")
     train_rows = table[table["split"] == "train"].assign(path=lambda t: [str(phantom_root / p) for p in t["path"]])
@@ -196,6 +203,7 @@ def test_generator_delta_must_be_below_one_over_n(phantom_root, tmp_path):
 # ---------------------------------------------------------------- sampling
 
 
+@pytest.mark.slow
 def test_sample_writes_classes_manifest_and_privacy_record(dp_generator, dp_samples):
     manifest = pd.read_csv(dp_samples / "manifest.csv")
     assert len(manifest) == 60 and manifest["synthetic"].all()
@@ -204,6 +212,7 @@ def test_sample_writes_classes_manifest_and_privacy_record(dp_generator, dp_samp
     assert rundir.read_json(dp_samples / "privacy.json") == rundir.read_json(dp_generator / rundir.PRIVACY)
 
 
+@pytest.mark.slow
 def test_sampling_is_deterministic_for_a_seed(dp_generator, tmp_path):
     def digest(folder):
         return hashlib.sha256(b"".join((folder / p).read_bytes()
@@ -217,6 +226,7 @@ def test_sampling_is_deterministic_for_a_seed(dp_generator, tmp_path):
 # ---------------------------------------------------------------- one ledger per run
 
 
+@pytest.mark.slow
 def test_pretrain_finetune_composes_generator_and_classifier_through_the_accountant(phantom_root, dp_samples,
                                                                                    tmp_path):
     out = train(classifier_config(phantom_root, tmp_path / "r", dp_samples, epsilon=2.0))
@@ -232,6 +242,7 @@ def test_pretrain_finetune_composes_generator_and_classifier_through_the_account
     assert alone[1] <= 2.0 + 1e-6
 
 
+@pytest.mark.slow
 def test_augment_samples_real_and_synthetic_as_one_set(phantom_root, dp_samples, tmp_path):
     out = train(classifier_config(phantom_root, tmp_path / "r", dp_samples, use="augment", epsilon=2.0))
     sgd = next(s for s in rundir.read_json(out / rundir.PRIVACY)["stages"] if s["stage"] == "dp_sgd")
@@ -239,6 +250,7 @@ def test_augment_samples_real_and_synthetic_as_one_set(phantom_root, dp_samples,
     assert sgd["sample_rate"] == pytest.approx(1 / math.ceil((train_patients(phantom_root) + 60) / 32))
 
 
+@pytest.mark.slow
 def test_synthetic_only_costs_the_generators_epsilon(phantom_root, dp_generator, dp_samples, tmp_path):
     out = train(classifier_config(phantom_root, tmp_path / "r", dp_samples, use="only"))
     record = rundir.read_json(out / rundir.PRIVACY)
@@ -246,6 +258,7 @@ def test_synthetic_only_costs_the_generators_epsilon(phantom_root, dp_generator,
     assert record["epsilon"] == pytest.approx(rundir.read_json(dp_generator / rundir.PRIVACY)["epsilon"])
 
 
+@pytest.mark.slow
 def test_synthetic_only_with_an_epsilon_is_a_clear_error(phantom_root, dp_samples, tmp_path):
     with pytest.raises(PrivmedError, match="leave out --epsilon"):
         classifier_config(phantom_root, tmp_path / "r", dp_samples, use="only", epsilon=1.0)
@@ -260,6 +273,7 @@ def test_a_missing_synthetic_folder_fails_before_any_model_is_built(phantom_root
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_images_of_unknown_origin_make_the_run_not_private(phantom_root, tmp_path):
     folder = tmp_path / "unknown"
     for cls in ("benign", "malignant"):
@@ -273,6 +287,7 @@ def test_images_of_unknown_origin_make_the_run_not_private(phantom_root, tmp_pat
     assert "NOT PRIVATE" in record["summary"]
 
 
+@pytest.mark.slow
 def test_phantom_images_are_made_without_patient_data_and_cost_nothing(phantom_root, tmp_path):
     from privmed.data.phantom import PhantomSpec, write_phantom_dataset
 
@@ -289,6 +304,7 @@ def test_phantom_images_are_made_without_patient_data_and_cost_nothing(phantom_r
     assert "cost no privacy" in record["summary"]
 
 
+@pytest.mark.slow
 def test_a_non_private_generator_makes_the_run_not_private(phantom_root, tmp_path):
     gen = train_generator(gen_config(phantom_root, tmp_path / "g"))
     syn = sample(gen, n=20, out=tmp_path / "s")
@@ -329,6 +345,10 @@ def test_diversity_is_the_per_pixel_spread_across_each_class():
     assert diversity(images, np.array([0, 0, 1, 1])) == pytest.approx((0.5, 0.2 / 4))
 
 
+@pytest.mark.slow
+# the "generator" here returns copies of its training images, so the Frechet distance's covariance product is
+# singular on purpose; scipy says so, and the distance (its real part) is still what the test reads
+@pytest.mark.filterwarnings("ignore:Matrix is singular:scipy.linalg.LinAlgWarning")
 def test_quality_flags_a_generator_that_copies_its_training_images(phantom_root, tmp_path):
     from privmed.config import DataConfig
     from privmed.data.sources import load_dataset
@@ -355,6 +375,7 @@ def test_quality_flags_a_generator_that_copies_its_training_images(phantom_root,
 # ---------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_synth_command_line_train_sample_evaluate_then_train_with_it(phantom_root, tmp_path, capsys):
     from privmed.cli import main
 
@@ -372,6 +393,7 @@ def test_synth_command_line_train_sample_evaluate_then_train_with_it(phantom_roo
     assert "generator_discriminator_dp_sgd alone" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_audit_synthetic_takes_a_generator_or_its_samples(phantom_root, dp_generator, dp_samples, capsys):
     from privmed.cli import main
 
@@ -391,6 +413,7 @@ def test_synth_sample_of_a_folder_without_generator_is_a_clear_error(tmp_path, c
     assert "synth train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_samples_go_only_to_a_new_or_empty_folder_and_nothing_there_is_touched(dp_generator, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(PrivmedError, match="not an empty folder"):
@@ -401,6 +424,7 @@ def test_samples_go_only_to_a_new_or_empty_folder_and_nothing_there_is_touched(d
     assert (sample(dp_generator, n=10, out=tmp_path / "empty", seed=0) / "manifest.csv").is_file()
 
 
+@pytest.mark.slow
 def test_measuring_too_few_synthetic_images_is_a_clear_error(phantom_root, dp_generator, tmp_path):
     with pytest.raises(PrivmedError, match="--n 1: drawing from a generator needs at least 2 images"):
         synthetic_images(dp_generator, n=1, image_size=None)
@@ -412,6 +436,7 @@ def test_measuring_too_few_synthetic_images_is_a_clear_error(phantom_root, dp_ge
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(phantom_root, dp_samples, tmp_path):
     whole = train(classifier_config(phantom_root, tmp_path / "whole", dp_samples, epsilon=2.0))
 
@@ -430,6 +455,7 @@ def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(
     assert wa.keys() == wb.keys() and any(not torch.allclose(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_the_generator_bar_moves_inside_an_epoch(phantom_root, tmp_path, monkeypatch):
     """Progress is counted in discriminator steps, so a long epoch is not a frozen 0/3."""
     import privmed.synth.training as synth_training

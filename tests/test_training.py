@@ -30,6 +30,7 @@ def final_weights(out):
     return {k: v for k, v in state.items()}
 
 
+@pytest.mark.slow
 def test_dp_with_zero_noise_and_infinite_clip_equals_plain_training(phantom_root, tmp_path):
     # the same Poisson batches need the same sampling stream: replayable (derived from the seed), as a plain run's
     plain = train(tiny_config(phantom_root, tmp_path / "plain"))
@@ -46,6 +47,7 @@ def test_dp_with_zero_noise_and_infinite_clip_equals_plain_training(phantom_root
     assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 def test_privacy_json_matches_an_independent_accountant(phantom_root, tmp_path):
     """Patient unit by default (the phantom has patient ids); epsilon from Microsoft's prv_accountant
     (not the Opacus code privmed calls) at the patient sample rate, to 3 decimals."""
@@ -79,6 +81,7 @@ def test_privacy_json_matches_an_independent_accountant(phantom_root, tmp_path):
     assert {"sample_id", "label", "score", "split", "breast_density", "age"} <= set(preds.columns)
 
 
+@pytest.mark.slow
 def test_image_unit_ledger_states_what_it_means_for_a_patient(phantom_root, tmp_path):
     out = train(tiny_config(phantom_root, tmp_path / "img", epsilon=3.0, unit="image"))
     privacy = json.loads((out / rundir.PRIVACY).read_text())
@@ -90,6 +93,7 @@ def test_image_unit_ledger_states_what_it_means_for_a_patient(phantom_root, tmp_
     assert f"({2 * privacy['epsilon']:.3g}," in privacy["summary"]  # group privacy for 2 images: 2 epsilon
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_seed_differ_in_their_noise(phantom_root, tmp_path):
     a = train(tiny_config(phantom_root, tmp_path / "a", noise_multiplier=1.0))
     b = train(tiny_config(phantom_root, tmp_path / "b", noise_multiplier=1.0))
@@ -104,6 +108,7 @@ def test_two_runs_with_the_same_seed_differ_in_their_noise(phantom_root, tmp_pat
     assert privacy["private"] is False and "replayable_noise" in privacy["summary"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_recounting_steps(phantom_root, tmp_path):
     full = train(tiny_config(phantom_root, tmp_path / "full", epsilon=3.0))
 
@@ -126,6 +131,7 @@ def test_interrupted_run_resumes_without_recounting_steps(phantom_root, tmp_path
     assert any(not torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_errors(phantom_root, tmp_path):
     config = tiny_config(phantom_root, tmp_path / "r", epsilon=3.0)
     with pytest.raises(PrivmedError, match="holds no run to resume"):
@@ -150,6 +156,7 @@ def test_patient_unit_errors(tmp_path):
         build({"privacy": {"epsilon": 1, "unit": "study"}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", [False, True])
 def test_run_that_crashed_before_its_first_checkpoint_restarts_with_the_same_command(phantom_root, tmp_path,
                                                                                      monkeypatch, capsys, resume):

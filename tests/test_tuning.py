@@ -22,6 +22,7 @@ def tuned_config(root, out, tune, **privacy):
     })
 
 
+@pytest.mark.slow
 def test_every_candidate_is_composed_into_the_epsilon(phantom_root, tmp_path):
     out = train(tuned_config(phantom_root, tmp_path / "t", {"lr": [0.01, 0.05], "epochs": [1, 2]}, epsilon=3.0))
     privacy = json.loads((out / rundir.PRIVACY).read_text())
@@ -44,6 +45,7 @@ def test_every_candidate_is_composed_into_the_epsilon(phantom_root, tmp_path):
     assert json.loads((single / rundir.PRIVACY).read_text())["noise_multiplier"] < stages[0]["noise_multiplier"]
 
 
+@pytest.mark.slow
 def test_a_search_the_target_cannot_pay_for_is_refused_before_anything_is_written(phantom_root, tmp_path):
     config = tuned_config(phantom_root, tmp_path / "big", {"epochs": [200, 300, 400]}, epsilon=0.01)
     with pytest.raises(PrivmedError, match="3 hyper-parameter candidates"):
@@ -51,6 +53,7 @@ def test_a_search_the_target_cannot_pay_for_is_refused_before_anything_is_writte
     assert not (tmp_path / "big").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_without_recounting(phantom_root, tmp_path):
     tune = {"lr": [0.01, 0.05]}
     full = train(tuned_config(phantom_root, tmp_path / "full", tune, epsilon=3.0))
@@ -77,15 +80,15 @@ def test_tune_values_are_checked():
 
 
 def test_tune_from_the_command_line_and_a_study_file():
-    from privmed.cli import _parser, cli_overrides
+    from privmed.cli import build_parser, cli_overrides
     from privmed.study.config import study_from_dict
 
-    args = _parser().parse_args(["train", "--epsilon", "2", "--tune", "lr=0.1,0.3", "--tune", "epochs=15,40"])
+    args = build_parser().parse_args(["train", "--epsilon", "2", "--tune", "lr=0.1,0.3", "--tune", "epochs=15,40"])
     config = config_from_dict(cli_overrides(args))
     assert config.tune.lr == (0.1, 0.3) and config.tune.epochs == (15, 40)
     assert len(config.tune.candidates(config.training)) == 4
     with pytest.raises(SystemExit):
-        _parser().parse_args(["train", "--tune", "lr"])
+        build_parser().parse_args(["train", "--tune", "lr"])
     study = study_from_dict({"name": "s", "base": {}, "strategies": {"a": {}, "b": {"tune": {"lr": [0.5]}}},
                              "epsilons": [1], "seeds": [0], "tune": {"lr": [0.1, 0.3], "epochs": [15, 40]}})
     tunes = {cell.strategy: cell.config.tune for cell in study.cells(Path("OUT"))}

@@ -44,8 +44,7 @@ from tqdm.auto import tqdm
 from privmed import rundir
 from privmed.config import RunConfig
 from privmed.data.sources import SPLITS, Dataset, load_dataset
-from privmed.errors import (AUDIT_CANARIES, AUDIT_CANARY_SIZE, AUDIT_GROUP_NEEDS_PATIENT_UNIT, AUDIT_SHADOWS,
-                            PrivmedError)
+from privmed.errors import AUDIT_GROUP_NEEDS_PATIENT_UNIT, PrivmedError
 from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
 from privmed.models import build_for_run
@@ -53,49 +52,16 @@ from privmed.privacy.accounting import default_delta
 from privmed.privacy.units import unit_name
 from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
+from privmed.workers import die_with_parent
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
+from .config import AuditConfig
 from .design import AUDIT_DIR, ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_membership, group_scores
 from .summary import AttackSummary, summarize_attack
 
 AUDIT_FILE = "audit.json"
-CANARY_KINDS = ("crafted", "mislabeled")
 #: bump when the audit population (canary content or coins) changes, so stale shadows are not reused
 POPULATION_VERSION = 2
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """How to audit. ``canaries=0``: the train-vs-test diagnostic only (no ε bound);
-    ``shadows=0``: the loss attack only, ``shadows=K``: LiRA too."""
-
-    shadows: int = 0
-    canaries: int = 500
-    canary_kind: str = "crafted"
-    images_per_canary: int = 1
-    workers: int = 1
-    seed: int = 0
-    alpha: float = 0.05
-    bootstrap: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.shadows < 0 or self.shadows == 1:
-            raise PrivmedError(AUDIT_SHADOWS.format(shadows=self.shadows))
-        if self.canaries < 0 or self.canaries == 1:
-            raise PrivmedError(AUDIT_CANARIES.format(canaries=self.canaries))
-        if self.canary_kind not in CANARY_KINDS:
-            raise PrivmedError(f"--canary-kind {self.canary_kind!r}: use one of {', '.join(CANARY_KINDS)}.")
-        if self.images_per_canary < 1 or (self.images_per_canary > 1 and self.canary_kind != "crafted"):
-            raise PrivmedError(AUDIT_CANARY_SIZE.format(size=self.images_per_canary, kind=self.canary_kind))
-        if self.workers < 1:
-            raise PrivmedError(f"--workers {self.workers}: must be >= 1.")
-        if not 0 < self.alpha < 0.5:
-            raise PrivmedError(f"confidence {1 - self.alpha:g}: use a confidence in (0.5, 1), e.g. 0.95.")
-
-    @property
-    def design(self) -> str:
-        """The design that gives the bound: ``one-run`` with canaries, else the diagnostic only."""
-        return ONE_RUN if self.canaries else TRAIN_VS_TEST
 
 
 @dataclass
@@ -153,8 +119,16 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
 
     summaries = [s for name, scores in attack_scores.items()
                  for s in _summaries(name, scores, population, config=config, delta=delta)]
+    result = _audit_record(run, config, summaries, claimed=claimed, delta=delta, unit=unit)
+    rundir.write_json(audit_path(run, config), result)
+    return result
+
+
+def _audit_record(run: Path, config: AuditConfig, summaries: list[AttackSummary], *, claimed: float, delta: float,
+                  unit: str) -> dict:
+    """What ``audit.json`` holds: the audit's design and settings, one row per attack, whether the bounds hold."""
     bounds = [s.eps_lower_bound for s in summaries if s.eps_lower_bound is not None]
-    result = {
+    return {
         "run": str(run),
         "claimed_epsilon": "inf" if math.isinf(claimed) else claimed,
         "delta": delta,
@@ -170,8 +144,6 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
         "bound_holds": all(b <= claimed + 1e-9 for b in bounds) if bounds else None,
         "note": _note(config),
     }
-    rundir.write_json(audit_path(run, config), result)
-    return result
 
 
 def privacy_unit(config: RunConfig, ds: Dataset) -> str:
@@ -316,8 +288,6 @@ def _shadows(where: Path, config: RunConfig, fresh, population: Population, x_va
     bar = tqdm(total=audit.shadows, initial=audit.shadows - len(todo), desc="shadow models", unit="model")
     if audit.workers > 1 and len(jobs) > 1:
         threads = max(1, torch.get_num_threads() // audit.workers)
-        from privmed.study.lifeline import die_with_parent
-
         with ProcessPoolExecutor(max_workers=audit.workers, initializer=die_with_parent) as pool:
             for _ in pool.map(_train_shadow, jobs, [threads] * len(jobs)):
                 bar.update()

@@ -7,33 +7,17 @@ classifiers apply, and the same rule: an ε lower bound only when membership was
 fair coins (canaries in the generator's training data), never for training split vs test split.
 
 Images are compared after per-image standardisation (zero mean, unit variance), so
-global brightness and contrast do not count as closeness.
+global brightness and contrast do not count as closeness (:mod:`privmed.evaluation.closest`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from privmed.evaluation.closest import distance_to_closest
 
 from .design import TRAIN_VS_TEST
 from .summary import AttackSummary, summarize_attack
-
-
-def standardise(images: np.ndarray) -> torch.Tensor:
-    """(N, ...) -> (N, D) float64, each row zero mean and unit variance."""
-    flat = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
-    flat = flat - flat.mean(1, keepdim=True)
-    return flat / flat.std(1, keepdim=True).clamp_min(1e-8)
-
-
-def distance_to_closest(records: np.ndarray, synthetic: np.ndarray, *, chunk: int = 512) -> np.ndarray:
-    """Euclidean distance from each record to its nearest synthetic image (standardised)."""
-    if len(synthetic) == 0 or len(records) == 0:
-        raise ValueError("need at least one record and one synthetic image")
-    syn = standardise(synthetic)
-    rec = standardise(records)
-    return torch.cat([torch.cdist(rec[i:i + chunk], syn).min(1).values
-                      for i in range(0, len(rec), chunk)]).numpy()
 
 
 def dcr_membership(*, synthetic: np.ndarray, members: np.ndarray, non_members: np.ndarray, delta: float,

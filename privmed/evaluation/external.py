@@ -21,7 +21,7 @@ from privmed.evaluation.bootstrap import paired_bootstrap
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
 from privmed.models import build_for_run
-from privmed.training.inputs import trainable_part
+from privmed.models.parts import trainable_part
 
 EVALUATIONS = "evaluations"
 #: fewest bootstrap resamples for a 95% percentile interval whose ends are not the extreme draws (1/40 = 2.5%)

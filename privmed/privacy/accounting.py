@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 from opacus.accountants import create_accountant
 
 from privmed.errors import DELTA_TOO_LARGE, EPSILON_UNREACHABLE, PrivmedError
@@ -71,7 +72,10 @@ def epsilon_for(mechanisms: Iterable[Mechanism], *, delta: float, accountant: st
         return math.inf
     acc = create_accountant(mechanism=accountant)
     acc.history = history
-    return float(acc.get_epsilon(delta=delta))
+    # a full-batch release (sample rate 1, e.g. the feature centre) makes Opacus's PRV take log(1 - q) = -inf,
+    # the intended bound of its domain (every t lies above it): numpy's divide-by-zero warning says nothing here
+    with np.errstate(divide="ignore"):
+        return float(acc.get_epsilon(delta=delta))
 
 
 def calibrate_noise(

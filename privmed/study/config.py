@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from privmed.config import RunConfig, _reject_unknown, config_from_dict, load_yaml, merge
+from privmed.audit.config import AuditConfig
+from privmed.config import RunConfig, config_from_dict, load_yaml, merge, reject_unknown
 from privmed.errors import PrivmedError
 from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
@@ -115,9 +116,9 @@ class AuditSpec:
     """Which runs to attack after training (``privmed audit``), and how hard. ``None`` lists mean
     every strategy trained on real data only, every epsilon, the study's first seed."""
 
-    shadows: int = 0
-    canaries: int = 500
-    canary_kind: str = "crafted"
+    shadows: int = AuditConfig.shadows
+    canaries: int = AuditConfig.canaries
+    canary_kind: str = AuditConfig.canary_kind
     strategies: tuple[str, ...] | None = None
     epsilons: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
@@ -280,8 +281,6 @@ def _uses_synthetic(strategy: StrategySpec) -> bool:
 
 
 def _audit(spec: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> AuditSpec:
-    from privmed.audit.membership import AuditConfig
-
     _reject(spec, AUDIT_KEYS, "audit")
     chosen = tuple(str(s) for s in spec["strategies"]) if spec.get("strategies") else None
     by_name = {s.name: s for s in strategies}
@@ -353,4 +352,4 @@ def _name(value: Any, what: str) -> str:
 def _reject(section: Any, known: tuple[str, ...], where: str) -> None:
     if not isinstance(section, Mapping):
         raise PrivmedError(f"study section '{where}' must be a mapping, got {section!r}.")
-    _reject_unknown(section, set(known), where)
+    reject_unknown(section, set(known), where)

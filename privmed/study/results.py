@@ -36,7 +36,7 @@ from privmed.evaluation.fairness import (
 from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
 
 from .config import Cell, StudyConfig, epsilon_label
-from .runner import CHANGED, STATUS, audit_config, config_drift, evaluated, finished
+from .state import CHANGED, STATUS, audit_config, config_drift, evaluated, finished
 
 RESULTS = "results.csv"
 FAIRNESS = "fairness.csv"

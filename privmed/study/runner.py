@@ -25,36 +25,20 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from privmed import rundir
 from privmed.errors import PrivmedError
 from privmed.threads import threads_per_worker
+from privmed.workers import die_with_parent
 
 from .config import Cell, GeneratorSpec, StudyConfig, generator_dir, generator_samples
-from .lifeline import die_with_parent, study_lock
-
-if TYPE_CHECKING:
-    from .results import StudyTables
-
-STATUS = "status.json"
-TIMING = "timing.json"
-STUDY_FILE = "study.yaml"
-FAILED = "failed"
-CHANGED = ("'{run}' was trained with another configuration than the study now gives it ({changes}); run the changed "
-           "study into a new --out, or delete that run directory to retrain it.")
+from .lifeline import study_lock
+from .results import StudyTables, collect
+from .state import (CHANGED, STUDY_FILE, CellOutcome, audit_config, config_drift, evaluated, finished, log_timing,
+                    record, sync_status)
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class CellOutcome:
-    """What became of one run in this invocation."""
-
-    run_id: str
-    status: str  # "finished" (trained now), "skipped" (finished before), "failed"
-    seconds: float = 0.0
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,7 +46,7 @@ class StudyResult:
     """One outcome per cell (in grid order) and the study's tables, as written to ``OUT``."""
 
     outcomes: list[CellOutcome]
-    tables: "StudyTables"
+    tables: StudyTables
 
 
 def run_study(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: int | None = None,
@@ -95,32 +79,13 @@ def _run_locked(study: StudyConfig, raw: dict[str, Any], *, out: Path, workers: 
     outcomes = {c.run_id: CellOutcome(c.run_id, "skipped") for c in cells if c not in todo}
     for k, outcome in enumerate(_run_cells(todo, study, out, workers, devices), 1):
         outcomes[outcome.run_id] = outcome
-        _record(out, outcome)
+        record(out, outcome)
         progress(f"[{k}/{len(todo)}] {outcome.run_id}: {outcome.status} ({outcome.seconds:.0f} s)"
                  + (f" -- {outcome.error.splitlines()[0]}" if outcome.error else ""))
     _audit_runs(study, cells, out, workers, progress)
-    _log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
+    log_timing(out, started, workers, sum(o.status == "finished" for o in outcomes.values()))
     sync_status(out, cells, study)
-    from .results import collect  # the tables read the run directories this module writes
-
     return StudyResult([outcomes[c.run_id] for c in cells], collect(study, out))
-
-
-def finished(run: Path) -> bool:
-    """A run directory whose results are written."""
-    return (Path(run) / rundir.METRICS).is_file()
-
-
-def evaluated(run: Path, spec) -> bool:
-    """Whether ``run`` has its evaluation on the external test set ``spec``."""
-    from privmed.evaluation.external import evaluation_dir
-
-    return (evaluation_dir(run, spec.name, spec.split) / rundir.METRICS).is_file()
-
-
-def _finished(cell: Cell, study: StudyConfig) -> bool:
-    run = Path(cell.config.out)
-    return finished(run) and all(evaluated(run, e) for e in study.external) and not config_drift(cell)
 
 
 def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int, devices: tuple[str, ...] = ()):
@@ -188,15 +153,6 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
         return CellOutcome(cell.run_id, "failed", time.perf_counter() - t0, f"{type(err).__name__}: {err}\n{detail}")
 
 
-def audit_config(study: StudyConfig, workers: int = 1):
-    """The :class:`~privmed.audit.membership.AuditConfig` of the study's audit (``None``: no audit)."""
-    from privmed.audit.membership import AuditConfig
-
-    a = study.audit
-    return None if a is None else AuditConfig(shadows=a.shadows, canaries=a.canaries, canary_kind=a.canary_kind,
-                                              workers=workers)
-
-
 def _audit_runs(study: StudyConfig, cells: list[Cell], out: Path, workers: int, progress: Progress) -> None:
     """Membership audits of the chosen finished runs; shadows shared by runs with the same recipe."""
     from privmed.audit.membership import audit_path, audit_run
@@ -217,17 +173,7 @@ def _audit_runs(study: StudyConfig, cells: list[Cell], out: Path, workers: int, 
             outcome = CellOutcome(f"{cell.run_id}:audit", "failed", time.perf_counter() - t0,
                                   str(err) if isinstance(err, PrivmedError) else f"{type(err).__name__}: {err}")
             progress(f"[audit {k}/{len(todo)}] {cell.run_id}: failed -- {outcome.error.splitlines()[0]}")
-        _record(out, outcome)
-
-
-def config_drift(cell: Cell) -> list[str]:
-    """How the configuration a run directory was trained with differs from its cell's (empty: same)."""
-    from privmed.config import config_from_dict
-
-    run = Path(cell.config.out)
-    if not (run / rundir.CONFIG).is_file():
-        return []
-    return rundir.config_changes(config_from_dict(rundir.read_config_dict(run)).identity(), cell.config.identity())
+        record(out, outcome)
 
 
 def _train_and_sample_gan(spec: GeneratorSpec, folder: Path, samples: Path, progress: Progress) -> None:
@@ -286,45 +232,3 @@ def _check_attributes(study: StudyConfig) -> None:
                            f"(attribute columns: {list(data.attribute_columns)}); fix fairness.attributes.")
 
 
-def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> set[str]:
-    """Make ``status.json`` agree with the run folders: a finished run (trained with its cell's configuration
-    and evaluated on every external set) is recorded as finished, also one finished by an earlier, killed
-    invocation; no other run is recorded as finished. Returns the finished runs' ids."""
-    status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
-    changed, finished = False, set()
-    for cell in cells:
-        done, entry = _finished(cell, study), status.get(cell.run_id)
-        if done:
-            finished.add(cell.run_id)
-        if done and (entry is None or entry.get("status") != "finished"):
-            status[cell.run_id] = {"status": "finished", "seconds": (entry or {}).get("seconds", 0.0), "error": ""}
-            changed = True
-        elif not done and entry is not None and entry.get("status") == "finished":
-            del status[cell.run_id]
-            changed = True
-    if changed:
-        rundir.write_json(out / STATUS, status)
-    return finished
-
-
-def _record(out: Path, outcome: CellOutcome) -> None:
-    status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
-    status[outcome.run_id] = {"status": outcome.status, "seconds": round(outcome.seconds, 1),
-                              "error": outcome.error.splitlines()[0] if outcome.error else ""}
-    rundir.write_json(out / STATUS, status)
-    failure = out / FAILED / f"{outcome.run_id}.txt"
-    if outcome.status == "failed":
-        failure.parent.mkdir(exist_ok=True)
-        failure.write_text(outcome.error + "\n")
-    elif failure.exists():
-        failure.unlink()
-
-
-def _log_timing(out: Path, started: float, workers: int, trained: int) -> None:
-    path = out / TIMING
-    log = rundir.read_json(path) if path.is_file() else {"invocations": []}
-    log["invocations"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-                               "seconds": round(time.time() - started, 1), "workers": workers,
-                               "cpu_count": os.cpu_count(), "runs_trained": trained})
-    log["wall_seconds"] = round(sum(i["seconds"] for i in log["invocations"]), 1)
-    rundir.write_json(path, log)

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from privmed.config import DataConfig, PrivacyConfig, _build, _plain, _reject_unknown, _require
+from privmed.config import DataConfig, PrivacyConfig, reject_unknown, require, section_from_dict, to_plain
 from privmed.errors import PrivmedError
 
 from .gan import DISCRIMINATORS
@@ -48,15 +48,15 @@ class GanConfig:
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "width", "grid_every"):
-            _require(getattr(self, key) >= 1, "gan", key, getattr(self, key), "must be >= 1")
+            require(getattr(self, key) >= 1, "gan", key, getattr(self, key), "must be >= 1")
         for key in ("lr_d", "lr_g"):
-            _require(getattr(self, key) > 0, "gan", key, getattr(self, key), "must be > 0")
-        _require(self.disc_width is None or self.disc_width >= 1, "gan", "disc_width", self.disc_width,
-                 "must be >= 1")
-        _require(self.discriminator in DISCRIMINATORS, "gan", "discriminator", self.discriminator,
-                 "use 'pixel' (MCGAN-like) or 'scatter'")
-        _require(0.5 < self.real_label <= 1.0, "gan", "real_label", self.real_label, "must be in (0.5, 1]")
-        _require(0.0 <= self.ema < 1.0, "gan", "ema", self.ema, "must be in [0, 1)")
+            require(getattr(self, key) > 0, "gan", key, getattr(self, key), "must be > 0")
+        require(self.disc_width is None or self.disc_width >= 1, "gan", "disc_width", self.disc_width,
+                "must be >= 1")
+        require(self.discriminator in DISCRIMINATORS, "gan", "discriminator", self.discriminator,
+                "use 'pixel' (MCGAN-like) or 'scatter'")
+        require(0.5 < self.real_label <= 1.0, "gan", "real_label", self.real_label, "must be in (0.5, 1]")
+        require(0.0 <= self.ema < 1.0, "gan", "ema", self.ema, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class GeneratorConfig:
                                "--discriminator pixel.")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
     def identity(self) -> dict[str, Any]:
         """What must not change on --resume."""
@@ -96,8 +96,9 @@ _SECTIONS = {"data": DataConfig, "privacy": PrivacyConfig, "gan": GanConfig}
 
 def generator_config_from_dict(raw: Mapping[str, Any]) -> GeneratorConfig:
     """Build a :class:`GeneratorConfig` from nested dicts; unknown keys raise :class:`PrivmedError`."""
-    _reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
-    kwargs: dict[str, Any] = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
+    reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
+    kwargs: dict[str, Any] = {name: section_from_dict(cls, raw.get(name) or {}, name)
+                              for name, cls in _SECTIONS.items()}
     if "out" in raw:
         kwargs["out"] = str(raw["out"])
     return GeneratorConfig(**kwargs)

@@ -31,12 +31,12 @@ import torch
 from scipy import linalg
 
 from privmed import rundir
-from privmed.audit.synthetic import distance_to_closest
 from privmed.config import RunConfig, config_from_dict
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset
 from privmed.errors import TOO_FEW_SYNTHETIC, PrivmedError
 from privmed.evaluation.bootstrap import bootstrap_metrics
+from privmed.evaluation.closest import distance_to_closest, standardise
 from privmed.models import build_model
 from privmed.training.inputs import model_inputs
 
@@ -182,8 +182,6 @@ def _memorisation(synthetic: np.ndarray, train: np.ndarray, heldout: np.ndarray)
 def _write_closest_pairs(synthetic: np.ndarray, train: np.ndarray, d_syn: np.ndarray, path: Path,
                          k: int = 8) -> None:
     """Top row: the k synthetic images closest to any training image; bottom row: that training image."""
-    from privmed.audit.synthetic import standardise
-
     order = np.argsort(d_syn)[:k]
     syn_std, train_std = standardise(synthetic[order]), standardise(train)
     nearest = torch.cdist(syn_std, train_std).argmin(1).numpy()

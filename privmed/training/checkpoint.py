@@ -14,18 +14,8 @@ from privmed.config import RunConfig, config_from_dict
 
 from .plan import PrivacyPlan
 from .private import PrivateTraining
+from .state import TrainState
 
-
-@dataclass
-class TrainState:
-    """Where training stands: the candidate and epoch reached, the best (candidate, epoch) on
-    validation so far, the history, and the DP-SGD steps of candidates already finished."""
-
-    candidate: int = 0
-    epoch: int = 0
-    best: dict = field(default_factory=lambda: {"val_auroc": -math.inf, "candidate": 0, "epoch": -1, "state": None})
-    history: list = field(default_factory=list)
-    finished_steps: list = field(default_factory=list)
 
 def check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
     """Refuse to overwrite a run; on resume, return its last checkpoint after checking the config."""

@@ -156,30 +156,3 @@ def _child(rank: int, fn: Callable[..., None], args: tuple, nproc: int, port: in
                        "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
     fn(*args)
-
-
-def train_processes(config, *, resume: bool, nproc: int = 1, on_epoch_end=None) -> Path | None:
-    """``privmed train``: :func:`~privmed.training.trainer.train` in this process (under ``torchrun``:
-    this rank), or in ``nproc`` new processes (``--nproc``). Returns the run directory in the
-    process that wrote it, None on the other ranks. ``on_epoch_end`` is called in the lead process
-    only, and only when training runs in this process (not with ``nproc`` > 1)."""
-    from privmed.training.trainer import train
-
-    if nproc < 1:
-        raise PrivmedError(NPROC_NOT_POSITIVE.format(nproc=nproc))
-    if nproc == 1:
-        out = train(config, resume=resume, on_epoch_end=on_epoch_end if is_lead() else None)
-        return out if is_lead() else None
-    if not config.privacy.private:
-        raise PrivmedError(NPROC_NEEDS_DP.format(nproc=nproc))
-    launch(_train_rank, (config, resume), nproc=nproc, out=config.out)
-    return Path(config.out)
-
-
-def _train_rank(config, resume: bool) -> None:
-    from privmed.training.trainer import train
-
-    try:
-        train(config, resume=resume)
-    finally:
-        leave()

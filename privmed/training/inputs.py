@@ -24,25 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
 
 __all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "trainable_part"]
-
-
-def is_feature_model(model: nn.Module) -> bool:
-    """True for models that declare a frozen ``features`` front end and a trainable ``head``.
-
-    Declared, not guessed: a CNN may well name its layers ``features`` and ``head``
-    and still be trained end to end.
-    """
-    return bool(getattr(model, "frozen_front_end", False))
-
-
-def trainable_part(model: nn.Module) -> nn.Module:
-    """The module DP-SGD trains and checkpoints store: ``model.head`` or the whole model."""
-    return model.head if is_feature_model(model) else model
-
 
 #: frozen features computed in this process, keyed by front end and image bytes (most recent last)
 _FEATURE_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()

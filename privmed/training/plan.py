@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +21,7 @@ from privmed.privacy.units import PrivacyUnit, resolve_unit
 
 from .private import PrivateTraining, Schedule, plan_schedule, spent_steps
 
-if TYPE_CHECKING:
-    from .checkpoint import TrainState
-    from .start import SyntheticInputs
+from .state import SyntheticInputs, TrainState
 
 GENERATOR_OTHER_UNIT = ("The generator '{generator}' protects one {generator_unit} per unit of privacy and this run "
                         "protects one {unit}, so its epsilon does not compose into a {unit}-level guarantee. Train the "

@@ -23,6 +23,7 @@ from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from .epochs import epoch_nonprivate, make_optimizer
 from .inputs import find_center, model_inputs, set_center
 from .plan import PrivacyPlan
+from .state import SyntheticInputs
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
 STREAMED_AUGMENT = ("--synthetic-use augment mixes synthetic images into training data held in memory, and this data "
@@ -36,15 +37,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-@dataclass
-class SyntheticInputs:
-    """Synthetic images as model inputs (features for feature models), with their origin."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    source: SyntheticSource
-
 
 def synthetic_source(config: RunConfig, data: Dataset) -> SyntheticSource | None:
     if config.synthetic.path is None:

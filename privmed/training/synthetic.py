@@ -17,17 +17,15 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from torch import nn
 
 from privmed import rundir
-from privmed.config import DataConfig, SyntheticConfig
+from privmed.config import DataConfig, SyntheticConfig, section_from_dict
 from privmed.data.duplicates import near_duplicates, pixel_hash
 from privmed.data.sources import MANIFEST_NAMES, Dataset, load_dataset
 from privmed.errors import PATH_MISSING, PrivmedError
 from privmed.privacy.accounting import Mechanism
-from privmed.synth.config import generator_config_from_dict
 
 UNKNOWN_ORIGIN = ("The synthetic images in '{path}' carry no privmed privacy record, so their origin and privacy cost "
                   "are unknown (a generator trained on the same patients without DP can leak them); a run using "
@@ -160,7 +158,8 @@ def _generator_config(root: Path) -> tuple[str, DataConfig] | None:
     generator = Path(str(first_row["generator"].iloc[0]))
     if not (generator / rundir.CONFIG).is_file():
         return None
-    return str(generator), generator_config_from_dict(rundir.read_config_dict(generator)).data
+    raw = rundir.read_config_dict(generator)  # a generator's config.yaml: its data section is a run's
+    return str(generator), section_from_dict(DataConfig, raw.get("data") or {}, "data")
 
 
 def _same_data(a: str | None, b: str | None) -> bool:

@@ -59,7 +59,7 @@ from .plan import (PrivacyPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, pro
 from .private import resolve_device, spent_steps
 from .start import SyntheticInputs, prepare_start, seed_everything, synthetic_inputs, synthetic_source, training_set
 
-__all__ = ["FittedModel", "seed_everything", "train", "train_in_memory"]
+__all__ = ["FittedModel", "seed_everything", "train", "train_in_memory", "train_processes"]
 
 EpochCallback = Callable[[int, dict], None]
 
@@ -214,3 +214,26 @@ def _write_results(out: Path, net: nn.Module, inputs: dict[str, torch.Tensor], d
     rundir.write_csv(out / rundir.PREDICTIONS, frame)
     rundir.write_json(out / rundir.METRICS, metrics)
     rundir.write_json(out / rundir.PRIVACY, ledger.to_dict())
+
+
+def train_processes(config, *, resume: bool, nproc: int = 1, on_epoch_end=None) -> Path | None:
+    """``privmed train``: :func:`~privmed.training.trainer.train` in this process (under ``torchrun``:
+    this rank), or in ``nproc`` new processes (``--nproc``). Returns the run directory in the
+    process that wrote it, None on the other ranks. ``on_epoch_end`` is called in the lead process
+    only, and only when training runs in this process (not with ``nproc`` > 1)."""
+    if nproc < 1:
+        raise PrivmedError(distributed.NPROC_NOT_POSITIVE.format(nproc=nproc))
+    if nproc == 1:
+        out = train(config, resume=resume, on_epoch_end=on_epoch_end if distributed.is_lead() else None)
+        return out if distributed.is_lead() else None
+    if not config.privacy.private:
+        raise PrivmedError(distributed.NPROC_NEEDS_DP.format(nproc=nproc))
+    distributed.launch(_train_rank, (config, resume), nproc=nproc, out=config.out)
+    return Path(config.out)
+
+
+def _train_rank(config, resume: bool) -> None:
+    try:
+        train(config, resume=resume)
+    finally:
+        distributed.leave()

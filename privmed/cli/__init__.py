@@ -1,0 +1,89 @@
+"""The ``privmed`` command line (also ``python -m privmed``), one module per command group.
+
+:mod:`~privmed.cli.train` (``train``, ``evaluate``, ``compare``), :mod:`~privmed.cli.synth`
+(``synth train/sample/evaluate``), :mod:`~privmed.cli.audit` (``audit``, ``audit-synthetic``),
+:mod:`~privmed.cli.study` (``study``, ``report``, ``demo``), :mod:`~privmed.cli.data`
+(``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. Option defaults
+and choices come from the config dataclasses. Every user error is a :class:`PrivmedError`:
+printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Sequence
+
+from privmed.threads import quiet_openmp
+
+quiet_openmp()  # before anything imports torch
+
+from privmed.errors import PrivmedError  # noqa: E402
+
+from . import audit, data, study, synth, train  # noqa: E402
+from .options import OPTION_KEYS, cli_overrides  # noqa: E402
+
+__all__ = ["OPTION_KEYS", "LineTracker", "build_parser", "cli_overrides", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    warnings.filterwarnings("ignore", module="opacus")
+    warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+    stderr = sys.stderr
+    sys.stderr = tracked = LineTracker(stderr)  # progress bars write here; a message then starts its own line
+    try:
+        if getattr(args, "bootstrap", None) is not None and args.handler is not train.cmd_train:  # train: its config
+            from privmed.evaluation.external import check_resamples
+
+            check_resamples(args.bootstrap)
+        return args.handler(args) or 0
+    except PrivmedError as err:
+        tracked.message(f"privmed: error: {err}")
+        return 2
+    except KeyboardInterrupt:
+        tracked.message("privmed: interrupted; continue with the same command plus --resume.")
+        return 130
+    finally:
+        sys.stderr = stderr
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``privmed`` parser: every command group adds its commands."""
+    parser = argparse.ArgumentParser(prog="privmed", description="Privacy-preserving medical-image AI.")
+    sub = parser.add_subparsers(dest="command")
+    for group in (train, data, audit, synth, study):
+        group.add_parsers(sub)
+    return parser
+
+
+class LineTracker:
+    """A text stream (standard error) that remembers whether its last write ended a line, so that a
+    message never continues a progress bar's line."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            last = text[-1]
+            self._at_line_start = last == "\n" or (last == "\r" and self.isatty())
+        return self._stream.write(text)
+
+    def message(self, line: str) -> None:
+        """Write ``line`` on a line of its own."""
+        self.write(("" if self._at_line_start else "\n") + line + "\n")
+        self.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

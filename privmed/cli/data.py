@@ -1,0 +1,66 @@
+"""``privmed phantom`` and ``models``: the built-in data set and the model zoo."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from privmed.config import DataConfig
+from privmed.errors import GRID_FOLDER_MISSING, PrivmedError
+
+
+def add_parsers(sub) -> None:
+    """The ``phantom`` and ``models`` commands."""
+    d = DataConfig  # by default the phantom that ``privmed train`` uses without --data
+    ph = sub.add_parser("phantom", help="write the built-in phantom data set and/or an image grid PNG")
+    ph.add_argument("--grid", default="phantom_grid.png", help="PNG of samples per class")
+    ph.add_argument("--dataset", help="also write the data set (images + metadata.csv) to this folder")
+    ph.add_argument("--n", type=int, default=d.phantom_samples, help=f"images (default {d.phantom_samples})")
+    ph.add_argument("--image-size", type=int, default=d.image_size, help=f"side in pixels (default {d.image_size})")
+    ph.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    ph.add_argument("--findings", metavar="F1,F2,...",
+                    help="a multi-label phantom with these findings per image, any of mass,calcification,distortion "
+                         "(one 0/1 manifest column each; train with --label-column mass calcification distortion)")
+    ph.add_argument("--per-class", type=int, default=8, help="images per grid row block (default 8)")
+    ph.add_argument("--by-density", action="store_true", help="grid rows are class x BI-RADS density")
+    ph.set_defaults(handler=cmd_phantom)
+
+    models = sub.add_parser("models", help="list the models")
+    models.set_defaults(handler=cmd_models)
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    """``privmed phantom``: an image grid, and the data set when ``--dataset`` is given."""
+    from privmed import rundir
+    from privmed.data.phantom import (PhantomSpec, generate_phantom, phantom_grid_classes, write_image_grid,
+                                      write_phantom_dataset)
+
+    spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed, findings=args.findings or ())
+    grid = Path(args.grid)
+    if not grid.parent.is_dir():
+        raise PrivmedError(GRID_FOLDER_MISSING.format(path=grid, folder=grid.parent))
+    rundir.check_writable(grid.parent)
+    if args.dataset:
+        rundir.check_writable(args.dataset)
+    images, table = generate_phantom(spec)
+    classes, names = phantom_grid_classes(table, by_density=args.by_density)
+    grid = write_image_grid(images, classes, args.grid, per_class=args.per_class, class_names=names,
+                            title=f"privmed phantom, {args.image_size}px, seed {args.seed}")
+    print(f"image grid written to {grid}")
+    if args.dataset:
+        manifest = write_phantom_dataset(args.dataset, spec)
+        print(f"data set written to {manifest.parent} (manifest {manifest.name})"
+              + (f"; train on its findings with --label-column {' '.join(spec.findings)}" if spec.findings else ""))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``privmed models``: the registry, one line a model."""
+    from privmed.models import MODELS
+
+    for name, info in MODELS.items():
+        dims = "/".join(f"{d}D" for d in info.spatial_dims)
+        print(f"{name:16s} {dims:6s} grad mode {info.grad_sample_mode:10s} {info.description}")
+    print(f"{'monai:<Name>':16s} {'2D/3D':6s} grad mode {'hooks':10s} any network of monai.networks.nets, e.g. "
+          "monai:DenseNet121 (--model-arg for its arguments; docs/models.md)")
+    return 0

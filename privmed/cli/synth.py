@@ -1,0 +1,144 @@
+"""``privmed synth``: train a class-conditioned generator, sample it, measure its samples."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from privmed.config import ACCOUNTANTS, DataConfig, TrainingConfig
+
+from .options import OPTION_KEYS, add_label_options, add_unit_options, cli_overrides, existing_synthetic
+
+#: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
+SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
+    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon",
+                                   "delta", "noise_multiplier", "clip_norm", "accountant", "privacy_unit",
+                                   "max_images_per_patient", "replayable_noise")},
+    "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
+    "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
+    "disc_width": ("gan", "disc_width"),
+    "discriminator": ("gan", "discriminator"),
+    "minibatch_std": ("gan", "minibatch_std"),
+    "diff_augment": ("gan", "diff_augment"),
+}
+# named here so that ``privmed --help`` does not import torch (privmed.synth.config does); a test keeps
+# them equal to the config's: the keys of privmed.synth.gan.DISCRIMINATORS (the first: GanConfig's
+# default), GeneratorConfig.out and GanConfig.width
+DISCRIMINATOR_CHOICES = ("pixel", "scatter")
+GENERATOR_OUT = "gens/latest"
+GAN_WIDTH = 32
+#: ``synth sample --n``
+SAMPLES = 3000
+#: images sampled from a generator for ``synth evaluate`` and ``audit-synthetic``
+MEASURED_SAMPLES = 2000
+
+
+def add_parsers(sub) -> None:
+    """The ``synth`` command and its ``train``, ``sample`` and ``evaluate`` subcommands."""
+    synth = sub.add_parser("synth", help="class-conditioned generator: train (with or without DP), sample, evaluate")
+    ssub = synth.add_subparsers(dest="synth_command")
+    _add_train(ssub)
+    sa = ssub.add_parser("sample", help="write synthetic images + manifest + privacy record")
+    sa.add_argument("generator", help="generator folder (from `synth train`)")
+    sa.add_argument("--n", type=int, default=SAMPLES, help=f"images in all, half per class (default {SAMPLES})")
+    sa.add_argument("--out", required=True, help="folder to write")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(handler=cmd_sample)
+    ev = ssub.add_parser("evaluate", help="train-on-synthetic AUROC, Frechet distance, memorisation, sample grid")
+    ev.add_argument("synthetic", help="generator folder, or a folder of synthetic images")
+    ev.add_argument("--data", required=True, help="the real data (train/val/test)")
+    ev.add_argument("--n", type=int, default=MEASURED_SAMPLES,
+                    help=f"images to sample from a generator (default {MEASURED_SAMPLES})")
+    ev.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
+    ev.add_argument("--out", help="where to write (default SYNTHETIC/quality)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples)
+    ev.set_defaults(handler=cmd_evaluate)
+    synth.set_defaults(handler=lambda args: synth.print_help() or 1)
+
+
+def _add_train(ssub) -> None:
+    tr = ssub.add_parser("train", help="train a generator on the training split")
+    tr.add_argument("--config", help="YAML file with data/privacy/gan sections")
+    tr.add_argument("--out", help=f"generator folder (default {GENERATOR_OUT})")
+    tr.add_argument("--data", help="data set (default: built-in phantom)")
+    add_label_options(tr, single=True)
+    tr.add_argument("--image-size", type=int, help=f"{DataConfig.image_size} (default) or 128")
+    tr.add_argument("--epsilon", type=float, help="target epsilon of the discriminator's DP-SGD; omit = non-private")
+    tr.add_argument("--delta", type=float)
+    tr.add_argument("--noise-multiplier", type=float)
+    tr.add_argument("--clip-norm", type=float)
+    tr.add_argument("--accountant", choices=ACCOUNTANTS)
+    add_unit_options(tr)
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int, help="expected (Poisson) real images per discriminator step")
+    tr.add_argument("--lr-d", type=float)
+    tr.add_argument("--lr-g", type=float)
+    tr.add_argument("--width", type=int, help=f"base channel width of the generator (default {GAN_WIDTH})")
+    tr.add_argument("--disc-width", type=int, help="base channel width of the discriminator (default: --width); "
+                                                   "DP-SGD's noise grows with its size, so keep it small when private")
+    tr.add_argument("--discriminator", choices=DISCRIMINATOR_CHOICES,
+                    help="pixel: MCGAN-like conv net (default); scatter: small head on frozen scattering features")
+    tr.add_argument("--minibatch-std", action="store_true", default=None,
+                    help="non-private pixel discriminator only: give it each batch's spread (against per-class "
+                         "mode collapse)")
+    tr.add_argument("--diff-augment", action="store_true", default=None,
+                    help="the discriminator sees real and generated images through the same random brightness, "
+                         "contrast, shift and cutout (DiffAugment; with or without DP)")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")
+    tr.set_defaults(handler=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``privmed synth train``: the config file, overridden by the options given."""
+    from privmed import rundir
+    from privmed.config import load_yaml, merge
+    from privmed.synth.config import generator_config_from_dict
+    from privmed.synth.training import GENERATOR_FILE, train_generator
+    from privmed.training.preflight import check_device
+
+    overrides = cli_overrides(args, SYNTH_OPTION_KEYS)
+    config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
+    rundir.check_writable(config.out)
+    check_device(config.gan.device)
+    out = train_generator(config, resume=args.resume)
+
+    print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
+    print(f"  privacy: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``privmed synth sample``: images, manifest and the generator's privacy record."""
+    from privmed import rundir
+    from privmed.synth.sample import sample
+
+    rundir.check_writable(args.out)
+    out = sample(args.generator, n=args.n, out=args.out, seed=args.seed)
+    print(f"{args.n // 2 * 2} synthetic images written to {out} (manifest.csv, privacy.json)")
+    print(f"  privacy of the generator: {rundir.read_json(out / rundir.PRIVACY)['summary']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``privmed synth evaluate``: synthetic images measured against the real data."""
+    from privmed import rundir
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+    from privmed.synth.quality import evaluate_synthetic
+    from privmed.synth.sample import synthetic_images
+
+    target = existing_synthetic(args.synthetic)
+    out = Path(args.out) if args.out else target / "quality"
+    rundir.check_writable(out)
+    images, labels, names, size = synthetic_images(target, n=args.n, image_size=args.image_size, seed=args.seed)
+    real = load_dataset(DataConfig(path=args.data, image_size=size))
+    quality = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out, class_names=names,
+                                 seed=args.seed, n_resamples=args.bootstrap)
+    print(f"{len(images)} synthetic images from {target} against {real.name} ({size} px):")
+    for line in quality.lines():
+        print(f"  {line}")
+    print(f"written to {out} (quality.json, samples.png, closest_pairs.png)")
+    return 0
