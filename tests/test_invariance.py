@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from privmed.data.shift import acquisition_augment, digital_scanner
-from privmed.models.invariance import DihedralAverage, IntensityStandardise, dihedral_views
+from privmed.models.invariance import InvariantFeatures, IntensityStandardise, dihedral_views
 from privmed.models.scatter import ScatterFeatures
 
 
@@ -19,7 +19,7 @@ def test_dihedral_views_are_the_eight_distinct_transforms():
 
 
 def test_dihedral_average_of_scattering_is_invariant_to_rotation_and_flip():
-    front = DihedralAverage(ScatterFeatures(1, 32, J=2, pool_size=4, log_scale=True, norm_groups=1))
+    front = InvariantFeatures(ScatterFeatures(1, 32, J=2, pool_size=4, log_scale=True, norm_groups=1), dihedral=True)
     x = _images()
     reference = front(x)
     for view in dihedral_views(x)[1:]:

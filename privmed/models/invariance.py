@@ -3,10 +3,10 @@
 Both act on one image at a time and look at no data set statistic, so, like the scattering
 transform itself, they cost no privacy and their output can be computed once per image.
 
-* :class:`DihedralAverage`: mass patches have no preferred orientation, so a front end's
+* dihedral averaging (:class:`InvariantFeatures`, ``dihedral=True``): mass patches have no preferred orientation, so a front end's
   features are averaged over the image's 8 rotations by 90 degrees and reflections (the
   dihedral group D4). The averaged features are exactly invariant to those 8 transforms.
-* :class:`IntensityStandardise`: removes what depends on the scanner's grey-level curve
+* :class:`IntensityStandardise` (``input_norm``): removes what depends on the scanner's grey-level curve
   before the front end sees the image: ``"zscore"`` (per-image mean and spread, invariant
   to any affine change of grey levels) or ``"quantile"`` (per-image rank transform, i.e.
   histogram equalisation: invariant to any increasing grey-level curve, gamma included).
@@ -34,25 +34,31 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
     return rotations + [r.flip(-1) for r in rotations]
 
 
-class DihedralAverage(nn.Module):
-    """``mean_g inner(g x)`` over the 8 dihedral transforms ``g``: features invariant to them."""
+class InvariantFeatures(nn.Module):
+    """A frozen front end made invariant for free: each image's grey levels standardised
+    (``input_norm``, :class:`IntensityStandardise`), then, with ``dihedral``, the front end's
+    features averaged over the image's 8 dihedral views (exactly invariant to them)."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, *, input_norm: str = "none", dihedral: bool = False) -> None:
         super().__init__()
+        self.input_norm, self.dihedral = input_norm, bool(dihedral)
+        self.standardise = IntensityStandardise(input_norm)
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.standardise(x)
+        if not self.dihedral:
+            return self.inner(x)
         views = dihedral_views(x)
         out = self.inner(views[0])
         for view in views[1:]:
             out = out + self.inner(view)
         return out / len(views)
 
-    def __getattr__(self, name: str):  # the inner front end's facts (output_shape, J, ...) stay readable
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("inner"), name)
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The inner front end's per-sample feature shape (unchanged)."""
+        return self.inner.output_shape
 
 
 class IntensityStandardise(nn.Module):
@@ -63,6 +69,9 @@ class IntensityStandardise(nn.Module):
         if mode not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm {mode!r}; use one of {', '.join(INPUT_NORMS)}")
         self.mode = mode
+
+    def extra_repr(self) -> str:  # part of the feature cache's key
+        return f"mode={self.mode!r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":

@@ -91,9 +91,20 @@ def noise_for(*, target_epsilon: float, delta: float, prior: Sequence[Mechanism]
 def ridge_weights(stats: Statistics, *, ridge: float) -> torch.Tensor:
     """Weights ``w`` (d,) of ``(gram + ridge I) w = moment``: least squares, no intercept (a linear score;
     AUROC does not need one)."""
-    d = stats.moment.numel()
-    system = stats.gram + ridge * torch.eye(d, dtype=stats.gram.dtype)
-    return torch.linalg.lstsq(system, stats.moment.unsqueeze(1)).solution[:, 0]
+    return ridge_path(stats, ridges=[ridge])[0]
+
+
+def ridge_path(stats: Statistics, *, ridges: Sequence[float]) -> list[torch.Tensor]:
+    """:func:`ridge_weights` for every penalty of ``ridges``, from one eigendecomposition of the Gram matrix
+    (a noisy one may have negative eigenvalues: a penalty below them gives a poor head, not an error)."""
+    values, vectors = torch.linalg.eigh(stats.gram)
+    projected = vectors.T @ stats.moment
+    out = []
+    for ridge in ridges:
+        shifted = values + ridge
+        safe = torch.where(shifted.abs() < 1e-12, torch.full_like(shifted, 1e-12), shifted)
+        out.append(vectors @ (projected / safe))
+    return out
 
 
 def ridge_scale(*, noise_multiplier: float, bound: float, dims: int) -> float:
