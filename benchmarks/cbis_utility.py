@@ -34,6 +34,7 @@ Writes ``benchmarks/results/cbis_utility.{csv,md}`` (runs already in the csv are
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from privmed.config import DataConfig, config_from_dict
+from privmed.data.phantom import PhantomSpec, generate_phantom
 from privmed.data.shift import acquisition_augment, digital_scanner
 from privmed.data.sources import load_dataset
 from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_linear
@@ -65,8 +67,12 @@ PUBLISHED = {1.0: .525, 6.0: .572, math.inf: .778}
 #: today's default (cbis_dp_sgd.md, patient unit, 3 seeds, private search of 2 candidates counted)
 TODAY = {1.0: .526, 6.0: .615, math.inf: .683}
 FEATURES = {"base": ("none", False), "dihedral": ("none", True), "dihedral_zscore": ("zscore", True),
-            "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False)}
+            "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False)}
 SPLITS = ("train", "val", "test", "shifted_test")
+PHANTOM_N = 1000
+PCA_DIMS = (32, 128)
+#: the phantom's principal axes of the front end being measured, by k (set in main)
+PROJECTIONS: dict[int, torch.Tensor] = {}
 
 
 def front_end(name: str) -> nn.Module:
@@ -114,10 +120,12 @@ def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: i
 
 
 def one_shot_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, pooled: bool = False,
-                  centred: bool = True) -> tuple[dict, float, str]:
+                  centred: bool = True, moment_only: bool = False, projection: torch.Tensor | None = None
+                  ) -> tuple[dict, float, str]:
     """AUROC per split, composed epsilon and the chosen ridge of the one-shot private head; ``pooled``: on each
     scattering channel's mean over the 4x4 positions (D / 16 features, a fixed map: free); ``centred=False``: no
-    centre (nothing released but the statistics)."""
+    centre (nothing released but the statistics); ``moment_only``: release only ``X^T y`` (head = noisy class-mean
+    difference); ``projection``: (D, k) fixed map applied after centring (fitted on the phantom: free)."""
     _, index = np.unique(groups, return_inverse=True)
     delta = default_delta(int(index.max()) + 1)
     private = math.isfinite(epsilon)
@@ -125,14 +133,18 @@ def one_shot_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, poole
     centre_stage = set_center(centre, x["train"], noise_multiplier=CENTRE_NOISE if private else None,
                               generator=secret_generator(stream=CENTRE_STREAM), groups=index) if centred else None
     prior = [centre_stage] if centre_stage is not None else []
-    rows = {s: unit_rows(pool(f - centre.center) if pooled else f - centre.center) for s, f in x.items()}
+    rows = {s: unit_rows(_reduce(f - centre.center, pooled, projection)) for s, f in x.items()}
     stats = dp_head.unit_statistics(rows["train"], y["train"], bound=1.0, groups=index)
     sigma, spent = 0.0, math.inf
     if private:
-        sigma = dp_head.noise_for(target_epsilon=epsilon, delta=delta, prior=prior)
-        stats, releases = dp_head.release(stats, noise_multiplier=sigma, bound=1.0)
+        sigma = dp_head.noise_for(target_epsilon=epsilon, delta=delta, prior=prior, releases=2 - moment_only)
+        stats, releases = (dp_head.release_moment if moment_only else dp_head.release)(
+            stats, noise_multiplier=sigma, bound=1.0)
         spent = epsilon_for([*prior, *releases], delta=delta)
     scale = dp_head.ridge_scale(noise_multiplier=sigma, bound=1.0, dims=stats.moment.numel())
+    if moment_only:
+        scores = {s: (rows[s] @ stats.moment).numpy() for s in SPLITS[1:]}
+        return _aurocs(scores, y), spent, "moment only"
     best = None
     for c, w in zip(dp_head.RIDGE_GRID, dp_head.ridge_path(stats, ridges=[c * scale for c in dp_head.RIDGE_GRID])):
         scores = {s: (rows[s] @ w).numpy() for s in SPLITS[1:]}
@@ -140,6 +152,19 @@ def one_shot_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, poole
         if best is None or aurocs["val"] > best[0]["val"]:
             best = (aurocs, f"ridge {c:g} x {scale:.3g}")
     return best[0], spent, best[1]
+
+
+def _reduce(f: torch.Tensor, pooled: bool, projection: torch.Tensor | None) -> torch.Tensor:
+    f = pool(f) if pooled else f
+    return f if projection is None else f.double() @ projection
+
+
+def phantom_projection(name: str, k: int) -> torch.Tensor:
+    """(D, k): the top-k principal axes of the ``name`` features of PHANTOM_N phantom patches (no patient data)."""
+    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_N, image_size=SIZE, seed=0))
+    f = model_inputs(front_end(name), torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
+    _, _, vt = torch.linalg.svd(f - f.mean(0), full_matrices=False)
+    return vt[:k].T
 
 
 def pool(f: torch.Tensor) -> torch.Tensor:
@@ -157,10 +182,17 @@ def _aurocs(scores: dict, y: dict) -> dict:
 
 
 HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed),
+         "dp_sgd_pooled": lambda x, y, g, epsilon, seed: dp_sgd_head({s: pool(f) for s, f in x.items()}, y, g,
+                                                                     epsilon=epsilon, seed=seed),
          "one_shot": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon),
          "one_shot_pooled": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon, pooled=True),
          "one_shot_pooled_uncentred": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon,
-                                                                                   pooled=True, centred=False)}
+                                                                                   pooled=True, centred=False),
+         "one_shot_moment": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon, moment_only=True),
+         **{f"one_shot_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: one_shot_head(
+             x, y, g, epsilon=epsilon, projection=PROJECTIONS[k]), k=k) for k in PCA_DIMS},
+         **{f"one_shot_moment_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: one_shot_head(
+             x, y, g, epsilon=epsilon, moment_only=True, projection=PROJECTIONS[k]), k=k) for k in PCA_DIMS}}
 
 
 def main() -> None:
@@ -179,6 +211,9 @@ def main() -> None:
     for name in args.features:
         base, augment = name.removesuffix("+aug"), name.endswith("+aug")
         x = features(base, images, augment)
+        if any("pca" in h for h in args.heads):
+            axes = phantom_projection(base, max(PCA_DIMS))
+            PROJECTIONS.update({k: axes[:, :k] for k in PCA_DIMS})
         groups = np.tile(patients["train"], 1 + AUG_COPIES * augment)
         y = {**labels, "train": labels["train"].repeat(1 + AUG_COPIES * augment)}
         for head in args.heads:

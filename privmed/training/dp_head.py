@@ -81,10 +81,21 @@ def release(stats: Statistics, *, noise_multiplier: float, bound: float,
     return noisy, [Mechanism(GRAM_STAGE, noise_multiplier, 1.0, 1), Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
 
 
-def noise_for(*, target_epsilon: float, delta: float, prior: Sequence[Mechanism] = (),
+def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
+                   generator: torch.Generator | None = None) -> tuple[Statistics, list[Mechanism]]:
+    """Only the moment vector released (one accounted mechanism; the Gram matrix set to 0, never released):
+    the infinite-ridge limit, whose head ``w = X^T y`` is the difference of the class means."""
+    generator = generator or secret_generator(stream=STATISTICS_STREAM)
+    noise = torch.randn(stats.moment.numel(), generator=generator, dtype=torch.float64)
+    noisy = Statistics(torch.zeros_like(stats.gram), stats.moment + noise_multiplier * bound * noise, stats.n_units)
+    return noisy, [Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
+
+
+def noise_for(*, target_epsilon: float, delta: float, prior: Sequence[Mechanism] = (), releases: int = 2,
               accountant: str = "prv") -> float:
-    """The noise multiplier of both releases so that they and ``prior`` compose to ``target_epsilon``."""
-    return calibrate_noise(target_epsilon=target_epsilon, delta=delta, schedules=[(1.0, 1), (1.0, 1)],
+    """The noise multiplier of the ``releases`` Gaussian releases (2: :func:`release`, 1:
+    :func:`release_moment`) so that they and ``prior`` compose to ``target_epsilon``."""
+    return calibrate_noise(target_epsilon=target_epsilon, delta=delta, schedules=[(1.0, 1)] * releases,
                            prior=tuple(prior), accountant=accountant)
 
 
