@@ -56,3 +56,16 @@ def test_acquisition_augment_differs_per_image_and_stays_in_range():
     out = acquisition_augment(x, generator=torch.Generator().manual_seed(1))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert len({round(v, 4) for v in out.flatten(1).std(1).tolist()}) == 5
+
+
+def test_scatter_linear_options_build_an_invariant_model_and_leave_the_default_as_it_was():
+    from privmed.models.scatter import build_scatter_linear
+
+    plain = build_scatter_linear(image_size=32)
+    assert isinstance(plain.features, ScatterFeatures)  # today's front end (and its cached features) unchanged
+    model = build_scatter_linear(image_size=32, dihedral=True, input_norm="quantile").eval()
+    x = _images(2)
+    with torch.no_grad():
+        reference = model(x)
+        assert torch.allclose(model(x.flip(-1) ** 1.7), reference, atol=1e-4)
+    assert model.features.output_shape == plain.features.output_shape
