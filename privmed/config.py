@@ -81,9 +81,22 @@ class ModelConfig:
 
     name: str = "scatter_linear"
     norm: str = "group"
+    # free invariances of scatter_linear's front end (issue 19, privmed.models.invariance); off by default
+    input_norm: str = "none"  # per-image grey-level standardisation: "zscore" or "quantile"
+    dihedral: bool = False  # features averaged over each image's 8 rotations and reflections
 
     def __post_init__(self) -> None:
         _require(self.norm in ("group", "batch"), "model", "norm", self.norm, "use 'group' (DP-safe) or 'batch'")
+        _require(self.input_norm in ("none", "zscore", "quantile"), "model", "input_norm", self.input_norm,
+                 "use 'none', 'zscore' or 'quantile'")
+        _require(isinstance(self.dihedral, bool), "model", "dihedral", self.dihedral, "use true or false")
+        _require(not self.builder_options() or self.name == "scatter_linear", "model", "input_norm/dihedral",
+                 self.builder_options(), "only scatter_linear has these options; remove them for another model")
+
+    def builder_options(self) -> dict[str, Any]:
+        """The options to pass to the model builder: only those set away from their default."""
+        return {k: v for k, v in (("input_norm", self.input_norm), ("dihedral", self.dihedral))
+                if v not in ("none", False)}
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,16 @@ def test_scatter_linear_options_build_an_invariant_model_and_leave_the_default_a
         reference = model(x)
         assert torch.allclose(model(x.flip(-1) ** 1.7), reference, atol=1e-4)
     assert model.features.output_shape == plain.features.output_shape
+
+
+def test_model_config_passes_only_the_options_set_and_refuses_them_for_other_models():
+    from privmed.config import ModelConfig
+    from privmed.errors import PrivmedError
+
+    assert ModelConfig().builder_options() == {}
+    assert ModelConfig(dihedral=True, input_norm="zscore").builder_options() == {"dihedral": True,
+                                                                                 "input_norm": "zscore"}
+    with pytest.raises(PrivmedError, match="only scatter_linear"):
+        ModelConfig(name="resnet9_small", dihedral=True)
+    with pytest.raises(PrivmedError, match="input_norm"):
+        ModelConfig(input_norm="clahe")

@@ -40,7 +40,7 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     metrics = rundir.read_json(run / rundir.METRICS)
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims,
                         num_outputs=len(metrics["label_names"]), image_size=config.data.image_size,
-                        norm=config.model.norm)
+                        norm=config.model.norm, **config.model.builder_options())
     try:
         trainable_part(model).load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:

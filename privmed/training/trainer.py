@@ -111,7 +111,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     protected = _protected_unit(config, train_data, checkpoint)
     model = build_model(config.model.name, spatial_dims=config.data.spatial_dims, in_channels=1,
                         num_outputs=len(data.label_names), image_size=config.data.image_size,
-                        norm=config.model.norm)
+                        norm=config.model.norm, **config.model.builder_options())
     inputs = {split: model_inputs(model, data.split(split).image_tensor, device=device) for split in SPLITS}
     x_val, y_val = inputs["val"], torch.from_numpy(val_data.labels)
     net = trainable_part(model).to(device)
