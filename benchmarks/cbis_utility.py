@@ -179,6 +179,10 @@ def unit_rows(f: torch.Tensor) -> torch.Tensor:
     return (f.double() / f.double().norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
+def _num(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:.3f}"
+
+
 def _aurocs(scores: dict, y: dict) -> dict:
     return {s: float(roc_auc_score(y[s].numpy(), v)) for s, v in scores.items()}
 
@@ -249,7 +253,9 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
                     seeds=("seed", "count")).reset_index())
     lines = ["# Utility at the patient unit: invariances, a one-shot private head, acquisition shift", "",
              (__doc__.split("\n\n")[1].replace("\n", " ") + " See the script's docstring for the recipes. "
-              f"Mean over seeds; test AUROC (min-max). `shift loss` = test - shifted_test. " + run_facts(seconds)), "",
+              "Mean over seeds; test AUROC (min-max). `shift loss` = test - shifted_test; shifted val blank: "
+              "measured before that split was added (screening rows). Non-private one-shot rows have no randomness "
+              "(same figure every seed). The last invocation: " + run_facts(seconds)), "",
              "| epsilon | features | head | total epsilon | val AUROC | shifted val | test AUROC | shifted test AUROC "
              "| shift loss (test) | seeds | today's default (test) | published (test) |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -257,7 +263,7 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
         eps = r["epsilon"]
         label = "∞" if math.isinf(eps) else f"{eps:g}"
         today, published = TODAY.get(eps), PUBLISHED.get(eps)
-        lines.append(f"| {label} | {r['features']} | {r['head']} | {r['total']:.3g} | {r['val']:.3f} | {r['sval']:.3f} | "
+        lines.append(f"| {label} | {r['features']} | {r['head']} | {r['total']:.3g} | {r['val']:.3f} | {_num(r['sval'])} | "
                      f"{r['test']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {r['shifted']:.3f} | "
                      f"{r['test'] - r['shifted']:+.3f} | {r['seeds']} | {'' if today is None else f'{today:.3f}'} | "
                      f"{'' if published is None else f'{published:.3f}'} |")
