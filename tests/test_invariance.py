@@ -75,7 +75,11 @@ def test_model_config_passes_only_the_options_set_and_refuses_them_for_other_mod
     from privmed.config import ModelConfig
     from privmed.errors import PrivmedError
 
-    assert ModelConfig().builder_options() == {}
+    from privmed.config import SCATTER_DIHEDRAL_DEFAULT
+
+    assert ModelConfig().builder_options() == {"dihedral": SCATTER_DIHEDRAL_DEFAULT}
+    assert ModelConfig(dihedral=False).builder_options() == {"dihedral": False}
+    assert ModelConfig(name="resnet9_small").builder_options() == {}
     assert ModelConfig(dihedral=True, input_norm="zscore").builder_options() == {"dihedral": True,
                                                                                  "input_norm": "zscore"}
     with pytest.raises(PrivmedError, match="only scatter_linear"):
