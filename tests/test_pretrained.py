@@ -153,9 +153,9 @@ def test_model_args_reach_the_network_and_unknown_ones_list_the_accepted():
 
 
 def test_the_cli_passes_model_args_as_yaml_values(tmp_path):
-    from privmed.cli import _parser, cli_overrides
+    from privmed.cli import build_parser, cli_overrides
 
-    args = _parser().parse_args(["train", "--model-arg", "width=0.5", "--model-arg", "channels=[8,8,16,16]",
+    args = build_parser().parse_args(["train", "--model-arg", "width=0.5", "--model-arg", "channels=[8,8,16,16]",
                                  "--model-weights", "w.pt", "--freeze", "backbone"])
     model = cli_overrides(args)["model"]
     assert model == {"args": {"width": 0.5, "channels": [8, 8, 16, 16]}, "weights": "w.pt", "freeze": "backbone"}

@@ -34,6 +34,7 @@ from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
+from .invariance import InvariantFeatures
 from .resnet9 import make_norm, num_groups_for
 
 
@@ -177,9 +178,15 @@ def build_scatter_linear(
     J: int | None = None,
     L: int = 8,
     pool_size: int = 4,
+    input_norm: str = "none",
+    dihedral: bool = False,
 ) -> ScatterNet:
     """ScatterNet + linear: scattering -> 4x4 avg pool -> log -> per-sample standardisation
     (GroupNorm with one group, no affine) -> centring -> linear.
+
+    Free invariances (:mod:`privmed.models.invariance`, issue 19): ``input_norm`` (``"zscore"`` or
+    ``"quantile"``) standardises each image's grey levels first; ``dihedral`` averages the features
+    over each image's 8 rotations and reflections.
 
     The log and the per-sample standardisation make every feature vector norm sqrt(D) and
     its coordinates roughly Gaussian, which is what a linear model trained with clipped,
@@ -188,8 +195,10 @@ def build_scatter_linear(
     """
     _check_dims(spatial_dims)
     _check_norm(norm)
-    features = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size, log_scale=True,
-                               norm_groups=1)
+    features: nn.Module = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size,
+                                          log_scale=True, norm_groups=1)
+    if input_norm != "none" or dihedral:  # the plain front end stays as it was (and so its cached features)
+        features = InvariantFeatures(features, input_norm=input_norm, dihedral=dihedral)
     c, h, w = features.output_shape
     if norm == "batch":
         layers: list[nn.Module] = [nn.BatchNorm2d(c), nn.Flatten(1)]

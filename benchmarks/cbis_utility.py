@@ -1,0 +1,274 @@
+"""Utility at the patient unit (issue 19): free invariances, a one-shot private head, acquisition-shift robustness.
+
+CBIS-DDSM mass patches at 128 px, ``scatter_linear``'s front end (wavelet scattering J=3, 4x4
+pool, log, per-sample standardisation; D = 3,472), the patient as the unit of privacy
+(578 training patients, delta = 1/(10 x 578)), secret noise. Every row is a recipe; each is
+scored on val, test and ``shifted_test``: the test split after :func:`privmed.data.shift.digital_scanner`
+(a fixed transform mimicking a darker, higher-contrast digital scanner, set in advance);
+``shifted_val``, the val split after the same transform, is where shift robustness is judged (test is only reported).
+
+Front ends (``--features``; each free: per image, no data statistic):
+* ``base``: today's ``scatter_linear`` features;
+* ``dihedral``: averaged over each image's 8 rotations and reflections;
+* ``dihedral_zscore`` / ``dihedral_quantile``: per-image z-score or quantile (normal-score) standardisation
+  of grey levels first, then as ``dihedral``.
+``+aug``: each training image also enters with ``AUG_COPIES`` random acquisition augmentations
+(:func:`privmed.data.shift.acquisition_augment`: gamma, contrast, blur or sharpening, noise; seeded, per image;
+the copies belong to their patient, so the unit's guarantee is unchanged).
+
+Heads:
+* ``dp_sgd``: privmed's DP-SGD head as today (``train_in_memory``: feature centre released with noise 5 and
+  composed, Poisson sampling of patients, one image of a sampled patient per step, batch 128, clip 1, SGD
+  lr 0.3 momentum 0.9, 40 epochs: the recipe ``cbis_dp_sgd.py`` keeps most often; the epoch with the
+  best val AUROC is kept, as in every privmed run: that choice is not covered by epsilon);
+* ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
+  sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
+  calibrated so that centre and both releases compose to epsilon (PRV accountant); the ridge penalty is
+  chosen on val among ``RIDGE_GRID`` (post-processing of the one release: free of privacy, the val choice
+  not covered by epsilon, as for the epoch above).
+
+    python benchmarks/cbis_utility.py [--seeds 5] [--features base dihedral ...] [--epsilons 1 2 6 inf]
+
+Writes ``benchmarks/results/cbis_utility.{csv,md}`` (runs already in the csv are kept unless ``--fresh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from privmed.config import DataConfig, config_from_dict
+from privmed.data.phantom import PhantomSpec, generate_phantom
+from privmed.data.shift import acquisition_augment, digital_scanner
+from privmed.data.sources import load_dataset
+from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_linear
+from privmed.privacy.accounting import default_delta, epsilon_for
+from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
+from privmed.training import dp_head
+from privmed.training.inputs import model_inputs, set_center
+from privmed.training.trainer import train_in_memory
+from synthetic_projection import SHARED, parse_benchmark_args, run_facts
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 128
+EPSILONS = (1.0, 2.0, 6.0, math.inf)
+CENTRE_NOISE = 5.0
+AUG_COPIES = 2
+AUG_SEED = 19
+PUBLISHED = {1.0: .525, 6.0: .572, math.inf: .778}
+#: today's default (cbis_dp_sgd.md, patient unit, 3 seeds, private search of 2 candidates counted)
+TODAY = {1.0: .526, 6.0: .615, math.inf: .683}
+FEATURES = {"base": ("none", False), "dihedral": ("none", True), "dihedral_zscore": ("zscore", True),
+            "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False)}
+SPLITS = ("train", "val", "shifted_val", "test", "shifted_test")
+PHANTOM_N = 1000
+PCA_DIMS = (32, 128)
+#: the phantom's principal axes of the front end being measured, by k (set in main)
+PROJECTIONS: dict[int, torch.Tensor] = {}
+
+
+def front_end(name: str) -> nn.Module:
+    """The frozen front end ``name`` of :data:`FEATURES`, wrapped so privmed's feature cache applies."""
+    input_norm, dihedral = FEATURES[name]
+    model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral)
+    return ScatterNet(model.features, nn.Identity())
+
+
+def split_images(data: str) -> tuple[dict, dict, dict]:
+    """Images (N, 1, H, W), labels and patient ids per split, the shifted test split included."""
+    real = load_dataset(DataConfig(path=data, image_size=SIZE, class_names=("benign", "malignant")))
+    images = {s: torch.from_numpy(real.split(s).images).unsqueeze(1) for s in ("train", "val", "test")}
+    images["shifted_val"] = digital_scanner(images["val"])
+    images["shifted_test"] = digital_scanner(images["test"])
+    labels = {s: torch.from_numpy(real.split(s.replace("shifted_", "")).labels).float().reshape(-1) for s in SPLITS}
+    patients = {s: np.asarray(real.split(s.replace("shifted_", "")).patient_ids) for s in SPLITS}
+    return images, labels, patients
+
+
+def features(name: str, images: dict, augment: bool) -> dict:
+    """Flattened features per split; with ``augment`` the training split gains AUG_COPIES augmented copies."""
+    model = front_end(name)
+    out = {s: model_inputs(model, x).flatten(1) for s, x in images.items()}
+    if augment:
+        g = torch.Generator().manual_seed(AUG_SEED)
+        copies = [model_inputs(model, acquisition_augment(images["train"], generator=g)).flatten(1)
+                  for _ in range(AUG_COPIES)]
+        out["train"] = torch.cat([out["train"], *copies])
+    return out
+
+
+def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int) -> tuple[dict, float, str]:
+    """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head."""
+    config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
+                               "privacy": {"epsilon": epsilon, "center_noise_multiplier": CENTRE_NOISE},
+                               "training": {"epochs": 40, "batch_size": 128, "lr": 0.3, "momentum": 0.9,
+                                            "augment": False, "seed": seed}})
+    d = x["train"].shape[1]
+    fitted = train_in_memory(config, lambda: nn.Sequential(FeatureCenter(d), nn.Linear(d, 1)), x["train"],
+                             y["train"].unsqueeze(1), x["val"], y["val"].unsqueeze(1), groups=groups)
+    with torch.no_grad():
+        scores = {s: fitted.net(x[s])[:, 0].numpy() for s in SPLITS[1:]}
+    spent = fitted.ledger.epsilon if math.isfinite(epsilon) else math.inf
+    return _aurocs(scores, y), spent, f"epoch {fitted.best_epoch}"
+
+
+def one_shot_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, pooled: bool = False,
+                  centred: bool = True, moment_only: bool = False, projection: torch.Tensor | None = None
+                  ) -> tuple[dict, float, str]:
+    """AUROC per split, composed epsilon and the chosen ridge of the one-shot private head; ``pooled``: on each
+    scattering channel's mean over the 4x4 positions (D / 16 features, a fixed map: free); ``centred=False``: no
+    centre (nothing released but the statistics); ``moment_only``: release only ``X^T y`` (head = noisy class-mean
+    difference); ``projection``: (D, k) fixed map applied after centring (fitted on the phantom: free)."""
+    _, index = np.unique(groups, return_inverse=True)
+    delta = default_delta(int(index.max()) + 1)
+    private = math.isfinite(epsilon)
+    centre = FeatureCenter(x["train"].shape[1])
+    centre_stage = set_center(centre, x["train"], noise_multiplier=CENTRE_NOISE if private else None,
+                              generator=secret_generator(stream=CENTRE_STREAM), groups=index) if centred else None
+    prior = [centre_stage] if centre_stage is not None else []
+    rows = {s: unit_rows(_reduce(f - centre.center, pooled, projection)) for s, f in x.items()}
+    stats = dp_head.unit_statistics(rows["train"], y["train"], bound=1.0, groups=index)
+    sigma, spent = 0.0, math.inf
+    if private:
+        sigma = dp_head.noise_for(target_epsilon=epsilon, delta=delta, prior=prior, releases=2 - moment_only)
+        stats, releases = (dp_head.release_moment if moment_only else dp_head.release)(
+            stats, noise_multiplier=sigma, bound=1.0)
+        spent = epsilon_for([*prior, *releases], delta=delta)
+    scale = dp_head.ridge_scale(noise_multiplier=sigma, bound=1.0, dims=stats.moment.numel())
+    if moment_only:
+        scores = {s: (rows[s] @ stats.moment).numpy() for s in SPLITS[1:]}
+        return _aurocs(scores, y), spent, "moment only"
+    best = None
+    for c, w in zip(dp_head.RIDGE_GRID, dp_head.ridge_path(stats, ridges=[c * scale for c in dp_head.RIDGE_GRID])):
+        scores = {s: (rows[s] @ w).numpy() for s in SPLITS[1:]}
+        aurocs = _aurocs(scores, y)
+        if best is None or aurocs["val"] > best[0]["val"]:
+            best = (aurocs, f"ridge {c:g} x {scale:.3g}")
+    return best[0], spent, best[1]
+
+
+def _reduce(f: torch.Tensor, pooled: bool, projection: torch.Tensor | None) -> torch.Tensor:
+    f = pool(f) if pooled else f
+    return f if projection is None else f.double() @ projection
+
+
+def phantom_projection(name: str, k: int) -> torch.Tensor:
+    """(D, k): the top-k principal axes of the ``name`` features of PHANTOM_N phantom patches (no patient data)."""
+    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_N, image_size=SIZE, seed=0))
+    f = model_inputs(front_end(name), torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
+    _, _, vt = torch.linalg.svd(f - f.mean(0), full_matrices=False)
+    return vt[:k].T
+
+
+def pool(f: torch.Tensor) -> torch.Tensor:
+    """Each scattering channel's mean over the 16 pooled positions."""
+    return f.view(len(f), -1, 16).mean(2)
+
+
+def unit_rows(f: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to norm 1 (per sample: free)."""
+    return (f.double() / f.double().norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+def _num(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:.3f}"
+
+
+def _aurocs(scores: dict, y: dict) -> dict:
+    return {s: float(roc_auc_score(y[s].numpy(), v)) for s, v in scores.items()}
+
+
+HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed),
+         "dp_sgd_pooled": lambda x, y, g, epsilon, seed: dp_sgd_head({s: pool(f) for s, f in x.items()}, y, g,
+                                                                     epsilon=epsilon, seed=seed),
+         "one_shot": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon),
+         "one_shot_pooled": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon, pooled=True),
+         "one_shot_pooled_uncentred": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon,
+                                                                                   pooled=True, centred=False),
+         "one_shot_moment": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon, moment_only=True),
+         **{f"one_shot_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: one_shot_head(
+             x, y, g, epsilon=epsilon, projection=PROJECTIONS[k]), k=k) for k in PCA_DIMS},
+         **{f"one_shot_moment_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: one_shot_head(
+             x, y, g, epsilon=epsilon, moment_only=True, projection=PROJECTIONS[k]), k=k) for k in PCA_DIMS}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SHARED / "cbis-ddsm-masses"))
+    parser.add_argument("--features", nargs="+", default=list(FEATURES), choices=[*FEATURES, *map("{}+aug".format, FEATURES)])
+    parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
+    parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
+    parser.add_argument("--fresh", action="store_true", help="drop the rows already in the csv")
+    args = parse_benchmark_args(parser, seeds=5)
+    t0 = time.perf_counter()
+    csv = Path(args.results) / "cbis_utility.csv"
+    old = pd.read_csv(csv) if csv.is_file() and not args.fresh else pd.DataFrame()
+    images, labels, patients = split_images(args.data)
+    rows = []
+    for name in args.features:
+        base, augment = name.removesuffix("+aug"), name.endswith("+aug")
+        x = features(base, images, augment)
+        if any("pca" in h for h in args.heads):
+            axes = phantom_projection(base, max(PCA_DIMS))
+            PROJECTIONS.update({k: axes[:, :k] for k in PCA_DIMS})
+        groups = np.tile(patients["train"], 1 + AUG_COPIES * augment)
+        y = {**labels, "train": labels["train"].repeat(1 + AUG_COPIES * augment)}
+        for head in args.heads:
+            for epsilon in args.epsilons:
+                for seed in range(args.seeds):
+                    t = time.perf_counter()
+                    aurocs, spent, chosen = HEADS[head](x, y, groups, epsilon, seed)
+                    rows.append({"features": name, "head": head, "epsilon": epsilon, "seed": seed,
+                                 "total_epsilon": round(spent, 4), "val_auroc": round(aurocs["val"], 4),
+                                 "shifted_val_auroc": round(aurocs["shifted_val"], 4),
+                                 "test_auroc": round(aurocs["test"], 4),
+                                 "shifted_test_auroc": round(aurocs["shifted_test"], 4), "chosen": chosen,
+                                 "seconds": round(time.perf_counter() - t, 1)})
+                    print(rows[-1], flush=True)
+    new = pd.DataFrame(rows)
+    if len(old):
+        keys = ["features", "head", "epsilon", "seed"]
+        old = old[~old.set_index(keys).index.isin(new.set_index(keys).index)]
+    table = pd.concat([old, new], ignore_index=True)
+    table.to_csv(csv, index=False)
+    (Path(args.results) / "cbis_utility.md").write_text(markdown(table, time.perf_counter() - t0) + "\n")
+    print(markdown(table, time.perf_counter() - t0))
+
+
+def markdown(table: pd.DataFrame, seconds: float) -> str:
+    """Mean over seeds per recipe and epsilon, beside today's default and the published row."""
+    summary = (table.groupby(["epsilon", "features", "head"], sort=True)
+               .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), sval=("shifted_val_auroc", "mean"),
+                    test=("test_auroc", "mean"),
+                    lo=("test_auroc", "min"), hi=("test_auroc", "max"), shifted=("shifted_test_auroc", "mean"),
+                    seeds=("seed", "count")).reset_index())
+    lines = ["# Utility at the patient unit: invariances, a one-shot private head, acquisition shift", "",
+             (__doc__.split("\n\n")[1].replace("\n", " ") + " See the script's docstring for the recipes. "
+              "Mean over seeds; test AUROC (min-max). `shift loss` = test - shifted_test; shifted val blank: "
+              "measured before that split was added (screening rows). Non-private one-shot rows have no randomness "
+              "(same figure every seed). The last invocation: " + run_facts(seconds)), "",
+             "| epsilon | features | head | total epsilon | val AUROC | shifted val | test AUROC | shifted test AUROC "
+             "| shift loss (test) | seeds | today's default (test) | published (test) |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for _, r in summary.iterrows():
+        eps = r["epsilon"]
+        label = "∞" if math.isinf(eps) else f"{eps:g}"
+        today, published = TODAY.get(eps), PUBLISHED.get(eps)
+        lines.append(f"| {label} | {r['features']} | {r['head']} | {r['total']:.3g} | {r['val']:.3f} | {_num(r['sval'])} | "
+                     f"{r['test']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {r['shifted']:.3f} | "
+                     f"{r['test'] - r['shifted']:+.3f} | {r['seeds']} | {'' if today is None else f'{today:.3f}'} | "
+                     f"{'' if published is None else f'{published:.3f}'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Free invariances for a frozen front end: the dihedral group and per-image intensity standardisation.
+
+Both act on one image at a time and look at no data set statistic, so, like the scattering
+transform itself, they cost no privacy and their output can be computed once per image.
+
+* dihedral averaging (:class:`InvariantFeatures`, ``dihedral=True``): mass patches have no preferred orientation, so a front end's
+  features are averaged over the image's 8 rotations by 90 degrees and reflections (the
+  dihedral group D4). The averaged features are exactly invariant to those 8 transforms.
+* :class:`IntensityStandardise` (``input_norm``): removes what depends on the scanner's grey-level curve
+  before the front end sees the image: ``"zscore"`` (per-image mean and spread, invariant
+  to any affine change of grey levels) or ``"quantile"`` (per-image rank transform, i.e.
+  histogram equalisation: invariant to any increasing grey-level curve, gamma included).
+  Both map to a fixed grey-level range (mean ``TARGET_MEAN``, spread ``TARGET_STD``: CBIS-DDSM's
+  typical values) so the scattering's log offset keeps the meaning it had.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: grey level and spread the standardised images are mapped to (typical of CBIS-DDSM's film patches)
+TARGET_MEAN = 0.5
+TARGET_STD = 0.1
+INPUT_NORMS = ("none", "zscore", "quantile")
+
+
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 images of ``x`` (B, C, H, W) under the dihedral group: 4 rotations by 90 degrees, each
+    with and without a left-right reflection (the identity first). Needs square images."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"dihedral views need square images, got {tuple(x.shape[-2:])}")
+    rotations = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return rotations + [r.flip(-1) for r in rotations]
+
+
+class InvariantFeatures(nn.Module):
+    """A frozen front end made invariant for free: each image's grey levels standardised
+    (``input_norm``, :class:`IntensityStandardise`), then, with ``dihedral``, the front end's
+    features averaged over the image's 8 dihedral views (exactly invariant to them)."""
+
+    def __init__(self, inner: nn.Module, *, input_norm: str = "none", dihedral: bool = False) -> None:
+        super().__init__()
+        self.input_norm, self.dihedral = input_norm, bool(dihedral)
+        self.standardise = IntensityStandardise(input_norm)
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.standardise(x)
+        if not self.dihedral:
+            return self.inner(x)
+        views = dihedral_views(x)
+        out = self.inner(views[0])
+        for view in views[1:]:
+            out = out + self.inner(view)
+        return out / len(views)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The inner front end's per-sample feature shape (unchanged)."""
+        return self.inner.output_shape
+
+
+class IntensityStandardise(nn.Module):
+    """Per-image grey-level standardisation (``mode``: ``"none"``, ``"zscore"`` or ``"quantile"``)."""
+
+    def __init__(self, mode: str = "none") -> None:
+        super().__init__()
+        if mode not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {mode!r}; use one of {', '.join(INPUT_NORMS)}")
+        self.mode = mode
+
+    def extra_repr(self) -> str:  # part of the feature cache's key
+        return f"mode={self.mode!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        flat = x.flatten(1)
+        if self.mode == "zscore":
+            z = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-6)
+        else:
+            z = _normal_scores(flat)
+        return (TARGET_MEAN + TARGET_STD * z).view_as(x)
+
+
+def _normal_scores(flat: torch.Tensor) -> torch.Tensor:
+    """Each row's values replaced by the standard normal quantiles of their ranks (ties: ordered by position),
+    so every image gets the same grey-level histogram whatever its scanner's curve."""
+    n = flat.shape[1]
+    ranks = flat.argsort(1).argsort(1).to(flat.dtype)
+    p = (ranks + 0.5) / n
+    return torch.special.ndtri(p)

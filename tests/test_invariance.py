@@ -1,0 +1,85 @@
+"""Free invariances (dihedral averaging, per-image intensity standardisation) and the scanner shift."""
+
+import pytest
+import torch
+
+from privmed.data.shift import acquisition_augment, digital_scanner
+from privmed.models.invariance import InvariantFeatures, IntensityStandardise, dihedral_views
+from privmed.models.scatter import ScatterFeatures
+
+
+def _images(n=3, size=32):
+    return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_dihedral_views_are_the_eight_distinct_transforms():
+    views = dihedral_views(_images(1))
+    assert len(views) == 8
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+
+
+def test_dihedral_average_of_scattering_is_invariant_to_rotation_and_flip():
+    front = InvariantFeatures(ScatterFeatures(1, 32, J=2, pool_size=4, log_scale=True, norm_groups=1), dihedral=True)
+    x = _images()
+    reference = front(x)
+    for view in dihedral_views(x)[1:]:
+        assert torch.allclose(front(view), reference, atol=1e-5)
+    assert not torch.allclose(ScatterFeatures(1, 32, J=2, pool_size=4, log_scale=True)(x.rot90(1, (-2, -1))),
+                              ScatterFeatures(1, 32, J=2, pool_size=4, log_scale=True)(x), atol=1e-3)
+    assert front.output_shape == front.inner.output_shape
+
+
+@pytest.mark.parametrize("mode", ["zscore", "quantile"])
+def test_standardisation_removes_the_grey_level_curve(mode):
+    x = _images()
+    norm = IntensityStandardise(mode)
+    curve = 0.1 + 0.5 * x if mode == "zscore" else x**2.2  # affine for zscore, any increasing curve for quantile
+    assert torch.allclose(norm(curve), norm(x), atol=1e-4)
+
+
+def test_unknown_input_norm_is_refused():
+    with pytest.raises(ValueError, match="input_norm"):
+        IntensityStandardise("clahe")
+
+
+def test_digital_scanner_is_fixed_darker_and_higher_contrast():
+    x = 0.52 + 0.09 * torch.randn(4, 64, 64, generator=torch.Generator().manual_seed(2))
+    shifted = digital_scanner(x)
+    assert torch.equal(shifted, digital_scanner(x))  # a fixed transform
+    assert shifted.shape == x.shape
+    assert shifted.mean() < x.mean() - 0.08
+    assert shifted.flatten(1).std(1).mean() > 1.4 * x.flatten(1).std(1).mean()
+
+
+def test_acquisition_augment_differs_per_image_and_stays_in_range():
+    x = torch.full((5, 1, 16, 16), 0.5) + 0.05 * torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = acquisition_augment(x, generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert len({round(v, 4) for v in out.flatten(1).std(1).tolist()}) == 5
+
+
+def test_scatter_linear_options_build_an_invariant_model_and_leave_the_default_as_it_was():
+    from privmed.models.scatter import build_scatter_linear
+
+    plain = build_scatter_linear(image_size=32)
+    assert isinstance(plain.features, ScatterFeatures)  # today's front end (and its cached features) unchanged
+    model = build_scatter_linear(image_size=32, dihedral=True, input_norm="quantile").eval()
+    x = _images(2)
+    with torch.no_grad():
+        reference = model(x)
+        assert torch.allclose(model(x.flip(-1) ** 1.7), reference, atol=1e-4)
+    assert model.features.output_shape == plain.features.output_shape
+
+
+def test_the_invariances_are_model_args_of_scatter_linear_and_refused_for_other_models():
+    from privmed.config import config_from_dict
+    from privmed.errors import PrivmedError
+    from privmed.models import build_for_run
+    from privmed.models.invariance import InvariantFeatures
+
+    config = config_from_dict({"data": {"image_size": 32}, "model": {"args": {"dihedral": True, "input_norm": "zscore"}}})
+    assert isinstance(build_for_run(config, num_outputs=1).features, InvariantFeatures)
+    assert not isinstance(build_for_run(config_from_dict({"data": {"image_size": 32}}), num_outputs=1).features,
+                          InvariantFeatures)
+    with pytest.raises(PrivmedError, match="dihedral"):
+        config_from_dict({"model": {"name": "resnet9_small", "args": {"dihedral": True}}})
