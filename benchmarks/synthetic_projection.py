@@ -127,8 +127,10 @@ def main() -> None:
     model, real, feats, labels = split_features(args.data)
     patients = real.split("train").patient_ids
     samples = Path(args.runs) / "samples"
-    sources = {"paper": Path(args.paper), "privmed_dp_eps1": samples / "privmed_dp_eps1",
-               "privmed_dp_eps10": samples / "privmed_dp_eps10"}
+    quality = pd.read_csv(Path(args.results) / "synthetic_quality.csv")  # cbis_synthetic's chosen candidates
+    chosen = dict(quality.loc[quality["chosen"], ["generator", "folder"]].itertuples(index=False))
+    sources = {"paper": Path(args.paper), "privmed_dp_eps1": samples / chosen["privmed_dp_eps1"],
+               "privmed_dp_eps10": samples / chosen["privmed_dp_eps10"]}
     public = {name: features(model, synthetic_images(path, n=3000, image_size=SIZE)[0])
               for name, path in sources.items()}
     public["real_train"] = feats["train"]
@@ -151,7 +153,8 @@ def main() -> None:
         val=("val_auroc", "mean"), test=("test_auroc", "mean"), lo=("test_auroc", "min"),
         hi=("test_auroc", "max")).reset_index()
     lines = ["# A projection fitted on synthetic images, then DP-SGD on real scattering features", "",
-             f"`scatter_linear` features at {SIZE} px; DP-SGD at classifier epsilon {EPSILON:g} alone (generator "
+             f"`scatter_linear` features at {SIZE} px; the DP generators are `cbis_synthetic.py`'s chosen candidates "
+             f"({', '.join(f'{g}: `{chosen[g]}`' for g in ('privmed_dp_eps1', 'privmed_dp_eps10'))}); DP-SGD at classifier epsilon {EPSILON:g} alone (generator "
              f"epsilon not composed), unit of privacy the patient (one image of a sampled patient per step, secret "
              f"noise), delta {delta:.2e} = 1/(10 x patients); {args.seeds} seeds; see the script's docstring. "
              + run_facts(time.perf_counter() - t0), "",
