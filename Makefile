@@ -11,7 +11,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 
-.PHONY: install demo test test-fast bench browser clean
+.PHONY: install demo test test-fast browser clean
 
 install: $(VENV)/.installed
 

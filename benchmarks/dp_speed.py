@@ -46,7 +46,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from privmed.models import (  # noqa: E402
-    DEFAULT_MODEL,
+    DEFAULT_CNN,
     GRAD_SAMPLE_MODES,
     MODELS,
     build_model,
@@ -346,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {mode} | {ratio:.2f} | {reg}{'' if reg == mode else ' (differs)'} |")
         if reg != mode:
             print(f"NOTE: fastest correct mode for {name} is {mode}, registry says {reg}")
-    if DEFAULT_MODEL in best:
-        mode, ratio = best[DEFAULT_MODEL]
+    if DEFAULT_CNN in best:
+        mode, ratio = best[DEFAULT_CNN]
         verdict = "meets" if ratio <= 1.5 else "MISSES"
-        lines += ["", f"Default CNN `{DEFAULT_MODEL}` with `{mode}`: DP step = {ratio:.2f}x non-private, "
+        lines += ["", f"Default CNN `{DEFAULT_CNN}` with `{mode}`: DP step = {ratio:.2f}x non-private, "
                       f"{verdict} the <= 1.5x target."]
     (args.out / "dp_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

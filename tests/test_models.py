@@ -26,7 +26,7 @@ from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.validators import ModuleValidator  # noqa: E402
 
 from privmed.models import (  # noqa: E402
-    DEFAULT_MODEL,
+    DEFAULT_CNN,
     GRAD_SAMPLE_MODES,
     MODELS,
     ModelConfigError,
@@ -111,7 +111,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, scale: float | None = None) -> bool
 
 def test_registry_contents():
     assert {"resnet9", "resnet9_small", "vit", "scatter_linear", "scatter_cnn"} <= set(MODELS)
-    assert DEFAULT_MODEL in MODELS
+    assert DEFAULT_CNN in MODELS
     for name, info in MODELS.items():
         assert info.name == name
         assert info.grad_sample_mode in info.supported_modes

@@ -6,7 +6,7 @@ a frozen backbone).
 """
 
 from .registry import (
-    DEFAULT_MODEL,
+    DEFAULT_CNN,
     GRAD_SAMPLE_MODES,
     MODELS,
     NORMS,
@@ -25,7 +25,7 @@ from .scatter import ScatterFeatures, ScatterNet
 from .vit import ViT
 
 __all__ = [
-    "DEFAULT_MODEL",
+    "DEFAULT_CNN",
     "GRAD_SAMPLE_MODES",
     "MODELS",
     "NORMS",

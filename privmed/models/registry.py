@@ -40,8 +40,9 @@ from .vit import build_vit
 GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch", "ew", "ghost")
 #: Normalisation families accepted by :func:`build_model`.
 NORMS: tuple[str, ...] = ("group", "batch")
-#: The default model for training (the small CNN: ~0.4M parameters, 2D and 3D).
-DEFAULT_MODEL = "resnet9_small"
+#: The default CNN (~0.4M parameters, 2D and 3D): what benchmarks time as "the CNN". A run's default model is
+#: :attr:`privmed.config.ModelConfig.name` (``scatter_linear``).
+DEFAULT_CNN = "resnet9_small"
 
 
 class ModelConfigError(PrivmedError, ValueError):
