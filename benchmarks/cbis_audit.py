@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from common import ROOT
 from privmed import rundir
 from privmed.audit.design import DESCRIPTIONS, ONE_RUN
 from privmed.audit.membership import AuditConfig, audit_run
@@ -30,7 +31,6 @@ from privmed.audit.one_run import largest_showable_bound
 from privmed.config import config_from_dict
 from privmed.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
 CANARIES = 1000
 SHADOWS = 8

@@ -28,11 +28,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from common import ROOT
 from privmed import rundir
 from privmed.config import config_from_dict
 from privmed.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {1.0: .525, 6.0: .572, 12.0: .596, 20.0: .611, 60.0: .622, math.inf: .778}
 EPSILONS = (1.0, 6.0, 12.0, 20.0, 60.0, math.inf)
 UNITS = ("patient", "image")

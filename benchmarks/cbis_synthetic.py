@@ -38,30 +38,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common import IMAGE_SIZE, ROOT, SHARED, patient_unit, run_one, samples_once, total_two_noise
 from privmed import rundir
 from privmed.audit.synthetic import dcr_membership
-from privmed.config import DataConfig, config_from_dict
+from privmed.config import DataConfig
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
-from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.synth.quality import evaluate_synthetic
-from privmed.synth.sample import sample, synthetic_images
-from privmed.training.private import plan_schedule
-from privmed.training.trainer import train
+from privmed.synth.sample import synthetic_images
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-IMAGE_SIZE = 64
 GENERATORS = ("paper", "privmed_nondp", "privmed_dp_eps1", "privmed_dp_eps10")
-RECIPE = {"data": {"image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
-          "model": {"name": "scatter_linear"},
-          "training": {"batch_size": 128, "physical_batch_size": 512, "lr": 0.1, "epochs": 15}}
-PRETRAIN_EPOCHS, ONLY_EPOCHS = 20, 30
 PUBLISHED = {("pretrain_finetune", 1.0): .661, ("pretrain_finetune", 6.0): .677, ("augment", 1.0): .553,
              ("augment", 6.0): .617, ("synthetic_only", None): .639}
 COLUMNS = ["strategy", "generator", "epsilon", "total_epsilon", "seed", "val_auroc", "test_auroc",
            "test_auroc_ci_low", "test_auroc_ci_high", "train_seconds", "reinit_head"]
-USE = {"augment": "augment", "pretrain_finetune": "pretrain", "synthetic_only": "only"}
 
 
 #: generator name -> candidate folders under --gens (discriminator variants); the one with the best
@@ -113,13 +102,6 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
     return [{**row, "chosen": i in set(best)} for i, row in enumerate(rows)]
 
 
-def samples_once(generator: Path, out: Path) -> Path:
-    """``out`` holding 3,000 images of ``generator`` (seed 0), drawn unless its manifest, written last, is
-    there already (a folder without it is an interrupted draw and is cleared)."""
-    if not (out / "manifest.csv").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        sample(generator, n=3000, out=out, seed=0)
-    return out
 
 
 def synthetic_folders(gens: Path, runs: Path, paper: Path, quality: pd.DataFrame) -> dict[str, Path]:
@@ -130,61 +112,10 @@ def synthetic_folders(gens: Path, runs: Path, paper: Path, quality: pd.DataFrame
     return folders
 
 
-def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
-    """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
-    one image of a sampled patient per step) and its delta, 1/(10 x patients)."""
-    train = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
-    train = train.split("train")
-    unit = resolve_unit(None, train.patient_ids, max_images_per_patient=1, n=len(train))
-    return unit, default_delta(unit.n_units)
 
 
-def total_two_noise(generator: Path, data: str, recipe: dict = RECIPE) -> tuple[float, float]:
-    """Classifier noise making (generator + classifier) exactly epsilon 2 at the patient unit, and the
-    classifier's own epsilon. ``generator`` is a DP generator's folder or its samples (both carry its
-    privacy record)."""
-    stage = rundir.read_json(generator / rundir.PRIVACY)["stages"][0]
-    prior = (Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"]),)
-    unit, delta = patient_unit(data)
-    schedule = plan_schedule(unit, batch_size=recipe["training"]["batch_size"], epochs=recipe["training"]["epochs"])
-    sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=schedule.sample_rate,
-                            steps=schedule.steps, prior=prior)
-    return sigma, epsilon_for([Mechanism("dp_sgd", sigma, schedule.sample_rate, schedule.steps)], delta=delta)
 
 
-def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
-            epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False,
-            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False) -> dict:
-    tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
-    tag += "_reinit" if reinit_head else ""
-    out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
-    if not (out / rundir.METRICS).is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        cfg = json.loads(json.dumps(recipe))
-        cfg["data"]["path"] = data
-        cfg["training"]["seed"] = seed
-        cfg["privacy"] = {"epsilon": epsilon} if epsilon is not None else (
-            {"noise_multiplier": noise} if noise is not None else {})
-        if folder is not None:
-            cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": pretrain_epochs,
-                                "reinit_head": reinit_head, "public": public}
-        if strategy == "synthetic_only":
-            cfg["training"]["epochs"] = ONLY_EPOCHS
-        cfg["out"] = str(out)
-        t0 = time.perf_counter()
-        train(config_from_dict(cfg))
-        (out / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-    metrics = rundir.read_json(out / rundir.METRICS)["splits"]
-    ledger = rundir.read_json(out / rundir.PRIVACY)
-    sgd = next((s for s in ledger["stages"] if s["stage"] == "dp_sgd"), None)
-    test = metrics["test"]["auroc"]
-    return {"strategy": strategy, "generator": generator,
-            "epsilon": f"{sgd['epsilon_alone']:.3g}" if sgd else ("0" if strategy == "synthetic_only" else "inf"),
-            "total_epsilon": f"{ledger['epsilon']:.3g}" if ledger["private"] else "inf", "seed": seed,
-            "val_auroc": round(metrics["val"]["auroc"]["value"], 4), "test_auroc": round(test["value"], 4),
-            "test_auroc_ci_low": round(test["ci_low"], 4), "test_auroc_ci_high": round(test["ci_high"], 4),
-            "train_seconds": float((out / "train_seconds.txt").read_text()), "reinit_head": reinit_head,
-            "run": str(out)}
 
 
 def plan(folders: dict[str, Path], data: str) -> list[dict]:

@@ -56,9 +56,8 @@ from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
 from privmed.training.inputs import model_inputs, set_center
 from privmed.training.trainer import train_in_memory
-from synthetic_projection import SHARED, parse_benchmark_args, run_facts
+from common import SHARED, parse_benchmark_args, run_facts
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128
 EPSILONS = (1.0, 2.0, 6.0, math.inf)
 CENTRE_NOISE = 5.0

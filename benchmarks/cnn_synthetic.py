@@ -32,12 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cbis_synthetic import SHARED, run_one, total_two_noise
-from phantom_pretrain import phantom_folder
+from common import (ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one,
+                    total_two_noise, write_results)
 from privmed import rundir
-from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
           "training": {"batch_size": 128, "lr": 0.1, "epochs": 20, "bootstrap_resamples": 100}}
 PRETRAIN_EPOCHS = 10

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cbis_synthetic import SHARED, run_one, samples_once, total_two_noise
+from common import (ROOT, SHARED, parse_benchmark_args, run_facts, run_one, samples_once, total_two_noise,
+                    write_results)
 from privmed import rundir
-from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -42,10 +42,9 @@ from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.training.private import plan_schedule
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
-from synthetic_projection import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, parse_benchmark_args,
-                                  run_facts, split_features, write_results)
+from common import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, parse_benchmark_args, run_facts,
+                    split_features, write_results)
 
-ROOT = Path(__file__).resolve().parents[1]
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0, 20.0)
 
 

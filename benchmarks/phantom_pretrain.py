@@ -27,29 +27,16 @@ Writes ``benchmarks/results/phantom_pretrain.{csv,md}``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from cbis_synthetic import SHARED, run_one
-from privmed import rundir
-from privmed.data.phantom import PhantomSpec, write_phantom_dataset
-from synthetic_projection import parse_benchmark_args, run_facts, write_results
+from common import PHANTOM, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (1.0, 2.0, 6.0)
-PHANTOM = PhantomSpec(n_samples=3000, image_size=64, seed=0)
 
 
-def phantom_folder(folder: Path) -> Path:
-    """``folder`` holding the 3,000 phantom patches at 64 px (seed 0), written unless its record, written last,
-    is there already (a folder without it is an interrupted write and is cleared)."""
-    if not (folder / rundir.PRIVACY).is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        write_phantom_dataset(folder, PHANTOM)
-    return folder
 
 
 def cells(phantom: Path) -> list[dict]:

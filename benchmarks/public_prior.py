@@ -43,14 +43,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cbis_synthetic import RECIPE, SHARED, run_one, samples_once
-from phantom_pretrain import phantom_folder
+from common import (RECIPE, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one, samples_once,
+                    write_results)
 from privmed import rundir
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.training import GENERATOR_FILE, train_generator
-from synthetic_projection import parse_benchmark_args, run_facts, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 EPSILON = 2.0
 DECLARED_PUBLIC = ("public_gan", "public_images")  # the phantom needs no declaration: its record says data-independent
 GAN = {"epochs": 60, "batch_size": 64, "width": 32, "diff_augment": True, "minibatch_std": True, "seed": 0}

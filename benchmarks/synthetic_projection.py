@@ -31,40 +31,22 @@ from __future__ import annotations
 import argparse
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
-from torch import nn
 
-from privmed.config import DataConfig, config_from_dict
-from privmed.data.sources import Dataset, load_dataset
-from privmed.models.registry import build_model
+from common import (EPSILON, ROOT, SHARED, SIZE, dp_linear, features, parse_benchmark_args, run_facts,
+                    split_features, write_results)
 from privmed.privacy.accounting import default_delta
 from privmed.synth.sample import synthetic_images
-from privmed.training.inputs import model_inputs
-from privmed.training.trainer import train_in_memory
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-SIZE, EPSILON, EPOCHS, BATCH = 64, 2.0, 15, 128
 DIMS = (32, 128)
 
 
-def features(model: nn.Module, images: np.ndarray) -> torch.Tensor:
-    return model_inputs(model, torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
 
 
-def split_features(data: str) -> tuple[nn.Module, Dataset, dict, dict]:
-    """``scatter_linear`` at SIZE px, the real data, and per split its frozen features and float labels."""
-    real = load_dataset(DataConfig(path=data, image_size=SIZE, class_names=("benign", "malignant")))
-    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
-    splits = {s: real.split(s) for s in ("train", "val", "test")}
-    return (model, real, {s: features(model, d.images) for s, d in splits.items()},
-            {s: torch.from_numpy(d.labels).float() for s, d in splits.items()})
 
 
 def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,45 +57,12 @@ def whitened_pca(source: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return center, vt[:k].T / scale / math.sqrt(k)
 
 
-def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None,
-              groups=None) -> tuple[float, float]:
-    """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] with the run config's
-    ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch.
-    ``groups``: the patient id of each training row (the patient unit); None trains at the image unit."""
-    config = config_from_dict({"data": {"path": data, "image_size": SIZE, "class_names": ["benign", "malignant"]},
-                               "model": {"name": "scatter_linear"},
-                               "privacy": privacy or {"epsilon": EPSILON},
-                               "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
-                                            "seed": seed}})
-    fitted = train_in_memory(config, lambda: nn.Linear(x["train"].shape[1], 1), x["train"], y["train"], x["val"],
-                             y["val"], groups=groups)
-    with torch.no_grad():
-        return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
 
-def parse_benchmark_args(parser: argparse.ArgumentParser, *, seeds: int = 3) -> argparse.Namespace:
-    """Parse with the options every CBIS measurement shares (--results, --seeds), then quiet Opacus's
-    warnings and use at most 2 threads, as CI does."""
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--seeds", type=int, default=seeds)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", module="opacus")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return args
 
 
-def run_facts(seconds: float) -> str:
-    """How long the whole benchmark took, and on what."""
-    device = f"one {torch.cuda.get_device_name()} GPU" if torch.cuda.is_available() else "CPU"
-    return (f"Whole run {seconds / 60:.1f} min on {device}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads.")
 
 
-def write_results(results: Path, name: str, table: pd.DataFrame, lines: list[str]) -> None:
-    """``name``.csv (every row) and ``name``.md (the summary ``lines``, also printed)."""
-    table.to_csv(results / f"{name}.csv", index=False)
-    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 def main() -> None:
