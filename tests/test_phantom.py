@@ -286,3 +286,18 @@ def test_a_multi_label_phantom_trains_through_privmed_train(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert tuple(metrics["label_names"]) == ALL_FINDINGS
     assert all(math.isfinite(metrics["splits"]["test"][f]["auroc"]["value"]) for f in ALL_FINDINGS)
+
+
+def test_the_phantom_is_drawn_in_chunks_that_are_its_images_and_the_grid_needs_only_a_prefix():
+    """Writing a phantom of any size holds one chunk, not the data set (issue 18's 100,000 images)."""
+    from privmed.data.phantom import draw_phantom, grid_sample
+
+    spec = PhantomSpec(n_samples=300, image_size=64, seed=3)
+    images, table = generate_phantom(spec)
+    chunk_table, chunks = draw_phantom(spec)
+    parts = list(chunks)
+    assert len(parts) > 1 and all(len(p) < len(images) for _, p in parts)
+    assert np.array_equal(np.concatenate([p for _, p in parts]), images) and chunk_table.equals(table)
+    sample, rows = grid_sample(spec, per_class=8)
+    assert len(sample) < len(images) and np.array_equal(sample, images[:len(sample)])
+    assert all((rows["label"] == c).sum() >= 8 for c in (0, 1))

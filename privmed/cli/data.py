@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
 def cmd_phantom(args: argparse.Namespace) -> int:
     """``privmed phantom``: an image grid, and the data set when ``--dataset`` is given."""
     from privmed import rundir
-    from privmed.data.phantom import (PhantomSpec, generate_phantom, phantom_grid_classes, write_image_grid,
+    from privmed.data.phantom import (PhantomSpec, grid_sample, phantom_grid_classes, write_image_grid,
                                       write_phantom_dataset)
 
     spec = PhantomSpec(n_samples=args.n, image_size=args.image_size, seed=args.seed, findings=args.findings or ())
@@ -42,7 +42,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     rundir.check_writable(grid.parent)
     if args.dataset:
         rundir.check_writable(args.dataset)
-    images, table = generate_phantom(spec)
+    images, table = grid_sample(spec, per_class=args.per_class, by_density=args.by_density)
     classes, names = phantom_grid_classes(table, by_density=args.by_density)
     grid = write_image_grid(images, classes, args.grid, per_class=args.per_class, class_names=names,
                             title=f"privmed phantom, {args.image_size}px, seed {args.seed}")

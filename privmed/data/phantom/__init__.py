@@ -48,8 +48,8 @@ spec (:mod:`.spec`), the population (:mod:`.population`), drawing (:mod:`.draw`)
 
 from __future__ import annotations
 
-from .draw import generate_phantom
-from .grid import GRID_MAX_COLS, GRID_MIN_TILE, GRID_PAD, GRID_TITLE_H, phantom_grid_classes, write_image_grid
+from .draw import draw_phantom, generate_phantom
+from .grid import GRID_MAX_COLS, GRID_MIN_TILE, GRID_PAD, GRID_TITLE_H, grid_sample, phantom_grid_classes, write_image_grid
 from .spec import (CLASS_DIRS, DENSE_FRACTION, DENSITY_PREVALENCE, FINDINGS, MANIFEST_COLUMNS, SPLITS, TABLE_COLUMNS,
                    PhantomSpec, PhantomSpecError)
 from .write import write_phantom_dataset
@@ -57,5 +57,5 @@ from .write import write_phantom_dataset
 __all__ = [
     "CLASS_DIRS", "DENSE_FRACTION", "DENSITY_PREVALENCE", "FINDINGS", "GRID_MAX_COLS", "GRID_MIN_TILE", "GRID_PAD",
     "GRID_TITLE_H", "MANIFEST_COLUMNS", "SPLITS", "TABLE_COLUMNS", "PhantomSpec", "PhantomSpecError",
-    "generate_phantom", "phantom_grid_classes", "write_image_grid", "write_phantom_dataset",
+    "draw_phantom", "generate_phantom", "grid_sample", "phantom_grid_classes", "write_image_grid", "write_phantom_dataset",
 ]

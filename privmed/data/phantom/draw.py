@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -170,14 +172,27 @@ def generate_phantom(spec: PhantomSpec = PhantomSpec()) -> tuple[np.ndarray, pd.
             ``'40-49'``) and ``shape`` (``'round'``, ``'oval'``, ``'irregular'`` or
             ``'spiculated'``).
     """
+    table, chunks = draw_phantom(spec)
+    images = np.empty((spec.n_samples, spec.image_size, spec.image_size), dtype=np.float32)
+    for rows, part in chunks:
+        images[rows] = part
+    return images, table
+
+
+def draw_phantom(spec: PhantomSpec = PhantomSpec()) -> tuple[pd.DataFrame, Iterator[tuple[slice, np.ndarray]]]:
+    """The phantom's table (as :func:`generate_phantom`'s) and its images rendered chunk by chunk, in
+    order: ``(rows, images)`` pairs whose concatenation is :func:`generate_phantom`'s images, bit for
+    bit. Memory is bounded by one chunk, so a phantom of any size can be written to disk."""
     if not isinstance(spec, PhantomSpec):
         raise TypeError(f"spec must be a PhantomSpec, not {type(spec).__name__}")
     rng = np.random.Generator(np.random.PCG64(spec.seed))
     table, prm = _draw_population(spec, rng)
     size = spec.image_size
-    images = np.empty((spec.n_samples, size, size), dtype=np.float32)
     chunk = max(1, _PIXEL_BUDGET // (4 * size * size))
-    for start in range(0, spec.n_samples, chunk):
-        sl = slice(start, min(start + chunk, spec.n_samples))
-        images[sl] = _render(prm, sl, size, rng)
-    return images, table
+
+    def chunks() -> Iterator[tuple[slice, np.ndarray]]:
+        for start in range(0, spec.n_samples, chunk):
+            rows = slice(start, min(start + chunk, spec.n_samples))
+            yield rows, _render(prm, rows, size, rng)
+
+    return table, chunks()

@@ -126,3 +126,21 @@ def phantom_grid_classes(table, *, by_density: bool = False) -> tuple[np.ndarray
         return (table["label"].to_numpy() * 4 + table["breast_density"].to_numpy() - 1,
                 [f"{c} d{d}" for c in CLASS_DIRS for d in range(1, 5)])
     return table["label"].to_numpy(), list(CLASS_DIRS)
+
+
+def grid_sample(spec, *, per_class: int = 8, by_density: bool = False) -> tuple[np.ndarray, "pd.DataFrame"]:
+    """The phantom's first images, just enough that every grid row (:func:`phantom_grid_classes`) has
+    ``per_class`` of them or all it has, and their table rows: :func:`write_image_grid` shows a class's
+    first images, so this is the grid of the whole phantom, drawn without rendering all of it."""
+    from .draw import draw_phantom
+
+    table, chunks = draw_phantom(spec)
+    classes, _ = phantom_grid_classes(table, by_density=by_density)
+    need = {c: min(per_class, int((classes == c).sum())) for c in np.unique(classes)}
+    parts, n = [], 0
+    for rows, images in chunks:
+        parts.append(images)
+        n = rows.stop
+        if all(int((classes[:n] == c).sum()) >= k for c, k in need.items()):
+            break
+    return np.concatenate(parts), table.iloc[:n].reset_index(drop=True)

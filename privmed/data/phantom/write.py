@@ -10,7 +10,7 @@ from PIL import Image
 from privmed import rundir
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 
-from .draw import generate_phantom
+from .draw import draw_phantom
 from .spec import CLASS_DIRS, MANIFEST_COLUMNS, PhantomSpec
 
 
@@ -37,15 +37,13 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
     if not rundir.is_new_or_empty(root):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=root, what="the phantom's images and manifest",
                                                    option="--dataset folder"))
-    images, table = generate_phantom(spec)
-    pixels = _to_uint8(images)
-    paths = []
+    table, chunks = draw_phantom(spec)  # rendered and written chunk by chunk: memory bounded by one chunk
     for dirs in {(s, CLASS_DIRS[lab]) for s, lab in zip(table["split"], table["label"])}:
         (root / "images" / dirs[0] / dirs[1]).mkdir(parents=True, exist_ok=True)
-    for i, row in enumerate(table.itertuples(index=False)):
-        rel = f"images/{row.split}/{CLASS_DIRS[row.label]}/{row.sample_id}.png"
-        Image.fromarray(pixels[i], mode="L").save(root / rel, optimize=False, compress_level=1)
-        paths.append(rel)
+    paths = [f"images/{row.split}/{CLASS_DIRS[row.label]}/{row.sample_id}.png" for row in table.itertuples(index=False)]
+    for rows, images in chunks:
+        for rel, pixels in zip(paths[rows], _to_uint8(images)):
+            Image.fromarray(pixels, mode="L").save(root / rel, optimize=False, compress_level=1)
     manifest = table.assign(path=paths, **{"class": [CLASS_DIRS[label] for label in table["label"]]})
     manifest = manifest[[*MANIFEST_COLUMNS, *spec.findings]]
     out = root / "metadata.csv"
