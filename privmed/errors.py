@@ -79,6 +79,11 @@ CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). R
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
                   "missing): the run's privacy claim cannot be trusted. Restore the original file, or train the run "
                   "again.")
+PRIVACY_RECORD_MISSING = ("'{path}' does not exist: there is no privacy record (privacy.json) there. Point at the folder "
+                          "of a finished run, generator or synthetic sample (privmed writes the record last), or run "
+                          "the command that makes it again.")
+PRIVACY_RECORD_MALFORMED = ("'{path}' is not a privacy record privmed wrote ({reason}): it was edited or comes from "
+                            "elsewhere. Restore it, or run the command that wrote it again.")
 JSON_UNREADABLE = ("'{path}' is not valid JSON ({reason}): it was cut short or edited. Restore it, or run the command "
                    "that wrote it again.")
 OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "

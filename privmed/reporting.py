@@ -50,10 +50,10 @@ def small_split_warning(split: str, split_metrics: dict) -> str | None:
 def print_run_summary(run: Path) -> None:
     """What a finished run achieved and what it cost in privacy."""
     metrics = rundir.read_json(Path(run) / rundir.METRICS)
-    privacy = rundir.read_json(Path(run) / rundir.PRIVACY)
+    privacy = rundir.read_record(Path(run))
     print_metrics_table(metrics, title=f"run {run}", splits=["val", "test"])
-    print(f"  privacy: {privacy['summary']}")
-    for choice in privacy["validation_choices"]:
+    print(f"  privacy: {privacy.summary}")
+    for choice in privacy.validation_choices:
         print(f"  note: {choice}")
 
 
@@ -70,11 +70,10 @@ def print_comparison(result: dict) -> None:
 
 def privacy_line(run: Path) -> str:
     """The run's ledger in one sentence: 'private: (epsilon=..., delta=...)-DP ...' or 'NOT PRIVATE: why'."""
-    path = Path(run) / rundir.PRIVACY
-    if not path.is_file():
+    if not (Path(run) / rundir.PRIVACY).is_file():
         return "privacy unknown (no privacy.json)"
-    privacy = rundir.read_json(path)
-    return f"private: {privacy['summary']}" if privacy["private"] else privacy["summary"]
+    privacy = rundir.read_record(Path(run))
+    return f"private: {privacy.summary}" if privacy.private else privacy.summary
 
 
 def print_audit(result: dict) -> None:

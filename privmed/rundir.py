@@ -23,12 +23,14 @@ from privmed.errors import (
     LEDGER_CHANGED,
     OUT_NOT_EMPTY,
     OUT_NOT_WRITABLE,
+    PRIVACY_RECORD_MISSING,
     RESUME_CONFIG_CHANGED,
     RESUME_NOTHING,
     RUN_DATA_MISSING,
     RESTARTED,
     PrivmedError,
 )
+from privmed.privacy.record import PrivacyRecord
 
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
@@ -93,6 +95,22 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PrivmedError(JSON_UNREADABLE.format(path=path, reason=str(err).splitlines()[0])) from None
+
+
+def write_record(folder: Path, record: PrivacyRecord) -> None:
+    """Atomically write ``folder/privacy.json``: the one writer of privacy records (a run's or generator's
+    ledger, a synthetic sample's copy of it, the phantom's origin record)."""
+    write_json(Path(folder) / PRIVACY, record.to_dict())
+
+
+def read_record(folder: Path) -> PrivacyRecord:
+    """The privacy record in ``folder/privacy.json`` (a run, a generator, synthetic samples): the one reader.
+    Refuses a missing file (:data:`~privmed.errors.PRIVACY_RECORD_MISSING`), invalid JSON and a mapping that is
+    not a privacy record (:data:`~privmed.errors.PRIVACY_RECORD_MALFORMED`), each naming the file."""
+    path = Path(folder) / PRIVACY
+    if not path.is_file():
+        raise PrivmedError(PRIVACY_RECORD_MISSING.format(path=path))
+    return PrivacyRecord.from_dict(read_json(path), where=str(path))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

@@ -119,11 +119,11 @@ class MlflowTracker(Tracker):
         if (out / rundir.METRICS).is_file():
             self.mlflow.log_metrics(final_metrics(rundir.read_json(out / rundir.METRICS)))
         if (out / rundir.PRIVACY).is_file():
-            ledger = rundir.read_json(out / rundir.PRIVACY)
-            self.mlflow.set_tags({"privmed/private": str(ledger.get("private")),
-                                  "privmed/privacy_summary": str(ledger.get("summary", ""))[:4000]})
-            if _finite(ledger.get("epsilon")):
-                self.mlflow.log_metric("epsilon_total", float(ledger["epsilon"]))
+            ledger = rundir.read_record(out)
+            self.mlflow.set_tags({"privmed/private": str(ledger.private),
+                                  "privmed/privacy_summary": ledger.summary[:4000]})
+            if _finite(ledger.epsilon):
+                self.mlflow.log_metric("epsilon_total", float(ledger.epsilon))
         for name in ARTIFACTS:
             if (out / name).is_file():
                 self.mlflow.log_artifact(str(out / name))

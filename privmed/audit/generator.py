@@ -15,6 +15,7 @@ reused when the audit is repeated.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -62,17 +63,18 @@ def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: 
         train_generator(dataclasses.replace(config, out=str(retrained), data=dataclasses.replace(
             config.data, path=str(manifest.parent), label_columns=("label",), path_column="path",
             split_column="split", patient_column="patient_id", attribute_columns=())))
-    privacy = rundir.read_json(retrained / rundir.PRIVACY)
-    delta = privacy["delta"] if privacy["delta"] is not None else default_delta(len(real.split("train")) + coins.sum())
+    privacy = rundir.read_record(retrained)
+    delta = privacy.delta if privacy.delta is not None else default_delta(len(real.split("train")) + coins.sum())
+    claimed = "inf" if math.isinf(privacy.epsilon) else privacy.epsilon  # as the classifier audit writes it
     synthetic, _, _, _ = synthetic_images(retrained, n=n, image_size=None, seed=seed)
     summary, medians = dcr_membership(synthetic=synthetic, members=test.images[chosen[coins]],
                                       non_members=test.images[chosen[~coins]], delta=delta,
                                       design=ONE_RUN, n_resamples=n_resamples, seed=seed)
-    result = {"generator": str(generator), "retrained": str(retrained), "claimed_epsilon": privacy["epsilon"],
+    result = {"generator": str(generator), "retrained": str(retrained), "claimed_epsilon": claimed,
               "delta": delta, "unit": "image", "design": ONE_RUN, "canaries": canaries,
               "canary_kind": "held-out test images", "synthetic_images": len(synthetic), "confidence": 1 - alpha,
               "attacks": [summary.to_dict()], **medians,
-              "bound_holds": privacy["epsilon"] == "inf" or summary.eps_lower_bound <= privacy["epsilon"] + 1e-9}
+              "bound_holds": claimed == "inf" or summary.eps_lower_bound <= claimed + 1e-9}
     rundir.write_json(folder / "audit.json", result)
     return result
 

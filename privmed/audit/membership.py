@@ -106,9 +106,9 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
         target_net, claimed, delta = fitted.net, fitted.ledger.epsilon, fitted.ledger.delta
     else:
         target_net = trainable_part(target_model)
-        privacy = rundir.read_json(run / rundir.PRIVACY)
-        claimed = math.inf if privacy["epsilon"] == "inf" else float(privacy["epsilon"])
-        delta = privacy["delta"] if privacy["delta"] is not None else default_delta(len(ds.split("train")))
+        privacy = rundir.read_record(run)
+        claimed = float(privacy.epsilon)
+        delta = privacy.delta if privacy.delta is not None else default_delta(len(ds.split("train")))
     target_scores = predict(target_net, population.x)
     labels = population.y.numpy()
     attack_scores = {"loss": loss_attack_scores(target_scores, labels)}

@@ -1,6 +1,7 @@
 """The privacy ledger of a run: every stage that touched the private training data.
 
-Written to ``RUN/privacy.json``. A stage is either an accounted mechanism
+Written to ``RUN/privacy.json`` as a :class:`~privmed.privacy.record.PrivacyRecord`
+(:meth:`PrivacyLedger.record`). A stage is either an accounted mechanism
 (:class:`~privmed.privacy.accounting.Mechanism`) or a non-private stage with a
 reason; one non-private stage makes the whole run non-private, and the ledger
 says so in words.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accounting import Mechanism, epsilon_for
+from .record import PrivacyRecord, Stage
 from .units import PrivacyUnit, group_privacy_sentence
 
 ZERO_NOISE = "Stage '{stage}' added no noise (noise multiplier 0), so it gives no differential privacy."
@@ -93,26 +95,32 @@ class PrivacyLedger:
         return " " + group_privacy_sentence(epsilon, self.delta)
 
     def to_dict(self) -> dict[str, Any]:
-        """``privacy.json``: every accountant computation done once."""
+        """``privacy.json`` as a JSON mapping (:meth:`record`'s)."""
+        return self.record().to_dict()
+
+    def record(self) -> PrivacyRecord:
+        """The frozen record ``privacy.json`` holds (written by :func:`privmed.rundir.write_record`): every
+        accountant computation done once."""
         sgd = self.stage("dp_sgd") or (self.mechanisms[-1] if self.mechanisms else None)
         eps = self.epsilon
         alone = self.stage_epsilons()
-        return {
-            "private": self.private,
-            "epsilon": "inf" if math.isinf(eps) else eps,
-            "delta": self.delta if self.private else None,
-            "accountant": self.accountant,
-            "noise_multiplier": sgd.noise_multiplier if sgd else 0.0,
-            "sample_rate": sgd.sample_rate if sgd else None,
-            "steps": sgd.steps if sgd else 0,
-            "clip_norm": "inf" if math.isinf(self.clip_norm) else self.clip_norm,
-            "n_private_samples": self.n_private,
-            "unit": self.unit,
-            "protects": self.who,
-            "max_images_per_patient": self.max_per_unit if self.unit == "patient" else None,
-            "stages": [{**m.to_dict(), "epsilon_alone": e} for m, e in zip(self.mechanisms, alone)],
-            "non_private_reasons": self.reasons,
-            "validation_choices": self.validation_choices,
-            "free_inputs": self.free_inputs,
-            "summary": self._summary(eps, alone),
-        }
+        return PrivacyRecord(
+            private=self.private,
+            epsilon=eps,
+            delta=self.delta if self.private else None,
+            accountant=self.accountant,
+            noise_multiplier=sgd.noise_multiplier if sgd else 0.0,
+            sample_rate=sgd.sample_rate if sgd else None,
+            steps=sgd.steps if sgd else 0,
+            clip_norm=self.clip_norm,
+            n_private_samples=self.n_private,
+            unit=self.unit,
+            protects=self.who,
+            max_images_per_patient=self.max_per_unit if self.unit == "patient" else None,
+            stages=tuple(Stage(stage=m.stage, noise_multiplier=m.noise_multiplier, sample_rate=m.sample_rate,
+                               steps=m.steps, epsilon_alone=e) for m, e in zip(self.mechanisms, alone)),
+            non_private_reasons=tuple(self.reasons),
+            validation_choices=tuple(self.validation_choices),
+            free_inputs=tuple(self.free_inputs),
+            summary=self._summary(eps, alone),
+        )

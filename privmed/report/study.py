@@ -316,14 +316,13 @@ def _privileged_sentence(attribute: str, privileged: str | None, groups: list[st
 def _ledgers(done: pd.DataFrame, out: Path) -> list:
     blocks: list = [Heading("Privacy ledgers")]
     for row in done.itertuples():
-        record = rundir.read_json(out / row.dir / rundir.PRIVACY)
-        stages = pd.DataFrame(record["stages"]) if record["stages"] else pd.DataFrame()
-        inner: list = [Paragraph(record["summary"] if record["private"] else
-                                 "NOT private: " + " ".join(record["non_private_reasons"]), "" if record["private"]
+        record = rundir.read_record(out / row.dir)
+        inner: list = [Paragraph(record.summary if record.private else
+                                 "NOT private: " + " ".join(record.non_private_reasons), "" if record.private
                                  else "warning")]
-        if len(stages):
-            inner.append(Table(stages))
-        blocks.append(Details(f"{row.run}: " + (f"ε = {float(record['epsilon']):.3g}" if record["private"]
+        if record.stages:
+            inner.append(Table(pd.DataFrame([s.to_dict() for s in record.stages])))
+        blocks.append(Details(f"{row.run}: " + (f"ε = {record.epsilon:.3g}" if record.private
                                                 else "not private"), tuple(inner)))
     return blocks
 
@@ -334,7 +333,7 @@ def _ledgers(done: pd.DataFrame, out: Path) -> list:
 def _validation_sentence(done: pd.DataFrame, out: Path) -> str:
     if done.empty:
         return "No run has finished yet."
-    choices = rundir.read_json(out / done["dir"].iloc[0] / rundir.PRIVACY).get("validation_choices", [])
+    choices = rundir.read_record(out / done["dir"].iloc[0]).validation_choices
     generic = ("In every run the checkpoint was the epoch with the best AUROC on the private validation split, "
                "and decision thresholds (Youden) were chosen on it.")
     return generic + (f" Example ({done['run'].iloc[0]}): {choices[0]}" if choices else "")

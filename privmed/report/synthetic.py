@@ -37,9 +37,9 @@ def synthetic_section(study: StudyConfig, out: Path) -> list:
     real = _real_training_images(cells[0].config.data)
     references: dict[int, list] = {}  # the real images' diversity at each synthetic image size
     for k, (path, (strategy, kind, public)) in enumerate(sources.items()):
-        record = Path(path) / rundir.PRIVACY
         privacy = ("declared public by the user: no privacy cost, on that declaration" if public else
-                   rundir.read_json(record)["summary"] if record.is_file() else "no privacy record: origin unknown")
+                   rundir.read_record(Path(path)).summary if (Path(path) / rundir.PRIVACY).is_file()
+                   else "no privacy record: origin unknown")
         images, labels, names, size = synthetic_images(path, n=16, image_size=None)
         with tempfile.TemporaryDirectory() as tmp:
             png = write_image_grid(images, labels, Path(tmp) / "grid.png", per_class=8, class_names=names).read_bytes()

@@ -88,13 +88,13 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
         row["error"] = CHANGED.format(run=run, changes="; ".join(drift)) if drift else status.get("error", "")
         row["dir"] = str(run.relative_to(out))
         return row
-    privacy = rundir.read_json(run / rundir.PRIVACY)
+    privacy = rundir.read_record(run)
     metrics = rundir.read_json(run / rundir.METRICS)
-    row.update(status="finished", private=bool(privacy["private"]),
-               total_epsilon=float(privacy["epsilon"]) if privacy["private"] else math.inf,
-               unit=privacy.get("unit", "image"),
-               not_private_because=" ".join(privacy.get("non_private_reasons", [])),
-               free_inputs=" ".join(f"{sentence}." for sentence in privacy.get("free_inputs", [])),
+    row.update(status="finished", private=privacy.private,
+               total_epsilon=float(privacy.epsilon) if privacy.private else math.inf,
+               unit=privacy.unit,
+               not_private_because=" ".join(privacy.non_private_reasons),
+               free_inputs=" ".join(f"{sentence}." for sentence in privacy.free_inputs),
                val_auroc=metrics["checkpoint"]["val_auroc"])
     row.update(_metric_columns(metrics["splits"]["test"], "test"))
     for spec in study.external:

@@ -10,7 +10,6 @@ Deterministic for a seed.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +80,7 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
     if not rundir.is_new_or_empty(out):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="samples", option="--out"))
     gen, record = load_generator(folder)
+    privacy = rundir.read_record(folder)  # the generator's record, refused before anything is written
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
     digest = hashlib.sha256((folder / GENERATOR_FILE).read_bytes()).hexdigest()[:12]
     rows = []
@@ -92,5 +92,5 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
         rows.append({"path": str(rel), "label": int(label), "class": name, "synthetic": True,
                      "generator": str(folder.resolve()), "generator_sha256": digest, "seed": seed})
     rundir.write_csv(out / MANIFEST, pd.DataFrame(rows))
-    shutil.copyfile(folder / rundir.PRIVACY, out / rundir.PRIVACY)
+    rundir.write_record(out, privacy)  # a current record reads and writes back byte for byte
     return out

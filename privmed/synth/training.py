@@ -149,7 +149,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
               "positive_class": real.label_names[0], "data": config.data.path, "n_train": n,
               "epochs": g.epochs, "state": ema.state_dict()}
     torch.save(record, out / GENERATOR_FILE)
-    rundir.write_json(out / rundir.PRIVACY, ledger.to_dict())
+    rundir.write_record(out, ledger.record())
     rundir.append_log(out, ledger.summary())
     return out
 

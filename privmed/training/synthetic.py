@@ -175,21 +175,19 @@ def _manifest_first_row(root: Path) -> pd.DataFrame:
 
 
 def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
-    record_path = root / rundir.PRIVACY
-    record = rundir.read_json(record_path) if record_path.is_file() else None
-    if record is not None and record.get("data_independent", False):
-        return SyntheticSource(images, [], None, record["source"],
-                               free_input=f"Synthetic images from {record['source']}: made without patient data, "
+    record = rundir.read_record(root) if (root / rundir.PRIVACY).is_file() else None
+    if record is not None and record.data_independent:
+        return SyntheticSource(images, [], None, record.source,
+                               free_input=f"Synthetic images from {record.source}: made without patient data, "
                                           "so they cost no privacy")
     first_row = _manifest_first_row(root)
     if record is None or "synthetic" not in first_row.columns:
         return SyntheticSource(images, [], UNKNOWN_ORIGIN.format(path=root), None)
     generator = str(first_row["generator"].iloc[0])
-    if not record.get("private", False):
+    if not record.private:
         return SyntheticSource(images, [], NON_PRIVATE_GENERATOR.format(path=root, generator=generator), generator)
-    mechanisms = [Mechanism(s["stage"], float(s["noise_multiplier"]), float(s["sample_rate"]), int(s["steps"]))
-                  for s in record["stages"]]
-    return SyntheticSource(images, mechanisms, None, generator, unit=record.get("unit", "image"))
+    mechanisms = [Mechanism(s.stage, float(s.noise_multiplier), float(s.sample_rate), s.steps) for s in record.stages]
+    return SyntheticSource(images, mechanisms, None, generator, unit=record.unit)
 
 
 def classifier_layer(net: nn.Module) -> nn.Linear:

@@ -213,7 +213,7 @@ def _write_results(out: Path, net: nn.Module, inputs: dict[str, torch.Tensor], d
         metrics["checkpoint"]["candidate"] = {k: getattr(candidates[best["candidate"]], k) for k in config.tune.grid}
     rundir.write_csv(out / rundir.PREDICTIONS, frame)
     rundir.write_json(out / rundir.METRICS, metrics)
-    rundir.write_json(out / rundir.PRIVACY, ledger.to_dict())
+    rundir.write_record(out, ledger.record())
 
 
 def train_processes(config, *, resume: bool, nproc: int = 1, on_epoch_end=None) -> Path | None:

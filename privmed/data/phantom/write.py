@@ -9,6 +9,7 @@ from PIL import Image
 
 from privmed import rundir
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
+from privmed.privacy.record import PrivacyRecord
 
 from .draw import draw_phantom
 from .spec import CLASS_DIRS, MANIFEST_COLUMNS, PhantomSpec
@@ -57,7 +58,7 @@ def _write_origin(root: Path, spec: PhantomSpec) -> None:
     source = (f"privmed phantom (n_samples={spec.n_samples}, image_size={spec.image_size}, seed={spec.seed}, "
               f"malignant_fraction={spec.malignant_fraction}"
               + (f", findings={','.join(spec.findings)})" if spec.findings else ")"))
-    record = {"private": True, "data_independent": True, "source": source, "stages": [],
-              "summary": f"{source}: drawn by a fixed program from a seed, from no patient data; using these "
-                         f"images costs no privacy."}
-    rundir.write_json(root / rundir.PRIVACY, record)  # where `privmed synth sample` puts a generator's record
+    record = PrivacyRecord.data_independent_origin(
+        source=source, summary=f"{source}: drawn by a fixed program from a seed, from no patient data; using these "
+                              f"images costs no privacy.")
+    rundir.write_record(root, record)  # where `privmed synth sample` puts a generator's record
