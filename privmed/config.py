@@ -3,6 +3,7 @@
 A configuration comes from three layers, later ones winning: the defaults below,
 a YAML file (``--config run.yaml``), and command-line options. The resolved
 configuration is written to ``RUN/config.yaml`` and is what ``--resume`` compares.
+Longer than the house's 400 lines on purpose: every section a user can write sits in this one file.
 
 YAML layout (every section optional)::
 
