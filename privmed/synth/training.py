@@ -60,7 +60,11 @@ STAGE = "generator_discriminator_dp_sgd"
 
 def train_generator(config: GeneratorConfig, *, resume: bool = False,
                     on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
-    """Train a generator as ``config`` says and write its folder; returns its path."""
+    """Train a generator as ``config`` says and write its folder; returns its path.
+
+    Over the house's 60 lines: the generator's loop (preflight, private core, epochs, checkpoint,
+    ledger) read top to bottom like the trainer's before its split; splitting it is open work.
+    """
     out = Path(config.out)
     checkpoint = _check_out_dir(out, config, resume=resume)
     seed_everything(config.gan.seed)

@@ -35,7 +35,8 @@ def write_image_grid(
     class_names: Sequence[str] = ("benign", "malignant"),
     title: str | None = None,
 ) -> Path:
-    """Write a labelled PNG grid of sample images, one block of rows per class.
+    """Write a labelled PNG grid of sample images, one block of rows per class (over the house's 60
+    lines: one matplotlib-free figure laid out top to bottom).
 
     Generic (also for GAN samples): class ``c`` is ``labels == c`` and is named
     ``class_names[c]``; its first ``per_class`` images, in the given order, fill

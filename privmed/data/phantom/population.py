@@ -28,7 +28,12 @@ def _allocate(n: int, fractions: tuple[float, ...]) -> np.ndarray:
 
 
 def _draw_population(spec: PhantomSpec, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
-    """Draw patients, their attributes and every per-image rendering parameter."""
+    """Draw patients, their attributes and every per-image rendering parameter.
+
+    Over the house's 60 lines on purpose: the draws must stay in this order (one RNG stream; any
+    reordering changes every phantom ever written), and they read top to bottom as the table in
+    the package docstring.
+    """
     n, k = spec.n_samples, spec.images_per_patient
 
     # Patients with 1..k images each, until n images are reached.
