@@ -22,6 +22,7 @@ from torch import nn
 from privmed.errors import OPACUS_UNSUPPORTED_LAYER, PrivmedError
 
 from .monai_nets import is_monai_name
+from .parts import is_feature_model, trainable_part
 from .pretrained import freeze_backbone, last_linear, load_weights
 from .registry import build_model
 
@@ -48,12 +49,8 @@ def build_for_run(config, *, num_outputs: int, in_channels: int = 1, weights: bo
     if config.privacy.private:
         if m.replace_batchnorm:
             model = _replace_batchnorm(model)
-        check_dp_trainable(model.head if _has_front_end(model) else model, name=m.name)
+        check_dp_trainable(trainable_part(model), name=m.name)
     return model
-
-
-def _has_front_end(model: nn.Module) -> bool:
-    return bool(getattr(model, "frozen_front_end", False))
 
 
 def check_dp_trainable(net: nn.Module, *, name: str) -> None:
@@ -74,7 +71,7 @@ def check_dp_trainable(net: nn.Module, *, name: str) -> None:
 
 def _replace_batchnorm(model: nn.Module) -> nn.Module:
     """Opacus's ``ModuleValidator.fix`` (BatchNorm -> GroupNorm, ...) on the trainable part."""
-    if _has_front_end(model):
+    if is_feature_model(model):
         model.head = ModuleValidator.fix(model.head)
         return model
     return ModuleValidator.fix(model)

@@ -9,7 +9,22 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["is_feature_model", "trainable_part"]
+__all__ = ["FrontEndClassifier", "is_feature_model", "trainable_part"]
+
+
+class FrontEndClassifier(nn.Module):
+    """``head(features(x))`` with a frozen front end: the trainer computes ``features`` once and
+    trains (and puts through Opacus) only ``head``."""
+
+    frozen_front_end = True
+
+    def __init__(self, features: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.features(x))
 
 
 def is_feature_model(model: nn.Module) -> bool:

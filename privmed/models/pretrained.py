@@ -31,6 +31,8 @@ from torch import nn
 
 from privmed.errors import PrivmedError, WEIGHTS_KEYS_MISMATCH, WEIGHTS_MISSING, WEIGHTS_UNREADABLE
 
+from .parts import FrontEndClassifier, is_feature_model
+
 #: where checkpoint dicts keep their state dict, in the order tried
 STATE_KEYS = ("state_dict", "model", "state_dict_ema", "model_state_dict", "module")
 PREFIXES = ("", "module.", "model.")  # dropped from the file's keys (DDP, Lightning)
@@ -155,18 +157,8 @@ class FrozenBackbone(nn.Module):
         return out.flatten(2).mean(-1) if out.ndim > 2 else out
 
 
-class FrozenBackboneClassifier(nn.Module):
-    """``head(features(x))`` with a frozen backbone as the front end the trainer computes once."""
-
-    frozen_front_end = True
-
-    def __init__(self, features: FrozenBackbone, head: nn.Linear) -> None:
-        super().__init__()
-        self.features = features
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+class FrozenBackboneClassifier(FrontEndClassifier):
+    """``head(features(x))`` with a frozen pretrained backbone as the front end."""
 
 
 def freeze_backbone(model: nn.Module) -> nn.Module:
@@ -174,7 +166,7 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
 
     A model that already has a frozen front end (the scattering models) is returned unchanged.
     """
-    if getattr(model, "frozen_front_end", False):
+    if is_feature_model(model):
         return model
     name = last_linear(model)
     if name is None:

@@ -35,6 +35,7 @@ from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from .invariance import InvariantFeatures
+from .parts import FrontEndClassifier
 from .resnet9 import make_norm, num_groups_for
 
 
@@ -140,22 +141,8 @@ class LogScale(nn.Module):
         return torch.log(x.abs() + self.eps)
 
 
-class ScatterNet(nn.Module):
-    """``head(features(x))``: frozen scattering features, trainable head.
-
-    ``frozen_front_end`` tells the trainer to compute ``features`` once and to train
-    (and put through Opacus) only ``head``.
-    """
-
-    frozen_front_end = True
-
-    def __init__(self, features: ScatterFeatures, head: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+class ScatterNet(FrontEndClassifier):
+    """``head(features(x))``: frozen scattering features, trainable head."""
 
 
 def _check_dims(spatial_dims: int) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from privmed.config import RunConfig
 from privmed.data.sources import Dataset
 from privmed.errors import RESUME_OTHER_UNIT, PrivmedError
+from privmed.models.pretrained import pretrained_inputs
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
@@ -133,7 +134,8 @@ def plan_privacy(config: RunConfig, protected: PrivacyUnit, sampled: PrivacyUnit
 
 
 def start_ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "SyntheticInputs | None") -> PrivacyLedger:
-    """Stages spent before training (a generator) and reasons the run is not private, if any."""
+    """Stages spent before training (a generator), inputs that cost nothing (a phantom, declared-public
+    images, pretrained weights) and reasons the run is not private, if any."""
     ledger = PrivacyLedger.for_unit(plan.protected, delta=plan.delta, accountant=config.privacy.accountant,
                                     clip_norm=config.privacy.clip_norm if config.privacy.private else math.inf,
                                     n_private=n)
@@ -146,6 +148,7 @@ def start_ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "Sy
         if synthetic.source.mechanisms and synthetic.source.unit != plan.protected.name:
             ledger.non_private_reasons.append(GENERATOR_OTHER_UNIT.format(
                 generator=synthetic.source.generator, generator_unit=synthetic.source.unit, unit=plan.protected.name))
+    ledger.free_inputs.extend(pretrained_inputs(config.model))
     touches_private_train = synthetic is None or config.synthetic.use != "only"
     if touches_private_train and not config.privacy.private:
         ledger.non_private_reasons.append(

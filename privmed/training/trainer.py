@@ -45,7 +45,6 @@ from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import PrivmedError
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.models import build_for_run
-from privmed.models.pretrained import pretrained_inputs
 from privmed.privacy.ledger import PrivacyLedger
 
 from . import distributed
@@ -124,7 +123,6 @@ def _prepare(config: RunConfig, *, resume: bool) -> Run:
     plan = plan_privacy(config, protected, sampled_unit(config, protected, synthetic), candidates,
                         checkpoint=checkpoint, has_center=find_center(net) is not None and synthetic is None)
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
-    ledger.free_inputs.extend(pretrained_inputs(config.model))  # the weights a run starts from, stated
     return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, plan, ledger,
                candidates)
 
