@@ -10,6 +10,7 @@ Every helper trains at privmed's default unit of privacy (the patient on CBIS-DD
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -120,6 +121,7 @@ def samples_once(generator: Path, out: Path) -> Path:
     return out
 
 
+@functools.cache
 def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
     """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
     one image of a sampled patient per step) and its delta, 1/(10 x patients)."""

@@ -33,13 +33,11 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from common import (EPSILON, ROOT, SHARED, SIZE, dp_linear, features, parse_benchmark_args, run_facts,
+from common import (EPSILON, ROOT, SHARED, SIZE, dp_linear, features, parse_benchmark_args, patient_unit, run_facts,
                     split_features, write_results)
-from privmed.privacy.accounting import default_delta
 from privmed.synth.sample import synthetic_images
 
 DIMS = (32, 128)
@@ -83,7 +81,7 @@ def main() -> None:
     public = {name: features(model, synthetic_images(path, n=3000, image_size=SIZE)[0])
               for name, path in sources.items()}
     public["real_train"] = feats["train"]
-    delta = default_delta(len(np.unique(patients)))
+    delta = patient_unit(args.data)[1]
     rows = []
     for source, k in [("privmed_dp_eps1", None)] + [(s, k) for s in public for k in DIMS]:
         if k is None:
