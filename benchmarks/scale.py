@@ -17,13 +17,16 @@ in the rank at the end; ``ru_maxrss``) and of the whole child (``os.wait4``), th
 to load and check the data (every image decoded once, one at a time, for the cross-split
 copy check), and training images/s (all ranks' images over the slowest rank's time).
 ``--nonprivate`` also times the same steps without DP (one process), for the DP step time ÷
-non-private step time ratio (useful on a GPU: ``--device cuda``).
+non-private step time ratio (useful on a GPU: ``--device cuda``). ``--model resnet9 --findings
+mass,calcification,distortion`` runs the multi-label path instead: a phantom with several findings
+per image (one 0/1 column each), one output per finding.
 
 Writes ``<out>/scale.csv`` and ``<out>/scale.md``.
 
     python benchmarks/scale.py                                      # 10,000 and 100,000 images, 128 px
     python benchmarks/scale.py --sizes 2000,20000 --steps 10        # reduced (2 shared CPU cores)
     python benchmarks/scale.py --device cuda --workers 8 --nonprivate --steps 50
+    python benchmarks/scale.py --sizes 100000 --nproc 1 --model resnet9 --findings mass,calcification,distortion
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODEL = "resnet9_small"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--physical-batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="data loader processes per rank (decoding)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="resnet9_small", help="a privmed model name (resnet9: ResNet9 with GroupNorm)")
+    p.add_argument("--findings", default="", help="multi-label: a phantom with these findings per image, "
+                                                   "comma separated (e.g. mass,calcification,distortion)")
     p.add_argument("--nonprivate", action="store_true", help="also time non-private steps (1 process)")
     p.add_argument("--data-dir", default=str(HERE / ".scale_data"), help="where the phantoms are written (kept)")
     p.add_argument("--out", default=str(HERE / "results"))
@@ -68,15 +73,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- the parent
 
 
-def ensure_phantom(n: int, size: int, data_dir: Path) -> tuple[Path, float | None]:
-    """The phantom of ``n`` images on disk, and the seconds writing it took (None: written earlier)."""
-    root = data_dir / f"phantom_{n}_{size}px"
+def ensure_phantom(n: int, size: int, data_dir: Path, findings: str = "") -> tuple[Path, float | None]:
+    """The phantom of ``n`` images on disk (multi-label with ``findings``), and the seconds writing
+    it took (None: written earlier)."""
+    kind = f"_{findings.replace(',', '-')}" if findings else ""
+    root = data_dir / f"phantom_{n}_{size}px{kind}"
     if (root / "metadata.csv").is_file():
         return root, None
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "privmed", "phantom", "--dataset", str(root), "--n", str(n),
-                    "--image-size", str(size), "--grid", str(data_dir / f"grid_{n}.png")], check=True)
+                    "--image-size", str(size), "--grid", str(data_dir / f"grid_{n}{kind}.png"),
+                    *(["--findings", findings] if findings else [])], check=True)
     return root, time.perf_counter() - t0
 
 
@@ -85,7 +93,8 @@ def measure(args: argparse.Namespace, root: Path, n: int, nproc: int, *, private
     with tempfile.TemporaryDirectory() as tmp:
         job = {"root": str(root), "nproc": nproc, "private": private, "result": tmp,
                **{k: getattr(args, k) for k in ("image_size", "steps", "warmup", "batch_size",
-                                                 "physical_batch_size", "workers", "device")}}
+                                                 "physical_batch_size", "workers", "device", "model",
+                                                 "findings")}}
         env = {**os.environ, "PRIVMED_STREAM": "on", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
                **({} if args.glibc_default else {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})}
         child = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(job)], env=env)
@@ -94,7 +103,8 @@ def measure(args: argparse.Namespace, root: Path, n: int, nproc: int, *, private
             raise SystemExit(f"the run with {n} images and {nproc} process(es) failed")
         ranks = [json.loads(f.read_text()) for f in sorted(Path(tmp).glob("rank*.json"))]
     seconds = max(r["train_seconds"] for r in ranks)
-    return {"images": n, "image_size": args.image_size, "processes": nproc, "dp": "yes" if private else "no",
+    return {"model": args.model, "outputs": len(labels(args.findings)), "images": n,
+            "image_size": args.image_size, "processes": nproc, "dp": "yes" if private else "no",
             "device": args.device, "steps": args.steps, "expected_batch": args.batch_size,
             "load_seconds": round(max(r["load_seconds"] for r in ranks), 1),
             "step_seconds": round(seconds / args.steps, 3),
@@ -116,7 +126,7 @@ def write_results(rows: list[dict], writes: dict[int, float | None], args: argpa
 
 def markdown(rows: list[dict], writes: dict[int, float | None], args: argparse.Namespace) -> str:
     cols = list(rows[0])
-    lines = [f"# Scale: {MODEL} with DP-SGD on the phantom written to disk, streamed ({args.image_size} px)", "",
+    lines = [f"# Scale: {args.model} with DP-SGD on the phantom written to disk, streamed ({args.image_size} px)", "",
              f"`python benchmarks/scale.py {' '.join(sys.argv[1:])}` on {platform.machine()}, "
              f"{os.cpu_count()} CPU(s), device {args.device}; {args.steps} timed logical steps (after "
              f"{args.warmup}) of expected batch {args.batch_size} (physical {args.physical_batch_size}), "
@@ -158,7 +168,7 @@ def main(argv=None) -> None:
     writes = {}
     roots = {}
     for n in sizes:
-        roots[n], writes[n] = ensure_phantom(n, args.image_size, Path(args.data_dir))
+        roots[n], writes[n] = ensure_phantom(n, args.image_size, Path(args.data_dir), args.findings)
     rows = []
     for n in sizes:
         for nproc in [int(p) for p in args.nproc.split(",")]:
@@ -171,6 +181,11 @@ def main(argv=None) -> None:
 
 
 # --------------------------------------------------------------------------- the child
+
+
+def labels(findings: str) -> tuple[str, ...]:
+    """The manifest's label columns: one per finding (multi-label), else the binary ``label``."""
+    return tuple(findings.split(",")) if findings else ("label",)
 
 
 def child(job: dict) -> None:
@@ -200,12 +215,15 @@ def run_rank(job: dict) -> None:
     ranks = distributed.join_from_env(job["device"])
     device = distributed.rank_device(job["device"])
     t0 = time.perf_counter()
-    train = load_dataset(DataConfig(path=job["root"], image_size=job["image_size"]), stream=True).split("train")
+    columns = labels(job["findings"])
+    train = load_dataset(DataConfig(path=job["root"], image_size=job["image_size"], label_columns=columns),
+                         stream=True).split("train")
     load_seconds = time.perf_counter() - t0
     unit = resolve_unit(None, train.patient_ids, max_images_per_patient=1, n=len(train))
     schedule = plan_schedule(unit, batch_size=job["batch_size"], epochs=1)
     torch.manual_seed(0)
-    net = build_model(MODEL, spatial_dims=2, in_channels=1, num_outputs=1, image_size=job["image_size"]).to(device)
+    net = build_model(job["model"], spatial_dims=2, in_channels=1, num_outputs=len(columns),
+                      image_size=job["image_size"]).to(device)
     data = TensorDataset(train.image_tensor, torch.from_numpy(train.labels))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     if job["private"]:
