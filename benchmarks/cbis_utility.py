@@ -21,6 +21,10 @@ Heads:
   composed, Poisson sampling of patients, one image of a sampled patient per step, batch 128, clip 1, SGD
   lr 0.3 momentum 0.9, 40 epochs: the recipe ``cbis_dp_sgd.py`` keeps most often; the epoch with the
   best val AUROC is kept, as in every privmed run: that choice is not covered by epsilon);
+* ``dp_sgd_ema<d>``: the same with ``training.ema = d``: the weights' exponential moving average is
+  validated and kept (post-processing, free); ``..._centre2.5``: the feature centre released with noise 2.5
+  instead of 5 (the composition leaves less for DP-SGD); ``..._pca<k>``: on the features projected onto the
+  phantom's top k principal axes (fitted on phantom patches alone: free), as the one-shot head's ``pca`` rows;
 * ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
   sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
   calibrated so that centre and both releases compose to epsilon (PRV accountant); the ridge penalty is
@@ -61,6 +65,8 @@ from common import SHARED, parse_benchmark_args, run_facts
 SIZE = 128
 EPSILONS = (1.0, 2.0, 6.0, math.inf)
 CENTRE_NOISE = 5.0
+#: ``training.ema`` decays measured (about 5 logical steps an epoch at the patient unit, 40 epochs)
+EMA_DECAYS = (0.9, 0.97)
 AUG_COPIES = 2
 AUG_SEED = 19
 PUBLISHED = {1.0: .525, 6.0: .572, math.inf: .778}
@@ -105,12 +111,14 @@ def features(name: str, images: dict, augment: bool) -> dict:
     return out
 
 
-def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int) -> tuple[dict, float, str]:
-    """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head."""
+def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int, ema: float = 0.0,
+                centre_noise: float = CENTRE_NOISE) -> tuple[dict, float, str]:
+    """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head (``ema``:
+    ``training.ema``, the weights' moving average validated and kept)."""
     config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
-                               "privacy": {"epsilon": epsilon, "center_noise_multiplier": CENTRE_NOISE},
+                               "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise},
                                "training": {"epochs": 40, "batch_size": 128, "lr": 0.3, "momentum": 0.9,
-                                            "augment": False, "seed": seed}})
+                                            "augment": False, "seed": seed, "ema": ema}})
     d = x["train"].shape[1]
     fitted = train_in_memory(config, lambda: nn.Sequential(FeatureCenter(d), nn.Linear(d, 1)), x["train"],
                              y["train"].unsqueeze(1), x["val"], y["val"].unsqueeze(1), groups=groups)
@@ -187,6 +195,13 @@ def _aurocs(scores: dict, y: dict) -> dict:
 
 
 HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed),
+         **{f"dp_sgd_ema{d}": functools.partial(lambda x, y, g, epsilon, seed, d: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, ema=d), d=d) for d in EMA_DECAYS},
+         **{f"dp_sgd_ema{EMA_DECAYS[0]}_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: dp_sgd_head(
+             {s: _reduce(f, False, PROJECTIONS[k]).float() for s, f in x.items()}, y, g, epsilon=epsilon, seed=seed,
+             ema=EMA_DECAYS[0]), k=k) for k in PCA_DIMS},
+         **{f"dp_sgd_ema{EMA_DECAYS[0]}_centre{c}": functools.partial(lambda x, y, g, epsilon, seed, c: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, ema=EMA_DECAYS[0], centre_noise=c), c=c) for c in (2.5,)},
          "dp_sgd_pooled": lambda x, y, g, epsilon, seed: dp_sgd_head({s: pool(f) for s, f in x.items()}, y, g,
                                                                      epsilon=epsilon, seed=seed),
          "one_shot": lambda x, y, g, epsilon, seed: one_shot_head(x, y, g, epsilon=epsilon),

@@ -43,6 +43,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "optimizer": ("training", "optimizer"),
     "seed": ("training", "seed"),
     "augment": ("training", "augment"),
+    "ema": ("training", "ema"),
     "device": ("training", "device"),
     "bootstrap": ("training", "bootstrap_resamples"),
     "synthetic": ("synthetic", "path"),

@@ -89,6 +89,9 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {t.optimizer}")
     train.add_argument("--seed", type=int, help=f"training seed (default {t.seed})")
     train.add_argument("--augment", type=boolean, metavar="{true,false}", help=f"default {str(t.augment).lower()}")
+    train.add_argument("--ema", type=float, metavar="DECAY",
+                       help="validate and keep an exponential moving average of the weights with this decay per "
+                            f"step (free of privacy: post-processing; e.g. 0.95; default {t.ema}: off)")
     train.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {t.device})")
     train.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for CIs (default {t.bootstrap_resamples})")
 

@@ -31,6 +31,7 @@ def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, pla
         "model": net.state_dict(),
         "optimizer": original.state_dict(),
         "accountant": fit.engine.accountant.state_dict() if fit.engine is not None else None,
+        "average": fit.average.state_dict() if fit.average is not None else None,
         "torch_rng": torch.get_rng_state(),
         "best": state.best,
         "history": state.history,
@@ -56,4 +57,6 @@ def restore(checkpoint: dict, net, fit: PrivateTraining) -> None:
     getattr(fit.optimizer, "original_optimizer", fit.optimizer).load_state_dict(checkpoint["optimizer"])
     if fit.engine is not None:
         fit.engine.accountant.load_state_dict(checkpoint["accountant"])
+    if fit.average is not None and checkpoint.get("average") is not None:
+        fit.average.load_state_dict(checkpoint["average"])
     torch.set_rng_state(checkpoint["torch_rng"])

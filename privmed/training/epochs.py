@@ -16,6 +16,7 @@ from privmed.config import RunConfig
 from privmed.models import grad_sample_mode_for
 
 from .augment import augment_batch
+from .average import attach_average, evaluated
 from .inputs import is_feature_model
 from .plan import PrivacyPlan
 from .private import PrivateTraining, Schedule, make_plain, make_private
@@ -28,15 +29,20 @@ def make_fit(net: nn.Module, x_fit: torch.Tensor, y_fit: torch.Tensor, plan: Pri
     loss scaling (the returned ``engine`` is then None)."""
     net.train()
     optimizer = make_optimizer(net, config)
+    average = attach_average(net, optimizer, decay=config.training.ema)
     dataset, schedule, p = TensorDataset(x_fit, y_fit), plan.schedules[candidate], config.privacy
     if p.private:
-        return make_private(net, optimizer, dataset, unit=plan.sampled, schedule=schedule,
+        fit = make_private(net, optimizer, dataset, unit=plan.sampled, schedule=schedule,
                             noise_multiplier=plan.noise_multiplier, clip_norm=p.clip_norm, accountant=p.accountant,
                             grad_sample_mode=grad_sample_mode_for(config.model.name), replay_seed=plan.replay_seed,
                             device=device, num_workers=config.training.num_workers)
-    return make_plain(net, optimizer, dataset, unit=plan.sampled, schedule=schedule,
-                      criterion=nn.BCEWithLogitsLoss(reduction="sum"), replay_seed=plan.replay_seed,
-                      num_workers=config.training.num_workers)
+    else:
+        fit = make_plain(net, optimizer, dataset, unit=plan.sampled, schedule=schedule,
+                         criterion=nn.BCEWithLogitsLoss(reduction="sum"), replay_seed=plan.replay_seed,
+                         num_workers=config.training.num_workers)
+    fit.average = average
+    return fit
+
 
 def make_optimizer(net: nn.Module, config: RunConfig, *, lr: float | None = None) -> torch.optim.Optimizer:
     t = config.training
@@ -62,8 +68,13 @@ def run_epoch(fit: PrivateTraining, schedule: Schedule, config: RunConfig, augme
                              config, augment, device)
 
 
+def validated(net: nn.Module, fit: PrivateTraining) -> nn.Module:
+    """What a run validates and keeps after an epoch: the weights, or their average (``training.ema``)."""
+    return evaluated(net, fit.average)
+
+
 def keep_best(best: dict, net: nn.Module, val_auroc: float, candidate: int, epoch: int) -> dict:
-    """The (candidate, epoch) with the highest validation AUROC so far."""
+    """The (candidate, epoch) with the highest validation AUROC so far (``net``: the validated model)."""
     if val_auroc > best["val_auroc"]:
         return {"val_auroc": val_auroc, "candidate": candidate, "epoch": epoch,
                 "state": copy.deepcopy(net.state_dict())}

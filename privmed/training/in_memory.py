@@ -17,7 +17,7 @@ from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.units import resolve_unit
 
-from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
+from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch, validated
 from .inputs import find_center, trainable_part
 from .plan import plan_privacy, start_ledger
 from .private import resolve_device, spent_steps
@@ -69,7 +69,8 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
     for epoch in range(config.training.epochs):
         net.train()
         run_epoch(fit, plan.schedules[0], config, augment, device)
-        best = keep_best(best, net, mean_auroc(y_val.numpy(), predict(net, x_val, device=device)), 0, epoch + 1)
+        kept = validated(net, fit)
+        best = keep_best(best, kept, mean_auroc(y_val.numpy(), predict(kept, x_val, device=device)), 0, epoch + 1)
     if fit.engine is not None:
         ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[0].sample_rate,
                                            spent_steps(fit.engine)))

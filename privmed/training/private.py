@@ -114,6 +114,8 @@ class PrivateTraining:
     optimizer: DPOptimizer
     criterion: nn.Module
     loader: DataLoader
+    #: an exponential moving average of the weights (:mod:`.average`), or None
+    average: nn.Module | None = None
 
     def close(self) -> None:
         """Detach Opacus from the model (its per-sample-gradient hooks and attributes), so the same
