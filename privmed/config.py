@@ -171,16 +171,19 @@ class TrainingConfig:
     weight_decay: float = 0.0
     augment: bool = True
     ema: float = 0.0  # decay per step of an average of the weights, validated and kept (0: off)
+    augment_views: int = 1  # augmented views per image, their gradients averaged before clipping
     seed: int = 0
     bootstrap_resamples: int = 1000
     num_workers: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "physical_batch_size"):
+        for key in ("epochs", "batch_size", "physical_batch_size", "augment_views"):
             require(getattr(self, key) >= 1, "training", key, getattr(self, key), "must be >= 1")
         require(self.optimizer in OPTIMIZERS, "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
         require(self.lr > 0, "training", "lr", self.lr, "must be > 0")
+        require(self.augment or self.augment_views == 1, "training", "augment_views", self.augment_views,
+                "needs augment: true (the views are augmented copies of each image)")
         require(0.0 <= self.ema < 1.0, "training", "ema", self.ema, "must be in [0, 1): 0 is off, 0.9-0.999 typical")
         require(self.bootstrap_resamples >= 100, "training", "bootstrap_resamples", self.bootstrap_resamples,
                 "must be >= 100")

@@ -89,3 +89,58 @@ def test_a_run_with_ema_keeps_the_average_and_states_it(phantom_root, tmp_path):
     assert "ema: 0.9" in (out / rundir.CONFIG).read_text()
     privacy = rundir.read_record(out)
     assert math.isfinite(privacy.epsilon) and privacy.epsilon <= 3.0  # the average costs nothing more
+
+
+# --------------------------------------------------------------------------- augmentation multiplicity
+
+
+def test_averaged_view_gradients_are_the_gradient_of_each_samples_mean_loss_over_its_views():
+    from opacus import GradSampleModule
+
+    from privmed.training.augment import average_view_gradients
+
+    torch.manual_seed(0)
+    views, batch = 3, 4
+    x, y = torch.randn(views * batch, 5), torch.randint(0, 2, (views * batch, 1)).float()
+    net = nn.Linear(5, 1)
+    module = GradSampleModule(net, loss_reduction="mean")
+    nn.BCEWithLogitsLoss()(module(x), y).backward()
+    average_view_gradients(net.parameters(), views=views)
+    for i in range(batch):  # by hand: sample i's views are rows i, i + B, i + 2B
+        probe = nn.Linear(5, 1)
+        probe.load_state_dict(net.state_dict())
+        rows = [i + v * batch for v in range(views)]
+        nn.BCEWithLogitsLoss()(probe(x[rows]), y[rows]).backward()
+        assert torch.allclose(net.weight.grad_sample[i], probe.weight.grad, atol=1e-6)
+        assert torch.allclose(net.bias.grad_sample[i], probe.bias.grad, atol=1e-6)
+
+
+def test_views_need_augmentation_and_are_at_least_one():
+    with pytest.raises(PrivmedError, match="augment_views"):
+        config_from_dict({"training": {"augment": False, "augment_views": 4}})
+    with pytest.raises(PrivmedError, match="augment_views"):
+        config_from_dict({"training": {"augment_views": 0}})
+
+
+@pytest.mark.slow
+def test_identical_views_train_the_one_view_model(phantom_root, tmp_path, monkeypatch):
+    """With augmentation the identity, K views of an image have one gradient: K = 4 must train exactly the
+    K = 1 model (zero noise, infinite clip, the same replayable batches); with real augmentation it differs."""
+    from privmed import rundir
+    from privmed.training import augment
+    from privmed.training.trainer import train
+
+    def run(out, views):
+        config = config_from_dict({
+            "out": str(out), "data": {"path": str(phantom_root), "image_size": 32}, "model": {"name": "resnet9_small"},
+            "privacy": {"noise_multiplier": 0.0, "clip_norm": 1.0, "replayable_noise": True},
+            "training": {"epochs": 1, "batch_size": 32, "physical_batch_size": 16, "lr": 0.05, "augment": True,
+                         "augment_views": views, "bootstrap_resamples": 100, "seed": 1}})
+        return torch.load(train(config) / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"]
+
+    monkeypatch.setattr(augment, "augment_batch", lambda x, generator=None: x)
+    one, four = run(tmp_path / "k1", 1), run(tmp_path / "k4", 4)
+    assert all(torch.allclose(one[k], four[k], rtol=1e-4, atol=1e-5) for k in one)
+    monkeypatch.undo()
+    augmented = run(tmp_path / "k4aug", 4)
+    assert any(not torch.allclose(one[k], augmented[k], rtol=1e-4, atol=1e-5) for k in one)

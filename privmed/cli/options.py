@@ -44,6 +44,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "seed": ("training", "seed"),
     "augment": ("training", "augment"),
     "ema": ("training", "ema"),
+    "augment_views": ("training", "augment_views"),
     "device": ("training", "device"),
     "bootstrap": ("training", "bootstrap_resamples"),
     "synthetic": ("synthetic", "path"),

@@ -89,6 +89,9 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {t.optimizer}")
     train.add_argument("--seed", type=int, help=f"training seed (default {t.seed})")
     train.add_argument("--augment", type=boolean, metavar="{true,false}", help=f"default {str(t.augment).lower()}")
+    train.add_argument("--augment-views", type=int, metavar="K",
+                       help="augmentation multiplicity: K augmented views of each image, their gradients averaged "
+                            f"before clipping (free of privacy; K times the compute; default {t.augment_views})")
     train.add_argument("--ema", type=float, metavar="DECAY",
                        help="validate and keep an exponential moving average of the weights with this decay per "
                             f"step (free of privacy: post-processing; e.g. 0.95; default {t.ema}: off)")

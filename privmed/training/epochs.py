@@ -13,9 +13,10 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from privmed.config import RunConfig
+from privmed.errors import PrivmedError
 from privmed.models import grad_sample_mode_for
 
-from .augment import augment_batch
+from .augment import augmented_views, average_view_gradients
 from .average import attach_average, evaluated
 from .inputs import is_feature_model
 from .plan import PrivacyPlan
@@ -32,6 +33,7 @@ def make_fit(net: nn.Module, x_fit: torch.Tensor, y_fit: torch.Tensor, plan: Pri
     average = attach_average(net, optimizer, decay=config.training.ema)
     dataset, schedule, p = TensorDataset(x_fit, y_fit), plan.schedules[candidate], config.privacy
     if p.private:
+        check_views(config)
         fit = make_private(net, optimizer, dataset, unit=plan.sampled, schedule=schedule,
                             noise_multiplier=plan.noise_multiplier, clip_norm=p.clip_norm, accountant=p.accountant,
                             grad_sample_mode=grad_sample_mode_for(config.model.name), replay_seed=plan.replay_seed,
@@ -58,6 +60,13 @@ def make_optimizer(net: nn.Module, config: RunConfig, *, lr: float | None = None
 def augments(config: RunConfig, model: nn.Module) -> bool:
     """Augmentation applies to images, never to precomputed features."""
     return config.training.augment and not is_feature_model(model)
+
+
+def check_views(config: RunConfig) -> None:
+    """Averaging views' gradients needs Opacus's per-sample gradients, which ghost clipping never forms."""
+    if config.training.augment_views > 1 and grad_sample_mode_for(config.model.name) == "ghost":
+        raise PrivmedError(f"training.augment_views = {config.training.augment_views} needs per-sample gradients, "
+                           f"which {config.model.name}'s ghost clipping does not form; use augment_views 1.")
 
 
 def run_epoch(fit: PrivateTraining, schedule: Schedule, config: RunConfig, augment: bool, device: str) -> float:
@@ -89,33 +98,35 @@ def _batches(batches, *, total: int | None):
 def epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, config: RunConfig, augment: bool,
                       device: str) -> float:
     """Logical Poisson batches, gradient accumulated over physical chunks, loss summed / expected batch."""
-    total, count = 0.0, 0
+    total, count, views = 0.0, 0, config.training.augment_views if augment else 1
     for xb, yb in _batches(loader, total=len(loader)):
         optimizer.zero_grad(set_to_none=False)
         for xc, yc in zip(xb.split(config.training.physical_batch_size), yb.split(config.training.physical_batch_size)):
             xc, yc = xc.to(device), yc.to(device)
             if augment:
-                xc = augment_batch(xc)
-            # mean over labels, sum over samples, divided by the expected batch: what Opacus computes
-            loss = criterion(net(xc), yc) / (expected_batch * yc.shape[1])
+                xc, yc = augmented_views(xc, yc, views=views)
+            # mean over labels (and views), sum over samples, divided by the expected batch: what Opacus computes
+            loss = criterion(net(xc), yc) / (expected_batch * yc.shape[1] * views)
             loss.backward()
-            total, count = total + loss.item() * expected_batch, count + len(xc)
+            total, count = total + loss.item() * expected_batch, count + len(xc) // views
         optimizer.step()
     return total / count if count else float("nan")
 
 
 def epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augment: bool, device: str) -> float:
     """DP-SGD: Opacus clips per-sample gradients, adds noise once per logical batch."""
-    total, count = 0.0, 0
+    total, count, views = 0.0, 0, config.training.augment_views if augment else 1
     with BatchMemoryManager(data_loader=loader, max_physical_batch_size=config.training.physical_batch_size,
                             optimizer=optimizer) as batches:
         for xb, yb in _batches(batches, total=None):
             xb, yb = xb.to(device), yb.to(device)
             if augment:
-                xb = augment_batch(xb)
+                xb, yb = augmented_views(xb, yb, views=views)
             optimizer.zero_grad()
             loss = criterion(net_dp(xb), yb)
             loss.backward()
+            if views > 1:
+                average_view_gradients(optimizer.params, views=views)
             optimizer.step()
             total, count = total + float(loss.detach()) * len(xb), count + len(xb)
     return total / max(count, 1)
