@@ -11,7 +11,9 @@ Front ends (``--features``; each free: per image, no data statistic):
 * ``base``: today's ``scatter_linear`` features;
 * ``dihedral``: averaged over each image's 8 rotations and reflections;
 * ``dihedral_zscore`` / ``dihedral_quantile``: per-image z-score or quantile (normal-score) standardisation
-  of grey levels first, then as ``dihedral``.
+  of grey levels first, then as ``dihedral``;
+* ``blur1`` / ``dihedral_blur1`` / ``quantile_blur2``: each image low-passed first (a fixed Gaussian of 1 or 2
+  pixels, :class:`privmed.models.invariance.LowPass`), so sharpening and noise weigh less.
 ``+aug``: each training image also enters with ``AUG_COPIES`` random acquisition augmentations
 (:func:`privmed.data.shift.acquisition_augment`: gamma, contrast, blur or sharpening, noise; seeded, per image;
 the copies belong to their patient, so the unit's guarantee is unchanged).
@@ -73,7 +75,8 @@ PUBLISHED = {1.0: .525, 6.0: .572, math.inf: .778}
 #: today's default (cbis_dp_sgd.md, patient unit, 3 seeds, private search of 2 candidates counted)
 TODAY = {1.0: .526, 6.0: .615, math.inf: .683}
 FEATURES = {"base": ("none", False), "dihedral": ("none", True), "dihedral_zscore": ("zscore", True),
-            "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False)}
+            "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False),
+            "blur1": ("none", False, 1.0), "dihedral_blur1": ("none", True, 1.0), "quantile_blur2": ("quantile", False, 2.0)}
 SPLITS = ("train", "val", "shifted_val", "test", "shifted_test")
 PHANTOM_N = 1000
 PCA_DIMS = (32, 128)
@@ -83,8 +86,8 @@ PROJECTIONS: dict[int, torch.Tensor] = {}
 
 def front_end(name: str) -> nn.Module:
     """The frozen front end ``name`` of :data:`FEATURES`, wrapped so privmed's feature cache applies."""
-    input_norm, dihedral = FEATURES[name]
-    model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral)
+    input_norm, dihedral, blur = (*FEATURES[name], 0.0)[:3]
+    model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral, blur=blur)
     return ScatterNet(model.features, nn.Identity())
 
 

@@ -83,3 +83,30 @@ def test_the_invariances_are_model_args_of_scatter_linear_and_refused_for_other_
                           InvariantFeatures)
     with pytest.raises(PrivmedError, match="dihedral"):
         config_from_dict({"model": {"name": "resnet9_small", "args": {"dihedral": True}}})
+
+
+def test_low_pass_keeps_the_mean_removes_fine_detail_and_is_off_at_zero():
+    from privmed.models.invariance import LowPass
+
+    x = _images(2)
+    assert torch.equal(LowPass(0.0)(x), x)
+    smooth = LowPass(1.0)(x)
+    assert smooth.shape == x.shape
+    assert torch.allclose(smooth.mean(), x.mean(), atol=2e-2)
+    # a checkerboard (the finest scale) is nearly erased, a constant image kept
+    checker = (torch.arange(32).view(-1, 1) + torch.arange(32).view(1, -1)) % 2
+    checker = checker.float().view(1, 1, 32, 32)
+    assert LowPass(1.0)(checker)[..., 4:-4, 4:-4].std() < 0.02 * checker.std()
+    assert torch.allclose(LowPass(2.0)(torch.full((1, 1, 16, 16), 0.3)), torch.full((1, 1, 16, 16), 0.3))
+    with pytest.raises(ValueError, match="blur"):
+        LowPass(-1.0)
+
+
+def test_blur_is_a_model_arg_of_scatter_linear_and_keys_the_feature_cache():
+    from privmed.config import config_from_dict
+    from privmed.models import build_for_run
+
+    model = build_for_run(config_from_dict({"data": {"image_size": 32}, "model": {"args": {"blur": 1.0}}}),
+                          num_outputs=1)
+    assert isinstance(model.features, InvariantFeatures) and model.features.low_pass.sigma == 1.0
+    assert "sigma=1.0" in repr(model.features)

@@ -12,11 +12,17 @@ transform itself, they cost no privacy and their output can be computed once per
   histogram equalisation: invariant to any increasing grey-level curve, gamma included).
   Both map to a fixed grey-level range (mean ``TARGET_MEAN``, spread ``TARGET_STD``: CBIS-DDSM's
   typical values) so the scattering's log offset keeps the meaning it had.
+* :class:`LowPass` (``blur``): a fixed Gaussian low-pass of each image (standard deviation in
+  pixels), so that what a scanner does at the finest scale (sharpening, quantum noise) weighs
+  less in the features.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: grey level and spread the standardised images are mapped to (typical of CBIS-DDSM's film patches)
@@ -39,14 +45,16 @@ class InvariantFeatures(nn.Module):
     (``input_norm``, :class:`IntensityStandardise`), then, with ``dihedral``, the front end's
     features averaged over the image's 8 dihedral views (exactly invariant to them)."""
 
-    def __init__(self, inner: nn.Module, *, input_norm: str = "none", dihedral: bool = False) -> None:
+    def __init__(self, inner: nn.Module, *, input_norm: str = "none", dihedral: bool = False,
+                 blur: float = 0.0) -> None:
         super().__init__()
         self.input_norm, self.dihedral = input_norm, bool(dihedral)
         self.standardise = IntensityStandardise(input_norm)
+        self.low_pass = LowPass(blur)
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.standardise(x)
+        x = self.low_pass(self.standardise(x))
         if not self.dihedral:
             return self.inner(x)
         views = dihedral_views(x)
@@ -82,6 +90,30 @@ class IntensityStandardise(nn.Module):
         else:
             z = _normal_scores(flat)
         return (TARGET_MEAN + TARGET_STD * z).view_as(x)
+
+
+class LowPass(nn.Module):
+    """A fixed Gaussian blur of each image, ``sigma`` pixels (0: none); reflected at the borders."""
+
+    def __init__(self, sigma: float = 0.0) -> None:
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"blur must be >= 0 pixels, got {sigma}")
+        self.sigma = float(sigma)
+
+    def extra_repr(self) -> str:  # part of the feature cache's key
+        return f"sigma={self.sigma!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sigma == 0:
+            return x
+        radius = int(math.ceil(3 * self.sigma))
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-0.5 * (t / self.sigma) ** 2)
+        kernel = (kernel / kernel.sum()).repeat(x.shape[1], 1, 1, 1)  # one filter per channel
+        x = F.pad(x, (radius,) * 4, mode="reflect")
+        x = F.conv2d(x, kernel.view(x.shape[1], 1, 1, -1), groups=x.shape[1])
+        return F.conv2d(x, kernel.view(x.shape[1], 1, -1, 1), groups=x.shape[1])
 
 
 def _normal_scores(flat: torch.Tensor) -> torch.Tensor:

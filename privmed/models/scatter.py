@@ -167,13 +167,14 @@ def build_scatter_linear(
     pool_size: int = 4,
     input_norm: str = "none",
     dihedral: bool = False,
+    blur: float = 0.0,
 ) -> ScatterNet:
     """ScatterNet + linear: scattering -> 4x4 avg pool -> log -> per-sample standardisation
     (GroupNorm with one group, no affine) -> centring -> linear.
 
     Free invariances (:mod:`privmed.models.invariance`, issue 19): ``input_norm`` (``"zscore"`` or
     ``"quantile"``) standardises each image's grey levels first; ``dihedral`` averages the features
-    over each image's 8 rotations and reflections.
+    over each image's 8 rotations and reflections; ``blur`` low-passes each image (Gaussian, pixels).
 
     The log and the per-sample standardisation make every feature vector norm sqrt(D) and
     its coordinates roughly Gaussian, which is what a linear model trained with clipped,
@@ -184,8 +185,8 @@ def build_scatter_linear(
     _check_norm(norm)
     features: nn.Module = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size,
                                           log_scale=True, norm_groups=1)
-    if input_norm != "none" or dihedral:  # the plain front end stays as it was (and so its cached features)
-        features = InvariantFeatures(features, input_norm=input_norm, dihedral=dihedral)
+    if input_norm != "none" or dihedral or blur:  # the plain front end stays as it was (and so its cached features)
+        features = InvariantFeatures(features, input_norm=input_norm, dihedral=dihedral, blur=blur)
     c, h, w = features.output_shape
     if norm == "batch":
         layers: list[nn.Module] = [nn.BatchNorm2d(c), nn.Flatten(1)]
