@@ -27,6 +27,9 @@ Heads:
   validated and kept (post-processing, free); ``..._centre2.5``: the feature centre released with noise 2.5
   instead of 5 (the composition leaves less for DP-SGD); ``..._pca<k>``: on the features projected onto the
   phantom's top k principal axes (fitted on phantom patches alone: free), as the one-shot head's ``pca`` rows;
+* ``dp_sgd_phantom_init``: the DP-SGD head started from a linear head pretrained on the phantom's features
+  (``phantom_head``: 1,000 phantom patches, logistic regression with C fixed in advance; no patient data:
+  free), the phantom pretraining of issue 19 for a frozen front end;
 * ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
   sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
   calibrated so that centre and both releases compose to epsilon (PRV accountant); the ridge penalty is
@@ -41,6 +44,7 @@ Writes ``benchmarks/results/cbis_utility.{csv,md}`` (runs already in the csv are
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import math
 import time
@@ -76,12 +80,16 @@ PUBLISHED = {1.0: .525, 6.0: .572, math.inf: .778}
 TODAY = {1.0: .526, 6.0: .615, math.inf: .683}
 FEATURES = {"base": ("none", False), "dihedral": ("none", True), "dihedral_zscore": ("zscore", True),
             "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False),
-            "blur1": ("none", False, 1.0), "dihedral_blur1": ("none", True, 1.0), "quantile_blur2": ("quantile", False, 2.0)}
+            "blur1": ("none", False, 1.0), "dihedral_blur1": ("none", True, 1.0), "quantile_blur2": ("quantile", False, 2.0),
+            "dihedral_quantile_blur2": ("quantile", True, 2.0)}
 SPLITS = ("train", "val", "shifted_val", "test", "shifted_test")
 PHANTOM_N = 1000
 PCA_DIMS = (32, 128)
 #: the phantom's principal axes of the front end being measured, by k (set in main)
 PROJECTIONS: dict[int, torch.Tensor] = {}
+#: the head pretrained on the phantom's features of the front end being measured (set in main)
+PHANTOM_HEAD: dict[str, nn.Linear] = {}
+PHANTOM_C = 1e-3
 
 
 def front_end(name: str) -> nn.Module:
@@ -115,15 +123,16 @@ def features(name: str, images: dict, augment: bool) -> dict:
 
 
 def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int, ema: float = 0.0,
-                centre_noise: float = CENTRE_NOISE) -> tuple[dict, float, str]:
+                centre_noise: float = CENTRE_NOISE, init: nn.Linear | None = None) -> tuple[dict, float, str]:
     """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head (``ema``:
-    ``training.ema``, the weights' moving average validated and kept)."""
+    ``training.ema``, the weights' moving average validated and kept; ``init``: the head's starting weights)."""
     config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
                                "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise},
                                "training": {"epochs": 40, "batch_size": 128, "lr": 0.3, "momentum": 0.9,
                                             "augment": False, "seed": seed, "ema": ema}})
     d = x["train"].shape[1]
-    fitted = train_in_memory(config, lambda: nn.Sequential(FeatureCenter(d), nn.Linear(d, 1)), x["train"],
+    fitted = train_in_memory(config, lambda: nn.Sequential(FeatureCenter(d), copy.deepcopy(init) or nn.Linear(d, 1)),
+                             x["train"],
                              y["train"].unsqueeze(1), x["val"], y["val"].unsqueeze(1), groups=groups)
     with torch.no_grad():
         scores = {s: fitted.net(x[s])[:, 0].numpy() for s in SPLITS[1:]}
@@ -171,12 +180,33 @@ def _reduce(f: torch.Tensor, pooled: bool, projection: torch.Tensor | None) -> t
     return f if projection is None else f.double() @ projection
 
 
-def phantom_projection(name: str, k: int) -> torch.Tensor:
-    """(D, k): the top-k principal axes of the ``name`` features of PHANTOM_N phantom patches (no patient data)."""
-    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_N, image_size=SIZE, seed=0))
+@functools.lru_cache(maxsize=2)
+def phantom_features(name: str) -> tuple[torch.Tensor, np.ndarray]:
+    """The ``name`` features of PHANTOM_N phantom patches (no patient data) and their 0/1 labels."""
+    images, table = generate_phantom(PhantomSpec(n_samples=PHANTOM_N, image_size=SIZE, seed=0))
     f = model_inputs(front_end(name), torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
+    return f, table["label"].to_numpy()
+
+
+def phantom_projection(name: str, k: int) -> torch.Tensor:
+    """(D, k): the top-k principal axes of the ``name`` features of the phantom patches."""
+    f, _ = phantom_features(name)
     _, _, vt = torch.linalg.svd(f - f.mean(0), full_matrices=False)
     return vt[:k].T
+
+
+def phantom_head(name: str) -> nn.Linear:
+    """A linear head trained (non-privately: no patient data) on the phantom's ``name`` features, centred by
+    their own mean; L2-regularised logistic regression with C = PHANTOM_C, fixed in advance."""
+    from sklearn.linear_model import LogisticRegression
+
+    f, labels = phantom_features(name)
+    fit = LogisticRegression(C=PHANTOM_C, max_iter=3000).fit((f - f.mean(0)).numpy(), labels)
+    head = nn.Linear(f.shape[1], 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(fit.coef_).float())
+        head.bias.fill_(float(fit.intercept_[0]))
+    return head
 
 
 def pool(f: torch.Tensor) -> torch.Tensor:
@@ -200,6 +230,8 @@ def _aurocs(scores: dict, y: dict) -> dict:
 HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed),
          **{f"dp_sgd_ema{d}": functools.partial(lambda x, y, g, epsilon, seed, d: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, ema=d), d=d) for d in EMA_DECAYS},
+         "dp_sgd_phantom_init": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed,
+                                                                           init=PHANTOM_HEAD["head"]),
          **{f"dp_sgd_ema{EMA_DECAYS[0]}_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: dp_sgd_head(
              {s: _reduce(f, False, PROJECTIONS[k]).float() for s, f in x.items()}, y, g, epsilon=epsilon, seed=seed,
              ema=EMA_DECAYS[0]), k=k) for k in PCA_DIMS},
@@ -237,6 +269,8 @@ def main() -> None:
         if any("pca" in h for h in args.heads):
             axes = phantom_projection(base, max(PCA_DIMS))
             PROJECTIONS.update({k: axes[:, :k] for k in PCA_DIMS})
+        if any("phantom" in h for h in args.heads):
+            PHANTOM_HEAD["head"] = phantom_head(base)
         groups = np.tile(patients["train"], 1 + AUG_COPIES * augment)
         y = {**labels, "train": labels["train"].repeat(1 + AUG_COPIES * augment)}
         for head in args.heads:
