@@ -21,9 +21,7 @@ def parse_devices(text: str, *, available: int | None = None) -> tuple[str, ...]
     if not parts or not all(p.isdigit() for p in parts):
         raise PrivmedError(BAD_DEVICES.format(text=text, reason="not a list of GPU indices"))
     if available is None:
-        import torch
-
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        available = cuda_count()
     if available == 0:
         raise PrivmedError(BAD_DEVICES.format(text=text, reason="this machine has no CUDA GPU"))
     too_high = [p for p in parts if int(p) >= available]
@@ -31,6 +29,13 @@ def parse_devices(text: str, *, available: int | None = None) -> tuple[str, ...]
         raise PrivmedError(BAD_DEVICES.format(text=text, reason=f"this machine has {available} CUDA GPU(s), "
                                                                 f"numbered 0 to {available - 1}"))
     return tuple(parts)
+
+
+def cuda_count() -> int:
+    """How many CUDA GPUs this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def worker_slots(devices: tuple[str, ...], workers: int) -> list[str]:

@@ -13,6 +13,8 @@ from privmed import rundir
 from privmed.config import RunConfig
 from privmed.errors import BATCH_LARGER_THAN_DATA, BAD_DEVICE, FOLDER_NOT_EMPTY, PrivmedError
 
+from .devices import cuda_count
+
 
 def check_before_training(config: RunConfig, *, resume: bool) -> None:
     """Refuse, before anything is read or written, what :func:`~privmed.training.trainer.train` would
@@ -65,7 +67,7 @@ def check_device(name: str) -> None:
     except (RuntimeError, TypeError) as err:
         raise PrivmedError(BAD_DEVICE.format(device=name, reason=f"not a device name ({type(err).__name__})")) from None
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = cuda_count()
         if count == 0:
             raise PrivmedError(BAD_DEVICE.format(device=name, reason="this machine has no CUDA GPU"))
         if device.index is not None and device.index >= count:
