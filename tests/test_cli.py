@@ -178,3 +178,22 @@ def test_options_named_without_importing_torch_agree_with_the_generator_config()
 
     assert DISCRIMINATOR_CHOICES == tuple(DISCRIMINATORS) and DISCRIMINATOR_CHOICES[0] == GanConfig.discriminator
     assert GENERATOR_OUT == GeneratorConfig.out and GAN_WIDTH == GanConfig.width
+
+
+def test_train_reads_the_data_once(phantom_root, tmp_path, capsys, monkeypatch):
+    """The checks before training and the run share one read of the data (a large data set is decoded once)."""
+    from privmed.data import sources
+    from privmed.training import trainer
+
+    reads = []
+    real = sources.load_dataset
+
+    def counted(config, **kw):
+        reads.append(config.path)
+        return real(config, **kw)
+
+    monkeypatch.setattr(sources, "load_dataset", counted)  # what the checks import
+    monkeypatch.setattr(trainer, "load_dataset", counted)  # what the trainer imported
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", tmp_path / "once", "--epsilon", 4, *FAST)
+    assert code == 0, err
+    assert reads == [str(phantom_root)]

@@ -143,9 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     base = load_yaml(args.config) if args.config else {}
     config = config_from_dict(merge(base, cli_overrides(args)))
-    check_before_training(config, resume=args.resume)
+    data = check_before_training(config, resume=args.resume)  # the data, read once for the checks and the run
     with tracker_from_args(args, params=config.to_dict(), run_name=Path(config.out).name) as tracker:  # no-op without --mlflow
-        out = train_processes(config, resume=args.resume, nproc=args.nproc, on_epoch_end=tracker.log_epoch)
+        out = train_processes(config, resume=args.resume, nproc=args.nproc, on_epoch_end=tracker.log_epoch,
+                              data=data)
         if out is not None:  # under torchrun, only rank 0 reports
             tracker.log_run_dir(out)
     if out is not None:

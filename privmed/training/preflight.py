@@ -8,6 +8,7 @@ files, a logical batch larger than the training split, a target epsilon that no 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from privmed import rundir
 from privmed.config import RunConfig
@@ -15,33 +16,39 @@ from privmed.errors import BATCH_LARGER_THAN_DATA, BAD_DEVICE, FOLDER_NOT_EMPTY,
 
 from .devices import cuda_count
 
+if TYPE_CHECKING:
+    from privmed.data.sources import Dataset
 
-def check_before_training(config: RunConfig, *, resume: bool) -> None:
-    """Refuse, before anything is read or written, what :func:`~privmed.training.trainer.train` would
-    refuse late. A resumed run keeps its schedule and noise, so only its folder is checked."""
+
+def check_before_training(config: RunConfig, *, resume: bool) -> "Dataset | None":
+    """Refuse, before anything is written, what :func:`~privmed.training.trainer.train` would
+    refuse late. A resumed run keeps its schedule and noise, so only its folder is checked.
+    Returns the data when it had to read it (for ``train(..., data=...)``, so it is read once)."""
     out = Path(config.out)
     rundir.check_writable(out)
     check_device(config.training.device)
     if resume:
-        return
+        return None
     if not rundir.is_new_or_empty(out) and not (out / rundir.CONFIG).exists():
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="a run's files", option="--out"))
-    check_schedule(config)
+    return check_schedule(config)
 
 
-def check_schedule(config: RunConfig) -> None:
+def check_schedule(config: RunConfig) -> "Dataset | None":
     """The logical batch fits the training split, and the target epsilon is reachable by DP-SGD alone
-    (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set)."""
+    (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set).
+    Returns the data it read (None when it read none)."""
     from privmed.data.sources import load_dataset
     from privmed.privacy.accounting import check_delta, check_reachable, default_delta
     from privmed.privacy.units import resolve_unit
     from privmed.training.private import plan_schedule
 
     if config.synthetic.path is not None and config.synthetic.use == "augment":
-        return  # synthetic images join the Poisson-sampled set: the trainer plans that schedule
+        return None  # synthetic images join the Poisson-sampled set: the trainer plans that schedule
     if config.synthetic.path is not None and config.synthetic.use == "only":
-        return  # the private training split is not sampled at all
-    train = load_dataset(config.data, stream=None).split("train")
+        return None  # the private training split is not sampled at all
+    data = load_dataset(config.data, stream=None)
+    train = data.split("train")
     p = config.privacy
     unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
     candidates = config.tune.candidates(config.training)
@@ -54,6 +61,7 @@ def check_schedule(config: RunConfig) -> None:
         schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
         check_reachable(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
                         schedules=[(s.sample_rate, s.steps) for s in schedules])
+    return data
 
 
 def check_device(name: str) -> None:

@@ -83,8 +83,10 @@ class Run:
     candidates: list
 
 
-def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallback | None = None) -> Path:
-    """Train one model as ``config`` says and write its run directory; returns its path.
+def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallback | None = None,
+          data: Dataset | None = None) -> Path:
+    """Train one model as ``config`` says and write its run directory; returns its path. ``data``:
+    ``config.data`` already loaded (by the CLI's checks), else it is loaded here.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; they train together and
     rank 0 writes the run directory.
@@ -92,7 +94,7 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     ranks = distributed.join_from_env(resolve_device(config.training.device))
     if ranks.world_size > 1 and not config.privacy.private:
         raise PrivmedError(distributed.NPROC_NEEDS_DP.format(nproc=ranks.world_size))
-    run = _prepare(config, resume=resume)
+    run = _prepare(config, resume=resume, data=data)
     if ranks.lead:
         _create_run_dir(run)
     state = resume_state(run.checkpoint)
@@ -102,14 +104,15 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     return run.out
 
 
-def _prepare(config: RunConfig, *, resume: bool) -> Run:
+def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) -> Run:
     """Check the output folder, load the data, build the model and plan the privacy; nothing written."""
     out = Path(config.out)
     checkpoint = check_out_dir(out, config, resume=resume)
     distributed.barrier()  # every rank has looked at --out before rank 0 creates it
     seed_everything(config.training.seed)
     device = distributed.rank_device(resolve_device(config.training.device))
-    data = load_dataset(config.data, stream=None)  # large data: images decoded per batch
+    if data is None:
+        data = load_dataset(config.data, stream=None)  # large data: images decoded per batch
     train_data = data.split("train")
     source = synthetic_source(config, data)  # before the slow part, so a bad folder fails at once
     protected = protected_unit(config, train_data, checkpoint)
@@ -215,15 +218,17 @@ def _write_results(out: Path, net: nn.Module, inputs: dict[str, torch.Tensor], d
     rundir.write_record(out, ledger.record())
 
 
-def train_processes(config, *, resume: bool, nproc: int = 1, on_epoch_end=None) -> Path | None:
+def train_processes(config, *, resume: bool, nproc: int = 1, on_epoch_end=None, data: Dataset | None = None
+                    ) -> Path | None:
     """``privmed train``: :func:`~privmed.training.trainer.train` in this process (under ``torchrun``:
     this rank), or in ``nproc`` new processes (``--nproc``). Returns the run directory in the
     process that wrote it, None on the other ranks. ``on_epoch_end`` is called in the lead process
-    only, and only when training runs in this process (not with ``nproc`` > 1)."""
+    only, and only when training runs in this process (not with ``nproc`` > 1); so is ``data``, the
+    loaded ``config.data`` (the new processes load their own)."""
     if nproc < 1:
         raise PrivmedError(distributed.NPROC_NOT_POSITIVE.format(nproc=nproc))
     if nproc == 1:
-        out = train(config, resume=resume, on_epoch_end=on_epoch_end if distributed.is_lead() else None)
+        out = train(config, resume=resume, on_epoch_end=on_epoch_end if distributed.is_lead() else None, data=data)
         return out if distributed.is_lead() else None
     if not config.privacy.private:
         raise PrivmedError(distributed.NPROC_NEEDS_DP.format(nproc=nproc))
