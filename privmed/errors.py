@@ -153,6 +153,9 @@ WEIGHTS_UNREADABLE = ("cannot read weights file '{path}': {reason}. Save the wei
 WEIGHTS_KEYS_MISMATCH = ("weights file '{path}' does not fit model {model}: missing keys: {missing}; unexpected "
                          "keys: {unexpected}; other shapes: {shapes}. Choose the model (and model.args) the weights "
                          "were saved from.")
+WEIGHTS_CHANGED = ("weights file '{path}' is not the one this run was trained from (SHA-256 {now}..., the run recorded "
+                   "{recorded}...): its frozen backbone would give other features than the head was trained on. Put "
+                   "the original file back at that path.")
 MODEL_ARG_UNKNOWN = ("model {model!r} takes no argument {args}; it accepts: {accepted}. ({filled} come from the data; "
                      "see docs/models.md.)")
 MODEL_ARG_FILLED = ("model.args {args} of model {model!r} come from the data (image size, channels, labels); leave "

@@ -208,7 +208,7 @@ def test_batchnorm_gets_one_message_naming_the_layer_and_the_ways_out(tmp_path):
     torch.testing.assert_close(frozen.features(x)[:1], frozen.features(x[:1]))
 
 
-def test_the_first_reference_recipe_runs_end_to_end_from_a_weights_file(tmp_path, phantom_root):
+def test_the_first_reference_recipe_runs_end_to_end_from_a_weights_file(tmp_path, phantom_root, capsys):
     """Frozen pretrained backbone, DP-trained head: ledger and report from `privmed train`."""
     from privmed.cli import main
 
@@ -224,6 +224,10 @@ def test_the_first_reference_recipe_runs_end_to_end_from_a_weights_file(tmp_path
     assert "if they were trained on the private data, the epsilon above does not hold" in ledger["summary"]
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["splits"]["test"]["auroc"]["value"])
     assert main(["evaluate", str(run), "--bootstrap", "100"]) == 0
+    # the frozen backbone comes from the file again: another file at that path is refused, with what to do
+    torch.save({k: v + 1 for k, v in torch.load(weights).items()}, weights)
+    assert main(["evaluate", str(run), "--bootstrap", "100"]) == 2
+    assert "is not the one this run was trained from" in capsys.readouterr().err
     missing = tmp_path / "run2"
     assert main(["train", "--data", str(phantom_root), "--model-weights", str(tmp_path / "gone.pt"), "--freeze",
                  "backbone", "--epsilon", "2", "--image-size", str(SIZE), "--out", str(missing)]) == 2

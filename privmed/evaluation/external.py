@@ -21,6 +21,7 @@ from privmed.evaluation.bootstrap import paired_bootstrap
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
 from privmed.models import build_for_run
+from privmed.models.pretrained import check_same_weights
 from privmed.models.parts import trainable_part
 
 EVALUATIONS = "evaluations"
@@ -39,6 +40,8 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     config = config_from_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
     # the checkpoint holds every trained weight; only a frozen backbone comes from the weights file again
+    if config.model.freeze != "none":
+        check_same_weights(config.model.weights, recorded=state.get("weights_sha256"))
     model = build_for_run(config, num_outputs=len(metrics["label_names"]), weights=config.model.freeze != "none")
     try:
         trainable_part(model).load_state_dict(state["model"])

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from privmed.errors import PrivmedError, WEIGHTS_KEYS_MISMATCH, WEIGHTS_MISSING, WEIGHTS_UNREADABLE
+from privmed.errors import PrivmedError, WEIGHTS_CHANGED, WEIGHTS_KEYS_MISMATCH, WEIGHTS_MISSING, WEIGHTS_UNREADABLE
 
 from .parts import FrontEndClassifier, is_feature_model
 
@@ -189,13 +189,28 @@ def state_hash(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(path: str | Path | None) -> str | None:
+    """SHA-256 of a weights file's bytes (None without a file)."""
+    if path is None or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_same_weights(path: str | Path, *, recorded: str | None) -> None:
+    """Refuse a weights file whose bytes are not those a run was trained from (``recorded``: their SHA-256,
+    None for runs that did not record it): a frozen backbone must give the features its head was trained on."""
+    now = weights_digest(path)
+    if recorded is not None and now is not None and now != recorded:
+        raise PrivmedError(WEIGHTS_CHANGED.format(path=path, recorded=recorded[:16], now=now[:16]))
+
+
 def pretrained_inputs(model_config) -> list[str]:
     """The ledger's sentence on the weights a run started from (none without ``model.weights``): what they
     are (file name and SHA-256) and the assumption that makes them cost no privacy."""
     if model_config.weights is None:
         return []
     path = Path(model_config.weights)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unknown (file missing)"
+    digest = weights_digest(path) or "unknown (file missing)"
     part = "a frozen backbone (only the classifier layer was trained)" if model_config.freeze == "backbone" \
         else "the starting point of training"
     return [f"Pretrained weights '{path.name}' (SHA-256 {digest[:16]}) were {part}; they are taken to be trained "

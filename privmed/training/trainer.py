@@ -45,6 +45,7 @@ from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import PrivmedError
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.models import build_for_run
+from privmed.models.pretrained import weights_digest
 from privmed.privacy.ledger import PrivacyLedger
 
 from . import distributed
@@ -199,8 +200,9 @@ def _finish(run: Run, state: TrainState) -> None:
     ledger.validation_choices.extend(validation_choices(config, run.candidates, state.best,
                                                        len(run.data.split("val"))))
     _write_results(out, run.net, run.inputs, run.data, config, ledger, state.best, run.candidates, run.device)
-    torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out)},
-               out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger
+    torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
+                "weights_sha256": weights_digest(config.model.weights)},
+               out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger or weights
     rundir.append_log(out, ledger.summary())
 
 
