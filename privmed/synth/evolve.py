@@ -40,7 +40,7 @@ from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 from privmed.models.invariance import InvariantFeatures
 from privmed.models.scatter import ScatterFeatures
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
 from privmed.privacy.units import PrivacyUnit, resolve_unit
@@ -55,6 +55,8 @@ VOTES_STREAM = 0x3B7A
 #: images are compared at this size at most (a 128 px mass keeps its shape at 64 px; scattering costs 7x less)
 FEATURE_SIZE = 64
 _FEATURE_BATCH = 64
+EVOLVE_EPSILON_UNREACHABLE = ("epsilon={epsilon:g} cannot be reached by {rounds} vote histogram(s) at delta={delta:g}: "
+                              "even a noise multiplier of {sigma:g} spends more. Raise --epsilon or use fewer --rounds.")
 
 
 @dataclass
@@ -133,6 +135,11 @@ def calibrated_sigma(config: EvolveConfig, *, delta: float) -> float:
     p = config.privacy
     if p.noise_multiplier is not None:
         return p.noise_multiplier
+    rounds = config.evolve.rounds
+    if epsilon_for([Mechanism(STAGE, MAX_NOISE_MULTIPLIER, 1.0, rounds)], delta=delta,
+                   accountant=p.accountant) > p.epsilon:
+        raise PrivmedError(EVOLVE_EPSILON_UNREACHABLE.format(epsilon=p.epsilon, rounds=rounds, delta=delta,
+                                                             sigma=MAX_NOISE_MULTIPLIER))
     return calibrate_noise(target_epsilon=p.epsilon, delta=delta, sample_rate=1.0, steps=config.evolve.rounds,
                            accountant=p.accountant)
 
