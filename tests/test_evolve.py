@@ -183,3 +183,18 @@ def test_bad_input_is_one_clear_message_and_writes_nothing(phantom_root, tmp_pat
 def test_a_non_empty_out_folder_is_refused(phantom_root, evolved):
     with pytest.raises(PrivmedError, match="not an empty folder"):
         evolve(evolve_config(phantom_root, evolved))
+
+
+def test_evolved_images_cannot_be_declared_public_for_the_data_that_voted(phantom_root, evolved, tmp_path):
+    config = config_from_dict({"out": str(tmp_path / "r"), "data": {"path": str(phantom_root), "image_size": 32},
+                               "model": {"name": "scatter_linear"}, "privacy": {"epsilon": 2.0},
+                               "synthetic": {"path": str(evolved), "use": "pretrain", "public": True},
+                               "training": {"epochs": 1, "batch_size": 32}})
+    with pytest.raises(PrivmedError, match="cannot be declared public"):
+        train(config)
+
+
+def test_synth_evaluate_measures_an_evolved_folder(phantom_root, evolved, capsys):
+    assert main(["synth", "evaluate", str(evolved), "--data", str(phantom_root), "--image-size", "32",
+                 "--bootstrap", "100", "--out", str(evolved.parent / "quality")]) == 0
+    assert "train on synthetic, test on real: AUROC" in capsys.readouterr().out
