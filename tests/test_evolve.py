@@ -198,3 +198,15 @@ def test_synth_evaluate_measures_an_evolved_folder(phantom_root, evolved, capsys
     assert main(["synth", "evaluate", str(evolved), "--data", str(phantom_root), "--image-size", "32",
                  "--bootstrap", "100", "--out", str(evolved.parent / "quality")]) == 0
     assert "train on synthetic, test on real: AUROC" in capsys.readouterr().out
+
+
+def test_the_commands_help_states_the_configs_defaults(capsys):
+    from privmed.synth.config import EvolutionConfig
+
+    with pytest.raises(SystemExit):
+        main(["synth", "evolve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = EvolutionConfig()
+    for shown in (f"(default {d.rounds})", f"(default {d.population})", f"(default {d.n})",
+                  f"(default {d.threshold:g})", f"(default {d.step:g};", f"(default {d.fresh:g})"):
+        assert shown in text
