@@ -11,7 +11,9 @@ phantom, beside the phantom's prior (the same simulator, no votes: epsilon 0) an
 * ``pretrain_finetune``: pretraining on the synthetic images, then DP fine-tuning on the real training
   split with the noise that makes evolution + fine-tuning compose to a total epsilon of 2 (the prior's
   phantom is free: its fine-tuning alone spends 2);
-* ``dp_sgd_real``: DP-SGD on the real training split alone at epsilon 2.
+* ``dp_sgd_real``: DP-SGD on the real training split alone at epsilon 2;
+* a diagnostic, NOT private: the same evolution with noiseless votes, to tell what the noise costs from
+  what the votes themselves do.
 
 ``cbis_synthetic.py``'s recipe (``common.run_one``: 64 px, 15 epochs, expected batch 128, lr 0.1, clip 1,
 pretraining 20 epochs, head kept, checkpoint = best val epoch); 3,000 images per synthetic folder.
@@ -40,17 +42,20 @@ from privmed.synth.config import evolve_config_from_dict
 from privmed.synth.evolve import evolve, prior_means
 
 PE_EPSILONS = (0.5, 1.0)
+NOISELESS = "noiseless"  # a diagnostic: the votes without noise (NOT private), to separate PE's limits from DP's
 EVOLUTION = {"rounds": 4, "population": 32, "n": 3000}
 
 
-def evolved_once(data: str, out: Path, *, epsilon: float, seed: int) -> Path:
-    """``out`` holding an evolution at ``epsilon`` (candidates' seed ``seed``), run unless its record, written
-    last, is there already (a folder without it is an interrupted run and is cleared)."""
+def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int) -> Path:
+    """``out`` holding an evolution at ``epsilon`` (None: noiseless votes, not private; candidates' seed ``seed``),
+    run unless its record, written last, is there already (a folder without it is an interrupted run and is
+    cleared)."""
     if not (out / rundir.PRIVACY).is_file():
         shutil.rmtree(out, ignore_errors=True)
         evolve(evolve_config_from_dict({
             "out": str(out), "data": {"path": data, "image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
-            "privacy": {"epsilon": epsilon}, "evolve": {**EVOLUTION, "seed": seed}}))
+            "privacy": {"epsilon": epsilon} if epsilon is not None else {"noise_multiplier": 0.0},
+            "evolve": {**EVOLUTION, "seed": seed}}))
     return out
 
 
@@ -78,6 +83,11 @@ def rows_for_seed(data: str, runs: Path, phantom: Path, seed: int) -> list[dict]
                      **facts})
         rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
                                noise=noise), **facts})
+    folder = evolved_once(data, runs / f"evolved_{NOISELESS}_seed{seed}", epsilon=None, seed=seed)
+    name, facts = f"evolved_{NOISELESS}_seed{seed}", evolution_facts(folder)
+    rows.append({**run_one(data, runs, strategy="synthetic_only", generator=name, folder=folder, seed=seed), **facts})
+    rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
+                           epsilon=2.0), **facts})
     for row in rows:
         row["source"] = row["generator"].split("_seed")[0]
         print({k: v for k, v in row.items() if k != "run"}, flush=True)
@@ -105,7 +115,7 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
                     seeds=("seed", "count"), winners=("winners", "mean"), radius=("radius", "mean"),
                     contrast=("contrast", "mean")).reset_index())
     bar = summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0]
-    evolved = summary[summary["source"].str.startswith("evolved")]
+    evolved = summary[summary["source"].str.startswith("evolved") & ~summary["source"].str.endswith(NOISELESS)]
     chosen = set(evolved.loc[evolved.groupby("strategy")["val"].idxmax()].index)
     prior = prior_means(seed=0)
     lines = ["# Private evolution of the phantom on CBIS-DDSM (train-on-synthetic; pretraining + DP fine-tuning)", "",
@@ -114,7 +124,8 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
              "3000 patches of the un-evolved simulator (epsilon 0). `total epsilon` is the run's ledger (PRV "
              "accountant, unit of privacy the patient: 578 training patients, delta 1/(10 x patients), secret "
              "noise): the evolution's histograms composed with the fine-tuning's DP-SGD. `*`: the evolution "
-             "epsilon with the better mean val AUROC for that strategy. Winners: candidates (both classes) above "
+             "epsilon with the better mean val AUROC for that strategy. `evolved_noiseless`: a diagnostic, the same "
+             "evolution with noiseless votes (NOT private; its fine-tuning runs at epsilon 2). Winners: candidates (both classes) above "
              "the vote threshold in the last round; radius / contrast: mean of the written images' parameters "
              f"(prior: {prior['radius']:.3f} / {prior['contrast']:.3f}). " + run_facts(seconds), "",
              "| source | strategy | total epsilon | val AUROC | test AUROC mean | median (min-max) | vs dp_sgd_real "
