@@ -210,3 +210,15 @@ def test_the_commands_help_states_the_configs_defaults(capsys):
     for shown in (f"(default {d.rounds})", f"(default {d.population})", f"(default {d.n})",
                   f"(default {d.threshold:g})", f"(default {d.step:g};", f"(default {d.fresh:g})"):
         assert shown in text
+
+
+def test_the_feature_space_is_fixed_and_compares_large_images_at_its_own_size():
+    from privmed.synth.evolve import FEATURE_SIZE, feature_space, features
+
+    big = np.random.default_rng(0).random((2, 2 * FEATURE_SIZE, 2 * FEATURE_SIZE)).astype(np.float32)
+    small = big.reshape(2, FEATURE_SIZE, 2, FEATURE_SIZE, 2).mean(axis=(2, 4))
+    a = features(feature_space(2 * FEATURE_SIZE), big)
+    assert torch.allclose(a, features(feature_space(FEATURE_SIZE), small), atol=1e-4)
+    assert not any(True for _ in feature_space(FEATURE_SIZE).parameters())  # nothing to fit, nothing fitted
+    rotated = features(feature_space(FEATURE_SIZE), np.rot90(small, 1, axes=(1, 2)).copy())
+    assert torch.allclose(rotated, features(feature_space(FEATURE_SIZE), small), atol=1e-4)
