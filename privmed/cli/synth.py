@@ -1,11 +1,12 @@
-"""``privmed synth``: train a class-conditioned generator, sample it, measure its samples."""
+"""``privmed synth``: train a class-conditioned generator, sample it, measure its samples; or evolve the phantom
+under DP votes of the private data (private evolution)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from privmed.config import ACCOUNTANTS, DataConfig, TrainingConfig
+from privmed.config import ACCOUNTANTS, PRIVACY_UNITS, DataConfig, TrainingConfig
 
 from .options import OPTION_KEYS, add_label_options, add_unit_options, cli_overrides, existing_synthetic
 
@@ -34,10 +35,11 @@ MEASURED_SAMPLES = 2000
 
 
 def add_parsers(sub) -> None:
-    """The ``synth`` command and its ``train``, ``sample`` and ``evaluate`` subcommands."""
+    """The ``synth`` command and its ``train``, ``evolve``, ``sample`` and ``evaluate`` subcommands."""
     synth = sub.add_parser("synth", help="class-conditioned generator: train (with or without DP), sample, evaluate")
     ssub = synth.add_subparsers(dest="synth_command")
     _add_train(ssub)
+    _add_evolve(ssub)
     sa = ssub.add_parser("sample", help="write synthetic images + manifest + privacy record")
     sa.add_argument("generator", help="generator folder (from `synth train`)")
     sa.add_argument("--n", type=int, default=SAMPLES, help=f"images in all, half per class (default {SAMPLES})")
@@ -89,6 +91,56 @@ def _add_train(ssub) -> None:
     tr.add_argument("--device")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")
     tr.set_defaults(handler=cmd_train)
+
+
+#: ``synth evolve`` option -> (config section, key)
+EVOLVE_OPTION_KEYS: dict[str, tuple[str, str]] = {
+    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon",
+                                   "delta", "noise_multiplier", "accountant", "privacy_unit", "replayable_noise")},
+    **{k: ("evolve", k) for k in ("rounds", "population", "n", "threshold", "step", "fresh", "seed")},
+}
+
+
+def _add_evolve(ssub) -> None:
+    ev = ssub.add_parser("evolve", help="private evolution of the phantom simulator: DP votes of the private "
+                                        "patients pick and refine phantom parameters; writes images like `sample`")
+    ev.add_argument("--data", required=True, help="the private data (its train split votes)")
+    add_label_options(ev, single=True)
+    ev.add_argument("--image-size", type=int, help=f"{DataConfig.image_size} (default) or 128")
+    ev.add_argument("--epsilon", type=float, help="target epsilon of all rounds' vote histograms together")
+    ev.add_argument("--delta", type=float, help="default 1/(10 N) for N patients (or images)")
+    ev.add_argument("--noise-multiplier", type=float, help="the votes' Gaussian noise instead of --epsilon")
+    ev.add_argument("--accountant", choices=ACCOUNTANTS)
+    ev.add_argument("--privacy-unit", choices=PRIVACY_UNITS,
+                    help="unit of privacy: patient (one vote per patient, split over their images; the default "
+                         "when the data has patient ids) or image")
+    ev.add_argument("--replayable-noise", action="store_true", default=None,
+                    help="derive the vote noise from --seed (debugging): the result is then NOT private")
+    ev.add_argument("--rounds", type=int, help="vote histograms released (default 4)")
+    ev.add_argument("--population", type=int, help="phantom candidates per class each round (default 32)")
+    ev.add_argument("--n", type=int, help="images written, half per class (default 2000)")
+    ev.add_argument("--threshold", type=float, help="votes kept above this many noise std (default 1)")
+    ev.add_argument("--step", type=float, help="first mutation step, share of each parameter's prior range "
+                                               "(default 0.15; shrinks each round)")
+    ev.add_argument("--fresh", type=float, help="share of each new population drawn afresh (default 0.1)")
+    ev.add_argument("--seed", type=int, help="the candidates' seed (public; the vote noise never comes from it)")
+    ev.add_argument("--out", required=True, help="new or empty folder to write")
+    ev.set_defaults(handler=cmd_evolve)
+
+
+def cmd_evolve(args: argparse.Namespace) -> int:
+    """``privmed synth evolve``: images of phantom parameters evolved under DP votes of the private data."""
+    from privmed import rundir
+    from privmed.synth.config import evolve_config_from_dict
+    from privmed.synth.evolve import evolve
+
+    config = evolve_config_from_dict(cli_overrides(args, EVOLVE_OPTION_KEYS))
+    rundir.check_writable(config.out)
+    out = evolve(config)
+    print(f"{config.evolve.n // 2 * 2} evolved phantom images written to {out} (manifest.csv, privacy.json, "
+          f"population.npz, history.csv, preview.png)")
+    print(f"  privacy of the evolution: {rundir.read_record(out).summary}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

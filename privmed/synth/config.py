@@ -103,3 +103,68 @@ def generator_config_from_dict(raw: Mapping[str, Any]) -> GeneratorConfig:
         kwargs["out"] = str(raw["out"])
     return GeneratorConfig(**kwargs)
 
+
+
+EVOLVE_NEEDS_EPSILON = ("private evolution releases noisy vote histograms of the private data: give --epsilon (the "
+                        "target for all rounds together) or --noise-multiplier.")
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Private evolution's schedule (``privmed synth evolve``): ``rounds`` noisy vote histograms over
+    ``population`` phantom candidates per class; each round keeps the winners (votes above
+    ``threshold`` x the noise's standard deviation), mutates them by ``step`` x their prior range
+    (``step`` shrinks by ``decay`` per round) and replaces a ``fresh`` share by new prior draws.
+    ``n`` images are written, half per class."""
+
+    rounds: int = 4
+    population: int = 32
+    n: int = 2000
+    threshold: float = 1.0
+    step: float = 0.15
+    decay: float = 0.6
+    fresh: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key, minimum in (("rounds", 1), ("population", 2), ("n", 2)):
+            require(getattr(self, key) >= minimum, "evolve", key, getattr(self, key), f"must be >= {minimum}")
+        require(self.threshold >= 0, "evolve", "threshold", self.threshold, "must be >= 0 (in noise std)")
+        require(0 < self.step <= 1, "evolve", "step", self.step, "must be in (0, 1] (a share of the prior range)")
+        require(0 < self.decay <= 1, "evolve", "decay", self.decay, "must be in (0, 1]")
+        require(0 <= self.fresh < 1, "evolve", "fresh", self.fresh, "must be in [0, 1)")
+        require(self.seed >= 0, "evolve", "seed", self.seed, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """Everything one ``privmed synth evolve`` run needs (``privacy.clip_norm`` and
+    ``max_images_per_patient`` do not apply: a patient's vote has norm 1 by construction)."""
+
+    out: str = "gens/evolved"
+    data: DataConfig = field(default_factory=DataConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    evolve: EvolutionConfig = field(default_factory=EvolutionConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.spatial_dims != 2 or len(self.data.label_columns) != 1:
+            raise PrivmedError("private evolution makes 2D patches of one binary label: data.spatial_dims must be 2 "
+                               "and one label column given.")
+        if not self.privacy.private:
+            raise PrivmedError(EVOLVE_NEEDS_EPSILON)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(dataclasses.asdict(self))
+
+
+_EVOLVE_SECTIONS = {"data": DataConfig, "privacy": PrivacyConfig, "evolve": EvolutionConfig}
+
+
+def evolve_config_from_dict(raw: Mapping[str, Any]) -> EvolveConfig:
+    """Build an :class:`EvolveConfig` from nested dicts; unknown keys raise :class:`PrivmedError`."""
+    reject_unknown(raw, {"out", *_EVOLVE_SECTIONS}, "top-level")
+    kwargs: dict[str, Any] = {name: section_from_dict(cls, raw.get(name) or {}, name)
+                              for name, cls in _EVOLVE_SECTIONS.items()}
+    if "out" in raw:
+        kwargs["out"] = str(raw["out"])
+    return EvolveConfig(**kwargs)

@@ -1,0 +1,144 @@
+"""Private evolution of the phantom on CBIS-DDSM: does a DP vote of the patients make the phantom more useful?
+
+``privmed synth evolve`` (issue 19; Lin et al. 2024 Private Evolution, its simulator variant Sim-PE
+2025): phantom parameter sets evolved under DP nearest-neighbour votes of the CBIS-DDSM training
+patients (one vote per patient, split over their images; Gaussian noise; ``rounds`` releases composed
+by the PRV accountant at the patient unit). Its images are used as ``phantom_pretrain.py`` uses the
+phantom, beside the phantom's prior (the same simulator, no votes: epsilon 0) and DP-SGD alone:
+
+* ``synthetic_only``: ``scatter_linear`` trained without DP on the synthetic images alone (no real image
+  touched; the run's epsilon is the evolution's), tested on the real test split;
+* ``pretrain_finetune``: pretraining on the synthetic images, then DP fine-tuning on the real training
+  split with the noise that makes evolution + fine-tuning compose to a total epsilon of 2 (the prior's
+  phantom is free: its fine-tuning alone spends 2);
+* ``dp_sgd_real``: DP-SGD on the real training split alone at epsilon 2;
+* a diagnostic, NOT private: the same evolution with noiseless votes, to tell what the noise costs from
+  what the votes themselves do.
+
+``cbis_synthetic.py``'s recipe (``common.run_one``: 64 px, 15 epochs, expected batch 128, lr 0.1, clip 1,
+pretraining 20 epochs, head kept, checkpoint = best val epoch); 3,000 images per synthetic folder.
+Evolution: 4 rounds, 32 candidates per class, at epsilon_PE 0.5 and 1 (one evolution per seed; the one
+with the better mean val AUROC is marked). Test AUROC, mean and median over seeds.
+
+    OMP_NUM_THREADS=1 python benchmarks/private_evolution.py --seeds 5 [--runs benchmarks/runs/private_evolution]
+
+Writes ``benchmarks/results/private_evolution.{csv,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import (IMAGE_SIZE, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one,
+                    total_two_noise, write_results)
+from privmed import rundir
+from privmed.synth.config import evolve_config_from_dict
+from privmed.synth.evolve import evolve, prior_means
+
+PE_EPSILONS = (0.5, 1.0)
+NOISELESS = "noiseless"  # a diagnostic: the votes without noise (NOT private), to separate PE's limits from DP's
+EVOLUTION = {"rounds": 4, "population": 32, "n": 3000}
+
+
+def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int) -> Path:
+    """``out`` holding an evolution at ``epsilon`` (None: noiseless votes, not private; candidates' seed ``seed``),
+    run unless its record, written last, is there already (a folder without it is an interrupted run and is
+    cleared)."""
+    if not (out / rundir.PRIVACY).is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        evolve(evolve_config_from_dict({
+            "out": str(out), "data": {"path": data, "image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
+            "privacy": {"epsilon": epsilon} if epsilon is not None else {"noise_multiplier": 0.0},
+            "evolve": {**EVOLUTION, "seed": seed}}))
+    return out
+
+
+def evolution_facts(folder: Path) -> dict:
+    """What the evolution released and where it went: last round's winners, mean radius and contrast written."""
+    last = pd.read_csv(folder / rundir.HISTORY).iloc[-1]
+    written = np.load(folder / "population.npz")
+    return {"winners": int(last["winners_0"] + last["winners_1"]), "radius": float(written["radius"].mean()),
+            "contrast": float(written["contrast"].mean()), "pe_epsilon": rundir.read_record(folder).epsilon}
+
+
+def rows_for_seed(data: str, runs: Path, phantom: Path, seed: int) -> list[dict]:
+    rows = [{**run_one(data, runs, strategy="dp_sgd_real", generator="none", folder=None, seed=seed,
+                       epsilon=2.0), "pe_epsilon": 0.0},
+            {**run_one(data, runs, strategy="synthetic_only", generator="phantom", folder=phantom, seed=seed),
+             "pe_epsilon": 0.0},
+            {**run_one(data, runs, strategy="pretrain_finetune", generator="phantom", folder=phantom, seed=seed,
+                       epsilon=2.0), "pe_epsilon": 0.0}]
+    for eps in PE_EPSILONS:
+        folder = evolved_once(data, runs / f"evolved_eps{eps:g}_seed{seed}", epsilon=eps, seed=seed)
+        facts = evolution_facts(folder)
+        name = f"evolved_eps{eps:g}_seed{seed}"
+        noise, _ = total_two_noise(folder, data)
+        rows.append({**run_one(data, runs, strategy="synthetic_only", generator=name, folder=folder, seed=seed),
+                     **facts})
+        rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
+                               noise=noise), **facts})
+    folder = evolved_once(data, runs / f"evolved_{NOISELESS}_seed{seed}", epsilon=None, seed=seed)
+    name, facts = f"evolved_{NOISELESS}_seed{seed}", evolution_facts(folder)
+    rows.append({**run_one(data, runs, strategy="synthetic_only", generator=name, folder=folder, seed=seed), **facts})
+    rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
+                           epsilon=2.0), **facts})
+    for row in rows:
+        row["source"] = row["generator"].split("_seed")[0]
+        print({k: v for k, v in row.items() if k != "run"}, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SHARED / "cbis-ddsm-masses"))
+    parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs" / "private_evolution"))
+    args = parse_benchmark_args(parser, seeds=5)
+    t0 = time.perf_counter()
+    runs = Path(args.runs)
+    phantom = phantom_folder(runs / "phantom")
+    rows = [row for seed in range(args.seeds) for row in rows_for_seed(args.data, runs, phantom, seed)]
+    table = pd.DataFrame(rows).drop(columns=["run"])
+    write_results(Path(args.results), "private_evolution", table, markdown(table, time.perf_counter() - t0))
+
+
+def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
+    """Mean and median over seeds per (source, strategy), DP-SGD alone at epsilon 2 beside them."""
+    summary = (table.groupby(["source", "strategy"], sort=False)
+               .agg(total=("total_epsilon", "first"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
+                    median=("test_auroc", "median"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
+                    seeds=("seed", "count"), winners=("winners", "mean"), radius=("radius", "mean"),
+                    contrast=("contrast", "mean")).reset_index())
+    bar = summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0]
+    evolved = summary[summary["source"].str.startswith("evolved") & ~summary["source"].str.endswith(NOISELESS)]
+    chosen = set(evolved.loc[evolved.groupby("strategy")["val"].idxmax()].index)
+    prior = prior_means(seed=0)
+    lines = ["# Private evolution of the phantom on CBIS-DDSM (train-on-synthetic; pretraining + DP fine-tuning)", "",
+             f"`scatter_linear` at {IMAGE_SIZE} px; evolution {EVOLUTION['rounds']} rounds x "
+             f"{EVOLUTION['population']} candidates per class, {EVOLUTION['n']} images written; the phantom prior: "
+             "3000 patches of the un-evolved simulator (epsilon 0). `total epsilon` is the run's ledger (PRV "
+             "accountant, unit of privacy the patient: 578 training patients, delta 1/(10 x patients), secret "
+             "noise): the evolution's histograms composed with the fine-tuning's DP-SGD. `*`: the evolution "
+             "epsilon with the better mean val AUROC for that strategy. `evolved_noiseless`: a diagnostic, the same "
+             "evolution with noiseless votes (NOT private; its fine-tuning runs at epsilon 2). Winners: candidates (both classes) above "
+             "the vote threshold in the last round; radius / contrast: mean of the written images' parameters "
+             f"(prior: {prior['radius']:.3f} / {prior['contrast']:.3f}). " + run_facts(seconds), "",
+             "| source | strategy | total epsilon | val AUROC | test AUROC mean | median (min-max) | vs dp_sgd_real "
+             "eps 2 | winners | radius | contrast | seeds |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, r in summary.iterrows():
+        versus = f"{r['test'] - bar:+.3f}" if r["strategy"] != "dp_sgd_real" else ""
+        facts = (f"{r['winners']:.1f} | {r['radius']:.3f} | {r['contrast']:.3f}" if r["source"].startswith("evolved")
+                 else " | | ")
+        lines.append(f"| {r['source']}{' *' if i in chosen else ''} | {r['strategy']} | {r['total']} | "
+                     f"{r['val']:.3f} | {r['test']:.3f} | {r['median']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | "
+                     f"{versus} | {facts} | {r['seeds']} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
