@@ -29,7 +29,10 @@ Heads:
   phantom's top k principal axes (fitted on phantom patches alone: free), as the one-shot head's ``pca`` rows;
 * ``dp_sgd_phantom_init``: the DP-SGD head started from a linear head pretrained on the phantom's features
   (``phantom_head``: 1,000 phantom patches, logistic regression with C fixed in advance; no patient data:
-  free), the phantom pretraining of issue 19 for a frozen front end;
+  free), the phantom pretraining of issue 19 for a frozen front end; ``dp_sgd_phantom_centre``: the features
+  centred by the phantom's mean (public: no centre release, all of epsilon to DP-SGD), ``..._init``: and started
+  from that pretrained head (what ``--synthetic PHANTOM --synthetic-use pretrain`` does for ``scatter_linear``);
+  ``dp_sgd_uncentred``: no centre at all;
 * ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
   sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
   calibrated so that centre and both releases compose to epsilon (PRV accountant); the ridge penalty is
@@ -88,7 +91,7 @@ PCA_DIMS = (32, 128)
 #: the phantom's principal axes of the front end being measured, by k (set in main)
 PROJECTIONS: dict[int, torch.Tensor] = {}
 #: the head pretrained on the phantom's features of the front end being measured (set in main)
-PHANTOM_HEAD: dict[str, nn.Linear] = {}
+PHANTOM_HEAD: dict[str, nn.Module | torch.Tensor] = {}
 PHANTOM_C = 1e-3
 
 
@@ -123,15 +126,21 @@ def features(name: str, images: dict, augment: bool) -> dict:
 
 
 def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int, ema: float = 0.0,
-                centre_noise: float = CENTRE_NOISE, init: nn.Linear | None = None) -> tuple[dict, float, str]:
+                centre_noise: float = CENTRE_NOISE, init: nn.Linear | None = None,
+                centre: torch.Tensor | None = None) -> tuple[dict, float, str]:
     """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head (``ema``:
-    ``training.ema``, the weights' moving average validated and kept; ``init``: the head's starting weights)."""
+    ``training.ema``, the weights' moving average validated and kept; ``init``: the head's starting weights;
+    ``centre``: a public centre subtracted from every split instead of the privately released one, so all of
+    epsilon goes to DP-SGD)."""
     config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
                                "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise},
                                "training": {"epochs": 40, "batch_size": 128, "lr": 0.3, "momentum": 0.9,
                                             "augment": False, "seed": seed, "ema": ema}})
     d = x["train"].shape[1]
-    fitted = train_in_memory(config, lambda: nn.Sequential(FeatureCenter(d), copy.deepcopy(init) or nn.Linear(d, 1)),
+    if centre is not None:
+        x = {s: f - centre.to(f.dtype) for s, f in x.items()}
+    first = (lambda: nn.Identity()) if centre is not None else (lambda: FeatureCenter(d))
+    fitted = train_in_memory(config, lambda: nn.Sequential(first(), copy.deepcopy(init) or nn.Linear(d, 1)),
                              x["train"],
                              y["train"].unsqueeze(1), x["val"], y["val"].unsqueeze(1), groups=groups)
     with torch.no_grad():
@@ -230,6 +239,12 @@ def _aurocs(scores: dict, y: dict) -> dict:
 HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed),
          **{f"dp_sgd_ema{d}": functools.partial(lambda x, y, g, epsilon, seed, d: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, ema=d), d=d) for d in EMA_DECAYS},
+         "dp_sgd_phantom_centre": lambda x, y, g, epsilon, seed: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre=PHANTOM_HEAD["centre"]),
+         "dp_sgd_uncentred": lambda x, y, g, epsilon, seed: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre=torch.zeros(x["train"].shape[1])),
+         "dp_sgd_phantom_centre_init": lambda x, y, g, epsilon, seed: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre=PHANTOM_HEAD["centre"], init=PHANTOM_HEAD["head"]),
          "dp_sgd_phantom_init": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=epsilon, seed=seed,
                                                                            init=PHANTOM_HEAD["head"]),
          **{f"dp_sgd_ema{EMA_DECAYS[0]}_pca{k}": functools.partial(lambda x, y, g, epsilon, seed, k: dp_sgd_head(
@@ -271,6 +286,7 @@ def main() -> None:
             PROJECTIONS.update({k: axes[:, :k] for k in PCA_DIMS})
         if any("phantom" in h for h in args.heads):
             PHANTOM_HEAD["head"] = phantom_head(base)
+            PHANTOM_HEAD["centre"] = phantom_features(base)[0].mean(0)
         groups = np.tile(patients["train"], 1 + AUG_COPIES * augment)
         y = {**labels, "train": labels["train"].repeat(1 + AUG_COPIES * augment)}
         for head in args.heads:

@@ -35,6 +35,8 @@ SPATIAL_DIMS = tuple(MAX_IMAGE_SIZE)
 ACCOUNTANTS = ("prv", "rdp")
 OPTIMIZERS = ("sgd", "adam")
 PRIVACY_UNITS = ("patient", "image")
+#: where a feature model's head centre comes from (privmed.training.start.public_centre_inputs)
+CENTER_SOURCES = ("auto", "phantom", "private")
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
 
@@ -114,7 +116,10 @@ class PrivacyConfig:
     caps a sampled patient's images in one step. ``delta=None`` means 1/(10 N) for N
     protected units (patients or images). ``replayable_noise`` derives the noise and the
     Poisson batches from ``training.seed`` (debugging, exact reproduction): the run is
-    then not private, and its ledger says so.
+    then not private, and its ledger says so. ``center``: a feature model's head centre is the
+    mean features of phantom patches (``phantom``: drawn by a program, free), or the training
+    mean released with noise ``center_noise_multiplier`` (``private``); ``auto``: the phantom
+    where it can be drawn (one-channel 2D images), else private.
     """
 
     epsilon: float = math.inf
@@ -123,6 +128,7 @@ class PrivacyConfig:
     clip_norm: float = 1.0
     accountant: str = "prv"
     center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.inputs
+    center: str = "auto"  # the head's feature centre: phantom (free), private (released), auto (phantom if it can)
     unit: str | None = None  # None: patient when the data has patient ids, else image
     max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_dp_sgd.md
     replayable_noise: bool = False
@@ -146,6 +152,8 @@ class PrivacyConfig:
         require(self.accountant in ACCOUNTANTS, "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
         require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
                 self.center_noise_multiplier, "must be > 0")
+        require(self.center in CENTER_SOURCES, "privacy", "center", self.center,
+                "use 'auto', 'phantom' (the mean features of phantom patches: free) or 'private' (released with noise)")
         require(self.unit is None or self.unit in PRIVACY_UNITS, "privacy", "unit", self.unit,
                 "use 'patient' (one patient and all of their images) or 'image'")
         require(self.max_images_per_patient >= 1, "privacy", "max_images_per_patient", self.max_images_per_patient,

@@ -34,6 +34,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "clip_norm": ("privacy", "clip_norm"),
     "accountant": ("privacy", "accountant"),
     "privacy_unit": ("privacy", "unit"),
+    "center": ("privacy", "center"),
     "max_images_per_patient": ("privacy", "max_images_per_patient"),
     "replayable_noise": ("privacy", "replayable_noise"),
     "epochs": ("training", "epochs"),

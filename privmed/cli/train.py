@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import (ACCOUNTANTS, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, SYNTHETIC_USES, DataConfig,
-                            ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig, TrainingConfig)
+from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, SYNTHETIC_USES,
+                            DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig, TrainingConfig)
 
 from privmed.model_options import parse_model_arg
 from privmed.tracking import add_tracking_options, tracker_from_args
@@ -72,6 +72,10 @@ def _add_privacy_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--clip-norm", type=float,
                        help=f"per-sample gradient clipping norm (default {PrivacyConfig.clip_norm})")
     train.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
+    train.add_argument("--center", choices=CENTER_SOURCES,
+                       help="a feature model's head centre: phantom (mean features of phantom patches: free), private "
+                            "(the training mean, released with noise and composed into epsilon), auto (phantom for "
+                            f"one-channel images, else private; default {PrivacyConfig.center})")
     add_unit_options(train)
     train.add_argument("--tune", action="append", type=tune_option, metavar="KEY=V1,V2,...",
                        help="private hyper-parameter search over a training key (lr, epochs, batch_size, "

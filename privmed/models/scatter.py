@@ -86,7 +86,7 @@ class ScatterFeatures(nn.Module):
             J = default_J(image_size)
         if image_size % (2**J):
             raise ValueError(f"image_size={image_size} must be divisible by 2^J={2**J}")
-        self.J, self.L, self.image_size = J, L, image_size
+        self.J, self.L, self.image_size, self.in_channels = J, L, image_size, in_channels
         self.scattering = make_scattering(J, image_size, L)
         self.out_channels = in_channels * scattering_channels(J, L)
         self.spatial_size = pool_size if pool_size else image_size // 2**J

@@ -21,7 +21,7 @@ from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch, valida
 from .inputs import find_center, trainable_part
 from .plan import plan_privacy, start_ledger
 from .private import resolve_device, spent_steps
-from .start import prepare_start, seed_everything
+from .start import prepare_start, public_centre_inputs, seed_everything
 
 
 @dataclass
@@ -59,10 +59,11 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
     unit = resolve_unit(p.unit, groups, max_images_per_patient=p.max_images_per_patient, n=len(x_train))
     if config.tune.grid:
         raise PrivmedError("train_in_memory trains one recipe; give it a configuration without a tune section.")
+    public = public_centre_inputs(model, config, device=device)
     plan = plan_privacy(config, unit, unit, [config.training], checkpoint=None,
-                         has_center=find_center(net) is not None)
+                         has_center=find_center(net) is not None and public is None)
     ledger = start_ledger(config, plan, n=len(x_train), synthetic=None)
-    prepare_start(net, x_train, plan, ledger, config, None, None, device)
+    prepare_start(net, x_train, plan, ledger, config, None, None, device, public)
     fit = make_fit(net, x_train, y_train, plan, 0, config, device)
     augment = augments(config, model)
     best = {"val_auroc": -math.inf, "candidate": 0, "epoch": config.training.epochs, "state": None}

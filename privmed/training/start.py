@@ -1,5 +1,5 @@
 """What every candidate starts from: seeded non-secret randomness, synthetic images (mixed in or
-pretrained on), and the head's feature centre (released once, privately)."""
+pretrained on), and the head's feature centre (the phantom's, free, or released once, privately)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from privmed.config import RunConfig
+from privmed.data.phantom import PhantomSpec, generate_phantom
 from privmed.data.sources import Dataset
 from privmed.errors import PrivmedError
 from privmed.privacy.accounting import Mechanism
@@ -21,11 +22,18 @@ from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 
 from .epochs import epoch_nonprivate, make_optimizer
-from .inputs import find_center, model_inputs, set_center
+from .inputs import find_center, model_inputs, set_center, trainable_part
 from .plan import PrivacyPlan
 from .state import SyntheticInputs
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
+#: phantom patches whose mean features centre a feature model's head (``privacy.center``: phantom)
+PHANTOM_CENTRE_IMAGES = 1000
+PHANTOM_CENTRE_INPUT = ("The head's feature centre is the mean features of {n:,} phantom patches (drawn by a program, "
+                        "no patient data), so it costs no privacy")
+PHANTOM_CENTRE_SHAPE = ("privacy.center 'phantom' centres the head with the phantom, which draws one-channel 2D "
+                        "patches, and this model takes {channels}-channel images; use privacy.center 'private' (or "
+                        "'auto').")
 STREAMED_AUGMENT = ("--synthetic-use augment mixes synthetic images into training data held in memory, and this data "
                     "set is large enough to be read from disk per batch. Use --synthetic-use pretrain, or set "
                     "PRIVMED_STREAM=off to hold it in memory.")
@@ -64,18 +72,36 @@ def training_set(config: RunConfig, x_train: torch.Tensor, y_train: torch.Tensor
     return torch.cat([x_train, synthetic.x]), torch.cat([y_train, synthetic.y])
 
 
+def public_centre_inputs(model: nn.Module, config: RunConfig, *, device: str = "cpu") -> torch.Tensor | None:
+    """The features of :data:`PHANTOM_CENTRE_IMAGES` phantom patches at the front end's image size, whose mean
+    is the head's centre (``privacy.center`` phantom, or auto where the model takes one-channel images);
+    None when the centre is released from the private data instead (or the model has none)."""
+    source = config.privacy.center
+    front = next((m for m in model.modules() if hasattr(m, "in_channels") and hasattr(m, "scattering")), None)
+    if source == "private" or front is None or find_center(trainable_part(model)) is None:
+        return None
+    if front.in_channels != 1:
+        if source == "phantom":
+            raise PrivmedError(PHANTOM_CENTRE_SHAPE.format(channels=front.in_channels))
+        return None
+    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_CENTRE_IMAGES, image_size=front.image_size))
+    return model_inputs(model, torch.from_numpy(images).unsqueeze(1), device=device)
+
+
 def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
-                     synthetic: SyntheticInputs | None) -> Mechanism | None:
+                     synthetic: SyntheticInputs | None, public: torch.Tensor | None = None) -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.
 
-    With synthetic images the centre is their exact mean: no private data, no cost. The
+    With synthetic images the centre is their exact mean, and with ``public`` (the phantom's
+    features, :func:`public_centre_inputs`) its mean: no private data, no cost. Otherwise the
     private release averages each protected unit's features, with secret noise.
     """
     center = find_center(net)
     if center is None:
         return None
-    if synthetic is not None:
-        return set_center(center, synthetic.x, noise_multiplier=None, generator=torch.Generator())
+    if synthetic is not None or public is not None:
+        source = synthetic.x if synthetic is not None else public
+        return set_center(center, source, noise_multiplier=None, generator=torch.Generator())
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
         return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
@@ -85,12 +111,15 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, ch
 
 
 def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
-                   config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str) -> None:
-    """What every candidate starts from: the feature centre (entered in the ledger, released
-    once and shared by all candidates) and pretraining on synthetic images."""
-    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic)
+                   config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str,
+                   public: torch.Tensor | None = None) -> None:
+    """What every candidate starts from: the feature centre (the phantom's, ``public``, or entered in
+    the ledger, released once and shared by all candidates) and pretraining on synthetic images."""
+    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic, public)
     if center_mechanism is not None:
         ledger.mechanisms.append(center_mechanism)
+    if public is not None and synthetic is None and find_center(net) is not None:
+        ledger.free_inputs.append(PHANTOM_CENTRE_INPUT.format(n=len(public)))
     if synthetic is not None and config.synthetic.use == "pretrain":
         if checkpoint is None:  # a resumed run restores the fine-tuned weights instead
             pretrain(net, synthetic, config, device)

@@ -57,7 +57,8 @@ from .inputs import find_center, model_inputs, trainable_part
 from .plan import (PrivacyPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
                    start_ledger, validation_choices)
 from .private import resolve_device, spent_steps
-from .start import SyntheticInputs, prepare_start, seed_everything, synthetic_inputs, synthetic_source, training_set
+from .start import (SyntheticInputs, prepare_start, public_centre_inputs, seed_everything, synthetic_inputs,
+                    synthetic_source, training_set)
 
 __all__ = ["FittedModel", "seed_everything", "train", "train_in_memory", "train_processes"]
 
@@ -79,6 +80,7 @@ class Run:
     x_fit: torch.Tensor
     y_fit: torch.Tensor
     synthetic: SyntheticInputs | None
+    public_centre: torch.Tensor | None  # the phantom's features, whose mean centres the head (free)
     plan: PrivacyPlan
     ledger: PrivacyLedger
     candidates: list
@@ -122,13 +124,15 @@ def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) ->
     net = trainable_part(model).to(device)
     synthetic = synthetic_inputs(source, model, device)
     x_fit, y_fit = training_set(config, inputs["train"], torch.from_numpy(train_data.labels), synthetic)
+    public = public_centre_inputs(model, config, device=device) if synthetic is None else None
     config = fit_physical_batch(net, x_fit, y_fit, config, device)  # measured, before the run directory exists
     candidates = config.tune.candidates(config.training)
     plan = plan_privacy(config, protected, sampled_unit(config, protected, synthetic), candidates,
-                        checkpoint=checkpoint, has_center=find_center(net) is not None and synthetic is None)
+                        checkpoint=checkpoint,
+                        has_center=find_center(net) is not None and synthetic is None and public is None)
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
-    return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, plan, ledger,
-               candidates)
+    return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, public, plan,
+               ledger, candidates)
 
 
 def _create_run_dir(run: Run) -> None:
@@ -141,7 +145,8 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
     """Every hyper-parameter candidate (one without a search), each from the same start, from where
     ``state`` stands; the lead checkpoints after every epoch."""
     config, net, candidates = run.config, run.net, run.candidates
-    prepare_start(net, run.x_fit, run.plan, run.ledger, config, run.checkpoint, run.synthetic, run.device)
+    prepare_start(net, run.x_fit, run.plan, run.ledger, config, run.checkpoint, run.synthetic, run.device,
+                  run.public_centre)
     initial = copy.deepcopy(net.state_dict())
     bar = tqdm(desc="training", unit="epoch", total=sum(c.epochs for c in candidates),
                initial=sum(c.epochs for c in candidates[:state.candidate]) + state.epoch,
