@@ -19,7 +19,7 @@ from privmed.training.trainer import train
 def _config(root, out, **privacy):
     return config_from_dict({
         "out": str(out), "data": {"path": str(root), "image_size": 32}, "model": {"name": "scatter_linear"},
-        "privacy": {"epsilon": 3.0, **privacy},
+        "privacy": {"epsilon": 3.0, "center": "private", **privacy},  # the centre release is what is attacked
         "training": {"epochs": 1, "batch_size": 32, "bootstrap_resamples": 100, "seed": 5},
     })
 
