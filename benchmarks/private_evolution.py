@@ -15,6 +15,10 @@ phantom, beside the phantom's prior (the same simulator, no votes: epsilon 0) an
 * a diagnostic, NOT private: the same evolution with noiseless votes, to tell what the noise costs from
   what the votes themselves do.
 
+Each evolution twice: ``evolved_*`` evolves all the phantom's parameters (``--vary all``),
+``evolved_appearance_*`` only the appearance ones, every candidate's lesion morphology (shape, margin,
+spiculation) fresh from its class's prior (``--vary appearance``); same votes, same accounting.
+
 ``cbis_synthetic.py``'s recipe (``common.run_one``: 64 px, 15 epochs, expected batch 128, lr 0.1, clip 1,
 pretraining 20 epochs, head kept, checkpoint = best val epoch); 3,000 images per synthetic folder.
 Evolution: 4 rounds, 32 candidates per class, at epsilon_PE 0.5 and 1 (one evolution per seed; the one
@@ -38,15 +42,18 @@ import pandas as pd
 from common import (IMAGE_SIZE, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one,
                     total_two_noise, write_results)
 from privmed import rundir
+from privmed.synth import candidates as cand
 from privmed.synth.config import evolve_config_from_dict
 from privmed.synth.evolve import evolve, prior_means
 
 PE_EPSILONS = (0.5, 1.0)
 NOISELESS = "noiseless"  # a diagnostic: the votes without noise (NOT private), to separate PE's limits from DP's
 EVOLUTION = {"rounds": 4, "population": 32, "n": 3000}
+#: source name prefix -> ``evolve.vary``
+VARIANTS = {"evolved": "all", "evolved_appearance": "appearance"}
 
 
-def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int) -> Path:
+def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int, vary: str) -> Path:
     """``out`` holding an evolution at ``epsilon`` (None: noiseless votes, not private; candidates' seed ``seed``),
     run unless its record, written last, is there already (a folder without it is an interrupted run and is
     cleared)."""
@@ -55,16 +62,24 @@ def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int) -> P
         evolve(evolve_config_from_dict({
             "out": str(out), "data": {"path": data, "image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
             "privacy": {"epsilon": epsilon} if epsilon is not None else {"noise_multiplier": 0.0},
-            "evolve": {**EVOLUTION, "seed": seed}}))
+            "evolve": {**EVOLUTION, "seed": seed, "vary": vary}}))
     return out
 
 
 def evolution_facts(folder: Path) -> dict:
-    """What the evolution released and where it went: last round's winners, mean radius and contrast written."""
+    """What the evolution released and where it went: last round's winners, mean radius and contrast written,
+    and the written images' mean spicule count, malignant minus benign (the prior's class signal)."""
     last = pd.read_csv(folder / rundir.HISTORY).iloc[-1]
     written = np.load(folder / "population.npz")
     return {"winners": int(last["winners_0"] + last["winners_1"]), "radius": float(written["radius"].mean()),
-            "contrast": float(written["contrast"].mean()), "pe_epsilon": rundir.read_record(folder).epsilon}
+            "contrast": float(written["contrast"].mean()), "spicule_gap": spicule_gap(written),
+            "pe_epsilon": rundir.read_record(folder).epsilon}
+
+
+def spicule_gap(population) -> float:
+    """Mean spicule count of the malignant candidates minus that of the benign ones."""
+    label = np.asarray(population["label"] if "label" in population else population["malignant"]).astype(bool)
+    return float(population["n_spic"][label].mean() - population["n_spic"][~label].mean())
 
 
 def rows_for_seed(data: str, runs: Path, phantom: Path, seed: int) -> list[dict]:
@@ -74,23 +89,26 @@ def rows_for_seed(data: str, runs: Path, phantom: Path, seed: int) -> list[dict]
              "pe_epsilon": 0.0},
             {**run_one(data, runs, strategy="pretrain_finetune", generator="phantom", folder=phantom, seed=seed,
                        epsilon=2.0), "pe_epsilon": 0.0}]
-    for eps in PE_EPSILONS:
-        folder = evolved_once(data, runs / f"evolved_eps{eps:g}_seed{seed}", epsilon=eps, seed=seed)
-        facts = evolution_facts(folder)
-        name = f"evolved_eps{eps:g}_seed{seed}"
-        noise, _ = total_two_noise(folder, data)
-        rows.append({**run_one(data, runs, strategy="synthetic_only", generator=name, folder=folder, seed=seed),
-                     **facts})
-        rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
-                               noise=noise), **facts})
-    folder = evolved_once(data, runs / f"evolved_{NOISELESS}_seed{seed}", epsilon=None, seed=seed)
-    name, facts = f"evolved_{NOISELESS}_seed{seed}", evolution_facts(folder)
-    rows.append({**run_one(data, runs, strategy="synthetic_only", generator=name, folder=folder, seed=seed), **facts})
-    rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
-                           epsilon=2.0), **facts})
+    for prefix, vary in VARIANTS.items():
+        rows += variant_rows(data, runs, prefix, vary, seed)
     for row in rows:
         row["source"] = row["generator"].split("_seed")[0]
         print({k: v for k, v in row.items() if k != "run"}, flush=True)
+    return rows
+
+
+def variant_rows(data: str, runs: Path, prefix: str, vary: str, seed: int) -> list[dict]:
+    """One variant's evolutions at each epsilon and noiseless, each used synthetic-only and for pretraining."""
+    rows = []
+    for eps in (*PE_EPSILONS, None):
+        name = f"{prefix}_{f'eps{eps:g}' if eps is not None else NOISELESS}_seed{seed}"
+        folder = evolved_once(data, runs / name, epsilon=eps, seed=seed, vary=vary)
+        facts = evolution_facts(folder)
+        finetune = {"noise": total_two_noise(folder, data)[0]} if eps is not None else {"epsilon": 2.0}
+        rows.append({**run_one(data, runs, strategy="synthetic_only", generator=name, folder=folder, seed=seed),
+                     **facts})
+        rows.append({**run_one(data, runs, strategy="pretrain_finetune", generator=name, folder=folder, seed=seed,
+                               **finetune), **facts})
     return rows
 
 
@@ -113,27 +131,35 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
                .agg(total=("total_epsilon", "first"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
                     median=("test_auroc", "median"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
                     seeds=("seed", "count"), winners=("winners", "mean"), radius=("radius", "mean"),
-                    contrast=("contrast", "mean")).reset_index())
+                    contrast=("contrast", "mean"), spicules=("spicule_gap", "mean")).reset_index())
     bar = summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0]
     evolved = summary[summary["source"].str.startswith("evolved") & ~summary["source"].str.endswith(NOISELESS)]
-    chosen = set(evolved.loc[evolved.groupby("strategy")["val"].idxmax()].index)
+    variant = evolved["source"].str.rsplit("_", n=1).str[0]
+    chosen = set(evolved.loc[evolved.groupby([variant, "strategy"])["val"].idxmax()].index)
     prior = prior_means(seed=0)
+    rng = np.random.default_rng(0)
+    gap = spicule_gap(cand.join(*(cand.CandidatePrior.measured(seed=0).draw(c, 2000, rng) for c in (0, 1))))
     lines = ["# Private evolution of the phantom on CBIS-DDSM (train-on-synthetic; pretraining + DP fine-tuning)", "",
              f"`scatter_linear` at {IMAGE_SIZE} px; evolution {EVOLUTION['rounds']} rounds x "
              f"{EVOLUTION['population']} candidates per class, {EVOLUTION['n']} images written; the phantom prior: "
              "3000 patches of the un-evolved simulator (epsilon 0). `total epsilon` is the run's ledger (PRV "
              "accountant, unit of privacy the patient: 578 training patients, delta 1/(10 x patients), secret "
              "noise): the evolution's histograms composed with the fine-tuning's DP-SGD. `*`: the evolution "
-             "epsilon with the better mean val AUROC for that strategy. `evolved_noiseless`: a diagnostic, the same "
+             "epsilon with the better mean val AUROC for that variant and strategy. `evolved_*`: every parameter evolves "
+             "(`--vary all`); `evolved_appearance_*`: only the appearance parameters (lesion size and contrast, "
+             "density, texture, noise), each candidate's lesion morphology (shape, margin, spiculation) fresh from its "
+             "class's prior (`--vary appearance`). `*_noiseless`: a diagnostic, the same "
              "evolution with noiseless votes (NOT private; its fine-tuning runs at epsilon 2). Winners: candidates (both classes) above "
              "the vote threshold in the last round; radius / contrast: mean of the written images' parameters "
-             f"(prior: {prior['radius']:.3f} / {prior['contrast']:.3f}). " + run_facts(seconds), "",
+             f"(prior: {prior['radius']:.3f} / {prior['contrast']:.3f}); spicule gap: the written images' mean "
+             f"spicule count, malignant minus benign (prior: {gap:.2f}). " + run_facts(seconds), "",
              "| source | strategy | total epsilon | val AUROC | test AUROC mean | median (min-max) | vs dp_sgd_real "
-             "eps 2 | winners | radius | contrast | seeds |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "eps 2 | winners | radius | contrast | spicule gap | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for i, r in summary.iterrows():
         versus = f"{r['test'] - bar:+.3f}" if r["strategy"] != "dp_sgd_real" else ""
-        facts = (f"{r['winners']:.1f} | {r['radius']:.3f} | {r['contrast']:.3f}" if r["source"].startswith("evolved")
-                 else " | | ")
+        facts = (f"{r['winners']:.1f} | {r['radius']:.3f} | {r['contrast']:.3f} | {r['spicules']:.2f}"
+                 if r["source"].startswith("evolved") else " | | | ")
         lines.append(f"| {r['source']}{' *' if i in chosen else ''} | {r['strategy']} | {r['total']} | "
                      f"{r['val']:.3f} | {r['test']:.3f} | {r['median']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | "
                      f"{versus} | {facts} | {r['seeds']} |")

@@ -20,7 +20,7 @@ from privmed.privacy.randomness import secret_generator
 from privmed.synth import candidates as cand
 from privmed.synth.config import EVOLVE_NEEDS_EPSILON, evolve_config_from_dict
 from privmed.synth.evolve import (EVOLVE_EPSILON_UNREACHABLE, STAGE, VOTES_STREAM, evolve, noisy_histogram,
-                                  prior_means, vote_histogram)
+                                  offspring, prior_means, vote_histogram)
 from privmed.synth.evolve_output import MANIFEST, POPULATION
 from privmed.training.trainer import train
 
@@ -107,6 +107,23 @@ def test_mutation_stays_in_the_priors_range_and_moves_less_with_a_smaller_step()
     assert (moved[0.3]["malignant"] == population["malignant"]).all()
 
 
+def test_under_appearance_offspring_keep_the_winners_appearance_and_draw_their_morphology_from_the_prior():
+    prior = cand.CandidatePrior.measured(seed=0)
+    rng = np.random.default_rng(1)
+    population = prior.draw(1, 16, rng)
+    weights = np.zeros(16)
+    weights[3] = 1.0  # one winner
+    children = {vary: offspring(prior, population, 1, weights, 300, step=0.01, redrawn=cand.FROM_PRIOR[vary], rng=rng)
+                for vary in ("all", "appearance")}
+    fresh = prior.draw(1, 300, rng)
+    for vary, child in children.items():  # appearance follows the winner either way
+        assert np.abs(child["radius"] - population["radius"][3]).max() < 0.01
+    for key in ("n_spic", "edge", "aspect"):  # morphology: collapsed on the winner's, or spread as the prior's
+        assert children["all"][key].std() < 0.1 * fresh[key].std()
+        assert children["appearance"][key].std() == pytest.approx(fresh[key].std(), rel=0.3)
+    assert (children["appearance"]["malignant"] == 1).all()
+
+
 # ---------------------------------------------------------------- a run
 
 
@@ -137,6 +154,36 @@ def test_the_population_moves_toward_large_bright_private_masses(large_bright_ro
     evolved = np.load(out / POPULATION)
     assert evolved["radius"].mean() > prior["radius"] + 0.02
     assert evolved["contrast"].mean() > prior["contrast"] + 0.015  # measured +0.046 (radius +0.075)
+
+
+def test_evolving_the_appearance_only_keeps_the_priors_class_conditional_morphology(large_bright_root, tmp_path):
+    out = evolve(evolve_config(large_bright_root, tmp_path / "e", epsilon=50.0, rounds=4, population=16, n=400,
+                               vary="appearance"))
+    evolved = np.load(out / POPULATION)
+    prior = prior_means(seed=0)
+    assert evolved["radius"].mean() > prior["radius"] + 0.02  # appearance moves as with --vary all
+    assert evolved["contrast"].mean() > prior["contrast"] + 0.015
+    draws = cand.CandidatePrior.measured(seed=0)
+    rng = np.random.default_rng(5)
+    for cls in (0, 1):
+        mine, theirs = {k: v[evolved["label"] == cls] for k, v in evolved.items()}, draws.draw(cls, 2000, rng)
+        for key in ("n_spic", "edge", "aspect", "spic_rel"):  # each class's morphology: the prior's
+            assert mine[key].min() >= theirs[key].min() - 0.05 * np.ptp(theirs[key])
+            assert mine[key].max() <= theirs[key].max() + 0.05 * np.ptp(theirs[key])
+            se = theirs[key].std() / np.sqrt(len(mine[key]))
+            assert abs(mine[key].mean() - theirs[key].mean()) < 4 * se + 1e-9, key
+        assert len(np.unique(mine["aspect"])) > 0.9 * len(mine["aspect"])  # one prior draw each, no collapse
+    spicules = [evolved["n_spic"][evolved["label"] == c].mean() for c in (0, 1)]
+    assert spicules[0] == 0 and spicules[1] > 2  # malignant masses keep their spicules, benign have none
+
+
+def test_vary_must_name_a_known_choice():
+    from privmed.cli.synth import EVOLVE_VARY, EVOLVE_VARY_CHOICES
+    from privmed.synth.config import EvolutionConfig
+
+    assert EVOLVE_VARY_CHOICES == tuple(cand.FROM_PRIOR) and EVOLVE_VARY == EvolutionConfig.vary
+    with pytest.raises(PrivmedError, match="evolve.vary"):
+        evolve_config_from_dict({"privacy": {"epsilon": 1.0}, "evolve": {"vary": "shape"}})
 
 
 def test_a_classifier_on_evolved_images_composes_the_evolutions_epsilon(phantom_root, evolved, tmp_path):
@@ -208,7 +255,8 @@ def test_the_commands_help_states_the_configs_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     d = EvolutionConfig()
     for shown in (f"(default {d.rounds})", f"(default {d.population})", f"(default {d.n})",
-                  f"(default {d.threshold:g})", f"(default {d.step:g};", f"(default {d.fresh:g})"):
+                  f"(default {d.threshold:g})", f"(default {d.step:g};", f"(default {d.fresh:g})",
+                  f"(default {d.vary})"):
         assert shown in text
 
 

@@ -28,6 +28,10 @@ SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
 DISCRIMINATOR_CHOICES = ("pixel", "scatter")
 GENERATOR_OUT = "gens/latest"
 GAN_WIDTH = 32
+#: ``synth evolve --vary``: the keys of privmed.synth.candidates.FROM_PRIOR and EvolutionConfig.vary (a test
+#: keeps them equal)
+EVOLVE_VARY_CHOICES = ("all", "appearance")
+EVOLVE_VARY = "all"
 #: ``synth sample --n``
 SAMPLES = 3000
 #: images sampled from a generator for ``synth evaluate`` and ``audit-synthetic``
@@ -97,7 +101,7 @@ def _add_train(ssub) -> None:
 EVOLVE_OPTION_KEYS: dict[str, tuple[str, str]] = {
     **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon",
                                    "delta", "noise_multiplier", "accountant", "privacy_unit", "replayable_noise")},
-    **{k: ("evolve", k) for k in ("rounds", "population", "n", "threshold", "step", "fresh", "seed")},
+    **{k: ("evolve", k) for k in ("rounds", "population", "n", "threshold", "step", "fresh", "vary", "seed")},
 }
 
 
@@ -123,6 +127,10 @@ def _add_evolve(ssub) -> None:
     ev.add_argument("--step", type=float, help="first mutation step, share of each parameter's prior range "
                                                "(default 0.15; shrinks each round)")
     ev.add_argument("--fresh", type=float, help="share of each new population drawn afresh (default 0.1)")
+    ev.add_argument("--vary", choices=EVOLVE_VARY_CHOICES,
+                    help=f"what evolves: all parameters, or the appearance ones only (lesion size and contrast, "
+                         f"density, texture, noise), each candidate's lesion shape, margin and spiculation drawn "
+                         f"fresh from its class's prior (default {EVOLVE_VARY})")
     ev.add_argument("--seed", type=int, help="the candidates' seed (public; the vote noise never comes from it)")
     ev.add_argument("--out", required=True, help="new or empty folder to write")
     ev.set_defaults(handler=cmd_evolve)

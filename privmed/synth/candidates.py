@@ -10,6 +10,12 @@ prior, the mutation and the rendering read no private data, so seeded randomness
 The variation step follows Private Evolution's (Lin et al. 2024; Sim-PE 2025): continuous
 parameters take Gaussian steps of ``step`` x their prior range, integers (spicule count) move by
 one, and every value is clipped to the range the prior gives its class.
+
+What evolves is a choice (:data:`FROM_PRIOR`, ``evolve.vary``): ``all`` parameters, or only the
+``appearance`` ones (lesion size and contrast, breast density, tissue texture, noise, exposure
+ramp, position), every new candidate then taking its lesion's :data:`MORPHOLOGY` (shape,
+contour, margin, spiculation) fresh from its class's prior: the votes can make the images look
+like the private data without washing out what separates benign from malignant in the prior.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ from privmed.data.phantom.spec import PhantomSpec
 FIXED = ("malignant", "density")
 #: integer parameters: moved by -1, 0 or +1
 INTEGERS = ("n_spic",)
+#: the lesion's morphology: aspect, contour harmonics, orientation, margin width and spiculation, what separates
+#: benign from malignant in the phantom's prior (orientation is not diagnostic; the dihedral vote cannot see it)
+MORPHOLOGY = ("aspect", "orient", "amp", "phase", "edge", "n_spic", "spic_angle", "spic_len", "spic_width",
+              "spic_rel")
+#: ``evolve.vary`` -> the parameters every new candidate takes fresh from its class's prior instead of evolving
+FROM_PRIOR: dict[str, tuple[str, ...]] = {"all": (), "appearance": MORPHOLOGY}
 #: parameters summarised per round in the evolution's history (mean over the population)
 SUMMARISED = ("radius", "contrast", "aspect", "edge", "n_spic", "fat", "dense_gain")
 #: candidates drawn once per class to measure the prior's ranges
@@ -70,6 +82,15 @@ class CandidatePrior:
             else:
                 out[key] = np.clip(value + rng.normal(0.0, 1.0, value.shape) * step * (hi - lo), lo, hi)
         return out
+
+    def redraw(self, population: dict[str, np.ndarray], cls: int, keys: tuple[str, ...],
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``population`` with the parameters ``keys`` replaced by those of fresh draws of class ``cls``'s prior
+        (taken together from one draw per candidate, so they stay consistent with each other); the rest kept."""
+        if not keys:
+            return population
+        fresh = self.draw(cls, size_of(population), rng)
+        return {k: fresh[k] if k in keys else v for k, v in population.items()}
 
 
 def _class_draw(cls: int, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from privmed.config import DataConfig, PrivacyConfig, reject_unknown, require, section_from_dict, to_plain
 from privmed.errors import PrivmedError
 
+from .candidates import FROM_PRIOR
 from .gan import DISCRIMINATORS
 
 
@@ -115,7 +116,9 @@ class EvolutionConfig:
     ``population`` phantom candidates per class; each round keeps the winners (votes above
     ``threshold`` x the noise's standard deviation), mutates them by ``step`` x their prior range
     (``step`` shrinks by ``decay`` per round) and replaces a ``fresh`` share by new prior draws.
-    ``n`` images are written, half per class."""
+    ``n`` images are written, half per class. ``vary``: ``all`` parameters evolve, or only the ``appearance``
+    ones, every new candidate taking its lesion's morphology (shape, margin, spiculation) fresh from its class's
+    prior (:data:`privmed.synth.candidates.FROM_PRIOR`)."""
 
     rounds: int = 4
     population: int = 32
@@ -124,6 +127,7 @@ class EvolutionConfig:
     step: float = 0.15
     decay: float = 0.6
     fresh: float = 0.1
+    vary: str = "all"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -133,6 +137,7 @@ class EvolutionConfig:
         require(0 < self.step <= 1, "evolve", "step", self.step, "must be in (0, 1] (a share of the prior range)")
         require(0 < self.decay <= 1, "evolve", "decay", self.decay, "must be in (0, 1]")
         require(0 <= self.fresh < 1, "evolve", "fresh", self.fresh, "must be in [0, 1)")
+        require(self.vary in FROM_PRIOR, "evolve", "vary", self.vary, f"use one of {', '.join(FROM_PRIOR)}")
         require(self.seed >= 0, "evolve", "seed", self.seed, "must be >= 0")
 
 

@@ -16,7 +16,8 @@ APIs"; its simulator variant Sim-PE, 2025) with privmed's phantom as the simulat
    from :mod:`privmed.privacy.randomness`, never from the seed);
 4. the noisy votes above ``threshold`` x sigma pick the next population: candidates resampled in
    proportion to their votes, mutated by a step that shrinks each round, and a share replaced
-   by fresh prior draws; steps 2-4 repeat ``rounds`` times;
+   by fresh prior draws (with ``vary: appearance``, every new candidate takes its lesion's morphology
+   fresh from its class's prior: only the appearance parameters evolve); steps 2-4 repeat ``rounds`` times;
 5. the last histogram picks the written images' parameters (:mod:`privmed.synth.evolve_output`).
 
 The ``rounds`` releases are one accounted stage, ``Mechanism(STAGE, sigma, 1.0, rounds)``
@@ -121,12 +122,20 @@ def resample(population: dict, weights: np.ndarray, n: int, rng: np.random.Gener
     return cand.take(population, rng.choice(len(weights), size=n, p=p))
 
 
+def offspring(prior: cand.CandidatePrior, population: dict, cls: int, weights: np.ndarray, n: int, *,
+              step: float, redrawn: tuple[str, ...], rng: np.random.Generator) -> dict:
+    """``n`` winners of class ``cls`` resampled and mutated, their ``redrawn`` parameters fresh from the prior."""
+    mutated = prior.mutate(resample(population, weights, n, rng), cls, step=step, rng=rng)
+    return prior.redraw(mutated, cls, redrawn, rng)
+
+
 def next_population(prior: cand.CandidatePrior, population: dict, cls: int, weights: np.ndarray, *,
-                    step: float, fresh: float, rng: np.random.Generator) -> dict:
-    """The next round's candidates of class ``cls``: the winners resampled and mutated, plus fresh prior draws."""
+                    step: float, fresh: float, rng: np.random.Generator, redrawn: tuple[str, ...] = ()) -> dict:
+    """The next round's candidates of class ``cls``: the winners resampled and mutated (their ``redrawn``
+    parameters fresh from the prior), plus fresh prior draws."""
     size = cand.size_of(population)
     n_fresh = int(round(fresh * size))
-    kept = prior.mutate(resample(population, weights, size - n_fresh, rng), cls, step=step, rng=rng)
+    kept = offspring(prior, population, cls, weights, size - n_fresh, step=step, redrawn=redrawn, rng=rng)
     return cand.join(kept, prior.draw(cls, n_fresh, rng)) if n_fresh else kept
 
 
@@ -174,6 +183,7 @@ def evolve(config: EvolveConfig) -> Path:
         private=True, replayable=p.replayable_noise, seed=e.seed))
     population = [prior.draw(c, e.population, rng) for c in (0, 1)]
     history: list[Round] = []
+    redrawn = cand.FROM_PRIOR[e.vary]
     bar = tqdm(range(e.rounds), desc="private evolution", unit="round")
     for t in bar:
         voted = population
@@ -186,11 +196,11 @@ def evolve(config: EvolveConfig) -> Path:
         bar.set_postfix(votes="/".join(f"{v:.0f}" for v in history[-1].noisy_votes),
                         winners="/".join(map(str, history[-1].winners)), eps=f"{spent:.3g}")
         step = e.step * e.decay ** t
-        population = [next_population(prior, voted[c], c, weights[c], step=step, fresh=e.fresh, rng=rng)
-                      for c in (0, 1)]
+        population = [next_population(prior, voted[c], c, weights[c], step=step, fresh=e.fresh, rng=rng,
+                                      redrawn=redrawn) for c in (0, 1)]
     bar.close()
-    final = [prior.mutate(resample(voted[c], weights[c], e.n // 2, rng), c, step=e.step * e.decay ** e.rounds,
-                          rng=rng) for c in (0, 1)]
+    final = [offspring(prior, voted[c], c, weights[c], e.n // 2, step=e.step * e.decay ** e.rounds,
+                       redrawn=redrawn, rng=rng) for c in (0, 1)]
     ledger = PrivacyLedger.for_unit(unit, delta=delta, accountant=p.accountant, clip_norm=1.0, n_private=len(real))
     ledger.mechanisms.append(Mechanism(STAGE, sigma, 1.0, e.rounds))
     if p.replayable_noise:
