@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-
 from privmed import rundir
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset
@@ -26,8 +24,10 @@ from privmed.privacy.ledger import PrivacyLedger
 
 from . import candidates as cand
 from .config import EvolveConfig
+from .sample import MANIFEST, write_image_tree
 
-MANIFEST = "manifest.csv"
+__all__ = ["MANIFEST", "POPULATION", "PREVIEW", "class_names", "write_output"]
+
 POPULATION = "population.npz"
 PREVIEW = "preview.png"
 
@@ -48,15 +48,7 @@ def write_output(config: EvolveConfig, final: list[dict], *, ledger: PrivacyLedg
     images = cand.render(population, image_size=config.data.image_size, rng=rng)
     digest = _write_population(out / POPULATION, population, labels)
     names = class_names(real)
-    rows = []
-    for i, (image, label) in enumerate(zip(images, labels)):
-        name = names[label]
-        rel = Path(name) / f"{name}_{i:05d}.png"
-        (out / name).mkdir(exist_ok=True)
-        Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(out / rel)
-        rows.append({"path": str(rel), "label": int(label), "class": name, "synthetic": True,
-                     "generator": str(out.resolve()), "generator_sha256": digest, "seed": config.evolve.seed})
-    rundir.write_csv(out / MANIFEST, pd.DataFrame(rows))
+    write_image_tree(out, images, labels, class_names=names, generator=out, digest=digest, seed=config.evolve.seed)
     rundir.write_yaml(out / rundir.CONFIG, config.to_dict())  # its data section: what the evolution saw
     rundir.write_csv(out / rundir.HISTORY, _history_frame(history))
     order = np.concatenate([np.flatnonzero(labels == c)[:8] for c in (0, 1)])

@@ -83,14 +83,23 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
     privacy = rundir.read_record(folder)  # the generator's record, refused before anything is written
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
     digest = hashlib.sha256((folder / GENERATOR_FILE).read_bytes()).hexdigest()[:12]
+    write_image_tree(out, images, labels, class_names=tuple(record["class_names"]), generator=folder, digest=digest,
+                     seed=seed)
+    rundir.write_record(out, privacy)  # a current record reads and writes back byte for byte
+    return out
+
+
+def write_image_tree(out: Path, images: np.ndarray, labels: np.ndarray, *, class_names: tuple[str, str],
+                     generator: Path, digest: str, seed: int) -> None:
+    """``out/<class>/<class>_<i>.png`` (8-bit) for images (N, H, W) in [0, 1] and ``out/manifest.csv``: path,
+    0/1 label, class, ``synthetic=True``, the folder that made them (``generator``), ``digest`` of what made them
+    and the seed: what ``--synthetic`` reads to find the images and their privacy record's origin."""
     rows = []
     for i, (image, label) in enumerate(zip(images, labels)):
-        name = record["class_names"][label]
+        name = class_names[label]
         rel = Path(name) / f"{name}_{i:05d}.png"
         (out / name).mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(out / rel)
         rows.append({"path": str(rel), "label": int(label), "class": name, "synthetic": True,
-                     "generator": str(folder.resolve()), "generator_sha256": digest, "seed": seed})
+                     "generator": str(generator.resolve()), "generator_sha256": digest, "seed": seed})
     rundir.write_csv(out / MANIFEST, pd.DataFrame(rows))
-    rundir.write_record(out, privacy)  # a current record reads and writes back byte for byte
-    return out

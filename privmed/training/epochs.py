@@ -17,7 +17,7 @@ from privmed.errors import PrivmedError
 from privmed.models import grad_sample_mode_for
 
 from .augment import augmented_views, average_view_gradients
-from .average import attach_average, evaluated
+from .average import attach_average
 from .inputs import is_feature_model
 from .plan import PrivacyPlan
 from .private import PrivateTraining, Schedule, make_plain, make_private
@@ -75,11 +75,6 @@ def run_epoch(fit: PrivateTraining, schedule: Schedule, config: RunConfig, augme
         return epoch_private(fit.module, fit.optimizer, fit.criterion, fit.loader, config, augment, device)
     return epoch_nonprivate(fit.module, fit.optimizer, fit.criterion, fit.loader, schedule.expected_batch,
                              config, augment, device)
-
-
-def validated(net: nn.Module, fit: PrivateTraining) -> nn.Module:
-    """What a run validates and keeps after an epoch: the weights, or their average (``training.ema``)."""
-    return evaluated(net, fit.average)
 
 
 def keep_best(best: dict, net: nn.Module, val_auroc: float, candidate: int, epoch: int) -> dict:

@@ -17,7 +17,8 @@ from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.units import resolve_unit
 
-from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch, validated
+from .average import evaluated
+from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .inputs import find_center, trainable_part
 from .plan import plan_privacy, start_ledger
 from .private import resolve_device, spent_steps
@@ -70,7 +71,7 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
     for epoch in range(config.training.epochs):
         net.train()
         run_epoch(fit, plan.schedules[0], config, augment, device)
-        kept = validated(net, fit)
+        kept = evaluated(net, fit.average)
         best = keep_best(best, kept, mean_auroc(y_val.numpy(), predict(kept, x_val, device=device)), 0, epoch + 1)
     if fit.engine is not None:
         ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[0].sample_rate,

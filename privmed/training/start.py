@@ -17,6 +17,7 @@ from privmed.config import RunConfig
 from privmed.data.phantom import PhantomSpec, generate_phantom
 from privmed.data.sources import Dataset
 from privmed.errors import PrivmedError
+from privmed.models.scatter import ScatterFeatures
 from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
@@ -77,7 +78,7 @@ def public_centre_inputs(model: nn.Module, config: RunConfig, *, device: str = "
     is the head's centre (``privacy.center`` phantom, or auto where the model takes one-channel images);
     None when the centre is released from the private data instead (or the model has none)."""
     source = config.privacy.center
-    front = next((m for m in model.modules() if hasattr(m, "in_channels") and hasattr(m, "scattering")), None)
+    front = next((m for m in model.modules() if isinstance(m, ScatterFeatures)), None)
     if source == "private" or front is None or find_center(trainable_part(model)) is None:
         return None
     if front.in_channels != 1:
@@ -118,7 +119,7 @@ def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger
     center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic, public)
     if center_mechanism is not None:
         ledger.mechanisms.append(center_mechanism)
-    if public is not None and synthetic is None and find_center(net) is not None:
+    if public is not None:  # only given for a head with a centre and no synthetic images (public_centre_inputs)
         ledger.free_inputs.append(PHANTOM_CENTRE_INPUT.format(n=len(public)))
     if synthetic is not None and config.synthetic.use == "pretrain":
         if checkpoint is None:  # a resumed run restores the fine-tuned weights instead

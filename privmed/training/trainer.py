@@ -51,7 +51,8 @@ from privmed.privacy.ledger import PrivacyLedger
 from . import distributed
 from .batch_fit import fit_physical_batch
 from .checkpoint import TrainState, check_out_dir, restore, resume_state, save_checkpoint
-from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch, validated
+from .average import evaluated
+from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .in_memory import FittedModel, train_in_memory
 from .inputs import find_center, model_inputs, trainable_part
 from .plan import (PrivacyPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
@@ -183,7 +184,7 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
 def _end_epoch(run: Run, state: TrainState, fit, candidate: int, *, loss: float, seconds: float) -> dict:
     """Validate, keep the best epoch, and checkpoint, log and write the history (the lead only)."""
     y_val = run.data.split("val").labels
-    kept = validated(run.net, fit)
+    kept = evaluated(run.net, fit.average)  # the weights, or their average (training.ema)
     val_auroc = mean_auroc(y_val, predict(kept, run.inputs["val"], device=run.device))
     state.best = keep_best(state.best, kept, val_auroc, candidate, state.epoch)
     spent = epsilon_so_far(run.ledger, run.plan, state, fit, candidate)
