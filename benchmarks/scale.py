@@ -230,7 +230,7 @@ def run_rank(job: dict) -> None:
         fit = make_private(net, optimizer, data, unit=unit, schedule=schedule, noise_multiplier=1.0, clip_norm=1.0,
                            accountant="rdp", device=device, num_workers=job["workers"])
     else:
-        fit = make_plain(net, optimizer, data, unit=unit, schedule=schedule, replay_seed=0,
+        fit = make_plain(net, optimizer, data, unit=unit, schedule=schedule, replay_seed=None,
                          criterion=torch.nn.BCEWithLogitsLoss(reduction="sum"), num_workers=job["workers"])
     images, seconds = train_steps(fit, job, device)
     figures = {"rank": ranks.rank, "load_seconds": load_seconds, "train_seconds": seconds, "images": images,
