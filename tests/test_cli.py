@@ -84,6 +84,15 @@ def test_bad_options_fail_cleanly(phantom_root, tmp_path, capsys, args, pattern)
     assert_clean_error(code, err, pattern, out)
 
 
+@pytest.mark.parametrize("rank,prints", [("0", True), ("1", False)])
+def test_under_torchrun_only_rank_0_prints_a_user_error(tmp_path, capsys, monkeypatch, rank, prints):
+    # every rank runs the same command on the same inputs: one line, not one per process
+    monkeypatch.setenv("RANK", rank)
+    code, _, err = run_cli(capsys, "train", "--data", tmp_path / "absent", "--out", tmp_path / "o", *FAST)
+    assert code == 2
+    assert ("does not exist" in err) is prints and "Traceback" not in err
+
+
 def test_batch_that_does_not_fit_in_memory(phantom_root, tmp_path, capsys, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

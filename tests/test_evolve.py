@@ -19,8 +19,8 @@ from privmed.privacy.accounting import Mechanism, epsilon_for
 from privmed.privacy.randomness import secret_generator
 from privmed.synth import candidates as cand
 from privmed.synth.config import EVOLVE_NEEDS_EPSILON, evolve_config_from_dict
-from privmed.synth.evolve import (EVOLVE_EPSILON_UNREACHABLE, STAGE, VOTES_STREAM, evolve, noisy_histogram,
-                                  offspring, prior_means, vote_histogram)
+from privmed.synth.evolve import (EVOLVE_EPSILON_UNREACHABLE, STAGE, VOTE_CONTRIBUTION, VOTES_STREAM, evolve,
+                                  noisy_histogram, offspring, prior_means, vote_histogram)
 from privmed.synth.evolve_output import MANIFEST, POPULATION
 from privmed.training.trainer import train
 
@@ -130,6 +130,8 @@ def test_under_appearance_offspring_keep_the_winners_appearance_and_draw_their_m
 def test_the_record_states_the_accountants_epsilon_of_its_stage(evolved):
     record = rundir.read_record(evolved)
     assert record.private and record.unit == "patient"
+    # every image of a patient votes: the record says so, not DP-SGD's per-step cap
+    assert VOTE_CONTRIBUTION in record.protects and "per step" not in record.protects
     (stage,) = record.stages
     assert (stage.stage, stage.sample_rate, stage.steps) == (STAGE, 1.0, SMALL["rounds"])
     mechanism = Mechanism(stage.stage, stage.noise_multiplier, stage.sample_rate, stage.steps)

@@ -11,6 +11,7 @@ printed as one line, exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -45,13 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_resamples(args.bootstrap)
         return args.handler(args) or 0
     except PrivmedError as err:
-        tracked.message(f"privmed: error: {err}")
+        if _speaks_for_all_ranks():
+            tracked.message(f"privmed: error: {err}")
         return 2
     except KeyboardInterrupt:
         tracked.message("privmed: interrupted; continue with the same command plus --resume.")
         return 130
     finally:
         sys.stderr = stderr
+
+
+def _speaks_for_all_ranks() -> bool:
+    """Whether this process prints a user error: under ``torchrun`` every rank runs the same command on the
+    same inputs and would print the same line, so only rank 0 does (the others still exit with status 2)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,10 +43,11 @@ class PrivacyLedger:
 
     @classmethod
     def for_unit(cls, unit: PrivacyUnit, *, delta: float, accountant: str, clip_norm: float,
-                 n_private: int) -> "PrivacyLedger":
-        """An empty ledger that protects ``unit`` (its name, description and cap)."""
+                 n_private: int, contribution: str | None = None) -> "PrivacyLedger":
+        """An empty ledger that protects ``unit`` (its name, description and cap; ``contribution``: how a
+        patient enters a mechanism other than DP-SGD, see :meth:`PrivacyUnit.describe`)."""
         return cls(delta=delta, accountant=accountant, clip_norm=clip_norm, n_private=n_private, unit=unit.name,
-                   unit_description=unit.describe(), max_per_unit=unit.max_per_unit)
+                   unit_description=unit.describe(contribution=contribution), max_per_unit=unit.max_per_unit)
 
     @property
     def private(self) -> bool:

@@ -51,11 +51,12 @@ class PrivacyUnit:
         counts = np.bincount(self.groups, minlength=self.n_units)
         return int(np.minimum(counts, self.max_per_unit).sum())
 
-    def describe(self) -> str:
-        """Words for ledgers and reports."""
+    def describe(self, *, contribution: str | None = None) -> str:
+        """Words for ledgers and reports; ``contribution`` says how a patient enters the mechanism when it is
+        not DP-SGD's "at most k images per step"."""
         if self.name == "patient":
-            return (f"{self.n_units} patients (one patient and all of their images; at most "
-                    f"{self.max_per_unit} image(s) of a patient per step)")
+            contribution = contribution or f"at most {self.max_per_unit} image(s) of a patient per step"
+            return f"{self.n_units} patients (one patient and all of their images; {contribution})"
         return f"{self.n_units} images (one image)"
 
 

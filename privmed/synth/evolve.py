@@ -51,6 +51,8 @@ from .config import EvolveConfig
 
 #: name of the evolution's stage in every ledger that uses its images
 STAGE = "private_evolution"
+#: how a patient enters the evolution, for the ledger (every image votes; DP-SGD's per-step cap does not apply)
+VOTE_CONTRIBUTION = "every round, one vote in all, split over all of the patient's images"
 #: keeps a replayable run's vote noise apart from its other streams
 VOTES_STREAM = 0x3B7A
 #: images are compared at this size at most (a 128 px mass keeps its shape at 64 px; scattering costs 7x less)
@@ -201,7 +203,8 @@ def evolve(config: EvolveConfig) -> Path:
     bar.close()
     final = [offspring(prior, voted[c], c, weights[c], e.n // 2, step=e.step * e.decay ** e.rounds,
                        redrawn=redrawn, rng=rng) for c in (0, 1)]
-    ledger = PrivacyLedger.for_unit(unit, delta=delta, accountant=p.accountant, clip_norm=1.0, n_private=len(real))
+    ledger = PrivacyLedger.for_unit(unit, delta=delta, accountant=p.accountant, clip_norm=1.0, n_private=len(real),
+                                    contribution=VOTE_CONTRIBUTION)
     ledger.mechanisms.append(Mechanism(STAGE, sigma, 1.0, e.rounds))
     if p.replayable_noise:
         ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
