@@ -93,6 +93,8 @@ PROJECTIONS: dict[int, torch.Tensor] = {}
 #: the head pretrained on the phantom's features of the front end being measured (set in main)
 PHANTOM_HEAD: dict[str, nn.Module | torch.Tensor] = {}
 PHANTOM_C = 1e-3
+#: the DP-SGD head's schedule (``cbis_dp_sgd.py``'s most often kept candidate)
+HEAD_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.3}
 
 
 def front_end(name: str) -> nn.Module:
@@ -127,15 +129,15 @@ def features(name: str, images: dict, augment: bool) -> dict:
 
 def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int, ema: float = 0.0,
                 centre_noise: float = CENTRE_NOISE, init: nn.Linear | None = None,
-                centre: torch.Tensor | None = None) -> tuple[dict, float, str]:
+                centre: torch.Tensor | None = None, recipe: dict | None = None) -> tuple[dict, float, str]:
     """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head (``ema``:
     ``training.ema``, the weights' moving average validated and kept; ``init``: the head's starting weights;
     ``centre``: a public centre subtracted from every split instead of the privately released one, so all of
-    epsilon goes to DP-SGD)."""
+    epsilon goes to DP-SGD; ``recipe``: training keys replacing :data:`HEAD_RECIPE`)."""
+    training = {**HEAD_RECIPE, **(recipe or {}), "momentum": 0.9, "augment": False, "seed": seed, "ema": ema}
     config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
                                "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise},
-                               "training": {"epochs": 40, "batch_size": 128, "lr": 0.3, "momentum": 0.9,
-                                            "augment": False, "seed": seed, "ema": ema}})
+                               "training": training})
     d = x["train"].shape[1]
     if centre is not None:
         x = {s: f - centre.to(f.dtype) for s, f in x.items()}
