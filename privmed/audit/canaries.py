@@ -1,6 +1,6 @@
 """Crafted canaries: images with a random label that a model can only fit by memorising them.
 
-Each canary is one image of uniform pixel noise in [0, 1] (all channels alike), drawn from
+Each canary is one image of uniform pixel noise in [0, 1], drawn from
 the audit's seeded generator (``AuditConfig.seed``): canaries and their coins are the
 auditor's design, not the mechanism's secret.
 
@@ -9,8 +9,8 @@ non-private runs, 400 canaries, loss attack): structured alternatives (random lo
 fields, Gaussian blobs, oriented gratings and Gabor atoms, patchworks of textures of random
 scale and contrast, random local spectra, and mixes of these with random mean, contrast and
 grey-level curve) spread further apart in dihedral-averaged scattering features (1.4 to 1.9
-times the mean pairwise distance) but were never more memorable: plain ``scatter_linear``
-AUC .81 against .88 for noise, dihedral-averaged .60 against .64 (3 audit seeds each).
+times the mean pairwise distance) but were not more memorable on average: plain ``scatter_linear``
+AUC .81 against .88 for noise, dihedral-averaged .60 against .64 (means over 2 to 3 audit seeds).
 Their extra spread lies in a few shared directions (global contrast, grain size), which a
 model cannot use to tell one canary from another; uniform noise spreads its (smaller)
 differences over hundreds of feature directions. Under dihedral averaging the limit is the
