@@ -428,3 +428,32 @@ def test_patient_canaries_are_groups_of_images_with_one_coin_and_one_label():
     assert len(np.unique(pop.group[:n_real])) == len(np.unique(patients))
     assert not set(pop.group[:n_real]) & set(canary_group)
     assert pop.target_member[:len(inputs["train"])].all() and not pop.target_member[len(inputs["train"]):n_real].any()
+
+
+# --------------------------------------------------------------------------- crafted canaries
+
+
+def test_crafted_canaries_are_seeded_noise_images_in_range():
+    from privmed.audit.canaries import crafted_canaries
+
+    groups = canary_groups(12)
+    a = crafted_canaries(groups, shape=(1, 32, 32), rng=np.random.default_rng(7))
+    assert a.shape == (12, 1, 32, 32) and a.dtype == np.float32
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    np.testing.assert_array_equal(a, crafted_canaries(groups, shape=(1, 32, 32), rng=np.random.default_rng(7)))
+    assert not np.array_equal(a, crafted_canaries(groups, shape=(1, 32, 32), rng=np.random.default_rng(8)))
+    # uniform noise, independent between canaries
+    assert abs(a.mean() - 0.5) < 0.02 and abs(a.std() - 12 ** -0.5) < 0.01
+    assert np.abs(np.corrcoef(a.reshape(12, -1))[np.triu_indices(12, 1)]).max() < 0.15
+
+
+def test_a_patient_canary_is_one_pattern_seen_several_times():
+    from privmed.audit.canaries import PATIENT_JITTER, crafted_canaries
+
+    groups = canary_groups(6, images_per_canary=3)
+    images = crafted_canaries(groups, shape=(1, 16, 16), rng=np.random.default_rng(0))
+    assert images.shape == (18, 1, 16, 16) and images.min() >= 0.0 and images.max() <= 1.0
+    images = images.reshape(6, 3, -1)
+    within = np.abs(images[:, 1:] - images[:, :1]).mean()  # the jitter between a patient's views
+    between = np.abs(images[1:, 0] - images[:-1, 0]).mean()  # two patients' patterns (1/3 for uniform noise)
+    assert 0 < within < 2 * PATIENT_JITTER < between / 3

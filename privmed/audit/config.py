@@ -12,7 +12,7 @@ from privmed.errors import AUDIT_CANARIES, AUDIT_CANARY_KIND, AUDIT_CANARY_SIZE,
 
 from .design import ONE_RUN, TRAIN_VS_TEST
 
-#: crafted: noise images with random labels; mislabeled: test images with flipped labels
+#: crafted: uniform-noise images with random labels (privmed.audit.canaries); mislabeled: test images, label flipped
 CANARY_KINDS = ("crafted", "mislabeled")
 
 

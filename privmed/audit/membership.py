@@ -15,8 +15,12 @@ Design (:mod:`privmed.audit.design`): an ε lower bound needs randomised members
   training split against the test split. The splits differ (case mix, patients), so this
   attack AUC is confounded by split differences: a diagnostic with NO ε bound.
 
-Canaries: ``crafted`` (default) are images of uniform noise with a random label, which a
-model can only fit by memorising them; ``mislabeled`` are test images with their label flipped.
+Canaries: ``crafted`` (default, :mod:`privmed.audit.canaries`) are images of uniform pixel
+noise with a random label, which a model can only fit by memorising them (structured
+patterns were measured and were not more memorable, even under dihedral-averaged, blurred or
+grey-level-standardised scattering); a patient canary is one noise pattern seen several
+times with small jitter, its images sharing one label. ``mislabeled`` are test images with
+their label flipped.
 
 Attacks: the loss attack always; LiRA (``shadows=K``, K >= 2) as the strong, expensive
 option: K shadow models trained by the run's own recipe (:func:`train_in_memory`) on random
@@ -55,13 +59,14 @@ from privmed.training.trainer import train_in_memory
 from privmed.workers import die_with_parent
 
 from .attacks import lira_scores, logit_confidence, loss_attack_scores
+from .canaries import crafted_canaries
 from .config import AuditConfig
 from .design import AUDIT_DIR, ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_membership, group_scores
 from .summary import AttackSummary, summarize_attack
 
 AUDIT_FILE = "audit.json"
 #: bump when the audit population (canary content or coins) changes, so stale shadows are not reused
-POPULATION_VERSION = 2
+POPULATION_VERSION = 3
 
 
 @dataclass
@@ -228,10 +233,10 @@ def _population(ds: Dataset, inputs: dict[str, torch.Tensor], *, config: AuditCo
             member[chosen] = coin_membership(group[chosen], rng=rng)
         else:
             groups = canary_groups(m, images_per_canary=config.images_per_canary)
-            noise = torch.from_numpy(rng.random((len(groups), 1, *ds.images.shape[1:]), dtype=np.float32))
+            images = torch.from_numpy(crafted_canaries(groups, shape=(1, *ds.images.shape[1:]), rng=rng))
             # a patient canary's images share one random label
             canary_labels = rng.integers(0, 2, (m, y.shape[1])).astype(np.float32)[groups]
-            x = torch.cat([x, featurize(noise)])
+            x = torch.cat([x, featurize(images)])
             y = torch.cat([y, torch.from_numpy(canary_labels)])
             member = np.r_[member, coin_membership(groups, rng=rng)]
             is_canary = np.r_[is_canary, np.ones(len(groups), bool)]

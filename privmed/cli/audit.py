@@ -36,7 +36,8 @@ def add_parsers(sub) -> None:
                     help=f"canaries, each in training by a fair coin (default {a.canaries}); 0: train-vs-test "
                          "diagnostic only, no epsilon bound")
     au.add_argument("--canary-kind", default=a.canary_kind, choices=CANARY_KINDS,
-                    help="crafted: noise images with random labels; mislabeled: test images with flipped labels "
+                    help="crafted: uniform-noise images with random labels (a patient canary: one pattern seen "
+                         "--images-per-canary times, slightly jittered); mislabeled: test images with flipped labels "
                          f"(default {a.canary_kind})")
     au.add_argument("--images-per-canary", type=int, default=a.images_per_canary,
                     help=f"images in one canary (default {a.images_per_canary}, the image unit); more only for runs "
