@@ -58,11 +58,15 @@ def test_acquisition_augment_differs_per_image_and_stays_in_range():
     assert len({round(v, 4) for v in out.flatten(1).std(1).tolist()}) == 5
 
 
-def test_scatter_linear_options_build_an_invariant_model_and_leave_the_default_as_it_was():
+def test_scatter_linear_is_dihedral_by_default_and_its_options_build_an_invariant_model():
     from privmed.models.scatter import build_scatter_linear
 
-    plain = build_scatter_linear(image_size=32)
-    assert isinstance(plain.features, ScatterFeatures)  # today's front end (and its cached features) unchanged
+    plain = build_scatter_linear(image_size=32, dihedral=False)
+    assert isinstance(plain.features, ScatterFeatures)  # the plain front end (and its cached features) as it was
+    default = build_scatter_linear(image_size=32).eval()
+    assert isinstance(default.features, InvariantFeatures) and default.features.dihedral
+    with torch.no_grad():
+        assert torch.allclose(default(_images(2).rot90(1, (-2, -1))), default(_images(2)), atol=1e-4)
     model = build_scatter_linear(image_size=32, dihedral=True, input_norm="quantile").eval()
     x = _images(2)
     with torch.no_grad():
@@ -79,8 +83,8 @@ def test_the_invariances_are_model_args_of_scatter_linear_and_refused_for_other_
 
     config = config_from_dict({"data": {"image_size": 32}, "model": {"args": {"dihedral": True, "input_norm": "zscore"}}})
     assert isinstance(build_for_run(config, num_outputs=1).features, InvariantFeatures)
-    assert not isinstance(build_for_run(config_from_dict({"data": {"image_size": 32}}), num_outputs=1).features,
-                          InvariantFeatures)
+    plain = config_from_dict({"data": {"image_size": 32}, "model": {"args": {"dihedral": False}}})
+    assert not isinstance(build_for_run(plain, num_outputs=1).features, InvariantFeatures)
     with pytest.raises(PrivmedError, match="dihedral"):
         config_from_dict({"model": {"name": "resnet9_small", "args": {"dihedral": True}}})
 
