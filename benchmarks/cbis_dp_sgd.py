@@ -116,7 +116,8 @@ def markdown(table: pd.DataFrame, caps: list[dict]) -> str:
     lines = [
         "# DP-SGD on real CBIS-DDSM mass patches, at the patient and the image unit",
         "",
-        "privmed `scatter_linear` (wavelet scattering J=3 at 128 px, 4x4 pool, log, per-sample standardisation, "
+        "privmed `scatter_linear` (wavelet scattering J=3 at 128 px averaged over each image's 8 rotations and "
+        "reflections (the default front end since `cbis_recipe_grid.md`), 4x4 pool, log, per-sample standardisation, "
         "centred by the mean features of 1,000 phantom patches (privmed's default `privacy.center: auto`: no patient "
         "data, free), linear head; no pretrained weights), SGD momentum 0.9, Poisson batches of expected "
         "size 128 images, clip 1.0, PRV accountant, secret noise and sampling. Every run searches "
@@ -166,7 +167,7 @@ def markdown(table: pd.DataFrame, caps: list[dict]) -> str:
                      f"{statistics.median(rows['train_seconds']):.0f} |")
     lines += ["", "Cap on a patient's images per step, k (patient unit, seed 0, lr 0.3, 40 epochs, no search; chosen "
               "on validation, so this choice is not covered by epsilon either; measured before the phantom centre, "
-              "with the training mean released at noise 5 and composed):", "",
+              "with the training mean released at noise 5 and composed, and with the plain front end):", "",
               "| epsilon | k | val AUROC | test AUROC |", "|---|---:|---:|---:|"]
     lines += [f"| {r['epsilon']} | {r['cap']} | {r['val_auroc']:.3f} | {r['test_auroc']:.3f} |" for r in caps]
     return "\n".join(lines) + "\n"
