@@ -281,10 +281,12 @@ class RunConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
-        from privmed.models.registry import check_model_choice  # before any data is read: fails in a second
+        from privmed.models.registry import check_model_choice, recorded_defaults  # fails in a second, before data
 
         check_model_choice(self.model.name, spatial_dims=self.data.spatial_dims, norm=self.model.norm,
                            args=self.model.args)
+        for arg, value in recorded_defaults(self.model.name).items():  # in config.yaml even at their default
+            self.model.args.setdefault(arg, value)
         if self.synthetic.path is not None and self.synthetic.use == "only" and self.privacy.private:
             raise PrivmedError("synthetic.use = 'only' trains on synthetic images alone and never touches the "
                                "private training split, so DP-SGD has nothing to protect: leave out --epsilon / "
@@ -318,6 +320,17 @@ def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     if "out" in raw:
         kwargs["out"] = str(raw["out"])
     return RunConfig(**kwargs)
+
+
+def config_from_run_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """The configuration a run directory's ``config.yaml`` (``raw``) was trained with: a model argument
+    recorded since its default changed takes its old value where the run predates it
+    (:func:`privmed.models.registry.predating_args`)."""
+    from privmed.models.registry import predating_args
+
+    model = dict(raw.get("model") or {})
+    model["args"] = {**predating_args(model.get("name", ModelConfig.name)), **(model.get("args") or {})}
+    return config_from_dict({**raw, "model": model})
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

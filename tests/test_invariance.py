@@ -114,3 +114,35 @@ def test_blur_is_a_model_arg_of_scatter_linear_and_keys_the_feature_cache():
                           num_outputs=1)
     assert isinstance(model.features, InvariantFeatures) and model.features.low_pass.sigma == 1.0
     assert "sigma=1.0" in repr(model.features)
+
+
+def test_a_run_records_its_front_end_and_a_run_from_before_the_default_changed_is_rebuilt_plain(phantom_root,
+                                                                                               tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from privmed import rundir
+    from privmed.cli import main
+    from privmed.evaluation.external import load_run
+
+    fast = ["--data", str(phantom_root), "--image-size", "32", "--epochs", "2", "--batch-size", "32", "--bootstrap", "100"]
+    assert main(["train", *fast, "--out", str(tmp_path / "new")]) == 0
+    assert rundir.read_config_dict(tmp_path / "new")["model"]["args"] == {"dihedral": True}
+    # a run written before the default changed: trained on the plain front end, its config.yaml without the key
+    old = tmp_path / "old"
+    assert main(["train", *fast, "--out", str(old), "--model-arg", "dihedral=false"]) == 0
+    raw = rundir.read_config_dict(old)
+    del raw["model"]["args"]["dihedral"]
+    (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
+    _, model, _ = load_run(old)
+    assert not isinstance(model.features, InvariantFeatures)
+    capsys.readouterr()
+    assert main(["evaluate", str(old), "--split", "test", "--bootstrap", "100"]) == 0
+    evaluated = json.loads((old / "evaluations" / phantom_root.name / "test" / rundir.METRICS).read_text())
+    trained = json.loads((old / rundir.METRICS).read_text())
+    assert evaluated["splits"]["test"]["auroc"]["value"] == pytest.approx(
+        trained["splits"]["test"]["auroc"]["value"], abs=1e-6)
+    # resuming it under today's default would switch its front end: refused, naming the argument
+    code = main(["train", *fast, "--out", str(old), "--resume"])
+    assert code == 2 and "dihedral" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from privmed import rundir
-from privmed.config import RunConfig, config_from_dict
+from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset, check_patient_disjoint, load_dataset
 from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, PrivmedError
 from privmed.evaluation.bootstrap import paired_bootstrap
@@ -37,7 +37,7 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
                            f"{rundir.CHECKPOINTS}/{rundir.BEST}). Train it first, or resume it with --resume.")
     state = rundir.load_checkpoint(best, fix="Train the run again (or resume it, if its last.pt is intact).")
     rundir.check_ledger(run, kept=state.get("ledger_sha256"))
-    config = config_from_dict(rundir.read_config_dict(run))
+    config = config_from_run_dict(rundir.read_config_dict(run))
     metrics = rundir.read_json(run / rundir.METRICS)
     # the checkpoint holds every trained weight; only a frozen backbone comes from the weights file again
     if config.model.freeze != "none":

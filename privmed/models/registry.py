@@ -23,7 +23,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from torch import nn
@@ -67,6 +68,9 @@ class ModelInfo:
             frozen, data-independent front end (``"head"`` for scattering models: precompute
             ``model.features(x)`` once and train/make_private ``model.head`` only); ``None``
             when the whole model is trained.
+        recorded_args: builder arguments whose default changed: every run records them, even at
+            their default (:func:`recorded_defaults`), and a run written before they were recorded
+            was built with the value given here (:func:`predating_args`).
     """
 
     name: str
@@ -76,6 +80,7 @@ class ModelInfo:
     description: str
     supported_modes: tuple[str, ...] = GRAD_SAMPLE_MODES
     trainable_part: str | None = None
+    recorded_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.supported_modes) - set(GRAD_SAMPLE_MODES)
@@ -96,6 +101,21 @@ def register_model(info: ModelInfo, *, force: bool = False) -> None:
     if info.name in MODELS and not force:
         raise ValueError(f"model {info.name!r} is already registered (pass force=True to replace it)")
     MODELS[info.name] = info
+
+
+def recorded_defaults(name: str) -> dict[str, Any]:
+    """Today's defaults of the arguments ``name`` records in every run (see ``ModelInfo.recorded_args``)."""
+    info = MODELS.get(name)
+    if info is None or not info.recorded_args:
+        return {}
+    signature = inspect.signature(info.builder).parameters
+    return {arg: signature[arg].default for arg in info.recorded_args}
+
+
+def predating_args(name: str) -> dict[str, Any]:
+    """The values a run of ``name`` written before its recorded arguments were recorded was built with."""
+    info = MODELS.get(name)
+    return dict(info.recorded_args) if info is not None else {}
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -285,6 +305,7 @@ for _info in (
         description="Scattering (J=2 below 128 px, else 3; L=8) averaged over 8 rotations/reflections, 4x4-pooled, log, "
                     "per-sample standardised, centred + linear head; 2D",
         trainable_part="head",
+        recorded_args={"dihedral": False},  # the default since issue 19's recipe grid; plain before
     ),
     ModelInfo(
         name="scatter_cnn",

@@ -61,12 +61,12 @@ def audit_config(study: StudyConfig, workers: int = 1) -> AuditConfig | None:
 
 def config_drift(cell: Cell) -> list[str]:
     """How the configuration a run directory was trained with differs from its cell's (empty: same)."""
-    from privmed.config import config_from_dict
+    from privmed.config import config_from_run_dict
 
     run = Path(cell.config.out)
     if not (run / rundir.CONFIG).is_file():
         return []
-    return rundir.config_changes(config_from_dict(rundir.read_config_dict(run)).identity(), cell.config.identity())
+    return rundir.config_changes(config_from_run_dict(rundir.read_config_dict(run)).identity(), cell.config.identity())
 
 
 def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> set[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from privmed import rundir
-from privmed.config import RunConfig, config_from_dict
+from privmed.config import RunConfig, config_from_run_dict
 
 from .plan import PrivacyPlan
 from .private import PrivateTraining
@@ -19,7 +19,7 @@ from .state import TrainState
 
 def check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
     """Refuse to overwrite a run; on resume, return its last checkpoint after checking the config."""
-    return rundir.checkpoint_to_resume(out, config.identity(), lambda raw: config_from_dict(raw).identity(),
+    return rundir.checkpoint_to_resume(out, config.identity(), lambda raw: config_from_run_dict(raw).identity(),
                                        resume=resume)
 
 def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, plan: PrivacyPlan) -> None:
