@@ -322,12 +322,17 @@ def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     return RunConfig(**kwargs)
 
 
+#: keys added with a new default, and the value a run written before the key existed was trained with
+PREDATING_KEYS = {"privacy": {"center": "private"}}
+
+
 def config_from_run_dict(raw: Mapping[str, Any]) -> RunConfig:
-    """The configuration a run directory's ``config.yaml`` (``raw``) was trained with: a model argument
-    recorded since its default changed takes its old value where the run predates it
-    (:func:`privmed.models.registry.predating_args`)."""
+    """The configuration a run directory's ``config.yaml`` (``raw``) was trained with: a key added with a new
+    default (:data:`PREDATING_KEYS`) or a model argument recorded since its default changed
+    (:func:`privmed.models.registry.predating_args`) takes its old value where the run predates it."""
     from privmed.models.registry import predating_args
 
+    raw = {**raw, **{name: {**old, **(raw.get(name) or {})} for name, old in PREDATING_KEYS.items()}}
     model = dict(raw.get("model") or {})
     model["args"] = {**predating_args(model.get("name", ModelConfig.name)), **(model.get("args") or {})}
     return config_from_dict({**raw, "model": model})

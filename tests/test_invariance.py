@@ -137,6 +137,10 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_default_changed_i
     (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
     _, model, _ = load_run(old)
     assert not isinstance(model.features, InvariantFeatures)
+    # so is one from before privacy.center existed: its head was centred by the released training mean
+    del raw["privacy"]["center"]
+    (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert load_run(old)[0].privacy.center == "private"
     capsys.readouterr()
     assert main(["evaluate", str(old), "--split", "test", "--bootstrap", "100"]) == 0
     evaluated = json.loads((old / "evaluations" / phantom_root.name / "test" / rundir.METRICS).read_text())
