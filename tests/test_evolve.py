@@ -154,8 +154,9 @@ def test_the_population_moves_toward_large_bright_private_masses(large_bright_ro
     out = evolve(evolve_config(large_bright_root, tmp_path / "e", epsilon=50.0, rounds=4, population=16, n=200))
     prior = prior_means(seed=0)
     evolved = np.load(out / POPULATION)
+    # size is what the vote sees: +.04 to +.08 over 6 runs. Not contrast: the vote's feature space z-scores each
+    # image's grey levels, and its gain went from -.02 to +.08 over the same runs, so it is not asserted
     assert evolved["radius"].mean() > prior["radius"] + 0.02
-    assert evolved["contrast"].mean() > prior["contrast"] + 0.015  # measured +0.046 (radius +0.075)
 
 
 def test_evolving_the_appearance_only_keeps_the_priors_class_conditional_morphology(large_bright_root, tmp_path):
@@ -164,7 +165,6 @@ def test_evolving_the_appearance_only_keeps_the_priors_class_conditional_morphol
     evolved = np.load(out / POPULATION)
     prior = prior_means(seed=0)
     assert evolved["radius"].mean() > prior["radius"] + 0.02  # appearance moves as with --vary all
-    assert evolved["contrast"].mean() > prior["contrast"] + 0.015
     draws = cand.CandidatePrior.measured(seed=0)
     rng = np.random.default_rng(5)
     for cls in (0, 1):
