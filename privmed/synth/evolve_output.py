@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from privmed import rundir
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset

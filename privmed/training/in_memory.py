@@ -19,10 +19,10 @@ from privmed.privacy.units import resolve_unit
 
 from .average import evaluated
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
-from .inputs import find_center, trainable_part
+from .inputs import trainable_part
 from .plan import plan_privacy, start_ledger
 from .private import resolve_device, spent_steps
-from .start import prepare_start, public_centre_inputs, seed_everything
+from .start import prepare_start, public_centre_inputs, releases_centre, seed_everything
 
 
 @dataclass
@@ -62,7 +62,7 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
         raise PrivmedError("train_in_memory trains one recipe; give it a configuration without a tune section.")
     public = public_centre_inputs(model, config, device=device)
     plan = plan_privacy(config, unit, unit, [config.training], checkpoint=None,
-                         has_center=find_center(net) is not None and public is None)
+                         has_center=releases_centre(net, synthetic=None, public=public))
     ledger = start_ledger(config, plan, n=len(x_train), synthetic=None)
     prepare_start(net, x_train, plan, ledger, config, None, None, device, public)
     fit = make_fit(net, x_train, y_train, plan, 0, config, device)

@@ -89,6 +89,13 @@ def public_centre_inputs(model: nn.Module, config: RunConfig, *, device: str = "
     return model_inputs(model, torch.from_numpy(images).unsqueeze(1), device=device)
 
 
+def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> bool:
+    """Whether the head's centre is released from the private data (a stage :func:`privmed.training.plan.plan_privacy` must plan for):
+    the head has one, and neither synthetic images nor the phantom's features (``public``) give it for free,
+    as :func:`center_features` then takes them."""
+    return find_center(net) is not None and synthetic is None and public is None
+
+
 def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
                      synthetic: SyntheticInputs | None, public: torch.Tensor | None = None) -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.

@@ -54,12 +54,12 @@ from .checkpoint import TrainState, check_out_dir, restore, resume_state, save_c
 from .average import evaluated
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .in_memory import FittedModel, train_in_memory
-from .inputs import find_center, model_inputs, trainable_part
+from .inputs import model_inputs, trainable_part
 from .plan import (PrivacyPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
                    start_ledger, validation_choices)
 from .private import resolve_device, spent_steps
-from .start import (SyntheticInputs, prepare_start, public_centre_inputs, seed_everything, synthetic_inputs,
-                    synthetic_source, training_set)
+from .start import (SyntheticInputs, prepare_start, public_centre_inputs, releases_centre, seed_everything,
+                    synthetic_inputs, synthetic_source, training_set)
 
 __all__ = ["FittedModel", "seed_everything", "train", "train_in_memory", "train_processes"]
 
@@ -130,7 +130,7 @@ def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) ->
     candidates = config.tune.candidates(config.training)
     plan = plan_privacy(config, protected, sampled_unit(config, protected, synthetic), candidates,
                         checkpoint=checkpoint,
-                        has_center=find_center(net) is not None and synthetic is None and public is None)
+                        has_center=releases_centre(net, synthetic=synthetic, public=public))
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
     return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, public, plan,
                ledger, candidates)
