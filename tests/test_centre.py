@@ -69,3 +69,19 @@ def test_a_run_with_the_phantom_centre_spends_all_of_epsilon_on_dp_sgd(phantom_r
                                                              "privacy": {"epsilon": 2.0, "center": "private"}})))
         sgd = lambda r: next(s for s in r.stages if s.stage == "dp_sgd").noise_multiplier  # noqa: E731
         assert sgd(record) < sgd(private)
+
+
+def test_the_centres_phantom_is_drawn_once_per_process_and_callers_cannot_change_it(monkeypatch):
+    from privmed.training import start
+
+    draws = []
+    real = start.generate_phantom
+    monkeypatch.setattr(start, "generate_phantom", lambda spec: draws.append(spec) or real(spec))
+    start._phantom_centre_draw.cache_clear()
+    first = start.phantom_centre_images(SIZE)
+    first.zero_()  # a caller's change must not reach the next one
+    second = start.phantom_centre_images(SIZE)
+    assert len(draws) == 1
+    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_CENTRE_IMAGES, image_size=SIZE))
+    torch.testing.assert_close(second, torch.from_numpy(images).unsqueeze(1))
+    start._phantom_centre_draw.cache_clear()

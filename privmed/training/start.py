@@ -3,6 +3,7 @@ pretrained on), and the head's feature centre (the phantom's, free, or released 
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -85,8 +86,20 @@ def public_centre_inputs(model: nn.Module, config: RunConfig, *, device: str = "
         if source == "phantom":
             raise PrivmedError(PHANTOM_CENTRE_SHAPE.format(channels=front.in_channels))
         return None
-    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_CENTRE_IMAGES, image_size=front.image_size))
-    return model_inputs(model, torch.from_numpy(images).unsqueeze(1), device=device)
+    return model_inputs(model, phantom_centre_images(front.image_size), device=device)
+
+
+def phantom_centre_images(image_size: int) -> torch.Tensor:
+    """The :data:`PHANTOM_CENTRE_IMAGES` phantom patches (N, 1, H, W) of the centre: the same fixed draw every time,
+    drawn once per process (a few seconds at 128 px; an audit's shadows ask for it once each)."""
+    return torch.from_numpy(_phantom_centre_draw(image_size).copy()).unsqueeze(1)
+
+
+@functools.lru_cache(maxsize=2)
+def _phantom_centre_draw(image_size: int) -> np.ndarray:
+    images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_CENTRE_IMAGES, image_size=image_size))
+    images.flags.writeable = False
+    return images
 
 
 def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> bool:
