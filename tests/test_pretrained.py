@@ -248,3 +248,30 @@ def test_a_monai_network_with_its_own_norm_trains_under_dp_sgd():
     fitted = train_in_memory(config, lambda: model, x[:128], y[:128], x[128:], y[128:])
     assert fitted.ledger.mechanisms[-1].steps == 4
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_frozen_backbone_run_records_its_weights_and_refuses_another_file(tmp_path):
+    from privmed import rundir
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+    from privmed.errors import WEIGHTS_CHANGED
+    from privmed.evaluation.external import load_run
+    from privmed.models.pretrained import weights_digest
+    from privmed.training.trainer import train
+
+    _, path = _saved_resnet(tmp_path)
+    data = write_phantom_dataset(tmp_path / "data", PhantomSpec(n_samples=120, image_size=SIZE))
+    raw = {"data": {"path": str(data), "image_size": SIZE}, "out": str(tmp_path / "run"),
+           "model": {"name": "resnet9_small", "weights": str(path), "freeze": "backbone"},
+           "training": {"epochs": 1, "batch_size": 32, "augment": False, "bootstrap_resamples": 100}}
+    run = train(config_from_dict(raw))
+    recorded = weights_digest(path)
+    state = torch.load(run / rundir.CHECKPOINTS / rundir.BEST, weights_only=False)
+    assert state["weights_sha256"] == recorded
+    assert recorded[:16] in " ".join(rundir.read_record(run).free_inputs)
+    load_run(run)  # the same file: accepted
+
+    _saved_resnet(tmp_path, seed=6)  # other weights, same path and size
+    assert weights_digest(path) != recorded  # a changed file is hashed again, not read from the memo
+    with pytest.raises(PrivmedError) as err:
+        load_run(run)
+    assert str(err.value) == WEIGHTS_CHANGED.format(path=path, recorded=recorded[:16], now=weights_digest(path)[:16])

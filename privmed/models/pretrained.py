@@ -21,6 +21,7 @@ cache key carries a hash of the backbone's weights.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -190,10 +191,21 @@ def state_hash(module: nn.Module) -> str:
 
 
 def weights_digest(path: str | Path | None) -> str | None:
-    """SHA-256 of a weights file's bytes (None without a file)."""
+    """SHA-256 of a weights file's bytes (None without a file). Read once per process while the file's
+    size and modification time stay the same: a run asks for it for its ledger and again for its checkpoint."""
     if path is None or not Path(path).is_file():
         return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_same_weights(path: str | Path, *, recorded: str | None) -> None:
