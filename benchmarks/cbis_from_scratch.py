@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, SHARED, parse_benchmark_args, run_facts, write_results
+from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, write_results
 
 ADAM = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32}
 RECIPES = {  # name: (model, training keys over the defaults, epsilon)
@@ -100,10 +100,7 @@ def finished_cells(runs: str) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
-    summary = (table.groupby("recipe", sort=False)
-               .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
-                    lo=("test_auroc", "min"), hi=("test_auroc", "max"), seeds=("seed", "count"),
-                    train_s=("train_seconds", "median")).reset_index())
+    summary = seed_summary(table, "recipe", sort=False)
     lines = ["# Networks trained from scratch against the frozen front end on CBIS-DDSM", "",
              "128 px, patient unit, secret noise; the recipes in the script's docstring. Mean over seeds; "
              "test AUROC (min-max); each run's training time in the last column. The last invocation (finished runs are "

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, SHARED, parse_benchmark_args, run_facts, write_results
+from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, write_results
 
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
           "training": {"batch_size": 128, "lr": 0.1, "epochs": 20, "bootstrap_resamples": 100, "augment": True}}
@@ -65,10 +65,7 @@ def run_cell(data: str, runs: str, epsilon: float, views: int, ema: float, seed:
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
-    summary = (table.groupby(["epsilon", "views", "ema"])
-               .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
-                    lo=("test_auroc", "min"), hi=("test_auroc", "max"), seeds=("seed", "count"),
-                    train_s=("train_seconds", "median")).reset_index())
+    summary = seed_summary(table, ["epsilon", "views", "ema"])
     lines = ["# Augmentation multiplicity and a moving average for the default CNN on CBIS-DDSM", "",
              "`resnet9_small` at 64 px, patient unit, secret noise; the recipe and the levers in the script's "
              "docstring. Mean over seeds; test AUROC (min-max). " + run_facts(seconds), "",

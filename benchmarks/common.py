@@ -91,6 +91,16 @@ def run_facts(seconds: float) -> str:
             f"{torch.get_num_threads()} threads.")
 
 
+def seed_summary(table: pd.DataFrame, by: str | list[str], *, sort: bool = True, **extra) -> pd.DataFrame:
+    """One row per group of ``by``: the largest ledger epsilon (``total``), mean val and test AUROC over seeds,
+    the test range (``lo``, ``hi``), the number of seeds and the median training seconds (``train_s``), plus any
+    ``extra`` named aggregations."""
+    return (table.groupby(by, sort=sort)
+            .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
+                 lo=("test_auroc", "min"), hi=("test_auroc", "max"), seeds=("seed", "count"),
+                 train_s=("train_seconds", "median"), **extra).reset_index())
+
+
 def write_results(results: Path, name: str, table: pd.DataFrame, lines: list[str]) -> None:
     """``name``.csv (every row) and ``name``.md (the summary ``lines``, also printed)."""
     table.to_csv(results / f"{name}.csv", index=False)
