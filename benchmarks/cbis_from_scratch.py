@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, write_results
+from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, summary_cells, write_results
 
 ADAM = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32}
 RECIPES = {  # name: (model, training keys over the defaults, epsilon)
@@ -108,8 +108,7 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
              "| recipe | total epsilon | val AUROC | test AUROC | seeds | median train s |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in summary.itertuples():
-        lines.append(f"| {r.recipe} | {r.total:.3g} | {r.val:.3f} | {r.test:.3f} ({r.lo:.3f}-{r.hi:.3f}) | "
-                     f"{r.seeds} | {r.train_s:.0f} |")
+        lines.append(f"| {r.recipe} | {summary_cells(r)}")
     return lines
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, write_results
+from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, summary_cells, write_results
 
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
           "training": {"batch_size": 128, "lr": 0.1, "epochs": 20, "bootstrap_resamples": 100, "augment": True}}
@@ -73,8 +73,7 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary.itertuples():
         eps = "∞" if math.isinf(r.epsilon) else f"{r.epsilon:g}"
-        lines.append(f"| {eps} | {r.views} | {r.ema:g} | {r.total:.3g} | {r.val:.3f} | {r.test:.3f} "
-                     f"({r.lo:.3f}-{r.hi:.3f}) | {r.seeds} | {r.train_s:.0f} |")
+        lines.append(f"| {eps} | {r.views} | {r.ema:g} | {summary_cells(r)}")
     return lines
 
 

@@ -101,6 +101,13 @@ def seed_summary(table: pd.DataFrame, by: str | list[str], *, sort: bool = True,
                  train_s=("train_seconds", "median"), **extra).reset_index())
 
 
+def summary_cells(row) -> str:
+    """A :func:`seed_summary` row's last cells of a markdown table: total epsilon, val AUROC, test AUROC (range),
+    seeds and median training seconds."""
+    return (f"{row.total:.3g} | {row.val:.3f} | {row.test:.3f} ({row.lo:.3f}-{row.hi:.3f}) | {row.seeds} | "
+            f"{row.train_s:.0f} |")
+
+
 def write_results(results: Path, name: str, table: pd.DataFrame, lines: list[str]) -> None:
     """``name``.csv (every row) and ``name``.md (the summary ``lines``, also printed)."""
     table.to_csv(results / f"{name}.csv", index=False)
