@@ -32,6 +32,9 @@ Heads:
   free), the phantom pretraining of issue 19 for a frozen front end; ``dp_sgd_phantom_centre``: the features
   centred by the phantom's mean (public: no centre release, all of epsilon to DP-SGD), ``..._init``: and started
   from that pretrained head (what ``--synthetic PHANTOM --synthetic-use pretrain`` does for ``scatter_linear``);
+  ``dp_sgd_channels_centre``: the phantom's mean corrected by the training data's per-channel mean, released
+  with noise 5 and composed (``privacy.center: channels``, the default since these rows; the head trained behind
+  its front end, as a run does);
   ``dp_sgd_uncentred``: no centre at all;
 * ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
   sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
@@ -91,6 +94,8 @@ PHANTOM_N = 1000
 PCA_DIMS = (32, 128)
 #: the phantom's principal axes of the front end being measured, by k (set in main)
 PROJECTIONS: dict[int, torch.Tensor] = {}
+#: the front end being measured (set in main)
+FRONT: dict[str, nn.Module] = {}
 #: the head pretrained on the phantom's features of the front end being measured (set in main)
 PHANTOM_HEAD: dict[str, nn.Module | torch.Tensor] = {}
 PHANTOM_C = 1e-3
@@ -130,21 +135,29 @@ def features(name: str, images: dict, augment: bool) -> dict:
 
 def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int, ema: float = 0.0,
                 centre_noise: float = CENTRE_NOISE, init: nn.Linear | None = None,
-                centre: torch.Tensor | None = None, recipe: dict | None = None) -> tuple[dict, float, str]:
+                centre: torch.Tensor | None = None, recipe: dict | None = None,
+                centre_source: str = "private") -> tuple[dict, float, str]:
     """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head (``ema``:
     ``training.ema``, the weights' moving average validated and kept; ``init``: the head's starting weights;
     ``centre``: a public centre subtracted from every split instead of the privately released one, so all of
-    epsilon goes to DP-SGD; ``recipe``: training keys replacing :data:`HEAD_RECIPE`)."""
+    epsilon goes to DP-SGD; ``recipe``: training keys replacing :data:`HEAD_RECIPE`; ``centre_source``:
+    ``privacy.center``, where ``channels`` trains the head behind the front end being measured
+    (:data:`FRONT`), as a run does, so that the phantom's centre is there to be corrected)."""
     training = {**HEAD_RECIPE, **(recipe or {}), "momentum": 0.9, "augment": False, "seed": seed, "ema": ema}
     config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
-                               "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise},
+                               "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise,
+                                           "center": centre_source},
                                "training": training})
     d = x["train"].shape[1]
     if centre is not None:
         x = {s: f - centre.to(f.dtype) for s, f in x.items()}
     first = (lambda: nn.Identity()) if centre is not None else (lambda: FeatureCenter(d))
-    fitted = train_in_memory(config, lambda: nn.Sequential(first(), copy.deepcopy(init) or nn.Linear(d, 1)),
-                             x["train"],
+    head = lambda: nn.Sequential(first(), copy.deepcopy(init) or nn.Linear(d, 1))  # noqa: E731
+    build = head
+    if centre_source == "channels":  # feature maps (N, C, 4, 4), behind their front end
+        x = {s: f.view(len(f), *FRONT["model"].features.output_shape) for s, f in x.items()}
+        build = lambda: ScatterNet(FRONT["model"].features, head())  # noqa: E731
+    fitted = train_in_memory(config, build, x["train"],
                              y["train"].unsqueeze(1), x["val"], y["val"].unsqueeze(1), groups=groups)
     with torch.no_grad():
         scores = {s: fitted.net(x[s])[:, 0].numpy() for s in SPLITS[1:]}
@@ -244,6 +257,8 @@ HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=e
              x, y, g, epsilon=epsilon, seed=seed, ema=d), d=d) for d in EMA_DECAYS},
          "dp_sgd_phantom_centre": lambda x, y, g, epsilon, seed: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, centre=PHANTOM_HEAD["centre"]),
+         "dp_sgd_channels_centre": lambda x, y, g, epsilon, seed: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre_source="channels"),
          "dp_sgd_uncentred": lambda x, y, g, epsilon, seed: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, centre=torch.zeros(x["train"].shape[1])),
          "dp_sgd_phantom_centre_init": lambda x, y, g, epsilon, seed: dp_sgd_head(
@@ -284,6 +299,7 @@ def main() -> None:
     for name in args.features:
         base, augment = name.removesuffix("+aug"), name.endswith("+aug")
         x = features(base, images, augment)
+        FRONT["model"] = front_end(base)
         if any("pca" in h for h in args.heads):
             axes = phantom_projection(base, max(PCA_DIMS))
             PROJECTIONS.update({k: axes[:, :k] for k in PCA_DIMS})

@@ -36,7 +36,7 @@ ACCOUNTANTS = ("prv", "rdp")
 OPTIMIZERS = ("sgd", "adam")
 PRIVACY_UNITS = ("patient", "image")
 #: where a feature model's head centre comes from (privmed.training.start.public_centre_inputs)
-CENTER_SOURCES = ("auto", "phantom", "private")
+CENTER_SOURCES = ("auto", "phantom", "channels", "private")
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
 
@@ -117,9 +117,12 @@ class PrivacyConfig:
     protected units (patients or images). ``replayable_noise`` derives the noise and the
     Poisson batches from ``training.seed`` (debugging, exact reproduction): the run is
     then not private, and its ledger says so. ``center``: a feature model's head centre is the
-    mean features of phantom patches (``phantom``: drawn by a program, free), or the training
-    mean released with noise ``center_noise_multiplier`` (``private``); ``auto``: the phantom
-    where it can be drawn (one-channel 2D images), else private.
+    mean features of phantom patches (``phantom``: drawn by a program, free), that mean corrected
+    by the training data's per-channel mean released with noise ``center_noise_multiplier``
+    (``channels``, the default: C numbers released, not C x H x W), or the training mean
+    released whole with that noise (``private``). The phantom draws one-channel 2D patches;
+    for other images ``channels`` is ``private``. ``auto`` (the phantom where it can be
+    drawn, else private) was the default before ``channels``; runs recorded with it rebuild as trained.
     """
 
     epsilon: float = math.inf
@@ -128,7 +131,7 @@ class PrivacyConfig:
     clip_norm: float = 1.0
     accountant: str = "prv"
     center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.inputs
-    center: str = "auto"  # the head's feature centre: phantom (free), private (released), auto (phantom if it can)
+    center: str = "channels"  # the head's centre: phantom (free), channels (phantom + private per-channel), private
     unit: str | None = None  # None: patient when the data has patient ids, else image
     max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_dp_sgd.md
     replayable_noise: bool = False

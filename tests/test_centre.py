@@ -10,7 +10,9 @@ from privmed.config import config_from_dict
 from privmed.data.phantom import PhantomSpec, generate_phantom
 from privmed.errors import PrivmedError
 from privmed.models import build_for_run, build_model
-from privmed.training.inputs import find_center, model_inputs, trainable_part
+from privmed.models.scatter import FeatureCenter
+from privmed.training.inputs import (CHANNEL_BOUND_FRACTION, find_center, model_inputs, set_center_by_channel,
+                                     trainable_part)
 from privmed.training.start import PHANTOM_CENTRE_IMAGES, public_centre_inputs
 
 SIZE = 32
@@ -51,19 +53,25 @@ def test_an_unknown_centre_source_is_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("center,stages", [("auto", ["dp_sgd"]), ("private", ["feature_centering", "dp_sgd"])])
+@pytest.mark.parametrize("center,stages", [("auto", ["dp_sgd"]), ("private", ["feature_centering", "dp_sgd"]),
+                                           ("channels", ["feature_centering", "dp_sgd"])])
 def test_a_run_with_the_phantom_centre_spends_all_of_epsilon_on_dp_sgd(phantom_root, tmp_path, center, stages):
+    """``auto`` (the phantom alone, the default before ``channels``) spends nothing on the centre; the default
+    (``channels``: no key given) and ``private`` release one and compose it."""
     from privmed import rundir
     from privmed.training.trainer import train
 
-    config = config_from_dict({**_config(epsilon=2.0, center=center).to_dict(), "out": str(tmp_path / center),
+    privacy = {"epsilon": 2.0} if center == "channels" else {"epsilon": 2.0, "center": center}
+    config = config_from_dict({**_config(**privacy).to_dict(), "out": str(tmp_path / center),
                                "data": {"path": str(phantom_root), "image_size": SIZE}})
+    assert config.privacy.center == center
     out = train(config)
     record = rundir.read_record(out)
     assert [s.stage for s in record.stages] == stages
     assert record.epsilon == pytest.approx(2.0, rel=0.02)
     phantom_sentence = any("phantom patches" in s for s in record.free_inputs)
-    assert phantom_sentence == (center == "auto")
+    assert phantom_sentence == (center != "private")
+    assert any("per-channel mean" in s for s in record.free_inputs) == (center == "channels")
     if center == "auto":  # the whole epsilon buys DP-SGD noise: less of it than beside a centre release
         private = rundir.read_record(train(config_from_dict({**config.to_dict(), "out": str(tmp_path / "p"),
                                                              "privacy": {"epsilon": 2.0, "center": "private"}})))
@@ -85,3 +93,52 @@ def test_the_centres_phantom_is_drawn_once_per_process_and_callers_cannot_change
     images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_CENTRE_IMAGES, image_size=SIZE))
     torch.testing.assert_close(second, torch.from_numpy(images).unsqueeze(1))
     start._phantom_centre_draw.cache_clear()
+
+
+def _maps(n=40, channels=6, side=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, channels, side, side, generator=g) + torch.arange(channels).view(1, -1, 1, 1)
+
+
+def test_the_channel_release_without_noise_is_the_base_plus_each_units_mean_channel_offset(monkeypatch):
+    import privmed.training.inputs as inputs
+
+    monkeypatch.setattr(inputs, "CHANNEL_BOUND_FRACTION", 1e6)  # no clipping: the formula by hand
+    x, base = _maps(), torch.randn(6 * 9, generator=torch.Generator().manual_seed(1))
+    groups = np.repeat(np.arange(20), 2)  # 20 patients of 2 images each
+    center = FeatureCenter(6 * 9)
+    stage = set_center_by_channel(center, x, base=base, noise_multiplier=1e-12, generator=torch.Generator(),
+                                  groups=groups)
+    offset = (x.double().flatten(1) - base.double()).view(40, 6, 9).mean(2).view(20, 2, 6).mean(1).mean(0)
+    by_hand = base.double().view(6, 9) + offset.unsqueeze(1)
+    torch.testing.assert_close(center.center.double(), by_hand.reshape(-1), atol=1e-5, rtol=0)
+    assert (stage.stage, stage.noise_multiplier, stage.sample_rate, stage.steps) == ("feature_centering", 1e-12, 1.0, 1)
+
+
+def test_one_patient_moves_the_channel_release_by_at_most_its_bound_over_n():
+    x, base, groups = _maps(), torch.zeros(6 * 9), np.repeat(np.arange(20), 2)
+    bound = CHANNEL_BOUND_FRACTION * math.sqrt(6)
+
+    def released(features):
+        center = FeatureCenter(6 * 9)
+        set_center_by_channel(center, features, base=base, noise_multiplier=0.0, generator=torch.Generator(),
+                              groups=groups)
+        return center.center.double().view(6, 9)[:, 0]  # the correction is the same at every position
+
+    changed = x.clone()
+    changed[:2] = 1e4 * torch.randn(2, 6, 3, 3)  # patient 0's two images, anything at all
+    assert float((released(changed) - released(x)).norm()) <= 2 * bound / 20 + 1e-6
+    assert float((released(changed) - released(x)).norm()) > 0.5 * bound / 20  # and the bound is what binds
+
+
+def test_the_channel_release_adds_noise_of_its_multiplier_times_the_bound_over_n():
+    x, base, groups = _maps(n=20), torch.zeros(6 * 9), np.arange(20)
+    bound = CHANNEL_BOUND_FRACTION * math.sqrt(6)
+    draws = []
+    for seed in range(400):
+        center = FeatureCenter(6 * 9)
+        set_center_by_channel(center, x, base=base, noise_multiplier=3.0, generator=torch.Generator().manual_seed(seed),
+                              groups=groups)
+        draws.append(center.center.double().view(6, 9)[:, 0])
+    spread = torch.stack(draws).std(0)
+    torch.testing.assert_close(spread, torch.full((6,), 3.0 * bound / 20, dtype=torch.float64), rtol=0.12, atol=0)

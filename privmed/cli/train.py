@@ -73,9 +73,11 @@ def _add_privacy_options(train: argparse.ArgumentParser) -> None:
                        help=f"per-sample gradient clipping norm (default {PrivacyConfig.clip_norm})")
     train.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
     train.add_argument("--center", choices=CENTER_SOURCES,
-                       help="a feature model's head centre: phantom (mean features of phantom patches: free), private "
-                            "(the training mean, released with noise and composed into epsilon), auto (phantom for "
-                            f"one-channel images, else private; default {PrivacyConfig.center})")
+                       help="a feature model's head centre: phantom (mean features of phantom patches: free), channels "
+                            "(that mean corrected by the training data's per-channel mean, released with noise and "
+                            "composed into epsilon; private for images the phantom cannot draw), private (the "
+                            "training mean, released whole likewise), auto (phantom, else private; the default before "
+                            f"channels); default {PrivacyConfig.center}")
     add_unit_options(train)
     train.add_argument("--tune", action="append", type=tune_option, metavar="KEY=V1,V2,...",
                        help="private hyper-parameter search over a training key (lr, epochs, batch_size, "

@@ -24,7 +24,7 @@ from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 
 from .epochs import epoch_nonprivate, make_optimizer
-from .inputs import find_center, model_inputs, set_center, trainable_part
+from .inputs import find_center, model_inputs, set_center, set_center_by_channel, trainable_part
 from .plan import PrivacyPlan
 from .state import SyntheticInputs
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
@@ -33,6 +33,9 @@ from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 PHANTOM_CENTRE_IMAGES = 1000
 PHANTOM_CENTRE_INPUT = ("The head's feature centre is the mean features of {n:,} phantom patches (drawn by a program, "
                         "no patient data), so it costs no privacy")
+PHANTOM_CENTRE_CORRECTED = ("The head's feature centre starts from the mean features of {n:,} phantom patches (drawn by a "
+                            "program, no patient data, free) and is corrected by the training data's per-channel mean, "
+                            "released with noise (the feature_centering stage)")
 PHANTOM_CENTRE_SHAPE = ("privacy.center 'phantom' centres the head with the phantom, which draws one-channel 2D "
                         "patches, and this model takes {channels}-channel images; use privacy.center 'private' (or "
                         "'auto').")
@@ -76,7 +79,7 @@ def training_set(config: RunConfig, x_train: torch.Tensor, y_train: torch.Tensor
 
 def public_centre_inputs(model: nn.Module, config: RunConfig, *, device: str = "cpu") -> torch.Tensor | None:
     """The features of :data:`PHANTOM_CENTRE_IMAGES` phantom patches at the front end's image size, whose mean
-    is the head's centre (``privacy.center`` phantom, or auto where the model takes one-channel images);
+    is the head's centre (``privacy.center`` phantom, or channels / auto where the model takes one-channel images);
     None when the centre is released from the private data instead (or the model has none)."""
     source = config.privacy.center
     front = next((m for m in model.modules() if isinstance(m, ScatterFeatures)), None)
@@ -102,31 +105,40 @@ def _phantom_centre_draw(image_size: int) -> np.ndarray:
     return images
 
 
-def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> bool:
+def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None,
+                    source: str) -> bool:
     """Whether the head's centre is released from the private data (a stage :func:`privmed.training.plan.plan_privacy` must plan for):
-    the head has one, and neither synthetic images nor the phantom's features (``public``) give it for free,
-    as :func:`center_features` then takes them."""
-    return find_center(net) is not None and synthetic is None and public is None
+    the head has one, synthetic images do not give it, and the phantom's features (``public``) do not give it
+    alone (``privacy.center`` ``channels`` corrects them privately), as :func:`center_features` then decides."""
+    return find_center(net) is not None and synthetic is None and (public is None or source == "channels")
 
 
 def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
-                     synthetic: SyntheticInputs | None, public: torch.Tensor | None = None) -> Mechanism | None:
+                     synthetic: SyntheticInputs | None, public: torch.Tensor | None = None,
+                     source: str = "phantom") -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.
 
     With synthetic images the centre is their exact mean, and with ``public`` (the phantom's
-    features, :func:`public_centre_inputs`) its mean: no private data, no cost. Otherwise the
-    private release averages each protected unit's features, with secret noise.
+    features, :func:`public_centre_inputs`) its mean: no private data, no cost, unless ``source``
+    (``privacy.center``) is ``channels``, which corrects that mean by the private per-channel
+    mean (:func:`set_center_by_channel`). Otherwise the private release averages each protected
+    unit's features. Both releases with secret noise.
     """
     center = find_center(net)
     if center is None:
         return None
-    if synthetic is not None or public is not None:
-        source = synthetic.x if synthetic is not None else public
-        return set_center(center, source, noise_multiplier=None, generator=torch.Generator())
+    by_channel = source == "channels" and synthetic is None and public is not None
+    if synthetic is not None or (public is not None and not by_channel):
+        given = synthetic.x if synthetic is not None else public
+        return set_center(center, given, noise_multiplier=None, generator=torch.Generator())
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
         return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
     generator = secret_generator(stream=CENTRE_STREAM, replay_seed=plan.replay_seed)
+    if by_channel and plan.center_noise_multiplier is not None:  # non-private: the exact mean below
+        return set_center_by_channel(center, x_train, base=public.flatten(1).mean(0),
+                                     noise_multiplier=plan.center_noise_multiplier,
+                                     generator=generator, groups=plan.protected.groups)
     return set_center(center, x_train, noise_multiplier=plan.center_noise_multiplier, generator=generator,
                       groups=plan.protected.groups)
 
@@ -136,11 +148,12 @@ def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger
                    public: torch.Tensor | None = None) -> None:
     """What every candidate starts from: the feature centre (the phantom's, ``public``, or entered in
     the ledger, released once and shared by all candidates) and pretraining on synthetic images."""
-    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic, public)
+    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic, public, config.privacy.center)
     if center_mechanism is not None:
         ledger.mechanisms.append(center_mechanism)
     if public is not None:  # only given for a head with a centre and no synthetic images (public_centre_inputs)
-        ledger.free_inputs.append(PHANTOM_CENTRE_INPUT.format(n=len(public)))
+        corrected = config.privacy.center == "channels"
+        ledger.free_inputs.append((PHANTOM_CENTRE_CORRECTED if corrected else PHANTOM_CENTRE_INPUT).format(n=len(public)))
     if synthetic is not None and config.synthetic.use == "pretrain":
         if checkpoint is None:  # a resumed run restores the fine-tuned weights instead
             pretrain(net, synthetic, config, device)
