@@ -118,8 +118,9 @@ def markdown(table: pd.DataFrame, caps: list[dict]) -> str:
         "",
         "privmed `scatter_linear` (wavelet scattering J=3 at 128 px averaged over each image's 8 rotations and "
         "reflections (the default front end since `cbis_recipe_grid.md`), 4x4 pool, log, per-sample standardisation, "
-        "centred by the mean features of 1,000 phantom patches (privmed's default `privacy.center: auto`: no patient "
-        "data, free), linear head; no pretrained weights), SGD momentum 0.9, Poisson batches of expected "
+        "centred by the mean features of 1,000 phantom patches (no patient data, free) corrected by the training data's "
+        "per-channel mean released with noise 5 and composed (privmed's default `privacy.center: channels` since "
+        "`cbis_utility.md`'s `dp_sgd_channels_centre` rows), linear head; no pretrained weights), SGD momentum 0.9, Poisson batches of expected "
         "size 128 images, clip 1.0, PRV accountant, secret noise and sampling. Every run searches "
         f"{TUNE} at lr 0.3 privately: the 2 candidates share one noise multiplier, calibrated so that the "
         "candidates' DP-SGD compose to the target epsilon; the kept "
@@ -166,8 +167,9 @@ def markdown(table: pd.DataFrame, caps: list[dict]) -> str:
                      f"{statistics.median(rows['sample_rate']):.3g} | {kept} | "
                      f"{statistics.median(rows['train_seconds']):.0f} |")
     lines += ["", "Cap on a patient's images per step, k (patient unit, seed 0, lr 0.3, 40 epochs, no search; chosen "
-              "on validation, so this choice is not covered by epsilon either; measured before the phantom centre, "
-              "with the training mean released at noise 5 and composed, and with the plain front end):", "",
+              "on validation, so this choice is not covered by epsilon either; the recipe above without the search; one "
+              "seed, so a row moves by up to .1 from one invocation to the next: k = 1 was first at epsilon 1 in the "
+              "previous one):", "",
               "| epsilon | k | val AUROC | test AUROC |", "|---|---:|---:|---:|"]
     lines += [f"| {r['epsilon']} | {r['cap']} | {r['val_auroc']:.3f} | {r['test_auroc']:.3f} |" for r in caps]
     return "\n".join(lines) + "\n"
