@@ -34,7 +34,8 @@ Heads:
   from that pretrained head (what ``--synthetic PHANTOM --synthetic-use pretrain`` does for ``scatter_linear``);
   ``dp_sgd_channels_centre``: the phantom's mean corrected by the training data's per-channel mean, released
   with noise 5 and composed (``privacy.center: channels``, the default since these rows; the head trained behind
-  its front end, as a run does);
+  its front end, as a run does), ``..._k2`` / ``..._k4``: with up to 2 or 4 images of a sampled patient per step
+  (``privacy.max_images_per_patient``; each image's gradient clipped to 1/k);
   ``dp_sgd_uncentred``: no centre at all;
 * ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
   sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
@@ -136,17 +137,18 @@ def features(name: str, images: dict, augment: bool) -> dict:
 def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: int, ema: float = 0.0,
                 centre_noise: float = CENTRE_NOISE, init: nn.Linear | None = None,
                 centre: torch.Tensor | None = None, recipe: dict | None = None,
-                centre_source: str = "private") -> tuple[dict, float, str]:
+                centre_source: str = "private", cap: int = 1) -> tuple[dict, float, str]:
     """AUROC per split, the ledger's epsilon and the kept epoch of privmed's DP-SGD head (``ema``:
     ``training.ema``, the weights' moving average validated and kept; ``init``: the head's starting weights;
     ``centre``: a public centre subtracted from every split instead of the privately released one, so all of
     epsilon goes to DP-SGD; ``recipe``: training keys replacing :data:`HEAD_RECIPE`; ``centre_source``:
     ``privacy.center``, where ``channels`` trains the head behind the front end being measured
-    (:data:`FRONT`), as a run does, so that the phantom's centre is there to be corrected)."""
+    (:data:`FRONT`), as a run does, so that the phantom's centre is there to be corrected; ``cap``:
+    ``privacy.max_images_per_patient``)."""
     training = {**HEAD_RECIPE, **(recipe or {}), "momentum": 0.9, "augment": False, "seed": seed, "ema": ema}
     config = config_from_dict({"data": {"path": None, "image_size": SIZE}, "model": {"name": "scatter_linear"},
                                "privacy": {"epsilon": epsilon, "center_noise_multiplier": centre_noise,
-                                           "center": centre_source},
+                                           "center": centre_source, "max_images_per_patient": cap},
                                "training": training})
     d = x["train"].shape[1]
     if centre is not None:
@@ -259,6 +261,8 @@ HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=e
              x, y, g, epsilon=epsilon, seed=seed, centre=PHANTOM_HEAD["centre"]),
          "dp_sgd_channels_centre": lambda x, y, g, epsilon, seed: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, centre_source="channels"),
+         **{f"dp_sgd_channels_centre_k{k}": functools.partial(lambda x, y, g, epsilon, seed, k: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre_source="channels", cap=k), k=k) for k in (2, 4)},
          "dp_sgd_uncentred": lambda x, y, g, epsilon, seed: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, centre=torch.zeros(x["train"].shape[1])),
          "dp_sgd_phantom_centre_init": lambda x, y, g, epsilon, seed: dp_sgd_head(

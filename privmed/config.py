@@ -133,7 +133,7 @@ class PrivacyConfig:
     center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.inputs
     center: str = "channels"  # the head's centre: phantom (free), channels (phantom + private per-channel), private
     unit: str | None = None  # None: patient when the data has patient ids, else image
-    max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_dp_sgd.md
+    max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_utility.md (_k2, _k4)
     replayable_noise: bool = False
 
     def __post_init__(self) -> None:
