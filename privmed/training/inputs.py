@@ -29,7 +29,10 @@ from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
 
-__all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "trainable_part"]
+from .dp_head import clip_rows
+
+__all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "set_center_by_channel",
+           "trainable_part"]
 
 #: frozen features computed in this process, keyed by front end and image bytes (most recent last)
 _FEATURE_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
@@ -136,16 +139,12 @@ def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplie
     the number of units (treated as public, as Opacus does). Returns the accounted mechanism.
     """
     flat = features.flatten(1).double()
-    n, d = flat.shape
+    d = flat.shape[1]
     if noise_multiplier is None:
         center.center.copy_(flat.mean(0).float())
         return None
-    bound = math.sqrt(d)
-    norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    clipped = flat * (bound / norms).clamp(max=1.0)
-    unit_means = _unit_means(clipped, groups)
-    noise = torch.randn(d, generator=generator, dtype=torch.float64) * noise_multiplier * bound
-    center.center.copy_(((unit_means.sum(0) + noise) / len(unit_means)).float())
+    center.center.copy_(_noisy_unit_mean(flat, bound=math.sqrt(d), noise_multiplier=noise_multiplier,
+                                         generator=generator, groups=groups).float())
     return Mechanism("feature_centering", noise_multiplier, 1.0, 1)
 
 
@@ -174,14 +173,20 @@ def set_center_by_channel(center: FeatureCenter, features: torch.Tensor, *, base
     maps = features.double().reshape(n, features.shape[1], -1)  # (N, C, positions); (N, D) -> D channels
     channels, positions = maps.shape[1], maps.shape[2]
     base = base.double().to(maps.device).reshape(channels, positions)
-    deviation = (maps - base).mean(2)
-    bound = CHANNEL_BOUND_FRACTION * math.sqrt(channels)
-    clipped = deviation * (bound / deviation.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
-    unit_means = _unit_means(clipped, groups)
-    noise = torch.randn(channels, generator=generator, dtype=torch.float64).to(maps.device) * noise_multiplier * bound
-    correction = (unit_means.sum(0) + noise) / len(unit_means)
+    correction = _noisy_unit_mean((maps - base).mean(2), bound=CHANNEL_BOUND_FRACTION * math.sqrt(channels),
+                                  noise_multiplier=noise_multiplier, generator=generator, groups=groups)
     center.center.copy_((base + correction.unsqueeze(1)).reshape(-1).float())
     return Mechanism("feature_centering", noise_multiplier, 1.0, 1)
+
+
+def _noisy_unit_mean(rows: torch.Tensor, *, bound: float, noise_multiplier: float, generator: torch.Generator,
+                     groups: np.ndarray | None) -> torch.Tensor:
+    """The Gaussian mechanism both centre releases share: rows clipped to ``bound``, one mean per unit (norm at
+    most ``bound``: the sensitivity), their sum plus noise of std ``noise_multiplier * bound`` drawn from
+    ``generator``, divided by the number of units."""
+    unit_means = _unit_means(clip_rows(rows, bound), groups)
+    noise = torch.randn(rows.shape[1], generator=generator, dtype=torch.float64).to(rows.device)
+    return (unit_means.sum(0) + noise * noise_multiplier * bound) / len(unit_means)
 
 
 def _unit_means(rows: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:

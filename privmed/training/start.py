@@ -105,12 +105,19 @@ def _phantom_centre_draw(image_size: int) -> np.ndarray:
     return images
 
 
+def corrects_by_channel(source: str, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> bool:
+    """Whether the phantom's centre (``public``) is corrected by the private per-channel release: ``privacy.center``
+    (``source``) asks for it, and there is a phantom centre to correct (none with synthetic images)."""
+    return source == "channels" and synthetic is None and public is not None
+
+
 def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None,
                     source: str) -> bool:
     """Whether the head's centre is released from the private data (a stage :func:`privmed.training.plan.plan_privacy` must plan for):
     the head has one, synthetic images do not give it, and the phantom's features (``public``) do not give it
-    alone (``privacy.center`` ``channels`` corrects them privately), as :func:`center_features` then decides."""
-    return find_center(net) is not None and synthetic is None and (public is None or source == "channels")
+    alone (:func:`corrects_by_channel`), as :func:`center_features` then decides."""
+    return find_center(net) is not None and synthetic is None and (
+        public is None or corrects_by_channel(source, synthetic=synthetic, public=public))
 
 
 def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
@@ -127,7 +134,7 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, ch
     center = find_center(net)
     if center is None:
         return None
-    by_channel = source == "channels" and synthetic is None and public is not None
+    by_channel = corrects_by_channel(source, synthetic=synthetic, public=public)
     if synthetic is not None or (public is not None and not by_channel):
         given = synthetic.x if synthetic is not None else public
         return set_center(center, given, noise_multiplier=None, generator=torch.Generator())
@@ -152,7 +159,7 @@ def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger
     if center_mechanism is not None:
         ledger.mechanisms.append(center_mechanism)
     if public is not None:  # only given for a head with a centre and no synthetic images (public_centre_inputs)
-        corrected = config.privacy.center == "channels"
+        corrected = corrects_by_channel(config.privacy.center, synthetic=synthetic, public=public)
         ledger.free_inputs.append((PHANTOM_CENTRE_CORRECTED if corrected else PHANTOM_CENTRE_INPUT).format(n=len(public)))
     if synthetic is not None and config.synthetic.use == "pretrain":
         if checkpoint is None:  # a resumed run restores the fine-tuned weights instead
