@@ -35,7 +35,9 @@ Heads:
   ``dp_sgd_channels_centre``: the phantom's mean corrected by the training data's per-channel mean, released
   with noise 5 and composed (``privacy.center: channels``, the default since these rows; the head trained behind
   its front end, as a run does), ``..._k2`` / ``..._k4``: with up to 2 or 4 images of a sampled patient per step
-  (``privacy.max_images_per_patient``; each image's gradient clipped to 1/k);
+  (``privacy.max_images_per_patient``; each image's gradient clipped to 1/k), ``..._centre10`` / ``20``: the
+  correction released with noise 10 or 20 instead of 5, ``..._phantom_init``: and the head started from the
+  phantom-trained one;
   ``dp_sgd_uncentred``: no centre at all;
 * ``one_shot``: :mod:`privmed.training.dp_head`: the same private centre, rows scaled to unit norm (per
   sample, free), then ``X^T X`` and ``X^T y`` released once with patient-level sensitivity; the noise is
@@ -261,6 +263,10 @@ HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=e
              x, y, g, epsilon=epsilon, seed=seed, centre=PHANTOM_HEAD["centre"]),
          "dp_sgd_channels_centre": lambda x, y, g, epsilon, seed: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, centre_source="channels"),
+         "dp_sgd_channels_centre_phantom_init": lambda x, y, g, epsilon, seed: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre_source="channels", init=PHANTOM_HEAD["head"]),
+         **{f"dp_sgd_channels_centre{c}": functools.partial(lambda x, y, g, epsilon, seed, c: dp_sgd_head(
+             x, y, g, epsilon=epsilon, seed=seed, centre_source="channels", centre_noise=c), c=c) for c in (10, 20)},
          **{f"dp_sgd_channels_centre_k{k}": functools.partial(lambda x, y, g, epsilon, seed, k: dp_sgd_head(
              x, y, g, epsilon=epsilon, seed=seed, centre_source="channels", cap=k), k=k) for k in (2, 4)},
          "dp_sgd_uncentred": lambda x, y, g, epsilon, seed: dp_sgd_head(
