@@ -142,3 +142,60 @@ def test_the_channel_release_adds_noise_of_its_multiplier_times_the_bound_over_n
         draws.append(center.center.double().view(6, 9)[:, 0])
     spread = torch.stack(draws).std(0)
     torch.testing.assert_close(spread, torch.full((6,), 3.0 * bound / 20, dtype=torch.float64), rtol=0.12, atol=0)
+
+
+def _plan(groups, center_noise_multiplier):
+    from privmed.privacy.units import PrivacyUnit
+    from privmed.training.plan import PrivacyPlan
+
+    unit = PrivacyUnit("patient", groups, 1)
+    return PrivacyPlan(delta=1e-3, protected=unit, sampled=unit, schedules=[], noise_multiplier=1.0,
+                       center_noise_multiplier=center_noise_multiplier, replay_seed=None)
+
+
+def _synthetic_run(center, use):
+    from privmed.training.state import SyntheticInputs
+
+    privacy = {"center": center} if use == "only" else {"epsilon": 2.0, "center": center}
+    config = config_from_dict({**_config(**privacy).to_dict(),
+                               "synthetic": {"path": "unused", "use": use}})
+    synthetic = SyntheticInputs(_maps(n=30, seed=3) + 5.0, torch.zeros(30), source=None)
+    return config, synthetic
+
+
+@pytest.mark.parametrize("use", ["augment", "pretrain"])
+def test_synthetic_images_centre_is_their_mean_corrected_by_the_private_rows_alone(monkeypatch, use):
+    """With ``channels`` (the default) a run that trains on private images beside synthetic ones corrects the
+    synthetic mean by the private rows' per-channel offset, released and composed; mixed-in synthetic rows
+    (augment: after the private ones in the training set) are not read by the release."""
+    import privmed.training.inputs as inputs
+    from privmed.training.start import center_features, releases_centre
+
+    monkeypatch.setattr(inputs, "CHANNEL_BOUND_FRACTION", 1e6)  # no clipping: the formula by hand
+    config, synthetic = _synthetic_run("channels", use)
+    private, groups = _maps(), np.repeat(np.arange(20), 2)
+    x_fit = torch.cat([private, synthetic.x]) if use == "augment" else private
+    center = FeatureCenter(6 * 9)
+    net = torch.nn.Sequential(center, torch.nn.Linear(6 * 9, 1))
+    assert releases_centre(net, config=config, synthetic=synthetic, public=None)
+    stage = center_features(net, x_fit, _plan(groups, 1e-12), None, synthetic, None, config)
+    base = synthetic.x.double().flatten(1).mean(0)
+    offset = (private.double().flatten(1) - base).view(40, 6, 9).mean(2).view(20, 2, 6).mean(1).mean(0)
+    by_hand = base.view(6, 9) + offset.unsqueeze(1)
+    torch.testing.assert_close(center.center.double(), by_hand.reshape(-1), atol=1e-5, rtol=0)
+    assert stage.stage == "feature_centering"
+
+
+@pytest.mark.parametrize("center,use", [("channels", "only"), ("auto", "augment"), ("private", "pretrain")])
+def test_otherwise_the_synthetic_images_mean_is_the_centre_and_costs_nothing(center, use):
+    """Trained on synthetic images alone, nothing private is read; without ``channels`` the synthetic mean is
+    used as it is."""
+    from privmed.training.start import center_features, releases_centre
+
+    config, synthetic = _synthetic_run(center, use)
+    center_module = FeatureCenter(6 * 9)
+    net = torch.nn.Sequential(center_module, torch.nn.Linear(6 * 9, 1))
+    assert not releases_centre(net, config=config, synthetic=synthetic, public=None)
+    stage = center_features(net, _maps(), _plan(np.repeat(np.arange(20), 2), None), None, synthetic, None, config)
+    assert stage is None
+    torch.testing.assert_close(center_module.center, synthetic.x.flatten(1).mean(0))

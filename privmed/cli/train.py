@@ -75,7 +75,8 @@ def _add_privacy_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--center", choices=CENTER_SOURCES,
                        help="a feature model's head centre: phantom (mean features of phantom patches: free), channels "
                             "(that mean corrected by the training data's per-channel mean, released with noise and "
-                            "composed into epsilon; private for images the phantom cannot draw), private (the "
+                            "composed into epsilon; private for images the phantom cannot draw; with --synthetic "
+                            "images their mean takes the phantom's place), private (the "
                             "training mean, released whole likewise), auto (phantom, else private; the default before "
                             f"channels); default {PrivacyConfig.center}")
     add_unit_options(train)
