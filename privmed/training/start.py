@@ -40,8 +40,8 @@ SYNTHETIC_CENTRE_CORRECTED = ("The head's feature centre starts from the mean fe
                               "and is corrected by the private training data's per-channel mean, released with noise "
                               "(the feature_centering stage)")
 PHANTOM_CENTRE_SHAPE = ("privacy.center 'phantom' centres the head with the phantom, which draws one-channel 2D "
-                        "patches, and this model takes {channels}-channel images; use privacy.center 'private' (or "
-                        "'auto').")
+                        "patches, and this model takes {channels}-channel images; use privacy.center 'channels' (the "
+                        "default) or 'private', which release the training mean privately for such images.")
 STREAMED_AUGMENT = ("--synthetic-use augment mixes synthetic images into training data held in memory, and this data "
                     "set is large enough to be read from disk per batch. Use --synthetic-use pretrain, or set "
                     "PRIVMED_STREAM=off to hold it in memory.")
