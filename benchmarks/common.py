@@ -174,7 +174,11 @@ def centre_stage(recipe: dict) -> tuple[Mechanism, ...]:
 
 def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
             epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False,
-            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False) -> dict:
+            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False,
+            privacy: dict | None = None) -> dict:
+    """One run of ``recipe`` under ``runs`` (reused once its metrics are there) and its row: ``epsilon`` or
+    ``noise`` (neither: not private) and any other ``privacy`` keys; ``folder``: synthetic images used as
+    ``strategy`` says."""
     tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
     tag += "_reinit" if reinit_head else ""
     out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
@@ -183,8 +187,8 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
         cfg = json.loads(json.dumps(recipe))
         cfg["data"]["path"] = data
         cfg["training"]["seed"] = seed
-        cfg["privacy"] = {"epsilon": epsilon} if epsilon is not None else (
-            {"noise_multiplier": noise} if noise is not None else {})
+        cfg["privacy"] = {**(privacy or {}), **({"epsilon": epsilon} if epsilon is not None else (
+            {"noise_multiplier": noise} if noise is not None else {}))}
         if folder is not None:
             cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": pretrain_epochs,
                                 "reinit_head": reinit_head, "public": public}
