@@ -27,12 +27,11 @@ from privmed import rundir
 from privmed.config import DataConfig, config_from_dict
 from privmed.data.phantom import PhantomSpec, write_phantom_dataset
 from privmed.data.sources import Dataset, load_dataset
-from privmed.models import build_for_run
 from privmed.models.registry import build_model
 from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
 from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.synth.sample import sample
-from privmed.training.inputs import find_center, model_inputs, trainable_part
+from privmed.training.inputs import model_inputs
 from privmed.training.private import plan_schedule
 from privmed.training.trainer import train, train_in_memory
 
@@ -150,35 +149,23 @@ def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
 
 
 def total_two_noise(generator: Path, data: str, recipe: dict = RECIPE) -> tuple[float, float]:
-    """Classifier noise making (generator + feature centring, :func:`centre_stage`, + classifier) exactly epsilon 2
-    at the patient unit, and the classifier's own epsilon. ``generator`` is a DP generator's folder or its
-    samples (both carry its privacy record)."""
+    """Classifier noise making (generator + classifier) exactly epsilon 2 at the patient unit, and the
+    classifier's own epsilon. ``generator`` is a DP generator's folder or its samples (both carry its
+    privacy record)."""
     stage = rundir.read_json(generator / rundir.PRIVACY)["stages"][0]
     prior = (Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"]),)
     unit, delta = patient_unit(data)
     schedule = plan_schedule(unit, batch_size=recipe["training"]["batch_size"], epochs=recipe["training"]["epochs"])
     sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=schedule.sample_rate,
-                            steps=schedule.steps, prior=prior + centre_stage(recipe))
+                            steps=schedule.steps, prior=prior)
     return sigma, epsilon_for([Mechanism("dp_sgd", sigma, schedule.sample_rate, schedule.steps)], delta=delta)
-
-
-def centre_stage(recipe: dict) -> tuple[Mechanism, ...]:
-    """The feature-centring release a run of ``recipe`` beside synthetic images composes: the default
-    ``privacy.center: channels`` corrects their mean features per channel where the head has a centre."""
-    config = config_from_dict({"model": recipe["model"], "privacy": recipe.get("privacy", {}),
-                               "data": {"image_size": recipe["data"]["image_size"]}})
-    if find_center(trainable_part(build_for_run(config, num_outputs=1))) is None or config.privacy.center != "channels":
-        return ()
-    return (Mechanism("feature_centering", config.privacy.center_noise_multiplier, 1.0, 1),)
 
 
 def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
             epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False,
-            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False,
-            privacy: dict | None = None) -> dict:
+            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False) -> dict:
     """One run of ``recipe`` under ``runs`` (reused once its metrics are there) and its row: ``epsilon`` or
-    ``noise`` (neither: not private) and any other ``privacy`` keys; ``folder``: synthetic images used as
-    ``strategy`` says."""
+    ``noise`` (neither: not private); ``folder``: synthetic images used as ``strategy`` says."""
     tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
     tag += "_reinit" if reinit_head else ""
     out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
@@ -187,8 +174,8 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
         cfg = json.loads(json.dumps(recipe))
         cfg["data"]["path"] = data
         cfg["training"]["seed"] = seed
-        cfg["privacy"] = {**(privacy or {}), **({"epsilon": epsilon} if epsilon is not None else (
-            {"noise_multiplier": noise} if noise is not None else {}))}
+        cfg["privacy"] = {"epsilon": epsilon} if epsilon is not None else (
+            {"noise_multiplier": noise} if noise is not None else {})
         if folder is not None:
             cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": pretrain_epochs,
                                 "reinit_head": reinit_head, "public": public}

@@ -17,7 +17,6 @@ from privmed.report.study import FREE_INPUTS_HEADING
 from privmed.study import run_study, study_from_dict
 from privmed.synth.sample import sample
 from privmed.synth.training import train_generator
-from privmed.training.start import SYNTHETIC_CENTRE_CORRECTED
 from privmed.training.synthetic import (CHECKED_IMAGES, DECLARED_PUBLIC, GENERATOR_DATA_UNREADABLE, NO_PATIENT_IDS,
                                         NO_SHARED_PATIENT, PUBLIC_GENERATOR_SAW_PRIVATE, PUBLIC_HAS_PRIVATE_IMAGES,
                                         PUBLIC_SHARES_PATIENTS, UNKNOWN_ORIGIN)
@@ -43,11 +42,6 @@ def declared(folder):
     return DECLARED_PUBLIC.format(path=folder, checked=checked(sum(1 for _ in folder.rglob("*.png"))))
 
 
-def centre(folder):
-    """The ledger's sentence for the head's centre: ``folder``'s mean features corrected per channel (the default)."""
-    return SYNTHETIC_CENTRE_CORRECTED.format(n=sum(1 for _ in folder.rglob("*.png")))
-
-
 @pytest.fixture(scope="module")
 def other_patients(tmp_path_factory):
     """Class folders (no manifest, no privacy record) of phantom patients who are not in ``phantom_root``."""
@@ -65,12 +59,11 @@ def test_a_declared_public_folder_costs_nothing_and_the_ledger_states_the_declar
                                                                                      tmp_path):
     record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", other_patients)) / rundir.PRIVACY)
     assert record["private"] is True
-    # no stage for the public images; the centre, their mean corrected per channel, is released from the private data
-    assert [s["stage"] for s in record["stages"]] == ["feature_centering", "dp_sgd"]
+    assert [s["stage"] for s in record["stages"]] == ["dp_sgd"]  # the public images' mean is the centre: no release
+    sgd = record["stages"][0]
     assert record["epsilon"] == pytest.approx(epsilon_for(
-        [Mechanism(s["stage"], s["noise_multiplier"], s["sample_rate"], s["steps"]) for s in record["stages"]],
-        delta=record["delta"]))
-    assert record["free_inputs"] == [declared(other_patients), centre(other_patients)]
+        [Mechanism("dp_sgd", sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"])], delta=record["delta"]))
+    assert record["free_inputs"] == [declared(other_patients)]
     assert "declared public by the user" in record["summary"]
 
 
@@ -111,8 +104,7 @@ def test_a_shared_patient_id_is_refused_and_own_ids_are_accepted(phantom_root, t
     record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", folder)) / rundir.PRIVACY)
     assert record["private"] is True
     assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=folder, checked=checked(len(manifest),
-                                                                                         NO_SHARED_PATIENT)),
-                                     centre(folder)]
+                                                                                         NO_SHARED_PATIENT))]
 
 
 @pytest.mark.slow
@@ -133,16 +125,14 @@ def test_samples_of_a_generator_trained_on_public_data_are_checked_through_its_t
     samples = sample(train_generator(gen_config(public, tmp_path / "g")), n=20, out=tmp_path / "s")
     n_public = sum(1 for _ in public.rglob("*.png"))
     record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r", samples)) / rundir.PRIVACY)
-    assert record["private"] is True and [s["stage"] for s in record["stages"]] == ["feature_centering", "dp_sgd"]
+    assert record["private"] is True and [s["stage"] for s in record["stages"]] == ["dp_sgd"]
     generator_data = "its generator's training data, " + CHECKED_IMAGES.format(n=n_public, patients=NO_PATIENT_IDS)
-    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=samples, checked=f"{checked(20)}; {generator_data}"),
-                                     centre(samples)]
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=samples, checked=f"{checked(20)}; {generator_data}")]
 
     public.rename(tmp_path / "moved")  # the generator's training data can no longer be read: said, not hidden
     record = rundir.read_json(train(run_config(phantom_root, tmp_path / "r2", samples)) / rundir.PRIVACY)
     unreadable = GENERATOR_DATA_UNREADABLE.format(path=public)
-    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=samples, checked=f"{checked(20)}; {unreadable}"),
-                                     centre(samples)]
+    assert record["free_inputs"] == [DECLARED_PUBLIC.format(path=samples, checked=f"{checked(20)}; {unreadable}")]
 
 
 def test_a_generator_whose_training_data_holds_a_private_image_is_refused(phantom_root, other_patients, tmp_path):

@@ -222,7 +222,7 @@ def test_an_interrupted_run_resumes_without_resetting_its_spend(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_phantom_strategy_costs_nothing_for_its_images_and_says_why(tmp_path):
+def test_a_phantom_strategy_costs_only_its_dp_sgd_and_says_why(tmp_path):
     raw = tiny(generators={"ph": {"kind": "phantom", "samples": 120}}, epsilons=[2], fairness={},
                strategies={"phantom_pretrain": {"generator": "ph", "synthetic": {"use": "pretrain",
                                                                                  "pretrain_epochs": 1}}})
@@ -232,8 +232,7 @@ def test_a_phantom_strategy_costs_nothing_for_its_images_and_says_why(tmp_path):
     assert rundir.read_json(samples / rundir.PRIVACY)["data_independent"]
     assert len(pd.read_csv(samples / "metadata.csv")) == 120
     privacy = rundir.read_json(Path(study.cells(tmp_path)[0].config.out) / rundir.PRIVACY)
-    # no stage for the phantom; the head's centre (its mean corrected per channel) and DP-SGD share epsilon 2
-    assert privacy["private"] and [s["stage"] for s in privacy["stages"]] == ["feature_centering", "dp_sgd"]
+    assert privacy["private"] and [s["stage"] for s in privacy["stages"]] == ["dp_sgd"]
     assert privacy["epsilon"] == pytest.approx(2, abs=0.01)
     assert "made without patient data" in privacy["free_inputs"][0]
     written = (samples / rundir.PRIVACY).stat().st_mtime_ns

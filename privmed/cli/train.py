@@ -75,10 +75,10 @@ def _add_privacy_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--center", choices=CENTER_SOURCES,
                        help="a feature model's head centre: phantom (mean features of phantom patches: free), channels "
                             "(that mean corrected by the training data's per-channel mean, released with noise and "
-                            "composed into epsilon; private for images the phantom cannot draw; with --synthetic "
-                            "images their mean takes the phantom's place), private (the "
+                            "composed into epsilon; private for images the phantom cannot draw), private (the "
                             "training mean, released whole likewise), auto (phantom, else private; the default before "
-                            f"channels); default {PrivacyConfig.center}")
+                            f"channels); default {PrivacyConfig.center}. With --synthetic images the centre is "
+                            "their mean features, free")
     add_unit_options(train)
     train.add_argument("--tune", action="append", type=tune_option, metavar="KEY=V1,V2,...",
                        help="private hyper-parameter search over a training key (lr, epochs, batch_size, "

@@ -62,7 +62,7 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
         raise PrivmedError("train_in_memory trains one recipe; give it a configuration without a tune section.")
     public = public_centre_inputs(model, config, device=device)
     plan = plan_privacy(config, unit, unit, [config.training], checkpoint=None,
-                         has_center=releases_centre(net, config=config, synthetic=None, public=public))
+                         has_center=releases_centre(net, synthetic=None, public=public, source=p.center))
     ledger = start_ledger(config, plan, n=len(x_train), synthetic=None)
     prepare_start(net, x_train, plan, ledger, config, None, None, device, public)
     fit = make_fit(net, x_train, y_train, plan, 0, config, device)

@@ -36,9 +36,6 @@ PHANTOM_CENTRE_INPUT = ("The head's feature centre is the mean features of {n:,}
 PHANTOM_CENTRE_CORRECTED = ("The head's feature centre starts from the mean features of {n:,} phantom patches (drawn by a "
                             "program, no patient data, free) and is corrected by the training data's per-channel mean, "
                             "released with noise (the feature_centering stage)")
-SYNTHETIC_CENTRE_CORRECTED = ("The head's feature centre starts from the mean features of the {n:,} synthetic images "
-                              "and is corrected by the private training data's per-channel mean, released with noise "
-                              "(the feature_centering stage)")
 PHANTOM_CENTRE_SHAPE = ("privacy.center 'phantom' centres the head with the phantom, which draws one-channel 2D "
                         "patches, and this model takes {channels}-channel images; use privacy.center 'channels' (the "
                         "default) or 'private', which release the training mean privately for such images.")
@@ -108,83 +105,66 @@ def _phantom_centre_draw(image_size: int) -> np.ndarray:
     return images
 
 
-def corrects_by_channel(config: RunConfig, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> bool:
-    """Whether the free centre (the synthetic images' mean features, else the phantom's: ``public``) is corrected
-    by the private per-channel release: ``privacy.center`` asks for it (``channels``), the classifier trains on
-    the private images (not ``--synthetic-use only``) and the free centre is one of feature maps."""
-    if config.privacy.center != "channels":
-        return False
-    if synthetic is not None:
-        return config.synthetic.use != "only" and synthetic.x.dim() > 2
-    return public is not None
+def corrects_by_channel(source: str, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> bool:
+    """Whether the phantom's centre (``public``) is corrected by the private per-channel release: ``privacy.center``
+    (``source``) asks for it, and there is a phantom centre to correct (none with synthetic images)."""
+    return source == "channels" and synthetic is None and public is not None
 
 
-def releases_centre(net: nn.Module, *, config: RunConfig, synthetic: SyntheticInputs | None,
-                    public: torch.Tensor | None) -> bool:
+def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None,
+                    source: str) -> bool:
     """Whether the head's centre is released from the private data (a stage :func:`privmed.training.plan.plan_privacy` must plan for):
-    the head has one, and free features (synthetic images', or the phantom's: ``public``) do not give it
+    the head has one, synthetic images do not give it, and the phantom's features (``public``) do not give it
     alone (:func:`corrects_by_channel`), as :func:`center_features` then decides."""
-    if find_center(net) is None:
-        return False
-    free = synthetic is not None or public is not None
-    return not free or corrects_by_channel(config, synthetic=synthetic, public=public)
+    return find_center(net) is not None and synthetic is None and (
+        public is None or corrects_by_channel(source, synthetic=synthetic, public=public))
 
 
 def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
-                    synthetic: SyntheticInputs | None, public: torch.Tensor | None, config: RunConfig
-                    ) -> Mechanism | None:
+                     synthetic: SyntheticInputs | None, public: torch.Tensor | None = None,
+                     source: str = "phantom") -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.
 
-    Free features give it: the synthetic images' mean, or without them the phantom's (``public``,
-    :func:`public_centre_inputs`); no private data, no cost. With ``privacy.center: channels`` that mean
-    is corrected by the private per-channel mean (:func:`set_center_by_channel`, :func:`corrects_by_channel`).
-    Without free features the private release averages each protected unit's features. Both releases
-    read the private rows of ``x_train`` alone and draw secret noise.
+    With synthetic images the centre is their exact mean, and with ``public`` (the phantom's
+    features, :func:`public_centre_inputs`) its mean: no private data, no cost, unless ``source``
+    (``privacy.center``) is ``channels``, which corrects that mean by the private per-channel
+    mean (:func:`set_center_by_channel`). Otherwise the private release averages each protected
+    unit's features. Both releases with secret noise.
     """
     center = find_center(net)
     if center is None:
         return None
-    free = synthetic.x if synthetic is not None else public
-    by_channel = corrects_by_channel(config, synthetic=synthetic, public=public)
-    if free is not None and not by_channel:
-        return set_center(center, free, noise_multiplier=None, generator=torch.Generator())
+    by_channel = corrects_by_channel(source, synthetic=synthetic, public=public)
+    if synthetic is not None or (public is not None and not by_channel):
+        given = synthetic.x if synthetic is not None else public
+        return set_center(center, given, noise_multiplier=None, generator=torch.Generator())
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
         return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
-    private = x_train[:len(plan.protected.groups)]  # synthetic images mixed in (augment) come after the private rows
     generator = secret_generator(stream=CENTRE_STREAM, replay_seed=plan.replay_seed)
     if by_channel and plan.center_noise_multiplier is not None:  # non-private: the exact mean below
-        return set_center_by_channel(center, private, base=free.flatten(1).mean(0),
+        return set_center_by_channel(center, x_train, base=public.flatten(1).mean(0),
                                      noise_multiplier=plan.center_noise_multiplier,
                                      generator=generator, groups=plan.protected.groups)
-    return set_center(center, private, noise_multiplier=plan.center_noise_multiplier, generator=generator,
+    return set_center(center, x_train, noise_multiplier=plan.center_noise_multiplier, generator=generator,
                       groups=plan.protected.groups)
 
 
 def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
-                  config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str,
-                  public: torch.Tensor | None = None) -> None:
-    """What every candidate starts from: the feature centre (free features' mean, perhaps corrected, or entered
-    in the ledger, released once and shared by all candidates) and pretraining on synthetic images."""
-    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic, public, config)
+                   config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str,
+                   public: torch.Tensor | None = None) -> None:
+    """What every candidate starts from: the feature centre (the phantom's, ``public``, or entered in
+    the ledger, released once and shared by all candidates) and pretraining on synthetic images."""
+    center_mechanism = center_features(net, x_fit, plan, checkpoint, synthetic, public, config.privacy.center)
     if center_mechanism is not None:
         ledger.mechanisms.append(center_mechanism)
-    centre_sentence = _centre_sentence(config, synthetic=synthetic, public=public)
-    if centre_sentence is not None:
-        ledger.free_inputs.append(centre_sentence)
+    if public is not None:  # only given for a head with a centre and no synthetic images (public_centre_inputs)
+        corrected = corrects_by_channel(config.privacy.center, synthetic=synthetic, public=public)
+        ledger.free_inputs.append((PHANTOM_CENTRE_CORRECTED if corrected else PHANTOM_CENTRE_INPUT).format(n=len(public)))
     if synthetic is not None and config.synthetic.use == "pretrain":
         if checkpoint is None:  # a resumed run restores the fine-tuned weights instead
             pretrain(net, synthetic, config, device)
         prepare_finetune(net, finetune=config.synthetic.finetune, reinit_head=config.synthetic.reinit_head)
-
-
-def _centre_sentence(config: RunConfig, *, synthetic: SyntheticInputs | None, public: torch.Tensor | None) -> str | None:
-    """The ledger's words for a centre taken from free features (the phantom's, or synthetic images' when corrected)."""
-    corrected = corrects_by_channel(config, synthetic=synthetic, public=public)
-    if public is not None:  # only given for a head with a centre and no synthetic images (public_centre_inputs)
-        return (PHANTOM_CENTRE_CORRECTED if corrected else PHANTOM_CENTRE_INPUT).format(n=len(public))
-    return SYNTHETIC_CENTRE_CORRECTED.format(n=len(synthetic.x)) if corrected else None
-
 
 def pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, device: str) -> None:
     """Non-private training on synthetic images only (no private data, no validation peeking:

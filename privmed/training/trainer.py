@@ -130,7 +130,8 @@ def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) ->
     candidates = config.tune.candidates(config.training)
     plan = plan_privacy(config, protected, sampled_unit(config, protected, synthetic), candidates,
                         checkpoint=checkpoint,
-                        has_center=releases_centre(net, config=config, synthetic=synthetic, public=public))
+                        has_center=releases_centre(net, synthetic=synthetic, public=public,
+                                                    source=config.privacy.center))
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
     return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, public, plan,
                ledger, candidates)
