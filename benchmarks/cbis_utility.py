@@ -13,7 +13,9 @@ Front ends (``--features``; each free: per image, no data statistic):
 * ``dihedral_zscore`` / ``dihedral_quantile``: per-image z-score or quantile (normal-score) standardisation
   of grey levels first, then as ``dihedral``;
 * ``blur1`` / ``dihedral_blur1`` / ``quantile_blur2``: each image low-passed first (a fixed Gaussian of 1 or 2
-  pixels, :class:`privmed.models.invariance.LowPass`), so sharpening and noise weigh less.
+  pixels, :class:`privmed.models.invariance.LowPass`), so sharpening and noise weigh less;
+* ``dihedral_order1``: as ``dihedral`` with the first-order scattering coefficients alone (``max_order=1``:
+  25 channels, D = 400).
 ``+aug``: each training image also enters with ``AUG_COPIES`` random acquisition augmentations
 (:func:`privmed.data.shift.acquisition_augment`: gamma, contrast, blur or sharpening, noise; seeded, per image;
 the copies belong to their patient, so the unit's guarantee is unchanged).
@@ -91,7 +93,7 @@ TODAY = {1.0: .612, 6.0: .675, math.inf: .720}
 FEATURES = {"base": ("none", False), "dihedral": ("none", True), "dihedral_zscore": ("zscore", True),
             "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False),
             "blur1": ("none", False, 1.0), "dihedral_blur1": ("none", True, 1.0), "quantile_blur2": ("quantile", False, 2.0),
-            "dihedral_quantile_blur2": ("quantile", True, 2.0)}
+            "dihedral_quantile_blur2": ("quantile", True, 2.0), "dihedral_order1": ("none", True, 0.0, 1)}
 SPLITS = ("train", "val", "shifted_val", "test", "shifted_test")
 PHANTOM_N = 1000
 PCA_DIMS = (32, 128)
@@ -108,8 +110,10 @@ HEAD_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.3}
 
 def front_end(name: str) -> nn.Module:
     """The frozen front end ``name`` of :data:`FEATURES`, wrapped so privmed's feature cache applies."""
-    input_norm, dihedral, blur = (*FEATURES[name], 0.0)[:3]
-    model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral, blur=blur)
+    given = FEATURES[name]
+    input_norm, dihedral, blur, max_order = given + ("none", False, 0.0, 2)[len(given):]
+    model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral, blur=blur,
+                                 max_order=max_order)
     return ScatterNet(model.features, nn.Identity())
 
 

@@ -150,3 +150,24 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_default_changed_i
     # resuming it under today's default would switch its front end: refused, naming the argument
     code = main(["train", *fast, "--out", str(old), "--resume"])
     assert code == 2 and "dihedral" in capsys.readouterr().err
+
+
+def test_first_order_scattering_keeps_the_first_1_plus_jl_coefficients_of_the_second_order_transform():
+    """``max_order=1`` (a front-end option of ``scatter_linear``) computes the order-0 and order-1 coefficients
+    alone: the same numbers as the first 1 + JL channels of the full transform, 25 of 217 at J=3."""
+    from privmed.models.scatter import build_scatter_linear, make_scattering, scattering_channels
+
+    x = _images(2)
+    full, first = make_scattering(2, 32, 8)(x), make_scattering(2, 32, 8, max_order=1)(x)
+    assert first.shape[2] == scattering_channels(2, 8, max_order=1) == 1 + 2 * 8
+    torch.testing.assert_close(first, full[:, :, :first.shape[2]])
+    model = build_scatter_linear(image_size=128, max_order=1)
+    assert model.features.output_shape == (25, 4, 4) and scattering_channels(3, 8) == 217
+
+
+def test_an_order_privmed_does_not_build_is_a_clear_error():
+    from privmed.models import build_model
+    from privmed.models.registry import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match="max_order=3 is not a scattering order privmed builds; use 1 or 2"):
+        build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=32, max_order=3)

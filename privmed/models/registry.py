@@ -229,7 +229,8 @@ def build_model(
                                ) from None
     except (ValueError, TypeError) as err:  # the builders' own checks (sizes, widths): say which model and what to change
         raise ModelConfigError(f"model {name!r} cannot be built with image_size={image_size}, norm={norm!r}"
-                               f"{''.join(f', {k}={v!r}' for k, v in overrides.items())}: {err}. Change --image-size "
+                               f"{''.join(f', {k}={v!r}' for k, v in overrides.items() if k != 'norm')}: {err}. "
+                               f"Change --image-size "
                                f"or the model's options, or choose another --model (`privmed models` lists them)."
                                ) from err
 

@@ -45,14 +45,14 @@ def default_J(image_size: int) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _scattering_prototype(J: int, image_size: int, L: int) -> ScatteringTorch2D:
-    return ScatteringTorch2D(J=J, shape=(image_size, image_size), L=L)
+def _scattering_prototype(J: int, image_size: int, L: int, max_order: int) -> ScatteringTorch2D:
+    return ScatteringTorch2D(J=J, shape=(image_size, image_size), L=L, max_order=max_order)
 
 
-def make_scattering(J: int, image_size: int, L: int = 8) -> ScatteringTorch2D:
-    """A kymatio 2D scattering module (order 2). Building the filter bank takes seconds
-    at 224 px (NumPy), so one prototype per (J, size, L) is cached and copied."""
-    return copy.deepcopy(_scattering_prototype(J, image_size, L))
+def make_scattering(J: int, image_size: int, L: int = 8, max_order: int = 2) -> ScatteringTorch2D:
+    """A kymatio 2D scattering module (order ``max_order``, 1 or 2). Building the filter bank takes
+    seconds at 224 px (NumPy), so one prototype per (J, size, L, order) is cached and copied."""
+    return copy.deepcopy(_scattering_prototype(J, image_size, L, max_order))
 
 
 def scattering_channels(J: int, L: int, max_order: int = 2) -> int:
@@ -80,15 +80,18 @@ class ScatterFeatures(nn.Module):
         pool_size: int | None = None,
         log_scale: bool = False,
         norm_groups: int | None = None,
+        max_order: int = 2,
     ) -> None:
         super().__init__()
         if J is None:
             J = default_J(image_size)
         if image_size % (2**J):
             raise ValueError(f"image_size={image_size} must be divisible by 2^J={2**J}")
-        self.J, self.L, self.image_size, self.in_channels = J, L, image_size, in_channels
-        self.scattering = make_scattering(J, image_size, L)
-        self.out_channels = in_channels * scattering_channels(J, L)
+        if max_order not in (1, 2):
+            raise ValueError(f"max_order={max_order} is not a scattering order privmed builds; use 1 or 2")
+        self.J, self.L, self.image_size, self.in_channels, self.max_order = J, L, image_size, in_channels, max_order
+        self.scattering = make_scattering(J, image_size, L, max_order)
+        self.out_channels = in_channels * scattering_channels(J, L, max_order)
         self.spatial_size = pool_size if pool_size else image_size // 2**J
         # per-sample normalisation; "batch" leaves the features raw (the batch-norm lives
         # in the trainable head, see build_scatter_*).
@@ -168,6 +171,7 @@ def build_scatter_linear(
     input_norm: str = "none",
     dihedral: bool = True,
     blur: float = 0.0,
+    max_order: int = 2,
 ) -> ScatterNet:
     """ScatterNet + linear: scattering (averaged over each image's 8 rotations and reflections) ->
     4x4 avg pool -> log -> per-sample standardisation (GroupNorm with one group, no affine) ->
@@ -179,7 +183,8 @@ def build_scatter_linear(
     (``benchmarks/results/cbis_recipe_grid.md``), at 7 times the scattering's compute; turn it off
     (``dihedral=False``) where orientation carries the diagnosis (e.g. laterality in a chest
     radiograph). ``input_norm`` (``"zscore"`` or ``"quantile"``) standardises each image's grey
-    levels first; ``blur`` low-passes each image (Gaussian, pixels).
+    levels first; ``blur`` low-passes each image (Gaussian, pixels). ``max_order=1`` keeps the first-order
+    coefficients alone (1 + JL channels instead of 1 + JL + L^2 J(J-1)/2: 25 against 217 at J=3).
 
     The log and the per-sample standardisation make every feature vector norm sqrt(D) and
     its coordinates roughly Gaussian, which is what a linear model trained with clipped,
@@ -189,7 +194,7 @@ def build_scatter_linear(
     _check_dims(spatial_dims)
     _check_norm(norm)
     features: nn.Module = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size,
-                                          log_scale=True, norm_groups=1)
+                                          log_scale=True, norm_groups=1, max_order=max_order)
     if input_norm != "none" or dihedral or blur:  # the plain front end (dihedral off) keeps its cached features
         features = InvariantFeatures(features, input_norm=input_norm, dihedral=dihedral, blur=blur)
     c, h, w = features.output_shape
