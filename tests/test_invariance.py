@@ -171,3 +171,11 @@ def test_an_order_privmed_does_not_build_is_a_clear_error():
 
     with pytest.raises(ModelConfigError, match="max_order=3 is not a scattering order privmed builds; use 1 or 2"):
         build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=32, max_order=3)
+
+
+def test_the_feature_cache_tells_the_orders_apart_even_without_a_normalisation_that_counts_channels():
+    from privmed.models.scatter import build_scatter_linear
+    from privmed.training.inputs import _front_end_key
+
+    key = lambda order: _front_end_key(build_scatter_linear(image_size=32, norm="batch", max_order=order).features)  # noqa: E731
+    assert key(1) != key(2)

@@ -111,6 +111,11 @@ class ScatterFeatures(nn.Module):
         z = z.flatten(1, 2)
         return self.norm(self.log(self.pool(z)))
 
+    def extra_repr(self) -> str:
+        # in the feature cache's key (privmed.training.inputs._front_end_key) even behind a wrapper; empty at
+        # order 2 so that features cached before the option existed stay valid
+        return f"max_order={self.max_order}" if self.max_order != 2 else ""
+
     @property
     def output_shape(self) -> tuple[int, int, int]:
         """Per-sample feature shape (C*K, h, w)."""
