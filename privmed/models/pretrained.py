@@ -201,6 +201,10 @@ def weights_digest(path: str | Path | None) -> str | None:
 
 @functools.lru_cache(maxsize=16)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return _read_sha256(path)
+
+
+def _read_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
@@ -210,8 +214,10 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def check_same_weights(path: str | Path, *, recorded: str | None) -> None:
     """Refuse a weights file whose bytes are not those a run was trained from (``recorded``: their SHA-256,
-    None for runs that did not record it): a frozen backbone must give the features its head was trained on."""
-    now = weights_digest(path)
+    None for runs that did not record it): a frozen backbone must give the features its head was trained on.
+    The bytes are read afresh, not through :func:`weights_digest`'s memo: a file rewritten within the file
+    system's timestamp resolution, at the same size, would otherwise pass as unchanged."""
+    now = _read_sha256(path) if Path(path).is_file() else None
     if recorded is not None and now is not None and now != recorded:
         raise PrivmedError(WEIGHTS_CHANGED.format(path=path, recorded=recorded[:16], now=now[:16]))
 
