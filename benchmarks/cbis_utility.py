@@ -128,9 +128,9 @@ def split_images(data: str) -> tuple[dict, dict, dict]:
     return images, labels, patients
 
 
-def features(name: str, images: dict, augment: bool) -> dict:
-    """Flattened features per split; with ``augment`` the training split gains AUG_COPIES augmented copies."""
-    model = front_end(name)
+def features(model: nn.Module, images: dict, augment: bool) -> dict:
+    """Flattened features of front end ``model`` per split; with ``augment`` the training split gains AUG_COPIES
+    augmented copies."""
     out = {s: model_inputs(model, x).flatten(1) for s, x in images.items()}
     if augment:
         g = torch.Generator().manual_seed(AUG_SEED)
@@ -312,8 +312,8 @@ def main() -> None:
     rows = []
     for name in args.features:
         base, augment = name.removesuffix("+aug"), name.endswith("+aug")
-        x = features(base, images, augment)
         FRONT["model"] = front_end(base)
+        x = features(FRONT["model"], images, augment)
         if any("pca" in h for h in args.heads):
             axes = phantom_projection(base, max(PCA_DIMS))
             PROJECTIONS.update({k: axes[:, :k] for k in PCA_DIMS})

@@ -121,8 +121,7 @@ def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public
 
 
 def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
-                     synthetic: SyntheticInputs | None, public: torch.Tensor | None = None,
-                     source: str = "phantom") -> Mechanism | None:
+                     synthetic: SyntheticInputs | None, public: torch.Tensor | None, source: str) -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.
 
     With synthetic images the centre is their exact mean, and with ``public`` (the phantom's
