@@ -35,7 +35,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, summary_cells, write_results
+from common import (MEDIAN_TRAIN_S, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary,
+                    summary_cells, write_results)
 
 ADAM = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32}
 RECIPES = {  # name: (model, training keys over the defaults, epsilon)
@@ -100,7 +101,7 @@ def finished_cells(runs: str) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
-    summary = seed_summary(table, "recipe", sort=False)
+    summary = seed_summary(table, "recipe", sort=False, total=TOTAL_EPSILON, train_s=MEDIAN_TRAIN_S)
     lines = ["# Networks trained from scratch against the frozen front end on CBIS-DDSM", "",
              "128 px, patient unit, secret noise; the recipes in the script's docstring. Mean over seeds; "
              "test AUROC (min-max); each run's training time in the last column. The last invocation (finished runs are "

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cbis_utility import SIZE, dp_sgd_head, features, phantom_features, split_images
-from common import SHARED, parse_benchmark_args, run_facts, write_results
+from common import SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary, write_results
 
 FRONT_ENDS = ("base", "dihedral")
 BATCHES = (32, 64, 128)
@@ -64,10 +64,8 @@ def main() -> None:
 
 def cells(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per front end, epsilon and schedule."""
-    return (table.groupby(["epsilon", "features", "batch_size", "epochs", "lr"])
-            .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
-                 lo=("test_auroc", "min"), hi=("test_auroc", "max"), shifted=("shifted_test_auroc", "mean"),
-                 seeds=("seed", "count")).reset_index())
+    return seed_summary(table, ["epsilon", "features", "batch_size", "epochs", "lr"], total=TOTAL_EPSILON,
+                        shifted=("shifted_test_auroc", "mean"))
 
 
 def summary_lines(grid: pd.DataFrame) -> list[str]:

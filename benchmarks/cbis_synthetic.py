@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common import IMAGE_SIZE, ROOT, SHARED, patient_unit, run_one, samples_once, total_two_noise
+from common import (IMAGE_SIZE, MEDIAN_TRAIN_S, ROOT, SHARED, patient_unit, run_one, samples_once, seed_summary,
+                    total_two_noise)
 from privmed import rundir
 from privmed.audit.synthetic import dcr_membership
 from privmed.config import DataConfig
@@ -132,11 +133,9 @@ def plan(folders: dict[str, Path], data: str) -> list[dict]:
 
 
 def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, wall: float, delta: float) -> str:
-    summary = (table.groupby(["strategy", "generator", "epsilon", "total_epsilon"], sort=False)
-               .agg(test_auroc=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
-                    val_auroc=("val_auroc", "mean"), seeds=("seed", "count"),
-                    seconds=("train_seconds", "median")).reset_index())
-    bar = summary[summary["strategy"] == "dp_sgd_real"]["test_auroc"].mean()
+    summary = seed_summary(table, ["strategy", "generator", "epsilon", "total_epsilon"], sort=False,
+                           seconds=MEDIAN_TRAIN_S)
+    bar = summary[summary["strategy"] == "dp_sgd_real"]["test"].mean()
     lines = ["# Synthetic data on CBIS-DDSM: augment, pretrain then DP fine-tune, synthetic only", "",
              f"Classifier `scatter_linear` at {IMAGE_SIZE} px; recipe fixed in advance (see the script's docstring); "
              f"generators 64 px; unit of privacy the patient (privmed's default: one image of a sampled patient per step, "
@@ -153,8 +152,8 @@ def markdown(table: pd.DataFrame, quality: pd.DataFrame, choices: pd.DataFrame, 
         eps = None if r["strategy"] == "synthetic_only" else (float(r["epsilon"]) if r["epsilon"] != "inf" else None)
         pub = PUBLISHED.get((r["strategy"], eps if eps in (1.0, 6.0) else None))
         lines.append(f"| {r['strategy']} | {r['generator']} | {r['epsilon']} | {r['total_epsilon']} | "
-                     f"{r['test_auroc']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {pub if pub else ''} | "
-                     f"{r['test_auroc'] - bar:+.3f} | {r['val_auroc']:.3f} | {r['seeds']} | {r['seconds']:.0f} |")
+                     f"{r['test']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {pub if pub else ''} | "
+                     f"{r['test'] - bar:+.3f} | {r['val']:.3f} | {r['seeds']} | {r['seconds']:.0f} |")
     lines += ["", "Generator quality (`privmed synth evaluate`, 3,000 images; paper: its 3,000 patches at 64 px). "
               "Where a generator name has several candidates (discriminator variants, training recipes, seeds), the "
               "one with the best train-on-synthetic AUROC on the real validation split was used in the runs above "

@@ -77,7 +77,7 @@ from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
 from privmed.training.inputs import model_inputs, set_center
 from privmed.training.trainer import train_in_memory
-from common import SHARED, parse_benchmark_args, run_facts
+from common import SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary
 
 SIZE = 128
 EPSILONS = (1.0, 2.0, 6.0, math.inf)
@@ -346,11 +346,8 @@ def main() -> None:
 
 def markdown(table: pd.DataFrame, seconds: float) -> str:
     """Mean over seeds per recipe and epsilon, beside today's default and the published row."""
-    summary = (table.groupby(["epsilon", "features", "head"], sort=True)
-               .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), sval=("shifted_val_auroc", "mean"),
-                    test=("test_auroc", "mean"),
-                    lo=("test_auroc", "min"), hi=("test_auroc", "max"), shifted=("shifted_test_auroc", "mean"),
-                    seeds=("seed", "count")).reset_index())
+    summary = seed_summary(table, ["epsilon", "features", "head"], total=TOTAL_EPSILON,
+                           sval=("shifted_val_auroc", "mean"), shifted=("shifted_test_auroc", "mean"))
     lines = ["# Utility at the patient unit: invariances, a one-shot private head, acquisition shift", "",
              (__doc__.split("\n\n")[1].replace("\n", " ") + " See the script's docstring for the recipes. "
               "Mean over seeds; test AUROC (min-max). `shift loss` = test - shifted_test; shifted val blank: "

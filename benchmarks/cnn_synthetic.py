@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import (ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one,
-                    total_two_noise, write_results)
+from common import (MEDIAN_TRAIN_S, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts,
+                    run_one, seed_summary, total_two_noise, write_results)
 from privmed import rundir
 
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
@@ -68,10 +68,8 @@ def main() -> None:
 
 def markdown(table: pd.DataFrame, samples: Path, seconds: float) -> list[str]:
     """Mean over seeds per cell, beside DP-SGD on real data."""
-    summary = (table.groupby(["strategy", "generator"], sort=False)
-               .agg(epsilon=("epsilon", "first"), total=("total_epsilon", "first"), val=("val_auroc", "mean"),
-                    test=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
-                    seeds=("seed", "count"), seconds=("train_seconds", "median")).reset_index())
+    summary = seed_summary(table, ["strategy", "generator"], sort=False, epsilon=("epsilon", "first"),
+                           total=TOTAL_EPSILON, seconds=MEDIAN_TRAIN_S)
     real = float(summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0])
     generator = rundir.read_json(samples / rundir.PRIVACY)["summary"].rstrip(".")
     lines = ["# Synthetic pretraining for the default CNN (`resnet9_small`) at a composed total epsilon of 2", "",

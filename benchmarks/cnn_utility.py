@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import ROOT, SHARED, parse_benchmark_args, run_facts, seed_summary, summary_cells, write_results
+from common import (MEDIAN_TRAIN_S, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary,
+                    summary_cells, write_results)
 
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
           "training": {"batch_size": 128, "lr": 0.1, "epochs": 20, "bootstrap_resamples": 100, "augment": True}}
@@ -65,7 +66,7 @@ def run_cell(data: str, runs: str, epsilon: float, views: int, ema: float, seed:
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
-    summary = seed_summary(table, ["epsilon", "views", "ema"])
+    summary = seed_summary(table, ["epsilon", "views", "ema"], total=TOTAL_EPSILON, train_s=MEDIAN_TRAIN_S)
     lines = ["# Augmentation multiplicity and a moving average for the default CNN on CBIS-DDSM", "",
              "`resnet9_small` at 64 px, patient unit, secret noise; the recipe and the levers in the script's "
              "docstring. Mean over seeds; test AUROC (min-max). " + run_facts(seconds), "",

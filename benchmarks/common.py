@@ -91,19 +91,22 @@ def run_facts(seconds: float) -> str:
             f"{torch.get_num_threads()} threads.")
 
 
+TOTAL_EPSILON = ("total_epsilon", "max")  # a cell's ledger total: the same for every seed, so any seed's will do
+MEDIAN_TRAIN_S = ("train_seconds", "median")
+
+
 def seed_summary(table: pd.DataFrame, by: str | list[str], *, sort: bool = True, **extra) -> pd.DataFrame:
-    """One row per group of ``by``: the largest ledger epsilon (``total``), mean val and test AUROC over seeds,
-    the test range (``lo``, ``hi``), the number of seeds and the median training seconds (``train_s``), plus any
-    ``extra`` named aggregations."""
+    """One row per group of ``by``: mean val and test AUROC over seeds (``val``, ``test``), the test range
+    (``lo``, ``hi``) and the number of seeds (``seeds``), plus any ``extra`` named aggregations (for example
+    ``total=TOTAL_EPSILON, train_s=MEDIAN_TRAIN_S``)."""
     return (table.groupby(by, sort=sort)
-            .agg(total=("total_epsilon", "max"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
-                 lo=("test_auroc", "min"), hi=("test_auroc", "max"), seeds=("seed", "count"),
-                 train_s=("train_seconds", "median"), **extra).reset_index())
+            .agg(val=("val_auroc", "mean"), test=("test_auroc", "mean"), lo=("test_auroc", "min"),
+                 hi=("test_auroc", "max"), seeds=("seed", "count"), **extra).reset_index())
 
 
 def summary_cells(row) -> str:
-    """A :func:`seed_summary` row's last cells of a markdown table: total epsilon, val AUROC, test AUROC (range),
-    seeds and median training seconds."""
+    """A :func:`seed_summary` row (with ``total`` and ``train_s``) as the last cells of a markdown table: total
+    epsilon, val AUROC, test AUROC (range), seeds and median training seconds."""
     return (f"{row.total:.3g} | {row.val:.3f} | {row.test:.3f} ({row.lo:.3f}-{row.hi:.3f}) | {row.seeds} | "
             f"{row.train_s:.0f} |")
 

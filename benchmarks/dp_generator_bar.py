@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import (ROOT, SHARED, parse_benchmark_args, run_facts, run_one, samples_once, total_two_noise,
-                    write_results)
+from common import (ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, run_one, samples_once, seed_summary,
+                    total_two_noise, write_results)
 from privmed import rundir
 
 
@@ -59,10 +59,8 @@ def main() -> None:
 
 def markdown(table: pd.DataFrame, generator: str, generator_eps: float, seconds: float) -> list[str]:
     """Mean (min-max) per strategy, and the difference to beat."""
-    summary = (table.groupby(["strategy", "generator"], sort=False)
-               .agg(epsilon=("epsilon", "first"), total=("total_epsilon", "first"), val=("val_auroc", "mean"),
-                    test=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
-                    seeds=("seed", "count")).reset_index())
+    summary = seed_summary(table, ["strategy", "generator"], sort=False, epsilon=("epsilon", "first"),
+                           total=TOTAL_EPSILON)
     bar = summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0]
     lines = ["# Issue 3's bar: a DP generator, pretraining and DP fine-tuning at a composed epsilon of 2", "",
              f"CBIS-DDSM, `scatter_linear` at 64 px, `cbis_synthetic.py`'s recipe and checkpoint choice (best val "

@@ -42,8 +42,8 @@ from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.training.private import plan_schedule
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.synthetic import load_synthetic
-from common import (BATCH, EPOCHS, SHARED, SIZE, dp_linear, features, parse_benchmark_args, run_facts,
-                    split_features, write_results)
+from common import (BATCH, EPOCHS, SHARED, SIZE, TOTAL_EPSILON, dp_linear, features, parse_benchmark_args, run_facts,
+                    seed_summary, split_features, write_results)
 
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0, 20.0)
 
@@ -130,10 +130,8 @@ def main() -> None:
 def write(table: pd.DataFrame, results: Path, args, delta: float, seconds: float, *, dims: int,
           unreachable: dict[str, float]) -> None:
     """Every run to the csv, the mean over seeds per centre to the markdown table."""
-    summary = table.groupby("centre", sort=False).agg(
-        sigma=("centre_noise_multiplier", "first"), dist=("centre_distance", "mean"),
-        eps=("classifier_epsilon", "first"), total=("total_epsilon", "first"), val=("val_auroc", "mean"),
-        test=("test_auroc", "mean"), lo=("test_auroc", "min"), hi=("test_auroc", "max")).reset_index()
+    summary = seed_summary(table, "centre", sort=False, sigma=("centre_noise_multiplier", "first"),
+                           dist=("centre_distance", "mean"), eps=("classifier_epsilon", "first"), total=TOTAL_EPSILON)
     lines = ["# The feature centre of `scatter_linear`: its worth and its cost", "",
              f"{SIZE} px, D = {dims} features; every private row composes to epsilon {args.epsilon:g} "
              f"(delta {delta:.2e} = 1/(10 x 578 patients), PRV accountant; unit of privacy the patient, one image of a "

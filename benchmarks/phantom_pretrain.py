@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import PHANTOM, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one, write_results
+from common import (PHANTOM, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts, run_one,
+                    seed_summary, write_results)
 
 EPSILONS = (1.0, 2.0, 6.0)
 
@@ -69,10 +70,8 @@ def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
     """Mean over seeds per cell, beside DP-SGD on real data at the same target (total) epsilon."""
     table = table.assign(head=table["reinit_head"].map({False: "kept", True: "re-initialised"}).where(
         table["strategy"] == "pretrain_finetune", ""))
-    summary = (table.groupby(["strategy", "head", "target_epsilon"], sort=False)
-               .agg(val=("val_auroc", "mean"), test=("test_auroc", "mean"), lo=("test_auroc", "min"),
-                    hi=("test_auroc", "max"), seeds=("seed", "count"), epsilon=("epsilon", "first"),
-                    total_epsilon=("total_epsilon", "first")).reset_index())
+    summary = seed_summary(table, ["strategy", "head", "target_epsilon"], sort=False, epsilon=("epsilon", "first"),
+                           total_epsilon=TOTAL_EPSILON)
     real = summary[summary["strategy"] == "dp_sgd_real"].set_index("target_epsilon")["test"]
     pretrain = summary[summary["strategy"] == "pretrain_finetune"]
     chosen = set(pretrain.loc[pretrain.groupby("target_epsilon")["val"].idxmax()].index)

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import (IMAGE_SIZE, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one,
-                    total_two_noise, write_results)
+from common import (IMAGE_SIZE, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts, run_one,
+                    seed_summary, total_two_noise, write_results)
 from privmed import rundir
 from privmed.synth import candidates as cand
 from privmed.synth.config import evolve_config_from_dict
@@ -127,11 +127,9 @@ def main() -> None:
 
 def markdown(table: pd.DataFrame, seconds: float) -> list[str]:
     """Mean and median over seeds per (source, strategy), DP-SGD alone at epsilon 2 beside them."""
-    summary = (table.groupby(["source", "strategy"], sort=False)
-               .agg(total=("total_epsilon", "first"), val=("val_auroc", "mean"), test=("test_auroc", "mean"),
-                    median=("test_auroc", "median"), lo=("test_auroc", "min"), hi=("test_auroc", "max"),
-                    seeds=("seed", "count"), winners=("winners", "mean"), radius=("radius", "mean"),
-                    contrast=("contrast", "mean"), spicules=("spicule_gap", "mean")).reset_index())
+    summary = seed_summary(table, ["source", "strategy"], sort=False, total=TOTAL_EPSILON,
+                           median=("test_auroc", "median"), winners=("winners", "mean"), radius=("radius", "mean"),
+                           contrast=("contrast", "mean"), spicules=("spicule_gap", "mean"))
     bar = summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0]
     evolved = summary[summary["source"].str.startswith("evolved") & ~summary["source"].str.endswith(NOISELESS)]
     variant = evolved["source"].str.rsplit("_", n=1).str[0]

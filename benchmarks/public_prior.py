@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import (RECIPE, ROOT, SHARED, parse_benchmark_args, phantom_folder, run_facts, run_one, samples_once,
-                    write_results)
+from common import (RECIPE, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts, run_one,
+                    samples_once, seed_summary, write_results)
 from privmed import rundir
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.training import GENERATOR_FILE, train_generator
@@ -119,10 +119,8 @@ def markdown(table: pd.DataFrame, n: dict[str, int], gan_minutes: float, seconds
     """Mean over seeds per prior and head, beside DP-SGD on the private half alone."""
     table = table.assign(head=table["reinit_head"].map({False: "kept", True: "re-initialised"}).where(
         table["strategy"] == "pretrain_finetune", ""))
-    summary = (table.groupby(["generator", "head"], sort=False)
-               .agg(epsilon=("epsilon", "first"), total=("total_epsilon", "first"), val=("val_auroc", "mean"),
-                    test=("test_auroc", "mean"),
-                    lo=("test_auroc", "min"), hi=("test_auroc", "max"), seeds=("seed", "count")).reset_index())
+    summary = seed_summary(table, ["generator", "head"], sort=False, epsilon=("epsilon", "first"),
+                           total=TOTAL_EPSILON)
     bar_val, bar_test = summary.loc[0, "val"], summary.loc[0, "test"]
     lines = ["# A public prior for synthetic pretraining: CBIS-DDSM's training patients split in two", "",
              f"Public half {n['public']} training patches, private half {n['private']} (patient-disjoint, "

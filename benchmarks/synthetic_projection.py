@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from common import (EPSILON, ROOT, SHARED, SIZE, dp_linear, features, parse_benchmark_args, patient_unit, run_facts,
-                    split_features, write_results)
+                    seed_summary, split_features, write_results)
 from privmed.synth.sample import synthetic_images
 
 DIMS = (32, 128)
@@ -96,9 +96,7 @@ def main() -> None:
                          "test_auroc": round(test, 4)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    summary = table.groupby(["projection_from", "dims"], sort=False).agg(
-        val=("val_auroc", "mean"), test=("test_auroc", "mean"), lo=("test_auroc", "min"),
-        hi=("test_auroc", "max")).reset_index()
+    summary = seed_summary(table, ["projection_from", "dims"], sort=False)
     lines = ["# A projection fitted on synthetic images, then DP-SGD on real scattering features", "",
              f"`scatter_linear` features at {SIZE} px; the DP generators are `cbis_synthetic.py`'s chosen candidates "
              f"({', '.join(f'{g}: `{chosen[g]}`' for g in ('privmed_dp_eps1', 'privmed_dp_eps10'))}); DP-SGD at classifier epsilon {EPSILON:g} alone (generator "
