@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cbis_utility import SIZE, dp_sgd_head, features, phantom_features, split_images
+from cbis_utility import SIZE, dp_sgd_head, features, front_end, phantom_features, split_images
 from common import SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary, write_results
 
 FRONT_ENDS = ("base", "dihedral")
@@ -46,7 +46,7 @@ def main() -> None:
     images, labels, patients = split_images(args.data)
     rows = []
     for name in FRONT_ENDS:
-        x = features(name, images, augment=False)
+        x = features(front_end(name), images, augment=False)
         centre = phantom_features(name)[0].mean(0)
         for epsilon, (batch, epochs, lr), seed in itertools.product(
                 args.epsilons, itertools.product(BATCHES, EPOCHS, LRS), range(args.seeds)):
