@@ -116,8 +116,9 @@ def markdown(table: pd.DataFrame, caps: list[dict]) -> str:
     lines = [
         "# DP-SGD on real CBIS-DDSM mass patches, at the patient and the image unit",
         "",
-        "privmed `scatter_linear` (wavelet scattering J=3 at 128 px averaged over each image's 8 rotations and "
-        "reflections (the default front end since `cbis_recipe_grid.md`), 4x4 pool, log, per-sample standardisation, "
+        "privmed `scatter_linear` (first-order wavelet scattering J=3 at 128 px, 25 channels (the default order since "
+        "`cbis_utility.md`'s `dihedral_order1` rows; second order before), averaged over each image's 8 rotations and "
+        "reflections (the default since `cbis_recipe_grid.md`), 4x4 pool, log, per-sample standardisation, "
         "centred by the mean features of 1,000 phantom patches (no patient data, free) corrected by the training data's "
         "per-channel mean released with noise 5 and composed (privmed's default `privacy.center: channels` since "
         "`cbis_utility.md`'s `dp_sgd_channels_centre` rows), linear head; no pretrained weights), SGD momentum 0.9, Poisson batches of expected "

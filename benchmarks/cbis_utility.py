@@ -1,7 +1,7 @@
 """Utility at the patient unit (issue 19): free invariances, a one-shot private head, acquisition-shift robustness.
 
-CBIS-DDSM mass patches at 128 px, ``scatter_linear``'s front end (wavelet scattering J=3, 4x4
-pool, log, per-sample standardisation; D = 3,472), the patient as the unit of privacy
+CBIS-DDSM mass patches at 128 px (``--image-size``; the ``px`` column), ``scatter_linear``'s front end
+(wavelet scattering J=3 at 128 px, J=2 at 64, 4x4 pool, log, per-sample standardisation), the patient as the unit of privacy
 (578 training patients, delta = 1/(10 x 578)), secret noise. Every row is a recipe; each is
 scored on val, test and ``shifted_test``: the test split after :func:`privmed.data.shift.digital_scanner`
 (a fixed transform mimicking a darker, higher-contrast digital scanner, set in advance);
@@ -9,13 +9,17 @@ scored on val, test and ``shifted_test``: the test split after :func:`privmed.da
 
 Front ends (``--features``; each free: per image, no data statistic):
 * ``base``: ``scatter_linear``'s plain features (``dihedral=false``; the default until issue 19's recipe grid);
-* ``dihedral``: averaged over each image's 8 rotations and reflections (``scatter_linear``'s default since);
+* ``dihedral``: averaged over each image's 8 rotations and reflections (``scatter_linear``'s default from then
+  until the ``dihedral_order1`` rows; D = 3,472 at 128 px);
 * ``dihedral_zscore`` / ``dihedral_quantile``: per-image z-score or quantile (normal-score) standardisation
   of grey levels first, then as ``dihedral``;
 * ``blur1`` / ``dihedral_blur1`` / ``quantile_blur2``: each image low-passed first (a fixed Gaussian of 1 or 2
   pixels, :class:`privmed.models.invariance.LowPass`), so sharpening and noise weigh less;
 * ``dihedral_order1``: as ``dihedral`` with the first-order scattering coefficients alone (``max_order=1``:
-  25 channels, D = 400).
+  25 channels, D = 400 at 128 px; ``scatter_linear``'s default since these rows: level or ahead on the mean
+  of val and shifted val at every epsilon and both sizes).
+Every front end names its scattering order itself (``front_end``), so a row keeps its meaning when the
+default changes.
 ``+aug``: each training image also enters with ``AUG_COPIES`` random acquisition augmentations
 (:func:`privmed.data.shift.acquisition_augment`: gamma, contrast, blur or sharpening, noise; seeded, per image;
 the copies belong to their patient, so the unit's guarantee is unchanged).
@@ -87,9 +91,9 @@ EMA_DECAYS = (0.9, 0.97)
 AUG_COPIES = 2
 AUG_SEED = 19
 PUBLISHED = {1.0: .525, 6.0: .572, math.inf: .778}
-#: today's default (cbis_dp_sgd.md, patient unit, 5 seeds, private search of 2 candidates counted; dihedral front
-#: end, the phantom's centre corrected per channel by a private release)
-TODAY = {1.0: .612, 6.0: .675, math.inf: .720}
+#: today's default (cbis_dp_sgd.md, patient unit, 5 seeds, private search of 2 candidates counted; first-order
+#: dihedral front end, the phantom's centre corrected per channel by a private release)
+TODAY = {1.0: .614, 6.0: .697, math.inf: .724}
 FEATURES = {"base": ("none", False), "dihedral": ("none", True), "dihedral_zscore": ("zscore", True),
             "dihedral_quantile": ("quantile", True), "zscore": ("zscore", False), "quantile": ("quantile", False),
             "blur1": ("none", False, 1.0), "dihedral_blur1": ("none", True, 1.0), "quantile_blur2": ("quantile", False, 2.0),
@@ -298,16 +302,21 @@ HEADS = {"dp_sgd": lambda x, y, g, epsilon, seed: dp_sgd_head(x, y, g, epsilon=e
 
 
 def main() -> None:
+    global SIZE  # the front end, the phantom and the run config read it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "cbis-ddsm-masses"))
     parser.add_argument("--features", nargs="+", default=list(FEATURES), choices=[*FEATURES, *map("{}+aug".format, FEATURES)])
     parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
+    parser.add_argument("--image-size", type=int, default=SIZE, choices=(64, 128))
     parser.add_argument("--fresh", action="store_true", help="drop the rows already in the csv")
     args = parse_benchmark_args(parser, seeds=5)
+    SIZE = args.image_size
     t0 = time.perf_counter()
     csv = Path(args.results) / "cbis_utility.csv"
     old = pd.read_csv(csv) if csv.is_file() and not args.fresh else pd.DataFrame()
+    if len(old) and "image_size" not in old:  # rows from before the option: all at 128 px
+        old.insert(0, "image_size", 128)
     images, labels, patients = split_images(args.data)
     rows = []
     for name in args.features:
@@ -327,7 +336,7 @@ def main() -> None:
                 for seed in range(args.seeds):
                     t = time.perf_counter()
                     aurocs, spent, chosen = HEADS[head](x, y, groups, epsilon, seed)
-                    rows.append({"features": name, "head": head, "epsilon": epsilon, "seed": seed,
+                    rows.append({"image_size": SIZE, "features": name, "head": head, "epsilon": epsilon, "seed": seed,
                                  "total_epsilon": round(spent, 4), "val_auroc": round(aurocs["val"], 4),
                                  "shifted_val_auroc": round(aurocs["shifted_val"], 4),
                                  "test_auroc": round(aurocs["test"], 4),
@@ -336,7 +345,7 @@ def main() -> None:
                     print(rows[-1], flush=True)
     new = pd.DataFrame(rows)
     if len(old):
-        keys = ["features", "head", "epsilon", "seed"]
+        keys = ["image_size", "features", "head", "epsilon", "seed"]
         old = old[~old.set_index(keys).index.isin(new.set_index(keys).index)]
     table = pd.concat([old, new], ignore_index=True)
     table.to_csv(csv, index=False)
@@ -346,21 +355,22 @@ def main() -> None:
 
 def markdown(table: pd.DataFrame, seconds: float) -> str:
     """Mean over seeds per recipe and epsilon, beside today's default and the published row."""
-    summary = seed_summary(table, ["epsilon", "features", "head"], total=TOTAL_EPSILON,
+    summary = seed_summary(table, ["image_size", "epsilon", "features", "head"], total=TOTAL_EPSILON,
                            sval=("shifted_val_auroc", "mean"), shifted=("shifted_test_auroc", "mean"))
     lines = ["# Utility at the patient unit: invariances, a one-shot private head, acquisition shift", "",
              (__doc__.split("\n\n")[1].replace("\n", " ") + " See the script's docstring for the recipes. "
               "Mean over seeds; test AUROC (min-max). `shift loss` = test - shifted_test; shifted val blank: "
               "measured before that split was added (screening rows). Non-private one-shot rows have no randomness "
               "(same figure every seed). The last invocation: " + run_facts(seconds)), "",
-             "| epsilon | features | head | total epsilon | val AUROC | shifted val | test AUROC | shifted test AUROC "
+             "| px | epsilon | features | head | total epsilon | val AUROC | shifted val | test AUROC | shifted test AUROC "
              "| shift loss (test) | seeds | today's default (test) | published (test) |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in summary.iterrows():
         eps = r["epsilon"]
         label = "∞" if math.isinf(eps) else f"{eps:g}"
-        today, published = TODAY.get(eps), PUBLISHED.get(eps)
-        lines.append(f"| {label} | {r['features']} | {r['head']} | {r['total']:.3g} | {r['val']:.3f} | {_num(r['sval'])} | "
+        today = TODAY.get(eps) if r["image_size"] == 128 else None
+        published = PUBLISHED.get(eps)
+        lines.append(f"| {r['image_size']} | {label} | {r['features']} | {r['head']} | {r['total']:.3g} | {r['val']:.3f} | {_num(r['sval'])} | "
                      f"{r['test']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {r['shifted']:.3f} | "
                      f"{r['test'] - r['shifted']:+.3f} | {r['seeds']} | {'' if today is None else f'{today:.3f}'} | "
                      f"{'' if published is None else f'{published:.3f}'} |")

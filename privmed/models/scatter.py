@@ -176,7 +176,7 @@ def build_scatter_linear(
     input_norm: str = "none",
     dihedral: bool = True,
     blur: float = 0.0,
-    max_order: int = 2,
+    max_order: int = 1,
 ) -> ScatterNet:
     """ScatterNet + linear: scattering (averaged over each image's 8 rotations and reflections) ->
     4x4 avg pool -> log -> per-sample standardisation (GroupNorm with one group, no affine) ->
@@ -188,8 +188,10 @@ def build_scatter_linear(
     (``benchmarks/results/cbis_recipe_grid.md``), at 7 times the scattering's compute; turn it off
     (``dihedral=False``) where orientation carries the diagnosis (e.g. laterality in a chest
     radiograph). ``input_norm`` (``"zscore"`` or ``"quantile"``) standardises each image's grey
-    levels first; ``blur`` low-passes each image (Gaussian, pixels). ``max_order=1`` keeps the first-order
-    coefficients alone (1 + JL channels instead of 1 + JL + L^2 J(J-1)/2: 25 against 217 at J=3).
+    levels first; ``blur`` low-passes each image (Gaussian, pixels). ``max_order`` (default 1) keeps the
+    first-order coefficients alone (1 + JL channels: 25 at J=3); ``max_order=2`` adds the second order
+    (L^2 J(J-1)/2 more: 217 in all), the default before it was measured against order 1 on validation and
+    on a shifted copy of it (``benchmarks/results/cbis_utility.md``, docs/models.md).
 
     The log and the per-sample standardisation make every feature vector norm sqrt(D) and
     its coordinates roughly Gaussian, which is what a linear model trained with clipped,
