@@ -116,8 +116,8 @@ def test_blur_is_a_model_arg_of_scatter_linear_and_keys_the_feature_cache():
     assert "sigma=1.0" in repr(model.features)
 
 
-def test_a_run_records_its_front_end_and_a_run_from_before_the_default_changed_is_rebuilt_plain(phantom_root,
-                                                                                               tmp_path, capsys):
+def test_a_run_records_its_front_end_and_a_run_from_before_the_defaults_changed_is_rebuilt_as_trained(
+        phantom_root, tmp_path, capsys):
     import json
 
     import yaml
@@ -128,15 +128,16 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_default_changed_i
 
     fast = ["--data", str(phantom_root), "--image-size", "32", "--epochs", "2", "--batch-size", "32", "--bootstrap", "100"]
     assert main(["train", *fast, "--out", str(tmp_path / "new")]) == 0
-    assert rundir.read_config_dict(tmp_path / "new")["model"]["args"] == {"dihedral": True}
-    # a run written before the default changed: trained on the plain front end, its config.yaml without the key
+    assert rundir.read_config_dict(tmp_path / "new")["model"]["args"] == {"dihedral": True, "max_order": 1}
+    # a run written before either default changed: trained on the plain second-order front end, its config.yaml
+    # without either key
     old = tmp_path / "old"
-    assert main(["train", *fast, "--out", str(old), "--model-arg", "dihedral=false"]) == 0
+    assert main(["train", *fast, "--out", str(old), "--model-arg", "dihedral=false", "--model-arg", "max_order=2"]) == 0
     raw = rundir.read_config_dict(old)
-    del raw["model"]["args"]["dihedral"]
+    del raw["model"]["args"]["dihedral"], raw["model"]["args"]["max_order"]
     (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
     _, model, _ = load_run(old)
-    assert not isinstance(model.features, InvariantFeatures)
+    assert not isinstance(model.features, InvariantFeatures) and model.features.max_order == 2
     # so is one from before privacy.center existed: its head was centred by the released training mean
     del raw["privacy"]["center"]
     (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -147,9 +148,19 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_default_changed_i
     trained = json.loads((old / rundir.METRICS).read_text())
     assert evaluated["splits"]["test"]["auroc"]["value"] == pytest.approx(
         trained["splits"]["test"]["auroc"]["value"], abs=1e-6)
-    # resuming it under today's default would switch its front end: refused, naming the argument
+    # resuming it under today's defaults would switch its front end: refused, naming the arguments
     code = main(["train", *fast, "--out", str(old), "--resume"])
-    assert code == 2 and "dihedral" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "dihedral" in err and "max_order" in err
+
+
+def test_a_run_recorded_between_the_two_default_changes_is_rebuilt_at_the_second_order():
+    from privmed.config import config_from_dict, config_from_run_dict
+
+    assert config_from_dict({}).model.args == {"dihedral": True, "max_order": 1}  # today's, recorded in every run
+    # written after dihedral was recorded and before max_order was: dihedral as recorded, the second order
+    between = config_from_run_dict({"model": {"name": "scatter_linear", "args": {"dihedral": True}}})
+    assert between.model.args == {"dihedral": True, "max_order": 2}
 
 
 def test_first_order_scattering_keeps_the_first_1_plus_jl_coefficients_of_the_second_order_transform():

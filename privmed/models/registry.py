@@ -306,7 +306,9 @@ for _info in (
         description="Scattering (J=2 below 128 px, else 3; L=8) averaged over 8 rotations/reflections, 4x4-pooled, log, "
                     "per-sample standardised, centred + linear head; 2D",
         trainable_part="head",
-        recorded_args={"dihedral": False},  # the default since issue 19's recipe grid; plain before
+        # defaults changed since runs were first recorded: dihedral (issue 19's recipe grid; plain before) and
+        # max_order (cbis_utility's order rows; 2 before)
+        recorded_args={"dihedral": False, "max_order": 2},
     ),
     ModelInfo(
         name="scatter_cnn",
