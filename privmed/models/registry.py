@@ -303,7 +303,8 @@ for _info in (
         builder=build_scatter_linear,
         grad_sample_mode="ew",
         spatial_dims=(2,),
-        description="Scattering (J=2 below 128 px, else 3; L=8) averaged over 8 rotations/reflections, 4x4-pooled, log, "
+        description="First-order scattering (J=2 below 128 px, else 3; L=8) averaged over 8 rotations/reflections, "
+                    "4x4-pooled, log, "
                     "per-sample standardised, centred + linear head; 2D",
         trainable_part="head",
         # defaults changed since runs were first recorded: dihedral (issue 19's recipe grid; plain before) and
