@@ -132,7 +132,8 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_defaults_changed_
     # a run written before either default changed: trained on the plain second-order front end, its config.yaml
     # without either key
     old = tmp_path / "old"
-    assert main(["train", *fast, "--out", str(old), "--model-arg", "dihedral=false", "--model-arg", "max_order=2"]) == 0
+    plain_second_order = ["--model-arg", "dihedral=false", "--model-arg", "max_order=2"]
+    assert main(["train", *fast, "--out", str(old), *plain_second_order]) == 0
     raw = rundir.read_config_dict(old)
     del raw["model"]["args"]["dihedral"], raw["model"]["args"]["max_order"]
     (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
