@@ -61,3 +61,16 @@ def test_replayable_noise_is_regenerated_from_the_seed(phantom_root, tmp_path):
     config = _config(phantom_root, tmp_path / "replay", replayable_noise=True)
     residuals = _replay_residuals(train(config), config)
     assert residuals[1] < 1e-4, residuals
+
+
+def test_a_private_centre_needs_a_generator_and_the_exact_mean_draws_nothing():
+    from privmed.models.scatter import FeatureCenter
+    from privmed.training.inputs import set_center
+
+    features = torch.randn(20, 6, generator=torch.Generator().manual_seed(0))  # test data, not DP noise
+    centre = FeatureCenter(6)
+    assert set_center(centre, features, noise_multiplier=None) is None
+    assert torch.allclose(centre.center, features.mean(0))
+    with pytest.raises(ValueError, match="secret generator"):
+        set_center(centre, features, noise_multiplier=5.0)
+    assert torch.allclose(centre.center, features.mean(0))  # the refused release left the centre as it was

@@ -127,8 +127,9 @@ def find_center(head: nn.Module) -> FeatureCenter | None:
 
 @torch.no_grad()
 def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplier: float | None,
-               generator: torch.Generator, groups: np.ndarray | None = None) -> Mechanism | None:
-    """Set the centre to the training-feature mean; privately when ``noise_multiplier`` is given.
+               generator: torch.Generator | None = None, groups: np.ndarray | None = None) -> Mechanism | None:
+    """Set the centre to the training-feature mean; privately when ``noise_multiplier`` is given (then
+    ``generator``, a secret one, is required; the exact mean draws nothing).
 
     Private release over the unit of privacy: each sample's flattened feature vector is
     clipped to norm ``sqrt(D)`` (the norm per-sample-normalised features already have),
@@ -143,6 +144,9 @@ def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplie
     if noise_multiplier is None:
         center.center.copy_(flat.mean(0).float())
         return None
+    if generator is None:
+        raise ValueError("a private centre draws its noise from a secret generator "
+                         "(privmed.privacy.randomness.secret_generator); none was given")
     center.center.copy_(_noisy_unit_mean(flat, bound=math.sqrt(d), noise_multiplier=noise_multiplier,
                                          generator=generator, groups=groups).float())
     return Mechanism("feature_centering", noise_multiplier, 1.0, 1)

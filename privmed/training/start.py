@@ -136,7 +136,7 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, ch
     by_channel = corrects_by_channel(source, synthetic=synthetic, public=public)
     if synthetic is not None or (public is not None and not by_channel):
         given = synthetic.x if synthetic is not None else public
-        return set_center(center, given, noise_multiplier=None, generator=torch.Generator())
+        return set_center(center, given, noise_multiplier=None)
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
         return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
