@@ -63,6 +63,7 @@ class DataConfig:
     phantom_samples: int = 2000
     seed: int = 0  # the phantom's seed and the seed of the split of data without splits; fixed across training seeds
     allow_outside_root: bool = False  # a manifest may list images outside its own folder
+    lesion_fraction: float = 0.5  # lesion-centred data: the central fraction of each side that is the lesion (0: not)
 
     def __post_init__(self) -> None:
         require(self.spatial_dims in SPATIAL_DIMS, "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
@@ -74,6 +75,9 @@ class DataConfig:
         require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1, "data", "val_fraction/test_fraction",
                 (self.val_fraction, self.test_fraction), "each in (0, 1) and their sum below 1")
+        require(0 <= self.lesion_fraction < 1, "data", "lesion_fraction", self.lesion_fraction,
+                "give the central fraction of each side the lesion fills in lesion-centred data (e.g. 0.5), "
+                "or 0 when the images are not centred on a lesion")
         require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
         if self.class_names is not None and len(self.class_names) == 1 and "," in self.class_names[0]:
             object.__setattr__(self, "class_names", tuple(n.strip() for n in self.class_names[0].split(",")))

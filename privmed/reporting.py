@@ -7,6 +7,7 @@ from pathlib import Path
 from privmed import rundir
 from privmed.errors import SMALL_SPLIT
 from privmed.evaluation.metrics import METRIC_NAMES
+from privmed.evaluation.shortcut import shortcut_sentences
 
 
 def format_ci(ci: dict) -> str:
@@ -34,9 +35,26 @@ def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None =
         for name, row in metric_rows(sm, metrics["label_names"]):
             cells = "  ".join(f"{m}={format_ci(row[m])}" for m in METRIC_NAMES)
             print(f"    {name}: {cells}")
-        warning = small_split_warning(split, sm)
-        if warning:
-            print(f"    warning: {warning}")
+        line = shortcut_line(sm)
+        if line:
+            print(f"    {line}")
+        if sm.get("bootstrap_unit") == "image":
+            print("    note: no patient ids: the CIs resample images, not patients")
+        for sentence in [small_split_warning(split, sm), *shortcut_sentences(split, sm)]:
+            if sentence:
+                print(f"    warning: {sentence}")
+
+
+#: the shortcut figures the summary prints, in order, with their short names
+SHORTCUT_FIGURES = (("acquisition_baseline_auroc", "acquisition baseline"), ("deconfounded_auroc", "deconfounded"),
+                    ("lesion_masked_auroc", "lesion masked"))
+
+
+def shortcut_line(split_metrics: dict) -> str | None:
+    """'shortcut check: acquisition baseline=... deconfounded=... lesion masked=...' (None without them)."""
+    cells = [f"{name}={format_ci(split_metrics[key])}" for key, name in SHORTCUT_FIGURES
+             if isinstance(split_metrics.get(key), dict)]
+    return "shortcut check: " + "  ".join(cells) if cells else None
 
 
 def small_split_warning(split: str, split_metrics: dict) -> str | None:

@@ -26,6 +26,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "allow_outside_data_root": ("data", "allow_outside_root"),
     "class_names": ("data", "class_names"),
     "image_size": ("data", "image_size"),
+    "lesion_fraction": ("data", "lesion_fraction"),
     "spatial_dims": ("data", "spatial_dims"),
     "model": ("model", "name"),
     "epsilon": ("privacy", "epsilon"),

@@ -58,6 +58,9 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--allow-outside-data-root", action="store_true", default=None,
                        help="let a manifest list images outside its own folder (refused by default)")
     train.add_argument("--image-size", type=int, help=f"side in pixels (default {DataConfig.image_size})")
+    train.add_argument("--lesion-fraction", type=float,
+                       help=f"lesion-centred data: the central fraction of each side the lesion fills, for the "
+                            f"lesion-masked AUROC (0: images not centred on a lesion; default {DataConfig.lesion_fraction})")
     train.add_argument("--spatial-dims", type=int, choices=SPATIAL_DIMS,
                        help=f"2D images or 3D volumes (default {DataConfig.spatial_dims})")
     train.add_argument("--model", help=f"model name (see `privmed models`; default {ModelConfig.name})")

@@ -105,7 +105,9 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
         "label_names": list(part.label_names),
         "thresholds": run_metrics["thresholds"],
         "threshold_rule": "chosen on the run's own validation split, applied unchanged",
-        "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed)},
+        "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed,
+                                        score_images=lambda x: predict(model, x),
+                                        lesion_fraction=config.data.lesion_fraction)},
     }
     where = evaluation_dir(run, name or part.name, split)
     rundir.write_json(where / rundir.METRICS, result)

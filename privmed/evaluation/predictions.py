@@ -13,6 +13,7 @@ from torch import nn
 
 from privmed.data.sources import Dataset
 from privmed.evaluation.bootstrap import bootstrap_metrics
+from privmed.evaluation.diagnostics import ScoreImages, split_diagnostics
 from privmed.evaluation.metrics import youden_threshold
 
 
@@ -53,17 +54,24 @@ def choose_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.array([youden_threshold(y_true=labels[:, j], scores=scores[:, j]) for j in range(labels.shape[1])])
 
 
-def split_metrics(part: Dataset, scores: np.ndarray, thresholds: np.ndarray, *, n_resamples: int, seed: int) -> dict:
-    """Metrics with bootstrap CIs (patient-level when patient ids exist) for one split."""
+def split_metrics(part: Dataset, scores: np.ndarray, thresholds: np.ndarray, *, n_resamples: int, seed: int,
+                  score_images: ScoreImages | None = None, lesion_fraction: float = 0.0) -> dict:
+    """Metrics with bootstrap CIs (patient-level when patient ids exist, else per image: ``bootstrap_unit``)
+    for one split, and its shortcut diagnostics (:mod:`privmed.evaluation.diagnostics`; ``score_images``
+    scores images as the model does, for the lesion-masked figure)."""
     labels = part.labels
-    counts = {"n": len(part), "smallest_class_n": smallest_class(labels)}
+    counts = {"n": len(part), "smallest_class_n": smallest_class(labels),
+              "bootstrap_unit": "image" if part.patient_ids is None else "patient"}
+    diagnostics = split_diagnostics(part, scores, score_images=score_images, lesion_fraction=lesion_fraction,
+                                    n_resamples=n_resamples, seed=seed)
     if labels.shape[1] == 1:
         result = bootstrap_metrics(y_true=labels[:, 0], scores=scores[:, 0], threshold=float(thresholds[0]),
                                    groups=part.patient_ids, n_resamples=n_resamples, seed=seed)
-        return {**counts, **{k: v.to_dict() for k, v in result.items()}}
+        return {**counts, **{k: v.to_dict() for k, v in result.items()}, **diagnostics}
     result = bootstrap_metrics(y_true=labels, scores=scores, threshold=thresholds, groups=part.patient_ids,
                                label_names=list(part.label_names), n_resamples=n_resamples, seed=seed)
-    return {**counts, **{label: {k: v.to_dict() for k, v in per.items()} for label, per in result.items()}}
+    return {**counts, **{label: {k: v.to_dict() for k, v in per.items()} for label, per in result.items()},
+            **diagnostics}
 
 
 def smallest_class(labels: np.ndarray) -> int:
@@ -75,14 +83,17 @@ def smallest_class(labels: np.ndarray) -> int:
 
 
 def evaluate_predictions(data: Dataset, scores: dict[str, np.ndarray], *, threshold_split: str = "val",
-                         thresholds: np.ndarray | None = None, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Metrics for every split in ``scores``; thresholds from ``threshold_split`` unless given."""
+                         thresholds: np.ndarray | None = None, n_resamples: int = 1000, seed: int = 0,
+                         score_images: ScoreImages | None = None, lesion_fraction: float = 0.0) -> dict:
+    """Metrics for every split in ``scores``; thresholds from ``threshold_split`` unless given; shortcut
+    diagnostics as :func:`split_metrics` computes them."""
     if thresholds is None:
         thresholds = choose_thresholds(data.split(threshold_split).labels, scores[threshold_split])
     return {
         "label_names": list(data.label_names),
         "thresholds": {name: float(t) for name, t in zip(data.label_names, thresholds)},
         "threshold_rule": f"Youden on the '{threshold_split}' split",
-        "splits": {split: split_metrics(data.split(split), s, thresholds, n_resamples=n_resamples, seed=seed)
+        "splits": {split: split_metrics(data.split(split), s, thresholds, n_resamples=n_resamples, seed=seed,
+                                        score_images=score_images, lesion_fraction=lesion_fraction)
                    for split, s in scores.items()},
     }

@@ -15,6 +15,10 @@ transform itself, they cost no privacy and their output can be computed once per
 * :class:`LowPass` (``blur``): a fixed Gaussian low-pass of each image (standard deviation in
   pixels), so that what a scanner does at the finest scale (sharpening, quantum noise) weighs
   less in the features.
+* :class:`LesionWindow` (``lesion_window``): for lesion-centred patches, keeps the central box whose
+  sides are that fraction of the image's and flattens the rest to the box's mean grey level (a
+  raised-cosine taper between them, so the window adds no edge), so the front end sees the lesion
+  and its margin rather than the surrounding tissue and whatever the scanner did to it.
 """
 
 from __future__ import annotations
@@ -46,15 +50,19 @@ class InvariantFeatures(nn.Module):
     features averaged over the image's 8 dihedral views (exactly invariant to them)."""
 
     def __init__(self, inner: nn.Module, *, input_norm: str = "none", dihedral: bool = False,
-                 blur: float = 0.0) -> None:
+                 blur: float = 0.0, lesion_window: float = 0.0) -> None:
         super().__init__()
         self.input_norm, self.dihedral = input_norm, bool(dihedral)
         self.standardise = IntensityStandardise(input_norm)
         self.low_pass = LowPass(blur)
+        if lesion_window:  # only when asked, so that the cache keys of the front ends before it stay as they were
+            self.window = LesionWindow(lesion_window)
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.low_pass(self.standardise(x))
+        if hasattr(self, "window"):
+            x = self.window(x)
         if not self.dihedral:
             return self.inner(x)
         views = dihedral_views(x)
@@ -114,6 +122,34 @@ class LowPass(nn.Module):
         x = F.pad(x, (radius,) * 4, mode="reflect")
         x = F.conv2d(x, kernel.view(x.shape[1], 1, 1, -1), groups=x.shape[1])
         return F.conv2d(x, kernel.view(x.shape[1], 1, -1, 1), groups=x.shape[1])
+
+
+class LesionWindow(nn.Module):
+    """Keep the central box of each image (sides ``fraction`` of the image's) and flatten the rest to the
+    box's mean grey level, through a raised-cosine taper ``taper`` of the side wide: ``c + w (x - c)``,
+    with ``w`` the window and ``c`` the image's mean under it."""
+
+    def __init__(self, fraction: float = 0.5, taper: float = 0.125) -> None:
+        super().__init__()
+        if not 0 < fraction <= 1:
+            raise ValueError(f"lesion_window must lie in (0, 1] (the central fraction of each side kept), got {fraction}")
+        self.fraction, self.taper = float(fraction), float(taper)
+
+    def extra_repr(self) -> str:  # part of the feature cache's key
+        return f"fraction={self.fraction!r}, taper={self.taper!r}"
+
+    def window(self, side: int, device, dtype) -> torch.Tensor:
+        """The 1D profile of the window along a side of ``side`` pixels (1 inside the box, 0 far outside)."""
+        t = (torch.arange(side, device=device, dtype=dtype) + 0.5) / side - 0.5  # centred coordinate in [-.5, .5]
+        edge = (torch.abs(t) - self.fraction / 2) / self.taper  # 0 at the box's edge, 1 a taper further out
+        return torch.where(edge <= 0, torch.ones_like(t), 0.5 * (1 + torch.cos(math.pi * edge.clamp(0, 1))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self.window(x.shape[-2], x.device, x.dtype)
+        cols = self.window(x.shape[-1], x.device, x.dtype)
+        w = rows[:, None] * cols[None, :]
+        centre = (x * w).sum((-2, -1), keepdim=True) / w.sum()
+        return centre + w * (x - centre)
 
 
 def _normal_scores(flat: torch.Tensor) -> torch.Tensor:

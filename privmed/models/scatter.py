@@ -177,6 +177,8 @@ def build_scatter_linear(
     dihedral: bool = True,
     blur: float = 0.0,
     max_order: int = 1,
+    lesion_window: float = 0.0,
+    standardise: bool = True,
 ) -> ScatterNet:
     """ScatterNet + linear: scattering (averaged over each image's 8 rotations and reflections) ->
     4x4 avg pool -> log -> per-sample standardisation (GroupNorm with one group, no affine) ->
@@ -200,10 +202,12 @@ def build_scatter_linear(
     """
     _check_dims(spatial_dims)
     _check_norm(norm)
-    features: nn.Module = ScatterFeatures(in_channels, image_size, J=J, L=L, norm=norm, pool_size=pool_size,
+    features: nn.Module = ScatterFeatures(in_channels, image_size, J=J, L=L,
+                                          norm=norm if standardise else "none", pool_size=pool_size,
                                           log_scale=True, norm_groups=1, max_order=max_order)
-    if input_norm != "none" or dihedral or blur:  # the plain front end (dihedral off) keeps its cached features
-        features = InvariantFeatures(features, input_norm=input_norm, dihedral=dihedral, blur=blur)
+    if input_norm != "none" or dihedral or blur or lesion_window:  # the plain front end keeps its cached features
+        features = InvariantFeatures(features, input_norm=input_norm, dihedral=dihedral, blur=blur,
+                                     lesion_window=lesion_window)
     c, h, w = features.output_shape
     if norm == "batch":
         layers: list[nn.Module] = [nn.BatchNorm2d(c), nn.Flatten(1)]

@@ -26,6 +26,7 @@ from privmed.study.results import StudyTables, collect
 from privmed.study.state import STUDY_FILE, TIMING
 
 from .charts import mean_over_seeds, subgroup_chart, utility_caption, utility_chart
+from .shortcuts import shortcut_section
 from .document import FILES, Bullets, Chart, Details, Heading, Paragraph, Table, to_html, to_markdown
 from .synthetic import synthetic_section
 
@@ -61,6 +62,7 @@ def report_blocks(study: StudyConfig, tables: StudyTables, out: Path) -> list:
     if done.empty:
         return blocks + [Paragraph("No run has finished yet: nothing to plot.", "warning")]
     blocks += _utility(study, done)
+    blocks += shortcut_section(study, done)
     blocks += _runs(study, results)
     blocks += _audit(done)
     blocks += _fairness(study, tables)

@@ -141,6 +141,10 @@ def _audit_columns(study: StudyConfig, run: Path) -> dict:
     return columns
 
 
+#: a split's shortcut figures (privmed.evaluation.shortcut) that results.csv carries beside its metrics
+SHORTCUT_FIGURES = ("acquisition_baseline_auroc", "deconfounded_auroc", "lesion_masked_auroc")
+
+
 def _metric_columns(split: dict, prefix: str) -> dict:
     """``prefix_metric``, ``_ci_low``, ``_ci_high`` for every metric (multi-label: the mean over labels)."""
     values = split.get(MEAN_KEY, split)
@@ -149,6 +153,11 @@ def _metric_columns(split: dict, prefix: str) -> dict:
         ci = values[metric]
         columns.update({f"{prefix}_{metric}": ci["value"], f"{prefix}_{metric}_ci_low": ci["ci_low"],
                         f"{prefix}_{metric}_ci_high": ci["ci_high"]})
+    for figure in SHORTCUT_FIGURES:  # binary tasks (privmed.evaluation.diagnostics)
+        if isinstance(split.get(figure), dict):
+            ci = split[figure]
+            columns.update({f"{prefix}_{figure}": ci["value"], f"{prefix}_{figure}_ci_low": ci["ci_low"],
+                            f"{prefix}_{figure}_ci_high": ci["ci_high"]})
     return columns
 
 

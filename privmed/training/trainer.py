@@ -206,19 +206,22 @@ def _finish(run: Run, state: TrainState) -> None:
     run.net.load_state_dict(state.best["state"])
     ledger.validation_choices.extend(validation_choices(config, run.candidates, state.best,
                                                        len(run.data.split("val"))))
-    _write_results(out, run.net, run.inputs, run.data, config, ledger, state.best, run.candidates, run.device)
+    _write_results(out, run, ledger, state.best)
     torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
                 "weights_sha256": weights_digest(config.model.weights)},
                out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger or weights
     rundir.append_log(out, ledger.summary())
 
 
-def _write_results(out: Path, net: nn.Module, inputs: dict[str, torch.Tensor], data: Dataset, config: RunConfig,
-                   ledger: PrivacyLedger, best: dict, candidates: list, device: str) -> None:
-    scores = {split: predict(net, x, device=device) for split, x in inputs.items()}
+def _write_results(out: Path, run: Run, ledger: PrivacyLedger, best: dict) -> None:
+    config, net, data, candidates, device = run.config, run.net, run.data, run.candidates, run.device
+    scores = {split: predict(net, x, device=device) for split, x in run.inputs.items()}
     frame = predictions_frame(data, scores)
     metrics = evaluate_predictions(data, scores, threshold_split="val",
-                                   n_resamples=config.training.bootstrap_resamples, seed=config.training.seed)
+                                   n_resamples=config.training.bootstrap_resamples, seed=config.training.seed,
+                                   score_images=lambda x: predict(net, model_inputs(run.model, x, device=device),
+                                                                  device=device),
+                                   lesion_fraction=config.data.lesion_fraction)
     metrics["checkpoint"] = {"epoch": best["epoch"], "selected_by": "val_auroc", "val_auroc": best["val_auroc"]}
     if len(candidates) > 1:
         metrics["checkpoint"]["candidate"] = {k: getattr(candidates[best["candidate"]], k) for k in config.tune.grid}
