@@ -30,6 +30,11 @@ POSITIVE_CLASS_UNKNOWN = ("--positive-class '{wanted}' is neither a class of lab
                           "of its label values ({values}). Pass one of them; name 0/1 labels with --class-names.")
 CLASS_NAMES_CLASH = ("--class-names {given} names 0/1 labels, but label column '{column}' already holds the named "
                      "classes {found}. Drop --class-names, or use those names.")
+CLASS_NAMES_FROM_FOLDERS = ("'{manifest}': label {column} 0 is '{zero}' and 1 is '{one}', named after the folders its "
+                            "images lie in ({where}); name them otherwise with --class-names NAME0,NAME1.")
+TARGET_MISMATCH = ("the data's target is {data} but the run predicts {run}. Say which class of the data is the run's "
+                   "positive class with --positive-class NAME, or name the run's labels 0 and 1 with --class-names "
+                   "NAME0,NAME1 (another label column of a manifest: --label-column).")
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
 DUPLICATE_PATHS = ("manifest '{path}' lists {n} image(s) more than once (first: '{example}'). Each image must be "
                    "one row, or N and the per-sample privacy guarantee are wrong: remove the duplicate rows.")

@@ -21,6 +21,7 @@ PatientID (else its StudyInstanceUID), so splits made by privmed are patient-dis
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
 from privmed.errors import (
+    CLASS_NAMES_FROM_FOLDERS,
     DUPLICATE_PATHS,
     EMPTY_CLASS_FOLDER,
     IDENTICAL_ACROSS_SPLITS,
@@ -47,7 +49,7 @@ from privmed.errors import (
 
 from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
-from .labels import binarise
+from .labels import binarise, names_from_folders
 from .lazy import LazyImages, streams
 
 SPLITS = ("train", "val", "test")
@@ -71,12 +73,13 @@ class Dataset:
     images: np.ndarray | LazyImages  # float32 (N, H, W) or (N, D, H, W), values in [0, 1]; or read on access
     label_names: tuple[str, ...]
     attribute_columns: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # what privmed decided about the data that the user should hear once
 
     def split(self, name: str) -> "Dataset":
         """The rows of one split (empty if the split does not exist)."""
         mask = (self.table["split"] == name).to_numpy()
         return Dataset(self.name, self.table[mask].reset_index(drop=True), self.images[mask],
-                       self.label_names, self.attribute_columns)
+                       self.label_names, self.attribute_columns, self.notes)
 
     @property
     def image_tensor(self) -> torch.Tensor:
@@ -130,7 +133,14 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
     check_dataset(ds, require_splits=require_splits)
     if "path" in ds.table:  # files the user gave (the phantom and MedMNIST arrays are as published)
         check_no_copies_across_splits(ds)
+    for note in ds.notes:
+        if note not in _SAID:  # once per process, however often the data is read
+            _SAID.add(note)
+            print(f"privmed: {note}", file=sys.stderr)
     return ds
+
+
+_SAID: set[str] = set()
 
 
 def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
@@ -250,7 +260,11 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     else:  # DICOM files say whose they are
         patients = [dicom_patient(base / p) if (base / p).is_file() else None for p in table["path"].astype(str)]
         table["patient_id"] = [np.nan if p is None else p for p in patients]
-    table, names = binarise(table, list(config.label_columns), config, source=manifest)
+    folders = names_from_folders(table, list(config.label_columns), config)
+    table, names = binarise(table, list(config.label_columns), config, source=manifest,
+                            data_names=folders[0] if folders else None)
+    notes = () if folders is None else (CLASS_NAMES_FROM_FOLDERS.format(
+        manifest=manifest, column=config.label_columns[0], zero=folders[0][0], one=folders[0][1], where=folders[1]),)
     if config.attribute_columns is None:
         skip = RESERVED_COLUMNS | set(names) | set(config.label_columns) | {config.split_column, config.patient_column}
         attrs = tuple(c for c in table.columns if c not in skip)
@@ -268,7 +282,7 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     images = _read_all(paths, config, stream=stream)
     keep = ["sample_id", "split", "patient_id", *names, *attrs, "path"]
     name = root.stem if root.is_file() else root.name
-    return Dataset(name, table[keep].copy(), images, names, attrs)
+    return Dataset(name, table[keep].copy(), images, names, attrs, notes)
 
 
 def read_manifest(manifest: Path) -> pd.DataFrame:

@@ -1,0 +1,123 @@
+"""The README's first hour on small crafted data: train on a CBIS-like manifest, evaluate on external class
+folders, compare two runs; class names from the folders, and a run's labels mapped to an external set's names."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from privmed import rundir
+from privmed.cli import main
+from privmed.config import DataConfig
+from privmed.data.sources import load_dataset
+from privmed.errors import CLASS_NAMES_FROM_FOLDERS, TARGET_MISMATCH
+
+FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "1", "--batch-size", "16",
+        "--bootstrap", "100", "--augment", "false"]
+
+
+def _image(path, malignant: bool, rng) -> None:
+    pixels = rng.integers(0, 80, (32, 32)).astype(np.uint8)
+    if malignant:
+        pixels[10:22, 10:22] = 230
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, mode="L").save(path)
+
+
+def cbis_like(root, *, folders: bool = True, per_class=(("train", 24), ("val", 12), ("test", 12))):
+    """``root/metadata.csv`` (path, split, label 0/1, patient_id) over ``images/<split>/<benign|malignant>/``
+    (``folders``), else over one flat ``images/`` folder."""
+    rng, rows = np.random.default_rng(0), []
+    for split, n in per_class:
+        for label, name in enumerate(("benign", "malignant")):
+            for i in range(n):
+                rel = f"images/{split}/{name}/{split}_{name}_{i}.png" if folders else f"images/{split}_{name}_{i}.png"
+                _image(root / rel, bool(label), rng)
+                rows.append({"path": rel, "split": split, "label": label, "patient_id": f"P{split}{label}{i // 2}"})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+def class_folders(root, n: int = 12):
+    """An external set: ``root/benign/*.png`` and ``root/malignant/*.png``, no patient ids."""
+    rng = np.random.default_rng(1)
+    for label, name in enumerate(("benign", "malignant")):
+        for i in range(n):
+            _image(root / name / f"{i}.png", bool(label), rng)
+    return root
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_class_names_come_from_folders_that_agree_with_the_labels(tmp_path):
+    data = cbis_like(tmp_path / "cbis", per_class=(("train", 4), ("val", 2), ("test", 2)))
+    ds = load_dataset(DataConfig(path=str(data), image_size=16))
+    assert ds.label_names == ("malignant",)
+    assert (ds.table["malignant"] == ds.table["path"].str.contains("/malignant/").astype(int)).all()
+    assert ds.notes == (CLASS_NAMES_FROM_FOLDERS.format(manifest=data / "metadata.csv", column="label", zero="benign",
+                                                        one="malignant", where="images/*/benign|malignant"),)
+    # the user's names win, and say nothing about folders
+    told = load_dataset(DataConfig(path=str(data), image_size=16, class_names=("no_mass", "mass")))
+    assert told.label_names == ("mass",) and told.notes == ()
+    flat = cbis_like(tmp_path / "flat", folders=False, per_class=(("train", 4), ("val", 2), ("test", 2)))
+    assert load_dataset(DataConfig(path=str(flat), image_size=16)).label_names == ("label=1",)  # nothing to go by
+
+
+def test_two_folder_levels_naming_the_classes_differently_are_not_guessed(tmp_path):
+    data = cbis_like(tmp_path / "cbis", per_class=(("train", 4), ("val", 2), ("test", 2)))
+    table = pd.read_csv(data / "metadata.csv")
+    for i, row in table.iterrows():  # a second level that also agrees one-to-one: lesion/<no|yes>/...
+        new = f"lesion/{'yes' if row.label else 'no'}/{row.path}"
+        (data / new).parent.mkdir(parents=True, exist_ok=True)
+        (data / row.path).rename(data / new)
+        table.loc[i, "path"] = new
+    table.to_csv(data / "metadata.csv", index=False)
+    assert load_dataset(DataConfig(path=str(data), image_size=16)).label_names == ("label=1",)
+
+
+@pytest.mark.slow
+def test_readme_train_evaluate_compare_on_an_external_class_folder_set(tmp_path, capsys):
+    data, external = cbis_like(tmp_path / "cbis"), class_folders(tmp_path / "external")
+    private, plain = tmp_path / "runs" / "eps1", tmp_path / "runs" / "nonprivate"
+    code, out, err = run_cli(capsys, "train", "--data", data, "--epsilon", 1, "--out", private, *FAST)
+    assert code == 0, err
+    assert err.count("named after the folders its images lie in") == 1 and "malignant: auroc=" in out
+    assert "named after the folders" in (private / rundir.LOG).read_text()
+    assert json.loads((private / rundir.METRICS).read_text())["label_names"] == ["malignant"]
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", plain, *FAST)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", private, "--data", external, "--bootstrap", 100)
+    assert code == 0, err
+    written = json.loads((private / "evaluations" / "external" / "test" / rundir.METRICS).read_text())
+    assert written["label_names"] == ["malignant"] and "run_label_names" not in written
+    code, out, err = run_cli(capsys, "compare", private, plain, "--data", external, "--bootstrap", 100)
+    assert code == 0 and "p=" in out, err
+
+
+@pytest.mark.slow
+def test_evaluate_maps_a_runs_neutral_labels_to_an_external_sets_names(tmp_path, capsys):
+    """A run whose data did not name its classes (label=1) is evaluated on class folders by saying which
+    class is its positive one: --positive-class NAME or --class-names NAME0,NAME1; the user's name is used."""
+    data, external = cbis_like(tmp_path / "flat", folders=False), class_folders(tmp_path / "external")
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", run, *FAST)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "evaluate", run, "--data", external, "--bootstrap", 100)
+    assert code == 2 and "Traceback" not in err
+    assert f"privmed: error: {TARGET_MISMATCH.format(data=['malignant'], run=['label=1'])}" in err
+    assert not (run / "evaluations").exists()
+    for options in (["--positive-class", "malignant"], ["--class-names", "benign,malignant"]):
+        code, out, err = run_cli(capsys, "evaluate", run, "--data", external, "--bootstrap", 100, *options)
+        assert code == 0, err
+        written = json.loads((run / "evaluations" / "external" / "test" / rundir.METRICS).read_text())
+        assert written["label_names"] == ["malignant"] and written["run_label_names"] == ["label=1"]
+        assert set(written["thresholds"]) == {"malignant"} and "malignant: auroc=" in out
+    code, _, err = run_cli(capsys, "compare", run, run, "--data", external, "--bootstrap", 100,
+                           "--positive-class", "malignant")
+    assert code == 0, err
