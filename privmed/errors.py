@@ -122,6 +122,8 @@ AUDIT_GROUP_NEEDS_PATIENT_UNIT = (
     "its claimed epsilon does not cover a group of images. Use --images-per-canary 1, or audit a run trained "
     "with privacy.unit: patient.")
 
+IMAGE_BOOTSTRAP = ("the data has no patient ids, so its CIs resample images, not patients: several images of one "
+                   "patient make them too narrow. For patient-level CIs give a CSV manifest with a patient_id column.")
 SMALL_SPLIT = ("split '{split}' has only {n} sample(s) of its rarest class (fewer than {minimum}): its metrics and "
                "CIs are unreliable (an AUROC of 0 or 1 with a zero-width CI can be chance). Evaluate on a larger split.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from privmed import rundir
-from privmed.errors import SMALL_SPLIT
+from privmed.errors import IMAGE_BOOTSTRAP, SMALL_SPLIT
 from privmed.evaluation.metrics import METRIC_NAMES
 
 
@@ -30,10 +30,13 @@ def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None =
     print(title)
     for split in splits or list(metrics["splits"]):
         sm = metrics["splits"][split]
-        print(f"  {split} (n={sm['n']})")
+        unit = sm.get("bootstrap_unit")  # absent in runs recorded before it was
+        print(f"  {split} (n={sm['n']}" + (f", CIs resample {unit}s)" if unit else ")"))
         for name, row in metric_rows(sm, metrics["label_names"]):
             cells = "  ".join(f"{m}={format_ci(row[m])}" for m in METRIC_NAMES)
             print(f"    {name}: {cells}")
+        if unit == "image":
+            print(f"    note: {IMAGE_BOOTSTRAP}")
         warning = small_split_warning(split, sm)
         if warning:
             print(f"    warning: {warning}")

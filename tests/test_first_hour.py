@@ -12,7 +12,7 @@ from privmed import rundir
 from privmed.cli import main
 from privmed.config import DataConfig
 from privmed.data.sources import load_dataset
-from privmed.errors import CLASS_NAMES_FROM_FOLDERS, TARGET_MISMATCH
+from privmed.errors import CLASS_NAMES_FROM_FOLDERS, IMAGE_BOOTSTRAP, TARGET_MISMATCH
 
 FAST = ["--image-size", "32", "--model", "resnet9_small", "--epochs", "1", "--batch-size", "16",
         "--bootstrap", "100", "--augment", "false"]
@@ -96,6 +96,23 @@ def test_readme_train_evaluate_compare_on_an_external_class_folder_set(tmp_path,
     assert code == 0, err
     written = json.loads((private / "evaluations" / "external" / "test" / rundir.METRICS).read_text())
     assert written["label_names"] == ["malignant"] and "run_label_names" not in written
+    # class folders have no patient ids: the CIs resample images, and the summary and metrics.json say so
+    assert written["splits"]["test"]["bootstrap_unit"] == "image" and IMAGE_BOOTSTRAP in out
+    assert "CIs resample images" in out
+    assert json.loads((private / rundir.METRICS).read_text())["splits"]["test"]["bootstrap_unit"] == "patient"
+    # the same images listed by a manifest with patient ids, by absolute paths outside its folder
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    files = sorted(external.rglob("*.png"))
+    pd.DataFrame({"path": [str(f) for f in files], "label": [int(f.parent.name == "malignant") for f in files],
+                  "patient_id": [f"E{i // 2}" for i in range(len(files))]}).to_csv(listed / "manifest.csv", index=False)
+    code, _, err = run_cli(capsys, "evaluate", private, "--data", listed, "--bootstrap", 100)
+    assert code == 2 and "--allow-outside-data-root" in err and not (private / "evaluations" / "listed").exists()
+    code, out, err = run_cli(capsys, "evaluate", private, "--data", listed, "--bootstrap", 100,
+                             "--allow-outside-data-root")
+    assert code == 0, err
+    written = json.loads((private / "evaluations" / "listed" / "test" / rundir.METRICS).read_text())
+    assert written["splits"]["test"]["bootstrap_unit"] == "patient" and IMAGE_BOOTSTRAP not in out
     code, out, err = run_cli(capsys, "compare", private, plain, "--data", external, "--bootstrap", 100)
     assert code == 0 and "p=" in out, err
 

@@ -48,6 +48,9 @@ def _add_evaluation_options(parser: argparse.ArgumentParser, *, whose: str) -> N
     parser.add_argument("--data", help=f"data set (default: {whose} data)")
     parser.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
     add_label_options(parser, default=f"; default: {whose}")
+    parser.add_argument("--allow-outside-data-root", action="store_true",
+                        help="let a manifest list images outside its own folder (e.g. absolute paths; refused by "
+                             "default)")
     parser.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
                         help=f"bootstrap resamples for CIs (default {TrainingConfig.bootstrap_resamples})")
 
@@ -168,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
-                                 n_resamples=args.bootstrap)
+                                 n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)
     print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
     print(f"written to {where}")
     return 0
@@ -181,6 +184,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
                           label_columns=args.label_column, positive_class=args.positive_class,
-                          class_names=args.class_names, n_resamples=args.bootstrap)
+                          class_names=args.class_names, n_resamples=args.bootstrap,
+                          allow_outside_root=args.allow_outside_data_root)
     print_comparison(result)
     return 0

@@ -53,8 +53,8 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
 
 
 def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: str, label_columns,
-                     positive_class, class_names=None) -> Dataset:
-    changes = {}
+                     positive_class, class_names=None, allow_outside_root: bool = False) -> Dataset:
+    changes = {"allow_outside_root": True} if allow_outside_root else {}
     if data is None:
         rundir.check_recorded_data(run, config.data.path)
     else:
@@ -99,14 +99,14 @@ def check_resamples(n_resamples: int) -> None:
 
 def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", label_columns=None,
                  positive_class: str | None = None, class_names=None, n_resamples: int = 1000,
-                 name: str | None = None
-                 ) -> tuple[dict, Path]:
+                 name: str | None = None, allow_outside_root: bool = False) -> tuple[dict, Path]:
     """Evaluate a finished run on a data set split; write metrics.json and predictions.csv under
     ``RUN/evaluations/<name>/<split>`` (``name`` defaults to the data set's name); return both."""
     check_resamples(n_resamples)
     config, model, run_metrics = load_run(run)
     part = _evaluation_data(run, config, data=data, split=split, label_columns=label_columns,
-                            positive_class=positive_class, class_names=class_names)
+                            positive_class=positive_class, class_names=class_names,
+                            allow_outside_root=allow_outside_root)
     _check_labels(part, run_metrics, named=bool(positive_class or class_names))
     scores = predict(model, part.image_tensor)
     thresholds = np.array([run_metrics["thresholds"][name] for name in run_metrics["label_names"]])
@@ -132,7 +132,8 @@ def evaluation_dir(run: Path, name: str, split: str) -> Path:
 
 
 def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: str = "test", label_columns=None,
-                 positive_class: str | None = None, class_names=None, n_resamples: int = 1000) -> dict:
+                 positive_class: str | None = None, class_names=None, n_resamples: int = 1000,
+                 allow_outside_root: bool = False) -> dict:
     """Paired bootstrap of two runs on the same samples and the same resamples, every metric."""
     check_resamples(n_resamples)
     config_a, model_a, metrics_a = load_run(run_a)
@@ -141,7 +142,8 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
         raise PrivmedError(f"the runs predict different targets ({metrics_a['label_names']} vs "
                            f"{metrics_b['label_names']}); compare runs of the same task.")
     part = _evaluation_data(run_a, config_a, data=data, split=split, label_columns=label_columns,
-                            positive_class=positive_class, class_names=class_names)
+                            positive_class=positive_class, class_names=class_names,
+                            allow_outside_root=allow_outside_root)
     _check_labels(part, metrics_a, named=bool(positive_class or class_names))
     x = part.image_tensor
     scores_a, scores_b = predict(model_a, x), predict(model_b, x)

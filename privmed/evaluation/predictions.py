@@ -54,9 +54,11 @@ def choose_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def split_metrics(part: Dataset, scores: np.ndarray, thresholds: np.ndarray, *, n_resamples: int, seed: int) -> dict:
-    """Metrics with bootstrap CIs (patient-level when patient ids exist) for one split."""
+    """Metrics with bootstrap CIs for one split; ``bootstrap_unit`` says what the CIs resample: patients when
+    the data has patient ids, else images (class folders: images of one patient then make the CIs too narrow)."""
     labels = part.labels
-    counts = {"n": len(part), "smallest_class_n": smallest_class(labels)}
+    counts = {"n": len(part), "smallest_class_n": smallest_class(labels),
+              "bootstrap_unit": "image" if part.patient_ids is None else "patient"}
     if labels.shape[1] == 1:
         result = bootstrap_metrics(y_true=labels[:, 0], scores=scores[:, 0], threshold=float(thresholds[0]),
                                    groups=part.patient_ids, n_resamples=n_resamples, seed=seed)
