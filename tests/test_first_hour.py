@@ -138,3 +138,63 @@ def test_evaluate_maps_a_runs_neutral_labels_to_an_external_sets_names(tmp_path,
     code, _, err = run_cli(capsys, "compare", run, run, "--data", external, "--bootstrap", 100,
                            "--positive-class", "malignant")
     assert code == 0, err
+
+
+def _commands(parser, name="privmed"):
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _commands(sub, f"{name} {sub_name}")
+
+
+def test_every_commands_help_shows_its_defaults():
+    """Every option that takes a value says its default in --help (flags and required options excepted)."""
+    from privmed.cli import build_parser
+
+    missing = []
+    for name, parser in _commands(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings and action.nargs != 0 and not action.required:
+                text = formatter._expand_help(action) if action.help else ""
+                if "default" not in text.lower():
+                    missing.append(f"{name} {action.option_strings[-1]}")
+    assert not missing, f"options whose help does not say their default: {missing}"
+
+
+@pytest.mark.parametrize("command,option,default", [
+    (["evaluate"], "--split SPLIT", "(default test)"),
+    (["audit"], "--bootstrap BOOTSTRAP", "bootstrap resamples for the CIs (default 1000)"),
+    (["synth", "train"], "--epochs EPOCHS", "default 100"),
+    (["synth", "train"], "--lr-d LR_D", "(default 0.0002)"),
+    (["synth", "train"], "--delta DELTA", "default 1/(10 N)"),
+    (["synth", "train"], "--clip-norm CLIP_NORM", "(default 1.0)"),
+    (["synth", "train"], "--batch-size BATCH_SIZE", "(default 64)"),
+    (["synth", "train"], "--seed SEED", "default 0"),
+    (["synth", "train"], "--device DEVICE", "(default auto)"),
+])
+def test_help_text_names_the_default(capsys, command, option, default):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    after = text.split(option + " ", 2)[-1][:200]  # the option's own help, past the usage line
+    assert default in after, (option, after)
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"privmed {version('privmed')}"
+
+
+def test_the_help_shows_gan_defaults_the_generator_config_has():
+    from privmed.cli.synth import EVOLVE_SEED, GAN_DEFAULTS
+    from privmed.synth.config import EvolutionConfig, GanConfig
+
+    assert GAN_DEFAULTS == {key: getattr(GanConfig, key) for key in GAN_DEFAULTS}
+    assert EVOLVE_SEED == EvolutionConfig.seed
