@@ -43,6 +43,15 @@ IDENTICAL_ACROSS_SPLITS = ("{n} image(s) of split '{a}' are pixel-identical to i
                            "patient ids so that copies of one patient stay in one split.")
 OUTSIDE_DATA_ROOT = ("manifest '{path}' lists {n} image(s) outside its folder '{root}' (first: '{example}'). Move "
                      "them under it, or allow it with data.allow_outside_root: true (--allow-outside-data-root).")
+PATIENT_IDS_ALIKE = ("patient ids that differ only by case or surrounding spaces are in different splits: {patients}. "
+                     "If they are one patient, write the id one way and keep the patient in one split; if not, "
+                     "give them ids that differ otherwise.")
+PATIENT_ID_MISSING = ("manifest '{path}' has {n} row(s) without a patient id in column '{column}' (first: line {row}, "
+                      "'{value}'). Give every row its patient's id (blank and NA are not ids), or drop the column "
+                      "to treat each image as its own patient.")
+SPLIT_UNKNOWN = ("'{path}' has {n} row(s) whose {column} is blank or not one of train, val, test (first: line {row}, "
+                 "'{value}'); they would be left out. Give each row one of those splits, or drop the split column "
+                 "so that privmed splits the data.")
 PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
 DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
 EPSILON_NOT_POSITIVE = "epsilon={epsilon:g} must be > 0. Omit --epsilon (or pass inf) for non-private training."

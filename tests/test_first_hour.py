@@ -198,3 +198,57 @@ def test_the_help_shows_gan_defaults_the_generator_config_has():
 
     assert GAN_DEFAULTS == {key: getattr(GanConfig, key) for key in GAN_DEFAULTS}
     assert EVOLVE_SEED == EvolutionConfig.seed
+
+
+SMALL = (("train", 4), ("val", 2), ("test", 2))
+
+
+def _edited(tmp_path, edit):
+    """A small CBIS-like manifest with ``edit(table)`` applied to it."""
+    data = cbis_like(tmp_path / "data", per_class=SMALL)
+    table = pd.read_csv(data / "metadata.csv", dtype=str)
+    edit(table)
+    table.to_csv(data / "metadata.csv", index=False)
+    return data
+
+
+def _train_refuses(tmp_path, capsys, data, *pieces):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *FAST)
+    lines = [line for line in err.splitlines() if line.startswith("privmed: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(piece in lines[0] for piece in pieces), lines[0]
+    assert not out.exists()
+
+
+def test_patient_ids_differing_only_by_case_or_spaces_across_splits_are_refused(tmp_path, capsys):
+    def alike(table):
+        table.loc[table["split"] == "train", "patient_id"] = table["patient_id"].where(table["split"] != "train", "P1")
+        table.loc[table.index[table["split"] == "test"][:1], "patient_id"] = "p1 "
+    data = _edited(tmp_path, alike)
+    _train_refuses(tmp_path, capsys, data, "differ only by case or surrounding spaces", "'P1' (train)", "'p1 ' (test)")
+
+
+def test_patient_ids_are_strings_007_and_7_are_two_patients(tmp_path):
+    def numeric_ids(table):
+        table["patient_id"] = [f"{i:03d}" if s == "train" else str(i) for i, s in enumerate(table["split"])]
+        table.loc[table["split"] == "train", "patient_id"] = "007"
+        table.loc[table.index[table["split"] == "test"], "patient_id"] = "7"
+    data = _edited(tmp_path, numeric_ids)
+    ds = load_dataset(DataConfig(path=str(data), image_size=16))
+    assert set(ds.split("train").patient_ids) == {"007"} and set(ds.split("test").patient_ids) == {"7"}
+
+
+@pytest.mark.parametrize("value", ["", "NA", "  "])
+def test_a_blank_or_na_patient_id_is_refused_before_training(tmp_path, capsys, value):
+    def blank(table):
+        table.loc[3, "patient_id"] = value
+    _train_refuses(tmp_path, capsys, _edited(tmp_path, blank), "1 row(s) without a patient id", "line 5")
+
+
+@pytest.mark.parametrize("value", ["", "validation"])
+def test_a_row_with_a_blank_or_unknown_split_is_refused(tmp_path, capsys, value):
+    def other_split(table):
+        table.loc[2, "split"] = value
+    _train_refuses(tmp_path, capsys, _edited(tmp_path, other_split), "1 row(s) whose split is blank or not one of",
+                   "line 4", f"'{value}'")

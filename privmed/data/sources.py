@@ -43,7 +43,6 @@ from privmed.errors import (
     ONE_CLASS_SPLIT,
     OUTSIDE_DATA_ROOT,
     PATH_MISSING,
-    PATIENT_OVERLAP,
     PrivmedError,
 )
 
@@ -51,6 +50,7 @@ from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
 from .labels import binarise, names_from_folders
 from .lazy import LazyImages, streams
+from .rows import check_manifest_rows, check_patient_disjoint, check_split_names
 
 SPLITS = ("train", "val", "test")
 #: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
@@ -130,6 +130,8 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
         ds = loader(root, config, stream=stream)
     if assign_splits and ds.table["split"].isna().all():
         ds.table["split"] = _random_patient_split(ds.table, config, seed=config.seed)
+    if require_splits:  # training: a row of another split would be silently left out
+        check_split_names(ds.table, SPLITS, source=str(config.path))
     check_dataset(ds, require_splits=require_splits)
     if "path" in ds.table:  # files the user gave (the phantom and MedMNIST arrays are as published)
         check_no_copies_across_splits(ds)
@@ -170,16 +172,6 @@ def check_no_copies_across_splits(ds: Dataset) -> None:
         a, b = next(iter(copies))[1].iloc[:2].itertuples(index=False)
         raise PrivmedError(IDENTICAL_ACROSS_SPLITS.format(n=copies.ngroups, a=a.split, b=b.split, x=a.sample,
                                                           y=b.sample))
-
-
-def check_patient_disjoint(table: pd.DataFrame) -> None:
-    """Raise if any patient id appears in more than one split."""
-    known = table.dropna(subset=["patient_id"])
-    per_patient = known.groupby("patient_id")["split"].nunique()
-    shared = sorted(per_patient[per_patient > 1].index.astype(str))
-    if shared:
-        shown = ", ".join(shared[:10]) + (f" and {len(shared) - 10} more" if len(shared) > 10 else "")
-        raise PrivmedError(PATIENT_OVERLAP.format(patients=shown))
 
 
 # --------------------------------------------------------------------------- sources
@@ -246,7 +238,8 @@ def _manifest_path(root: Path) -> Path | None:
 def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = False) -> Dataset:
     manifest = _manifest_path(root)
     assert manifest is not None
-    table = read_manifest(manifest)
+    table = read_manifest(manifest, text_columns=(config.patient_column, config.split_column))
+    check_manifest_rows(table, manifest, split_column=config.split_column, patient_column=config.patient_column)
     base = manifest.parent
     required = [config.path_column, *config.label_columns]
     for column in required:
@@ -285,10 +278,11 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     return Dataset(name, table[keep].copy(), images, names, attrs, notes)
 
 
-def read_manifest(manifest: Path) -> pd.DataFrame:
-    """A CSV manifest as a table; refuses text that is not UTF-8 or not CSV."""
+def read_manifest(manifest: Path, *, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV manifest as a table (``text_columns`` read as written: patient "007" stays "007"); refuses text
+    that is not UTF-8 or not CSV."""
     try:
-        return pd.read_csv(manifest, encoding="utf-8")
+        return pd.read_csv(manifest, encoding="utf-8", dtype={c: str for c in text_columns})
     except UnicodeDecodeError as err:
         raise PrivmedError(NOT_UTF8.format(path=manifest, position=err.start,
                                            byte=hex(err.object[err.start]))) from None
