@@ -2,6 +2,7 @@
 folders, compare two runs; class names from the folders, and a run's labels mapped to an external set's names."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -115,6 +116,16 @@ def test_readme_train_evaluate_compare_on_an_external_class_folder_set(tmp_path,
     assert written["splits"]["test"]["bootstrap_unit"] == "patient" and IMAGE_BOOTSTRAP not in out
     code, out, err = run_cli(capsys, "compare", private, plain, "--data", external, "--bootstrap", 100)
     assert code == 0 and "p=" in out, err
+    # a run recorded before its classes were named after their folders (it predicts label=1) on its own data
+    old = tmp_path / "runs" / "old"
+    shutil.copytree(private, old)
+    metrics = json.loads((old / rundir.METRICS).read_text())
+    metrics["label_names"], metrics["thresholds"] = ["label=1"], {"label=1": metrics["thresholds"]["malignant"]}
+    (old / rundir.METRICS).write_text(json.dumps(metrics))
+    code, _, err = run_cli(capsys, "evaluate", old, "--bootstrap", 100)
+    assert code == 0, err
+    written = json.loads((old / "evaluations" / "cbis" / "test" / rundir.METRICS).read_text())
+    assert written["label_names"] == ["malignant"] and written["run_label_names"] == ["label=1"]
 
 
 @pytest.mark.slow

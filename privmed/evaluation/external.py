@@ -107,7 +107,7 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
     part = _evaluation_data(run, config, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class, class_names=class_names,
                             allow_outside_root=allow_outside_root)
-    _check_labels(part, run_metrics, named=bool(positive_class or class_names))
+    _check_labels(part, run_metrics, named=bool(positive_class or class_names) or data is None)
     scores = predict(model, part.image_tensor)
     thresholds = np.array([run_metrics["thresholds"][name] for name in run_metrics["label_names"]])
     result = {
@@ -144,7 +144,7 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
     part = _evaluation_data(run_a, config_a, data=data, split=split, label_columns=label_columns,
                             positive_class=positive_class, class_names=class_names,
                             allow_outside_root=allow_outside_root)
-    _check_labels(part, metrics_a, named=bool(positive_class or class_names))
+    _check_labels(part, metrics_a, named=bool(positive_class or class_names) or data is None)
     x = part.image_tensor
     scores_a, scores_b = predict(model_a, x), predict(model_b, x)
     labels = part.labels if part.labels.shape[1] > 1 else part.labels[:, 0]
@@ -164,7 +164,8 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
 
 def _check_labels(part: Dataset, run_metrics: dict, *, named: bool) -> None:
     """The data's target is the run's; ``named``: the user said which class of the data the run's positive class
-    is (--positive-class, --class-names), so a binary run's target may carry the data's name for it."""
+    is (--positive-class, --class-names), or the data is the run's own (a run recorded before its classes were
+    named after their folders: ``label=1``), so a binary run's target may carry the data's name for it."""
     data, run = list(part.label_names), list(run_metrics["label_names"])
     if data == run or (named and len(data) == len(run) == 1):
         return
