@@ -30,6 +30,11 @@ POSITIVE_CLASS_UNKNOWN = ("--positive-class '{wanted}' is neither a class of lab
                           "of its label values ({values}). Pass one of them; name 0/1 labels with --class-names.")
 CLASS_NAMES_CLASH = ("--class-names {given} names 0/1 labels, but label column '{column}' already holds the named "
                      "classes {found}. Drop --class-names, or use those names.")
+CLASS_NAMES_FROM_FOLDERS = ("'{manifest}': label {column} 0 is '{zero}' and 1 is '{one}', named after the folders its "
+                            "images lie in ({where}); name them otherwise with --class-names NAME0,NAME1.")
+TARGET_MISMATCH = ("the data's target is {data} but the run predicts {run}. Say which class of the data is the run's "
+                   "positive class with --positive-class NAME, or name the run's labels 0 and 1 with --class-names "
+                   "NAME0,NAME1 (another label column of a manifest: --label-column).")
 ONE_CLASS_SPLIT = "split '{split}' contains only class {cls} ({n} samples): AUROC is undefined. Re-split so every split has both classes."
 DUPLICATE_PATHS = ("manifest '{path}' lists {n} image(s) more than once (first: '{example}'). Each image must be "
                    "one row, or N and the per-sample privacy guarantee are wrong: remove the duplicate rows.")
@@ -38,6 +43,15 @@ IDENTICAL_ACROSS_SPLITS = ("{n} image(s) of split '{a}' are pixel-identical to i
                            "patient ids so that copies of one patient stay in one split.")
 OUTSIDE_DATA_ROOT = ("manifest '{path}' lists {n} image(s) outside its folder '{root}' (first: '{example}'). Move "
                      "them under it, or allow it with data.allow_outside_root: true (--allow-outside-data-root).")
+PATIENT_IDS_ALIKE = ("patient ids that differ only by case or surrounding spaces are in different splits: {patients}. "
+                     "If they are one patient, write the id one way and keep the patient in one split; if not, "
+                     "give them ids that differ otherwise.")
+PATIENT_ID_MISSING = ("manifest '{path}' has {n} row(s) without a patient id in column '{column}' (first: line {row}, "
+                      "'{value}'). Give every row its patient's id (blank and NA are not ids), or drop the column "
+                      "to treat each image as its own patient.")
+SPLIT_UNKNOWN = ("'{path}' has {n} row(s) whose {column} is blank or not one of train, val, test (first: line {row}, "
+                 "'{value}'); they would be left out. Give each row one of those splits, or drop the split column "
+                 "so that privmed splits the data.")
 PATIENT_OVERLAP = "patients appear in more than one split: {patients}. Splits must be patient-disjoint; move all images of a patient to one split."
 DELTA_TOO_LARGE = "delta={delta:g} is not below 1/N = 1/{n} = {bound:.3g}. Use a smaller --delta (default is 1/(10 N))."
 EPSILON_NOT_POSITIVE = "epsilon={epsilon:g} must be > 0. Omit --epsilon (or pass inf) for non-private training."
@@ -117,6 +131,8 @@ AUDIT_GROUP_NEEDS_PATIENT_UNIT = (
     "its claimed epsilon does not cover a group of images. Use --images-per-canary 1, or audit a run trained "
     "with privacy.unit: patient.")
 
+IMAGE_BOOTSTRAP = ("the data has no patient ids, so its CIs resample images, not patients: several images of one "
+                   "patient make them too narrow. For patient-level CIs give a CSV manifest with a patient_id column.")
 SMALL_SPLIT = ("split '{split}' has only {n} sample(s) of its rarest class (fewer than {minimum}): its metrics and "
                "CIs are unreliable (an AUROC of 0 or 1 with a zero-width CI can be chance). Evaluate on a larger split.")
 

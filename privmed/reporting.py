@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from privmed import rundir
-from privmed.errors import SMALL_SPLIT
+from privmed.errors import IMAGE_BOOTSTRAP, SMALL_SPLIT
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.shortcut import shortcut_sentences
 
@@ -31,15 +31,16 @@ def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None =
     print(title)
     for split in splits or list(metrics["splits"]):
         sm = metrics["splits"][split]
-        print(f"  {split} (n={sm['n']})")
+        unit = sm.get("bootstrap_unit")  # absent in runs recorded before it was
+        print(f"  {split} (n={sm['n']}" + (f", CIs resample {unit}s)" if unit else ")"))
         for name, row in metric_rows(sm, metrics["label_names"]):
             cells = "  ".join(f"{m}={format_ci(row[m])}" for m in METRIC_NAMES)
             print(f"    {name}: {cells}")
         line = shortcut_line(sm)
         if line:
             print(f"    {line}")
-        if sm.get("bootstrap_unit") == "image":
-            print("    note: no patient ids: the CIs resample images, not patients")
+        if unit == "image":
+            print(f"    note: {IMAGE_BOOTSTRAP}")
         for sentence in [small_split_warning(split, sm), *shortcut_sentences(split, sm)]:
             if sentence:
                 print(f"    warning: {sentence}")

@@ -121,7 +121,8 @@ def test_float_labels_and_a_named_0_1_column(phantom_root):
     table["label"] = table["label"].astype(float)
     table.to_csv(phantom_root / "float.csv", index=False)
     ds = load_dataset(DataConfig(path=str(phantom_root / "float.csv"), image_size=32, positive_class="0"))
-    assert ds.label_names == ("label=0",) and (ds.labels[:, 0] == (table["label"] == 0)).all()
+    # label 0/1 under images/<split>/benign|malignant/: the folders name the classes
+    assert ds.label_names == ("benign",) and (ds.labels[:, 0] == (table["label"] == 0)).all()
     table.rename(columns={"label": "tumour"}).to_csv(phantom_root / "named.csv", index=False)
     named = load_dataset(DataConfig(path=str(phantom_root / "named.csv"), image_size=32, label_columns=("tumour",)))
     assert named.label_names == ("tumour",) and (named.labels[:, 0] == table["label"]).all()

@@ -63,12 +63,46 @@ def _speaks_for_all_ranks() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``privmed`` parser: every command group adds its commands."""
-    parser = argparse.ArgumentParser(prog="privmed", description="Privacy-preserving medical-image AI.")
-    sub = parser.add_subparsers(dest="command")
+    """The ``privmed`` parser: every command group adds its commands; every command's help shows its defaults."""
+    parser = Parser(prog="privmed", description="Privacy-preserving medical-image AI.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command")  # subcommands are Parsers too, with the same help
     for group in (train, data, audit, synth, study):
         group.add_parsers(sub)
     return parser
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends an option's text with its default, unless the text already says it (the options of
+    ``train`` and ``synth train`` default to None so that a --config file can set them; their text names
+    the config's default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.default in (None, argparse.SUPPRESS) or not action.option_strings
+                or action.nargs == 0):
+            return text
+        return f"{text} (default %(default)s)" if text else "default %(default)s"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose help shows defaults (:class:`DefaultsFormatter`); its subcommands' too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    """privmed's version, from the installed package's metadata (the source's own when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("privmed")
+    except PackageNotFoundError:
+        from privmed import __version__
+
+        return __version__
 
 
 class LineTracker:

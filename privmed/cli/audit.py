@@ -48,9 +48,10 @@ def add_parsers(sub) -> None:
     au.add_argument("--confidence", type=float, default=CONFIDENCE,
                     help=f"confidence of the lower bound (default {CONFIDENCE:g})")
     au.add_argument("--workers", type=int, default=a.workers, help="processes training shadow models")
-    au.add_argument("--shadow-dir", help="folder shared by audits of runs with the same recipe (reuses shadows)")
+    au.add_argument("--shadow-dir", help="folder shared by audits of runs with the same recipe (reuses shadows; default: "
+                         "RUN/audit/shadows)")
     au.add_argument("--seed", type=int, default=a.seed, help="seed of the canaries and their coins")
-    au.add_argument("--bootstrap", type=int, default=a.bootstrap)
+    au.add_argument("--bootstrap", type=int, default=a.bootstrap, help="bootstrap resamples for the CIs")
     au.set_defaults(handler=cmd_audit)
 
     aus = sub.add_parser("audit-synthetic", help="did a generator memorise? DCR membership test of synthetic images",
@@ -67,7 +68,8 @@ def add_parsers(sub) -> None:
     aus.add_argument("--confidence", type=float, default=CONFIDENCE,
                      help=f"confidence of the lower bound (default {CONFIDENCE:g})")
     aus.add_argument("--seed", type=int, default=0, help="seed of the canaries and their coins")
-    aus.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples)
+    aus.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
+                     help="bootstrap resamples for the CIs")
     aus.set_defaults(handler=cmd_audit_synthetic)
 
 

@@ -14,13 +14,14 @@ def add_parsers(sub) -> None:
     d = DataConfig  # by default the phantom that ``privmed train`` uses without --data
     ph = sub.add_parser("phantom", help="write the built-in phantom data set and/or an image grid PNG")
     ph.add_argument("--grid", default="phantom_grid.png", help="PNG of samples per class")
-    ph.add_argument("--dataset", help="also write the data set (images + metadata.csv) to this folder")
+    ph.add_argument("--dataset", help="also write the data set (images + metadata.csv) to this folder (default: the grid only)")
     ph.add_argument("--n", type=int, default=d.phantom_samples, help=f"images (default {d.phantom_samples})")
     ph.add_argument("--image-size", type=int, default=d.image_size, help=f"side in pixels (default {d.image_size})")
     ph.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     ph.add_argument("--findings", metavar="F1,F2,...",
                     help="a multi-label phantom with these findings per image, any of mass,calcification,distortion "
-                         "(one 0/1 manifest column each; train with --label-column mass calcification distortion)")
+                         "(one 0/1 manifest column each; train with --label-column mass calcification distortion; default: "
+                         "none, the binary mass phantom)")
     ph.add_argument("--per-class", type=int, default=8, help="images per grid row block (default 8)")
     ph.add_argument("--by-density", action="store_true", help="grid rows are class x BI-RADS density")
     ph.set_defaults(handler=cmd_phantom)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from privmed.config import PRIVACY_UNITS, PrivacyConfig, merge
+from privmed.config import PRIVACY_UNITS, DataConfig, PrivacyConfig, merge
 from privmed.model_options import model_arg_overrides
 from privmed.errors import PATH_MISSING, PrivmedError
 
@@ -91,8 +91,9 @@ def add_label_options(parser: argparse.ArgumentParser, *, default: str = "", sin
     """``--label-column``, ``--positive-class`` and ``--class-names``; ``default`` ends their help
     (e.g. "; default: the run's"); ``single``: exactly one label column."""
     parser.add_argument("--label-column", nargs=1 if single else "+",
-                        help="the binary label column of a manifest" if single
-                        else "label column(s) of a manifest; several = multi-label")
+                        help=("the binary label column of a manifest" if single
+                              else "label column(s) of a manifest; several = multi-label")
+                        + (default or f" (default {DataConfig.label_columns[0]})"))
     parser.add_argument("--positive-class", help=POSITIVE_CLASS_HELP + default)
     parser.add_argument("--class-names", type=names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP + default)
 

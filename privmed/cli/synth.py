@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import ACCOUNTANTS, PRIVACY_UNITS, DataConfig, TrainingConfig
+from privmed.config import ACCOUNTANTS, PRIVACY_UNITS, DataConfig, PrivacyConfig, TrainingConfig
 
 from .options import OPTION_KEYS, add_label_options, add_unit_options, cli_overrides, existing_synthetic
 
@@ -28,6 +28,9 @@ SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
 DISCRIMINATOR_CHOICES = ("pixel", "scatter")
 GENERATOR_OUT = "gens/latest"
 GAN_WIDTH = 32
+#: GanConfig's defaults that ``synth train --help`` shows (a test keeps them equal), and EvolutionConfig's seed
+GAN_DEFAULTS = {"epochs": 100, "batch_size": 64, "lr_d": 2e-4, "lr_g": 2e-4, "seed": 0, "device": "auto"}
+EVOLVE_SEED = 0
 #: ``synth evolve --vary``: the keys of privmed.synth.candidates.FROM_PRIOR and EvolutionConfig.vary (a test
 #: keeps them equal)
 EVOLVE_VARY_CHOICES = ("all", "appearance")
@@ -48,7 +51,7 @@ def add_parsers(sub) -> None:
     sa.add_argument("generator", help="generator folder (from `synth train`)")
     sa.add_argument("--n", type=int, default=SAMPLES, help=f"images in all, half per class (default {SAMPLES})")
     sa.add_argument("--out", required=True, help="folder to write")
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--seed", type=int, default=0, help="seed of the generator's latent draws")
     sa.set_defaults(handler=cmd_sample)
     ev = ssub.add_parser("evaluate", help="train-on-synthetic AUROC, Frechet distance, memorisation, sample grid")
     ev.add_argument("synthetic", help="generator folder, or a folder of synthetic images")
@@ -57,29 +60,34 @@ def add_parsers(sub) -> None:
                     help=f"images to sample from a generator (default {MEASURED_SAMPLES})")
     ev.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
     ev.add_argument("--out", help="where to write (default SYNTHETIC/quality)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the sampling and the classifier trained on it")
+    ev.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
+                    help="bootstrap resamples for the CIs")
     ev.set_defaults(handler=cmd_evaluate)
     synth.set_defaults(handler=lambda args: synth.print_help() or 1)
 
 
 def _add_train(ssub) -> None:
+    g, p = GAN_DEFAULTS, PrivacyConfig
     tr = ssub.add_parser("train", help="train a generator on the training split")
-    tr.add_argument("--config", help="YAML file with data/privacy/gan sections")
+    tr.add_argument("--config", help="YAML file with data/privacy/gan sections (default: none, the options alone)")
     tr.add_argument("--out", help=f"generator folder (default {GENERATOR_OUT})")
     tr.add_argument("--data", help="data set (default: built-in phantom)")
     add_label_options(tr, single=True)
     tr.add_argument("--image-size", type=int, help=f"{DataConfig.image_size} (default) or 128")
-    tr.add_argument("--epsilon", type=float, help="target epsilon of the discriminator's DP-SGD; omit = non-private")
-    tr.add_argument("--delta", type=float)
-    tr.add_argument("--noise-multiplier", type=float)
-    tr.add_argument("--clip-norm", type=float)
-    tr.add_argument("--accountant", choices=ACCOUNTANTS)
+    tr.add_argument("--epsilon", type=float,
+                    help="target epsilon of the discriminator's DP-SGD; omit = non-private (default inf)")
+    tr.add_argument("--delta", type=float, help="default 1/(10 N) for N patients (or images); must be < 1/N")
+    tr.add_argument("--noise-multiplier", type=float,
+                    help="fixed DP-SGD noise instead of a target epsilon (default: calibrated to --epsilon)")
+    tr.add_argument("--clip-norm", type=float, help=f"per-sample gradient clipping norm (default {p.clip_norm})")
+    tr.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {p.accountant}")
     add_unit_options(tr)
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int, help="expected (Poisson) real images per discriminator step")
-    tr.add_argument("--lr-d", type=float)
-    tr.add_argument("--lr-g", type=float)
+    tr.add_argument("--epochs", type=int, help=f"default {g['epochs']}")
+    tr.add_argument("--batch-size", type=int,
+                    help=f"expected (Poisson) real images per discriminator step (default {g['batch_size']})")
+    tr.add_argument("--lr-d", type=float, help=f"discriminator learning rate (default {g['lr_d']:g})")
+    tr.add_argument("--lr-g", type=float, help=f"generator learning rate (default {g['lr_g']:g})")
     tr.add_argument("--width", type=int, help=f"base channel width of the generator (default {GAN_WIDTH})")
     tr.add_argument("--disc-width", type=int, help="base channel width of the discriminator (default: --width); "
                                                    "DP-SGD's noise grows with its size, so keep it small when private")
@@ -91,8 +99,8 @@ def _add_train(ssub) -> None:
     tr.add_argument("--diff-augment", action="store_true", default=None,
                     help="the discriminator sees real and generated images through the same random brightness, "
                          "contrast, shift and cutout (DiffAugment; with or without DP)")
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--device")
+    tr.add_argument("--seed", type=int, help=f"default {g['seed']}")
+    tr.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {g['device']})")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")
     tr.set_defaults(handler=cmd_train)
 
@@ -111,10 +119,12 @@ def _add_evolve(ssub) -> None:
     ev.add_argument("--data", required=True, help="the private data (its train split votes)")
     add_label_options(ev, single=True)
     ev.add_argument("--image-size", type=int, help=f"{DataConfig.image_size} (default) or 128")
-    ev.add_argument("--epsilon", type=float, help="target epsilon of all rounds' vote histograms together")
+    ev.add_argument("--epsilon", type=float,
+                    help="target epsilon of all rounds' vote histograms together (default inf: not private)")
     ev.add_argument("--delta", type=float, help="default 1/(10 N) for N patients (or images)")
-    ev.add_argument("--noise-multiplier", type=float, help="the votes' Gaussian noise instead of --epsilon")
-    ev.add_argument("--accountant", choices=ACCOUNTANTS)
+    ev.add_argument("--noise-multiplier", type=float,
+                    help="the votes' Gaussian noise instead of --epsilon (default: calibrated to --epsilon)")
+    ev.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
     ev.add_argument("--privacy-unit", choices=PRIVACY_UNITS,
                     help="unit of privacy: patient (one vote per patient, split over their images; the default "
                          "when the data has patient ids) or image")
@@ -131,7 +141,8 @@ def _add_evolve(ssub) -> None:
                     help=f"what evolves: all parameters, or the appearance ones only (lesion size and contrast, "
                          f"density, texture, noise), each candidate's lesion shape, margin and spiculation drawn "
                          f"fresh from its class's prior (default {EVOLVE_VARY})")
-    ev.add_argument("--seed", type=int, help="the candidates' seed (public; the vote noise never comes from it)")
+    ev.add_argument("--seed", type=int,
+                    help=f"the candidates' seed (public; the vote noise never comes from it; default {EVOLVE_SEED})")
     ev.add_argument("--out", required=True, help="new or empty folder to write")
     ev.set_defaults(handler=cmd_evolve)
 

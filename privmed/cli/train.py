@@ -17,7 +17,8 @@ from .options import add_label_options, add_unit_options, boolean, cli_overrides
 def add_parsers(sub) -> None:
     """The ``train``, ``evaluate`` and ``compare`` commands."""
     train = sub.add_parser("train", help="train a classifier, privately (--epsilon) or not")
-    train.add_argument("--config", help="YAML file with any of the options below (unknown keys are an error)")
+    train.add_argument("--config", help="YAML file with any of the options below (unknown keys are an error; default: none, the "
+                            "options alone)")
     train.add_argument("--out", help=f"run directory (default {RunConfig.out})")
     _add_data_options(train)
     _add_privacy_options(train)
@@ -48,6 +49,9 @@ def _add_evaluation_options(parser: argparse.ArgumentParser, *, whose: str) -> N
     parser.add_argument("--data", help=f"data set (default: {whose} data)")
     parser.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
     add_label_options(parser, default=f"; default: {whose}")
+    parser.add_argument("--allow-outside-data-root", action="store_true",
+                        help="let a manifest list images outside its own folder (e.g. absolute paths; refused by "
+                             "default)")
     parser.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
                         help=f"bootstrap resamples for CIs (default {TrainingConfig.bootstrap_resamples})")
 
@@ -69,9 +73,10 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
 def _add_privacy_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--epsilon", type=float,
                        help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
-                            "stages are composed on top and the total is reported; omit or inf = non-private")
+                            "stages are composed on top and the total is reported; omit or inf = non-private (default inf)")
     train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
-    train.add_argument("--noise-multiplier", type=float, help="fixed DP-SGD noise instead of a target epsilon")
+    train.add_argument("--noise-multiplier", type=float,
+                       help="fixed DP-SGD noise instead of a target epsilon (default: calibrated to --epsilon)")
     train.add_argument("--clip-norm", type=float,
                        help=f"per-sample gradient clipping norm (default {PrivacyConfig.clip_norm})")
     train.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
@@ -86,7 +91,7 @@ def _add_privacy_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--tune", action="append", type=tune_option, metavar="KEY=V1,V2,...",
                        help="private hyper-parameter search over a training key (lr, epochs, batch_size, "
                             "weight_decay); repeat for a grid. Every candidate's DP-SGD is composed into --epsilon "
-                            "and the best on validation is kept")
+                            "and the best on validation is kept (default: no search)")
 
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
@@ -111,7 +116,8 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
 
 def _add_synthetic_options(train: argparse.ArgumentParser) -> None:
     s = SyntheticConfig
-    train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders)")
+    train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders; "
+                            "default: none)")
     train.add_argument("--synthetic-use", choices=SYNTHETIC_USES,
                        help="augment: real + synthetic under DP-SGD; pretrain: pretrain on synthetic, then DP "
                             f"fine-tune on real; only: synthetic alone (default {s.use})")
@@ -133,10 +139,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """Network arguments, pretrained weights and a frozen backbone (``model`` section)."""
     parser.add_argument("--model-arg", action="append", type=parse_model_arg, metavar="KEY=VALUE",
                         help="a keyword argument of the network (model.args), e.g. width=0.5, J=3, init_features=32; "
-                             "repeat for several; checked against the network's signature")
+                             "repeat for several; checked against the network's signature (default: the network's own)")
     parser.add_argument("--model-weights", metavar="PATH",
                         help="start from this state dict on disk (model.weights; a checkpoint holding one under "
-                             "'state_dict' or 'model' works too); nothing downloads")
+                             "'state_dict' or 'model' works too); nothing downloads (default: random initialisation)")
     parser.add_argument("--freeze", choices=("backbone", "none"),
                         help="backbone: train only the classifier layer (the frozen rest is computed once and is not "
                              f"part of DP-SGD; needs --model-weights); default {ModelConfig.freeze}")
@@ -171,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
-                                 n_resamples=args.bootstrap)
+                                 n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)
     print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
     print(f"written to {where}")
     return 0
@@ -184,6 +190,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
                           label_columns=args.label_column, positive_class=args.positive_class,
-                          class_names=args.class_names, n_resamples=args.bootstrap)
+                          class_names=args.class_names, n_resamples=args.bootstrap,
+                          allow_outside_root=args.allow_outside_data_root)
     print_comparison(result)
     return 0

@@ -3,12 +3,13 @@
 Which class is positive is the user's choice (``positive_class``: a class name or a label
 value), else label 1 of 0/1 labels, else ``malignant`` when two named classes include it.
 Class names come from ``class_names``, else from the data (class folders, a manifest's
-``class`` column, string labels), else neutral ``label=0``/``label=1``.
+``class`` column, string labels, the folders a manifest's 0/1 labels agree with one-to-one:
+:func:`names_from_folders`), else neutral ``label=0``/``label=1``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,31 @@ def _positive_index(values: list, names: tuple[str, str], config: DataConfig, *,
         return [str(v) for v in values].index(wanted)
     raise PrivmedError(POSITIVE_CLASS_UNKNOWN.format(wanted=wanted, column=column, names=list(names),
                                                      values=[str(v) for v in values]))
+
+
+def names_from_folders(table: pd.DataFrame, columns: list[str], config: DataConfig
+                       ) -> tuple[tuple[str, str], str] | None:
+    """Names of 0/1 labels taken from a folder level of a manifest's ``path`` column, and where that level is.
+
+    Only where the names would otherwise be neutral (no ``class_names``, no ``class`` column, one label
+    column ``label`` of 0/1 values) and exactly one folder level agrees with the labels one-to-one, as
+    CBIS-DDSM's ``images/<split>/benign|malignant/...`` with label 0/1 does; otherwise None.
+    """
+    if (config.class_names is not None or CLASS_COLUMN in table.columns or list(columns) != ["label"]
+            or "path" not in table):
+        return None
+    labels = table[columns[0]]
+    if not pd.api.types.is_numeric_dtype(labels) or labels.isna().any() or set(labels.astype(float)) != {0.0, 1.0}:
+        return None
+    folders = [PurePath(str(p).replace("\\", "/")).parent.parts for p in table["path"]]
+    found = {}
+    for level in range(min(len(f) for f in folders)):
+        pairs = pd.DataFrame({"label": labels.astype(int).to_numpy(), "folder": [f[level] for f in folders]})
+        pairs = pairs.drop_duplicates()
+        if len(pairs) == 2 and pairs["folder"].nunique() == 2:
+            by_value = dict(zip(pairs["label"], pairs["folder"]))
+            above = [folders[0][i] if len({f[i] for f in folders}) == 1 else "*" for i in range(level)]
+            found[(str(by_value[0]), str(by_value[1]))] = "/".join([*above, f"{by_value[0]}|{by_value[1]}"])
+    if len(found) != 1:  # none, or two levels naming the classes differently: do not guess
+        return None
+    return next(iter(found.items()))

@@ -21,6 +21,7 @@ PatientID (else its StudyInstanceUID), so splits made by privmed are patient-dis
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
 from privmed.errors import (
+    CLASS_NAMES_FROM_FOLDERS,
     DUPLICATE_PATHS,
     EMPTY_CLASS_FOLDER,
     IDENTICAL_ACROSS_SPLITS,
@@ -41,14 +43,14 @@ from privmed.errors import (
     ONE_CLASS_SPLIT,
     OUTSIDE_DATA_ROOT,
     PATH_MISSING,
-    PATIENT_OVERLAP,
     PrivmedError,
 )
 
 from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
-from .labels import binarise
+from .labels import binarise, names_from_folders
 from .lazy import LazyImages, streams
+from .rows import check_manifest_rows, check_patient_disjoint, check_split_names
 
 SPLITS = ("train", "val", "test")
 #: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
@@ -71,12 +73,13 @@ class Dataset:
     images: np.ndarray | LazyImages  # float32 (N, H, W) or (N, D, H, W), values in [0, 1]; or read on access
     label_names: tuple[str, ...]
     attribute_columns: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # what privmed decided about the data that the user should hear once
 
     def split(self, name: str) -> "Dataset":
         """The rows of one split (empty if the split does not exist)."""
         mask = (self.table["split"] == name).to_numpy()
         return Dataset(self.name, self.table[mask].reset_index(drop=True), self.images[mask],
-                       self.label_names, self.attribute_columns)
+                       self.label_names, self.attribute_columns, self.notes)
 
     @property
     def image_tensor(self) -> torch.Tensor:
@@ -127,10 +130,19 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
         ds = loader(root, config, stream=stream)
     if assign_splits and ds.table["split"].isna().all():
         ds.table["split"] = _random_patient_split(ds.table, config, seed=config.seed)
+    if require_splits:  # training: a row of another split would be silently left out
+        check_split_names(ds.table, SPLITS, source=str(config.path))
     check_dataset(ds, require_splits=require_splits)
     if "path" in ds.table:  # files the user gave (the phantom and MedMNIST arrays are as published)
         check_no_copies_across_splits(ds)
+    for note in ds.notes:
+        if note not in _SAID:  # once per process, however often the data is read
+            _SAID.add(note)
+            print(f"privmed: {note}", file=sys.stderr)
     return ds
+
+
+_SAID: set[str] = set()
 
 
 def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
@@ -160,16 +172,6 @@ def check_no_copies_across_splits(ds: Dataset) -> None:
         a, b = next(iter(copies))[1].iloc[:2].itertuples(index=False)
         raise PrivmedError(IDENTICAL_ACROSS_SPLITS.format(n=copies.ngroups, a=a.split, b=b.split, x=a.sample,
                                                           y=b.sample))
-
-
-def check_patient_disjoint(table: pd.DataFrame) -> None:
-    """Raise if any patient id appears in more than one split."""
-    known = table.dropna(subset=["patient_id"])
-    per_patient = known.groupby("patient_id")["split"].nunique()
-    shared = sorted(per_patient[per_patient > 1].index.astype(str))
-    if shared:
-        shown = ", ".join(shared[:10]) + (f" and {len(shared) - 10} more" if len(shared) > 10 else "")
-        raise PrivmedError(PATIENT_OVERLAP.format(patients=shown))
 
 
 # --------------------------------------------------------------------------- sources
@@ -236,7 +238,8 @@ def _manifest_path(root: Path) -> Path | None:
 def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = False) -> Dataset:
     manifest = _manifest_path(root)
     assert manifest is not None
-    table = read_manifest(manifest)
+    table = read_manifest(manifest, text_columns=(config.patient_column, config.split_column))
+    check_manifest_rows(table, manifest, split_column=config.split_column, patient_column=config.patient_column)
     base = manifest.parent
     required = [config.path_column, *config.label_columns]
     for column in required:
@@ -250,7 +253,11 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     else:  # DICOM files say whose they are
         patients = [dicom_patient(base / p) if (base / p).is_file() else None for p in table["path"].astype(str)]
         table["patient_id"] = [np.nan if p is None else p for p in patients]
-    table, names = binarise(table, list(config.label_columns), config, source=manifest)
+    folders = names_from_folders(table, list(config.label_columns), config)
+    table, names = binarise(table, list(config.label_columns), config, source=manifest,
+                            data_names=folders[0] if folders else None)
+    notes = () if folders is None else (CLASS_NAMES_FROM_FOLDERS.format(
+        manifest=manifest, column=config.label_columns[0], zero=folders[0][0], one=folders[0][1], where=folders[1]),)
     if config.attribute_columns is None:
         skip = RESERVED_COLUMNS | set(names) | set(config.label_columns) | {config.split_column, config.patient_column}
         attrs = tuple(c for c in table.columns if c not in skip)
@@ -268,13 +275,14 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     images = _read_all(paths, config, stream=stream)
     keep = ["sample_id", "split", "patient_id", *names, *attrs, "path"]
     name = root.stem if root.is_file() else root.name
-    return Dataset(name, table[keep].copy(), images, names, attrs)
+    return Dataset(name, table[keep].copy(), images, names, attrs, notes)
 
 
-def read_manifest(manifest: Path) -> pd.DataFrame:
-    """A CSV manifest as a table; refuses text that is not UTF-8 or not CSV."""
+def read_manifest(manifest: Path, *, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV manifest as a table (``text_columns`` read as written: patient "007" stays "007"); refuses text
+    that is not UTF-8 or not CSV."""
     try:
-        return pd.read_csv(manifest, encoding="utf-8")
+        return pd.read_csv(manifest, encoding="utf-8", dtype={c: str for c in text_columns})
     except UnicodeDecodeError as err:
         raise PrivmedError(NOT_UTF8.format(path=manifest, position=err.start,
                                            byte=hex(err.object[err.start]))) from None

@@ -16,7 +16,7 @@ import torch
 from privmed import rundir
 from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset, check_patient_disjoint, load_dataset
-from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, PrivmedError
+from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, TARGET_MISMATCH, PrivmedError
 from privmed.evaluation.bootstrap import paired_bootstrap
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
@@ -53,8 +53,8 @@ def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
 
 
 def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: str, label_columns,
-                     positive_class, class_names=None) -> Dataset:
-    changes = {}
+                     positive_class, class_names=None, allow_outside_root: bool = False) -> Dataset:
+    changes = {"allow_outside_root": True} if allow_outside_root else {}
     if data is None:
         rundir.check_recorded_data(run, config.data.path)
     else:
@@ -65,10 +65,13 @@ def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: s
         changes["path"] = data
     if label_columns:
         changes["label_columns"] = tuple(label_columns)
-    if positive_class:
-        changes["positive_class"] = positive_class
     if class_names:
         changes["class_names"] = tuple(class_names)
+    names, value = changes.get("class_names", config.data.class_names), _positive_value(config)
+    if not positive_class and names and value is not None:  # the run's positive class, by the name given to it
+        positive_class = names[value]
+    if positive_class:
+        changes["positive_class"] = positive_class
     data_config = dataclasses.replace(config.data, **changes)
     ds = load_dataset(data_config, require_splits=(), assign_splits=False)
     if ds.table["split"].isna().all():  # external data without splits: all of it is the evaluated split
@@ -80,6 +83,14 @@ def _evaluation_data(run: Path, config: RunConfig, *, data: str | None, split: s
     return part
 
 
+def _positive_value(config: RunConfig) -> int | None:
+    """Which 0/1 label value the run took as positive (None when it was trained on named classes by name)."""
+    wanted, names = config.data.positive_class, config.data.class_names
+    if wanted is None or wanted in ("0", "1"):
+        return 1 if wanted is None else int(wanted)
+    return names.index(wanted) if names and wanted in names else None
+
+
 def check_resamples(n_resamples: int) -> None:
     """Bootstrap CIs need at least :data:`MIN_RESAMPLES` resamples."""
     if n_resamples < MIN_RESAMPLES:
@@ -88,22 +99,24 @@ def check_resamples(n_resamples: int) -> None:
 
 def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", label_columns=None,
                  positive_class: str | None = None, class_names=None, n_resamples: int = 1000,
-                 name: str | None = None
-                 ) -> tuple[dict, Path]:
+                 name: str | None = None, allow_outside_root: bool = False) -> tuple[dict, Path]:
     """Evaluate a finished run on a data set split; write metrics.json and predictions.csv under
     ``RUN/evaluations/<name>/<split>`` (``name`` defaults to the data set's name); return both."""
     check_resamples(n_resamples)
     config, model, run_metrics = load_run(run)
     part = _evaluation_data(run, config, data=data, split=split, label_columns=label_columns,
-                            positive_class=positive_class, class_names=class_names)
-    _check_labels(part, run_metrics)
+                            positive_class=positive_class, class_names=class_names,
+                            allow_outside_root=allow_outside_root)
+    _check_labels(part, run_metrics, named=bool(positive_class or class_names) or data is None)
     scores = predict(model, part.image_tensor)
     thresholds = np.array([run_metrics["thresholds"][name] for name in run_metrics["label_names"]])
     result = {
         "dataset": part.name,
         "data": str(data or config.data.path or "phantom"),
         "label_names": list(part.label_names),
-        "thresholds": run_metrics["thresholds"],
+        **({} if list(part.label_names) == run_metrics["label_names"] else
+           {"run_label_names": run_metrics["label_names"]}),  # the run's target, under the name given here
+        "thresholds": dict(zip(part.label_names, thresholds.tolist())),
         "threshold_rule": "chosen on the run's own validation split, applied unchanged",
         "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed,
                                         score_images=lambda x: predict(model, x),
@@ -121,7 +134,8 @@ def evaluation_dir(run: Path, name: str, split: str) -> Path:
 
 
 def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: str = "test", label_columns=None,
-                 positive_class: str | None = None, class_names=None, n_resamples: int = 1000) -> dict:
+                 positive_class: str | None = None, class_names=None, n_resamples: int = 1000,
+                 allow_outside_root: bool = False) -> dict:
     """Paired bootstrap of two runs on the same samples and the same resamples, every metric."""
     check_resamples(n_resamples)
     config_a, model_a, metrics_a = load_run(run_a)
@@ -130,8 +144,9 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
         raise PrivmedError(f"the runs predict different targets ({metrics_a['label_names']} vs "
                            f"{metrics_b['label_names']}); compare runs of the same task.")
     part = _evaluation_data(run_a, config_a, data=data, split=split, label_columns=label_columns,
-                            positive_class=positive_class, class_names=class_names)
-    _check_labels(part, metrics_a)
+                            positive_class=positive_class, class_names=class_names,
+                            allow_outside_root=allow_outside_root)
+    _check_labels(part, metrics_a, named=bool(positive_class or class_names) or data is None)
     x = part.image_tensor
     scores_a, scores_b = predict(model_a, x), predict(model_b, x)
     labels = part.labels if part.labels.shape[1] > 1 else part.labels[:, 0]
@@ -149,7 +164,11 @@ def compare_runs(run_a: Path, run_b: Path, *, data: str | None = None, split: st
             "n_resamples": n_resamples, "metrics": results}
 
 
-def _check_labels(part: Dataset, run_metrics: dict) -> None:
-    if list(part.label_names) != list(run_metrics["label_names"]):
-        raise PrivmedError(f"the data's target is {list(part.label_names)} but the run predicts "
-                           f"{run_metrics['label_names']}. Use --label-column/--positive-class to match.")
+def _check_labels(part: Dataset, run_metrics: dict, *, named: bool) -> None:
+    """The data's target is the run's; ``named``: the user said which class of the data the run's positive class
+    is (--positive-class, --class-names), or the data is the run's own (a run recorded before its classes were
+    named after their folders: ``label=1``), so a binary run's target may carry the data's name for it."""
+    data, run = list(part.label_names), list(run_metrics["label_names"])
+    if data == run or (named and len(data) == len(run) == 1):
+        return
+    raise PrivmedError(TARGET_MISMATCH.format(data=data, run=run))

@@ -141,6 +141,8 @@ def _create_run_dir(run: Run) -> None:
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
     save_config(run.config, run.out / rundir.CONFIG)
+    for note in run.data.notes:  # e.g. where the class names came from
+        rundir.append_log(run.out, note)
 
 
 def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback | None) -> None:
