@@ -33,6 +33,7 @@ from privmed.errors import MODEL_ARG_FILLED, MODEL_ARG_UNKNOWN, PrivmedError
 
 from .monai_nets import (FILLED_BY_PRIVMED, MONAI_PREFIX, accepted_arguments, build_monai, is_monai_name, monai_class,
                          monai_network_names)
+from .descriptors import build_descriptor_linear
 from .resnet9 import build_resnet9
 from .scatter import build_scatter_cnn, build_scatter_linear
 from .vit import build_vit
@@ -310,6 +311,16 @@ for _info in (
         # defaults changed since runs were first recorded: dihedral (issue 19's recipe grid; plain before) and
         # max_order (cbis_utility's order rows; 2 before)
         recorded_args={"dihedral": False, "max_order": 2},
+    ),
+    ModelInfo(
+        name="descriptor_linear",
+        builder=build_descriptor_linear,
+        grad_sample_mode="ew",
+        spatial_dims=(2,),
+        description="23 lesion descriptors on grey-level ranks (shape from an Otsu segmentation of the centre, "
+                    "margin contrast and sharpness, LBP and co-occurrence texture; scikit-image), centred + "
+                    "linear head; 2D, one channel",
+        trainable_part="head",
     ),
     ModelInfo(
         name="scatter_cnn",
