@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from privmed import safe_yaml
 from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
@@ -347,7 +348,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise PrivmedError(f"config file '{p}' does not exist.")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = safe_yaml.load(p.read_text(encoding="utf-8"), str(p)) or {}
     except UnicodeDecodeError as err:
         from privmed.errors import NOT_UTF8
 

@@ -103,6 +103,11 @@ RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '
                      "'{unit}'. Resume with --privacy-unit {recorded}, or start a new run in another --out directory.")
 STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
               "or stop it, before running a study into the same --out.")
+# a YAML file privmed reads (privmed/safe_yaml.py): no key twice, no runaway aliases
+YAML_DUPLICATE_KEY = ("'{where}' line {line}: the key '{key}' appears twice in one mapping (first on line "
+                      "{first}); YAML would silently keep only the last one. Remove one of them.")
+YAML_TOO_MANY_ALIASES = ("'{where}' expands to more than {limit:,} values through its aliases (*name): privmed "
+                         "refuses it rather than fill memory. Write the values out, or use fewer nested aliases.")
 
 # the audit's settings come from `privmed audit` options or a study file's audit section: messages name both
 AUDIT_CANARIES = ("audit.canaries = {canaries} (--canaries): use 0 (train-vs-test diagnostic only, no epsilon bound) "

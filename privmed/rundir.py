@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
+from privmed import safe_yaml
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
     CONFIG_UNREADABLE,
@@ -127,7 +128,7 @@ def read_config_dict(run: Path) -> dict[str, Any]:
     """A run's ``config.yaml`` as nested dicts; refuses a file that is not a YAML mapping."""
     path = Path(run) / CONFIG
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_yaml.load(path.read_text(encoding="utf-8"), str(path))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise PrivmedError(CONFIG_UNREADABLE.format(path=path, reason=str(err).splitlines()[0])) from None
     if not isinstance(raw, dict):

@@ -1,0 +1,63 @@
+"""Issue 32, "nothing faked, nothing leaked": user files cannot override, run code, escape or leak.
+
+Each test names a row of docs/bad-input.md ("Trust (issue 32)")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_bad_input import FAST, NOISELESS, assert_refused, run_cli
+
+from privmed import rundir, safe_yaml
+from privmed.errors import PrivmedError
+
+# --------------------------------------------------------------------------- item 1: duplicate keys, aliases
+
+#: nested aliases: 342 bytes that expand to 9**9 strings
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("privacy: {epsilon: 1}\ntraining: {epochs: 1}\nprivacy:\n  noise_multiplier: 0\n", "privacy", 3),
+    ("privacy: {epsilon: 1, epsilon: .inf}\n", "epsilon", 1),
+], ids=["a second section", "a key twice in a flow mapping"])
+def test_a_duplicate_key_in_a_config_file_is_refused(tmp_path, capsys, text, key, line):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "x", *FAST)
+    assert_refused(code, err, f"'{config}' line {line}: the key '{key}' appears twice", tmp_path / "x")
+
+
+def test_a_duplicate_key_in_a_study_file_is_refused(tmp_path, capsys):
+    study = tmp_path / "study.yaml"
+    rundir.write_yaml(study, NOISELESS)
+    study.write_text(study.read_text() + "epsilons: [1.0]\n")
+    code, _, err = run_cli(capsys, "study", study, "--out", tmp_path / "out")
+    assert_refused(code, err, "the key 'epsilons' appears twice in one mapping", tmp_path / "out")
+
+
+def test_nested_aliases_that_expand_without_bound_are_refused(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 500
+    code, _, err = run_cli(capsys, "train", "--config", config, "--out", tmp_path / "x")
+    assert_refused(code, err, "through its aliases", tmp_path / "x")
+    with pytest.raises(PrivmedError, match="through its aliases"):
+        safe_yaml.load("a: &a [*a]\n", "loop.yaml")
+
+
+def test_merge_keys_and_modest_aliases_still_load():
+    text = "base: &b {epsilon: 1, delta: 0.001}\nrun:\n  <<: *b\n  epsilon: 2\nlist: &l [1, 2]\nagain: *l\n"
+    assert safe_yaml.load(text, "ok.yaml") == {"base": {"epsilon": 1, "delta": 0.001},
+                                               "run": {"epsilon": 2, "delta": 0.001}, "list": [1, 2], "again": [1, 2]}
+
+
+def test_a_duplicate_key_in_a_model_arg_is_refused():
+    import argparse
+
+    from privmed.model_options import parse_model_arg
+
+    with pytest.raises(argparse.ArgumentTypeError, match="the key 'a' appears twice"):
+        parse_model_arg("channels={a: 1, a: 2}")
