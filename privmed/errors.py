@@ -74,6 +74,9 @@ RESUME_CONFIG_CHANGED = (
 )
 CHECKPOINT_UNREADABLE = ("checkpoint '{path}' cannot be read ({reason}); it is truncated or not a privmed checkpoint. "
                          "{fix}")
+CHECKPOINT_UNSAFE = ("checkpoint '{path}' holds {what}, which no privmed checkpoint holds: privmed loads only "
+                     "weights, numbers and text from a checkpoint and never runs code from one. The file was not "
+                     "written by privmed or was altered (do not load it elsewhere either). {fix}")
 CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). Restore it from the run's original "
                      "options, or train the run again.")
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "

@@ -19,6 +19,7 @@ import yaml
 from privmed import safe_yaml
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
+    CHECKPOINT_UNSAFE,
     CONFIG_UNREADABLE,
     JSON_UNREADABLE,
     LEDGER_CHANGED,
@@ -138,20 +139,41 @@ def read_config_dict(run: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, *, fix: str) -> dict:
     """A checkpoint written by privmed (a dict saved by ``torch.save``); refuses a truncated or foreign file
-    with :data:`~privmed.errors.CHECKPOINT_UNREADABLE`, ``fix`` saying what to do."""
+    with :data:`~privmed.errors.CHECKPOINT_UNREADABLE`, ``fix`` saying what to do. Loaded with
+    ``weights_only=True``: a pickle that would call anything (``os.system``, a class of its own) is refused
+    with :data:`~privmed.errors.CHECKPOINT_UNSAFE` before it runs."""
     import pickle
+    import re
     import zipfile
 
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        with torch.serialization.safe_globals(_checkpoint_types()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=str(err).splitlines()[0][:200],
+                                                            fix=fix)) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"a call to '{found.group(1)}'" if found else "something other than weights, numbers and text"
+        raise PrivmedError(CHECKPOINT_UNSAFE.format(path=path, what=what, fix=fix)) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=str(err).splitlines()[0][:200],
                                                         fix=fix)) from None
     if not isinstance(state, dict):
         raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=f"holds a {type(state).__name__}", fix=fix))
     return state
+
+
+def _checkpoint_types() -> list:
+    """What a checkpoint may hold beyond torch's own safe types (tensors, dicts, lists, numbers, strings):
+    numpy scalars, as a number of a history row may be. Nothing that can call code."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    scalars = (np.float64, np.float32, np.int64, np.int32, np.bool_)
+    return [np.dtype, core.multiarray.scalar, *(type(np.dtype(t)) for t in scalars)]
 
 
 def check_writable(path: str | Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_bad_input import FAST, NOISELESS, assert_refused, run_cli
+from test_bad_input import FAST, NOISELESS, assert_refused, finished_run, run_cli, run_copy  # noqa: F401 (fixtures)
 
 from privmed import rundir, safe_yaml
 from privmed.errors import PrivmedError
@@ -61,3 +61,48 @@ def test_a_duplicate_key_in_a_model_arg_is_refused():
 
     with pytest.raises(argparse.ArgumentTypeError, match="the key 'a' appears twice"):
         parse_model_arg("channels={a: 1, a: 2}")
+
+
+# --------------------------------------------------------------------------- item 2: a checkpoint runs no code
+
+
+class _Opens:
+    """Unpickling this calls ``open(marker, "w")``: a crafted checkpoint that writes a file when loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def craft(path: Path, marker: Path, **plain) -> None:
+    import torch
+
+    torch.save({"model": {}, "epoch": 1, **plain, "payload": _Opens(marker)}, path)
+
+
+def test_a_crafted_best_checkpoint_is_refused_and_runs_nothing(run_copy, phantom_root, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert code == 0, err  # privmed's own checkpoint loads with weights_only=True
+    marker = tmp_path / "ran"
+    craft(run_copy / rundir.CHECKPOINTS / rundir.BEST, marker)
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "holds a call to 'io.open', which no privmed checkpoint holds", marker)
+
+
+def test_a_crafted_last_checkpoint_is_refused_on_resume(run_copy, phantom_root, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    craft(run_copy / rundir.CHECKPOINTS / rundir.LAST, marker)
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", run_copy, *FAST, "--resume")
+    assert_refused(code, err, "which no privmed checkpoint holds", marker)
+
+
+def test_a_crafted_generator_is_refused_by_synth_sample(tmp_path, capsys):
+    from privmed.synth.training import GENERATOR_FILE
+
+    (tmp_path / "gen").mkdir()
+    marker = tmp_path / "ran"
+    craft(tmp_path / "gen" / GENERATOR_FILE, marker, image_size=32, width=8, class_names=["a", "b"])
+    code, _, err = run_cli(capsys, "synth", "sample", tmp_path / "gen", "--n", 4, "--out", tmp_path / "s")
+    assert_refused(code, err, "which no privmed checkpoint holds", marker, tmp_path / "s")

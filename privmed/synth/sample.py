@@ -32,7 +32,7 @@ def load_generator(folder: str | Path) -> tuple[Generator, dict]:
     if not path.is_file():
         raise PrivmedError(PATH_MISSING.format(what="generator", path=path, cwd=Path.cwd())
                            + " Train one with `privmed synth train` (it writes generator.pt when it finishes).")
-    record = torch.load(path, map_location="cpu", weights_only=False)
+    record = rundir.load_checkpoint(path, fix="Train the generator again with `privmed synth train`.")
     gen = Generator(image_size=record["image_size"], width=record["width"])
     gen.load_state_dict(record["state"])
     return gen.eval(), record
