@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from privmed import safe_yaml
+from privmed import rundir, safe_yaml
 from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
@@ -81,6 +81,7 @@ class DataConfig:
         require(self.class_names is None or (len(self.class_names) == 2 and len(set(self.class_names)) == 2
                                              and all(self.class_names)), "data", "class_names", self.class_names,
                 "give two different names, of the label values 0 and 1 in that order (e.g. benign,malignant)")
+        rundir.check_folder_names(self.class_names or (), "data.class_names, --class-names")
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ CHECKPOINT_UNREADABLE = ("checkpoint '{path}' cannot be read ({reason}); it is t
 CHECKPOINT_UNSAFE = ("checkpoint '{path}' holds {what}, which no privmed checkpoint holds: privmed loads only "
                      "weights, numbers and text from a checkpoint and never runs code from one. The file was not "
                      "written by privmed or was altered (do not load it elsewhere either). {fix}")
+CLASS_NAME_UNSAFE = ("class name {name!r} ({where}) cannot name a folder: {why}. Class names become folder and file "
+                     "names: give names without path separators or '..', without control characters, of at most "
+                     "{limit} characters (e.g. --class-names benign,malignant).")
 CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). Restore it from the run's original "
                      "options, or train the run again.")
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "

@@ -20,6 +20,7 @@ from privmed import safe_yaml
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
     CHECKPOINT_UNSAFE,
+    CLASS_NAME_UNSAFE,
     CONFIG_UNREADABLE,
     JSON_UNREADABLE,
     LEDGER_CHANGED,
@@ -174,6 +175,32 @@ def _checkpoint_types() -> list:
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
     scalars = (np.float64, np.float32, np.int64, np.int32, np.bool_)
     return [np.dtype, core.multiarray.scalar, *(type(np.dtype(t)) for t in scalars)]
+
+
+#: the longest class name privmed writes as a folder name (and again in its files' names)
+MAX_FOLDER_NAME = 100
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` (a class name) cannot be a folder name of its own, or None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "/" in name or "\\" in name or name.strip(".") == "":
+        return "it holds a path separator or is '.' or '..'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "it holds a control character"
+    if len(name) > MAX_FOLDER_NAME:
+        return f"it is {len(name)} characters long"
+    return None
+
+
+def check_folder_names(names, where: str) -> None:
+    """Refuse, with :data:`~privmed.errors.CLASS_NAME_UNSAFE`, class names that cannot be folder names
+    (checked before anything is written: a name like '../..' would write outside the output folder)."""
+    for name in names:
+        why = folder_name_problem(name)
+        if why is not None:
+            raise PrivmedError(CLASS_NAME_UNSAFE.format(name=name, where=where, why=why, limit=MAX_FOLDER_NAME))
 
 
 def check_writable(path: str | Path) -> None:

@@ -11,6 +11,7 @@ from test_bad_input import FAST, NOISELESS, assert_refused, finished_run, run_cl
 
 from privmed import rundir, safe_yaml
 from privmed.errors import PrivmedError
+from privmed.privacy.ledger import PrivacyLedger
 
 # --------------------------------------------------------------------------- item 1: duplicate keys, aliases
 
@@ -106,3 +107,48 @@ def test_a_crafted_generator_is_refused_by_synth_sample(tmp_path, capsys):
     craft(tmp_path / "gen" / GENERATOR_FILE, marker, image_size=32, width=8, class_names=["a", "b"])
     code, _, err = run_cli(capsys, "synth", "sample", tmp_path / "gen", "--n", 4, "--out", tmp_path / "s")
     assert_refused(code, err, "which no privmed checkpoint holds", marker, tmp_path / "s")
+
+
+# --------------------------------------------------------------------------- item 3: class names as folder names
+
+
+@pytest.mark.parametrize("names", ["benign,../..", "benign,a/b", "benign,..", "benign,a\tb", "benign," + "x" * 101])
+@pytest.mark.parametrize("command", [["synth", "evolve", "--epsilon", "4"], ["synth", "train"], ["train", *FAST]],
+                         ids=["synth evolve", "synth train", "train"])
+def test_class_names_that_cannot_be_folder_names_are_refused(phantom_root, tmp_path, capsys, command, names):
+    out = tmp_path / "a" / "b" / "out"
+    code, _, err = run_cli(capsys, *command, "--data", phantom_root, "--image-size", 32, "--class-names", names,
+                           "--out", out)
+    assert_refused(code, err, "cannot name a folder", tmp_path / "a")
+
+
+def _generator_folder(folder: Path, class_names: list[str]) -> Path:
+    import torch
+
+    from privmed.synth.gan import Generator
+    from privmed.synth.training import GENERATOR_FILE
+
+    folder.mkdir()
+    torch.save({"image_size": 32, "width": 8, "class_names": class_names,
+                "state": Generator(image_size=32, width=8).state_dict()}, folder / GENERATOR_FILE)
+    rundir.write_record(folder, PrivacyLedger(delta=1e-4, accountant="prv", clip_norm=1.0, n_private=100).record())
+    return folder
+
+
+def test_synth_sample_refuses_a_generators_class_name_that_leaves_the_folder(tmp_path, capsys):
+    gen = _generator_folder(tmp_path / "gen", ["benign", "../../escaped"])
+    out = tmp_path / "a" / "b" / "out"
+    code, _, err = run_cli(capsys, "synth", "sample", gen, "--n", 4, "--out", out)
+    assert_refused(code, err, "class name '../../escaped' (the class names of generator", tmp_path / "a",
+                   tmp_path / "escaped")
+
+
+def test_the_image_tree_writer_refuses_a_name_before_writing(tmp_path):
+    import numpy as np
+
+    from privmed.synth.sample import write_image_tree
+
+    with pytest.raises(PrivmedError, match="holds a control character"):
+        write_image_tree(tmp_path / "out", np.zeros((2, 16, 16)), np.array([0, 1]), class_names=("a", "b\n"),
+                         generator=tmp_path, digest="0", seed=0)
+    assert not (tmp_path / "out").exists()
