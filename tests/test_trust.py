@@ -152,3 +152,29 @@ def test_the_image_tree_writer_refuses_a_name_before_writing(tmp_path):
         write_image_tree(tmp_path / "out", np.zeros((2, 16, 16)), np.array([0, 1]), class_names=("a", "b\n"),
                          generator=tmp_path, digest="0", seed=0)
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- item 4: report.md shows text as text
+
+
+def test_markdown_shows_links_images_and_headings_from_user_text_as_text(tmp_path):
+    import re
+
+    import pandas as pd
+
+    from privmed.report.document import Bullets, Details, Heading, Paragraph, Table, to_markdown
+
+    image, link, heading = "![x](https://tracker.example/p.png)", "[click](javascript:alert(1))", "# Privacy: epsilon=0.01"
+    text = f"{image} {link}\n{heading}\n1. listed\n- item\n**bold** `code` ~~gone~~"
+    blocks = [Heading("Study"), Paragraph(text), Paragraph(heading, "warning"), Bullets((heading, image)),
+              Table(pd.DataFrame({image: [link], "value": [-0.5]}), heading), Details(link, (Paragraph(heading),))]
+    md = to_markdown(heading, blocks, tmp_path / "files")
+    assert [line for line in md.splitlines() if line.lstrip().startswith("#")] == [
+        "# \\# Privacy: epsilon=0.01", "## Study"]  # the title's own heading, and privmed's
+    assert not re.search(r"(?<!\\)[\[\]`~]", md), md  # no link, image, code or strikethrough opens
+    assert "\\*\\*bold\\*\\* \\`code\\` \\~\\~gone\\~\\~" in md  # emphasis: privmed's own only (**Note:**)
+    assert "https://" not in md and "https\\://tracker.example/p.png" in md  # no bare URL becomes a link
+    assert "\n1\\. listed\n\\- item\n" in md  # no list
+    assert "| \\[click\\](javascript:alert(1)) | -0.500 |" in md  # a cell: inline escapes only
+    assert "dp_sgd__eps1__seed0" in to_markdown("t", [Paragraph("dp_sgd__eps1__seed0")], tmp_path / "f")  # in a word
+
