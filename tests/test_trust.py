@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_bad_input import FAST, NOISELESS, assert_refused, finished_run, run_cli, run_copy  # noqa: F401 (fixtures)
 
@@ -178,3 +179,41 @@ def test_markdown_shows_links_images_and_headings_from_user_text_as_text(tmp_pat
     assert "| \\[click\\](javascript:alert(1)) | -0.500 |" in md  # a cell: inline escapes only
     assert "dp_sgd__eps1__seed0" in to_markdown("t", [Paragraph("dp_sgd__eps1__seed0")], tmp_path / "f")  # in a word
 
+
+# --------------------------------------------------------------------------- item 5: suppression counts patients
+
+
+def _two_patient_group():
+    """Group 'a': 12 images of 2 patients; group 'b': 20 images of 20 patients."""
+    import numpy as np
+
+    groups = np.array(["a"] * 12 + ["b"] * 20, dtype=object)
+    patients = np.array([f"a{i % 2}" for i in range(12)] + [f"b{i}" for i in range(20)], dtype=object)
+    return groups, patients, np.array([0, 1] * 16), np.linspace(0, 1, 32)
+
+
+def test_a_group_of_two_patients_with_twelve_images_is_suppressed():
+    from privmed.evaluation.fairness import fairlearn_differences, subgroup_metrics
+
+    groups, patients, y, scores = _two_patient_group()
+    table = subgroup_metrics(y_true=y, scores=scores, threshold=0.5, groups=groups, patient_ids=patients,
+                             n_resamples=100).set_index("group")
+    assert table.loc["a", "suppressed"] and table.loc[["a"], ["n", "auroc"]].isna().all().all()
+    assert not table.loc["b", "suppressed"] and table.loc["b", "n"] == 20
+    with_ids = fairlearn_differences(y_true=y, scores=scores, threshold=0.5, groups=groups, patient_ids=patients)
+    assert with_ids.demographic_parity == 0  # only group 'b' takes part: no gap between groups
+
+
+def test_a_group_of_few_training_patients_hides_every_groups_counts():
+    import numpy as np
+
+    from privmed.evaluation.fairness import group_sizes, subgroup_metrics, suppress_complements
+
+    groups, _, y, scores = _two_patient_group()
+    table = subgroup_metrics(y_true=y, scores=scores, threshold=0.5, groups=groups,
+                             patient_ids=np.arange(32), n_resamples=100)  # in the test split, 12 patients of 'a'
+    train_groups, train_patients, _, _ = _two_patient_group()  # in training, 12 images of 2 patients of 'a'
+    hidden = suppress_complements(table, train_sizes=pd.Series(train_groups).value_counts(),
+                                  train_patients=group_sizes(groups=train_groups, patient_ids=train_patients))
+    assert not hidden["suppressed"].any()
+    assert hidden["counts_suppressed"].all() and hidden[["n", "train_n"]].isna().all().all()
