@@ -107,6 +107,8 @@ TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their q
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
 RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '{recorded}' and this run resolves to "
                      "'{unit}'. Resume with --privacy-unit {recorded}, or start a new run in another --out directory.")
+RUN_BUSY = ("run folder '{path}' is in use by another privmed train (process {pid}): two runs into one --out would "
+            "overwrite each other. Wait for it to finish (then --resume continues it), or choose another --out.")
 STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
               "or stop it, before running a study into the same --out.")
 # a YAML file privmed reads (privmed/safe_yaml.py): no key twice, no runaway aliases

@@ -6,12 +6,13 @@ leaves a half-written JSON or CSV behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import yaml
@@ -35,6 +36,7 @@ from privmed.errors import (
 )
 from privmed.privacy.record import PrivacyRecord
 
+LOCK_FILE = ".lock"  # held by the process writing the folder (a run, a study): see folder_lock
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
 LEDGER_SEAL = "privacy.sha256"  # SHA-256 of privacy.json as training wrote it
@@ -83,8 +85,50 @@ def _ledger_digest(run: Path) -> str:
 
 
 def is_new_or_empty(path: Path) -> bool:
-    """True when ``path`` does not exist or is an empty folder: a place to write without overwriting anything."""
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    """True when ``path`` does not exist or is an empty folder (but for its :data:`LOCK_FILE`): a place to
+    write without overwriting anything."""
+    return not path.exists() or (path.is_dir() and all(p.name == LOCK_FILE for p in path.iterdir()))
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder ``out`` (created if new) for the block: ``flock`` on
+    ``out/.lock``, released by the kernel when the holder dies (also by ``kill -9``). Refuses with
+    ``busy`` (a message template of ``path`` and ``pid``) while another live process holds it. A folder
+    this lock created and nothing else wrote to is removed again."""
+    import fcntl
+
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as fh:
+        _acquire(fh, out, busy)
+        try:
+            yield
+        finally:
+            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+                (out / LOCK_FILE).unlink()
+                out.rmdir()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _acquire(fh, out: Path, busy: str) -> None:
+    """Lock the open lock file ``fh`` of ``out`` and write this process's id into it."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = fh.read().strip() if fh.seek(0) == 0 else ""
+        raise PrivmedError(busy.format(path=out, pid=holder or "?")) from None
+    path = out / LOCK_FILE
+    if not path.exists() or os.stat(path).st_ino != os.fstat(fh.fileno()).st_ino:  # its holder just removed it
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        raise PrivmedError(busy.format(path=out, pid="that just finished"))
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
 
 
 def write_json(path: Path, data: Any) -> None:

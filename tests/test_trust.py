@@ -217,3 +217,23 @@ def test_a_group_of_few_training_patients_hides_every_groups_counts():
                                   train_patients=group_sizes(groups=train_groups, patient_ids=train_patients))
     assert not hidden["suppressed"].any()
     assert hidden["counts_suppressed"].all() and hidden[["n", "train_n"]].isna().all().all()
+
+
+# --------------------------------------------------------------------------- item 6: one train per run folder
+
+
+def test_a_second_train_into_a_folder_being_trained_is_refused(phantom_root, tmp_path, capsys):
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:  # what the first `privmed train` holds while it trains
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", out, *FAST)
+        assert_refused(code, err, f"run folder '{out}' is in use by another privmed train (process {os.getpid()})")
+        assert [p.name for p in out.iterdir()] == [".lock"]  # nothing of the second run was written
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", out, *FAST)
+    assert code == 0, err  # once the first is gone, the folder (holding only its lock file) is free
