@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from privmed import rundir, safe_yaml
 from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
@@ -84,6 +85,7 @@ class DataConfig:
         require(self.class_names is None or (len(self.class_names) == 2 and len(set(self.class_names)) == 2
                                              and all(self.class_names)), "data", "class_names", self.class_names,
                 "give two different names, of the label values 0 and 1 in that order (e.g. benign,malignant)")
+        rundir.check_folder_names(self.class_names or (), "data.class_names, --class-names")
 
 
 @dataclass(frozen=True)
@@ -351,7 +353,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise PrivmedError(f"config file '{p}' does not exist.")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = safe_yaml.load(p.read_text(encoding="utf-8"), str(p)) or {}
     except UnicodeDecodeError as err:
         from privmed.errors import NOT_UTF8
 

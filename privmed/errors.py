@@ -88,6 +88,12 @@ RESUME_CONFIG_CHANGED = (
 )
 CHECKPOINT_UNREADABLE = ("checkpoint '{path}' cannot be read ({reason}); it is truncated or not a privmed checkpoint. "
                          "{fix}")
+CHECKPOINT_UNSAFE = ("checkpoint '{path}' holds {what}, which no privmed checkpoint holds: privmed loads only "
+                     "weights, numbers and text from a checkpoint and never runs code from one. The file was not "
+                     "written by privmed or was altered (do not load it elsewhere either). {fix}")
+CLASS_NAME_UNSAFE = ("class name {name!r} ({where}) cannot name a folder: {why}. Class names become folder and file "
+                     "names: give names without path separators or '..', without control characters, of at most "
+                     "{limit} characters (e.g. --class-names benign,malignant).")
 CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). Restore it from the run's original "
                      "options, or train the run again.")
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
@@ -115,8 +121,15 @@ TOO_FEW_SYNTHETIC = ("{counts} synthetic images of each class: measuring their q
                      "of each class. Draw more from the generator (--n) or give a larger folder.")
 RESUME_OTHER_UNIT = ("cannot resume '{path}': it was trained with privacy unit '{recorded}' and this run resolves to "
                      "'{unit}'. Resume with --privacy-unit {recorded}, or start a new run in another --out directory.")
+RUN_BUSY = ("run folder '{path}' is in use by another privmed train (process {pid}): two runs into one --out would "
+            "overwrite each other. Wait for it to finish (then --resume continues it), or choose another --out.")
 STUDY_BUSY = ("study folder '{path}' is in use by another privmed study (process {pid}). Wait for it to finish, "
               "or stop it, before running a study into the same --out.")
+# a YAML file privmed reads (privmed/safe_yaml.py): no key twice, no runaway aliases
+YAML_DUPLICATE_KEY = ("'{where}' line {line}: the key '{key}' appears twice in one mapping (first on line "
+                      "{first}); YAML would silently keep only the last one. Remove one of them.")
+YAML_TOO_MANY_ALIASES = ("'{where}' expands to more than {limit:,} values through its aliases (*name): privmed "
+                         "refuses it rather than fill memory. Write the values out, or use fewer nested aliases.")
 
 # the audit's settings come from `privmed audit` options or a study file's audit section: messages name both
 AUDIT_CANARIES = ("audit.canaries = {canaries} (--canaries): use 0 (train-vs-test diagnostic only, no epsilon bound) "

@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+from privmed import safe_yaml
+from privmed.errors import PrivmedError
+
 
 def parse_model_arg(text: str) -> tuple[str, Any]:
     """``width=32`` -> ("width", 32); the config checks the name against the model."""
@@ -20,7 +23,9 @@ def parse_model_arg(text: str) -> tuple[str, Any]:
     if not sep or not key.strip() or not value.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. width=0.5), got {text!r}")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = safe_yaml.load(value, f"--model-arg {text}")
+    except PrivmedError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     except yaml.YAMLError:
         parsed = value
     return key.strip(), parsed

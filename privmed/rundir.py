@@ -6,18 +6,22 @@ leaves a half-written JSON or CSV behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import yaml
 
+from privmed import safe_yaml
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
+    CHECKPOINT_UNSAFE,
+    CLASS_NAME_UNSAFE,
     CONFIG_UNREADABLE,
     JSON_UNREADABLE,
     LEDGER_CHANGED,
@@ -32,6 +36,7 @@ from privmed.errors import (
 )
 from privmed.privacy.record import PrivacyRecord
 
+LOCK_FILE = ".lock"  # held by the process writing the folder (a run, a study): see folder_lock
 CONFIG = "config.yaml"
 PRIVACY = "privacy.json"
 LEDGER_SEAL = "privacy.sha256"  # SHA-256 of privacy.json as training wrote it
@@ -80,8 +85,50 @@ def _ledger_digest(run: Path) -> str:
 
 
 def is_new_or_empty(path: Path) -> bool:
-    """True when ``path`` does not exist or is an empty folder: a place to write without overwriting anything."""
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    """True when ``path`` does not exist or is an empty folder (but for its :data:`LOCK_FILE`): a place to
+    write without overwriting anything."""
+    return not path.exists() or (path.is_dir() and all(p.name == LOCK_FILE for p in path.iterdir()))
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder ``out`` (created if new) for the block: ``flock`` on
+    ``out/.lock``, released by the kernel when the holder dies (also by ``kill -9``). Refuses with
+    ``busy`` (a message template of ``path`` and ``pid``) while another live process holds it. A folder
+    this lock created and nothing else wrote to is removed again."""
+    import fcntl
+
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as fh:
+        _acquire(fh, out, busy)
+        try:
+            yield
+        finally:
+            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+                (out / LOCK_FILE).unlink()
+                out.rmdir()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _acquire(fh, out: Path, busy: str) -> None:
+    """Lock the open lock file ``fh`` of ``out`` and write this process's id into it."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = fh.read().strip() if fh.seek(0) == 0 else ""
+        raise PrivmedError(busy.format(path=out, pid=holder or "?")) from None
+    path = out / LOCK_FILE
+    if not path.exists() or os.stat(path).st_ino != os.fstat(fh.fileno()).st_ino:  # its holder just removed it
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        raise PrivmedError(busy.format(path=out, pid="that just finished"))
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -127,7 +174,7 @@ def read_config_dict(run: Path) -> dict[str, Any]:
     """A run's ``config.yaml`` as nested dicts; refuses a file that is not a YAML mapping."""
     path = Path(run) / CONFIG
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_yaml.load(path.read_text(encoding="utf-8"), str(path))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise PrivmedError(CONFIG_UNREADABLE.format(path=path, reason=str(err).splitlines()[0])) from None
     if not isinstance(raw, dict):
@@ -137,20 +184,67 @@ def read_config_dict(run: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, *, fix: str) -> dict:
     """A checkpoint written by privmed (a dict saved by ``torch.save``); refuses a truncated or foreign file
-    with :data:`~privmed.errors.CHECKPOINT_UNREADABLE`, ``fix`` saying what to do."""
+    with :data:`~privmed.errors.CHECKPOINT_UNREADABLE`, ``fix`` saying what to do. Loaded with
+    ``weights_only=True``: a pickle that would call anything (``os.system``, a class of its own) is refused
+    with :data:`~privmed.errors.CHECKPOINT_UNSAFE` before it runs."""
     import pickle
+    import re
     import zipfile
 
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        with torch.serialization.safe_globals(_checkpoint_types()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=str(err).splitlines()[0][:200],
+                                                            fix=fix)) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"a call to '{found.group(1)}'" if found else "something other than weights, numbers and text"
+        raise PrivmedError(CHECKPOINT_UNSAFE.format(path=path, what=what, fix=fix)) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=str(err).splitlines()[0][:200],
                                                         fix=fix)) from None
     if not isinstance(state, dict):
         raise PrivmedError(CHECKPOINT_UNREADABLE.format(path=path, reason=f"holds a {type(state).__name__}", fix=fix))
     return state
+
+
+def _checkpoint_types() -> list:
+    """What a checkpoint may hold beyond torch's own safe types (tensors, dicts, lists, numbers, strings):
+    numpy scalars, as a number of a history row may be. Nothing that can call code."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    scalars = (np.float64, np.float32, np.int64, np.int32, np.bool_)
+    return [np.dtype, core.multiarray.scalar, *(type(np.dtype(t)) for t in scalars)]
+
+
+#: the longest class name privmed writes as a folder name (and again in its files' names)
+MAX_FOLDER_NAME = 100
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` (a class name) cannot be a folder name of its own, or None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "/" in name or "\\" in name or name.strip(".") == "":
+        return "it holds a path separator or is '.' or '..'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "it holds a control character"
+    if len(name) > MAX_FOLDER_NAME:
+        return f"it is {len(name)} characters long"
+    return None
+
+
+def check_folder_names(names, where: str) -> None:
+    """Refuse, with :data:`~privmed.errors.CLASS_NAME_UNSAFE`, class names that cannot be folder names
+    (checked before anything is written: a name like '../..' would write outside the output folder)."""
+    for name in names:
+        why = folder_name_problem(name)
+        if why is not None:
+            raise PrivmedError(CLASS_NAME_UNSAFE.format(name=name, where=where, why=why, limit=MAX_FOLDER_NAME))
 
 
 def check_writable(path: str | Path) -> None:

@@ -64,11 +64,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``privmed demo``: the built-in demo study (``privmed/study/demo.yaml``) and its report."""
     from importlib.resources import files
 
-    import yaml
-
+    from privmed import safe_yaml
     from privmed.study import study_from_dict
 
-    raw = yaml.safe_load(files("privmed.study").joinpath("demo.yaml").read_text())
+    raw = safe_yaml.load(files("privmed.study").joinpath("demo.yaml").read_text(), "privmed/study/demo.yaml")
     return _run_and_report(study_from_dict(raw), raw, Path(args.out), args.workers, report=True)
 
 

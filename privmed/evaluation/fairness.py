@@ -4,8 +4,8 @@ For one attribute (density, view, age group, sex, ...):
 
 * :func:`subgroup_metrics`: per group, AUROC, accuracy, sensitivity, specificity and the
   positive-prediction rate with (patient-level) bootstrap CIs. Groups with fewer than
-  :data:`MIN_GROUP_SIZE` samples are suppressed: their row says so and carries no
-  number at all, not even the count;
+  :data:`MIN_GROUP_SIZE` patients (samples, without patient ids) are suppressed, however many
+  images they hold: their row says so and carries no number at all, not even the count;
 * :func:`parity_differences`: Tayebi Arasteh et al.'s statistical parity difference for
   any metric: a group's value minus the sample-size-weighted mean of the other groups'
   values (for two groups, the plain difference);
@@ -33,7 +33,7 @@ from .bootstrap import bootstrap_metrics
 #: smallest group whose numbers are shown
 MIN_GROUP_SIZE = 10
 GROUP_METRICS = ("auroc", "accuracy", "sensitivity", "specificity", "positive_rate")
-SUPPRESSED = f"suppressed (n < {MIN_GROUP_SIZE})"
+SUPPRESSED = f"suppressed (< {MIN_GROUP_SIZE} patients)"
 LENGTHS_DIFFER = "y_true, scores and groups must have one entry per sample; got lengths {lengths}."
 NO_GROUPS = "the attribute has no values (all missing); choose an attribute column that is filled in."
 
@@ -42,13 +42,15 @@ def subgroup_metrics(*, y_true: np.ndarray, scores: np.ndarray, threshold: float
                      patient_ids: np.ndarray | None = None, n_resamples: int = 1000, seed: int = 0,
                      min_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
     """One row per group (sorted): ``group, n, suppressed`` and, for each of :data:`GROUP_METRICS`,
-    ``metric, metric_ci_low, metric_ci_high``. Samples with a missing group are left out.
-    Suppressed rows have ``n`` and every metric set to NaN."""
+    ``metric, metric_ci_low, metric_ci_high``. Samples with a missing group are left out. A group with
+    fewer than ``min_size`` patients (``patient_ids``; else samples) is suppressed: its row has ``n`` and
+    every metric set to NaN (twelve images of two patients describe two people)."""
     y, s, g = _check(y_true, scores, groups)
+    sizes = group_sizes(groups=g, patient_ids=patient_ids)
     rows = []
     for group in sorted(pd.unique(g[pd.notna(g)]), key=str):
         mask = g == group
-        row: dict = {"group": str(group), "n": int(mask.sum()), "suppressed": bool(mask.sum() < min_size)}
+        row: dict = {"group": str(group), "n": int(mask.sum()), "suppressed": bool(sizes[group] < min_size)}
         if row["suppressed"]:
             row["n"] = math.nan
             row.update({k: math.nan for m in GROUP_METRICS for k in (m, f"{m}_ci_low", f"{m}_ci_high")})
@@ -61,17 +63,26 @@ def subgroup_metrics(*, y_true: np.ndarray, scores: np.ndarray, threshold: float
     return pd.DataFrame(rows)
 
 
-def suppress_complements(table: pd.DataFrame, *, train_sizes: pd.Series, min_size: int = MIN_GROUP_SIZE
-                         ) -> pd.DataFrame:
+def group_sizes(*, groups: np.ndarray, patient_ids: np.ndarray | None = None) -> pd.Series:
+    """How many people each group holds: distinct ``patient_ids`` (samples, without ids). Indexed by group."""
+    frame = pd.DataFrame({"group": np.asarray(groups, object),
+                          "unit": np.arange(len(groups)) if patient_ids is None else np.asarray(patient_ids, object)})
+    return frame.dropna(subset=["group"]).groupby("group")["unit"].nunique()
+
+
+def suppress_complements(table: pd.DataFrame, *, train_sizes: pd.Series, min_size: int = MIN_GROUP_SIZE,
+                         train_patients: pd.Series | None = None) -> pd.DataFrame:
     """Add ``train_n`` (each shown group's training-set size) and hide counts that would give away a
-    suppressed one: when any group has fewer than ``min_size`` test or training samples, the test ``n``
+    suppressed one: when any group has fewer than ``min_size`` test patients or training patients
+    (``train_patients``, from :func:`group_sizes`; without it, ``train_sizes``' samples), the test ``n``
     and ``train_n`` of every group are blanked (the other groups' counts and the total would yield the
     small one by subtraction), and so is the positive rate's interval (from which n follows), and
     ``counts_suppressed`` is set. The other metrics of shown groups stay."""
     table = table.copy()
     table["train_n"] = [math.nan if s else float(train_sizes.get(g, 0))
                         for g, s in zip(table["group"], table["suppressed"])]
-    small_train = [float(train_sizes.get(g, 0)) < min_size for g in table["group"]]
+    people = train_sizes if train_patients is None else train_patients
+    small_train = [float(people.get(g, 0)) < min_size for g in table["group"]]
     hide = bool(table["suppressed"].any() or any(small_train))
     if hide:  # the positive rate's normal interval gives n back (half-width 1.96 sqrt(p (1 - p) / n)): blank it too
         table[["n", "train_n", "positive_rate_ci_low", "positive_rate_ci_high"]] = math.nan
@@ -101,9 +112,10 @@ class FairlearnDifferences:
 
 
 def fairlearn_differences(*, y_true: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray,
-                          min_size: int = MIN_GROUP_SIZE) -> FairlearnDifferences:
+                          min_size: int = MIN_GROUP_SIZE, patient_ids: np.ndarray | None = None
+                          ) -> FairlearnDifferences:
     """Demographic parity, equal opportunity and equalized odds differences over the groups
-    with at least ``min_size`` samples (suppressed groups do not take part)."""
+    with at least ``min_size`` patients (``patient_ids``; else samples): suppressed groups do not take part."""
     from fairlearn.metrics import (
         demographic_parity_difference,
         equal_opportunity_difference,
@@ -111,7 +123,7 @@ def fairlearn_differences(*, y_true: np.ndarray, scores: np.ndarray, threshold: 
     )
 
     y, s, g = _check(y_true, scores, groups)
-    sizes = pd.Series(g).value_counts()
+    sizes = group_sizes(groups=g, patient_ids=patient_ids)
     keep = pd.notna(g) & np.isin(g, sizes[sizes >= min_size].index)
     y, pred, g = y[keep].astype(int), (s[keep] >= threshold).astype(int), g[keep].astype(str)
     kwargs = {"y_true": y, "y_pred": pred, "sensitive_features": g}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,14 +90,36 @@ def to_markdown(title: str, blocks: list, files: Path) -> str:
     return f"# {md_text(title)}\n\n" + "\n\n".join(_markdown(b, files) for b in blocks) + "\n"
 
 
+#: characters that open inline Markdown (emphasis, code, links and images, strikethrough, table cells); ``_``
+#: only where it can open or close emphasis (not inside a word: run ids like ``dp_sgd__eps1`` stay as they are)
+_INLINE = re.compile(r"[\\`*\[\]~|]|_+")
+#: what opens a block at a line's start: a heading, a setext underline or list item, an ordered list item
+_BLOCK_MARK = re.compile(r"^( {0,3})([#=+-])", re.MULTILINE)
+_ORDERED = re.compile(r"^( {0,3}\d{1,9})([.)])", re.MULTILINE)
+
+
+def _md_inline(text) -> str:
+    """HTML as text, Markdown punctuation escaped, ``://`` broken so no bare URL becomes a link."""
+    text = html.escape(str(text), quote=False)
+
+    def escape(match: re.Match) -> str:
+        before, after = text[match.start() - 1:match.start()], text[match.end():match.end() + 1]
+        if match.group()[0] == "_" and before.isalnum() and after.isalnum():
+            return match.group()  # inside a word: cannot open or close emphasis
+        return "".join("\\" + ch for ch in match.group())
+
+    return _INLINE.sub(escape, text).replace("://", "\\://")
+
+
 def md_text(text: str) -> str:
-    """Text for Markdown: HTML is shown as text, never rendered (names come from the user's files)."""
-    return html.escape(str(text), quote=False)
+    """Text for Markdown, shown exactly as written and never rendered (descriptions, names, attribute values
+    come from the user's files): no HTML, link, image, emphasis, code, heading or list can come of it."""
+    return _ORDERED.sub(r"\1\\\2", _BLOCK_MARK.sub(r"\1\\\2", _md_inline(text)))
 
 
 def md_cell(text: str) -> str:
     """:func:`md_text` for a table cell: on one line, ``|`` kept as text."""
-    return md_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return _md_inline(text).replace("\r", " ").replace("\n", " ")
 
 
 def format_value(value) -> str:

@@ -244,7 +244,8 @@ def _fairness(study: StudyConfig, tables: StudyTables) -> list:
         return []
     blocks: list = [Heading("Fairness"), Paragraph(
         f"Test-split subgroup metrics with patient-level bootstrap CIs; groups with fewer than "
-        f"{study.fairness.min_group_size} test samples are suppressed (no number shown). Parity difference "
+        f"{study.fairness.min_group_size} test patients are suppressed (no number shown), however many images they "
+        f"hold. Parity difference "
         f"(Tayebi Arasteh et al. 2024): a group's AUROC minus the sample-size-weighted mean AUROC of the other "
         f"groups (for two groups, the plain difference). Means over seeds.")]
     for attribute in study.fairness.attributes:

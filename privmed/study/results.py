@@ -6,7 +6,7 @@
   bounds for audited runs, status, error and the run's directory;
 * ``fairness.csv``: per finished run, attribute, label and group, the subgroup metrics with
   CIs on the test split (:func:`privmed.evaluation.fairness.subgroup_metrics`; groups under
-  ``MIN_GROUP_SIZE`` suppressed), the group's training-set size and its parity differences;
+  ``MIN_GROUP_SIZE`` patients suppressed), the group's training-set size and its parity differences;
 * ``fairness_gaps.csv``: per run and attribute, fairlearn's demographic parity, equal
   opportunity and equalized odds differences;
 * ``fairness_trends.csv``: across the DP-SGD runs (finite epsilon) of each strategy, Pearson's r (and p) between
@@ -28,6 +28,7 @@ from privmed import rundir
 from privmed.evaluation.external import evaluation_dir
 from privmed.evaluation.fairness import (
     fairlearn_differences,
+    group_sizes,
     parity_differences,
     pearson,
     subgroup_metrics,
@@ -179,22 +180,26 @@ def _fairness_tables(study: StudyConfig, cells: list[Cell], results: pd.DataFram
         for attribute in spec.attributes:
             groups = _groups(frame, attribute, spec.bins.get(attribute))
             test = (frame["split"] == "test").to_numpy()
-            train_sizes = pd.Series(groups[frame["split"].to_numpy() == "train"]).value_counts()
+            train, patients = frame["split"].to_numpy() == "train", frame["patient_id"].to_numpy()
+            train_sizes = pd.Series(groups[train]).value_counts()
+            train_patients = group_sizes(groups=groups[train], patient_ids=patients[train])
             for label, threshold in thresholds.items():
                 suffix = "" if len(thresholds) == 1 else f"_{label}"
                 table = subgroup_metrics(y_true=frame[f"label{suffix}"].to_numpy()[test],
                                          scores=frame[f"score{suffix}"].to_numpy()[test], threshold=threshold,
-                                         groups=groups[test], patient_ids=frame["patient_id"].to_numpy()[test],
+                                         groups=groups[test], patient_ids=patients[test],
                                          n_resamples=cell.config.training.bootstrap_resamples,
                                          seed=cell.seed, min_size=spec.min_group_size)
                 for metric in ("auroc", "positive_rate"):  # weighted by n, before counts are hidden
                     table[f"{metric}_parity_difference"] = parity_differences(table=table, metric=metric).to_numpy()
-                table = suppress_complements(table, train_sizes=train_sizes, min_size=spec.min_group_size)
+                table = suppress_complements(table, train_sizes=train_sizes, min_size=spec.min_group_size,
+                                             train_patients=train_patients)
                 head = {"run": cell.run_id, **ids, "attribute": attribute, "label": label}
                 group_rows += [{**head, **r} for r in table.to_dict("records")]
                 gaps = fairlearn_differences(y_true=frame[f"label{suffix}"].to_numpy()[test],
                                              scores=frame[f"score{suffix}"].to_numpy()[test], threshold=threshold,
-                                             groups=groups[test], min_size=spec.min_group_size)
+                                             groups=groups[test], min_size=spec.min_group_size,
+                                             patient_ids=patients[test])
                 gap_rows.append({**head, "demographic_parity_difference": gaps.demographic_parity,
                                  "equal_opportunity_difference": gaps.equal_opportunity,
                                  "equalized_odds_difference": gaps.equalized_odds})

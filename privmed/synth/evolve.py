@@ -168,12 +168,13 @@ def load_private(config: EvolveConfig) -> tuple[Dataset, PrivacyUnit, float]:
 
 def evolve(config: EvolveConfig) -> Path:
     """Run private evolution as ``config`` says and write its folder (:mod:`.evolve_output`); returns its path."""
-    from .evolve_output import write_output
+    from .evolve_output import class_names, write_output
 
     out, e, p = Path(config.out), config.evolve, config.privacy
     if not rundir.is_new_or_empty(out):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="evolved images", option="--out"))
     real, unit, delta = load_private(config)
+    rundir.check_folder_names(class_names(real), "the data's class names, which name the output's folders")
     sigma = calibrated_sigma(config, delta=delta)
     size = config.data.image_size
     space = feature_space(size)

@@ -32,7 +32,7 @@ def load_generator(folder: str | Path) -> tuple[Generator, dict]:
     if not path.is_file():
         raise PrivmedError(PATH_MISSING.format(what="generator", path=path, cwd=Path.cwd())
                            + " Train one with `privmed synth train` (it writes generator.pt when it finishes).")
-    record = torch.load(path, map_location="cpu", weights_only=False)
+    record = rundir.load_checkpoint(path, fix="Train the generator again with `privmed synth train`.")
     gen = Generator(image_size=record["image_size"], width=record["width"])
     gen.load_state_dict(record["state"])
     return gen.eval(), record
@@ -80,6 +80,7 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
     if not rundir.is_new_or_empty(out):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="samples", option="--out"))
     gen, record = load_generator(folder)
+    rundir.check_folder_names(record["class_names"], f"the class names of generator '{folder}'")
     privacy = rundir.read_record(folder)  # the generator's record, refused before anything is written
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
     digest = hashlib.sha256((folder / GENERATOR_FILE).read_bytes()).hexdigest()[:12]
@@ -94,6 +95,7 @@ def write_image_tree(out: Path, images: np.ndarray, labels: np.ndarray, *, class
     """``out/<class>/<class>_<i>.png`` (8-bit) for images (N, H, W) in [0, 1] and ``out/manifest.csv``: path,
     0/1 label, class, ``synthetic=True``, the folder that made them (``generator``), ``digest`` of what made them
     and the seed: what ``--synthetic`` reads to find the images and their privacy record's origin."""
+    rundir.check_folder_names(class_names, "a synthetic class folder")
     rows = []
     for i, (image, label) in enumerate(zip(images, labels)):
         name = class_names[label]

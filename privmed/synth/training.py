@@ -72,6 +72,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     g = config.gan
 
     real = load_dataset(config.data, require_splits=("train",)).split("train")  # val and test are not used
+    rundir.check_folder_names([real.label_names[0]], "the data's class name, which names synth sample's folders")
     x = real.image_tensor * 2 - 1
     y = torch.from_numpy(real.labels[:, 0]).long()
     n = len(real)

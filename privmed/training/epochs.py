@@ -109,15 +109,18 @@ def epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, con
 
 
 def epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augment: bool, device: str) -> float:
-    """DP-SGD: Opacus clips per-sample gradients, adds noise once per logical batch."""
+    """DP-SGD: Opacus clips per-sample gradients, adds noise once per logical batch (also to an empty one)."""
     total, count, views = 0.0, 0, config.training.augment_views if augment else 1
     with BatchMemoryManager(data_loader=loader, max_physical_batch_size=config.training.physical_batch_size,
                             optimizer=optimizer) as batches:
         for xb, yb in _batches(batches, total=None):
+            optimizer.zero_grad()
+            if len(xb) == 0:
+                noise_only_step(optimizer)
+                continue
             xb, yb = xb.to(device), yb.to(device)
             if augment:
                 xb, yb = augmented_views(xb, yb, views=views)
-            optimizer.zero_grad()
             loss = criterion(net_dp(xb), yb)
             loss.backward()
             if views > 1:
@@ -125,6 +128,16 @@ def epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augme
             optimizer.step()
             total, count = total + float(loss.detach()) * len(xb), count + len(xb)
     return total / max(count, 1)
+
+
+def noise_only_step(optimizer) -> None:
+    """The DP-SGD step of an empty Poisson batch (no unit sampled): no gradient, only the Gaussian noise,
+    and the accountant's step as for any other, which is what Opacus does with the empty per-sample
+    gradients its hooks give such a batch. Expanded weights cannot run a model on zero samples, so the
+    empty per-sample gradients are set here and the model is not called."""
+    for p in optimizer.params:
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+    optimizer.step()
 
 
 # --------------------------------------------------------------------------- bookkeeping

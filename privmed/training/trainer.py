@@ -27,6 +27,7 @@ The parts live beside this module: the privacy plan (:mod:`.plan`), the start of
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 from privmed import rundir
 from privmed.config import RunConfig, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
-from privmed.errors import PrivmedError
+from privmed.errors import RUN_BUSY, PrivmedError
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.models import build_for_run
 from privmed.models.pretrained import weights_digest
@@ -93,18 +94,20 @@ def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallbac
     ``config.data`` already loaded (by the CLI's checks), else it is loaded here.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; they train together and
-    rank 0 writes the run directory.
+    rank 0 writes the run directory. Rank 0 holds the run folder's lock from its first look at it to
+    the last file written: a second ``privmed train`` into the same ``--out`` is refused (``RUN_BUSY``).
     """
     ranks = distributed.join_from_env(resolve_device(config.training.device))
     if ranks.world_size > 1 and not config.privacy.private:
         raise PrivmedError(distributed.NPROC_NEEDS_DP.format(nproc=ranks.world_size))
-    run = _prepare(config, resume=resume, data=data)
-    if ranks.lead:
-        _create_run_dir(run)
-    state = resume_state(run.checkpoint)
-    _train_candidates(run, state, on_epoch_end)
-    if ranks.lead:
-        _finish(run, state)
+    with rundir.folder_lock(Path(config.out), RUN_BUSY) if ranks.lead else contextlib.nullcontext():
+        run = _prepare(config, resume=resume, data=data)
+        if ranks.lead:
+            _create_run_dir(run)
+        state = resume_state(run.checkpoint)
+        _train_candidates(run, state, on_epoch_end)
+        if ranks.lead:
+            _finish(run, state)
     return run.out
 
 
