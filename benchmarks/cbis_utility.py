@@ -117,7 +117,7 @@ def front_end(name: str) -> nn.Module:
     given = FEATURES[name]
     input_norm, dihedral, blur, max_order = given + ("none", False, 0.0, 2)[len(given):]
     model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral, blur=blur,
-                                 max_order=max_order)
+                                 max_order=max_order, standardise=True)
     return ScatterNet(model.features, nn.Identity())
 
 

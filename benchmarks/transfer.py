@@ -48,11 +48,12 @@ from common import SHARED, parse_benchmark_args, run_facts
 DATA = str(SHARED / "cbis-ddsm-masses")
 #: recipe -> (model, model.args); every row names its front end in full, so it keeps its meaning when defaults change
 RECIPES: dict[str, tuple[str, dict]] = {
-    "today": ("scatter_linear", {"max_order": 1, "dihedral": True, "standardise": True}),
-    "o1_plain": ("scatter_linear", {"max_order": 1, "dihedral": False, "standardise": True}),
-    "o1_nostd": ("scatter_linear", {"max_order": 1, "dihedral": False, "standardise": False}),
-    "o2_nostd": ("scatter_linear", {"max_order": 2, "dihedral": False, "standardise": False}),
-    "win_o2_nostd": ("scatter_linear", {"max_order": 2, "dihedral": False, "standardise": False, "lesion_window": 0.5}),
+    "today": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": True, "standardise": True}),
+    "o1_plain": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": False, "standardise": True}),
+    "o1_nostd": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": False, "standardise": False}),
+    "o2_nostd": ("scatter_linear", {"input_norm": "none", "max_order": 2, "dihedral": False, "standardise": False}),
+    "win_o2_nostd": ("scatter_linear", {"input_norm": "none", "max_order": 2, "dihedral": False, "standardise": False,
+                                        "lesion_window": 0.5}),
     "z_o2_nostd": ("scatter_linear", {"max_order": 2, "dihedral": False, "standardise": False, "input_norm": "zscore"}),
     "q_o2_nostd": ("scatter_linear", {"max_order": 2, "dihedral": False, "standardise": False,
                                       "input_norm": "quantile"}),

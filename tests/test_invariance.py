@@ -58,21 +58,26 @@ def test_acquisition_augment_differs_per_image_and_stays_in_range():
     assert len({round(v, 4) for v in out.flatten(1).std(1).tolist()}) == 5
 
 
-def test_scatter_linear_is_dihedral_by_default_and_its_options_build_an_invariant_model():
+def test_scatter_linear_reads_grey_level_ranks_by_default_and_its_options_build_an_invariant_model():
     from privmed.models.scatter import build_scatter_linear
 
-    plain = build_scatter_linear(image_size=32, dihedral=False)
+    plain = build_scatter_linear(image_size=32, dihedral=False, input_norm="none", standardise=True)
     assert isinstance(plain.features, ScatterFeatures)  # the plain front end (and its cached features) as it was
     default = build_scatter_linear(image_size=32).eval()
-    assert isinstance(default.features, InvariantFeatures) and default.features.dihedral
+    assert isinstance(default.features, InvariantFeatures) and not default.features.dihedral
+    x = _images(2)
+    with torch.no_grad():  # no grey-level curve a scanner applies moves the default's output
+        for scanner in (lambda v: v ** 1.7, lambda v: 0.1 + 0.6 * v, torch.sqrt):
+            assert torch.allclose(default(scanner(x)), default(x), atol=1e-4)
+    rotated = build_scatter_linear(image_size=32, dihedral=True).eval()
     with torch.no_grad():
-        assert torch.allclose(default(_images(2).rot90(1, (-2, -1))), default(_images(2)), atol=1e-4)
+        assert torch.allclose(rotated(_images(2).rot90(1, (-2, -1))), rotated(_images(2)), atol=1e-4)
     model = build_scatter_linear(image_size=32, dihedral=True, input_norm="quantile").eval()
     x = _images(2)
     with torch.no_grad():
         reference = model(x)
         assert torch.allclose(model(x.flip(-1) ** 1.7), reference, atol=1e-4)
-    assert model.features.output_shape == plain.features.output_shape
+    assert model.features.output_shape == plain.features.output_shape == default.features.output_shape
 
 
 def test_the_invariances_are_model_args_of_scatter_linear_and_refused_for_other_models():
@@ -83,7 +88,8 @@ def test_the_invariances_are_model_args_of_scatter_linear_and_refused_for_other_
 
     config = config_from_dict({"data": {"image_size": 32}, "model": {"args": {"dihedral": True, "input_norm": "zscore"}}})
     assert isinstance(build_for_run(config, num_outputs=1).features, InvariantFeatures)
-    plain = config_from_dict({"data": {"image_size": 32}, "model": {"args": {"dihedral": False}}})
+    plain = config_from_dict({"data": {"image_size": 32},
+                              "model": {"args": {"input_norm": "none", "standardise": True}}})
     assert not isinstance(build_for_run(plain, num_outputs=1).features, InvariantFeatures)
     with pytest.raises(PrivmedError, match="dihedral"):
         config_from_dict({"model": {"name": "resnet9_small", "args": {"dihedral": True}}})
@@ -128,17 +134,20 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_defaults_changed_
 
     fast = ["--data", str(phantom_root), "--image-size", "32", "--epochs", "2", "--batch-size", "32", "--bootstrap", "100"]
     assert main(["train", *fast, "--out", str(tmp_path / "new")]) == 0
-    assert rundir.read_config_dict(tmp_path / "new")["model"]["args"] == {"dihedral": True, "max_order": 1}
-    # a run written before either default changed: trained on the plain second-order front end, its config.yaml
-    # without either key
+    assert rundir.read_config_dict(tmp_path / "new")["model"]["args"] == TODAY
+    # a run written before any default changed: trained on the plain second-order front end on raw grey levels,
+    # standardised, its config.yaml without any of the keys
     old = tmp_path / "old"
-    plain_second_order = ["--model-arg", "dihedral=false", "--model-arg", "max_order=2"]
+    plain_second_order = ["--model-arg", "dihedral=false", "--model-arg", "max_order=2", "--model-arg",
+                          "input_norm=none", "--model-arg", "standardise=true"]
     assert main(["train", *fast, "--out", str(old), *plain_second_order]) == 0
     raw = rundir.read_config_dict(old)
-    del raw["model"]["args"]["dihedral"], raw["model"]["args"]["max_order"]
+    for key in TODAY:
+        del raw["model"]["args"][key]
     (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
     _, model, _ = load_run(old)
     assert not isinstance(model.features, InvariantFeatures) and model.features.max_order == 2
+    assert isinstance(model.features.norm, torch.nn.GroupNorm)
     # so is one from before privacy.center existed: its head was centred by the released training mean
     del raw["privacy"]["center"]
     (old / rundir.CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -152,16 +161,24 @@ def test_a_run_records_its_front_end_and_a_run_from_before_the_defaults_changed_
     # resuming it under today's defaults would switch its front end: refused, naming the arguments
     code = main(["train", *fast, "--out", str(old), "--resume"])
     err = capsys.readouterr().err
-    assert code == 2 and "dihedral" in err and "max_order" in err
+    assert code == 2 and "input_norm" in err and "standardise" in err
 
 
-def test_a_run_recorded_between_the_two_default_changes_is_rebuilt_at_the_second_order():
+#: scatter_linear's front-end arguments today, recorded in every run
+TODAY = {"dihedral": False, "max_order": 2, "input_norm": "quantile", "standardise": False}
+
+
+def test_runs_recorded_between_the_default_changes_are_rebuilt_as_they_were_trained():
     from privmed.config import config_from_dict, config_from_run_dict
 
-    assert config_from_dict({}).model.args == {"dihedral": True, "max_order": 1}  # today's, recorded in every run
-    # written after dihedral was recorded and before max_order was: dihedral as recorded, the second order
+    assert config_from_dict({}).model.args == TODAY
+    # written after dihedral was recorded and before max_order was: dihedral as recorded, the second order, raw grey
+    # levels, standardised
     between = config_from_run_dict({"model": {"name": "scatter_linear", "args": {"dihedral": True}}})
-    assert between.model.args == {"dihedral": True, "max_order": 2}
+    assert between.model.args == {"dihedral": True, "max_order": 2, "input_norm": "none", "standardise": True}
+    # written after max_order was recorded (the first-order, rotation-averaged default) and before input_norm was
+    later = config_from_run_dict({"model": {"name": "scatter_linear", "args": {"dihedral": True, "max_order": 1}}})
+    assert later.model.args == {"dihedral": True, "max_order": 1, "input_norm": "none", "standardise": True}
 
 
 def test_first_order_scattering_keeps_the_first_1_plus_jl_coefficients_of_the_second_order_transform():

@@ -304,13 +304,13 @@ for _info in (
         builder=build_scatter_linear,
         grad_sample_mode="ew",
         spatial_dims=(2,),
-        description="First-order scattering (J=2 below 128 px, else 3; L=8) averaged over 8 rotations/reflections, "
-                    "4x4-pooled, log, "
-                    "per-sample standardised, centred + linear head; 2D",
+        description="Per-image grey-level ranks (quantile), second-order scattering (J=2 below 128 px, else 3; "
+                    "L=8), 4x4-pooled, log, centred + linear head; 2D",
         trainable_part="head",
-        # defaults changed since runs were first recorded: dihedral (issue 19's recipe grid; plain before) and
-        # max_order (cbis_utility's order rows; 2 before)
-        recorded_args={"dihedral": False, "max_order": 2},
+        # defaults changed since runs were first recorded, and the values runs written before were built with:
+        # dihedral (issue 19's recipe grid), max_order (cbis_utility's order rows), input_norm and standardise
+        # (transfer.md, issue 31)
+        recorded_args={"dihedral": False, "max_order": 2, "input_norm": "none", "standardise": True},
     ),
     ModelInfo(
         name="descriptor_linear",

@@ -173,32 +173,33 @@ def build_scatter_linear(
     J: int | None = None,
     L: int = 8,
     pool_size: int = 4,
-    input_norm: str = "none",
-    dihedral: bool = True,
+    input_norm: str = "quantile",
+    dihedral: bool = False,
     blur: float = 0.0,
-    max_order: int = 1,
+    max_order: int = 2,
     lesion_window: float = 0.0,
-    standardise: bool = True,
+    standardise: bool = False,
 ) -> ScatterNet:
-    """ScatterNet + linear: scattering (averaged over each image's 8 rotations and reflections) ->
-    4x4 avg pool -> log -> per-sample standardisation (GroupNorm with one group, no affine) ->
-    centring -> linear.
+    """ScatterNet + linear: each image's grey levels replaced by their normal scores (``input_norm="quantile"``)
+    -> second-order scattering -> 4x4 avg pool -> log -> centring -> linear.
 
-    Free invariances (:mod:`privmed.models.invariance`, issue 19): ``dihedral`` (on by default)
-    averages the features over each image's 8 rotations and reflections, so the head sees no
-    orientation: ahead on CBIS-DDSM in 18 of 18 DP-SGD schedules at every epsilon
-    (``benchmarks/results/cbis_recipe_grid.md``), at 7 times the scattering's compute; turn it off
-    (``dihedral=False``) where orientation carries the diagnosis (e.g. laterality in a chest
-    radiograph). ``input_norm`` (``"zscore"`` or ``"quantile"``) standardises each image's grey
-    levels first; ``blur`` low-passes each image (Gaussian, pixels). ``max_order`` (default 1) keeps the
-    first-order coefficients alone (1 + JL channels: 25 at J=3); ``max_order=2`` adds the second order
-    (L^2 J(J-1)/2 more: 217 in all), the default before it was measured against order 1 on validation and
-    on a shifted copy of it (``benchmarks/results/cbis_utility.md``, docs/models.md).
+    The default front end is chosen to read the lesion rather than the scanner
+    (``benchmarks/results/transfer.md``, docs/shortcuts.md): on the mean of val, deconfounded val and
+    leave-one-acquisition-cluster-out AUROC it is level with or ahead of every front end tried, and among those
+    level it is the one no grey-level curve can move: the per-image rank transform (``input_norm``: ``"quantile"``;
+    ``"zscore"`` for mean and spread alone, ``"none"`` for raw grey levels) gives every patch the same histogram, so
+    brightness, contrast and gamma, which differ between scanners and, on CBIS-DDSM, between the classes, are gone
+    before the scattering sees the image. Options: ``max_order`` (2: 1 + JL + L^2 J(J-1)/2 channels, 81 at J=2;
+    1: the first order alone), ``dihedral`` (average the features over each image's 8 rotations and reflections;
+    ahead on CBIS-DDSM val, but it cost about .05 AUROC at another hospital, issue 31), ``standardise`` (a
+    per-sample standardisation of the log features, GroupNorm with one group; the same finding), ``lesion_window``
+    (keep the central fraction of each side, flatten the rest: :class:`privmed.models.invariance.LesionWindow`),
+    ``blur`` (a Gaussian low-pass of each image, pixels). Runs record these arguments (``recorded_args``), and
+    runs from before a default changed rebuild as they were trained.
 
-    The log and the per-sample standardisation make every feature vector norm sqrt(D) and
-    its coordinates roughly Gaussian, which is what a linear model trained with clipped,
-    noisy gradients needs; the centre (training mean) is released privately by the trainer.
-    ``norm="batch"`` (non-private only) replaces standardisation and centring by a BatchNorm.
+    The head's centre (training mean) is released privately by the trainer; the log makes the coordinates
+    roughly Gaussian, which a linear model trained with clipped, noisy gradients needs. ``norm="batch"``
+    (non-private only) replaces the centring by a BatchNorm.
     """
     _check_dims(spatial_dims)
     _check_norm(norm)

@@ -83,20 +83,26 @@ def utility_caption(summary: pd.DataFrame, *, metric: str, what: str) -> str:
 
 def subgroup_chart(table: pd.DataFrame, *, value: str, title: str, zero_line: bool = False,
                    ci: tuple[str, str] | None = None) -> str:
-    """Small multiples, one panel per strategy: ``value`` per group against the classifier's ε
-    (non-private in its own slot, joined to nothing); ``ci``: columns of the interval drawn as error bars.
-    ``table``: one row per strategy, epsilon and group (suppressed groups already left out)."""
+    """Small multiples, one panel per strategy: ``value`` per group against the run's total ε, as the utility
+    chart places it (:func:`_utility_x`; non-private in its own slot, joined to nothing); ``ci``: columns of the
+    interval drawn as error bars. ``table``: one row per strategy, epsilon and group (suppressed groups already
+    left out), with ``total_epsilon`` and ``private`` (the share of private runs) when known."""
     strategies = list(dict.fromkeys(table["strategy"]))
     fig, axes = plt.subplots(1, len(strategies), figsize=(3.3 * len(strategies) + 1.6, 3.4), sharey=True,
                              squeeze=False)
-    finite = sorted({float(e) for e in table["epsilon"] if e != "inf"})
+    if "total_epsilon" in table and "private" in table:
+        table = table.assign(private_all=table["private"] == 1.0)
+        table = table.assign(x=_utility_x(table))
+    else:
+        table = table.assign(x=[math.inf if e == "inf" else float(e) for e in table["epsilon"]])
+    finite = sorted({x for x in table["x"] if math.isfinite(x)})
     slot = _non_private_slot(finite)
     groups = sorted(set(table["group"].astype(str)))
     for ax, strategy in zip(axes[0], strategies):
         part = table[table["strategy"] == strategy]
         for k, group in enumerate(groups):
             g = part[part["group"].astype(str) == group]
-            g = g.assign(x=[slot if e == "inf" else float(e) for e in g["epsilon"]]).sort_values("x")
+            g = g.assign(x=[slot if not math.isfinite(x) else x for x in g["x"]]).sort_values("x")
             shift = 1 + 0.04 * (k - (len(groups) - 1) / 2)  # groups side by side, so error bars do not hide
             for rows, style in ((g[g["epsilon"] != "inf"], "-"), (g[g["epsilon"] == "inf"], "none")):
                 if len(rows):
@@ -106,7 +112,7 @@ def subgroup_chart(table: pd.DataFrame, *, value: str, title: str, zero_line: bo
                                 markersize=4)
         if zero_line:
             ax.axhline(0.0, color="grey", linewidth=0.8)
-        _log_axis(ax, finite, slot, label="ε (classifier)")
+        _log_axis(ax, finite, slot, label="ε (total)")
         ax.set_title(strategy, fontsize=9)
     axes[0][0].set_ylabel(value.replace("_", " "))
     handles, labels = axes[0][0].get_legend_handles_labels()

@@ -112,7 +112,8 @@ def _honesty(study: StudyConfig, done: pd.DataFrame, out: Path) -> list:
                              f"their total ε is ∞.", "warning"), Bullets(items)]
     elif len(done):
         blocks.append(Paragraph(f"All {len(done)} finished runs are differentially private."))
-    with_free = done[done["free_inputs"] != ""] if "free_inputs" in done else done.iloc[:0]
+    private = done[done["private"].astype(bool)]  # a run that is not private has nothing to keep free
+    with_free = private[private["free_inputs"] != ""] if "free_inputs" in private else private.iloc[:0]
     if len(with_free):
         free = with_free.groupby("free_inputs", sort=False)["run"].apply(list)
         blocks += [Paragraph(FREE_INPUTS_HEADING),
@@ -259,19 +260,20 @@ def _attribute_section(study: StudyConfig, attribute: str, part: pd.DataFrame, t
     shown = part[~part["suppressed"].astype(bool)]
     blocks += _privileged_sentence(attribute, study.fairness.privileged.get(attribute), sorted(set(shown["group"])))
     cols = ["auroc", "auroc_ci_low", "auroc_ci_high", "accuracy", "sensitivity", "specificity", "positive_rate",
-            "auroc_parity_difference", "n", "train_n"]
+            "auroc_parity_difference", "n", "train_n", "total_epsilon", "private"]
+    shown = shown.assign(private=shown["private"].astype(float))  # the share of private runs, after the mean
     mean = mean_over_seeds(shown, ["strategy", "epsilon", "group"], cols)
     if len(mean):
         blocks.append(Chart(f"subgroup_auroc_{attribute}",
                             subgroup_chart(mean, value="auroc", title=f"Subgroup AUROC by {attribute}",
                                            ci=("auroc_ci_low", "auroc_ci_high")),
-                            f"Test AUROC of each {attribute} group against the classifier's ε, per strategy (mean "
+                            f"Test AUROC of each {attribute} group against the run's total ε, per strategy (mean "
                             f"over seeds); error bars: mean patient-level 95% bootstrap CI; groups drawn side by "
                             f"side; diamonds in the 'non-private' slot: ε = ∞, joined to no line."))
         blocks.append(Chart(f"parity_{attribute}", subgroup_chart(mean, value="auroc_parity_difference",
                                                                   title=f"AUROC parity difference by {attribute}",
                                                                   zero_line=True),
-                            f"AUROC parity difference of each {attribute} group against the classifier's ε "
+                            f"AUROC parity difference of each {attribute} group against the run's total ε "
                             f"(0 = parity; mean over seeds, no interval); diamonds in the 'non-private' slot: "
                             f"ε = ∞."))
     suppressed = part[part["suppressed"].astype(bool)][["strategy", "epsilon", "group"]].drop_duplicates()

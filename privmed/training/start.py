@@ -33,9 +33,9 @@ from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 PHANTOM_CENTRE_IMAGES = 1000
 PHANTOM_CENTRE_INPUT = ("The head's feature centre is the mean features of {n:,} phantom patches (drawn by a program, "
                         "no patient data), so it costs no privacy")
-PHANTOM_CENTRE_CORRECTED = ("The head's feature centre starts from the mean features of {n:,} phantom patches (drawn by a "
-                            "program, no patient data, free) and is corrected by the training data's per-channel mean, "
-                            "released with noise (the feature_centering stage)")
+PHANTOM_CENTRE_CORRECTED = ("The mean features of {n:,} phantom patches (drawn by a program, no patient data, free) are "
+                            "where the head's feature centre starts; its correction by the training data's per-channel "
+                            "mean is not free: it is the feature_centering stage, counted in epsilon")
 PHANTOM_CENTRE_SHAPE = ("privacy.center 'phantom' centres the head with the phantom, which draws one-channel 2D "
                         "patches, and this model takes {channels}-channel images; use privacy.center 'channels' (the "
                         "default) or 'private', which release the training mean privately for such images.")
