@@ -173,3 +173,19 @@ def test_the_fingerprint_names_a_touched_file_and_changed_settings(phantom_root,
         check_same_start(tmp_path, {"fingerprint": then}, start(epsilon=4))
     with pytest.raises(PrivmedError, match=r"privacy.clip_norm: 1.0 -> 2.0"):
         check_same_start(tmp_path, {"fingerprint": then}, {**then, "privacy": {**then["privacy"], "clip_norm": 2.0}})
+
+
+def test_a_short_key_and_a_broken_seals_file_are_refused(tmp_path, monkeypatch):
+    from privmed.errors import PrivmedError
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a record")
+    seal.seal(folder, ["a.txt"])
+    (folder / seal.SEALS).write_text('{"key_id": "x"')  # cut short
+    with pytest.raises(PrivmedError, match="is not a readable seals file"):
+        seal.verify(folder, ["a.txt"])
+    monkeypatch.setenv(seal.KEY_ENV, str(tmp_path / "short.key"))
+    (tmp_path / "short.key").write_text("too short\n")
+    with pytest.raises(PrivmedError, match=r"the seal key '.*short.key' cannot be used \(it holds 9 bytes"):
+        seal.seal(folder, ["a.txt"])
