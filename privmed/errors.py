@@ -99,6 +99,17 @@ CONFIG_UNREADABLE = ("'{path}' is not a readable run configuration ({reason}). R
 LEDGER_CHANGED = ("'{path}' is not the privacy ledger training wrote (its digest in '{seal}' differs, or it is "
                   "missing): the run's privacy claim cannot be trusted. Restore the original file, or train the run "
                   "again.")
+SEAL_BROKEN = ("'{path}' is not the record privmed sealed (its seal in '{seals}' fails under this machine's key: it "
+               "was edited, replaced, moved in from another folder, or removed): its claims cannot be trusted. "
+               "Restore the original file, or run the command that wrote it again.")
+SEALS_UNREADABLE = ("'{path}' is not a readable seals file ({reason}): the records beside it cannot be checked. "
+                    "Restore it, or run the command that wrote the folder again.")
+SEAL_KEY_UNREADABLE = ("the seal key '{path}' cannot be used ({reason}). Fix or remove the file (privmed then makes "
+                       "a new key; records sealed under the old one read as unverified), or point {env} at the "
+                       "team's key.")
+RESUME_DATA_CHANGED = ("cannot resume '{path}': {changes}, since the interrupted run started; the privacy already "
+                       "spent was accounted for the data and settings it started with. Resume with the original "
+                       "data and settings, or start a new run in another --out directory.")
 PRIVACY_RECORD_MISSING = ("'{path}' does not exist: there is no privacy record (privacy.json) there. Point at the folder "
                           "of a finished run, generator or synthetic sample (privmed writes the record last), or run "
                           "the command that makes it again.")

@@ -71,7 +71,7 @@ def print_run_summary(run: Path) -> None:
     metrics = rundir.read_json(Path(run) / rundir.METRICS)
     privacy = rundir.read_record(Path(run))
     print_metrics_table(metrics, title=f"run {run}", splits=["val", "test"])
-    print(f"  privacy: {privacy.summary}")
+    print(f"  privacy: {privacy.stated_summary}")
     for choice in privacy.validation_choices:
         print(f"  note: {choice}")
 
@@ -92,7 +92,7 @@ def privacy_line(run: Path) -> str:
     if not (Path(run) / rundir.PRIVACY).is_file():
         return "privacy unknown (no privacy.json)"
     privacy = rundir.read_record(Path(run))
-    return f"private: {privacy.summary}" if privacy.private else privacy.summary
+    return f"private: {privacy.stated_summary}" if privacy.private else privacy.stated_summary
 
 
 def print_audit(result: dict) -> None:

@@ -7,6 +7,7 @@ leaves a half-written JSON or CSV behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import yaml
 
-from privmed import safe_yaml
+from privmed import safe_yaml, seal
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
     CHECKPOINT_UNSAFE,
@@ -145,19 +146,48 @@ def read_json(path: Path) -> Any:
 
 
 def write_record(folder: Path, record: PrivacyRecord) -> None:
-    """Atomically write ``folder/privacy.json``: the one writer of privacy records (a run's or generator's
-    ledger, a synthetic sample's copy of it, the phantom's origin record)."""
+    """Atomically write ``folder/privacy.json`` and seal it (:mod:`privmed.seal`): the one writer of privacy
+    records (a run's or generator's ledger, a synthetic sample's copy of it, the phantom's origin record)."""
     write_json(Path(folder) / PRIVACY, record.to_dict())
+    seal.seal(folder, [PRIVACY])
+
+
+def upstream_entry(folder: Path, record: PrivacyRecord) -> str:
+    """How a record composed into another names it: its path, plain digest and seal (``record.seal``)."""
+    path = Path(folder) / PRIVACY
+    return f"{path.resolve()} sha256 {seal.file_digest(path)} ({record.seal or 'seal not checked'})"
+
+
+#: the records of a finished run that its seal covers
+RUN_RECORDS = (CONFIG, PRIVACY, METRICS, f"{CHECKPOINTS}/{BEST}")
+
+
+def seal_run(run: Path) -> None:
+    """Seal a finished run's records (:data:`RUN_RECORDS`) under this machine's key."""
+    seal.seal(run, [name for name in RUN_RECORDS if (Path(run) / name).is_file()])
+
+
+def verify_run(run: Path) -> seal.Verdict:
+    """Verify a run's records (refusing one whose seal fails) and, for a run sealed before keyed seals, its
+    ledger's plain digest; the verdict says whether they are verified or why not."""
+    verdict = seal.verify(run, RUN_RECORDS)
+    if not verdict.verified and (Path(run) / LEDGER_SEAL).is_file():
+        check_ledger(run)
+    return verdict
 
 
 def read_record(folder: Path) -> PrivacyRecord:
     """The privacy record in ``folder/privacy.json`` (a run, a generator, synthetic samples): the one reader.
     Refuses a missing file (:data:`~privmed.errors.PRIVACY_RECORD_MISSING`), invalid JSON and a mapping that is
-    not a privacy record (:data:`~privmed.errors.PRIVACY_RECORD_MALFORMED`), each naming the file."""
+    not a privacy record (:data:`~privmed.errors.PRIVACY_RECORD_MALFORMED`), each naming the file.
+    Verifies its seal (:func:`privmed.seal.verify`): a failing seal is refused, and the record's ``seal`` says
+    whether it was verified."""
     path = Path(folder) / PRIVACY
     if not path.is_file():
         raise PrivmedError(PRIVACY_RECORD_MISSING.format(path=path))
-    return PrivacyRecord.from_dict(read_json(path), where=str(path))
+    verdict = seal.verify(folder, [PRIVACY])
+    record = PrivacyRecord.from_dict(read_json(path), where=str(path))
+    return dataclasses.replace(record, seal=verdict.words())
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -287,6 +317,7 @@ def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: C
         return None
     if not last.is_file():
         raise PrivmedError(RESUME_NOTHING.format(path=out))
+    seal.verify(out, [CONFIG])
     changes = config_changes(stored_identity(read_config_dict(out)), identity)
     if changes:
         raise PrivmedError(RESUME_CONFIG_CHANGED.format(path=out, changes="; ".join(changes)))

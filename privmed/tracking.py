@@ -121,7 +121,7 @@ class MlflowTracker(Tracker):
         if (out / rundir.PRIVACY).is_file():
             ledger = rundir.read_record(out)
             self.mlflow.set_tags({"privmed/private": str(ledger.private),
-                                  "privmed/privacy_summary": ledger.summary[:4000]})
+                                  "privmed/privacy_summary": ledger.stated_summary[:4000], "privmed/seal": ledger.seal})
             if _finite(ledger.epsilon):
                 self.mlflow.log_metric("epsilon_total", float(ledger.epsilon))
         for name in ARTIFACTS:

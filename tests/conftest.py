@@ -12,6 +12,8 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # frozen features are cached on disk; tests keep theirs out of the user's cache (child processes inherit this)
 os.environ["PRIVMED_CACHE"] = tempfile.mkdtemp(prefix="privmed-test-cache-")
+# records are sealed under a key of the tests' own (privmed/seal.py), never the user's
+os.environ["PRIVMED_SEAL_KEY"] = os.path.join(tempfile.mkdtemp(prefix="privmed-test-seal-"), "seal.key")
 
 SHARED_DATA = Path(os.environ.get("PRIVMED_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 CBIS = SHARED_DATA / "cbis-ddsm-masses"

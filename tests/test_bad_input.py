@@ -445,8 +445,9 @@ def test_evaluate_refuses_a_run_whose_privacy_ledger_was_edited(run_copy, phanto
     ledger = run_copy / rundir.PRIVACY
     ledger.write_text(ledger.read_text().replace('"private": false', '"private": true'))
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
-    assert_refused(code, err, "is not the privacy ledger training wrote")
+    assert_refused(code, err, "is not the record privmed sealed")  # the keyed seal (tests/test_seal.py)
     rundir.seal_ledger(run_copy)  # re-sealing the edited ledger beside it: the checkpoint still holds the digest
+    (run_copy / "seals.json").unlink()  # without keyed seals, as runs written before them
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
     assert_refused(code, err, "is not the privacy ledger training wrote")
 

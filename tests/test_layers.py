@@ -38,7 +38,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "privmed"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("privmed", "privmed.errors", "privmed.safe_yaml", "privmed.threads", "privmed.workers")),
     ("privacy", ("privmed.privacy",)),
-    ("rundir", ("privmed.rundir",)),
+    ("rundir", ("privmed.seal", "privmed.rundir")),
     ("models", ("privmed.models",)),
     ("config", ("privmed.config",)),
     ("data", ("privmed.data",)),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.config import DataConfig, config_from_dict
 from privmed.data.sources import load_dataset
 from privmed.errors import PrivmedError
@@ -209,7 +209,11 @@ def test_sample_writes_classes_manifest_and_privacy_record(dp_generator, dp_samp
     assert len(manifest) == 60 and manifest["synthetic"].all()
     assert manifest["label"].value_counts().to_dict() == {0: 30, 1: 30}
     assert all((dp_samples / p).is_file() for p in manifest["path"])
-    assert rundir.read_json(dp_samples / "privacy.json") == rundir.read_json(dp_generator / rundir.PRIVACY)
+    copied = rundir.read_json(dp_samples / "privacy.json")
+    upstream = copied.pop("upstream")  # the generator's record, named by path, digest and seal
+    assert copied == rundir.read_json(dp_generator / rundir.PRIVACY)
+    assert upstream == [f"{(dp_generator / rundir.PRIVACY).resolve()} sha256 "
+                        f"{seal.file_digest(dp_generator / rundir.PRIVACY)} (seal verified)"]
 
 
 @pytest.mark.slow

@@ -158,7 +158,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     out = evolve(config)
     print(f"{config.evolve.n // 2 * 2} evolved phantom images written to {out} (manifest.csv, privacy.json, "
           f"population.npz, history.csv, preview.png)")
-    print(f"  privacy of the evolution: {rundir.read_record(out).summary}")
+    print(f"  privacy of the evolution: {rundir.read_record(out).stated_summary}")
     return 0
 
 
@@ -177,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = train_generator(config, resume=args.resume)
 
     print(f"generator written to {out / GENERATOR_FILE}; sample grids in {out / 'grids'}")
-    print(f"  privacy: {rundir.read_record(out).summary}")
+    print(f"  privacy: {rundir.read_record(out).stated_summary}")
     return 0
 
 
@@ -189,7 +189,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     rundir.check_writable(args.out)
     out = sample(args.generator, n=args.n, out=args.out, seed=args.seed)
     print(f"{args.n // 2 * 2} synthetic images written to {out} (manifest.csv, privacy.json)")
-    print(f"  privacy of the generator: {rundir.read_record(out).summary}")
+    print(f"  privacy of the generator: {rundir.read_record(out).stated_summary}")
     return 0
 
 

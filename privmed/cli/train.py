@@ -173,12 +173,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``privmed evaluate``: a trained run on a data set, at its own validation thresholds."""
     from privmed.evaluation.external import evaluate_run
-    from privmed.reporting import print_metrics_table
+    from privmed.reporting import print_metrics_table, privacy_line
 
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
                                  n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)
     print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
+    print(f"  the run's records: {result['run_seal']}")
+    print(f"  privacy: {privacy_line(Path(args.run))}")
     print(f"written to {where}")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset, check_patient_disjoint, load_dataset
 from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, TARGET_MISMATCH, PrivmedError
@@ -30,15 +30,17 @@ MIN_RESAMPLES = 40
 
 
 def load_run(run: Path) -> tuple[RunConfig, torch.nn.Module, dict]:
-    """The run's config, its model with the selected checkpoint loaded, and its metrics.json."""
+    """The run's config, its model with the selected checkpoint loaded, and its metrics.json, whose ``seal`` says
+    whether the run's records were verified (:func:`privmed.rundir.verify_run`)."""
     best = run / rundir.CHECKPOINTS / rundir.BEST
     if not (run / rundir.CONFIG).is_file() or not best.is_file() or not (run / rundir.METRICS).is_file():
         raise PrivmedError(f"'{run}' is not a finished privmed run (needs {rundir.CONFIG}, {rundir.METRICS} and "
                            f"{rundir.CHECKPOINTS}/{rundir.BEST}). Train it first, or resume it with --resume.")
     state = rundir.load_checkpoint(best, fix="Train the run again (or resume it, if its last.pt is intact).")
+    verdict = rundir.verify_run(run)  # a record whose keyed seal fails is refused
     rundir.check_ledger(run, kept=state.get("ledger_sha256"))
     config = config_from_run_dict(rundir.read_config_dict(run))
-    metrics = rundir.read_json(run / rundir.METRICS)
+    metrics = {**rundir.read_json(run / rundir.METRICS), "seal": verdict.words()}
     # the checkpoint holds every trained weight; only a frozen backbone comes from the weights file again
     if config.model.freeze != "none":
         check_same_weights(config.model.weights, recorded=state.get("weights_sha256"))
@@ -118,6 +120,7 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
            {"run_label_names": run_metrics["label_names"]}),  # the run's target, under the name given here
         "thresholds": dict(zip(part.label_names, thresholds.tolist())),
         "threshold_rule": "chosen on the run's own validation split, applied unchanged",
+        "run_seal": run_metrics["seal"],
         "splits": {split: split_metrics(part, scores, thresholds, n_resamples=n_resamples, seed=config.training.seed,
                                         score_images=lambda x: predict(model, x),
                                         lesion_fraction=config.data.lesion_fraction)},
@@ -125,6 +128,7 @@ def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", lab
     where = evaluation_dir(run, name or part.name, split)
     rundir.write_json(where / rundir.METRICS, result)
     rundir.write_csv(where / rundir.PREDICTIONS, predictions_frame(part, {split: scores}))
+    seal.seal(where, [rundir.METRICS, rundir.PREDICTIONS])
     return result, where
 
 

@@ -40,6 +40,7 @@ class PrivacyLedger:
     non_private_reasons: list[str] = field(default_factory=list)
     validation_choices: list[str] = field(default_factory=list)
     free_inputs: list[str] = field(default_factory=list)  # sentences: inputs made without private data, no cost
+    upstream: list[str] = field(default_factory=list)  # records composed into this one: path, digest, seal
 
     @classmethod
     def for_unit(cls, unit: PrivacyUnit, *, delta: float, accountant: str, clip_norm: float,
@@ -123,5 +124,6 @@ class PrivacyLedger:
             non_private_reasons=tuple(self.reasons),
             validation_choices=tuple(self.validation_choices),
             free_inputs=tuple(self.free_inputs),
+            upstream=tuple(self.upstream),
             summary=self._summary(eps, alone),
         )

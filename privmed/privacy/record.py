@@ -14,7 +14,7 @@ a non-finite float is written as the string ``"inf"`` (``"-inf"``, ``"nan"``) an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from privmed.errors import PRIVACY_RECORD_MALFORMED, PrivmedError
@@ -70,6 +70,17 @@ class PrivacyRecord:
     free_inputs: tuple[str, ...] = ()
     data_independent: bool = False
     source: str | None = None
+    upstream: tuple[str, ...] = ()  # the records composed into this one, each by its digest and seal, in words
+    #: how the file was verified when read (``privmed.seal``): '' when not read from a file, 'seal verified',
+    #: or 'unverified: why'; never written
+    seal: str = field(default="", compare=False)
+
+    @property
+    def stated_summary(self) -> str:
+        """The summary, with the record's seal in words when it, or a record composed into it, is unverified."""
+        notes = [f"record {self.seal}"] if self.seal.startswith("unverified") else []
+        notes += [f"upstream record {entry}" for entry in self.upstream if "unverified" in entry]
+        return self.summary + "".join(f" [{note}]" for note in notes)
 
     @classmethod
     def data_independent_origin(cls, *, source: str, summary: str) -> "PrivacyRecord":
@@ -99,6 +110,7 @@ class PrivacyRecord:
             "non_private_reasons": list(self.non_private_reasons),
             "validation_choices": list(self.validation_choices),
             "free_inputs": list(self.free_inputs),
+            **({"upstream": list(self.upstream)} if self.upstream else {}),
             "summary": self.summary,
         }
 
@@ -202,6 +214,7 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "steps": _count, "clip_norm": _number, "n_private_samples": _count, "unit": _text, "protects": _optional(_text),
     "max_images_per_patient": _optional(_count), "stages": _stages, "non_private_reasons": _texts,
     "validation_choices": _texts, "free_inputs": _texts, "data_independent": _bool, "source": _optional(_text),
+    "upstream": _texts,
 }
 #: the fields every ledger record has held since privmed's first version (the rest have defaults)
 _LEDGER_REQUIRED = ("private", "epsilon", "delta", "accountant", "noise_multiplier", "sample_rate", "steps",

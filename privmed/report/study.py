@@ -321,14 +321,15 @@ def _privileged_sentence(attribute: str, privileged: str | None, groups: list[st
 def _ledgers(done: pd.DataFrame, out: Path) -> list:
     blocks: list = [Heading("Privacy ledgers")]
     for row in done.itertuples():
-        record = rundir.read_record(out / row.dir)
-        inner: list = [Paragraph(record.summary if record.private else
-                                 "NOT private: " + " ".join(record.non_private_reasons), "" if record.private
-                                 else "warning")]
+        record, verdict = rundir.read_record(out / row.dir), rundir.verify_run(out / row.dir)
+        text = record.stated_summary if record.private else "NOT private: " + " ".join(record.non_private_reasons)
+        if not verdict.verified and verdict.words() not in text:
+            text += f" [records {verdict.words()}]"
+        inner: list = [Paragraph(text, "" if record.private and verdict.verified else "warning")]
         if record.stages:
             inner.append(Table(pd.DataFrame([s.to_dict() for s in record.stages])))
-        blocks.append(Details(f"{row.run}: " + (f"ε = {record.epsilon:.3g}" if record.private
-                                                else "not private"), tuple(inner)))
+        blocks.append(Details(f"{row.run}: " + (f"ε = {record.epsilon:.3g}" if record.private else "not private")
+                              + ("" if verdict.verified else " (unverified)"), tuple(inner)))
     return blocks
 
 

@@ -38,7 +38,7 @@ def synthetic_section(study: StudyConfig, out: Path) -> list:
     references: dict[int, list] = {}  # the real images' diversity at each synthetic image size
     for k, (path, (strategy, kind, public)) in enumerate(sources.items()):
         privacy = ("declared public by the user: no privacy cost, on that declaration" if public else
-                   rundir.read_record(Path(path)).summary if (Path(path) / rundir.PRIVACY).is_file()
+                   rundir.read_record(Path(path)).stated_summary if (Path(path) / rundir.PRIVACY).is_file()
                    else "no privacy record: origin unknown")
         images, labels, names, size = synthetic_images(path, n=16, image_size=None)
         with tempfile.TemporaryDirectory() as tmp:

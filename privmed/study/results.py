@@ -89,9 +89,10 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
         row["error"] = CHANGED.format(run=run, changes="; ".join(drift)) if drift else status.get("error", "")
         row["dir"] = str(run.relative_to(out))
         return row
+    verdict = rundir.verify_run(run)  # a record whose keyed seal fails is refused
     privacy = rundir.read_record(run)
     metrics = rundir.read_json(run / rundir.METRICS)
-    row.update(status="finished", private=privacy.private,
+    row.update(status="finished", private=privacy.private, seal=verdict.words(),
                total_epsilon=float(privacy.epsilon) if privacy.private else math.inf,
                unit=privacy.unit,
                not_private_because=" ".join(privacy.non_private_reasons),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset
 from privmed.privacy.ledger import PrivacyLedger
@@ -56,6 +56,7 @@ def write_output(config: EvolveConfig, final: list[dict], *, ledger: PrivacyLedg
     write_image_grid(images[order], labels[order], out / PREVIEW, per_class=8, class_names=names,
                      title=f"private evolution after {config.evolve.rounds} rounds")
     rundir.write_record(out, ledger.record())
+    seal.seal(out, [rundir.CONFIG, MANIFEST, POPULATION])
     rundir.append_log(out, ledger.summary())
     return out
 

@@ -9,6 +9,7 @@ Deterministic for a seed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.errors import FOLDER_NOT_EMPTY, PATH_MISSING, TOO_FEW_IMAGES, PrivmedError
 
 from .gan import NOISE_DIM, Generator
@@ -82,11 +83,14 @@ def sample(folder: str | Path, *, n: int, out: str | Path, seed: int = 0) -> Pat
     gen, record = load_generator(folder)
     rundir.check_folder_names(record["class_names"], f"the class names of generator '{folder}'")
     privacy = rundir.read_record(folder)  # the generator's record, refused before anything is written
+    seal.verify(folder, [GENERATOR_FILE, rundir.CONFIG])  # an edited generator.pt or config.yaml is refused
+    privacy = dataclasses.replace(privacy, upstream=(*privacy.upstream, rundir.upstream_entry(folder, privacy)))
     images, labels = generate(gen, n_per_class=n // gen.num_classes, seed=seed)
     digest = hashlib.sha256((folder / GENERATOR_FILE).read_bytes()).hexdigest()[:12]
     write_image_tree(out, images, labels, class_names=tuple(record["class_names"]), generator=folder, digest=digest,
                      seed=seed)
-    rundir.write_record(out, privacy)  # a current record reads and writes back byte for byte
+    rundir.write_record(out, privacy)  # the generator's record, naming it (and its seal) as upstream
+    seal.seal(out, [MANIFEST])
     return out
 
 

@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
@@ -155,6 +155,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
               "epochs": g.epochs, "state": ema.state_dict()}
     torch.save(record, out / GENERATOR_FILE)
     rundir.write_record(out, ledger.record())
+    seal.seal(out, [rundir.CONFIG, GENERATOR_FILE])  # with privacy.json: what synth sample and audits read
     rundir.append_log(out, ledger.summary())
     return out
 

@@ -141,6 +141,7 @@ def start_ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "Sy
                                     n_private=n)
     if synthetic is not None:
         ledger.mechanisms.extend(synthetic.source.mechanisms)
+        ledger.upstream.extend(synthetic.source.upstream)
         if synthetic.source.non_private_reason:
             ledger.non_private_reasons.append(synthetic.source.non_private_reason)
         if synthetic.source.free_input:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.config import DataConfig, SyntheticConfig, section_from_dict
 from privmed.data.duplicates import near_duplicates, pixel_hash
 from privmed.data.sources import MANIFEST_NAMES, Dataset, load_dataset
@@ -63,6 +63,7 @@ class SyntheticSource:
     generator: str | None  # the generator's folder, or the phantom's description; None when unknown
     free_input: str | None = None  # why the images cost nothing (phantom, declared public), for the ledger
     unit: str = "image"  # the unit of privacy of the generator's stages (records before units: image)
+    upstream: tuple[str, ...] = ()  # the folder's record (and what it names) by digest and seal, for the ledger
 
 
 def load_synthetic(config: SyntheticConfig, data: DataConfig, *, label_name: str,
@@ -175,19 +176,26 @@ def _manifest_first_row(root: Path) -> pd.DataFrame:
 
 
 def _with_origin(images: Dataset, root: Path) -> SyntheticSource:
-    record = rundir.read_record(root) if (root / rundir.PRIVACY).is_file() else None
+    record = rundir.read_record(root) if (root / rundir.PRIVACY).is_file() else None  # a broken seal: refused
+    upstream = ()
+    if record is not None:
+        verdict = seal.verify(root, [n for n in MANIFEST_NAMES if n != rundir.PRIVACY])
+        if not verdict.verified and record.seal.startswith("seal verified"):
+            record = dataclasses.replace(record, seal=verdict.words())
+        upstream = (*record.upstream, rundir.upstream_entry(root, record))
     if record is not None and record.data_independent:
         return SyntheticSource(images, [], None, record.source,
                                free_input=f"Synthetic images from {record.source}: made without patient data, "
-                                          "so they cost no privacy")
+                                          "so they cost no privacy", upstream=upstream)
     first_row = _manifest_first_row(root)
     if record is None or "synthetic" not in first_row.columns:
-        return SyntheticSource(images, [], UNKNOWN_ORIGIN.format(path=root), None)
+        return SyntheticSource(images, [], UNKNOWN_ORIGIN.format(path=root), None, upstream=upstream)
     generator = str(first_row["generator"].iloc[0])
     if not record.private:
-        return SyntheticSource(images, [], NON_PRIVATE_GENERATOR.format(path=root, generator=generator), generator)
+        return SyntheticSource(images, [], NON_PRIVATE_GENERATOR.format(path=root, generator=generator), generator,
+                               upstream=upstream)
     mechanisms = [Mechanism(s.stage, float(s.noise_multiplier), float(s.sample_rate), s.steps) for s in record.stages]
-    return SyntheticSource(images, mechanisms, None, generator, unit=record.unit)
+    return SyntheticSource(images, mechanisms, None, generator, unit=record.unit, upstream=upstream)
 
 
 def classifier_layer(net: nn.Module) -> nn.Linear:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.config import RunConfig, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import RUN_BUSY, PrivmedError
@@ -51,7 +51,8 @@ from privmed.privacy.ledger import PrivacyLedger
 
 from . import distributed
 from .batch_fit import fit_physical_batch
-from .checkpoint import TrainState, check_out_dir, restore, resume_state, save_checkpoint
+from .checkpoint import (TrainState, check_out_dir, check_same_start, fingerprint, restore, resume_state,
+                         save_checkpoint)
 from .average import evaluated
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .in_memory import FittedModel, train_in_memory
@@ -86,6 +87,7 @@ class Run:
     plan: PrivacyPlan
     ledger: PrivacyLedger
     candidates: list
+    start: dict  # the training set's and privacy settings' fingerprint, kept in every checkpoint
 
 
 def train(config: RunConfig, *, resume: bool = False, on_epoch_end: EpochCallback | None = None,
@@ -136,14 +138,17 @@ def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) ->
                         has_center=releases_centre(net, synthetic=synthetic, public=public,
                                                     source=config.privacy.center))
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
+    start = fingerprint(train_data, config, plan)
+    check_same_start(out, checkpoint, start)  # a resume on other data or settings: refused
     return Run(config, out, checkpoint, device, data, model, net, inputs, x_fit, y_fit, synthetic, public, plan,
-               ledger, candidates)
+               ledger, candidates, start)
 
 
 def _create_run_dir(run: Run) -> None:
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
     save_config(run.config, run.out / rundir.CONFIG)
+    seal.seal(run.out, [rundir.CONFIG])  # what --resume reads again
     for note in run.data.notes:  # e.g. where the class names came from
         rundir.append_log(run.out, note)
 
@@ -197,7 +202,7 @@ def _end_epoch(run: Run, state: TrainState, fit, candidate: int, *, loss: float,
     row = {**({"candidate": candidate} if len(run.candidates) > 1 else {}), "epoch": state.epoch, "loss": loss,
            "val_auroc": val_auroc, "epsilon": spent, "seconds": seconds}
     state.history.append(row)
-    save_checkpoint(run.out, run.net, fit, state, run.plan)
+    save_checkpoint(run.out, run.net, fit, state, run.plan, run.start)
     rundir.write_csv(run.out / rundir.HISTORY, pd.DataFrame(state.history))
     rundir.append_log(run.out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in row.items()))
@@ -215,6 +220,7 @@ def _finish(run: Run, state: TrainState) -> None:
     torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
                 "weights_sha256": weights_digest(config.model.weights)},
                out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger or weights
+    rundir.seal_run(out)  # config, ledger, metrics and best.pt under the keyed seal (privmed.seal)
     rundir.append_log(out, ledger.summary())
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from privmed import rundir
+from privmed import rundir, seal
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 from privmed.privacy.record import PrivacyRecord
 
@@ -62,3 +62,4 @@ def _write_origin(root: Path, spec: PhantomSpec) -> None:
         source=source, summary=f"{source}: drawn by a fixed program from a seed, from no patient data; using these "
                               f"images costs no privacy.")
     rundir.write_record(root, record)  # where `privmed synth sample` puts a generator's record
+    seal.seal(root, ["metadata.csv"])
