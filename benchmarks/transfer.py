@@ -19,7 +19,7 @@ side replaced by the surround) and ``shifted_test_auroc`` (:func:`privmed.data.s
 both classes alike: a robustness check, not evidence of transfer). The criterion is the mean of the three choice
 columns, over seeds; CBIS val has 102 patients, so differences under about .03 are noise.
 
-    python benchmarks/transfer.py --recipes today q_o2 --epsilons 1 6 inf --seeds 5
+    python benchmarks/transfer.py --recipes o1_dih_std q_o2_nostd --epsilons 1 6 inf --seeds 5
 
 Writes ``benchmarks/results/transfer.{csv,md}`` (rows already in the csv are kept unless ``--fresh``).
 """
@@ -48,7 +48,7 @@ from common import SHARED, parse_benchmark_args, run_facts
 DATA = str(SHARED / "cbis-ddsm-masses")
 #: recipe -> (model, model.args); every row names its front end in full, so it keeps its meaning when defaults change
 RECIPES: dict[str, tuple[str, dict]] = {
-    "today": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": True, "standardise": True}),
+    "o1_dih_std": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": True, "standardise": True}),
     "o1_plain": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": False, "standardise": True}),
     "o1_nostd": ("scatter_linear", {"input_norm": "none", "max_order": 1, "dihedral": False, "standardise": False}),
     "o2_nostd": ("scatter_linear", {"input_norm": "none", "max_order": 2, "dihedral": False, "standardise": False}),
@@ -66,6 +66,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                           "input_norm": "quantile"}),
     "descriptors": ("descriptor_linear", {}),
 }
+#: privmed's default front end (``scatter_linear`` with no arguments) and the one it replaced
+DEFAULT, BEFORE = "q_o2_nostd", "o1_dih_std"
 CHOICE = ("val_auroc", "deconfounded_val_auroc", "cluster_out_auroc")
 COLUMNS = ["recipe", "unit", "epsilon", "seed", *CHOICE, "test_auroc", "deconfounded_test_auroc",
            "acquisition_baseline_test_auroc", "lesion_masked_test_auroc", "shifted_test_auroc"]
@@ -137,6 +139,24 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def paired(table: pd.DataFrame) -> pd.DataFrame:
+    """The default's criterion minus each other recipe's, paired by epsilon and seed: mean and 95% t-interval."""
+    from scipy import stats
+
+    crit = table.assign(criterion=table[list(CHOICE)].mean(axis=1)).set_index(["recipe", "epsilon", "seed"])
+    rows = []
+    for recipe in dict.fromkeys(table["recipe"]):
+        for epsilon in dict.fromkeys(table["epsilon"]):
+            if recipe == DEFAULT or (recipe, epsilon) not in crit.index.droplevel(2):
+                continue
+            both = crit.loc[DEFAULT].loc[epsilon, "criterion"] - crit.loc[recipe].loc[epsilon, "criterion"]
+            both = both.dropna()
+            half = stats.t.ppf(0.975, len(both) - 1) * both.std(ddof=1) / np.sqrt(len(both)) if len(both) > 1 else np.nan
+            rows.append({"recipe": recipe, "epsilon": epsilon, "difference": both.mean(), "low": both.mean() - half,
+                         "high": both.mean() + half, "seeds": len(both)})
+    return pd.DataFrame(rows)
+
+
 def markdown(table: pd.DataFrame, facts: str, size: int) -> list[str]:
     s = summary(table)
     head = ["recipe", "ε", "criterion", "val", "deconf. val", "cluster-out", "test", "deconf. test",
@@ -150,7 +170,14 @@ def markdown(table: pd.DataFrame, facts: str, size: int) -> list[str]:
         cells = [r.criterion, r.val_auroc, r.deconfounded_val_auroc, r.cluster_out_auroc, r.test_auroc,
                  r.deconfounded_test_auroc, r.acquisition_baseline_test_auroc, r.lesion_masked_test_auroc,
                  r.shifted_test_auroc]
-        lines.append(f"| {r.recipe} | {eps} | " + " | ".join(f"{v:.3f}" for v in cells) + f" | {r.seeds} |")
+        name = f"**{r.recipe}** (default)" if r.recipe == DEFAULT else r.recipe
+        lines.append(f"| {name} | {eps} | " + " | ".join(f"{v:.3f}" for v in cells) + f" | {r.seeds} |")
+    lines += ["", f"The default (`{DEFAULT}`) minus each recipe on the criterion, paired by seed (mean and 95% "
+              f"t-interval over seeds; an interval holding 0: level):", "",
+              "| recipe | ε | difference | 95% interval | seeds |", "|---|---|---|---|---|"]
+    for r in paired(table).itertuples(index=False):
+        eps = "∞" if math.isinf(r.epsilon) else f"{r.epsilon:g}"
+        lines.append(f"| {r.recipe} | {eps} | {r.difference:+.3f} | [{r.low:+.3f}, {r.high:+.3f}] | {r.seeds} |")
     return lines + ["", "Recipes (model and its arguments):", ""] + [
         f"- `{name}`: `{model}` {args}" for name, (model, args) in RECIPES.items() if name in set(s["recipe"])] + [
         "", facts]
@@ -158,7 +185,7 @@ def markdown(table: pd.DataFrame, facts: str, size: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipes", nargs="+", default=["today", "q_o2_nostd"], choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=[BEFORE, DEFAULT], choices=list(RECIPES))
     parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 6.0, math.inf])
     parser.add_argument("--image-size", type=int, default=DataConfig.image_size)
     parser.add_argument("--fresh", action="store_true")

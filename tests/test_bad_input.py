@@ -314,6 +314,9 @@ def test_evaluate_with_a_truncated_best_checkpoint_says_so(run_copy, phantom_roo
 def test_evaluate_with_a_malformed_config_says_so(run_copy, phantom_root, capsys):
     (run_copy / rundir.CONFIG).write_text("data: {path: [unclosed\n")
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not the record privmed sealed", run_copy / "evaluations")  # an edited sealed run
+    (run_copy / "seals.json").unlink()  # a run from before keyed seals: the file itself is read, and found malformed
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
     assert_refused(code, err, "is not a readable run configuration", run_copy / "evaluations")
     (run_copy / rundir.CONFIG).write_text("just a string\n")
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
@@ -612,6 +615,9 @@ def test_a_cut_short_status_json_is_refused_by_report(noiseless_study, tmp_path,
 def test_evaluate_a_run_whose_metrics_json_was_cut_short(run_copy, phantom_root, capsys):
     metrics = run_copy / rundir.METRICS
     metrics.write_text(metrics.read_text()[:50])
+    code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
+    assert_refused(code, err, "is not the record privmed sealed", run_copy / "evaluations")  # an edited sealed run
+    (run_copy / "seals.json").unlink()  # a run from before keyed seals: the file itself is read, and found cut short
     code, _, err = run_cli(capsys, "evaluate", run_copy, "--data", phantom_root, "--bootstrap", 100)
     assert_refused(code, err, "is not valid JSON", run_copy / "evaluations")
 

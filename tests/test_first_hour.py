@@ -119,6 +119,7 @@ def test_readme_train_evaluate_compare_on_an_external_class_folder_set(tmp_path,
     # a run recorded before its classes were named after their folders (it predicts label=1) on its own data
     old = tmp_path / "runs" / "old"
     shutil.copytree(private, old)
+    (old / "seals.json").unlink()  # recorded before keyed seals, too: read as unverified
     metrics = json.loads((old / rundir.METRICS).read_text())
     metrics["label_names"], metrics["thresholds"] = ["label=1"], {"label=1": metrics["thresholds"]["malignant"]}
     (old / rundir.METRICS).write_text(json.dumps(metrics))

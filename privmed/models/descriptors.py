@@ -125,12 +125,12 @@ class DescriptorNet(FrontEndClassifier):
 def build_descriptor_linear(*, spatial_dims: int = 2, in_channels: int = 1, num_outputs: int = 1, image_size: int = 64,
                             norm: str = "group", window: float = 0.5) -> DescriptorNet:
     """Lesion descriptors (:class:`LesionDescriptors`) -> centred -> linear. The centre is the training mean,
-    released with noise and composed like a scattering head's (``privacy.center`` private)."""
+    released with noise and composed like a scattering head's (``privacy.center`` private). ``norm="batch"``
+    (non-private only) replaces the centring by a BatchNorm."""
     if spatial_dims != 2 or in_channels != 1:
         raise ValueError(f"lesion descriptors are for one-channel 2D images, got spatial_dims={spatial_dims}, "
                          f"in_channels={in_channels}")
-    if norm != "group":
-        raise ValueError("lesion descriptors take no norm: their head is linear")
     features = LesionDescriptors(window)
-    return DescriptorNet(features, nn.Sequential(FeatureCenter(len(NAMES)), nn.Linear(len(NAMES), num_outputs)))
+    first = [nn.BatchNorm2d(len(NAMES)), nn.Flatten(1)] if norm == "batch" else [FeatureCenter(len(NAMES))]
+    return DescriptorNet(features, nn.Sequential(*first, nn.Linear(len(NAMES), num_outputs)))
 
