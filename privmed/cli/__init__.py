@@ -1,6 +1,7 @@
 """The ``privmed`` command line (also ``python -m privmed``), one module per command group.
 
-:mod:`~privmed.cli.train` (``train``, ``evaluate``, ``compare``), :mod:`~privmed.cli.synth`
+:mod:`~privmed.cli.train` (``train``, ``evaluate``, ``compare``), :mod:`~privmed.cli.check` (``check``),
+:mod:`~privmed.cli.synth`
 (``synth train/sample/evaluate``), :mod:`~privmed.cli.audit` (``audit``, ``audit-synthetic``),
 :mod:`~privmed.cli.study` (``study``, ``report``, ``demo``), :mod:`~privmed.cli.data`
 (``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. Option defaults
@@ -22,7 +23,7 @@ quiet_openmp()  # before anything imports torch
 
 from privmed.errors import PrivmedError  # noqa: E402
 
-from . import audit, data, study, synth, train  # noqa: E402
+from . import audit, check, data, study, synth, train  # noqa: E402
 from .options import OPTION_KEYS, cli_overrides  # noqa: E402
 
 __all__ = ["OPTION_KEYS", "LineTracker", "build_parser", "cli_overrides", "main"]
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="privmed", description="Privacy-preserving medical-image AI.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command")  # subcommands are Parsers too, with the same help
-    for group in (train, data, audit, synth, study):
+    for group in (train, check, data, audit, synth, study):
         group.add_parsers(sub)
     return parser
 

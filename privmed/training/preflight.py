@@ -34,6 +34,21 @@ def check_before_training(config: RunConfig, *, resume: bool) -> "Dataset | None
     return check_schedule(config)
 
 
+def check_run(config: RunConfig, *, resume: bool) -> "Dataset":
+    """What ``privmed check`` runs: every check of :func:`check_before_training`, and the data and the synthetic
+    folder read and checked also where training would read them later (a resumed run, synthetic images in the
+    sampled set). Trains nothing and writes nothing; returns the data."""
+    from privmed.data.sources import load_dataset
+
+    from .start import synthetic_source
+
+    data = check_before_training(config, resume=resume)
+    if data is None:
+        data = load_dataset(config.data, stream=None)
+    synthetic_source(config, data)
+    return data
+
+
 def check_schedule(config: RunConfig) -> "Dataset | None":
     """The logical batch fits the training split, and the target epsilon is reachable by DP-SGD alone
     (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set).
