@@ -417,9 +417,11 @@ def section_from_dict(cls: type, section: Mapping[str, Any], where: str) -> Any:
 
 def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
     ann = str(annotation)
-    if value is None:
+    if value is None and "None" in ann:
         return None
     try:
+        if value is None:
+            raise ValueError("empty (null); give a value or leave the key out")
         if ann.startswith("tuple"):
             items = [value] if isinstance(value, (str, int, float)) else list(value)
             if ann.startswith("tuple[float"):

@@ -200,3 +200,5 @@ NPZ_PIXEL_RANGE = ("'{path}': {key} holds {dtype} values from {lo:g} to {hi:g}; 
 NON_FINITE_PIXELS = ("{what} holds {n} NaN or infinite pixel value(s): training on it would fail after it began. "
                      "Replace or remove the image{s}.")
 OUT_EMPTY = "--out '' names no folder. Give the folder to write to, e.g. --out runs/eps1."
+PATH_BLANK = ("manifest '{path}' has {n} row(s) without an image path in column '{column}' (first: line {row}). "
+              "Give every row its image's path, or drop the row.")

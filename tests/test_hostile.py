@@ -136,6 +136,7 @@ REFUSED_CONFIGS = [
     ("data: {seed: -1}\n", "data.seed = -1: must be an integer from 0"),
     ("out: ''\n", "run.out = '': give the run's folder"),
     ("tune: {lr: [0.1, .inf]}\n", "tune.lr = (0.1, inf): every value must be a finite number > 0"),
+    ("data: {label_columns: null}\n", "data.label_columns = None: empty (null); give a value or leave the key out"),
 ]
 
 
@@ -206,3 +207,11 @@ def test_a_blank_in_one_of_several_label_columns_is_refused(tmp_path, capsys):
                            "--out", tmp_path / "run")
     assert_refused(code, err, "label column 'b' of", tmp_path / "run")
     assert "has 1 empty values" in err
+
+
+def test_a_manifest_row_without_a_path_is_refused(tmp_path, capsys):
+    """Found by tests/test_fuzz.py: a blank path crashed in pathlib (TypeError) while looking for DICOM patients."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.csv").write_text("path,label\nimg0.png,0\n,1\n")
+    code, _, err = run_cli(capsys, "check", "--data", tmp_path / "data", "--out", tmp_path / "run")
+    assert_refused(code, err, "has 1 row(s) without an image path in column 'path' (first: line 3)", tmp_path / "run")

@@ -72,6 +72,9 @@ def npz_split(root: Path, split: str, images: np.ndarray, labels: np.ndarray, co
     if len(labels) != len(images):
         raise PrivmedError(NPZ_BAD_ARRAY.format(path=root, key=f"{split}_labels", split=split,
                                                 problem=f"holds {len(labels)} labels for {len(images)} images"))
+    if images.ndim < 2 or images.size == 0:
+        raise PrivmedError(NPZ_BAD_ARRAY.format(path=root, key=f"{split}_images", split=split,
+                                                problem=f"holds images of shape {images.shape[1:]}, with no pixels"))
     labels = labels.reshape(len(labels), -1)
     if labels.shape[1] == 0 or not np.isfinite(labels.astype(np.float64)).all():
         raise PrivmedError(NPZ_BAD_ARRAY.format(path=root, key=f"{split}_labels", split=split,
@@ -86,9 +89,6 @@ def npz_split(root: Path, split: str, images: np.ndarray, labels: np.ndarray, co
     if raw.ndim != config.spatial_dims + 1:
         raise PrivmedError(f"'{root}' holds images of shape {raw.shape[1:]}, not {config.spatial_dims}D; "
                            f"set data.spatial_dims (--spatial-dims) to match.")
-    if min(raw.shape[1:]) < 1:
-        raise PrivmedError(NPZ_BAD_ARRAY.format(path=root, key=f"{split}_images", split=split,
-                                                problem=f"holds images of shape {raw.shape[1:]}, with no pixels"))
     return np.stack([resize(a, size=config.image_size) for a in raw]), table
 
 

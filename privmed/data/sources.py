@@ -43,6 +43,7 @@ from privmed.errors import (
     NPZ_BAD_ARRAY,
     ONE_CLASS_SPLIT,
     OUTSIDE_DATA_ROOT,
+    PATH_BLANK,
     PATH_MISSING,
     PrivmedError,
 )
@@ -232,6 +233,10 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     for column in required:
         if column not in table.columns:
             raise PrivmedError(MISSING_COLUMN.format(path=manifest, column=column, columns=list(table.columns)))
+    blank = table[config.path_column].isna() | table[config.path_column].astype(str).str.strip().eq("")
+    if blank.any():
+        raise PrivmedError(PATH_BLANK.format(path=manifest, n=int(blank.sum()), column=config.path_column,
+                                             row=int(blank.to_numpy().nonzero()[0][0]) + 2))
     table = table.rename(columns={config.path_column: "path"})
     table["sample_id"] = table["path"].astype(str)
     table["split"] = table[config.split_column].astype(str) if config.split_column in table.columns else np.nan
