@@ -215,3 +215,13 @@ def test_a_manifest_row_without_a_path_is_refused(tmp_path, capsys):
     (tmp_path / "data" / "manifest.csv").write_text("path,label\nimg0.png,0\n,1\n")
     code, _, err = run_cli(capsys, "check", "--data", tmp_path / "data", "--out", tmp_path / "run")
     assert_refused(code, err, "has 1 row(s) without an image path in column 'path' (first: line 3)", tmp_path / "run")
+
+
+@pytest.mark.parametrize("command", [["study", "s.yaml"], ["demo"], ["synth", "sample", "gen"], ["synth", "train"],
+                                     ["synth", "evaluate", "gen", "--data", "d"], ["check"]], ids=" ".join)
+def test_an_empty_out_is_refused_by_every_command(tmp_path, capsys, monkeypatch, command):
+    """--out '' is no folder: once `study` and `demo` read it as the working folder, `train` as the default."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *command, "--out", "")
+    assert_refused(code, err, "--out '' names no folder")
+    assert list(tmp_path.iterdir()) == []

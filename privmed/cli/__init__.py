@@ -21,7 +21,7 @@ from privmed.threads import quiet_openmp
 
 quiet_openmp()  # before anything imports torch
 
-from privmed.errors import PrivmedError  # noqa: E402
+from privmed.errors import OUT_EMPTY, PrivmedError  # noqa: E402
 
 from . import audit, check, data, study, synth, train  # noqa: E402
 from .options import OPTION_KEYS, cli_overrides  # noqa: E402
@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     sys.stderr = tracked = LineTracker(stderr)  # progress bars write here; a message then starts its own line
     try:
+        if isinstance(getattr(args, "out", None), str) and not args.out.strip():  # '' would be the working folder
+            raise PrivmedError(OUT_EMPTY)
         if getattr(args, "bootstrap", None) is not None and args.handler is not train.cmd_train:  # train: its config
             from privmed.evaluation.external import check_resamples
 
