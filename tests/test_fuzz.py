@@ -103,7 +103,7 @@ def small_npz(tmp_path_factory) -> Path:
     return path
 
 
-@fuzz(60)
+@fuzz(100)
 @given(raw=CONFIGS)
 def test_fuzzed_config_files(small_npz, raw):
     if isinstance(raw, dict):  # the data is a small file unless the fuzz says otherwise
@@ -123,7 +123,7 @@ STUDY_VALUES = {"name": st.one_of(st.just("s"), SCALARS), "epsilons": st.one_of(
                                         st.dictionaries(st.text(max_size=4), VALUES, max_size=2))}
 
 
-@fuzz(100)
+@fuzz(200)
 @given(study=st.fixed_dictionaries({k: STUDY_VALUES.get(k, VALUES) for k in ("name", "base", "strategies",
                                                                               "epsilons", "seeds")},
                                    optional={k: VALUES for k in STUDY_KEYS if k not in STUDY_VALUES}))
@@ -155,7 +155,7 @@ ROWS = st.lists(st.fixed_dictionaries({"path": PATHS, "label": CELLS, "split": C
                 min_size=0, max_size=14)
 
 
-@fuzz(100)
+@fuzz(200)
 @given(rows=ROWS, columns=st.lists(st.sampled_from(["path", "label", "split", "patient_id", "age"]), unique=True,
                                    min_size=1, max_size=5))
 def test_fuzzed_manifests(png_folder, rows, columns):
@@ -181,7 +181,7 @@ ARRAYS = DTYPES.flatmap(lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dim
 NPZ_KEYS = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels")] + ["extra"]
 
 
-@fuzz(150)
+@fuzz(300)
 @given(arrays=st.fixed_dictionaries({}, optional={key: ARRAYS for key in NPZ_KEYS}),
        truncate=st.one_of(st.none(), st.integers(0, 400)))
 def test_fuzzed_npz_files(arrays, truncate):

@@ -196,6 +196,11 @@ def test_check_refuses_what_train_refuses(tmp_path, capsys):
     code, _, err = run_cli(capsys, "check", "--data", good, "--out", tmp_path / "run", "--image-size", 16,
                            "--batch-size", 1000, "--epsilon", 1)
     assert_refused(code, err, "--batch-size 1000 is larger than the", tmp_path / "run")
+    code, _, err = run_cli(capsys, "check", "--data", good, "--out", tmp_path / "run", "--image-size", 16,
+                           "--batch-size", 8, "--model-weights", tmp_path / "none.pt", "--freeze", "backbone")
+    assert_refused(code, err, "weights file '", tmp_path / "run")
+    code, _, err = run_cli(capsys, "check", "--data", good, "--out", tmp_path / "run", "--resume")
+    assert_refused(code, err, "--resume was given but", tmp_path / "run")
 
 
 def test_a_blank_in_one_of_several_label_columns_is_refused(tmp_path, capsys):
