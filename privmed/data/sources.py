@@ -29,7 +29,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
 from privmed.errors import (
@@ -47,6 +46,7 @@ from privmed.errors import (
     PATH_MISSING,
     PrivmedError,
 )
+from privmed.progress import progress
 
 from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
@@ -162,8 +162,7 @@ def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
 
 def check_no_copies_across_splits(ds: Dataset) -> None:
     """Raise if an image of one split is pixel-identical (at the loaded size) to one of another split."""
-    digests = [pixel_hash(image) for image in tqdm(ds.images, desc="checking images", unit="img", leave=False,
-                                                   disable=len(ds.images) < 1000 or None)]
+    digests = [pixel_hash(image) for image in progress(ds.images, desc="checking images for copies across splits", unit="img")]
     table = pd.DataFrame({"digest": digests, "split": ds.table["split"].astype(str).to_numpy(),
                           "sample": ds.table["sample_id"].astype(str).to_numpy()})
     first = table.drop_duplicates(["digest", "split"])
@@ -338,7 +337,7 @@ def _read_all(paths: list[Path], config: DataConfig, *, stream: bool | None = Fa
     if stream:
         return LazyImages(paths, size=config.image_size, spatial_dims=config.spatial_dims)
     images = [read_image(p, size=config.image_size, spatial_dims=config.spatial_dims)
-              for p in tqdm(paths, desc="reading images", unit="img", leave=False, disable=len(paths) < 200)]
+              for p in progress(paths, desc="reading images", unit="img")]
     return np.stack(images).astype(np.float32)
 
 

@@ -36,7 +36,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
 
 from privmed import rundir, seal
 from privmed.data.phantom import write_image_grid
@@ -45,6 +44,7 @@ from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, 
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
 from privmed.privacy.units import resolve_unit
+from privmed.progress import progress
 from privmed.training.private import make_plain, make_private, plan_schedule, resolve_device, spent_steps
 from privmed.training.trainer import seed_everything
 
@@ -115,7 +115,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     fixed_y = torch.arange(16) % 2
     expected_batch = schedule.expected_batch
     # progress in steps, so a long epoch moves the bar (the postfix says which epoch)
-    bar = tqdm(desc="generator", unit="step", initial=start * len(loader), total=g.epochs * len(loader))
+    bar = progress(desc="generator", unit="step", initial=start * len(loader), total=g.epochs * len(loader))
     for epoch in range(start, g.epochs):
         t0 = time.perf_counter()
         losses = []

@@ -28,6 +28,7 @@ from torch import nn
 from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
+from privmed.progress import progress
 
 from .dp_head import clip_rows
 
@@ -60,7 +61,8 @@ def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, dev
     features = _read_cached(key)
     if features is None:
         model.features.to(device).eval()
-        parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
+        starts = progress(range(0, len(images), chunk), desc="computing frozen features", unit="chunk")
+        parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in starts]
         features = torch.cat(parts) if parts else torch.zeros((0,))
         _write_cached(key, features)
     _FEATURE_CACHE[key] = features

@@ -38,7 +38,6 @@ from typing import Callable
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from privmed import rundir, seal
 from privmed.config import RunConfig, save_config
@@ -48,6 +47,7 @@ from privmed.evaluation.predictions import evaluate_predictions, predict, predic
 from privmed.models import build_for_run
 from privmed.models.pretrained import weights_digest
 from privmed.privacy.ledger import PrivacyLedger
+from privmed.progress import progress
 
 from . import distributed
 from .batch_fit import fit_physical_batch
@@ -160,9 +160,9 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
     prepare_start(net, run.x_fit, run.plan, run.ledger, config, run.checkpoint, run.synthetic, run.device,
                   run.public_centre)
     initial = copy.deepcopy(net.state_dict())
-    bar = tqdm(desc="training", unit="epoch", total=sum(c.epochs for c in candidates),
+    bar = progress(desc="training", unit="epoch", total=sum(c.epochs for c in candidates),
                initial=sum(c.epochs for c in candidates[:state.candidate]) + state.epoch,
-               disable=None if distributed.is_lead() else True)
+               disable=not distributed.is_lead())
     checkpoint = run.checkpoint
     for c in range(state.candidate, len(candidates)):
         candidate = dataclasses.replace(config, training=candidates[c])
