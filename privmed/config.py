@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from privmed import rundir, safe_yaml
+from privmed import atomic, rundir, safe_yaml
 from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
@@ -402,7 +402,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved configuration as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def section_from_dict(cls: type, section: Mapping[str, Any], where: str) -> Any:

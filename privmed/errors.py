@@ -226,3 +226,12 @@ NON_FINITE_PIXELS = ("{what} holds {n} NaN or infinite pixel value(s): training 
 OUT_EMPTY = "--out '' names no folder. Give the folder to write to, e.g. --out runs/eps1."
 PATH_BLANK = ("manifest '{path}' has {n} row(s) without an image path in column '{column}' (first: line {row}). "
               "Give every row its image's path, or drop the row.")
+
+# --------------------------------------------------------------------------- faults (issue 34)
+DISK_FULL = ("no space left on the disk at '{mount}' while writing '{path}': that file was not written, nothing "
+             "was overwritten and no partial file was left. Free space on that disk (or choose an --out on "
+             "another one) and run the command again; an interrupted run continues with --resume.")
+FOLDER_NOT_WRITABLE = ("cannot write '{path}': {reason} (the folder '{folder}' is read-only to this user). Make it "
+                       "writable, or copy what it holds to a folder you can write to and run the command there.")
+ACCESS_DENIED = ("cannot use '{path}': {reason}. Make it (and its folder) readable and writable by this user, or "
+                 "copy what you need to a folder you can write to and run the command there.")

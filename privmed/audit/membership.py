@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import io
 import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privmed import rundir
+from privmed import atomic, rundir
 from privmed.config import RunConfig
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import AUDIT_GROUP_NEEDS_PATIENT_UNIT, PrivmedError
@@ -330,6 +331,6 @@ def _train_shadow(job, threads: int) -> None:
                                                                              seed=config.training.seed + 1000 + k))
     fitted = _fit(shadow_config, fresh, population, mask, x_val, y_val, unit=unit)
     confidence = logit_confidence(predict(fitted.net, population.x), population.y.numpy())
-    tmp = where / f".shadow_{k}.tmp.npz"
-    np.savez(tmp, confidence=confidence, mask=mask)
-    tmp.replace(where / f"shadow_{k}.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, confidence=confidence, mask=mask)
+    atomic.write_bytes(where / f"shadow_{k}.npz", buffer.getvalue())

@@ -52,11 +52,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _speaks_for_all_ranks():
             tracked.message(f"privmed: error: {err}")
         return 2
+    except OSError as err:  # a full disk or a folder it may not write, met outside privmed.atomic's writers
+        message = _os_error_message(err)
+        if message is None:
+            raise
+        if _speaks_for_all_ranks():
+            tracked.message(f"privmed: error: {message}")
+        return 2
     except KeyboardInterrupt:
         tracked.message("privmed: interrupted; continue with the same command plus --resume.")
         return 130
     finally:
         sys.stderr = stderr
+
+
+def _os_error_message(err: OSError) -> str | None:
+    """One line for a full disk or a file or folder this user may not use (None: a bug, keep its traceback)."""
+    from pathlib import Path
+
+    from privmed.atomic import DENIED, FULL, mount_point
+    from privmed.errors import ACCESS_DENIED, DISK_FULL
+
+    path = Path(err.filename) if err.filename else Path.cwd()
+    if err.errno in FULL:
+        return DISK_FULL.format(mount=mount_point(path), path=path)
+    if isinstance(err, PermissionError) or err.errno in DENIED:
+        return ACCESS_DENIED.format(path=path, reason=err.strerror or "permission denied")
+    return None
 
 
 def _speaks_for_all_ranks() -> bool:

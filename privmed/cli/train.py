@@ -183,9 +183,11 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``privmed evaluate``: a trained run on a data set, at its own validation thresholds."""
+    from privmed.atomic import check_folder
     from privmed.evaluation.external import evaluate_run
     from privmed.reporting import print_metrics_table, privacy_line
 
+    check_folder(args.run)  # the evaluation is written into the run's folder
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
                                  n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from privmed import atomic
+from privmed.errors import PrivmedError
 from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
@@ -107,11 +108,9 @@ def _write_cached(key: tuple, features: torch.Tensor) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(features, tmp)
-        os.replace(tmp, path)
-    except OSError:  # a read-only home: the cache is an optimisation only
+        with atomic.replacing(path) as tmp:  # a full disk leaves no partial file in the cache
+            torch.save(features, tmp)
+    except (OSError, PrivmedError):  # a read-only home or a full disk: the cache is an optimisation only
         pass
 
 

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from privmed import rundir, seal
+from privmed import atomic, rundir, seal
 from privmed.config import RunConfig, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import RUN_BUSY, PrivmedError
@@ -217,9 +217,10 @@ def _finish(run: Run, state: TrainState) -> None:
     ledger.validation_choices.extend(validation_choices(config, run.candidates, state.best,
                                                        len(run.data.split("val"))))
     _write_results(out, run, ledger, state.best)
-    torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
-                "weights_sha256": weights_digest(config.model.weights)},
-               out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger or weights
+    best = {"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
+            "weights_sha256": weights_digest(config.model.weights)}
+    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.BEST) as tmp:
+        torch.save(best, tmp)  # evaluate, compare and audit refuse an edited ledger or weights
     rundir.seal_run(out)  # config, ledger, metrics and best.pt under the keyed seal (privmed.seal)
     rundir.append_log(out, ledger.summary())
 
