@@ -174,6 +174,19 @@ def seal_run(run: Path) -> None:
     seal.seal(run, [name for name in RUN_RECORDS if (Path(run) / name).is_file()])
 
 
+def run_finished(run: Path) -> bool:
+    """Whether training finished ``run``: its records are all there and sealed together, which
+    :func:`seal_run` does last (``best.pt`` is sealed nowhere else). A run killed between its results (e.g.
+    after ``metrics.json``, before ``privacy.json``) is not finished: ``--resume`` and a study continue it."""
+    run = Path(run)
+    if not all((run / name).is_file() for name in RUN_RECORDS):
+        return False
+    sealed = seal.read_seals(run)
+    if sealed is None:  # sealed before keyed seals: the ledger's digest, written before best.pt
+        return (run / LEDGER_SEAL).is_file()
+    return all(name in sealed["hmac_sha256"] for name in RUN_RECORDS)
+
+
 def verify_run(run: Path) -> seal.Verdict:
     """Verify a run's records (refusing one whose seal fails) and, for a run sealed before keyed seals, its
     ledger's plain digest; the verdict says whether they are verified or why not."""

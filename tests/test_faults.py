@@ -194,3 +194,49 @@ def test_report_of_a_chmod_read_only_study_folder_is_one_message(tmp_path, capsy
     finally:
         tmp_path.chmod(0o755)
     assert "read-only to this user" in line
+
+
+# --------------------------------------------------------------------------- nothing half-written, nothing lost
+
+
+def killed_before_the_ledger(monkeypatch):
+    """Kill training between metrics.json and privacy.json (as ``kill`` would, once)."""
+    write_record = rundir.write_record
+
+    def killed(folder, record):
+        if (Path(folder) / rundir.METRICS).is_file() and not (Path(folder) / rundir.PRIVACY).is_file():
+            monkeypatch.setattr(rundir, "write_record", write_record)
+            raise KeyboardInterrupt
+        return write_record(folder, record)
+
+    monkeypatch.setattr(rundir, "write_record", killed)
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_its_results_is_continued_by_resume(phantom_root, tmp_path, capsys, monkeypatch):
+    from privmed.study.state import finished
+
+    out = tmp_path / "run"
+    killed_before_the_ledger(monkeypatch)
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", out, *FAST)
+    assert code == 130 and (out / rundir.METRICS).is_file() and not (out / rundir.PRIVACY).is_file(), err
+    assert not finished(out) and not rundir.run_finished(out)
+    code, _, err = run_cli(capsys, "train", "--data", phantom_root, "--out", out, *FAST, "--resume")
+    assert code == 0, err
+    assert finished(out) and rundir.verify_run(out).verified
+    rundir.read_record(out)
+
+
+@pytest.mark.slow
+def test_a_study_reruns_a_run_killed_between_its_results(tmp_path, monkeypatch):
+    from privmed.study import run_study, study_from_dict
+
+    out = tmp_path / "study"
+    killed_before_the_ledger(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study_from_dict(TINY_STUDY), TINY_STUDY, out=out, progress=lambda _: None)
+    [run] = (out / "runs").iterdir()
+    assert (run / rundir.METRICS).is_file() and not (run / rundir.PRIVACY).is_file()
+    [outcome] = run_study(study_from_dict(TINY_STUDY), TINY_STUDY, out=out, progress=lambda _: None).outcomes
+    assert outcome.status == "finished" and rundir.run_finished(run)
+    rundir.read_record(run)

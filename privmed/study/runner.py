@@ -1,7 +1,7 @@
 """``privmed study``: make a study's generators, then run its grid on worker processes.
 
-Re-running the same command is how a study resumes: a finished run (its ``metrics.json``
-exists) is skipped, an interrupted one continues from its last checkpoint with the
+Re-running the same command is how a study resumes: a finished run (its records written and sealed,
+which training does last) is skipped, an interrupted one continues from its last checkpoint with the
 accountant's spend restored (``privmed train --resume``), and one that stopped before its
 first checkpoint starts again (nothing of it was released). A run that fails is recorded with
 its error in ``OUT/status.json`` and ``OUT/failed/<run>.txt`` and does not stop the others;

@@ -36,8 +36,8 @@ class CellOutcome:
 
 
 def finished(run: Path) -> bool:
-    """A run directory whose results are written."""
-    return (Path(run) / rundir.METRICS).is_file()
+    """A run directory whose results are all written and sealed (:func:`~privmed.rundir.run_finished`)."""
+    return rundir.run_finished(run)
 
 
 def evaluated(run: Path, spec) -> bool:
