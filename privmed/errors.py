@@ -235,3 +235,6 @@ FOLDER_NOT_WRITABLE = ("cannot write '{path}': {reason} (the folder '{folder}' i
                        "writable, or copy what it holds to a folder you can write to and run the command there.")
 ACCESS_DENIED = ("cannot use '{path}': {reason}. Make it (and its folder) readable and writable by this user, or "
                  "copy what you need to a folder you can write to and run the command there.")
+WORKER_KILLED = ("worker killed: the study's worker process running {run} died (kill -9, or the out-of-memory "
+                 "killer) and the runs it shared a pool with were stopped; the study went on with the others. Re-run "
+                 "the study to continue them from their last checkpoints.")

@@ -240,3 +240,45 @@ def test_a_study_reruns_a_run_killed_between_its_results(tmp_path, monkeypatch):
     [outcome] = run_study(study_from_dict(TINY_STUDY), TINY_STUDY, out=out, progress=lambda _: None).outcomes
     assert outcome.status == "finished" and rundir.run_finished(run)
     rundir.read_record(run)
+
+
+# --------------------------------------------------------------------------- a killed worker
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to find the workers")
+def test_a_study_worker_killed_with_sigkill_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from privmed.study.state import STATUS
+    from test_lifeline import alive, children, wait_for
+
+    raw = {**TINY_STUDY, "epsilons": [2, 4, 8],
+           "base": {**TINY_STUDY["base"], "training": {**TINY_STUDY["base"]["training"], "epochs": 3}}}
+    study_file, out = tmp_path / "study.yaml", tmp_path / "out"
+    rundir.write_yaml(study_file, raw)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-m", "privmed", "study", str(study_file), "--out", str(out),
+                               "--workers", "2", "--no-report"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any((out / "runs").glob(f"*/{rundir.CHECKPOINTS}/{rundir.LAST}")), 240), \
+            "the study's workers never wrote a checkpoint"
+        workers = [pid for pid in children(parent.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(pid)]
+        assert workers, "the study has no worker processes"
+        os.kill(workers[0], signal.SIGKILL)
+        stdout, stderr = parent.communicate(timeout=400)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert "Traceback" not in stderr and "BrokenProcessPool" not in stderr, stderr
+    status = rundir.read_json(out / STATUS)
+    failed = {run: entry for run, entry in status.items() if entry["status"] == "failed"}
+    assert failed and all(e["error"].startswith("worker killed") for e in failed.values()), status
+    assert all((out / "failed" / f"{run}.txt").is_file() for run in failed)
+    assert len(status) == 3 and any(e["status"] == "finished" for e in status.values()), status  # it went on
+    assert "worker killed" in stdout
