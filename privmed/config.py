@@ -21,13 +21,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
-from privmed import rundir, safe_yaml
+from privmed import atomic, rundir, safe_yaml
 from privmed.errors import PrivmedError
 
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
@@ -40,6 +42,12 @@ PRIVACY_UNITS = ("patient", "image")
 CENTER_SOURCES = ("auto", "phantom", "channels", "private")
 UNKNOWN_KEY = "unknown {where} key(s) {keys}; known keys: {known}."
 BAD_VALUE = "{where}.{key} = {value!r}: {why}."
+#: the most epochs a run may train (beyond, a typo: 1e12 epochs would never end)
+MAX_EPOCHS = 10_000
+#: seeds are what numpy accepts: 0 to 2**32 - 1
+MAX_SEED = 2**32 - 1
+#: the smallest delta privmed accepts: below it, (epsilon, delta) says nothing more than (epsilon, 0) would
+MIN_DELTA = 1e-12
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class DataConfig:
                 "give the central fraction of each side the lesion fills in lesion-centred data (e.g. 0.5), "
                 "or 0 when the images are not centred on a lesion")
         require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
+        require(0 <= self.seed <= MAX_SEED, "data", "seed", self.seed, f"must be an integer from 0 to {MAX_SEED}")
         if self.class_names is not None and len(self.class_names) == 1 and "," in self.class_names[0]:
             object.__setattr__(self, "class_names", tuple(n.strip() for n in self.class_names[0].split(",")))
         require(self.class_names is None or (len(self.class_names) == 2 and len(set(self.class_names)) == 2
@@ -151,6 +160,10 @@ class PrivacyConfig:
             raise PrivmedError(EPSILON_NOT_POSITIVE.format(epsilon=self.epsilon))
         require(self.delta is None or 0 < self.delta < 1, "privacy", "delta", self.delta,
                 "must be a number in (0, 1)")
+        require(self.delta is None or self.delta >= MIN_DELTA, "privacy", "delta", self.delta,
+                f"is below {MIN_DELTA:g}, too small to mean anything (the accountants cannot resolve it, and "
+                f"{MIN_DELTA:g} already makes a failure vanishingly rare); give a delta of at least {MIN_DELTA:g}, "
+                f"or leave it out for 1/(10 N)")
         require(self.noise_multiplier is None or 0 <= self.noise_multiplier < math.inf, "privacy",
                 "noise_multiplier", self.noise_multiplier, "must be a finite number >= 0")
         require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
@@ -159,8 +172,8 @@ class PrivacyConfig:
         require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
                 "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
         require(self.accountant in ACCOUNTANTS, "privacy", "accountant", self.accountant, "use 'prv' or 'rdp'")
-        require(self.center_noise_multiplier > 0, "privacy", "center_noise_multiplier",
-                self.center_noise_multiplier, "must be > 0")
+        require(0 < self.center_noise_multiplier < math.inf, "privacy", "center_noise_multiplier",
+                self.center_noise_multiplier, "must be a finite number > 0")
         require(self.center in CENTER_SOURCES, "privacy", "center", self.center,
                 "use 'auto', 'phantom' (the mean features of phantom patches: free) or 'private' (released with noise)")
         require(self.unit is None or self.unit in PRIVACY_UNITS, "privacy", "unit", self.unit,
@@ -197,8 +210,16 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "physical_batch_size", "augment_views"):
             require(getattr(self, key) >= 1, "training", key, getattr(self, key), "must be >= 1")
+        require(self.epochs <= MAX_EPOCHS, "training", "epochs", self.epochs, f"must be at most {MAX_EPOCHS}")
         require(self.optimizer in OPTIMIZERS, "training", "optimizer", self.optimizer, "use 'sgd' or 'adam'")
         require(self.lr > 0, "training", "lr", self.lr, "must be > 0")
+        require(math.isfinite(self.lr), "training", "lr", self.lr, "must be a finite number > 0")
+        require(0 <= self.momentum < 1, "training", "momentum", self.momentum, "must be in [0, 1) (0.9 typical)")
+        require(0 <= self.weight_decay < math.inf, "training", "weight_decay", self.weight_decay,
+                "must be a finite number >= 0 (0: none)")
+        require(0 <= self.seed <= MAX_SEED, "training", "seed", self.seed, f"must be an integer from 0 to {MAX_SEED}")
+        require(self.num_workers >= 0, "training", "num_workers", self.num_workers,
+                "must be >= 0 (0: images decoded in the training process)")
         require(self.augment or self.augment_views == 1, "training", "augment_views", self.augment_views,
                 "needs augment: true (the views are augmented copies of each image)")
         require(0.0 <= self.ema < 1.0, "training", "ema", self.ema, "must be in [0, 1): 0 is off, 0.9-0.999 typical")
@@ -239,9 +260,10 @@ class SyntheticConfig:
         require(self.use in SYNTHETIC_USES, "synthetic", "use", self.use, f"use one of {list(SYNTHETIC_USES)}")
         require(self.finetune in FINETUNE_MODES, "synthetic", "finetune", self.finetune,
                 f"use one of {list(FINETUNE_MODES)}")
-        require(self.pretrain_epochs >= 1, "synthetic", "pretrain_epochs", self.pretrain_epochs, "must be >= 1")
-        require(self.pretrain_lr is None or self.pretrain_lr > 0, "synthetic", "pretrain_lr", self.pretrain_lr,
-                "must be > 0")
+        require(1 <= self.pretrain_epochs <= MAX_EPOCHS, "synthetic", "pretrain_epochs", self.pretrain_epochs,
+                f"must be >= 1 and at most {MAX_EPOCHS}")
+        require(self.pretrain_lr is None or 0 < self.pretrain_lr < math.inf, "synthetic", "pretrain_lr",
+                self.pretrain_lr, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -261,9 +283,12 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         for key in ("lr", "epochs", "batch_size"):
-            require(all(v > 0 for v in getattr(self, key)), "tune", key, getattr(self, key), "every value must be > 0")
-        require(all(v >= 0 for v in self.weight_decay), "tune", "weight_decay", self.weight_decay,
-                "every value must be >= 0")
+            require(all(0 < v < math.inf for v in getattr(self, key)), "tune", key, getattr(self, key),
+                    "every value must be a finite number > 0")
+        require(all(v <= MAX_EPOCHS for v in self.epochs), "tune", "epochs", self.epochs,
+                f"every value must be at most {MAX_EPOCHS}")
+        require(all(0 <= v < math.inf for v in self.weight_decay), "tune", "weight_decay", self.weight_decay,
+                "every value must be a finite number >= 0")
 
     @property
     def grid(self) -> dict[str, tuple]:
@@ -292,6 +317,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         from privmed.models.registry import check_model_choice, recorded_defaults  # fails in a second, before data
 
+        require(isinstance(self.out, str) and self.out.strip() != "", "run", "out", self.out,
+                "give the run's folder (--out DIR)")
         check_model_choice(self.model.name, spatial_dims=self.data.spatial_dims, norm=self.model.norm,
                            args=self.model.args)
         for arg, value in recorded_defaults(self.model.name).items():  # in config.yaml even at their default
@@ -327,7 +354,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     kwargs: dict[str, Any] = {name: section_from_dict(cls, raw.get(name) or {}, name)
                               for name, cls in _SECTIONS.items()}
     if "out" in raw:
-        kwargs["out"] = str(raw["out"])
+        kwargs["out"] = raw["out"] if raw["out"] is None else str(raw["out"])
     return RunConfig(**kwargs)
 
 
@@ -375,7 +402,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved configuration as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def section_from_dict(cls: type, section: Mapping[str, Any], where: str) -> Any:
@@ -392,20 +419,22 @@ def section_from_dict(cls: type, section: Mapping[str, Any], where: str) -> Any:
 
 def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
     ann = str(annotation)
-    if value is None:
+    if value is None and "None" in ann:
         return None
     try:
+        if value is None:
+            raise ValueError("empty (null); give a value or leave the key out")
         if ann.startswith("tuple"):
             items = [value] if isinstance(value, (str, int, float)) else list(value)
             if ann.startswith("tuple[float"):
-                return tuple(float(v) for v in items)
+                return tuple(real(v) for v in items)
             if ann.startswith("tuple[int"):
-                return tuple(_integer(v) for v in items)
+                return tuple(integer(v) for v in items)
             return tuple(str(v) for v in items)
         if ann.startswith("float"):
-            return float(value)
+            return real(value)
         if ann.startswith("int"):
-            return _integer(value)
+            return integer(value)
         if ann.startswith("bool"):
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
@@ -414,15 +443,33 @@ def _coerce(value: Any, annotation: Any, where: str, key: str) -> Any:
             return bool(value)
         if ann.startswith("str"):
             return str(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise PrivmedError(BAD_VALUE.format(where=where, key=key, value=value, why=str(err))) from None
     return value
 
 
-def _integer(value: Any) -> int:
-    if isinstance(value, float) and not value.is_integer():
+def integer(value: Any) -> int:
+    """``value`` as an int: an int, an integral float or its text; never a boolean (``epochs: yes`` is not 1)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    number = real(value)
+    if not number.is_integer():
         raise ValueError("not an integer")
-    return int(value)
+    return int(number)
+
+
+def real(value: Any) -> float:
+    """``value`` as a float: a number or its text; never a boolean, and never a number written too large for a
+    float (``1e400``), which would silently become infinity (for epsilon: not private)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, str)):
+        raise ValueError(f"a {type(value).__name__}, not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if math.isinf(number) and isinstance(value, str) and value.strip().lstrip("+-").lower() not in ("inf", "infinity"):
+        raise ValueError("overflows to infinity; give a finite number (or write inf where infinity is meant)")
+    return number
 
 
 def reject_unknown(section: Mapping[str, Any], known: set[str], where: str) -> None:

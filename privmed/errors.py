@@ -212,3 +212,29 @@ NOT_A_CLASSIFIER = ("MONAI's {name} returns outputs of shape {shape}, not one sc
 MLFLOW_MISSING = ("MLflow tracking needs the 'mlflow-skinny' package: pip install 'privmed[tracking]' (or pip install "
                   "mlflow-skinny), or leave out --mlflow / --mlflow-uri.")
 MLFLOW_UNAVAILABLE = "cannot start an MLflow run at '{uri}': {reason}. Check --mlflow-uri (a folder or a server)."
+
+# --------------------------------------------------------------------------- hostile input (issue 34)
+NPZ_UNREADABLE = ("'{path}' is not a readable .npz file ({reason}): it is truncated or not made by numpy.savez. "
+                  "Save it again with numpy.savez_compressed.")
+NPZ_BAD_ARRAY = ("'{path}': array '{key}' {problem}. Save {split} images as a numeric (N, H, W) or (N, D, H, W) "
+                 "array and its labels as N numbers (or an (N, L) array for L labels), every split alike.")
+NPZ_PIXEL_RANGE = ("'{path}': {key} holds {dtype} values from {lo:g} to {hi:g}; privmed reads integer images by "
+                   "their type's range (uint8: 0-255, uint16: 0-65535) and float images in [0, 1] (or [0, 255]). "
+                   "Scale them into one of these ranges.")
+NON_FINITE_PIXELS = ("{what} holds {n} NaN or infinite pixel value(s): training on it would fail after it began. "
+                     "Replace or remove the image{s}.")
+OUT_EMPTY = "--out '' names no folder. Give the folder to write to, e.g. --out runs/eps1."
+PATH_BLANK = ("manifest '{path}' has {n} row(s) without an image path in column '{column}' (first: line {row}). "
+              "Give every row its image's path, or drop the row.")
+
+# --------------------------------------------------------------------------- faults (issue 34)
+DISK_FULL = ("no space left on the disk at '{mount}' while writing '{path}': that file was not written, nothing "
+             "was overwritten and no partial file was left. Free space on that disk (or choose an --out on "
+             "another one) and run the command again; an interrupted run continues with --resume.")
+FOLDER_NOT_WRITABLE = ("cannot write '{path}': {reason} (the folder '{folder}' is read-only to this user). Make it "
+                       "writable, or copy what it holds to a folder you can write to and run the command there.")
+ACCESS_DENIED = ("cannot use '{path}': {reason}. Make it (and its folder) readable and writable by this user, or "
+                 "copy what you need to a folder you can write to and run the command there.")
+WORKER_KILLED = ("worker killed: the study's worker process running {run} died (kill -9, or the out-of-memory "
+                 "killer) and the runs it shared a pool with were stopped; the study went on with the others. Re-run "
+                 "the study to continue them from their last checkpoints.")

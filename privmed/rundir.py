@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import yaml
 
-from privmed import safe_yaml, seal
+from privmed import atomic, safe_yaml, seal
 from privmed.errors import (
     CHECKPOINT_UNREADABLE,
     CHECKPOINT_UNSAFE,
@@ -101,8 +101,15 @@ def folder_lock(out: Path, busy: str) -> Iterator[None]:
 
     out = Path(out)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_FILE, "a+") as fh:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise atomic.write_error(err, out) from None
+    try:
+        fh = open(out / LOCK_FILE, "a+")
+    except OSError as err:  # a read-only folder: one message, no traceback
+        raise atomic.write_error(err, out / LOCK_FILE) from None
+    with fh:
         _acquire(fh, out, busy)
         try:
             yield
@@ -165,6 +172,19 @@ RUN_RECORDS = (CONFIG, PRIVACY, METRICS, f"{CHECKPOINTS}/{BEST}")
 def seal_run(run: Path) -> None:
     """Seal a finished run's records (:data:`RUN_RECORDS`) under this machine's key."""
     seal.seal(run, [name for name in RUN_RECORDS if (Path(run) / name).is_file()])
+
+
+def run_finished(run: Path) -> bool:
+    """Whether training finished ``run``: its records are all there and sealed together, which
+    :func:`seal_run` does last (``best.pt`` is sealed nowhere else). A run killed between its results (e.g.
+    after ``metrics.json``, before ``privacy.json``) is not finished: ``--resume`` and a study continue it."""
+    run = Path(run)
+    if not all((run / name).is_file() for name in RUN_RECORDS):
+        return False
+    sealed = seal.read_seals(run)
+    if sealed is None:  # sealed before keyed seals: the ledger's digest, written before best.pt
+        return (run / LEDGER_SEAL).is_file()
+    return all(name in sealed["hmac_sha256"] for name in RUN_RECORDS)
 
 
 def verify_run(run: Path) -> seal.Verdict:
@@ -296,8 +316,7 @@ def check_writable(path: str | Path) -> None:
 
 
 def append_log(run: Path, line: str) -> None:
-    with open(Path(run) / LOG, "a") as fh:
-        fh.write(line.rstrip("\n") + "\n")
+    atomic.append_text(Path(run) / LOG, line.rstrip("\n") + "\n")
 
 
 def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: Callable[[dict], dict[str, Any]],
@@ -354,19 +373,7 @@ def config_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files, like the report beside them
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic.write_text(path, text)  # a temporary file renamed over path: whole or not at all
 
 
 def _jsonable(obj: Any) -> Any:

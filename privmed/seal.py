@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from privmed import atomic
 from privmed.errors import SEAL_BROKEN, SEAL_KEY_UNREADABLE, SEALS_UNREADABLE, PrivmedError
 
 SEALS = "seals.json"
@@ -169,10 +170,4 @@ def verify(folder: Path, names: Iterable[str]) -> Verdict:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)

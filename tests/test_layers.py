@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module may import its own layer and any layer below it)::
 
-    base        privmed, errors, safe_yaml, threads, workers    no privmed imports but each other
+    base        privmed, atomic, errors, progress, safe_yaml, threads, workers    no privmed imports but each other
     privacy     accounting, ledger, units, randomness
     rundir      the run-directory layout and its files
     models      the model zoo and its registry
@@ -36,7 +36,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "privmed"
 
 #: lowest first; a module belongs to the layer of its longest listed prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("privmed", "privmed.errors", "privmed.safe_yaml", "privmed.threads", "privmed.workers")),
+    ("base", ("privmed", "privmed.atomic", "privmed.errors", "privmed.progress", "privmed.safe_yaml",
+              "privmed.threads", "privmed.workers")),
     ("privacy", ("privmed.privacy",)),
     ("rundir", ("privmed.seal", "privmed.rundir")),
     ("models", ("privmed.models",)),

@@ -101,9 +101,14 @@ def test_status_forgets_a_run_whose_folder_is_gone_and_learns_one_finished_elsew
 
     study = study_from_dict(STUDY)
     cells = study.cells(tmp_path)
+    from privmed.config import save_config
+
     first, second = (Path(c.config.out) for c in cells)
-    first.mkdir(parents=True)
-    (first / rundir.METRICS).write_text("{}")
+    (first / rundir.CHECKPOINTS).mkdir(parents=True)
+    save_config(cells[0].config, first / rundir.CONFIG)
+    for name in (rundir.METRICS, rundir.PRIVACY, f"{rundir.CHECKPOINTS}/{rundir.BEST}"):
+        (first / name).write_text("{}")
+    rundir.seal_run(first)  # all records written and sealed: finished
     rundir.write_json(tmp_path / STATUS, {cells[1].run_id: {"status": "finished", "seconds": 1.0, "error": ""}})
     sync_status(tmp_path, cells, study)
     status = rundir.read_json(tmp_path / STATUS)

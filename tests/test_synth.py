@@ -480,7 +480,7 @@ def test_the_generator_bar_moves_inside_an_epoch(phantom_root, tmp_path, monkeyp
         def close(self):
             pass
 
-    monkeypatch.setattr(synth_training, "tqdm", Recorder)
+    monkeypatch.setattr(synth_training, "progress", Recorder)
     train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0))
     steps = 2 * math.ceil(train_patients(phantom_root) / 32)
     [bar] = bars

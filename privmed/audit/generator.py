@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from privmed import rundir
+from privmed import atomic, rundir
 from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import PrivmedError
 from privmed.privacy.accounting import default_delta
@@ -92,7 +92,7 @@ def _write_training_data(root: Path, train: Dataset, test: Dataset, included: np
         Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), mode="L").save(root / path)
         rows.append({"path": path, "split": "train", "label": label, "patient_id": patient})
     manifest = root / "metadata.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
+    atomic.write_text(manifest, pd.DataFrame(rows).to_csv(index=False))
     return manifest
 
 

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import io
 import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -43,9 +44,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from privmed import rundir
+from privmed import atomic, rundir
 from privmed.config import RunConfig
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import AUDIT_GROUP_NEEDS_PATIENT_UNIT, PrivmedError
@@ -54,6 +54,7 @@ from privmed.evaluation.predictions import predict
 from privmed.models import build_for_run
 from privmed.privacy.accounting import default_delta
 from privmed.privacy.units import unit_name
+from privmed.progress import progress
 from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
 from privmed.workers import die_with_parent
@@ -290,7 +291,7 @@ def _shadows(where: Path, config: RunConfig, fresh, population: Population, x_va
     masks = shadow_masks(index.max() + 1, audit.shadows, seed=audit.seed + 1)[:, index]
     todo = [k for k in range(audit.shadows) if not (where / f"shadow_{k}.npz").is_file()]
     jobs = [(k, config, fresh, population, masks[k], x_val, y_val, where, unit) for k in todo]
-    bar = tqdm(total=audit.shadows, initial=audit.shadows - len(todo), desc="shadow models", unit="model")
+    bar = progress(total=audit.shadows, initial=audit.shadows - len(todo), desc="shadow models", unit="model")
     if audit.workers > 1 and len(jobs) > 1:
         threads = max(1, torch.get_num_threads() // audit.workers)
         with ProcessPoolExecutor(max_workers=audit.workers, initializer=die_with_parent) as pool:
@@ -330,6 +331,6 @@ def _train_shadow(job, threads: int) -> None:
                                                                              seed=config.training.seed + 1000 + k))
     fitted = _fit(shadow_config, fresh, population, mask, x_val, y_val, unit=unit)
     confidence = logit_confidence(predict(fitted.net, population.x), population.y.numpy())
-    tmp = where / f".shadow_{k}.tmp.npz"
-    np.savez(tmp, confidence=confidence, mask=mask)
-    tmp.replace(where / f"shadow_{k}.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, confidence=confidence, mask=mask)
+    atomic.write_bytes(where / f"shadow_{k}.npz", buffer.getvalue())

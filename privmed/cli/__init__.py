@@ -1,6 +1,7 @@
 """The ``privmed`` command line (also ``python -m privmed``), one module per command group.
 
-:mod:`~privmed.cli.train` (``train``, ``evaluate``, ``compare``), :mod:`~privmed.cli.synth`
+:mod:`~privmed.cli.train` (``train``, ``evaluate``, ``compare``), :mod:`~privmed.cli.check` (``check``),
+:mod:`~privmed.cli.synth`
 (``synth train/sample/evaluate``), :mod:`~privmed.cli.audit` (``audit``, ``audit-synthetic``),
 :mod:`~privmed.cli.study` (``study``, ``report``, ``demo``), :mod:`~privmed.cli.data`
 (``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. Option defaults
@@ -20,9 +21,9 @@ from privmed.threads import quiet_openmp
 
 quiet_openmp()  # before anything imports torch
 
-from privmed.errors import PrivmedError  # noqa: E402
+from privmed.errors import OUT_EMPTY, PrivmedError  # noqa: E402
 
-from . import audit, data, study, synth, train  # noqa: E402
+from . import audit, check, data, study, synth, train  # noqa: E402
 from .options import OPTION_KEYS, cli_overrides  # noqa: E402
 
 __all__ = ["OPTION_KEYS", "LineTracker", "build_parser", "cli_overrides", "main"]
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     sys.stderr = tracked = LineTracker(stderr)  # progress bars write here; a message then starts its own line
     try:
+        if isinstance(getattr(args, "out", None), str) and not args.out.strip():  # '' would be the working folder
+            raise PrivmedError(OUT_EMPTY)
         if getattr(args, "bootstrap", None) is not None and args.handler is not train.cmd_train:  # train: its config
             from privmed.evaluation.external import check_resamples
 
@@ -49,11 +52,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _speaks_for_all_ranks():
             tracked.message(f"privmed: error: {err}")
         return 2
+    except OSError as err:  # a full disk or a folder it may not write, met outside privmed.atomic's writers
+        message = _os_error_message(err)
+        if message is None:
+            raise
+        if _speaks_for_all_ranks():
+            tracked.message(f"privmed: error: {message}")
+        return 2
     except KeyboardInterrupt:
         tracked.message("privmed: interrupted; continue with the same command plus --resume.")
         return 130
     finally:
         sys.stderr = stderr
+
+
+def _os_error_message(err: OSError) -> str | None:
+    """One line for a full disk or a file or folder this user may not use (None: a bug, keep its traceback)."""
+    from pathlib import Path
+
+    from privmed.atomic import DENIED, FULL, mount_point
+    from privmed.errors import ACCESS_DENIED, DISK_FULL
+
+    path = Path(err.filename) if err.filename else Path.cwd()
+    if err.errno in FULL:
+        return DISK_FULL.format(mount=mount_point(path), path=path)
+    if isinstance(err, PermissionError) or err.errno in DENIED:
+        return ACCESS_DENIED.format(path=path, reason=err.strerror or "permission denied")
+    return None
 
 
 def _speaks_for_all_ranks() -> bool:
@@ -67,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="privmed", description="Privacy-preserving medical-image AI.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command")  # subcommands are Parsers too, with the same help
-    for group in (train, data, audit, synth, study):
+    for group in (train, check, data, audit, synth, study):
         group.add_parsers(sub)
     return parser
 

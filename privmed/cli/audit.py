@@ -75,9 +75,13 @@ def add_parsers(sub) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """``privmed audit``: membership inference against a trained run."""
+    from privmed.atomic import check_folder
     from privmed.audit.membership import audit_run
     from privmed.reporting import print_audit
 
+    for folder in (args.run, args.shadow_dir):  # the audit is written into the run's folder, shadows beside it
+        if folder:
+            check_folder(folder)
     config = AuditConfig(shadows=args.shadows, canaries=args.canaries, canary_kind=args.canary_kind,
                          images_per_canary=args.images_per_canary, workers=args.workers, seed=args.seed,
                          alpha=1 - args.confidence, bootstrap=args.bootstrap)

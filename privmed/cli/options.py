@@ -8,12 +8,13 @@ dataclasses' own, and their choices the configs' (:mod:`privmed.config`).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 from privmed.config import PRIVACY_UNITS, DataConfig, PrivacyConfig, merge
 from privmed.model_options import model_arg_overrides
-from privmed.errors import PATH_MISSING, PrivmedError
+from privmed.errors import OUT_EMPTY, PATH_MISSING, PrivmedError
 
 #: ``train`` option -> (config section, key). Options left unset do not override the YAML file.
 OPTION_KEYS: dict[str, tuple[str, str]] = {
@@ -79,6 +80,15 @@ def boolean(text: str) -> bool:
     return text.lower() in ("true", "yes", "1")
 
 
+def number(text: str) -> float | str:
+    """A float option; its text when it overflows to infinity without saying inf (``--epsilon 1e400`` is not
+    "not given"), for the config to refuse by name."""
+    value = float(text)
+    if math.isinf(value) and text.strip().lstrip("+-").lower() not in ("inf", "infinity"):
+        return text
+    return value
+
+
 def tune_option(text: str) -> tuple[str, list[str]]:
     """``lr=0.1,0.3`` -> ("lr", ["0.1", "0.3"]); the config checks the key and the values."""
     key, sep, values = text.partition("=")
@@ -122,7 +132,9 @@ def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = O
         overrides.setdefault("tune", {})[key] = values
     if getattr(args, "model_arg", None):
         overrides = merge(overrides, model_arg_overrides(args.model_arg))
-    if getattr(args, "out", None):
+    if getattr(args, "out", None) is not None:
+        if not args.out.strip():
+            raise PrivmedError(OUT_EMPTY)
         overrides["out"] = args.out
     return overrides
 

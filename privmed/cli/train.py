@@ -11,12 +11,29 @@ from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZ
 from privmed.model_options import parse_model_arg
 from privmed.tracking import add_tracking_options, tracker_from_args
 
-from .options import add_label_options, add_unit_options, boolean, cli_overrides, tune_option
+from .options import add_label_options, add_unit_options, boolean, cli_overrides, number, tune_option
 
 
 def add_parsers(sub) -> None:
     """The ``train``, ``evaluate`` and ``compare`` commands."""
     train = sub.add_parser("train", help="train a classifier, privately (--epsilon) or not")
+    add_run_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
+    ev.add_argument("run", help="run directory")
+    _add_evaluation_options(ev, whose="the run's")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="paired bootstrap test of two runs on the same data")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    _add_evaluation_options(cmp_, whose="run A's")
+    cmp_.set_defaults(handler=cmd_compare)
+
+
+def add_run_options(train: argparse.ArgumentParser) -> None:
+    """Every option of ``privmed train`` (``privmed check`` takes the same)."""
     train.add_argument("--config", help="YAML file with any of the options below (unknown keys are an error; default: none, the "
                             "options alone)")
     train.add_argument("--out", help=f"run directory (default {RunConfig.out})")
@@ -31,18 +48,6 @@ def add_parsers(sub) -> None:
                             "privmed train ... (default 1)")
     _add_model_options(train)
     add_tracking_options(train)
-    train.set_defaults(handler=cmd_train)
-
-    ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
-    ev.add_argument("run", help="run directory")
-    _add_evaluation_options(ev, whose="the run's")
-    ev.set_defaults(handler=cmd_evaluate)
-
-    cmp_ = sub.add_parser("compare", help="paired bootstrap test of two runs on the same data")
-    cmp_.add_argument("run_a")
-    cmp_.add_argument("run_b")
-    _add_evaluation_options(cmp_, whose="run A's")
-    cmp_.set_defaults(handler=cmd_compare)
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser, *, whose: str) -> None:
@@ -62,7 +67,7 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--allow-outside-data-root", action="store_true", default=None,
                        help="let a manifest list images outside its own folder (refused by default)")
     train.add_argument("--image-size", type=int, help=f"side in pixels (default {DataConfig.image_size})")
-    train.add_argument("--lesion-fraction", type=float,
+    train.add_argument("--lesion-fraction", type=number,
                        help=f"lesion-centred data: the central fraction of each side the lesion fills, for the "
                             f"lesion-masked AUROC (0: images not centred on a lesion; default {DataConfig.lesion_fraction})")
     train.add_argument("--spatial-dims", type=int, choices=SPATIAL_DIMS,
@@ -71,13 +76,13 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
 
 
 def _add_privacy_options(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--epsilon", type=float,
+    train.add_argument("--epsilon", type=number,
                        help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
                             "stages are composed on top and the total is reported; omit or inf = non-private (default inf)")
-    train.add_argument("--delta", type=float, help="delta (default 1/(10 N); must be < 1/N)")
-    train.add_argument("--noise-multiplier", type=float,
+    train.add_argument("--delta", type=number, help="delta (default 1/(10 N); must be < 1/N)")
+    train.add_argument("--noise-multiplier", type=number,
                        help="fixed DP-SGD noise instead of a target epsilon (default: calibrated to --epsilon)")
-    train.add_argument("--clip-norm", type=float,
+    train.add_argument("--clip-norm", type=number,
                        help=f"per-sample gradient clipping norm (default {PrivacyConfig.clip_norm})")
     train.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
     train.add_argument("--center", choices=CENTER_SOURCES,
@@ -100,14 +105,14 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=int, help=f"logical (expected, Poisson) batch size (default {t.batch_size})")
     train.add_argument("--physical-batch-size", type=int,
                        help=f"largest batch computed at once (memory only; default {t.physical_batch_size})")
-    train.add_argument("--lr", type=float, help=f"learning rate (default {t.lr})")
+    train.add_argument("--lr", type=number, help=f"learning rate (default {t.lr})")
     train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {t.optimizer}")
     train.add_argument("--seed", type=int, help=f"training seed (default {t.seed})")
     train.add_argument("--augment", type=boolean, metavar="{true,false}", help=f"default {str(t.augment).lower()}")
     train.add_argument("--augment-views", type=int, metavar="K",
                        help="augmentation multiplicity: K augmented views of each image, their gradients averaged "
                             f"before clipping (free of privacy; K times the compute; default {t.augment_views})")
-    train.add_argument("--ema", type=float, metavar="DECAY",
+    train.add_argument("--ema", type=number, metavar="DECAY",
                        help="validate and keep an exponential moving average of the weights with this decay per "
                             f"step (free of privacy: post-processing; e.g. 0.95; default {t.ema}: off)")
     train.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {t.device})")
@@ -127,7 +132,7 @@ def _add_synthetic_options(train: argparse.ArgumentParser) -> None:
                        help=f"re-initialise the head after pretraining (default {str(s.reinit_head).lower()})")
     train.add_argument("--pretrain-epochs", type=int,
                        help=f"epochs on synthetic images before fine-tuning (default {s.pretrain_epochs})")
-    train.add_argument("--pretrain-lr", type=float, help="learning rate of pretraining (default: --lr)")
+    train.add_argument("--pretrain-lr", type=number, help="learning rate of pretraining (default: --lr)")
     train.add_argument("--synthetic-public", action="store_true", default=None,
                        help="declare that the --synthetic folder holds no patient of --data (a public data set, or "
                             "a generator trained only on public data): it then costs no privacy, and the ledger "
@@ -152,13 +157,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``privmed train``: the config file, overridden by the options given; checks first, then trains."""
-    from privmed.config import config_from_dict, load_yaml, merge
     from privmed.reporting import print_run_summary
     from privmed.training.trainer import train_processes
     from privmed.training.preflight import check_before_training
 
-    base = load_yaml(args.config) if args.config else {}
-    config = config_from_dict(merge(base, cli_overrides(args)))
+    config = run_config(args)
     data = check_before_training(config, resume=args.resume)  # the data, read once for the checks and the run
     with tracker_from_args(args, params=config.to_dict(), run_name=Path(config.out).name) as tracker:  # no-op without --mlflow
         out = train_processes(config, resume=args.resume, nproc=args.nproc, on_epoch_end=tracker.log_epoch,
@@ -170,11 +173,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run's configuration: the ``--config`` file, overridden by the options given, validated."""
+    from privmed.config import config_from_dict, load_yaml, merge
+
+    base = load_yaml(args.config) if args.config else {}
+    return config_from_dict(merge(base, cli_overrides(args)))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``privmed evaluate``: a trained run on a data set, at its own validation thresholds."""
+    from privmed.atomic import check_folder
     from privmed.evaluation.external import evaluate_run
     from privmed.reporting import print_metrics_table, privacy_line
 
+    check_folder(args.run)  # the evaluation is written into the run's folder
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
                                  n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from privmed.errors import UNREADABLE_IMAGE, PrivmedError
+from privmed.errors import NON_FINITE_PIXELS, UNREADABLE_IMAGE, PrivmedError
 
 Reader = Callable[[Path], np.ndarray]
 
@@ -70,8 +70,10 @@ def _read_nifti(path: Path) -> np.ndarray:
 
 
 def _min_max(arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(arr)), float(np.max(arr))
-    return np.zeros_like(arr, dtype=np.float32) if hi <= lo else ((arr - lo) / (hi - lo)).astype(np.float32)
+    """Scaled to [0, 1] by its finite values (a NaN or infinite pixel stays one, for read_image to refuse)."""
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return ((arr - lo) / (hi - lo) if hi > lo else arr - lo).astype(np.float32)
 
 
 READERS: dict[str, Reader] = {
@@ -116,6 +118,9 @@ def read_image(path: str | Path, *, size: int, spatial_dims: int = 2) -> np.ndar
     except Exception as err:  # any decoder error: say which file, not where in the decoder
         raise PrivmedError(UNREADABLE_IMAGE.format(path=p, reason=f"{type(err).__name__}: {err}")) from None
     arr = np.squeeze(arr)
+    bad = int(arr.size - np.isfinite(arr).sum())
+    if bad:  # a NaN would reach the model only after training began
+        raise PrivmedError(NON_FINITE_PIXELS.format(what=f"image '{p}'", n=bad, s=""))
     if arr.ndim != spatial_dims:
         raise PrivmedError(UNREADABLE_IMAGE.format(
             path=p, reason=f"it has {arr.ndim} dimensions {arr.shape}, but the task is {spatial_dims}D "

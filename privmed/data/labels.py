@@ -43,7 +43,10 @@ def binarise(table: pd.DataFrame, columns: list[str], config: DataConfig, *, sou
     table = table.copy()
     if len(columns) > 1:
         for c in columns:
-            values = set(pd.unique(table[c].dropna()))
+            if table[c].isna().any():
+                raise PrivmedError(f"label column '{c}' of '{source}' has {int(table[c].isna().sum())} empty "
+                                   f"values. Fill or drop those rows.")
+            values = set(pd.unique(table[c]))
             if not values <= {0, 1}:
                 raise PrivmedError(NON_BINARY_LABEL.format(column=c, values=sorted(map(str, values))))
             table[c] = table[c].astype(int)

@@ -29,7 +29,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from privmed.config import DataConfig
 from privmed.errors import (
@@ -40,21 +39,23 @@ from privmed.errors import (
     MANIFEST_NOT_CSV,
     MISSING_COLUMN,
     NOT_UTF8,
+    NPZ_BAD_ARRAY,
     ONE_CLASS_SPLIT,
     OUTSIDE_DATA_ROOT,
+    PATH_BLANK,
     PATH_MISSING,
     PrivmedError,
 )
+from privmed.progress import progress
 
 from .duplicates import pixel_hash
 from .images import dicom_patient, is_image_file, read_image, resize
 from .labels import binarise, names_from_folders
 from .lazy import LazyImages, streams
+from .npz import npz_split, read_npz
 from .rows import check_manifest_rows, check_patient_disjoint, check_split_names
 
 SPLITS = ("train", "val", "test")
-#: Sizes of a trailing axis read as colour channels (grey + alpha, RGB, RGBA) and averaged to grey.
-COLOUR_CHANNELS = (2, 3, 4)
 MANIFEST_NAMES = ("metadata.csv", "manifest.csv")
 RESERVED_COLUMNS = {"sample_id", "split", "patient_id", "path", "class"}
 
@@ -161,8 +162,7 @@ def check_dataset(ds: Dataset, *, require_splits: tuple[str, ...]) -> None:
 
 def check_no_copies_across_splits(ds: Dataset) -> None:
     """Raise if an image of one split is pixel-identical (at the loaded size) to one of another split."""
-    digests = [pixel_hash(image) for image in tqdm(ds.images, desc="checking images", unit="img", leave=False,
-                                                   disable=len(ds.images) < 1000 or None)]
+    digests = [pixel_hash(image) for image in progress(ds.images, desc="checking images for copies across splits", unit="img")]
     table = pd.DataFrame({"digest": digests, "split": ds.table["split"].astype(str).to_numpy(),
                           "sample": ds.table["sample_id"].astype(str).to_numpy()})
     first = table.drop_duplicates(["digest", "split"])
@@ -195,33 +195,20 @@ def _is_npz(root: Path) -> bool:
 
 
 def _load_npz(root: Path, config: DataConfig, *, stream: bool | None = False) -> Dataset:  # arrays: read at once
-    with np.load(root) as npz:
-        parts = [s for s in SPLITS if f"{s}_images" in npz]
-        if not parts:
-            raise PrivmedError(f"'{root}' has no '<split>_images' arrays (keys: {sorted(npz.keys())}); "
-                               f"expected the MedMNIST layout train_images/train_labels/...")
-        arrays, tables = [], []
-        for split in parts:
-            if f"{split}_labels" not in npz:
-                raise PrivmedError(MISSING_COLUMN.format(path=root, column=f"{split}_labels", columns=sorted(npz.keys())))
-            imgs = npz[f"{split}_images"]
-            labels = npz[f"{split}_labels"]
-            labels = labels.reshape(len(labels), -1)
-            arrays.append(imgs)
-            t = pd.DataFrame({"sample_id": [f"{split}_{i:05d}" for i in range(len(imgs))], "split": split,
-                              "patient_id": np.nan})
-            for j in range(labels.shape[1]):
-                t[f"label_{j}" if labels.shape[1] > 1 else "label"] = labels[:, j]
-            tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
-    raw = np.concatenate(arrays).astype(np.float32)
-    raw = raw / 255.0 if raw.max() > 1 else raw
-    if raw.ndim == config.spatial_dims + 2 and raw.shape[-1] in COLOUR_CHANNELS:  # average the colour away
-        raw = raw.mean(-1)
-    if raw.ndim != config.spatial_dims + 1:
-        raise PrivmedError(f"'{root}' holds images of shape {raw.shape[1:]}, not {config.spatial_dims}D; "
-                           f"set data.spatial_dims (--spatial-dims) to match.")
-    images = np.stack([resize(a, size=config.image_size) for a in raw])
+    arrays = read_npz(root, SPLITS)
+    floats = [images for images, _ in arrays.values() if images.dtype.kind == "f"]
+    float_max = max((float(np.nanmax(images)) for images in floats if np.isfinite(images).any()), default=1.0)
+    parts = [npz_split(root, split, images, labels, config, float_max=float_max)
+             for split, (images, labels) in arrays.items()]
+    widths = {split: len([c for c in t.columns if c.startswith("label")]) for split, (_, t) in zip(arrays, parts)}
+    first, *others = widths
+    for split in others:
+        if widths[split] != widths[first]:
+            raise PrivmedError(NPZ_BAD_ARRAY.format(
+                path=root, key=f"{split}_labels", split="each split's", problem=f"has {widths[split]} column(s) but "
+                f"'{first}_labels' {widths[first]} (one-hot labels in one split only?)"))
+    table = pd.concat([t for _, t in parts], ignore_index=True)
+    images = np.concatenate([i for i, _ in parts])
     label_cols = [c for c in table.columns if c.startswith("label")]
     table, names = binarise(table, label_cols, config, source=root)
     return Dataset(root.stem, table, images, names, ())
@@ -245,6 +232,10 @@ def _load_manifest(root: Path, config: DataConfig, *, stream: bool | None = Fals
     for column in required:
         if column not in table.columns:
             raise PrivmedError(MISSING_COLUMN.format(path=manifest, column=column, columns=list(table.columns)))
+    blank = table[config.path_column].isna() | table[config.path_column].astype(str).str.strip().eq("")
+    if blank.any():
+        raise PrivmedError(PATH_BLANK.format(path=manifest, n=int(blank.sum()), column=config.path_column,
+                                             row=int(blank.to_numpy().nonzero()[0][0]) + 2))
     table = table.rename(columns={config.path_column: "path"})
     table["sample_id"] = table["path"].astype(str)
     table["split"] = table[config.split_column].astype(str) if config.split_column in table.columns else np.nan
@@ -346,7 +337,7 @@ def _read_all(paths: list[Path], config: DataConfig, *, stream: bool | None = Fa
     if stream:
         return LazyImages(paths, size=config.image_size, spatial_dims=config.spatial_dims)
     images = [read_image(p, size=config.image_size, spatial_dims=config.spatial_dims)
-              for p in tqdm(paths, desc="reading images", unit="img", leave=False, disable=len(paths) < 200)]
+              for p in progress(paths, desc="reading images", unit="img")]
     return np.stack(images).astype(np.float32)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from privmed import atomic
+
 FILES = "report_files"
 
 
@@ -178,10 +180,10 @@ def _markdown(block, files: Path) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in cells]
         return (f"*{md_text(block.caption)}*\n\n" if block.caption else "") + "\n".join(lines)
     if isinstance(block, Chart):
-        (files / f"{block.name}.svg").write_text(block.svg)
+        atomic.write_text(files / f"{block.name}.svg", block.svg)
         return f"![{md_text(block.caption)}]({files.name}/{block.name}.svg)\n\n*{md_text(block.caption)}*"
     if isinstance(block, Picture):
-        (files / f"{block.name}.png").write_bytes(block.png)
+        atomic.write_bytes(files / f"{block.name}.png", block.png)
         return f"![{md_text(block.caption)}]({files.name}/{block.name}.png)\n\n*{md_text(block.caption)}*"
     if isinstance(block, Details):
         return f"**{md_text(block.summary)}**\n\n" + "\n\n".join(_markdown(b, files) for b in block.blocks)

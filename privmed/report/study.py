@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 import privmed
-from privmed import rundir
+from privmed import atomic, rundir
 from privmed.config import load_yaml
 from privmed.errors import PrivmedError, error_kind
 from privmed.evaluation.fairness import SUPPRESSED
@@ -44,12 +44,13 @@ def write_report(out: str | Path, *, tables: StudyTables | None = None) -> tuple
     out = Path(out)
     if not (out / STUDY_FILE).is_file():
         raise PrivmedError(NOT_A_STUDY.format(path=out, file=STUDY_FILE))
+    atomic.check_folder(out)  # a read-only study folder: one message before the report is made
     study = study_from_dict(load_yaml(out / STUDY_FILE))
     tables = tables if tables is not None else collect(study, out)
     blocks = report_blocks(study, tables, out)
     title = f"privmed study: {study.name}"
-    (out / HTML).write_text(to_html(title, blocks))
-    (out / MARKDOWN).write_text(to_markdown(title, blocks, out / FILES))
+    html, markdown = to_html(title, blocks), to_markdown(title, blocks, out / FILES)
+    atomic.write_together({out / HTML: html, out / MARKDOWN: markdown})  # both replaced, or neither
     return out / HTML, out / MARKDOWN
 
 

@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from privmed.audit.config import AuditConfig
-from privmed.config import RunConfig, config_from_dict, load_yaml, merge, reject_unknown
+from privmed.config import MAX_SEED, RunConfig, config_from_dict, load_yaml, merge, reject_unknown
 from privmed.errors import PrivmedError
 from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
+
+from .values import BAD_STUDY_VALUE, NEEDS_LIST, _integer, _list, _real, _section, _seeds, _text
 
 STUDY_KEYS = ("name", "description", "base", "strategies", "generators", "epsilons", "seeds", "models", "external",
               "fairness", "audit", "workers", "validation_choices", "tune")
@@ -62,7 +64,6 @@ EXTERNAL_KEYS = ("name", "path", "split")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BAD_NAME = "{what} name {name!r} must be letters, digits, '_', '.', '-' (it names folders)."
 CELL_INVALID = "study cell {cell}: {error}"
-NEEDS_LIST = "study key '{key}' must be a non-empty list, got {value!r}."
 UNKNOWN_GENERATOR = "strategy {strategy!r} uses generator {generator!r}, but the study's generators are {known}."
 GENERATOR_AND_PATH = ("strategy {strategy!r} gives both a generator and synthetic.path; the generator's samples are "
                       "the synthetic data, so leave out synthetic.path.")
@@ -191,24 +192,26 @@ def study_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
         if key not in raw:
             raise PrivmedError(f"the study file needs '{key}' (see `privmed study --help` for the layout).")
     name = _name(raw["name"], "study")
-    base = dict(raw["base"] or {})
+    base = dict(_section(raw["base"], "base"))
     if "out" in base:
         raise PrivmedError("the study's base must not set 'out': every run's directory is OUT/runs/<run id>.")
     if raw.get("tune"):  # a private search in every run (a strategy's tune keys override these)
         base = merge(base, {"tune": _mapping(raw["tune"], "tune")})
-    generators = tuple(_generator(n, spec or {}, base) for n, spec in (raw.get("generators") or {}).items())
+    generators = tuple(_generator(n, spec or {}, base) for n, spec in _section(raw.get("generators"), "generators").items())
     strategies = tuple(_strategy(n, spec or {}, {g.name for g in generators})
                        for n, spec in _mapping(raw["strategies"], "strategies").items())
-    models = tuple(raw.get("models") or [config_from_dict(base).model.name])
+    models = (tuple(_text(m, "models") for m in _list(raw["models"], "models")) if raw.get("models") is not None
+              else (config_from_dict(base).model.name,))
     study = StudyConfig(
         name=name, base=base, strategies=strategies, epsilons=_epsilons(raw["epsilons"], "epsilons"),
-        seeds=tuple(int(s) for s in _list(raw["seeds"], "seeds")), models=models, generators=generators,
+        seeds=_seeds(raw["seeds"], "seeds"), models=models, generators=generators,
         external=tuple(_external(spec) for spec in (_list(raw["external"], "external") if raw.get("external")
                                                     else [])),
         fairness=_fairness(raw.get("fairness") or {}),
-        audit=_audit(raw["audit"] or {}, strategies) if "audit" in raw else None, workers=int(raw.get("workers", 1)),
+        audit=_audit(raw["audit"] or {}, strategies) if "audit" in raw else None, workers=_integer(raw.get("workers", 1), "workers"),
         description=str(raw.get("description", "")),
-        validation_choices=tuple(str(s) for s in raw.get("validation_choices") or []))
+        validation_choices=tuple(str(s) for s in (_list(raw["validation_choices"], "validation_choices")
+                                                  if raw.get("validation_choices") else [])))
     if study.workers < 1:
         raise PrivmedError(f"study key 'workers' must be >= 1, got {study.workers}.")
     study.cells(Path("OUT"))  # builds every cell: configuration errors surface before anything runs
@@ -259,8 +262,8 @@ def _generator(name: str, spec: Mapping[str, Any], base: Mapping[str, Any]) -> G
     raw = {"data": merge(dict(base.get("data") or {}), dict(spec.get("data") or {})),
            "privacy": dict(spec.get("privacy") or {}),
            "gan": dict(spec.get("gan") or {})}
-    return GeneratorSpec(name, generator_config_from_dict(raw), int(spec.get("samples", 3000)),
-                         int(spec.get("sample_seed", 0)), kind)
+    return GeneratorSpec(name, generator_config_from_dict(raw), _integer(spec.get("samples", 3000), f"generators.{name}.samples"),
+                         _integer(spec.get("sample_seed", 0), f"generators.{name}.sample_seed", most=MAX_SEED), kind)
 
 
 def _strategy(name: str, spec: Mapping[str, Any], generators: set[str]) -> StrategySpec:
@@ -289,11 +292,11 @@ def _audit(spec: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> Aud
             raise PrivmedError(f"audit.strategies: {name!r} is not a strategy of the study ({sorted(by_name)}).")
         if _uses_synthetic(by_name[name]):
             raise PrivmedError(AUDIT_SYNTHETIC.format(strategy=name))
-    audit = AuditSpec(shadows=int(spec.get("shadows", AuditSpec.shadows)),
-                      canaries=int(spec.get("canaries", AuditSpec.canaries)),
+    audit = AuditSpec(shadows=_integer(spec.get("shadows", AuditSpec.shadows), "audit.shadows", least=0),
+                      canaries=_integer(spec.get("canaries", AuditSpec.canaries), "audit.canaries", least=0),
                       canary_kind=str(spec.get("canary_kind", AuditSpec.canary_kind)), strategies=chosen,
                       epsilons=_epsilons(spec["epsilons"], "audit.epsilons") if spec.get("epsilons") else None,
-                      seeds=tuple(int(s) for s in spec["seeds"]) if spec.get("seeds") else None)
+                      seeds=_seeds(spec["seeds"], "audit.seeds") if spec.get("seeds") else None)
     AuditConfig(shadows=audit.shadows, canaries=audit.canaries, canary_kind=audit.canary_kind)  # validates
     return audit
 
@@ -308,8 +311,9 @@ def _external(spec: Mapping[str, Any]) -> ExternalSpec:
 def _fairness(spec: Mapping[str, Any]) -> FairnessSpec:
     _reject(spec, FAIRNESS_KEYS, "fairness")
     attributes = tuple(str(a) for a in spec.get("attributes") or [])
-    bins = {str(k): tuple(float(e) for e in v) for k, v in (spec.get("bins") or {}).items()}
-    privileged = {str(k): str(v) for k, v in (spec.get("privileged") or {}).items()}
+    bins = {str(k): tuple(_real(e, f"fairness.bins.{k}") for e in _list(v, f"fairness.bins.{k}"))
+            for k, v in _section(spec.get("bins"), "fairness.bins").items()}
+    privileged = {str(k): str(v) for k, v in _section(spec.get("privileged"), "fairness.privileged").items()}
     for key in list(bins) + list(privileged):
         if key not in attributes:
             raise PrivmedError(f"fairness: {key!r} has bins or a privileged group but is not in fairness.attributes "
@@ -322,19 +326,18 @@ def _fairness(spec: Mapping[str, Any]) -> FairnessSpec:
 
 
 def _epsilons(values: Any, key: str) -> tuple[float, ...]:
-    out = []
+    out: dict[str, Any] = {}
     for value in _list(values, key):
-        eps = float(value)
+        eps = _real(value, key)
         if not eps > 0:
             raise PrivmedError(f"study key '{key}': epsilon {value!r} must be > 0 (or inf for non-private).")
-        out.append(eps)
-    return tuple(out)
-
-
-def _list(value: Any, key: str) -> list:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise PrivmedError(NEEDS_LIST.format(key=key, value=value))
-    return list(value)
+        label = epsilon_label(eps)
+        if label in out:  # one run id, one run folder: the second would be taken for the first
+            raise PrivmedError(BAD_STUDY_VALUE.format(key=key, value=list(values), why=(
+                f"{out[label]!r} and {value!r} both give run ids 'eps{label}' (ids keep 6 significant digits); "
+                f"give each epsilon once, differing in its first 6 digits")))
+        out[label] = value
+    return tuple(_real(v, key) for v in out.values())
 
 
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:

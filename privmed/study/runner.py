@@ -1,7 +1,7 @@
 """``privmed study``: make a study's generators, then run its grid on worker processes.
 
-Re-running the same command is how a study resumes: a finished run (its ``metrics.json``
-exists) is skipped, an interrupted one continues from its last checkpoint with the
+Re-running the same command is how a study resumes: a finished run (its records written and sealed,
+which training does last) is skipped, an interrupted one continues from its last checkpoint with the
 accountant's spend restored (``privmed train --resume``), and one that stopped before its
 first checkpoint starts again (nothing of it was released). A run that fails is recorded with
 its error in ``OUT/status.json`` and ``OUT/failed/<run>.txt`` and does not stop the others;
@@ -23,12 +23,13 @@ import shutil
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from privmed import rundir
-from privmed.errors import PrivmedError
+from privmed.errors import WORKER_KILLED, PrivmedError
 from privmed.threads import threads_per_worker
 from privmed.workers import die_with_parent
 
@@ -39,6 +40,7 @@ from .state import (CHANGED, STUDY_FILE, CellOutcome, audit_config, config_drift
                     record, sync_status)
 
 Progress = Callable[[str], None]
+_STARTED = None  # in a worker process: the queue on which it names each run it begins
 
 
 @dataclass(frozen=True)
@@ -97,24 +99,59 @@ def _run_cells(cells: list[Cell], study: StudyConfig, out: Path, workers: int, d
             yield _run_cell(cell, study.external)
         return
     context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    threads = threads_per_worker(workers)
     saved = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # workers inherit it at start: no interleaved bars; one line per run instead
-    slots = context.Queue()
-    for device in worker_slots(devices, workers):
-        slots.put(device)
+    todo = list(cells)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(threads, slots if devices else None)) as pool:
-            futures = [pool.submit(_run_cell, cell, study.external) for cell in cells]
-            for future in as_completed(futures):
-                yield future.result()
+        while todo:  # a pool whose worker was killed is broken: its runs fail, the others go on in a new pool
+            started, done = context.Queue(), set()
+            slots = context.Queue()
+            for device in worker_slots(devices, workers):
+                slots.put(device)
+            try:
+                yield from _pool_round(todo, study, workers, context, slots if devices else None, started, done)
+                return
+            except BrokenProcessPool:
+                killed = (_drain(started) - done) or {c.run_id for c in todo} - done  # none begun: stop
+                yield from (_killed(c) for c in todo if c.run_id in killed)
+                todo = [c for c in todo if c.run_id not in done and c.run_id not in killed]
     finally:
         os.environ.pop("TQDM_DISABLE") if saved is None else os.environ.update(TQDM_DISABLE=saved)
 
 
-def _init_worker(threads: int, slots=None) -> None:
+def _pool_round(cells: list[Cell], study: StudyConfig, workers: int, context, slots, started, done: set):
+    """Run ``cells`` on one pool of ``workers`` processes, adding each finished run's id to ``done``; raises
+    BrokenProcessPool when a worker dies (``started`` then names the runs the workers had begun)."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(threads_per_worker(workers), slots, started)) as pool:
+        futures = [pool.submit(_run_cell, cell, study.external) for cell in cells]
+        for future in as_completed(futures):
+            outcome = future.result()
+            done.add(outcome.run_id)
+            yield outcome
+
+
+def _killed(cell: Cell) -> CellOutcome:
+    return CellOutcome(cell.run_id, "failed", 0.0, WORKER_KILLED.format(run=cell.run_id))
+
+
+def _drain(queue) -> set[str]:
+    """What a queue holds now."""
+    import queue as queues
+
+    found = set()
+    while True:
+        try:
+            found.add(queue.get(timeout=0.5))
+        except queues.Empty:
+            return found
+
+
+def _init_worker(threads: int, slots=None, started=None) -> None:
     import warnings
+
+    global _STARTED
+    _STARTED = started
 
     from privmed.training.devices import pin
 
@@ -135,6 +172,8 @@ def _run_cell(cell: Cell, external) -> CellOutcome:
 
     t0 = time.perf_counter()
     run = Path(cell.config.out)
+    if _STARTED is not None:  # a worker: say which run it begins (the study's record if the worker is killed)
+        _STARTED.put(cell.run_id)
     try:
         changes = config_drift(cell)
         if changes:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from privmed import rundir
+from privmed import atomic, rundir
 from privmed.audit.config import AuditConfig
 
 from .config import Cell, StudyConfig
@@ -36,8 +36,8 @@ class CellOutcome:
 
 
 def finished(run: Path) -> bool:
-    """A run directory whose results are written."""
-    return (Path(run) / rundir.METRICS).is_file()
+    """A run directory whose results are all written and sealed (:func:`~privmed.rundir.run_finished`)."""
+    return rundir.run_finished(run)
 
 
 def evaluated(run: Path, spec) -> bool:
@@ -98,8 +98,7 @@ def record(out: Path, outcome: CellOutcome) -> None:
     rundir.write_json(out / STATUS, status)
     failure = out / FAILED / f"{outcome.run_id}.txt"
     if outcome.status == "failed":
-        failure.parent.mkdir(exist_ok=True)
-        failure.write_text(outcome.error + "\n")
+        atomic.write_text(failure, outcome.error + "\n")
     elif failure.exists():
         failure.unlink()
 

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from privmed import rundir
 from privmed.data.sources import Dataset, load_dataset
@@ -45,6 +44,7 @@ from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrat
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
 from privmed.privacy.units import PrivacyUnit, resolve_unit
+from privmed.progress import progress
 
 from . import candidates as cand
 from .config import EvolveConfig
@@ -187,7 +187,7 @@ def evolve(config: EvolveConfig) -> Path:
     population = [prior.draw(c, e.population, rng) for c in (0, 1)]
     history: list[Round] = []
     redrawn = cand.FROM_PRIOR[e.vary]
-    bar = tqdm(range(e.rounds), desc="private evolution", unit="round")
+    bar = progress(range(e.rounds), desc="private evolution", unit="round")
     for t in bar:
         voted = population
         shown = tuple(features(space, cand.render(pop, image_size=size, rng=rng)) for pop in voted)

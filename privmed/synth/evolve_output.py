@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from privmed import rundir, seal
+from privmed import atomic, rundir, seal
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import Dataset
 from privmed.privacy.ledger import PrivacyLedger
@@ -65,7 +65,7 @@ def _write_population(path: Path, population: dict, labels: np.ndarray) -> str:
     """Every written image's parameters (and label) as ``.npz``; returns the first 12 hex digits of its SHA-256."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, label=labels, **population)
-    path.write_bytes(buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
 
 

@@ -36,15 +36,15 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
 
-from privmed import rundir, seal
+from privmed import atomic, rundir, seal
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
 from privmed.privacy.units import resolve_unit
+from privmed.progress import progress
 from privmed.training.private import make_plain, make_private, plan_schedule, resolve_device, spent_steps
 from privmed.training.trainer import seed_everything
 
@@ -115,7 +115,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     fixed_y = torch.arange(16) % 2
     expected_batch = schedule.expected_batch
     # progress in steps, so a long epoch moves the bar (the postfix says which epoch)
-    bar = tqdm(desc="generator", unit="step", initial=start * len(loader), total=g.epochs * len(loader))
+    bar = progress(desc="generator", unit="step", initial=start * len(loader), total=g.epochs * len(loader))
     for epoch in range(start, g.epochs):
         t0 = time.perf_counter()
         losses = []
@@ -153,7 +153,8 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
               "class_names": [f"not_{real.label_names[0]}", real.label_names[0]],
               "positive_class": real.label_names[0], "data": config.data.path, "n_train": n,
               "epochs": g.epochs, "state": ema.state_dict()}
-    torch.save(record, out / GENERATOR_FILE)
+    with atomic.replacing(out / GENERATOR_FILE) as tmp:
+        torch.save(record, tmp)
     rundir.write_record(out, ledger.record())
     seal.seal(out, [rundir.CONFIG, GENERATOR_FILE])  # with privacy.json: what synth sample and audits read
     rundir.append_log(out, ledger.summary())
@@ -261,9 +262,8 @@ def _save_checkpoint(out: Path, epoch: int, gen, disc, ema, opt_g, opt_d, engine
         "history": history,
         "noise_multiplier": sigma,
     }
-    tmp = out / rundir.CHECKPOINTS / (rundir.LAST + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out / rundir.CHECKPOINTS / rundir.LAST)
+    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.LAST) as tmp:
+        torch.save(state, tmp)
 
 
 def _restore(checkpoint: dict, gen, disc, ema, opt_g, opt_d, engine) -> tuple[int, list]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privmed import rundir
+from privmed import atomic, rundir
 from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset
 from privmed.errors import RESUME_DATA_CHANGED, PrivmedError
@@ -95,9 +95,8 @@ def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, pla
         "plan": plan.record(),
         "fingerprint": start,  # the data and privacy settings (fingerprint), checked on --resume
     }
-    tmp = out / rundir.CHECKPOINTS / (rundir.LAST + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(out / rundir.CHECKPOINTS / rundir.LAST)
+    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.LAST) as tmp:  # a full disk leaves no partial file
+        torch.save(checkpoint, tmp)
 
 
 def resume_state(checkpoint: dict | None) -> TrainState:

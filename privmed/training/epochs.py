@@ -10,11 +10,11 @@ import torch
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
 
 from privmed.config import RunConfig
 from privmed.errors import PrivmedError
 from privmed.models import grad_sample_mode_for
+from privmed.progress import progress
 
 from .augment import augmented_views, average_view_gradients
 from .average import attach_average
@@ -86,8 +86,8 @@ def keep_best(best: dict, net: nn.Module, val_auroc: float, candidate: int, epoc
 
 
 def _batches(batches, *, total: int | None):
-    """Progress inside an epoch (a long 3D or CNN epoch is otherwise a frozen bar); off when not a terminal."""
-    return tqdm(batches, desc="batches", unit="batch", total=total, leave=False, disable=None)
+    """Progress inside an epoch (a long 3D or CNN epoch is otherwise a frozen bar; in a log, a few lines)."""
+    return progress(batches, desc="batches", unit="batch", total=total)
 
 
 def epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, config: RunConfig, augment: bool,

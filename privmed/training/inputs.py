@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,9 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from privmed import atomic
+from privmed.errors import PrivmedError
 from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
+from privmed.progress import progress
 
 from .dp_head import clip_rows
 
@@ -60,7 +62,8 @@ def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, dev
     features = _read_cached(key)
     if features is None:
         model.features.to(device).eval()
-        parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
+        starts = progress(range(0, len(images), chunk), desc="computing frozen features", unit="chunk")
+        parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in starts]
         features = torch.cat(parts) if parts else torch.zeros((0,))
         _write_cached(key, features)
     _FEATURE_CACHE[key] = features
@@ -105,11 +108,9 @@ def _write_cached(key: tuple, features: torch.Tensor) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(features, tmp)
-        os.replace(tmp, path)
-    except OSError:  # a read-only home: the cache is an optimisation only
+        with atomic.replacing(path) as tmp:  # a full disk leaves no partial file in the cache
+            torch.save(features, tmp)
+    except (OSError, PrivmedError):  # a read-only home or a full disk: the cache is an optimisation only
         pass
 
 

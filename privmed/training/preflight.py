@@ -34,6 +34,26 @@ def check_before_training(config: RunConfig, *, resume: bool) -> "Dataset | None
     return check_schedule(config)
 
 
+def check_run(config: RunConfig, *, resume: bool) -> "Dataset":
+    """What ``privmed check`` runs: every check of :func:`check_before_training`, the output folder as training
+    checks it (a run there, ``--resume``), the data and the synthetic folder read and checked also where training
+    would read them later (a resumed run, synthetic images in the sampled set), and the model built (its arguments
+    and weights file). Trains nothing and writes nothing; returns the data."""
+    from privmed.data.sources import load_dataset
+    from privmed.models import build_for_run
+
+    from .checkpoint import check_out_dir
+    from .start import synthetic_source
+
+    data = check_before_training(config, resume=resume)
+    check_out_dir(Path(config.out), config, resume=resume)  # a run there, --resume with none, a changed config
+    if data is None:
+        data = load_dataset(config.data, stream=None)
+    synthetic_source(config, data)
+    build_for_run(config, num_outputs=len(data.label_names))  # model.args, the weights file, freeze
+    return data
+
+
 def check_schedule(config: RunConfig) -> "Dataset | None":
     """The logical batch fits the training split, and the target epsilon is reachable by DP-SGD alone
     (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set).

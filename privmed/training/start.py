@@ -12,7 +12,6 @@ import torch
 from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from privmed.config import RunConfig
 from privmed.data.phantom import PhantomSpec, generate_phantom
@@ -22,6 +21,7 @@ from privmed.models.scatter import ScatterFeatures
 from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
+from privmed.progress import progress
 
 from .epochs import epoch_nonprivate, make_optimizer
 from .inputs import find_center, model_inputs, set_center, set_center_by_channel, trainable_part
@@ -175,5 +175,5 @@ def pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, devi
     expected_batch = max(1, int(len(synthetic.x) / len(loader)))
     criterion = nn.BCEWithLogitsLoss(reduction="sum")
     net.train()
-    for _ in tqdm(range(s.pretrain_epochs), desc="pretraining on synthetic", unit="epoch", leave=False):
+    for _ in progress(range(s.pretrain_epochs), desc="pretraining on synthetic", unit="epoch"):
         epoch_nonprivate(net, optimizer, criterion, loader, expected_batch, config, False, device)

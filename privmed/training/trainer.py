@@ -38,9 +38,8 @@ from typing import Callable
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from privmed import rundir, seal
+from privmed import atomic, rundir, seal
 from privmed.config import RunConfig, save_config
 from privmed.data.sources import SPLITS, Dataset, load_dataset
 from privmed.errors import RUN_BUSY, PrivmedError
@@ -48,6 +47,7 @@ from privmed.evaluation.predictions import evaluate_predictions, predict, predic
 from privmed.models import build_for_run
 from privmed.models.pretrained import weights_digest
 from privmed.privacy.ledger import PrivacyLedger
+from privmed.progress import progress
 
 from . import distributed
 from .batch_fit import fit_physical_batch
@@ -160,9 +160,9 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
     prepare_start(net, run.x_fit, run.plan, run.ledger, config, run.checkpoint, run.synthetic, run.device,
                   run.public_centre)
     initial = copy.deepcopy(net.state_dict())
-    bar = tqdm(desc="training", unit="epoch", total=sum(c.epochs for c in candidates),
+    bar = progress(desc="training", unit="epoch", total=sum(c.epochs for c in candidates),
                initial=sum(c.epochs for c in candidates[:state.candidate]) + state.epoch,
-               disable=None if distributed.is_lead() else True)
+               disable=not distributed.is_lead())
     checkpoint = run.checkpoint
     for c in range(state.candidate, len(candidates)):
         candidate = dataclasses.replace(config, training=candidates[c])
@@ -217,9 +217,10 @@ def _finish(run: Run, state: TrainState) -> None:
     ledger.validation_choices.extend(validation_choices(config, run.candidates, state.best,
                                                        len(run.data.split("val"))))
     _write_results(out, run, ledger, state.best)
-    torch.save({"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
-                "weights_sha256": weights_digest(config.model.weights)},
-               out / rundir.CHECKPOINTS / rundir.BEST)  # evaluate, compare and audit refuse an edited ledger or weights
+    best = {"model": state.best["state"], "epoch": state.best["epoch"], "ledger_sha256": rundir.seal_ledger(out),
+            "weights_sha256": weights_digest(config.model.weights)}
+    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.BEST) as tmp:
+        torch.save(best, tmp)  # evaluate, compare and audit refuse an edited ledger or weights
     rundir.seal_run(out)  # config, ledger, metrics and best.pt under the keyed seal (privmed.seal)
     rundir.append_log(out, ledger.summary())
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from privmed import rundir, seal
+from privmed import atomic, rundir, seal
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 from privmed.privacy.record import PrivacyRecord
 
@@ -48,7 +48,7 @@ def write_phantom_dataset(root: str | Path, spec: PhantomSpec = PhantomSpec()) -
     manifest = table.assign(path=paths, **{"class": [CLASS_DIRS[label] for label in table["label"]]})
     manifest = manifest[[*MANIFEST_COLUMNS, *spec.findings]]
     out = root / "metadata.csv"
-    manifest.to_csv(out, index=False)
+    atomic.write_text(out, manifest.to_csv(index=False))
     _write_origin(root, spec)
     return out
 
