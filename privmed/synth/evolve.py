@@ -43,6 +43,7 @@ from privmed.models.invariance import InvariantFeatures
 from privmed.models.scatter import ScatterFeatures
 from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.mechanisms import gaussian_noise
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
 from privmed.privacy.units import PrivacyUnit, resolve_unit
 
@@ -107,9 +108,9 @@ def vote_histogram(private: torch.Tensor, labels: np.ndarray, groups: np.ndarray
 
 
 def noisy_histogram(hist: np.ndarray, *, sigma: float, generator: torch.Generator) -> np.ndarray:
-    """The Gaussian mechanism: ``hist`` plus N(0, sigma^2) noise per bin, from a secret generator."""
-    noise = torch.randn(hist.shape, generator=generator, dtype=torch.float64).numpy()
-    return hist + sigma * noise
+    """The Gaussian mechanism: ``hist`` plus N(0, sigma^2) noise per bin, from a secret generator, drawn by
+    the floating-point-safe :func:`~privmed.privacy.mechanisms.gaussian_noise`."""
+    return hist + gaussian_noise(hist.shape, sigma, generator).numpy()
 
 
 def winners(noisy: np.ndarray, *, threshold: float) -> np.ndarray:
