@@ -87,7 +87,8 @@ def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: 
                                       member_groups=canary_of[coins], non_member_groups=canary_of[~coins])
     result = {"generator": str(generator), "retrained": str(retrained), "claimed_epsilon": claimed,
               "delta": delta, "unit": unit, "design": ONE_RUN, "canaries": canaries,
-              "canary_kind": "held-out test images" if unit == "image" else f"held-out test {unit}s (all their images)", "synthetic_images": len(synthetic), "confidence": 1 - alpha,
+              "canary_kind": "held-out test images" if unit == "image" else f"held-out test {unit}s, all their images",
+              "synthetic_images": len(synthetic), "confidence": 1 - alpha,
               "attacks": [summary.to_dict()], **medians,
               "bound_holds": claimed == "inf" or summary.eps_lower_bound <= claimed + 1e-9}
     rundir.write_json(folder / "audit.json", result)

@@ -25,9 +25,9 @@ DRAWS = 4
 
 def gaussian_noise(shape: int | tuple[int, ...] | torch.Size, std: float, generator: torch.Generator, *,
                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """N(0, ``std``^2) noise of ``shape`` drawn from ``generator`` (a :func:`~privmed.privacy.randomness.secret_generator`
-    for a private release), floating-point safe as Opacus's ``secure_mode``: one draw thrown away, then the
-    sum of :data:`DRAWS` normals of std ``std``, halved. ``std`` 0 gives zeros and draws nothing."""
+    """N(0, ``std``^2) noise of ``shape`` drawn from ``generator`` (for a private release a
+    :func:`~privmed.privacy.randomness.secret_generator`), floating-point safe as Opacus's ``secure_mode``:
+    one draw thrown away, then the sum of :data:`DRAWS` normals of std ``std``, halved. ``std`` 0 gives zeros and draws nothing."""
     size = (shape,) if isinstance(shape, int) else tuple(shape)
     if std < 0:
         raise ValueError(f"the noise's std must be >= 0, got {std}")
