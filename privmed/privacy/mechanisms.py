@@ -27,7 +27,8 @@ def gaussian_noise(shape: int | tuple[int, ...] | torch.Size, std: float, genera
                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """N(0, ``std``^2) noise of ``shape`` drawn from ``generator`` (for a private release a
     :func:`~privmed.privacy.randomness.secret_generator`), floating-point safe as Opacus's ``secure_mode``:
-    one draw thrown away, then the sum of :data:`DRAWS` normals of std ``std``, halved. ``std`` 0 gives zeros and draws nothing."""
+    one draw thrown away, then the sum of :data:`DRAWS` normals of std ``std``, halved. ``std`` 0 gives zeros
+    and draws nothing."""
     size = (shape,) if isinstance(shape, int) else tuple(shape)
     if std < 0:
         raise ValueError(f"the noise's std must be >= 0, got {std}")
