@@ -164,10 +164,14 @@ SMALL_SPLIT = ("split '{split}' has only {n} sample(s) of its rarest class (fewe
 def error_kind(message: str) -> str:
     """What kind of error ``message`` is, in words that carry none of its text (a patient id, file name
     or path in it never reaches a report): the name of the message template it was made from, the
-    exception type of a crash, or "refused input"."""
+    exception type of a crash, or "refused input". A kind is its own kind (``status.json`` and ``results.csv``
+    hold kinds, and older ones may hold the text)."""
     if not message:
         return ""
     first = message.splitlines()[0]
+    if first == "refused input" or re.fullmatch(r"crash \([A-Z]\w*\)", first) or \
+            first in {name.lower().replace("_", " ") for name, _ in _template_patterns()}:
+        return first
     for name, pattern in _template_patterns():
         if pattern.fullmatch(first):
             return name.lower().replace("_", " ")
@@ -223,6 +227,8 @@ NPZ_PIXEL_RANGE = ("'{path}': {key} holds {dtype} values from {lo:g} to {hi:g}; 
                    "Scale them into one of these ranges.")
 NON_FINITE_PIXELS = ("{what} holds {n} NaN or infinite pixel value(s): training on it would fail after it began. "
                      "Replace or remove the image{s}.")
+SPLIT_NOT_A_NAME = ("--split {split!r}: a split is a plain name (letters, digits, '_', '-'), e.g. test: it names the "
+                    "folder the evaluation is written to (RUN/evaluations/<data>/<split>).")
 OUT_EMPTY = "--out '' names no folder. Give the folder to write to, e.g. --out runs/eps1."
 PATH_BLANK = ("manifest '{path}' has {n} row(s) without an image path in column '{column}' (first: line {row}). "
               "Give every row its image's path, or drop the row.")

@@ -108,7 +108,7 @@ def print_audit(result: dict) -> None:
         if a["randomised"]:
             guesses = (f"{a['correct_guesses']}/{a['guesses']} guesses right" if a["guesses"]
                        else "no number of guesses shows anything")
-            line += (f"eps lower bound={a['eps_lower_bound']:.3f} ({a['confidence']:.0%}, {guesses}, "
+            line += (f"eps lower bound={a['eps_lower_bound']:.3f} ({a['confidence']:.1%}, {guesses}, "
                      f"{a['n_members'] + a['n_non_members']} canaries)  "
                      f"GDP estimate mu={a['gdp_mu']:.2f}, eps~{a['gdp_epsilon']:.2f}")
         else:

@@ -392,14 +392,24 @@ def test_generator_audit_retrains_with_coin_flipped_canaries(tmp_path, capsys):
     assert main(["audit-synthetic", str(gen), "--data", str(data), "--canaries", "40", "--n", "40",
                  "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
-    result = rundir.read_json(gen / "audit" / "canaries40_seed0" / "audit.json")
+    # the phantom has patient ids, so the generator's ledger protects patients: a canary is a test patient
+    folder = gen / "audit" / "patient_canaries40_seed0"
+    result = rundir.read_json(folder / "audit.json")
     dcr = result["attacks"][0]
+    assert result["unit"] == rundir.read_record(gen).unit == "patient"
     assert result["design"] == ONE_RUN and dcr["randomised"] and dcr["n_members"] + dcr["n_non_members"] == 40
     assert result["claimed_epsilon"] == "inf" and dcr["eps_lower_bound"] >= 0
     assert f"eps lower bound={dcr['eps_lower_bound']:.3f}" in out
-    manifest = pd.read_csv(gen / "audit" / "canaries40_seed0" / "data" / "metadata.csv")
-    n_train = (pd.read_csv(data / "metadata.csv")["split"] == "train").sum()
-    assert len(manifest) == n_train + dcr["n_members"]  # the training split plus the canaries that came up heads
+    manifest = pd.read_csv(folder / "data" / "metadata.csv")
+    real = pd.read_csv(data / "metadata.csv")
+    n_train = (real["split"] == "train").sum()
+    canaries = manifest[manifest["patient_id"].str.startswith("canary:")]
+    assert len(manifest) == n_train + len(canaries)  # the training split plus the canaries that came up heads
+    assert canaries["patient_id"].nunique() == dcr["n_members"]
+    # every canary patient is in with ALL of its test images (one coin per patient, never one per image)
+    test_images = real[real["split"] == "test"].groupby(real["patient_id"].astype(str)).size()
+    in_images = canaries.groupby(canaries["patient_id"].str.removeprefix("canary:")).size()
+    assert (test_images[in_images.index] == in_images).all() and (test_images[in_images.index] > 1).any()
     # the run's own generator is untouched; without canaries the diagnostic gives no bound
     assert main(["audit-synthetic", str(gen), "--data", str(data), "--n", "40", "--bootstrap", "50"]) == 0
     assert "no eps bound" in capsys.readouterr().out
@@ -431,6 +441,59 @@ def test_patient_canaries_are_groups_of_images_with_one_coin_and_one_label():
     assert len(np.unique(pop.group[:n_real])) == len(np.unique(patients))
     assert not set(pop.group[:n_real]) & set(canary_group)
     assert pop.target_member[:len(inputs["train"])].all() and not pop.target_member[len(inputs["train"]):n_real].any()
+
+
+def test_mislabeled_canaries_at_the_patient_unit_are_test_patients_with_one_coin():
+    """Once a coin per image: a patient's two test images could land in and out, and the audit ended in a
+    traceback after retraining ("images of one canary group disagree on membership")."""
+    from privmed.audit.membership import _population
+    from privmed.config import DataConfig
+    from privmed.data.sources import load_dataset
+
+    ds = load_dataset(DataConfig(phantom_samples=200, image_size=32))
+    inputs = {s: ds.split(s).image_tensor for s in ("train", "val", "test")}
+    for seed in range(5):
+        config = AuditConfig(canaries=20, canary_kind="mislabeled", seed=seed)
+        pop = _population(ds, inputs, config=config, unit="patient", featurize=lambda images: images)
+        c = pop.is_canary
+        scores, coins = group_scores(np.zeros(c.sum()), pop.target_member[c], pop.group[c])
+        assert len(scores) == 20 and 0 < coins.sum() < 20
+        test_patients = ds.split("test").patient_ids.astype(str)
+        canary_patients = set(test_patients[c[len(inputs["train"]):]])
+        assert len(canary_patients) == 20
+        # all of a canary patient's test images are canaries
+        assert c[len(inputs["train"]):].sum() == np.isin(test_patients, list(canary_patients)).sum()
+    assert (c[len(inputs["train"]):].sum() > 20)  # the phantom has test patients with two images
+
+
+@pytest.mark.slow
+def test_a_mislabeled_audit_of_a_patient_unit_run_finishes(audit_data, tmp_path, capsys):
+    from privmed import rundir
+
+    _train(audit_data, tmp_path / "np", "--epochs", "1")
+    _audit(tmp_path / "np", capsys, "--canaries", "30", "--canary-kind", "mislabeled")
+    result = rundir.read_json(tmp_path / "np" / "audit" / "audit_mislabeled_canaries30.json")
+    one_run = next(a for a in result["attacks"] if a["design"] == ONE_RUN)
+    assert result["unit"] == "patient" and one_run["n_members"] + one_run["n_non_members"] == 30
+
+
+def test_two_attacks_share_the_confidence_of_bound_holds():
+    """``bound_holds`` asks that the loss AND the LiRA bound stay below the claim: each is at 97.5%."""
+    from privmed.audit.membership import Population, attack_summaries
+
+    rng = np.random.default_rng(0)
+    n = 200
+    member = rng.random(n) < 0.5
+    pop = Population(x=None, y=None, target_member=member, is_canary=np.r_[np.ones(100, bool), np.zeros(100, bool)],
+                     is_train=member, group=np.arange(n))
+    config = AuditConfig(canaries=100, shadows=2, bootstrap=20)
+    rows = attack_summaries({"loss": rng.random(n), "lira": rng.random(n)}, pop, config=config, delta=1e-5)
+    bounded = [r for r in rows if r.design == ONE_RUN]
+    assert [r.attack for r in bounded] == ["loss", "lira"]
+    assert all(r.confidence == pytest.approx(0.975) for r in bounded)
+    assert all(r.confidence == pytest.approx(0.95) for r in rows if r.design == TRAIN_VS_TEST)
+    one = attack_summaries({"loss": rng.random(n)}, pop, config=config, delta=1e-5)
+    assert one[0].design == ONE_RUN and one[0].confidence == pytest.approx(0.95)
 
 
 # --------------------------------------------------------------------------- crafted canaries

@@ -83,6 +83,35 @@ def test_a_failed_runs_error_reaches_the_report_by_kind_never_its_patient_ids(no
     assert "&lt;script&gt;alert('study')&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in md
 
 
+def test_a_failed_runs_error_reaches_status_and_results_by_kind_and_the_report_names_the_data_not_its_path(
+        tmp_path):
+    """Once the error's first line went to status.json and results.csv, and the data's absolute path to the
+    report; the full text stays in failed/<run>.txt."""
+    from privmed.study.state import CellOutcome, record
+    from privmed.study.results import collect
+
+    out, data = tmp_path / "study", tmp_path / "hospital" / "private_cbis"
+    raw = {**copy.deepcopy(NOISELESS), "base": {**copy.deepcopy(NOISELESS["base"]), "data": {"path": str(data),
+                                                                                             "image_size": 32}}}
+    out.mkdir()
+    rundir.write_yaml(out / STUDY_FILE, raw)
+    study = study_from_dict(raw)
+    run_id = study.cells(out)[0].run_id
+    error = PATIENT_OVERLAP.format(patients="P_00009, P_00417")
+    record(out, CellOutcome(run_id, "failed", 1.0, error))
+    assert rundir.read_json(out / STATUS)[run_id]["error"] == "patient overlap"
+    assert (out / "failed" / f"{run_id}.txt").read_text() == error + "\n"
+    collect(study, out)
+    assert list(pd.read_csv(out / "results.csv")["error"]) == ["patient overlap"]
+    assert "P_00009" not in (out / "results.csv").read_text()
+    html, md = (p.read_text() for p in write_report(out))
+    for text in (html, md):
+        assert "P_00009" not in text and str(data) not in text and str(tmp_path) not in text
+        assert "Data: private_cbis at 32 px" in text
+    assert error_kind("patient overlap") == "patient overlap"  # a kind (an older status.json may hold text) stays
+    assert error_kind("crash (FileNotFoundError)") == "crash (FileNotFoundError)"
+
+
 def test_error_kinds_name_the_template_or_the_crash_and_carry_no_text():
     assert error_kind(PATIENT_OVERLAP.format(patients="P_1")) == "patient overlap"
     assert error_kind("FileNotFoundError: /data/private/P_1.png\nTraceback ...") == "crash (FileNotFoundError)"
@@ -302,6 +331,21 @@ def run_copy(finished_run, tmp_path) -> Path:
 def truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
+
+
+@pytest.mark.parametrize("split", ["ABS", "../../outside", "test/../x", "a b", ""])
+def test_evaluate_split_is_a_plain_name_never_a_path(finished_run, phantom_root, tmp_path, capsys, split):
+    """Once ``--split /abs/path`` wrote metrics and predictions (test patients' scores) to that path."""
+    from privmed.errors import SPLIT_NOT_A_NAME
+
+    split = str(tmp_path / "elsewhere") if split == "ABS" else split
+    before = sorted(p.relative_to(finished_run) for p in finished_run.rglob("*"))
+    code, _, err = run_cli(capsys, "evaluate", finished_run, "--data", phantom_root, "--split", split,
+                           "--bootstrap", 100)
+    assert_refused(code, err, SPLIT_NOT_A_NAME.format(split=split), tmp_path / "elsewhere")
+    assert sorted(p.relative_to(finished_run) for p in finished_run.rglob("*")) == before
+    with pytest.raises(PrivmedError, match="plain name"):
+        study_from_dict({**copy.deepcopy(NOISELESS), "external": [{"name": "x", "path": "d", "split": "/tmp/x"}]})
 
 
 def test_evaluate_with_a_truncated_best_checkpoint_says_so(run_copy, phantom_root, capsys):

@@ -95,6 +95,19 @@ def test_the_vote_noise_is_secret_not_from_the_seed():
     assert np.allclose(*replay)
 
 
+def test_a_replayable_evolution_shows_no_epsilon_per_round(phantom_root, evolved, tmp_path):
+    """Issue 32: replayable vote noise makes the folder NOT PRIVATE; its history.csv once showed an epsilon."""
+    from privmed.privacy.ledger import NOT_PRIVATE_EPSILON
+
+    config = evolve_config_from_dict({"out": str(tmp_path / "replay"), "data": {"path": str(phantom_root),
+                                                                              "image_size": 32},
+                                      "privacy": {"epsilon": 5.0, "replayable_noise": True}, "evolve": SMALL})
+    replayed = evolve(config)
+    assert rundir.read_record(replayed).private is False
+    assert set(pd.read_csv(replayed / rundir.HISTORY)["epsilon"]) == {NOT_PRIVATE_EPSILON}
+    assert pd.read_csv(evolved / rundir.HISTORY)["epsilon"].astype(float).is_monotonic_increasing  # private: numbers
+
+
 def test_mutation_stays_in_the_priors_range_and_moves_less_with_a_smaller_step():
     prior = cand.CandidatePrior.measured(seed=0)
     rng = np.random.default_rng(0)

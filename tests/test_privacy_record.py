@@ -43,6 +43,8 @@ def _before(ledger: PrivacyLedger) -> dict[str, Any]:
         "non_private_reasons": ledger.reasons,
         "validation_choices": ledger.validation_choices,
         "free_inputs": ledger.free_inputs,
+        # added by issue 32 (what epsilon does not cover), only where there is an accounted stage
+        **({"not_covered": ledger.not_covered} if ledger.mechanisms else {}),
         "summary": ledger._summary(eps, alone),
     }
 
@@ -172,3 +174,32 @@ def test_a_malformed_record_names_the_file_and_what_is_wrong(edit, reason, tmp_p
     message = str(err.value)
     head = PRIVACY_RECORD_MALFORMED.split("{reason}")[0].format(path=tmp_path / rundir.PRIVACY)
     assert message.startswith(head) and reason in message
+
+
+def test_the_record_says_n_is_public_and_test_outputs_are_not_dp(tmp_path):
+    """Issue 32: the ledger says what its epsilon takes as given (N) and what it does not cover (test outputs)."""
+    from privmed.privacy.ledger import NOT_COVERED_SHORT, NOT_DP_OUTPUTS, PUBLIC_N
+
+    record = _patient_ledger().record()
+    assert record.not_covered == (PUBLIC_N.format(unit="patient"), NOT_DP_OUTPUTS)
+    assert "N" in record.not_covered[0] and "treated as public" in record.not_covered[0]
+    assert NOT_COVERED_SHORT in record.summary
+    rundir.write_record(tmp_path, record)
+    assert json.loads((tmp_path / rundir.PRIVACY).read_text())["not_covered"] == list(record.not_covered)
+    assert rundir.read_record(tmp_path).not_covered == record.not_covered
+    # a record written before has none, and reads as before
+    old = record.to_dict()
+    del old["not_covered"]
+    assert PrivacyRecord.from_dict(old).not_covered == ()
+    assert _plain_ledger().record().not_covered == ()
+
+
+def test_a_group_privacy_statement_whose_delta_exceeds_one_is_marked_vacuous():
+    from privmed.privacy.units import group_privacy_sentence
+
+    assert "vacuous" not in group_privacy_sentence(1.0, 1e-5)  # (2, 5.4e-05) and (5, 0.0027)
+    sentence = group_privacy_sentence(8.0, 1e-5)  # 5 images: delta = 5 e^32 1e-5, about 4e9
+    assert sentence.count("vacuous") == 1 and "(40, 3.9e+09) (vacuous" in sentence
+    ledger = _image_ledger()
+    ledger.mechanisms[0] = Mechanism("dp_sgd", 0.3, 0.25, 400)  # a large image-level epsilon
+    assert ledger.epsilon > 5 and "vacuous" in ledger.summary()

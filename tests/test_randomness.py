@@ -11,6 +11,7 @@ from privmed import rundir
 from privmed.config import config_from_dict
 from privmed.data.sources import load_dataset
 from privmed.models import build_model
+from privmed.privacy.mechanisms import gaussian_noise
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training.inputs import model_inputs
 from privmed.training.trainer import train
@@ -44,7 +45,7 @@ def _replay_residuals(run, config) -> list[float]:
     stored = next(v for k, v in state.items() if k.endswith("center")).double()
     released_sum = stored * len(means)
     guesses = [torch.Generator().manual_seed(seed + 7919), secret_generator(stream=CENTRE_STREAM, replay_seed=seed)]
-    return [((released_sum - exact_sum - torch.randn(d, generator=g, dtype=torch.float64) * sigma * bound).norm()
+    return [((released_sum - exact_sum - gaussian_noise(d, sigma * bound, g)).norm()
              / (sigma * bound * d ** 0.5)).item() for g in guesses]
 
 

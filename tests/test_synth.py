@@ -122,6 +122,17 @@ def test_minibatch_std_with_dp_is_refused_with_the_reason(phantom_root, tmp_path
     assert generator_config_from_dict(raw).gan.minibatch_std
 
 
+def test_a_replayable_generator_shows_no_epsilon_per_epoch(phantom_root, tmp_path):
+    """Issue 32: replayable noise makes the generator NOT PRIVATE; its history.csv and train.log once showed
+    an epsilon as if private."""
+    from privmed.privacy.ledger import NOT_PRIVATE_EPSILON
+
+    out = train_generator(gen_config(phantom_root, tmp_path / "g", epsilon=5.0, replayable_noise=True))
+    assert rundir.read_record(out).private is False
+    assert set(pd.read_csv(out / rundir.HISTORY)["epsilon"]) == {NOT_PRIVATE_EPSILON}
+    assert f"epsilon={NOT_PRIVATE_EPSILON}" in (out / rundir.LOG).read_text()
+
+
 @pytest.mark.slow
 def test_non_private_generator_with_minibatch_std_trains_and_says_it_is_not_private(phantom_root, tmp_path):
     config = generator_config_from_dict({"out": str(tmp_path / "g"), "data": {"path": str(phantom_root),

@@ -179,3 +179,25 @@ def test_run_that_crashed_before_its_first_checkpoint_restarts_with_the_same_com
     assert "starting it again" in (out / rundir.LOG).read_text()
     privacy = json.loads((out / rundir.PRIVACY).read_text())
     assert privacy["private"] and privacy["epsilon"] <= 3.0
+
+
+@pytest.mark.slow
+def test_a_not_private_run_shows_no_epsilon_per_epoch(phantom_root, tmp_path):
+    """Issue 32: replayable noise makes the run NOT PRIVATE; its history.csv and train.log once showed an epsilon
+    as if private. A private run still shows its number."""
+    from privmed.privacy.ledger import NOT_PRIVATE_EPSILON, epsilon_text, shown_epsilon
+
+    config = config_from_dict({
+        "out": str(tmp_path / "replay"), "data": {"path": str(phantom_root), "image_size": 32},
+        "model": {"name": "scatter_linear"}, "privacy": {"noise_multiplier": 1.0, "replayable_noise": True},
+        "training": {"epochs": 1, "batch_size": 64, "bootstrap_resamples": 100, "seed": 1}})
+    out = train(config)
+    assert json.loads((out / rundir.PRIVACY).read_text())["private"] is False
+    history = pd.read_csv(out / rundir.HISTORY)
+    assert list(history["epsilon"]) == [NOT_PRIVATE_EPSILON]
+    log = (out / rundir.LOG).read_text()
+    assert f"epsilon={NOT_PRIVATE_EPSILON}" in log and "epsilon=0" not in log and "epsilon=1" not in log
+    # the progress bar shows what the row holds
+    assert epsilon_text(shown_epsilon(0.8, private=False)) == "not private"
+    assert epsilon_text(shown_epsilon(0.8123, private=True)) == "0.812"
+    assert shown_epsilon(math.inf, private=True) == NOT_PRIVATE_EPSILON

@@ -6,9 +6,12 @@ by an independent fair coin. A fresh generator is trained by the original's reci
 data (its own ledger gives the claimed ε), ``n`` images are sampled from it, and each
 canary is scored by minus its distance to the closest synthetic image. The canaries that
 were in versus out give the one-run ε lower bound (:mod:`privmed.audit.one_run`), at the
-image unit (one image per canary).
+unit the generator's ledger names: one image per canary at the image unit; at the patient unit
+a held-out test patient, all of whose images are in or out together (one coin per patient) and
+scored by the mean of their scores.
 
-The retrained generator and its data live in ``GENERATOR/audit/canaries<M>_seed<S>/`` and are
+The retrained generator and its data live in ``GENERATOR/audit/canaries<M>_seed<S>/``
+(``patient_canaries<M>_seed<S>/`` at the patient unit) and are
 reused when the audit is repeated.
 """
 
@@ -46,15 +49,23 @@ def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: 
                            f"the generator, so it needs the folder `privmed synth train` wrote. Audit a folder of "
                            f"images without --canaries (train-vs-test diagnostic, no epsilon bound).")
     config = generator_config_from_dict(rundir.read_config_dict(generator))
+    unit = rundir.read_record(generator).unit  # the unit the generator's ledger protects, as it trained
     real = load_dataset(dataclasses.replace(config.data, path=data))
     test = real.split("test")
-    if not 2 <= canaries <= len(test):
-        raise PrivmedError(f"--canaries {canaries}: canaries are drawn from the {len(test)} test images; use "
-                           f"between 2 and {len(test)}.")
+    units = _test_units(test, unit)
+    n_units = int(units.max()) + 1
+    if not 2 <= canaries <= n_units:
+        raise PrivmedError(f"--canaries {canaries}: canaries are drawn from the {n_units} test {unit}s; use "
+                           f"between 2 and {n_units}.")
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(test), size=canaries, replace=False)
-    coins = coin_membership(np.arange(canaries), rng=rng)
-    folder = generator / AUDIT_DIR / f"canaries{canaries}_seed{seed}"
+    chosen_units = rng.choice(n_units, size=canaries, replace=False)
+    unit_coins = coin_membership(np.arange(canaries), rng=rng)  # one coin per canary: a patient's images together
+    rows_of = [np.flatnonzero(units == u) for u in chosen_units]
+    chosen = np.concatenate(rows_of)
+    canary_of = np.repeat(np.arange(canaries), [len(r) for r in rows_of])
+    coins = unit_coins[canary_of]
+    name = "canaries" if unit == "image" else f"{unit}_canaries"  # older patient-unit folders hold per-image coins
+    folder = generator / AUDIT_DIR / f"{name}{canaries}_seed{seed}"
     retrained = folder / "generator"
     if not (retrained / GENERATOR_FILE).is_file():
         from privmed.synth.training import train_generator
@@ -65,14 +76,19 @@ def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: 
             split_column="split", patient_column="patient_id", attribute_columns=())))
     privacy = rundir.read_record(retrained)
     delta = privacy.delta if privacy.delta is not None else default_delta(len(real.split("train")) + coins.sum())
+    if privacy.unit != unit:
+        raise PrivmedError(f"the retrained generator in '{retrained}' protects one {privacy.unit}, the audited one "
+                           f"one {unit}: remove '{folder}' and audit again.")
     claimed = "inf" if math.isinf(privacy.epsilon) else privacy.epsilon  # as the classifier audit writes it
     synthetic, _, _, _ = synthetic_images(retrained, n=n, image_size=None, seed=seed)
     summary, medians = dcr_membership(synthetic=synthetic, members=test.images[chosen[coins]],
                                       non_members=test.images[chosen[~coins]], delta=delta,
-                                      design=ONE_RUN, n_resamples=n_resamples, seed=seed)
+                                      design=ONE_RUN, n_resamples=n_resamples, seed=seed,
+                                      member_groups=canary_of[coins], non_member_groups=canary_of[~coins])
     result = {"generator": str(generator), "retrained": str(retrained), "claimed_epsilon": claimed,
-              "delta": delta, "unit": "image", "design": ONE_RUN, "canaries": canaries,
-              "canary_kind": "held-out test images", "synthetic_images": len(synthetic), "confidence": 1 - alpha,
+              "delta": delta, "unit": unit, "design": ONE_RUN, "canaries": canaries,
+              "canary_kind": "held-out test images" if unit == "image" else f"held-out test {unit}s, all their images",
+              "synthetic_images": len(synthetic), "confidence": 1 - alpha,
               "attacks": [summary.to_dict()], **medians,
               "bound_holds": claimed == "inf" or summary.eps_lower_bound <= claimed + 1e-9}
     rundir.write_json(folder / "audit.json", result)
@@ -94,6 +110,16 @@ def _write_training_data(root: Path, train: Dataset, test: Dataset, included: np
     manifest = root / "metadata.csv"
     atomic.write_text(manifest, pd.DataFrame(rows).to_csv(index=False))
     return manifest
+
+
+def _test_units(test: Dataset, unit: str) -> np.ndarray:
+    """Each test image's unit of privacy, numbered from 0: its patient at the patient unit, else itself."""
+    if unit == "image":
+        return np.arange(len(test))
+    if test.patient_ids is None:
+        raise PrivmedError(f"the generator protects one {unit}, but this data has no patient ids: audit it with "
+                           f"the data it was trained on.")
+    return np.unique(test.patient_ids.astype(str), return_inverse=True)[1]
 
 
 def _patient_ids(split: Dataset, prefix: str) -> np.ndarray:

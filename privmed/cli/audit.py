@@ -111,7 +111,7 @@ def _audit_generator(args: argparse.Namespace) -> None:
           f"retrained generator's data by a fair coin ({a['n_members']} in, {a['n_non_members']} out); "
           f"{result['synthetic_images']} samples of {result['retrained']}")
     print(f"  AUC={a['auc']:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}]  eps lower bound="
-          f"{a['eps_lower_bound']:.3f} ({a['confidence']:.0%}, one-run)  GDP estimate eps~{a['gdp_epsilon']:.2f}"
+          f"{a['eps_lower_bound']:.3f} ({a['confidence']:.1%}, one-run)  GDP estimate eps~{a['gdp_epsilon']:.2f}"
           f"  (claimed epsilon={result['claimed_epsilon']})")
 
 

@@ -8,6 +8,7 @@ Results go to ``RUN/evaluations/<dataset>/<split>/``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ import torch
 from privmed import rundir, seal
 from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset, check_patient_disjoint, load_dataset
-from privmed.errors import BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, TARGET_MISMATCH, PrivmedError
+from privmed.errors import (BOOTSTRAP_TOO_FEW, CHECKPOINT_UNREADABLE, PATH_MISSING, SPLIT_NOT_A_NAME, TARGET_MISMATCH,
+                            PrivmedError)
 from privmed.evaluation.bootstrap import paired_bootstrap
 from privmed.evaluation.metrics import METRIC_NAMES
 from privmed.evaluation.predictions import predict, predictions_frame, split_metrics
@@ -99,11 +101,20 @@ def check_resamples(n_resamples: int) -> None:
         raise PrivmedError(BOOTSTRAP_TOO_FEW.format(n=n_resamples, minimum=MIN_RESAMPLES))
 
 
+def check_split_name(split: object) -> str:
+    """``split`` when it is a plain name (letters, digits, ``_-``): it names a folder of the run, so a path
+    (``/abs/dir``, ``../x``) would write predictions there."""
+    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", split):
+        raise PrivmedError(SPLIT_NOT_A_NAME.format(split=split))
+    return split
+
+
 def evaluate_run(run: Path, *, data: str | None = None, split: str = "test", label_columns=None,
                  positive_class: str | None = None, class_names=None, n_resamples: int = 1000,
                  name: str | None = None, allow_outside_root: bool = False) -> tuple[dict, Path]:
     """Evaluate a finished run on a data set split; write metrics.json and predictions.csv under
     ``RUN/evaluations/<name>/<split>`` (``name`` defaults to the data set's name); return both."""
+    check_split_name(split)
     check_resamples(n_resamples)
     config, model, run_metrics = load_run(run)
     part = _evaluation_data(run, config, data=data, split=split, label_columns=label_columns,

@@ -17,6 +17,29 @@ from .accounting import Mechanism, epsilon_for
 from .record import PrivacyRecord, Stage
 from .units import PrivacyUnit, group_privacy_sentence
 
+#: what a data-dependent record's epsilon does not cover, said in every such record (``not_covered``)
+PUBLIC_N = ("The data set's size N (the number of protected {unit}s in the training split) is treated as public: "
+            "delta (by default 1/(10 N)) and the sampling rate (batch / N) derive from it, so this record releases N "
+            "and epsilon does not protect it.")
+NOT_DP_OUTPUTS = ("Test metrics and predictions (metrics.json, predictions.csv, every evaluation on test or "
+                  "external data) are computed without noise: they are not differentially private; epsilon covers "
+                  "the training split only.")
+NOT_COVERED_SHORT = "N is treated as public; test metrics and predictions are not DP."
+#: what a NOT PRIVATE run's history.csv, train.log and progress bar show where a private run shows its epsilon
+NOT_PRIVATE_EPSILON = "not private"
+
+
+def shown_epsilon(spent: float, *, private: bool) -> float | str:
+    """The epsilon spent so far as a run shows it per epoch: the number for a private run, else
+    :data:`NOT_PRIVATE_EPSILON` (replayable noise or a non-private input make any number a false claim)."""
+    return spent if private and math.isfinite(spent) else NOT_PRIVATE_EPSILON
+
+
+def epsilon_text(shown: float | str) -> str:
+    """:func:`shown_epsilon`'s value for a progress bar: 3 significant digits, or the words."""
+    return shown if isinstance(shown, str) else f"{shown:.3g}"
+
+
 ZERO_NOISE = "Stage '{stage}' added no noise (noise multiplier 0), so it gives no differential privacy."
 
 
@@ -84,7 +107,13 @@ class PrivacyLedger:
         stages = ", ".join(f"{m.stage} alone {e:.3g}" for m, e in zip(self.mechanisms, alone)) or "none"
         free = "".join(f" {sentence}." for sentence in self.free_inputs)
         return (f"(epsilon={epsilon:.3g}, delta={self.delta:.3g})-DP; unit of privacy: {self.who}; "
-                f"{self.accountant.upper()} accountant; stages: {stages}.{free}{self._unit_caveat(epsilon)}")
+                f"{self.accountant.upper()} accountant; stages: {stages}.{free} {NOT_COVERED_SHORT}"
+                f"{self._unit_caveat(epsilon)}")
+
+    @property
+    def not_covered(self) -> list[str]:
+        """What the epsilon does not cover, in words (none for a ledger with no accounted stage)."""
+        return [PUBLIC_N.format(unit=self.unit), NOT_DP_OUTPUTS] if self.mechanisms else []
 
     @property
     def who(self) -> str:
@@ -124,6 +153,7 @@ class PrivacyLedger:
             non_private_reasons=tuple(self.reasons),
             validation_choices=tuple(self.validation_choices),
             free_inputs=tuple(self.free_inputs),
+            not_covered=tuple(self.not_covered),
             upstream=tuple(self.upstream),
             summary=self._summary(eps, alone),
         )

@@ -68,6 +68,7 @@ class PrivacyRecord:
     non_private_reasons: tuple[str, ...] = ()
     validation_choices: tuple[str, ...] = ()
     free_inputs: tuple[str, ...] = ()
+    not_covered: tuple[str, ...] = ()  # what epsilon does not cover, in words (records before issue 32: none)
     data_independent: bool = False
     source: str | None = None
     upstream: tuple[str, ...] = ()  # the records composed into this one, each by its digest and seal, in words
@@ -110,6 +111,7 @@ class PrivacyRecord:
             "non_private_reasons": list(self.non_private_reasons),
             "validation_choices": list(self.validation_choices),
             "free_inputs": list(self.free_inputs),
+            **({"not_covered": list(self.not_covered)} if self.not_covered else {}),
             **({"upstream": list(self.upstream)} if self.upstream else {}),
             "summary": self.summary,
         }
@@ -214,7 +216,7 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "steps": _count, "clip_norm": _number, "n_private_samples": _count, "unit": _text, "protects": _optional(_text),
     "max_images_per_patient": _optional(_count), "stages": _stages, "non_private_reasons": _texts,
     "validation_choices": _texts, "free_inputs": _texts, "data_independent": _bool, "source": _optional(_text),
-    "upstream": _texts,
+    "upstream": _texts, "not_covered": _texts,
 }
 #: the fields every ledger record has held since privmed's first version (the rest have defaults)
 _LEDGER_REQUIRED = ("private", "epsilon", "delta", "accountant", "noise_multiplier", "sample_rate", "steps",

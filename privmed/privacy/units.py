@@ -83,12 +83,18 @@ def resolve_unit(requested: str | None, patient_ids: np.ndarray | None, *, max_i
 def group_privacy_sentence(epsilon: float, delta: float) -> str:
     """What an image-level (epsilon, delta) guarantee means for a patient with several images
     (group privacy: m images give (m epsilon, m e^{(m-1) epsilon} delta))."""
-    two = (2 * epsilon, 2 * math.exp(epsilon) * delta)
-    five = (5 * epsilon, 5 * math.exp(4 * epsilon) * delta)
     return (f"The unit of privacy is one image: a patient with m images in the training data is protected only at "
-            f"(m x epsilon, m e^((m-1) epsilon) delta) by group privacy, e.g. ({two[0]:.3g}, {two[1]:.2g}) for 2 "
-            f"images and ({five[0]:.3g}, {five[1]:.2g}) for 5. Use --privacy-unit patient when the data has patient "
+            f"(m x epsilon, m e^((m-1) epsilon) delta) by group privacy, e.g. {_group_pair(epsilon, delta, 2)} for 2 "
+            f"images and {_group_pair(epsilon, delta, 5)} for 5. Use --privacy-unit patient when the data has patient "
             f"ids.")
+
+
+def _group_pair(epsilon: float, delta: float, m: int) -> str:
+    """Group privacy's (m epsilon, m e^((m-1) epsilon) delta) in words; VACUOUS when that delta exceeds 1 (it then
+    bounds nothing)."""
+    eps, big_delta = m * epsilon, m * math.exp(min((m - 1) * epsilon, 700.0)) * delta
+    pair = f"({eps:.3g}, {big_delta:.2g})"
+    return pair + " (vacuous: its delta exceeds 1, so it protects nothing)" if big_delta > 1 else pair
 
 
 class GroupPoissonSampler(Sampler[list[int]]):

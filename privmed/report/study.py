@@ -75,6 +75,15 @@ def report_blocks(study: StudyConfig, tables: StudyTables, out: Path) -> list:
 # --------------------------------------------------------------------------- sections
 
 
+def dataset_name(path: str | None) -> str:
+    """The data set's name for a report: its folder's (a manifest, ``<folder>/<file>``), never the path that
+    says where the private data lives."""
+    if not path:
+        return "built-in phantom"
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.suffix.lower() == ".csv" and p.parent.name else p.name
+
+
 def _overview(study: StudyConfig, results: pd.DataFrame, out: Path) -> list:
     counts = results["status"].value_counts()
     timing = rundir.read_json(out / TIMING) if (out / TIMING).is_file() else {}
@@ -82,7 +91,7 @@ def _overview(study: StudyConfig, results: pd.DataFrame, out: Path) -> list:
     last = (timing.get("invocations") or [{}])[-1]
     base = study.cells(out)[0].config
     facts = [
-        f"Data: {base.data.path or 'built-in phantom'} at {base.data.image_size} px; model(s): "
+        f"Data: {dataset_name(base.data.path)} at {base.data.image_size} px; model(s): "
         f"{', '.join(study.models)}; strategies: {', '.join(s.name for s in study.strategies)}; classifier ε: "
         f"{', '.join(_eps(e) for e in study.epsilons)}; seeds: {', '.join(map(str, study.seeds))}.",
         f"Runs: {len(results)} in the grid; " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",

@@ -305,7 +305,10 @@ def _external(spec: Mapping[str, Any]) -> ExternalSpec:
     _reject(spec, EXTERNAL_KEYS, "external")
     if "name" not in spec or "path" not in spec:
         raise PrivmedError("each external test set needs a 'name' and a 'path'.")
-    return ExternalSpec(_name(spec["name"], "external test set"), str(spec["path"]), str(spec.get("split", "test")))
+    from privmed.evaluation.external import check_split_name
+
+    return ExternalSpec(_name(spec["name"], "external test set"), str(spec["path"]),
+                        check_split_name(str(spec.get("split", "test"))))
 
 
 def _fairness(spec: Mapping[str, Any]) -> FairnessSpec:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from privmed import rundir
+from privmed.errors import error_kind
 from privmed.evaluation.external import evaluation_dir
 from privmed.evaluation.fairness import (
     fairlearn_differences,
@@ -86,7 +87,9 @@ def _result_row(cell: Cell, study: StudyConfig, out: Path, status: dict) -> dict
     if not finished(run) or drift:
         row["status"] = "failed" if drift or status.get("status") == "failed" else (
             "interrupted" if (run / rundir.CHECKPOINTS / rundir.LAST).is_file() else "pending")
-        row["error"] = CHANGED.format(run=run, changes="; ".join(drift)) if drift else status.get("error", "")
+        # the error's kind only: its text (in failed/<run>.txt) may name a patient, a file or a path
+        error = CHANGED.format(run=run, changes="; ".join(drift)) if drift else status.get("error", "")
+        row["error"] = error_kind(error)
         row["dir"] = str(run.relative_to(out))
         return row
     verdict = rundir.verify_run(run)  # a record whose keyed seal fails is refused

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from privmed import atomic, rundir
 from privmed.audit.config import AuditConfig
+from privmed.errors import error_kind
 
 from .config import Cell, StudyConfig
 
@@ -91,10 +92,11 @@ def sync_status(out: Path, cells: list[Cell], study: StudyConfig) -> set[str]:
 
 
 def record(out: Path, outcome: CellOutcome) -> None:
-    """Write ``outcome`` to ``status.json``, and its error to ``failed/<run>.txt`` (removed once it succeeds)."""
+    """Write ``outcome`` to ``status.json`` with its error's kind only (its text may name a patient, a file or a
+    path), and the error's full text to ``failed/<run>.txt`` (removed once it succeeds)."""
     status = rundir.read_json(out / STATUS) if (out / STATUS).is_file() else {}
     status[outcome.run_id] = {"status": outcome.status, "seconds": round(outcome.seconds, 1),
-                              "error": outcome.error.splitlines()[0] if outcome.error else ""}
+                              "error": error_kind(outcome.error)}
     rundir.write_json(out / STATUS, status)
     failure = out / FAILED / f"{outcome.run_id}.txt"
     if outcome.status == "failed":

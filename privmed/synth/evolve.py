@@ -41,7 +41,8 @@ from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 from privmed.models.invariance import InvariantFeatures
 from privmed.models.scatter import ScatterFeatures
 from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
-from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
+from privmed.privacy.mechanisms import gaussian_noise
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
 from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.progress import progress
@@ -69,7 +70,7 @@ class Round:
     number: int
     noisy_votes: tuple[float, float]  # noisy vote total per class
     winners: tuple[int, int]  # candidates with votes above the threshold, per class
-    epsilon: float  # spent so far
+    epsilon: float | str  # spent so far ("not private" with replayable noise)
     summary: dict[str, float]  # mean parameters of the voted population (both classes)
 
 
@@ -107,9 +108,9 @@ def vote_histogram(private: torch.Tensor, labels: np.ndarray, groups: np.ndarray
 
 
 def noisy_histogram(hist: np.ndarray, *, sigma: float, generator: torch.Generator) -> np.ndarray:
-    """The Gaussian mechanism: ``hist`` plus N(0, sigma^2) noise per bin, from a secret generator."""
-    noise = torch.randn(hist.shape, generator=generator, dtype=torch.float64).numpy()
-    return hist + sigma * noise
+    """The Gaussian mechanism: ``hist`` plus N(0, sigma^2) noise per bin, from a secret generator, drawn by
+    the floating-point-safe :func:`~privmed.privacy.mechanisms.gaussian_noise`."""
+    return hist + gaussian_noise(hist.shape, sigma, generator).numpy()
 
 
 def winners(noisy: np.ndarray, *, threshold: float) -> np.ndarray:
@@ -193,11 +194,12 @@ def evolve(config: EvolveConfig) -> Path:
         shown = tuple(features(space, cand.render(pop, image_size=size, rng=rng)) for pop in voted)
         noisy = noisy_histogram(vote_histogram(private, labels, unit.groups, shown), sigma=sigma, generator=noise)
         weights = winners(noisy, threshold=e.threshold * sigma)
-        spent = epsilon_for([Mechanism(STAGE, sigma, 1.0, t + 1)], delta=delta, accountant=p.accountant)
+        spent = shown_epsilon(epsilon_for([Mechanism(STAGE, sigma, 1.0, t + 1)], delta=delta, accountant=p.accountant),
+                              private=not p.replayable_noise)
         history.append(Round(t + 1, tuple(float(v) for v in noisy.sum(axis=1)),
                              tuple(int(v) for v in (weights > 0).sum(axis=1)), spent, cand.summary(cand.join(*voted))))
         bar.set_postfix(votes="/".join(f"{v:.0f}" for v in history[-1].noisy_votes),
-                        winners="/".join(map(str, history[-1].winners)), eps=f"{spent:.3g}")
+                        winners="/".join(map(str, history[-1].winners)), eps=epsilon_text(spent))
         step = e.step * e.decay ** t
         population = [next_population(prior, voted[c], c, weights[c], step=step, fresh=e.fresh, rng=rng,
                                       redrawn=redrawn) for c in (0, 1)]

@@ -41,7 +41,7 @@ from privmed import atomic, rundir, seal
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
 from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
-from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
 from privmed.privacy.units import resolve_unit
 from privmed.progress import progress
@@ -125,12 +125,13 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", refresh=False)
         loss_d, loss_g = (float(np.mean(v)) for v in zip(*losses)) if losses else (math.nan, math.nan)
-        spent = _epsilon(engine, sigma, sample_rate, delta, config)
+        spent = shown_epsilon(_epsilon(engine, sigma, sample_rate, delta, config),
+                              private=private and not p.replayable_noise)
         row = {"epoch": epoch + 1, "loss_d": loss_d, "loss_g": loss_g, "epsilon": spent,
                "seconds": time.perf_counter() - t0}
         history.append(row)
         bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}",
-                        eps=f"{spent:.3g}")
+                        eps=epsilon_text(spent))
         if (epoch + 1) % g.grid_every == 0 or epoch + 1 == g.epochs:
             _write_grid(ema, fixed_z, fixed_y, out / GRIDS / f"epoch_{epoch + 1:04d}.png", epoch + 1, device)
         _save_checkpoint(out, epoch + 1, gen, disc, ema, opt_g, opt_d, engine, history, sigma)

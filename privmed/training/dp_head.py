@@ -16,7 +16,8 @@ Gram matrix gets symmetric Gaussian noise (the upper triangle drawn, mirrored) o
 the two releases are two accounted Gaussian mechanisms (sample rate 1, one step each),
 composed with every other stage of the run (the private feature centre) by an Opacus
 accountant (:func:`privmed.privacy.accounting.calibrate_noise` finds the noise that makes
-them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret).
+them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret), drawn by the floating-point-safe
+:func:`privmed.privacy.mechanisms.gaussian_noise`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from privmed.privacy.accounting import Mechanism, calibrate_noise
+from privmed.privacy.mechanisms import gaussian_noise
 from privmed.privacy.randomness import secret_generator
 
 #: the generator stream of the statistics' noise (distinct from sampling, DP-SGD and the centre)
@@ -73,11 +75,10 @@ def release(stats: Statistics, *, noise_multiplier: float, bound: float,
     ``generator``: the noise's source, by default a secret one."""
     generator = generator or secret_generator(stream=STATISTICS_STREAM)
     d = stats.moment.numel()
-    upper = torch.randn(d, d, generator=generator, dtype=torch.float64).triu()
+    upper = gaussian_noise((d, d), noise_multiplier * bound**2, generator).triu()
     gram_noise = upper + upper.triu(1).T
-    moment_noise = torch.randn(d, generator=generator, dtype=torch.float64)
-    noisy = Statistics(stats.gram + noise_multiplier * bound**2 * gram_noise,
-                       stats.moment + noise_multiplier * bound * moment_noise, stats.n_units)
+    moment_noise = gaussian_noise(d, noise_multiplier * bound, generator)
+    noisy = Statistics(stats.gram + gram_noise, stats.moment + moment_noise, stats.n_units)
     return noisy, [Mechanism(GRAM_STAGE, noise_multiplier, 1.0, 1), Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
 
 
@@ -86,8 +87,8 @@ def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
     """Only the moment vector released (one accounted mechanism; the Gram matrix set to 0, never released):
     the infinite-ridge limit, whose head ``w = X^T y`` is the difference of the class means."""
     generator = generator or secret_generator(stream=STATISTICS_STREAM)
-    noise = torch.randn(stats.moment.numel(), generator=generator, dtype=torch.float64)
-    noisy = Statistics(torch.zeros_like(stats.gram), stats.moment + noise_multiplier * bound * noise, stats.n_units)
+    noise = gaussian_noise(stats.moment.numel(), noise_multiplier * bound, generator)
+    noisy = Statistics(torch.zeros_like(stats.gram), stats.moment + noise, stats.n_units)
     return noisy, [Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
 
 

@@ -29,6 +29,7 @@ from privmed.errors import PrivmedError
 from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
+from privmed.privacy.mechanisms import gaussian_noise
 from privmed.progress import progress
 
 from .dp_head import clip_rows
@@ -188,10 +189,10 @@ def _noisy_unit_mean(rows: torch.Tensor, *, bound: float, noise_multiplier: floa
                      groups: np.ndarray | None) -> torch.Tensor:
     """The Gaussian mechanism both centre releases share: rows clipped to ``bound``, one mean per unit (norm at
     most ``bound``: the sensitivity), their sum plus noise of std ``noise_multiplier * bound`` drawn from
-    ``generator``, divided by the number of units."""
+    ``generator`` by the floating-point-safe :func:`~privmed.privacy.mechanisms.gaussian_noise`, divided by the number of units."""
     unit_means = _unit_means(clip_rows(rows, bound), groups)
-    noise = torch.randn(rows.shape[1], generator=generator, dtype=torch.float64).to(rows.device)
-    return (unit_means.sum(0) + noise * noise_multiplier * bound) / len(unit_means)
+    noise = gaussian_noise(rows.shape[1], noise_multiplier * bound, generator).to(rows.device)
+    return (unit_means.sum(0) + noise) / len(unit_means)
 
 
 def _unit_means(rows: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:

@@ -46,7 +46,7 @@ from privmed.errors import RUN_BUSY, PrivmedError
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.models import build_for_run
 from privmed.models.pretrained import weights_digest
-from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
 from privmed.progress import progress
 
 from . import distributed
@@ -183,7 +183,8 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
             if distributed.is_lead():
                 row = _end_epoch(run, state, fit, c, loss=loss, seconds=time.perf_counter() - t0)
                 bar.update()
-                bar.set_postfix(loss=f"{loss:.4f}", val_auroc=f"{row['val_auroc']:.3f}", eps=f"{row['epsilon']:.3g}")
+                bar.set_postfix(loss=f"{loss:.4f}", val_auroc=f"{row['val_auroc']:.3f}",
+                                eps=epsilon_text(row["epsilon"]))
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
         state.finished_steps.append(spent_steps(fit.engine))
@@ -198,7 +199,8 @@ def _end_epoch(run: Run, state: TrainState, fit, candidate: int, *, loss: float,
     kept = evaluated(run.net, fit.average)  # the weights, or their average (training.ema)
     val_auroc = mean_auroc(y_val, predict(kept, run.inputs["val"], device=run.device))
     state.best = keep_best(state.best, kept, val_auroc, candidate, state.epoch)
-    spent = epsilon_so_far(run.ledger, run.plan, state, fit, candidate)
+    # a NOT PRIVATE run (replayable noise, a non-private or other-unit generator, no DP-SGD) shows no epsilon
+    spent = shown_epsilon(epsilon_so_far(run.ledger, run.plan, state, fit, candidate), private=run.ledger.private)
     row = {**({"candidate": candidate} if len(run.candidates) > 1 else {}), "epoch": state.epoch, "loss": loss,
            "val_auroc": val_auroc, "epsilon": spent, "seconds": seconds}
     state.history.append(row)
