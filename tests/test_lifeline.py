@@ -132,3 +132,30 @@ def test_status_keeps_the_failure_of_a_finished_run_whose_cell_changed(tmp_path)
     rundir.write_json(tmp_path / STATUS, {cell.run_id: failure})
     sync_status(tmp_path, study.cells(tmp_path), study)
     assert rundir.read_json(tmp_path / STATUS)[cell.run_id] == failure
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to find the ranks")
+def test_no_rank_outlives_a_killed_train_nproc(tmp_path):
+    """``privmed train --nproc 2`` killed with SIGKILL: its rank processes end too, within 10 s (checked in
+    /proc), and write nothing more into the run folder."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "privmed", "train", "--image-size", "32", "--epochs", "200", "--epsilon", "8",
+               "--nproc", "2", "--model", "resnet9_small", "--out", str(out)]
+    parent = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = wait_for(lambda: (out / rundir.CHECKPOINTS / rundir.LAST).is_file(), 240)
+        assert started, "the ranks never wrote a checkpoint"
+        ranks = [p for child in children(parent.pid) for p in [child, *children(child)]]
+        assert ranks, "privmed train --nproc 2 has no rank processes"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert wait_for(lambda: not any(alive(r) for r in ranks), 10), "ranks survived their privmed train"
+        before = (out / rundir.CHECKPOINTS / rundir.LAST).stat().st_mtime_ns
+        time.sleep(2)
+        assert (out / rundir.CHECKPOINTS / rundir.LAST).stat().st_mtime_ns == before
+        assert not (out / rundir.PRIVACY).exists()
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from privmed.errors import PrivmedError
+from privmed.workers import die_with_parent
 
 RANK_DIED = ("training process {rank} of {nproc} stopped ({reason}). The run directory '{out}' keeps the last "
              "finished epoch's checkpoint: continue with the same command plus --resume.")
@@ -152,6 +153,7 @@ def launch(fn: Callable[..., None], args: tuple, *, nproc: int, out: str) -> Non
 
 
 def _child(rank: int, fn: Callable[..., None], args: tuple, nproc: int, port: int) -> None:
+    die_with_parent()  # a rank never outlives the `privmed train --nproc` that started it, however it ends (kill -9)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
                        "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
