@@ -25,7 +25,8 @@ from PIL import Image
 from privmed import atomic, rundir
 from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import PrivmedError
-from privmed.privacy.accounting import default_delta
+from privmed.privacy.delta import resolve_delta
+from privmed.privacy.units import resolve_unit
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.sample import GENERATOR_FILE, synthetic_images
 
@@ -64,7 +65,8 @@ def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: 
             config.data, path=str(manifest.parent), label_columns=("label",), path_column="path",
             split_column="split", patient_column="patient_id", attribute_columns=())))
     privacy = rundir.read_record(retrained)
-    delta = privacy.delta if privacy.delta is not None else default_delta(len(real.split("train")) + coins.sum())
+    delta = privacy.delta if privacy.delta is not None else _retrained_delta(config, real.split("train"), test,
+                                                                            chosen[coins])
     claimed = "inf" if math.isinf(privacy.epsilon) else privacy.epsilon  # as the classifier audit writes it
     synthetic, _, _, _ = synthetic_images(retrained, n=n, image_size=None, seed=seed)
     summary, medians = dcr_membership(synthetic=synthetic, members=test.images[chosen[coins]],
@@ -94,6 +96,15 @@ def _write_training_data(root: Path, train: Dataset, test: Dataset, included: np
     manifest = root / "metadata.csv"
     atomic.write_text(manifest, pd.DataFrame(rows).to_csv(index=False))
     return manifest
+
+
+def _retrained_delta(config, train: Dataset, test: Dataset, included: np.ndarray) -> float:
+    """Delta of the retrained generator as its training resolved it (its data: the training split plus the
+    included canaries, each canary a patient of its own, see :func:`_write_training_data`)."""
+    patients = np.concatenate([_patient_ids(train, "train"), _patient_ids(test, "canary")[included]])
+    p = config.privacy
+    unit = resolve_unit(p.unit, patients, max_images_per_patient=p.max_images_per_patient, n=len(patients))
+    return resolve_delta(unit, p.delta, check=False)
 
 
 def _patient_ids(split: Dataset, prefix: str) -> np.ndarray:
