@@ -28,7 +28,8 @@ from PIL import Image
 from privmed import atomic, rundir
 from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import PrivmedError
-from privmed.privacy.accounting import default_delta
+from privmed.privacy.delta import resolve_delta
+from privmed.privacy.units import resolve_unit
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.sample import GENERATOR_FILE, synthetic_images
 
@@ -75,7 +76,8 @@ def audit_generator(generator: Path, *, data: str, canaries: int, n: int, seed: 
             config.data, path=str(manifest.parent), label_columns=("label",), path_column="path",
             split_column="split", patient_column="patient_id", attribute_columns=())))
     privacy = rundir.read_record(retrained)
-    delta = privacy.delta if privacy.delta is not None else default_delta(len(real.split("train")) + coins.sum())
+    delta = privacy.delta if privacy.delta is not None else _retrained_delta(config, real.split("train"), test,
+                                                                            chosen[coins])
     if privacy.unit != unit:
         raise PrivmedError(f"the retrained generator in '{retrained}' protects one {privacy.unit}, the audited one "
                            f"one {unit}: remove '{folder}' and audit again.")
@@ -120,6 +122,15 @@ def _test_units(test: Dataset, unit: str) -> np.ndarray:
         raise PrivmedError(f"the generator protects one {unit}, but this data has no patient ids: audit it with "
                            f"the data it was trained on.")
     return np.unique(test.patient_ids.astype(str), return_inverse=True)[1]
+
+
+def _retrained_delta(config, train: Dataset, test: Dataset, included: np.ndarray) -> float:
+    """Delta of the retrained generator as its training resolved it (its data: the training split plus the
+    included canaries, each canary a patient of its own, see :func:`_write_training_data`)."""
+    patients = np.concatenate([_patient_ids(train, "train"), _patient_ids(test, "canary")[included]])
+    p = config.privacy
+    unit = resolve_unit(p.unit, patients, max_images_per_patient=p.max_images_per_patient, n=len(patients))
+    return resolve_delta(unit, p.delta, check=False)
 
 
 def _patient_ids(split: Dataset, prefix: str) -> np.ndarray:

@@ -52,8 +52,8 @@ from privmed.errors import AUDIT_GROUP_NEEDS_PATIENT_UNIT, PrivmedError
 from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
 from privmed.models import build_for_run
-from privmed.privacy.accounting import default_delta
-from privmed.privacy.units import unit_name
+from privmed.privacy.delta import resolve_delta
+from privmed.privacy.units import resolve_unit, unit_name
 from privmed.progress import progress
 from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
@@ -101,6 +101,9 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
     if config.images_per_canary > 1 and unit != "patient":
         raise PrivmedError(AUDIT_GROUP_NEEDS_PATIENT_UNIT.format(size=config.images_per_canary, unit=unit))
     _check_same_training_data(run, ds)
+    run_delta = training_delta(run_config, ds)
+    # the retrained target and the shadows keep the run's delta (its patients), not one of their own subsets
+    run_config = dataclasses.replace(run_config, privacy=dataclasses.replace(run_config.privacy, delta=run_delta))
     fresh = _model_factory(run_config, ds)
     inputs = {s: model_inputs(target_model, ds.split(s).image_tensor) for s in SPLITS}
     population = _population(ds, inputs, config=config, unit=unit,
@@ -114,7 +117,7 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
         target_net = trainable_part(target_model)
         privacy = rundir.read_record(run)
         claimed = float(privacy.epsilon)
-        delta = privacy.delta if privacy.delta is not None else default_delta(len(ds.split("train")))
+        delta = privacy.delta if privacy.delta is not None else run_delta
     target_scores = predict(target_net, population.x)
     labels = population.y.numpy()
     attack_scores = {"loss": loss_attack_scores(target_scores, labels)}
@@ -155,6 +158,14 @@ def privacy_unit(config: RunConfig, ds: Dataset) -> str:
     """The run's unit of privacy, resolved as training resolved it: ``privacy.unit``, else ``patient``
     when the data has patient ids and ``image`` otherwise."""
     return unit_name(config.privacy.unit, ds.split("train").patient_ids)
+
+
+def training_delta(config: RunConfig, ds: Dataset) -> float:
+    """The run's delta, resolved as training resolved it: ``privacy.delta``, else 1/(10 N) for the N units
+    (patients or images) of the private training split."""
+    train, p = ds.split("train"), config.privacy
+    unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
+    return resolve_delta(unit, p.delta, check=False)
 
 
 def audit_path(run: Path, config: AuditConfig) -> Path:

@@ -21,7 +21,7 @@ def add_parsers(sub) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``privmed check``: exit 0 and a short summary when ``privmed train`` with these options would start."""
-    from privmed.privacy.accounting import default_delta
+    from privmed.privacy.delta import resolve_delta
     from privmed.privacy.units import resolve_unit
     from privmed.training.preflight import check_run
 
@@ -40,7 +40,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
     print(f"unit of privacy: {unit.name} ({unit.n_units} in the training split"
           + (f", at most {unit.max_per_unit} image(s) of one per step)" if unit.name == "patient" else ")"))
-    delta = p.delta if p.delta is not None else default_delta(unit.n_units)
+    delta = resolve_delta(unit, p.delta, check=False)
     how = "" if p.delta is not None else " (default 1/(10 N))"
     if not p.private:
         print(f"privacy: NOT PRIVATE (no --epsilon or --noise-multiplier); delta would be {delta:.3g}{how}")

@@ -40,7 +40,8 @@ from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 from privmed.models.invariance import InvariantFeatures
 from privmed.models.scatter import ScatterFeatures
-from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrate_noise, epsilon_for
+from privmed.privacy.delta import resolve_delta
 from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
 from privmed.privacy.mechanisms import gaussian_noise
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
@@ -162,8 +163,7 @@ def load_private(config: EvolveConfig) -> tuple[Dataset, PrivacyUnit, float]:
     p = config.privacy
     unit = resolve_unit(p.unit, real.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(real))
     unit = dataclasses.replace(unit, max_per_unit=int(np.bincount(unit.groups).max()))  # every image votes
-    delta = p.delta if p.delta is not None else default_delta(unit.n_units)
-    check_delta(delta, unit.n_units)
+    delta = resolve_delta(unit, p.delta)
     return real, unit, delta
 
 

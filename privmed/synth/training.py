@@ -40,7 +40,8 @@ from torch.utils.data import TensorDataset
 from privmed import atomic, rundir, seal
 from privmed.data.phantom import write_image_grid
 from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.accounting import Mechanism, calibrate_noise, epsilon_for
+from privmed.privacy.delta import resolve_delta
 from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
 from privmed.privacy.units import resolve_unit
@@ -78,10 +79,8 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     n = len(real)
     p = config.privacy
     unit = resolve_unit(p.unit, real.patient_ids, max_images_per_patient=p.max_images_per_patient, n=n)
-    delta = p.delta if p.delta is not None else default_delta(unit.n_units)
     private = p.private
-    if private:
-        check_delta(delta, unit.n_units)
+    delta = resolve_delta(unit, p.delta, check=private)
     schedule = plan_schedule(unit, batch_size=g.batch_size, epochs=g.epochs)
     sample_rate, steps = schedule.sample_rate, schedule.steps
     replay_seed = replay_seed_for(private=private, replayable=p.replayable_noise, seed=g.seed)

@@ -15,7 +15,8 @@ from privmed.config import RunConfig
 from privmed.data.sources import Dataset
 from privmed.errors import RESUME_OTHER_UNIT, PrivmedError
 from privmed.models.pretrained import pretrained_inputs
-from privmed.privacy.accounting import Mechanism, calibrate_noise, check_delta, default_delta, epsilon_for
+from privmed.privacy.accounting import Mechanism, calibrate_noise, epsilon_for
+from privmed.privacy.delta import resolve_delta
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
 from privmed.privacy.units import PrivacyUnit, resolve_unit
@@ -115,12 +116,11 @@ def plan_privacy(config: RunConfig, protected: PrivacyUnit, sampled: PrivacyUnit
     units (private plus any synthetic mixed in) the Poisson sample rate.
     """
     p, seed = config.privacy, config.training.seed
-    delta = p.delta if p.delta is not None else default_delta(protected.n_units)
+    delta = resolve_delta(protected, p.delta, check=p.private)
     schedules = [plan_schedule(sampled, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
     replay_seed = replay_seed_for(private=p.private, replayable=p.replayable_noise, seed=seed)
     if not p.private:
         return PrivacyPlan(delta, protected, sampled, schedules, 0.0, None, replay_seed)
-    check_delta(delta, protected.n_units)
     center_sigma = p.center_noise_multiplier if has_center else None
     if checkpoint is not None:
         sigma = checkpoint["plan"]["noise_multiplier"]

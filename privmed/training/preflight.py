@@ -59,7 +59,8 @@ def check_schedule(config: RunConfig) -> "Dataset | None":
     (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set).
     Returns the data it read (None when it read none)."""
     from privmed.data.sources import load_dataset
-    from privmed.privacy.accounting import check_delta, check_reachable, default_delta
+    from privmed.privacy.accounting import check_reachable
+    from privmed.privacy.delta import resolve_delta
     from privmed.privacy.units import resolve_unit
     from privmed.training.private import plan_schedule
 
@@ -76,8 +77,7 @@ def check_schedule(config: RunConfig) -> "Dataset | None":
     if largest > unit.contributions:
         raise PrivmedError(BATCH_LARGER_THAN_DATA.format(batch=largest, n=unit.contributions))
     if p.private and p.noise_multiplier is None:
-        delta = p.delta if p.delta is not None else default_delta(unit.n_units)
-        check_delta(delta, unit.n_units)
+        delta = resolve_delta(unit, p.delta)
         schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
         check_reachable(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
                         schedules=[(s.sample_rate, s.steps) for s in schedules])
