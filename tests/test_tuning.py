@@ -94,3 +94,27 @@ def test_tune_from_the_command_line_and_a_study_file():
     tunes = {cell.strategy: cell.config.tune for cell in study.cells(Path("OUT"))}
     assert tunes["a"].lr == (0.1, 0.3) and tunes["a"].epochs == (15, 40)
     assert tunes["b"].lr == (0.5,) and tunes["b"].epochs == (15, 40)
+
+
+def test_a_search_retrained_in_memory_is_the_runs_search_composed_the_same_way():
+    """An audit retrains the target in memory: a run with a private search must be retrained with that search,
+    every candidate at the one shared noise, each composed into the ledger (it once refused a tune section)."""
+    import math
+
+    import torch
+    from torch import nn
+
+    from privmed.training.trainer import train_in_memory
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 8, generator=g), (torch.rand(200, 1, generator=g) < 0.5).float()
+    x[:, 0] += 2 * y[:, 0]
+    config = config_from_dict({"data": {"image_size": 32}, "model": {"name": "resnet9_small"},
+                               "privacy": {"epsilon": 2.0, "unit": "image"}, "tune": {"epochs": [1, 3]},
+                               "training": {"batch_size": 32, "lr": 0.1, "augment": False, "seed": 0}})
+    fitted = train_in_memory(config, lambda: nn.Linear(8, 1), x[:150], y[:150], x[150:], y[150:], device="cpu")
+    stages = [m for m in fitted.ledger.mechanisms if m.stage == "dp_sgd"]
+    assert len(stages) == 2 and len({m.noise_multiplier for m in stages}) == 1
+    assert stages[1].steps > stages[0].steps  # 3 epochs against 1
+    assert fitted.ledger.epsilon <= 2.0 + 1e-6 and math.isfinite(fitted.ledger.epsilon)
+    assert 1 <= fitted.best_epoch <= 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -58,27 +60,40 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
     net = trainable_part(model).to(device)
     p = config.privacy
     unit = resolve_unit(p.unit, groups, max_images_per_patient=p.max_images_per_patient, n=len(x_train))
-    if config.tune.grid:
-        raise PrivmedError("train_in_memory trains one recipe; give it a configuration without a tune section.")
+    candidates = config.tune.candidates(config.training)  # a private search, as the run made it (or one recipe)
     public = public_centre_inputs(model, config, device=device)
-    plan = plan_privacy(config, unit, unit, [config.training], checkpoint=None,
-                         has_center=releases_centre(net, synthetic=None, public=public, source=p.center))
+    plan = plan_privacy(config, unit, unit, candidates, checkpoint=None,
+                        has_center=releases_centre(net, synthetic=None, public=public, source=p.center))
     ledger = start_ledger(config, plan, n=len(x_train), synthetic=None)
     prepare_start(net, x_train, plan, ledger, config, None, None, device, public)
-    fit = make_fit(net, x_train, y_train, plan, 0, config, device)
-    augment = augments(config, model)
+    initial = copy.deepcopy(net.state_dict())
     best = {"val_auroc": -math.inf, "candidate": 0, "epoch": config.training.epochs, "state": None}
-    for epoch in range(config.training.epochs):
-        net.train()
-        run_epoch(fit, plan.schedules[0], config, augment, device)
-        kept = evaluated(net, fit.average)
-        best = keep_best(best, kept, mean_auroc(y_val.numpy(), predict(kept, x_val, device=device)), 0, epoch + 1)
-    if fit.engine is not None:
-        ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[0].sample_rate,
-                                           spent_steps(fit.engine)))
+    for c, training in enumerate(candidates):
+        net.load_state_dict(initial)
+        best = _fit_candidate(net, model, dataclasses.replace(config, training=training), plan, c, ledger, best,
+                              (x_train, y_train, x_val, y_val), device)
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     return FittedModel(net.eval(), ledger, best["epoch"])
+
+
+def _fit_candidate(net: nn.Module, model: nn.Module, config: RunConfig, plan, c: int, ledger: PrivacyLedger,
+                   best: dict, tensors: tuple, device: str) -> dict:
+    """Train candidate ``c`` of the plan from the net's weights, its epochs validated against ``best``; its
+    DP-SGD stage goes into the ledger. Returns the best so far."""
+    x_train, y_train, x_val, y_val = tensors
+    fit = make_fit(net, x_train, y_train, plan, c, config, device)
+    augment = augments(config, model)
+    for epoch in range(config.training.epochs):
+        net.train()
+        run_epoch(fit, plan.schedules[c], config, augment, device)
+        kept = evaluated(net, fit.average)
+        best = keep_best(best, kept, mean_auroc(y_val.numpy(), predict(kept, x_val, device=device)), c, epoch + 1)
+    if fit.engine is not None:
+        ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[c].sample_rate,
+                                           spent_steps(fit.engine)))
+    fit.close()
+    return best
 
 
 def shadow_device(name: str) -> str:
