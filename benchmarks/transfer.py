@@ -67,7 +67,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "descriptors": ("descriptor_linear", {}),
 }
 #: privmed's default front end (``scatter_linear`` with no arguments) and the one it replaced
-DEFAULT, BEFORE = "q_o2_nostd", "o1_dih_std"
+DEFAULT, BEFORE = "q_o2_dih_nostd", "o1_dih_std"
 CHOICE = ("val_auroc", "deconfounded_val_auroc", "cluster_out_auroc")
 COLUMNS = ["recipe", "unit", "epsilon", "seed", *CHOICE, "test_auroc", "deconfounded_test_auroc",
            "acquisition_baseline_test_auroc", "lesion_masked_test_auroc", "shifted_test_auroc"]

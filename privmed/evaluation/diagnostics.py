@@ -2,7 +2,8 @@
 
 Every split a run or ``privmed evaluate`` scores gets them beside its metrics in ``metrics.json``:
 ``acquisition_baseline_auroc``, ``deconfounded_auroc`` (with ``coverage``), ``model_minus_baseline_auroc``
-and, for lesion-centred data (``data.lesion_fraction`` > 0, the default), ``lesion_masked_auroc``. They read
+and, for lesion-centred data (``data.lesion_fraction`` > 0, the default) on every split but the training one,
+``lesion_masked_auroc``. They read
 only the evaluated split (never the training data) and cost no epsilon; like every figure on a split, they are
 not covered by the run's guarantee. Binary tasks only: a multi-label task gets ``shortcut: "binary tasks
 only"``; 3D volumes get all three (the lesion region is then the central box of the volume).

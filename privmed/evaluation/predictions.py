@@ -94,6 +94,7 @@ def evaluate_predictions(data: Dataset, scores: dict[str, np.ndarray], *, thresh
         "thresholds": {name: float(t) for name, t in zip(data.label_names, thresholds)},
         "threshold_rule": f"Youden on the '{threshold_split}' split",
         "splits": {split: split_metrics(data.split(split), s, thresholds, n_resamples=n_resamples, seed=seed,
-                                        score_images=score_images, lesion_fraction=lesion_fraction)
+                                        score_images=score_images if split != "train" else None,
+                                        lesion_fraction=lesion_fraction)
                    for split, s in scores.items()},
     }

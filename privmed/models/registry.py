@@ -305,7 +305,7 @@ for _info in (
         grad_sample_mode="ew",
         spatial_dims=(2,),
         description="Per-image grey-level ranks (quantile), second-order scattering (J=2 below 128 px, else 3; "
-                    "L=8), 4x4-pooled, log, centred + linear head; 2D",
+                    "L=8) averaged over 8 rotations/reflections, 4x4-pooled, log, centred + linear head; 2D",
         trainable_part="head",
         # defaults changed since runs were first recorded, and the values runs written before were built with:
         # dihedral (issue 19's recipe grid), max_order (cbis_utility's order rows), input_norm and standardise

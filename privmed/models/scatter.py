@@ -174,28 +174,30 @@ def build_scatter_linear(
     L: int = 8,
     pool_size: int = 4,
     input_norm: str = "quantile",
-    dihedral: bool = False,
+    dihedral: bool = True,
     blur: float = 0.0,
     max_order: int = 2,
     lesion_window: float = 0.0,
     standardise: bool = False,
 ) -> ScatterNet:
-    """ScatterNet + linear: each image's grey levels replaced by their normal scores (``input_norm="quantile"``)
-    -> second-order scattering -> 4x4 avg pool -> log -> centring -> linear.
+    """ScatterNet + linear: each image's grey levels replaced by the normal scores of their ranks
+    (``input_norm="quantile"``) -> second-order scattering averaged over the image's 8 rotations and reflections
+    -> 4x4 avg pool -> log -> centring -> linear.
 
     The default front end is chosen to read the lesion rather than the scanner
-    (``benchmarks/results/transfer.md``, docs/shortcuts.md): on the mean of val, deconfounded val and
-    leave-one-acquisition-cluster-out AUROC it is level with or ahead of every front end tried, and among those
-    level it is the one no grey-level curve can move: the per-image rank transform (``input_norm``: ``"quantile"``;
+    (``benchmarks/results/transfer.md``, docs/shortcuts.md, docs/models.md): among the front ends that no grey-level
+    curve can move, it is ahead on the mean of val, deconfounded val and leave-one-acquisition-cluster-out AUROC at
+    epsilon 1 and 6 and level non-privately. The per-image rank transform (``input_norm``: ``"quantile"``;
     ``"zscore"`` for mean and spread alone, ``"none"`` for raw grey levels) gives every patch the same histogram, so
     brightness, contrast and gamma, which differ between scanners and, on CBIS-DDSM, between the classes, are gone
     before the scattering sees the image. Options: ``max_order`` (2: 1 + JL + L^2 J(J-1)/2 channels, 81 at J=2;
-    1: the first order alone), ``dihedral`` (average the features over each image's 8 rotations and reflections;
-    ahead on CBIS-DDSM val, but it cost about .05 AUROC at another hospital, issue 31), ``standardise`` (a
-    per-sample standardisation of the log features, GroupNorm with one group; the same finding), ``lesion_window``
-    (keep the central fraction of each side, flatten the rest: :class:`privmed.models.invariance.LesionWindow`),
-    ``blur`` (a Gaussian low-pass of each image, pixels). Runs record these arguments (``recorded_args``), and
-    runs from before a default changed rebuild as they were trained.
+    1: the first order alone), ``dihedral`` (average the features over the 8 rotations and reflections, at 8 times
+    the compute; turn it off where orientation carries the diagnosis), ``standardise`` (a per-sample
+    standardisation of the log features, GroupNorm with one group; level on the criterion, and it cost about .05
+    AUROC at another hospital on raw grey levels), ``lesion_window`` (keep the central fraction of each side,
+    flatten the rest: :class:`privmed.models.invariance.LesionWindow`), ``blur`` (a Gaussian low-pass of each
+    image, pixels). Runs record these arguments (``recorded_args``), and runs from before a default changed
+    rebuild as they were trained.
 
     The head's centre (training mean) is released privately by the trainer; the log makes the coordinates
     roughly Gaussian, which a linear model trained with clipped, noisy gradients needs. ``norm="batch"``
