@@ -87,7 +87,7 @@ def test_the_invariances_are_model_args_of_scatter_linear_and_refused_for_other_
     config = config_from_dict({"data": {"image_size": 32}, "model": {"args": {"dihedral": True, "input_norm": "zscore"}}})
     assert isinstance(build_for_run(config, num_outputs=1).features, InvariantFeatures)
     plain = config_from_dict({"data": {"image_size": 32},
-                              "model": {"args": {"input_norm": "none", "standardise": True}}})
+                              "model": {"args": {"input_norm": "none", "standardise": True, "dihedral": False}}})
     assert not isinstance(build_for_run(plain, num_outputs=1).features, InvariantFeatures)
     with pytest.raises(PrivmedError, match="dihedral"):
         config_from_dict({"model": {"name": "resnet9_small", "args": {"dihedral": True}}})
