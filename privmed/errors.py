@@ -244,3 +244,6 @@ ACCESS_DENIED = ("cannot use '{path}': {reason}. Make it (and its folder) readab
 WORKER_KILLED = ("worker killed: the study's worker process running {run} died (kill -9, or the out-of-memory "
                  "killer) and the runs it shared a pool with were stopped; the study went on with the others. Re-run "
                  "the study to continue them from their last checkpoints.")
+
+YAML_FLOAT_OVERFLOW = ("'{where}' line {line}: {text} is too large for a number and would read as infinity (for "
+                       "epsilon: not private); write a finite value, or .inf if infinity is meant.")

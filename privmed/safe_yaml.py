@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from privmed.errors import YAML_DUPLICATE_KEY, YAML_TOO_MANY_ALIASES, PrivmedError
+from privmed.errors import YAML_DUPLICATE_KEY, YAML_FLOAT_OVERFLOW, YAML_TOO_MANY_ALIASES, PrivmedError
 
 #: nodes a document may hold once every alias is expanded (a large study file holds a few thousand)
 MAX_EXPANDED_NODES = 100_000
@@ -29,8 +29,21 @@ class _TooLarge(yaml.YAMLError):
     pass
 
 
+class _Overflow(yaml.YAMLError):
+    def __init__(self, text: str, line: int):
+        super().__init__(text)
+        self.text, self.line = text, line
+
+
 class Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys and documents whose aliases expand too far."""
+    """``yaml.SafeLoader`` that refuses duplicate keys, documents whose aliases expand too far, and finite
+    numbers written too large for a float (``1.0e+400`` would read as infinity: for ``epsilon``, not private)."""
+
+    def construct_yaml_float(self, node):
+        value = super().construct_yaml_float(node)
+        if value in (float("inf"), float("-inf")) and "inf" not in str(node.value).lower():
+            raise _Overflow(str(node.value), node.start_mark.line + 1)
+        return value
 
     def construct_document(self, node):
         _check_expanded_size(node)
@@ -93,5 +106,10 @@ def load(text: str, where: str) -> Any:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
     except _DuplicateKey as err:
         raise PrivmedError(YAML_DUPLICATE_KEY.format(where=where, line=err.line, key=err.key, first=err.first)) from None
+    except _Overflow as err:
+        raise PrivmedError(YAML_FLOAT_OVERFLOW.format(where=where, line=err.line, text=err.text)) from None
     except _TooLarge:
         raise PrivmedError(YAML_TOO_MANY_ALIASES.format(where=where, limit=MAX_EXPANDED_NODES)) from None
+
+
+Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)

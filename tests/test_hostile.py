@@ -133,6 +133,7 @@ REFUSED_CONFIGS = [
     ("training: {epochs: yes}\n", "training.epochs = True: a bool, not a number"),
     ("training: {momentum: .nan}\n", "training.momentum = nan: must be in [0, 1)"),
     ("privacy: {epsilon: 1e400}\n", "privacy.epsilon = '1e400': overflows to infinity"),
+    ("privacy: {epsilon: 1.0e+400}\n", "1.0e+400 is too large for a number and would read as infinity"),
     ("data: {seed: -1}\n", "data.seed = -1: must be an integer from 0"),
     ("out: ''\n", "run.out = '': give the run's folder"),
     ("tune: {lr: [0.1, .inf]}\n", "tune.lr = (0.1, inf): every value must be a finite number > 0"),
