@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then `privmed demo`: built-in data -> small study -> demo/report.html
-#   make test   install, then run the test suite (what .ci/run calls)
-#   make test-fast  the tests not marked slow (no real training runs or studies): under 3 minutes on 2 cores
+#   make test   install, then run the test suite (what .ci/run calls): 16.5 minutes on 2 cores
+#   make test-fast  the tests not marked slow (no real training runs or studies): 5 minutes on 2 cores
 #   make browser  headless Chromium for the report's browser checks (Debian/Ubuntu, as root; CI runs it)
 # Installs into ./.venv. TORCH is the CPU wheel these machines carry on disk; with a GPU,
 # bring your own build:  make demo TORCH=torch   (or any CUDA wheel spec)
