@@ -7,7 +7,7 @@ from pathlib import Path
 from privmed import rundir
 from privmed.errors import IMAGE_BOOTSTRAP, SMALL_SPLIT
 from privmed.evaluation.metrics import METRIC_NAMES
-from privmed.evaluation.shortcut import shortcut_sentences
+from privmed.evaluation.shortcut import FIGURES as SHORTCUT_FIGURES, shortcut_sentences
 
 
 def format_ci(ci: dict) -> str:
@@ -46,14 +46,9 @@ def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None =
                 print(f"    warning: {sentence}")
 
 
-#: the shortcut figures the summary prints, in order, with their short names
-SHORTCUT_FIGURES = (("acquisition_baseline_auroc", "acquisition baseline"), ("deconfounded_auroc", "deconfounded"),
-                    ("lesion_masked_auroc", "lesion masked"))
-
-
 def shortcut_line(split_metrics: dict) -> str | None:
     """'shortcut check: acquisition baseline=... deconfounded=... lesion masked=...' (None without them)."""
-    cells = [f"{name}={format_ci(split_metrics[key])}" for key, name in SHORTCUT_FIGURES
+    cells = [f"{name}={format_ci(split_metrics[key])}" for key, name in SHORTCUT_FIGURES.items()
              if isinstance(split_metrics.get(key), dict)]
     return "shortcut check: " + "  ".join(cells) if cells else None
 

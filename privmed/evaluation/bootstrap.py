@@ -148,7 +148,7 @@ def paired_bootstrap(
     draws = _resample_values(models, groups=groups, n_resamples=n_resamples, seed=seed)
     a, b = (_full_data_value(*model, k) for model in models)
     diff = draws[0][:, :, k].mean(axis=1) - draws[1][:, :, k].mean(axis=1)
-    low, high = _percentile_interval(diff, confidence)
+    low, high = percentile_interval(diff, confidence)
     return {"metric": metric, "a": a, "b": b, "difference": a - b,
             "ci_low": low, "ci_high": high, "p_value": _paired_p_value(diff)}
 
@@ -191,6 +191,18 @@ def _check_count(value, name: str) -> int:
 def _check_confidence(confidence) -> None:
     if not isinstance(confidence, (float, int, np.floating)) or not 0 < confidence < 1:
         raise MetricInputError(BAD_CONFIDENCE.format(value=confidence))
+
+
+def resample_weights(*, n: int, groups: np.ndarray | None, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n) per-sample multiplicities of the resamples :func:`bootstrap_metrics` draws with the same
+    ``groups``, ``n_resamples`` and ``seed`` (so a figure computed on them is paired with its metrics)."""
+    return np.concatenate(list(_weight_blocks(n=n, groups=groups, n_resamples=n_resamples, seed=seed)))
+
+
+def weighted_auroc(weights: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """AUROC (ties one half) per row of ``weights`` (R, n) of sample multiplicities; ``nan`` where a row
+    leaves a class without weight."""
+    return _weighted_rank_metrics(np.atleast_2d(weights), *_rank_layout(np.asarray(y, dtype=bool), s))[0]
 
 
 # --- resampling ---------------------------------------------------------------------
@@ -308,7 +320,7 @@ def _weighted_rank_metrics(weights, order, positive, starts) -> tuple[np.ndarray
 # --- summaries ----------------------------------------------------------------------
 
 
-def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the non-NaN values; (nan, nan) if there are none."""
     valid = values[~np.isnan(values)]
     if valid.size == 0:
@@ -320,7 +332,7 @@ def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, 
 
 def _summarise(point: dict[str, float], draws: np.ndarray, confidence: float) -> dict[str, MetricCI]:
     """Pair each point estimate with the interval of its column in draws (resamples, metrics)."""
-    return {name: MetricCI(point[name], *_percentile_interval(draws[:, k], confidence))
+    return {name: MetricCI(point[name], *percentile_interval(draws[:, k], confidence))
             for k, name in enumerate(METRIC_NAMES)}
 
 

@@ -37,5 +37,6 @@ def split_diagnostics(part: Dataset, scores: np.ndarray, *, score_images: ScoreI
         region = lesion_region(tuple(images.shape[2:]), lesion_fraction)
         masked = np.concatenate([score_images(mask_lesion(images[i:i + 256], region))[:, 0]
                                  for i in range(0, len(images), 256)])
-    return shortcut_metrics(labels=part.labels[:, 0], scores=scores[:, 0], statistics=acquisition_statistics(part.images),
-                            groups=part.patient_ids, masked_scores=masked, n_resamples=n_resamples, seed=seed)
+    return shortcut_metrics(labels=part.labels[:, 0], scores=scores[:, 0],
+                            statistics=acquisition_statistics(part.images), groups=part.patient_ids,
+                            masked_scores=masked, n_resamples=n_resamples, seed=seed)

@@ -25,8 +25,6 @@ the same resamples as privmed's other metrics; the strata stay as cross-fitted o
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -34,7 +32,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from privmed.evaluation.bootstrap import bootstrap_indices
+from privmed.evaluation.bootstrap import percentile_interval, resample_weights, weighted_auroc
 
 #: grey-level quantiles in the acquisition statistics
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -47,8 +45,12 @@ DEFAULT_LESION_FRACTION = 0.5
 NOT_ABOVE_BASELINE = ("the model is not above the acquisition baseline on '{split}' (AUROC {model:.3f} against "
                       "{baseline:.3f}; the paired 95% CI of the difference, [{low:+.3f}, {high:+.3f}], includes 0): "
                       "it may read the scanner rather than the lesion.")
-BELOW_CHANCE = ("'{split}' AUROC {value:.3f} [{low:.3f}, {high:.3f}] lies below chance: a shortcut, a label-polarity "
-                "mismatch or a shift.")
+#: why an AUROC can lie below chance, in every sentence that says one does
+BELOW_CHANCE_WHY = "a shortcut, a label-polarity mismatch or a shift"
+BELOW_CHANCE = "'{split}' AUROC {value:.3f} [{low:.3f}, {high:.3f}] lies below chance: " + BELOW_CHANCE_WHY + "."
+#: the shortcut figures of a binary split's metrics, with the short names the summary, results.csv and report use
+FIGURES = {"acquisition_baseline_auroc": "acquisition baseline", "deconfounded_auroc": "deconfounded",
+           "lesion_masked_auroc": "lesion masked"}
 
 
 def acquisition_statistics(images) -> np.ndarray:
@@ -99,8 +101,9 @@ def stratified_auroc(labels: np.ndarray, scores: np.ndarray, strata: np.ndarray,
                      weights: np.ndarray | None = None) -> np.ndarray:
     """AUROC over the positive-negative pairs that share a stratum (ties count one half), for each row
     of ``weights`` (R, N) of per-sample multiplicities (one row of ones when None); ``nan`` where no
-    stratum holds both classes. One stratum for every sample gives the plain AUROC."""
-    y = np.asarray(labels).astype(bool).ravel()
+    stratum holds both classes. One stratum for every sample gives the plain AUROC. Each stratum's AUROC
+    is :func:`~privmed.evaluation.bootstrap.weighted_auroc`, pooled by its weighted pairs."""
+    y, s = np.asarray(labels).astype(bool).ravel(), np.asarray(scores, dtype=np.float64).ravel()
     w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights).astype(np.float64)
     concordant = np.zeros(w.shape[0])
     pairs = np.zeros(w.shape[0])
@@ -108,23 +111,12 @@ def stratified_auroc(labels: np.ndarray, scores: np.ndarray, strata: np.ndarray,
         members = np.flatnonzero(strata == stratum)
         if y[members].all() or not y[members].any():
             continue
-        c, p = _pair_counts(y[members], np.asarray(scores)[members], w[:, members])
-        concordant += c
-        pairs += p
+        ws, ys = w[:, members], y[members]
+        stratum_pairs = (ws @ ys) * (ws @ ~ys)
+        concordant += np.nan_to_num(weighted_auroc(ws, ys, s[members])) * stratum_pairs
+        pairs += stratum_pairs
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, concordant / np.where(pairs > 0, pairs, 1), np.nan)
-
-
-def _pair_counts(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted concordant positive-negative pairs (ties one half) and all such pairs, per row of ``w``."""
-    order = np.argsort(s, kind="stable")
-    s, y, w = s[order], y[order], w[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    neg = np.add.reduceat(w * ~y, starts, axis=1)
-    pos = np.add.reduceat(w * y, starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    concordant = (pos * (below + 0.5 * neg)).sum(axis=1)
-    return concordant, pos.sum(axis=1) * neg.sum(axis=1)
 
 
 def lesion_region(shape: tuple[int, ...], fraction: float = DEFAULT_LESION_FRACTION) -> np.ndarray:
@@ -166,7 +158,7 @@ def shortcut_metrics(*, labels: np.ndarray, scores: np.ndarray, statistics: np.n
                 "reason": "a class has fewer than two patients in this split"}
     bins = acquisition_strata(acquisition, strata=strata)
     everyone = np.zeros(len(y), dtype=int)
-    weights = _resample_weights(len(y), groups, n_resamples, seed)
+    weights = resample_weights(n=len(y), groups=groups, n_resamples=n_resamples, seed=seed)
     columns = {"acquisition_baseline_auroc": (acquisition, everyone), "deconfounded_auroc": (s, bins),
                "_model_auroc": (s, everyone)}
     if masked_scores is not None:
@@ -182,15 +174,9 @@ def shortcut_metrics(*, labels: np.ndarray, scores: np.ndarray, statistics: np.n
     return result
 
 
-def _resample_weights(n: int, groups, n_resamples: int, seed: int) -> np.ndarray:
-    return np.stack([np.bincount(i, minlength=n) for i in bootstrap_indices(n=n, groups=groups,
-                                                                             n_resamples=n_resamples, seed=seed)])
-
-
 def _interval(point: float, draws: np.ndarray) -> dict:
-    draws = draws[np.isfinite(draws)]
-    low, high = (np.percentile(draws, [2.5, 97.5]) if draws.size else (math.nan, math.nan))
-    return {"value": float(point), "ci_low": float(low), "ci_high": float(high)}
+    low, high = percentile_interval(draws, 0.95)
+    return {"value": float(point), "ci_low": low, "ci_high": high}
 
 
 def _coverage(y: np.ndarray, bins: np.ndarray) -> float:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from privmed.evaluation.shortcut import BELOW_CHANCE
+from privmed.evaluation.shortcut import BELOW_CHANCE_WHY, FIGURES
 from privmed.study.config import StudyConfig
-from privmed.study.results import SHORTCUT_FIGURES
 
 from .charts import mean_over_seeds
 from .document import Heading, Paragraph, Table
@@ -19,8 +18,7 @@ EXPLAIN = ("The acquisition baseline is how well whole-image grey-level statisti
            "the deconfounded AUROC counts only positive-negative pairs within a fifth of that baseline's score, so "
            "it is what the model knows beyond the scanner; the lesion-masked AUROC scores images whose central "
            "lesion region is replaced by its surround (near 0.5: the model reads the lesion). Means over seeds.")
-NAMES = {"auroc": "AUROC", "acquisition_baseline_auroc": "acquisition baseline",
-         "deconfounded_auroc": "deconfounded", "lesion_masked_auroc": "lesion masked"}
+NAMES = {"auroc": "AUROC", **FIGURES}
 
 
 def shortcut_section(study: StudyConfig, done: pd.DataFrame) -> list:
@@ -28,7 +26,7 @@ def shortcut_section(study: StudyConfig, done: pd.DataFrame) -> list:
     sets = [("test", "test split")] + [(e.name, f"external test set '{e.name}'") for e in study.external]
     blocks: list = []
     for prefix, what in sets:
-        columns = [f"{prefix}_{m}" for m in ("auroc", *SHORTCUT_FIGURES) if f"{prefix}_{m}" in done]
+        columns = [f"{prefix}_{m}" for m in ("auroc", *FIGURES) if f"{prefix}_{m}" in done]
         if len(columns) < 2:
             continue
         summary = mean_over_seeds(done, ["strategy", "epsilon"], columns)
@@ -51,6 +49,6 @@ def _sentences(summary: pd.DataFrame, prefix: str, what: str) -> list:
             out.append(f"{name}: AUROC {auroc:.3f} on the {what} is not above what acquisition statistics alone "
                        f"score ({values[baseline]:.3f}); it may read the scanner rather than the lesion.")
         if auroc is not None and auroc < 0.5:
-            out.append(f"{name}: " + BELOW_CHANCE.format(split=what, value=auroc, low=float("nan"), high=float("nan"))
-                       .replace(" [nan, nan]", " (mean over seeds)"))
+            out.append(f"{name}: mean AUROC {auroc:.3f} over seeds on the {what} lies below chance: "
+                       f"{BELOW_CHANCE_WHY}.")
     return [Paragraph(" ".join(out), "warning")] if out else []

@@ -36,6 +36,7 @@ from privmed.evaluation.fairness import (
     suppress_complements,
 )
 from privmed.evaluation.metrics import MEAN_KEY, METRIC_NAMES
+from privmed.evaluation.shortcut import FIGURES as SHORTCUT_FIGURES
 
 from .config import Cell, StudyConfig, epsilon_label
 from .state import CHANGED, STATUS, audit_config, config_drift, evaluated, finished
@@ -144,10 +145,6 @@ def _audit_columns(study: StudyConfig, run: Path) -> dict:
             columns.update({f"{name}_eps_lower_bound": attack["eps_lower_bound"],
                             f"{name}_gdp_epsilon": attack["gdp_epsilon"]})
     return columns
-
-
-#: a split's shortcut figures (privmed.evaluation.shortcut) that results.csv carries beside its metrics
-SHORTCUT_FIGURES = ("acquisition_baseline_auroc", "deconfounded_auroc", "lesion_masked_auroc")
 
 
 def _metric_columns(split: dict, prefix: str) -> dict:
