@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from privmed.audit.attacks import lira_scores, logit_confidence, loss_attack_scores
 from privmed.audit.bounds import clopper_pearson, clopper_pearson_epsilon
@@ -13,7 +14,8 @@ from privmed.audit.design import ONE_RUN, TRAIN_VS_TEST, canary_groups, coin_mem
 from privmed.audit.gdp import epsilon_from_mu, mu_from_auc
 from privmed.audit.membership import AuditConfig, shadow_masks
 from privmed.audit.one_run import one_run_epsilon, one_run_p_value
-from privmed.audit.summary import summarize_attack, tpr_at_fpr
+from privmed.audit.summary import FPR_LEVELS, _bootstrap_cis, summarize_attack, tpr_at_fpr
+from privmed.evaluation.bootstrap import bootstrap_indices
 from privmed.cli import main
 from privmed.errors import AUDIT_CANARIES, AUDIT_GROUP_NEEDS_PATIENT_UNIT, PrivmedError
 
@@ -67,6 +69,32 @@ def test_tpr_at_fpr_by_hand():
     member = np.array([1, 0, 1, 1, 0, 0], bool)
     assert tpr_at_fpr(scores, member, 0.0) == pytest.approx(1 / 3)
     assert tpr_at_fpr(scores, member, 1 / 3) == pytest.approx(1.0)
+
+
+
+def test_tpr_at_fpr_keeps_a_threshold_on_a_straight_stretch_of_the_curve():
+    # two tied pairs (one member, one non-member each) lie on one line from (0, 0); sklearn's drop_intermediate
+    # would drop the first, though thresholding at 0.9 reaches FPR 1/4 with TPR 1/4
+    scores = np.array([0.9, 0.9, 0.8, 0.8, 0.1, 0.1, 0.1, 0.1])
+    member = np.array([1, 0, 1, 0, 1, 1, 0, 0], bool)
+    assert tpr_at_fpr(scores, member, 0.25) == pytest.approx(0.25)
+    assert tpr_at_fpr(scores, member, 0.2) == 0.0
+
+
+def test_the_attack_intervals_are_the_percentiles_of_sklearn_on_each_resample():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=40), 1)  # ties
+    member = rng.random(40) < 0.5
+    draws = []
+    for idx in bootstrap_indices(n=40, groups=None, n_resamples=200, seed=5):
+        m, s = member[idx], scores[idx]
+        if m.all() or not m.any():
+            continue
+        fpr, tpr, _ = roc_curve(m, s, drop_intermediate=False)
+        draws.append((roc_auc_score(m, s), *(tpr[fpr <= f].max() for f in FPR_LEVELS)))
+    low, high = _bootstrap_cis(scores, member, n_resamples=200, seed=5)
+    assert low == pytest.approx(np.percentile(draws, 2.5, axis=0))
+    assert high == pytest.approx(np.percentile(draws, 97.5, axis=0))
 
 
 SEEDS = range(40)

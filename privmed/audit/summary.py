@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
-from privmed.evaluation.bootstrap import bootstrap_indices
+from privmed.evaluation.bootstrap import resample_weights, weighted_auroc
 
 from .bounds import clopper_pearson_epsilon
 from .design import DESCRIPTIONS, RANDOMISED
@@ -58,10 +58,26 @@ class AttackSummary:
 
 
 def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, fpr_level: float) -> float:
-    """Largest TPR among thresholds whose FPR is at most ``fpr_level``."""
-    fpr, tpr, _ = roc_curve(is_member, scores)
-    ok = fpr <= fpr_level
-    return float(tpr[ok].max()) if ok.any() else 0.0
+    """Largest TPR among thresholds whose FPR is at most ``fpr_level`` (every distinct score a threshold)."""
+    scores, is_member = np.asarray(scores, dtype=np.float64), np.asarray(is_member, dtype=bool)
+    return float(weighted_tpr_at_fpr(np.ones((1, scores.size)), is_member, scores, fpr_level)[0])
+
+
+def weighted_tpr_at_fpr(weights: np.ndarray, is_member: np.ndarray, scores: np.ndarray,
+                        fpr_level: float) -> np.ndarray:
+    """:func:`tpr_at_fpr` per row of ``weights`` (R, n) of sample multiplicities (a bootstrap resample each);
+    ``nan`` where a row leaves members or non-members without weight."""
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    ends = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])  # last position of each tied score
+    w = weights[:, order]
+    hits = np.cumsum(w * is_member[order], axis=1)[:, ends]
+    false_alarms = np.cumsum(w * ~is_member[order], axis=1)[:, ends]
+    members, non_members = hits[:, -1:], false_alarms[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr, fpr = hits / members, false_alarms / non_members
+        best = np.where(fpr <= fpr_level, tpr, 0.0).max(axis=1)
+    return np.where((members[:, 0] > 0) & (non_members[:, 0] > 0), best, np.nan)
 
 
 def summarize_attack(attack: str, scores: np.ndarray, is_member: np.ndarray, *, design: str, delta: float,
@@ -96,10 +112,10 @@ def summarize_attack(attack: str, scores: np.ndarray, is_member: np.ndarray, *, 
 
 def _bootstrap_cis(scores: np.ndarray, is_member: np.ndarray, *, n_resamples: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    draws = []
-    for idx in bootstrap_indices(n=len(scores), groups=None, n_resamples=n_resamples, seed=seed):
-        m = is_member[idx]
-        if m.all() or not m.any():
-            continue
-        draws.append((roc_auc_score(m, scores[idx]), *(tpr_at_fpr(scores[idx], m, f) for f in FPR_LEVELS)))
-    return tuple(np.percentile(np.array(draws), [2.5, 97.5], axis=0))
+    """Percentile intervals of AUC and the TPRs over canary resamples (those with both members and
+    non-members), all resamples at once."""
+    weights = resample_weights(n=len(scores), groups=None, n_resamples=n_resamples, seed=seed)
+    draws = np.column_stack([weighted_auroc(weights, is_member, scores),
+                             *(weighted_tpr_at_fpr(weights, is_member, scores, f) for f in FPR_LEVELS)])
+    draws = draws[~np.isnan(draws).any(axis=1)]
+    return tuple(np.percentile(draws, [2.5, 97.5], axis=0))

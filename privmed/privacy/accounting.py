@@ -65,13 +65,20 @@ def check_delta(delta: float, n: int) -> None:
 
 def epsilon_for(mechanisms: Iterable[Mechanism], *, delta: float, accountant: str = "prv") -> float:
     """Epsilon of the composition of ``mechanisms`` at ``delta``, from an Opacus accountant."""
-    history = [m.history_entry for m in mechanisms if m.steps > 0]
+    history = tuple(m.history_entry for m in mechanisms if m.steps > 0)
     if not history:
         return 0.0
     if any(m[0] == 0 for m in history):
         return math.inf
+    return _accountant_epsilon(history, delta, accountant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _accountant_epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    """Pure, so cached: a PRV call takes about a second, and the runs of a study, the shadows of an audit
+    and every epoch's progress line ask for the same histories again."""
     acc = create_accountant(mechanism=accountant)
-    acc.history = history
+    acc.history = list(history)
     # a full-batch release (sample rate 1, e.g. the feature centre) makes Opacus's PRV take log(1 - q) = -inf,
     # the intended bound of its domain (every t lies above it): numpy's divide-by-zero warning says nothing here
     with np.errstate(divide="ignore"):
