@@ -71,12 +71,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from privmed.config import DataConfig, config_from_dict
-from privmed.data.phantom import PhantomSpec, generate_phantom
+from privmed import DataConfig, PhantomSpec, config_from_dict, epsilon_for, load_dataset
+# measured on purpose, below the public API: front ends, the private centre and the one-shot head on features in memory
+from privmed.data.phantom import generate_phantom
 from privmed.data.shift import acquisition_augment, digital_scanner
-from privmed.data.sources import load_dataset
 from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_linear
-from privmed.privacy.accounting import default_delta, epsilon_for
+from privmed.privacy.accounting import default_delta
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
 from privmed.training.inputs import model_inputs, set_center
