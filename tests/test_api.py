@@ -124,3 +124,38 @@ def test_the_scan_sees_every_form_of_internal_import(tmp_path):
                       "def f():\n    from privmed.training.trainer import train_in_memory\n")
     assert internal_imports(script, {"train"}) == {"privmed.rundir", "privmed.synth.candidates",
                                                    "privmed.training.trainer"}
+
+
+def test_read_metrics_refuses_a_folder_without_them_and_says_what_to_do(tmp_path):
+    from privmed import PrivmedError, read_metrics
+    from privmed.errors import METRICS_MISSING
+
+    with pytest.raises(PrivmedError) as err:
+        read_metrics(tmp_path)
+    assert str(err.value) == METRICS_MISSING.format(path=tmp_path / "metrics.json")
+    (tmp_path / "metrics.json").write_text('{"splits": {"test": {"n": 3}}}')
+    assert read_metrics(tmp_path)["splits"]["test"]["n"] == 3
+
+
+# --------------------------------------------------------------------------- docs/api.md runs as written
+
+API_DOC = ROOT / "docs" / "api.md"
+
+
+def test_the_api_page_examples_run_in_order():
+    """Each ```python block of docs/api.md, one after the other in one namespace (later blocks use the run)."""
+    import re
+
+    blocks = re.findall(r"^```python\n(.*?)^```$", API_DOC.read_text(), flags=re.S | re.M)
+    assert len(blocks) >= 4
+    namespace = {"__name__": "api_example"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"{API_DOC.name}:block{i}", "exec"), namespace)
+
+
+def test_the_api_page_names_every_public_name():
+    import privmed
+
+    text = API_DOC.read_text()
+    missing = [name for name in privmed.__all__ if name != "__version__" and f"`{name}`" not in text]
+    assert not missing, f"docs/api.md does not name {missing}"
