@@ -4,10 +4,10 @@ Train diagnostic classifiers with a formal differential-privacy guarantee
 (DP-SGD through Opacus), evaluate them with bootstrap confidence intervals,
 and measure what privacy costs in accuracy and fairness.
 
-The Python API is the names in ``__all__``::
+The Python API is the names in ``__all__`` (docs/api.md documents them, with examples the tests run)::
 
     from privmed import config_from_dict, read_record, train
-    run = train(config_from_dict({"data": {"path": "phantom"}, "privacy": {"epsilon": 3}}))
+    run = train(config_from_dict({"data": {}, "privacy": {"epsilon": 3}, "out": "runs/phantom"}))  # no path: phantom
     print(read_record(run).epsilon)
 
 They are loaded on first use (PEP 562), so ``import privmed`` does not import torch.
