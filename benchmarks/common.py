@@ -11,6 +11,7 @@ Every helper trains at privmed's default unit of privacy (the patient on CBIS-DD
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -21,11 +22,14 @@ import pandas as pd
 import torch
 import yaml
 
-from components import BATCH, EPOCHS, EPSILON, IMAGE_SIZE, SIZE, patient_unit  # noqa: F401 (shared names)
-from privmed import (Mechanism, PhantomSpec, calibrate_noise, config_from_dict, epsilon_for, read_metrics, read_record,
-                     run_finished, sample_generator, train, write_phantom_dataset)
-from privmed import rundir  # total_two_noise only: the hand calibration privacy.total_epsilon replaces
-from privmed.training.private import plan_schedule  # total_two_noise only, as above
+from components import BATCH, EPOCHS, EPSILON, SIZE  # noqa: F401 (shared names)
+from privmed import (DataConfig, Mechanism, PhantomSpec, calibrate_noise, config_from_dict, epsilon_for, load_dataset,
+                     read_metrics, read_record, run_finished, sample_generator, train, write_phantom_dataset)
+# patient_unit and total_two_noise only: the delta and the hand calibration the privacy plan (total_epsilon) replaces
+from privmed import rundir
+from privmed.privacy.accounting import default_delta
+from privmed.privacy.units import PrivacyUnit, resolve_unit
+from privmed.training.private import plan_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +82,8 @@ def write_results(results: Path, name: str, table: pd.DataFrame, lines: list[str
     print("\n".join(lines))
 
 
+IMAGE_SIZE = 64
+
 
 RECIPE = {"data": {"image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
           "model": {"name": "scatter_linear"},
@@ -97,6 +103,16 @@ def samples_once(generator: Path, out: Path) -> Path:
         shutil.rmtree(out, ignore_errors=True)
         sample_generator(generator, n=3000, out=out, seed=0)
     return out
+
+
+@functools.cache
+def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
+    """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
+    one image of a sampled patient per step) and its delta, 1/(10 x patients)."""
+    train = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
+    train = train.split("train")
+    unit = resolve_unit(None, train.patient_ids, max_images_per_patient=1, n=len(train))
+    return unit, default_delta(unit.n_units)
 
 
 def total_two_noise(generator: Path, data: str, recipe: dict = RECIPE) -> tuple[float, float]:

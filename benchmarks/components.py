@@ -1,13 +1,10 @@
 """The in-memory pieces some benchmarks measure on purpose, below privmed's public API: a DP-SGD linear head
 trained by privmed's own recipe (``train_in_memory``) on frozen ``scatter_linear`` features held in memory
-(``features``, ``split_features``, ``dp_linear``), and the training split's unit of privacy and delta as
-``privmed train`` resolves them (``patient_unit``). ``tests/test_api.py`` lists this file among those allowed
+(``features``, ``split_features``, ``dp_linear``). ``tests/test_api.py`` lists this file among those allowed
 to import privmed's internals, with the modules it may import.
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import torch
@@ -16,15 +13,11 @@ from torch import nn
 
 from privmed import DataConfig, build_model, config_from_dict, load_dataset
 from privmed.data.sources import Dataset
-from privmed.privacy.accounting import default_delta
-from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.training.inputs import model_inputs
 from privmed.training.trainer import train_in_memory
 
 #: the DP head's recipe: image size, target epsilon, epochs, expected batch
 SIZE, EPSILON, EPOCHS, BATCH = 64, 2.0, 15, 128
-#: the synthetic-data runs' image size (``common.RECIPE``)
-IMAGE_SIZE = 64
 
 
 def features(model: nn.Module, images: np.ndarray) -> torch.Tensor:
@@ -54,13 +47,3 @@ def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = 
                              y["val"], groups=groups)
     with torch.no_grad():
         return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
-
-
-@functools.cache
-def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
-    """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
-    one image of a sampled patient per step) and its delta, 1/(10 x patients)."""
-    train = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
-    train = train.split("train")
-    unit = resolve_unit(None, train.patient_ids, max_images_per_patient=1, n=len(train))
-    return unit, default_delta(unit.n_units)
