@@ -3,7 +3,7 @@
 ``privmed synth evolve`` (issue 19; Lin et al. 2024 Private Evolution, its simulator variant Sim-PE
 2025): phantom parameter sets evolved under DP nearest-neighbour votes of the CBIS-DDSM training
 patients (one vote per patient, split over their images; Gaussian noise; ``rounds`` releases composed
-by the PRV accountant at the patient unit). Its images are used as ``studies/phantom_pretrain.yaml`` uses the
+by the PRV accountant at the patient unit). Its images are used as ``benchmarks/studies/phantom_pretrain.yaml`` uses the
 phantom, beside the phantom's prior (the same simulator, no votes: epsilon 0) and DP-SGD alone:
 
 * ``synthetic_only``: ``scatter_linear`` trained without DP on the synthetic images alone (no real image
