@@ -55,7 +55,8 @@ def reference_epsilon(run: Path) -> float | str:
 
 
 def run_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Per run (results.csv has its unit): its cap, the candidates its search tried, what it kept, its noise and sample rate."""
+    """Per run (results.csv has its unit): its cap, the candidates its search tried, what it kept, its noise and
+    sample rate, and its epsilon by the independent accountant."""
     rows = []
     for r in table.itertuples():
         config = yaml.safe_load((r.run_dir / "config.yaml").read_text())
@@ -124,7 +125,8 @@ def _ledger_check(table: pd.DataFrame) -> list[str]:
     return [f"Independent check of the ledgers: each private run's epsilon (its stages composed by Opacus's PRV "
             f"accountant) against Microsoft's `prv_accountant` composing the same stages (column "
             f"`epsilon_prv_accountant`): largest difference {gap:.1e} over {len(checked)} runs"
-            + (f"; at epsilon {', '.join(_label(e) for e in failed)} its discretiser fails ('n/a')." if failed else ".")]
+            + (f"; at epsilon {', '.join(_label(e) for e in failed)} its discretiser fails ('n/a')."
+               if failed else ".")]
 
 
 def main() -> None:

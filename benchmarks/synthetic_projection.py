@@ -36,7 +36,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from common import EPSILON, ROOT, SHARED, SIZE, parse_benchmark_args, patient_unit, run_facts, seed_summary, write_results
+from common import (EPSILON, ROOT, SHARED, SIZE, parse_benchmark_args, patient_unit, run_facts, seed_summary,
+                    write_results)
 from components import dp_linear, features, split_features
 from privmed import synthetic_images
 
