@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDED = {"train", "evaluate_run", "compare_runs", "audit_run", "run_study", "RunConfig", "config_from_dict",
-          "StudyConfig", "read_record", "__version__"}
+          "StudyConfig", "read_record", "read_metrics", "DataConfig", "load_dataset", "__version__"}
 
 
 def _python(code: str) -> str:
