@@ -212,9 +212,8 @@ def read_record(folder: Path) -> PrivacyRecord:
 
 
 def read_metrics(run: Path) -> dict[str, Any]:
-    """A finished run's ``metrics.json``: per split (``splits``) each metric's value and CI, and the kept
-    checkpoint (``checkpoint``: epoch, ``val_auroc``, a search's candidate). Refuses a missing file
-    (:data:`~privmed.errors.METRICS_MISSING`) and invalid JSON."""
+    """A finished run's ``metrics.json`` (per split each metric with its CI; the kept ``checkpoint``); refuses a
+    missing file (:data:`~privmed.errors.METRICS_MISSING`) and invalid JSON."""
     path = Path(run) / METRICS
     if not path.is_file():
         raise PrivmedError(METRICS_MISSING.format(path=path))
