@@ -24,12 +24,7 @@ import pandas as pd
 import torch
 
 from common import ROOT
-from privmed import rundir
-from privmed.audit.design import DESCRIPTIONS, ONE_RUN
-from privmed.audit.membership import AuditConfig, audit_run
-from privmed.audit.one_run import largest_showable_bound
-from privmed.config import config_from_dict
-from privmed.training.trainer import train
+from privmed import AuditConfig, audit_run, config_from_dict, largest_showable_bound, read_metrics, run_finished, train
 
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
 CANARIES = 1000
@@ -65,22 +60,22 @@ def main() -> None:
     rows, detail = [], []
     for eps in args.epsilons:
         run = runs / f"eps{eps:g}_epochs{args.epochs}"
-        if not (run / rundir.METRICS).is_file():
+        if not run_finished(run):
             # a non-private run claims no delta: its audit tests (epsilon, 1e-6) claims, since the one-run
             # p-value carries 2 m delta, which at 1/(10 N) would hide any leak behind 2 m / (10 N)
             privacy = {**({"epsilon": eps} if math.isfinite(eps) else {"delta": NON_PRIVATE_DELTA}), **PRIVACY}
             cfg = {**recipe, "data": {**recipe["data"], "path": args.data}, "privacy": privacy, "out": str(run)}
             train(config_from_dict(cfg))
-        test_auroc = rundir.read_json(run / rundir.METRICS)["splits"]["test"]["auroc"]["value"]
+        test_auroc = read_metrics(run)["splits"]["test"]["auroc"]["value"]
         result = audit_run(run, config=AuditConfig(shadows=args.shadows, canaries=args.canaries),
                            shadow_dir=runs / "shadows")
         for a in result["attacks"]:
             row = {"epsilon": "inf" if math.isinf(eps) else f"{eps:g}", "unit": result["unit"], "design": a["design"],
-                   "canaries": args.canaries if a["design"] == ONE_RUN else 0, "attack": a["attack"],
+                   "canaries": args.canaries if a["randomised"] else 0, "attack": a["attack"],
                    "attack_auc": a["auc"], "tpr_at_0.1pct_fpr": a["tpr_at_01pct_fpr"],
                    "eps_lower_bound": a["eps_lower_bound"], "confidence": a["confidence"] if a["randomised"] else None}
             rows.append(row)
-            detail.append({**row, "auc_ci": a["auc_ci"], "claimed_epsilon": result["claimed_epsilon"],
+            detail.append({**row, "description": a["design_description"], "auc_ci": a["auc_ci"], "claimed_epsilon": result["claimed_epsilon"],
                            "delta": result["delta"], "max_showable": largest_showable_bound(
                                canaries=args.canaries, delta=float(result["delta"])) if args.canaries else None,
                            "guesses": a["guesses"], "correct": a["correct_guesses"], "gdp_epsilon": a["gdp_epsilon"],
@@ -94,12 +89,13 @@ def main() -> None:
 
 
 def _markdown(detail: list[dict], args: argparse.Namespace, minutes: float) -> str:
+    described = {d["design"]: d["description"] for d in detail}  # each design's words, as the audit gives them
     lines = [
         "# Membership-inference audit on CBIS-DDSM",
         "",
         f"Targets: `scatter_linear` at 128 px, lr 0.1, {args.epochs} epochs, batch 128 (the DP-SGD benchmark's "
         f"recipe), at the patient unit of privacy (CBIS-DDSM's default: 578 training patients, one image of a "
-        f"sampled patient per step). Design `{ONE_RUN}`: {DESCRIPTIONS[ONE_RUN]}. {args.canaries} crafted canaries "
+        f"sampled patient per step). Design `one-run`: {described.get('one-run', 'not run')}. {args.canaries} crafted canaries "
         f"(uniform-noise images with random labels), each a patient of its own, each added to the training "
         f"patients by its own fair coin; one target retrained by the run's recipe (its own accountant gives the "
         f"claimed ε at the run's δ; the non-private target claims no δ and is audited at δ = {NON_PRIVATE_DELTA:g}); "
@@ -109,7 +105,7 @@ def _markdown(detail: list[dict], args: argparse.Namespace, minutes: float) -> s
         + f"The ε lower bound is the one-run bound at 95% confidence (guesses on "
         f"the most and least confident canaries, the number of guesses from a fixed grid, Bonferroni). The "
         f"Gaussian-DP ε is an estimate (μ = √2 Φ⁻¹(AUC)), not a bound. Design `train-vs-test`: "
-        f"{DESCRIPTIONS['train-vs-test']}. Wall time {minutes:.1f} min on {torch.get_num_threads()} threads.",
+        f"{described.get('train-vs-test', 'not run')}. Wall time {minutes:.1f} min on {torch.get_num_threads()} threads.",
         "",
         "| claimed ε | δ | design | attack | AUC [95% CI] | TPR@0.1%FPR | right / guesses | ε lower bound | "
         "largest showable | claimed − bound | GDP ε estimate | model test AUROC |",

@@ -62,14 +62,12 @@ def run_cell(data: str, runs: str, device: str, recipe: str, seed: int) -> None:
 
     import torch
 
-    from privmed import rundir
-    from privmed.config import config_from_dict
-    from privmed.training.trainer import train
+    from privmed import config_from_dict, run_finished, train
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, torch.get_num_threads()))  # a spawned worker starts with every core's thread
     out = cell_dir(runs, recipe, seed)
-    if (out / rundir.METRICS).is_file():
+    if run_finished(out):
         return
     model, training, epsilon = RECIPES[recipe]
     cfg = {"data": {"path": data, "image_size": 128, "class_names": ["benign", "malignant"]},
@@ -83,15 +81,15 @@ def run_cell(data: str, runs: str, device: str, recipe: str, seed: int) -> None:
 
 def finished_cells(runs: str) -> pd.DataFrame:
     """Every finished run under ``runs`` (this invocation's and earlier ones'): val and test AUROC, ledger epsilon."""
-    from privmed import rundir
+    from privmed import read_metrics, read_record, run_finished
 
     rows = []
     for recipe, (model, _, epsilon) in RECIPES.items():
         for out in sorted(Path(runs).glob(f"{slug(recipe)}_seed*")):
-            if not (out / rundir.METRICS).is_file():
+            if not run_finished(out):
                 continue
-            splits = rundir.read_json(out / rundir.METRICS)["splits"]
-            ledger = rundir.read_record(out)
+            splits = read_metrics(out)["splits"]
+            ledger = read_record(out)
             rows.append({"recipe": recipe, "model": model, "epsilon": epsilon, "seed": int(out.name.rsplit("seed", 1)[1]),
                          "total_epsilon": round(ledger.epsilon, 4) if ledger.private else math.inf,
                          "val_auroc": round(splits["val"]["auroc"]["value"], 4),

@@ -37,15 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from common import (IMAGE_SIZE, MEDIAN_TRAIN_S, ROOT, SHARED, patient_unit, run_one, samples_once, seed_summary,
                     total_two_noise)
-from privmed import rundir
-from privmed.audit.synthetic import dcr_membership
-from privmed.config import DataConfig
-from privmed.data.sources import load_dataset
-from privmed.synth.quality import evaluate_synthetic
-from privmed.synth.sample import synthetic_images
+from privmed import DataConfig, dcr_membership, evaluate_synthetic, load_dataset, read_record, synthetic_images
 
 GENERATORS = ("paper", "privmed_nondp", "privmed_dp_eps1", "privmed_dp_eps10")
 PUBLISHED = {("pretrain_finetune", 1.0): .661, ("pretrain_finetune", 6.0): .677, ("augment", 1.0): .553,
@@ -73,15 +69,15 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
         if name == "paper":
             private, eps, disc = False, math.inf, "pixel (MCGAN)"
         else:
-            record = rundir.read_json(gens / folder / rundir.PRIVACY)
-            private, eps = record["private"], record["epsilon"]
-            gan = rundir.read_config_dict(gens / folder)["gan"]
+            record = read_record(gens / folder)
+            private, eps = record.private, record.epsilon
+            gan = yaml.safe_load((gens / folder / "config.yaml").read_text())["gan"]  # the generator's settings
             disc = " + ".join([gan.get("discriminator", "pixel")] + [name for key, name in (
                 ("minibatch_std", "minibatch std"), ("diff_augment", "DiffAugment")) if gan.get(key)])
         t0 = time.perf_counter()
         q = evaluate_synthetic(synthetic=images, labels=labels, real=real, out=out / "quality" / folder,
                                class_names=("benign", "malignant"))
-        minutes = (pd.read_csv(gens / folder / rundir.HISTORY)["seconds"].sum() / 60) if name != "paper" else math.nan
+        minutes = (pd.read_csv(gens / folder / "history.csv")["seconds"].sum() / 60) if name != "paper" else math.nan
         dcr, _ = dcr_membership(synthetic=images, members=real.split("train").images,
                                 non_members=real.split("test").images, delta=patient_unit(data)[1])
         rows.append({"generator": name, "folder": folder, "discriminator": disc, "train_minutes": round(minutes, 1),

@@ -27,7 +27,7 @@ the copies belong to their patient, so the unit's guarantee is unchanged).
 Heads:
 * ``dp_sgd``: privmed's DP-SGD head as today (``train_in_memory``: feature centre released with noise 5 and
   composed, Poisson sampling of patients, one image of a sampled patient per step, batch 128, clip 1, SGD
-  lr 0.3 momentum 0.9, 40 epochs: the recipe ``cbis_dp_sgd.py`` keeps most often; the epoch with the
+  lr 0.3 momentum 0.9, 40 epochs: the recipe ``benchmarks/studies/cbis_dp_sgd.yaml`` keeps most often; the epoch with the
   best val AUROC is kept, as in every privmed run: that choice is not covered by epsilon);
 * ``dp_sgd_ema<d>``: the same with ``training.ema = d``: the weights' exponential moving average is
   validated and kept (post-processing, free); ``..._centre2.5``: the feature centre released with noise 2.5
@@ -71,12 +71,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from privmed.config import DataConfig, config_from_dict
-from privmed.data.phantom import PhantomSpec, generate_phantom
+from privmed import DataConfig, PhantomSpec, config_from_dict, epsilon_for, load_dataset
+# measured on purpose, below the public API: front ends, the private centre and the one-shot head on features in memory
+from privmed.data.phantom import generate_phantom
 from privmed.data.shift import acquisition_augment, digital_scanner
-from privmed.data.sources import load_dataset
 from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_linear
-from privmed.privacy.accounting import default_delta, epsilon_for
+from privmed.privacy.accounting import default_delta
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
 from privmed.training.inputs import model_inputs, set_center
@@ -108,7 +108,7 @@ FRONT: dict[str, nn.Module] = {}
 #: the head pretrained on the phantom's features of the front end being measured (set in main)
 PHANTOM_HEAD: dict[str, nn.Module | torch.Tensor] = {}
 PHANTOM_C = 1e-3
-#: the DP-SGD head's schedule (``cbis_dp_sgd.py``'s most often kept candidate)
+#: the DP-SGD head's schedule (``benchmarks/studies/cbis_dp_sgd.yaml``'s most often kept candidate)
 HEAD_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.3}
 
 

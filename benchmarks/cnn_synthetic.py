@@ -34,7 +34,7 @@ import pandas as pd
 
 from common import (MEDIAN_TRAIN_S, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts,
                     run_one, seed_summary, total_two_noise, write_results)
-from privmed import rundir
+from privmed import read_record
 
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
           "training": {"batch_size": 128, "lr": 0.1, "epochs": 20, "bootstrap_resamples": 100}}
@@ -71,7 +71,7 @@ def markdown(table: pd.DataFrame, samples: Path, seconds: float) -> list[str]:
     summary = seed_summary(table, ["strategy", "generator"], sort=False, epsilon=("epsilon", "first"),
                            total=TOTAL_EPSILON, seconds=MEDIAN_TRAIN_S)
     real = float(summary.loc[summary["strategy"] == "dp_sgd_real", "test"].iloc[0])
-    generator = rundir.read_json(samples / rundir.PRIVACY)["summary"].rstrip(".")
+    generator = read_record(samples).summary.rstrip(".")
     lines = ["# Synthetic pretraining for the default CNN (`resnet9_small`) at a composed total epsilon of 2", "",
              f"64 px; recipe fixed in advance (see the script's docstring); `epsilon` is the classifier's DP-SGD "
              f"alone, `total epsilon` the run's ledger. The DP generator's samples: `{samples.name}` ({generator}). "

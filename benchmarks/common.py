@@ -1,8 +1,9 @@
 """Helpers the CBIS-DDSM benchmarks share: where the data and results are, the argument parsing
-and result writing every script uses, the scattering-feature DP head (``dp_linear``), the fixed
-recipe of the synthetic-data runs (``run_one``: one ``privmed train`` run, reused when finished)
-and the noise that makes a DP generator and a classifier compose to a total epsilon of 2
-(``total_two_noise``), and the free phantom as pretraining data (``phantom_folder``).
+and result writing every script uses, the fixed recipe of the synthetic-data runs (``run_one``: one
+``privmed train`` run, reused when finished) and the noise that makes a DP generator and a classifier
+compose to a total epsilon of 2 (``total_two_noise``), and the free phantom as pretraining data
+(``phantom_folder``). They use privmed's public API (``privmed.__all__``); the in-memory DP head on frozen
+features that some benchmarks measure lives in ``components.py``.
 
 Every helper trains at privmed's default unit of privacy (the patient on CBIS-DDSM) with secret noise.
 """
@@ -17,60 +18,23 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
-from torch import nn
+import yaml
 
+from components import BATCH, EPOCHS, EPSILON, SIZE  # noqa: F401 (shared names)
+from privmed import (DataConfig, Mechanism, PhantomSpec, calibrate_noise, config_from_dict, epsilon_for, load_dataset,
+                     read_metrics, read_record, run_finished, sample_generator, train, write_phantom_dataset)
+# patient_unit and total_two_noise only: the delta and the hand calibration the privacy plan (total_epsilon) replaces
 from privmed import rundir
-from privmed.config import DataConfig, config_from_dict
-from privmed.data.phantom import PhantomSpec, write_phantom_dataset
-from privmed.data.sources import Dataset, load_dataset
-from privmed.models.registry import build_model
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from privmed.privacy.accounting import default_delta
 from privmed.privacy.units import PrivacyUnit, resolve_unit
-from privmed.synth.sample import sample
-from privmed.training.inputs import model_inputs
 from privmed.training.private import plan_schedule
-from privmed.training.trainer import train, train_in_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 SHARED = ROOT.parent / "shared" / "data"
-
-
-SIZE, EPSILON, EPOCHS, BATCH = 64, 2.0, 15, 128
-
-
-def features(model: nn.Module, images: np.ndarray) -> torch.Tensor:
-    return model_inputs(model, torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
-
-
-def split_features(data: str) -> tuple[nn.Module, Dataset, dict, dict]:
-    """``scatter_linear`` at SIZE px, the real data, and per split its frozen features and float labels."""
-    real = load_dataset(DataConfig(path=data, image_size=SIZE, class_names=("benign", "malignant")))
-    model = build_model("scatter_linear", spatial_dims=2, in_channels=1, num_outputs=1, image_size=SIZE)
-    splits = {s: real.split(s) for s in ("train", "val", "test")}
-    return (model, real, {s: features(model, d.images) for s, d in splits.items()},
-            {s: torch.from_numpy(d.labels).float() for s, d in splits.items()})
-
-
-def dp_linear(x: dict, y: dict, *, data: str, seed: int, privacy: dict | None = None,
-              groups=None) -> tuple[float, float]:
-    """privmed's DP-SGD recipe (``train_in_memory``) for a linear head on x['train'] with the run config's
-    ``privacy`` section (default: DP-SGD alone at EPSILON); (val, test) AUROC of the best-val epoch.
-    ``groups``: the patient id of each training row (the patient unit); None trains at the image unit."""
-    config = config_from_dict({"data": {"path": data, "image_size": SIZE, "class_names": ["benign", "malignant"]},
-                               "model": {"name": "scatter_linear"},
-                               "privacy": privacy or {"epsilon": EPSILON},
-                               "training": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.1, "augment": False,
-                                            "seed": seed}})
-    fitted = train_in_memory(config, lambda: nn.Linear(x["train"].shape[1], 1), x["train"], y["train"], x["val"],
-                             y["val"], groups=groups)
-    with torch.no_grad():
-        return tuple(float(roc_auc_score(y[s][:, 0], fitted.net(x[s])[:, 0])) for s in ("val", "test"))
 
 
 def parse_benchmark_args(parser: argparse.ArgumentParser, *, seeds: int = 3) -> argparse.Namespace:
@@ -137,7 +101,7 @@ def samples_once(generator: Path, out: Path) -> Path:
     there already (a folder without it is an interrupted draw and is cleared)."""
     if not (out / "manifest.csv").is_file():
         shutil.rmtree(out, ignore_errors=True)
-        sample(generator, n=3000, out=out, seed=0)
+        sample_generator(generator, n=3000, out=out, seed=0)
     return out
 
 
@@ -172,7 +136,7 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
     tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
     tag += "_reinit" if reinit_head else ""
     out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
-    if not (out / rundir.METRICS).is_file():
+    if not run_finished(out):
         shutil.rmtree(out, ignore_errors=True)
         cfg = json.loads(json.dumps(recipe))
         cfg["data"]["path"] = data
@@ -188,13 +152,13 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
         t0 = time.perf_counter()
         train(config_from_dict(cfg))
         (out / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-    metrics = rundir.read_json(out / rundir.METRICS)["splits"]
-    ledger = rundir.read_json(out / rundir.PRIVACY)
-    sgd = next((s for s in ledger["stages"] if s["stage"] == "dp_sgd"), None)
+    metrics = read_metrics(out)["splits"]
+    ledger = read_record(out)
+    sgd = next((s for s in ledger.stages if s.stage == "dp_sgd"), None)
     test = metrics["test"]["auroc"]
     return {"strategy": strategy, "generator": generator,
-            "epsilon": f"{sgd['epsilon_alone']:.3g}" if sgd else ("0" if strategy == "synthetic_only" else "inf"),
-            "total_epsilon": f"{ledger['epsilon']:.3g}" if ledger["private"] else "inf", "seed": seed,
+            "epsilon": f"{sgd.epsilon_alone:.3g}" if sgd else ("0" if strategy == "synthetic_only" else "inf"),
+            "total_epsilon": f"{ledger.epsilon:.3g}" if ledger.private else "inf", "seed": seed,
             "val_auroc": round(metrics["val"]["auroc"]["value"], 4), "test_auroc": round(test["value"], 4),
             "test_auroc_ci_low": round(test["ci_low"], 4), "test_auroc_ci_high": round(test["ci_high"], 4),
             "train_seconds": float((out / "train_seconds.txt").read_text()), "reinit_head": reinit_head,
@@ -207,7 +171,29 @@ PHANTOM = PhantomSpec(n_samples=3000, image_size=64, seed=0)
 def phantom_folder(folder: Path) -> Path:
     """``folder`` holding the 3,000 phantom patches at 64 px (seed 0), written unless its record, written last,
     is there already (a folder without it is an interrupted write and is cleared)."""
-    if not (folder / rundir.PRIVACY).is_file():
+    if not (folder / "privacy.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         write_phantom_dataset(folder, PHANTOM)
     return folder
+
+
+def study_results(out: Path) -> pd.DataFrame:
+    """The finished runs of a study's ``results.csv`` (``privmed study FILE --out OUT``), one row each, with its run
+    folder as a path (``run_dir``) and the study's strategies as written in ``OUT/study.yaml`` (``attrs['study']``).
+    Refuses a study with no finished run."""
+    out = Path(out)
+    table = pd.read_csv(out / "results.csv")
+    table = table[table["status"] == "finished"].reset_index(drop=True)
+    if table.empty:
+        raise SystemExit(f"{out}: no finished run in results.csv; run `privmed study` there first.")
+    table["run_dir"] = [out / d for d in table["dir"]]
+    table.attrs["study"] = yaml.safe_load((out / "study.yaml").read_text())
+    return table
+
+
+def study_facts(out: Path) -> str:
+    """How long the study took (``OUT/timing.json``: every invocation's wall time) and on how many workers."""
+    timing = json.loads((Path(out) / "timing.json").read_text())
+    last = timing["invocations"][-1]
+    return (f"The study's invocations took {timing['wall_seconds'] / 60:.1f} min of wall time (the last on "
+            f"{last['workers']} worker(s), {last['cpu_count']} CPUs); finished runs are reused by a re-run.")

@@ -28,7 +28,7 @@ import pandas as pd
 
 from common import (ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, run_one, samples_once, seed_summary,
                     total_two_noise, write_results)
-from privmed import rundir
+from privmed import read_record
 
 
 
@@ -52,7 +52,7 @@ def main() -> None:
             rows.append({k: v for k, v in run_one(args.data, runs, seed=seed, **cell).items() if k != "run"})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    generator_eps = rundir.read_json(samples / rundir.PRIVACY)["epsilon"]
+    generator_eps = read_record(samples).epsilon
     write_results(Path(args.results), "dp_generator_bar", table,
                   markdown(table, Path(args.generator).name, generator_eps, time.perf_counter() - t0))
 

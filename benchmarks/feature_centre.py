@@ -34,16 +34,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from privmed.config import DataConfig, SyntheticConfig
-from privmed.errors import PrivmedError
-from privmed.privacy.accounting import Mechanism, calibrate_noise, default_delta, epsilon_for
+from common import (BATCH, EPOCHS, SHARED, SIZE, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary,
+                    write_results)
+from components import dp_linear, features, split_features
+from privmed import DataConfig, Mechanism, PrivmedError, calibrate_noise, epsilon_for
+# measured on purpose, below the public API: the private feature centre's release and its share of the budget
+from privmed.config import SyntheticConfig
+from privmed.privacy.accounting import default_delta
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.privacy.units import PrivacyUnit, resolve_unit
-from privmed.training.private import plan_schedule
 from privmed.training.inputs import FeatureCenter, set_center
+from privmed.training.private import plan_schedule
 from privmed.training.synthetic import load_synthetic
-from common import (BATCH, EPOCHS, SHARED, SIZE, TOTAL_EPSILON, dp_linear, features, parse_benchmark_args, run_facts,
-                    seed_summary, split_features, write_results)
 
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0, 20.0)
 

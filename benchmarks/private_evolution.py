@@ -3,7 +3,7 @@
 ``privmed synth evolve`` (issue 19; Lin et al. 2024 Private Evolution, its simulator variant Sim-PE
 2025): phantom parameter sets evolved under DP nearest-neighbour votes of the CBIS-DDSM training
 patients (one vote per patient, split over their images; Gaussian noise; ``rounds`` releases composed
-by the PRV accountant at the patient unit). Its images are used as ``phantom_pretrain.py`` uses the
+by the PRV accountant at the patient unit). Its images are used as ``benchmarks/studies/phantom_pretrain.yaml`` uses the
 phantom, beside the phantom's prior (the same simulator, no votes: epsilon 0) and DP-SGD alone:
 
 * ``synthetic_only``: ``scatter_linear`` trained without DP on the synthetic images alone (no real image
@@ -41,10 +41,9 @@ import pandas as pd
 
 from common import (IMAGE_SIZE, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts, run_one,
                     seed_summary, total_two_noise, write_results)
-from privmed import rundir
-from privmed.synth import candidates as cand
-from privmed.synth.config import evolve_config_from_dict
-from privmed.synth.evolve import evolve, prior_means
+from privmed import evolve, evolve_config_from_dict, read_record
+from privmed.synth import candidates as cand  # measured on purpose: the evolution's candidate prior
+from privmed.synth.evolve import prior_means
 
 PE_EPSILONS = (0.5, 1.0)
 NOISELESS = "noiseless"  # a diagnostic: the votes without noise (NOT private), to separate PE's limits from DP's
@@ -57,7 +56,7 @@ def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int, vary
     """``out`` holding an evolution at ``epsilon`` (None: noiseless votes, not private; candidates' seed ``seed``),
     run unless its record, written last, is there already (a folder without it is an interrupted run and is
     cleared)."""
-    if not (out / rundir.PRIVACY).is_file():
+    if not (out / "privacy.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
         evolve(evolve_config_from_dict({
             "out": str(out), "data": {"path": data, "image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]},
@@ -69,11 +68,11 @@ def evolved_once(data: str, out: Path, *, epsilon: float | None, seed: int, vary
 def evolution_facts(folder: Path) -> dict:
     """What the evolution released and where it went: last round's winners, mean radius and contrast written,
     and the written images' mean spicule count, malignant minus benign (the prior's class signal)."""
-    last = pd.read_csv(folder / rundir.HISTORY).iloc[-1]
+    last = pd.read_csv(folder / "history.csv").iloc[-1]
     written = np.load(folder / "population.npz")
     return {"winners": int(last["winners_0"] + last["winners_1"]), "radius": float(written["radius"].mean()),
             "contrast": float(written["contrast"].mean()), "spicule_gap": spicule_gap(written),
-            "pe_epsilon": rundir.read_record(folder).epsilon}
+            "pe_epsilon": read_record(folder).epsilon}
 
 
 def spicule_gap(population) -> float:

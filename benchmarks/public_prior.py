@@ -45,9 +45,7 @@ import pandas as pd
 
 from common import (RECIPE, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts, run_one,
                     samples_once, seed_summary, write_results)
-from privmed import rundir
-from privmed.synth.config import generator_config_from_dict
-from privmed.synth.training import GENERATOR_FILE, train_generator
+from privmed import generator_config_from_dict, train_generator
 
 EPSILON = 2.0
 DECLARED_PUBLIC = ("public_gan", "public_images")  # the phantom needs no declaration: its record says data-independent
@@ -81,7 +79,7 @@ HALF_RECIPE = {**RECIPE, "data": {**RECIPE["data"], "allow_outside_root": True}}
 def public_gan_samples(public: Path, work: Path) -> Path:
     """privmed's generator trained without DP on the public half, and 3,000 of its images."""
     gen, samples = work / "public_gan", work / "public_gan_samples"
-    if not (gen / GENERATOR_FILE).is_file():
+    if not (gen / "generator.pt").is_file():  # the generator's weights, written when its training ends
         data = {"path": str(public), "image_size": 64, "allow_outside_root": True}  # the half lists CBIS images
         train_generator(generator_config_from_dict({"out": str(gen), "data": data, "gan": GAN}),
                         resume=(gen / "checkpoints").is_dir())
@@ -98,7 +96,7 @@ def main() -> None:
     public, private = split_halves(Path(args.data), runs)
     priors = {"public_gan": public_gan_samples(public, runs), "public_images": public,
               "phantom": phantom_folder(runs / "phantom")}
-    gan_minutes = pd.read_csv(runs / "public_gan" / rundir.HISTORY)["seconds"].sum() / 60
+    gan_minutes = pd.read_csv(runs / "public_gan" / "history.csv")["seconds"].sum() / 60
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None}]
     cells += [{"strategy": "pretrain_finetune", "generator": name, "folder": folder, "reinit_head": reinit,
                "public": name in DECLARED_PUBLIC} for name, folder in priors.items() for reinit in (False, True)]

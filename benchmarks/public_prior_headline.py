@@ -5,7 +5,7 @@ then DP fine-tune on the private ones.
 half declared public (``synthetic.public``: its images cost nothing, and privmed checks that they share no
 patient id and no identical image with the private half), the other the only private training data; the
 real val and test splits are kept. Recipe: privmed's defaults at 128 px, the headline's schedule without its
-search (``cbis_dp_sgd.py``'s most often kept candidate: lr 0.3, 40 epochs, expected batch 128; checkpoint =
+search (``benchmarks/studies/cbis_dp_sgd.yaml``'s most often kept candidate: lr 0.3, 40 epochs, expected batch 128; checkpoint =
 best val epoch), patient unit, secret noise. Rows: DP-SGD on the private half alone, and pretraining on the
 public half's images (20 epochs) then DP fine-tuning with the head kept, at each epsilon.
 

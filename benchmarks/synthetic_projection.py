@@ -36,9 +36,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from common import (EPSILON, ROOT, SHARED, SIZE, dp_linear, features, parse_benchmark_args, patient_unit, run_facts,
-                    seed_summary, split_features, write_results)
-from privmed.synth.sample import synthetic_images
+from common import (EPSILON, ROOT, SHARED, SIZE, parse_benchmark_args, patient_unit, run_facts, seed_summary,
+                    write_results)
+from components import dp_linear, features, split_features
+from privmed import synthetic_images
 
 DIMS = (32, 128)
 

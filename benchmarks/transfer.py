@@ -36,14 +36,13 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from privmed.config import DataConfig, config_from_dict
+from common import SHARED, parse_benchmark_args, run_facts
+from privmed import DataConfig, build_model, config_from_dict, load_dataset
+# measured on purpose, below the public API: front ends' features in memory, the shifted scanner, the shortcut figures
 from privmed.data.shift import digital_scanner
-from privmed.data.sources import load_dataset
 from privmed.evaluation import shortcut
-from privmed.models.registry import build_model
 from privmed.training.inputs import model_inputs
 from privmed.training.trainer import train_in_memory
-from common import SHARED, parse_benchmark_args, run_facts
 
 DATA = str(SHARED / "cbis-ddsm-masses")
 #: recipe -> (model, model.args); every row names its front end in full, so it keeps its meaning when defaults change

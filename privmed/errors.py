@@ -115,6 +115,8 @@ PRIVACY_RECORD_MISSING = ("'{path}' does not exist: there is no privacy record (
                           "the command that makes it again.")
 PRIVACY_RECORD_MALFORMED = ("'{path}' is not a privacy record privmed wrote ({reason}): it was edited or comes from "
                             "elsewhere. Restore it, or run the command that wrote it again.")
+METRICS_MISSING = ("'{path}' does not exist: the run has no metrics yet. Point at the folder of a finished run "
+                   "(`privmed train` writes metrics.json when it ends), or finish it with `privmed train --resume`.")
 JSON_UNREADABLE = ("'{path}' is not valid JSON ({reason}): it was cut short or edited. Restore it, or run the command "
                    "that wrote it again.")
 OUT_NOT_WRITABLE = ("cannot write to '{path}': {reason}. Choose an --out in a folder you can write to "

@@ -26,6 +26,7 @@ from privmed.errors import (
     CONFIG_UNREADABLE,
     JSON_UNREADABLE,
     LEDGER_CHANGED,
+    METRICS_MISSING,
     OUT_NOT_EMPTY,
     OUT_NOT_WRITABLE,
     PRIVACY_RECORD_MISSING,
@@ -208,6 +209,15 @@ def read_record(folder: Path) -> PrivacyRecord:
     verdict = seal.verify(folder, [PRIVACY])
     record = PrivacyRecord.from_dict(read_json(path), where=str(path))
     return dataclasses.replace(record, seal=verdict.words())
+
+
+def read_metrics(run: Path) -> dict[str, Any]:
+    """A finished run's ``metrics.json`` (per split each metric with its CI; the kept ``checkpoint``); refuses a
+    missing file (:data:`~privmed.errors.METRICS_MISSING`) and invalid JSON."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        raise PrivmedError(METRICS_MISSING.format(path=path))
+    return read_json(path)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

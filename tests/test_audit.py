@@ -298,7 +298,7 @@ def test_non_private_model_with_canaries_gives_a_one_run_bound_above_one(audit_d
     # a small delta: the one-run p-value carries 2 m delta, which at the default 1/(10 N) costs this small
     # data set (N ~ 480 with the canaries in) about a quarter of the bound. The plain second-order scattering
     # front end on raw grey levels, per-sample standardised: first-order front ends averaged over rotations and
-    # reflections memorise few canaries of any design (docs/audit.md)
+    # reflections memorise few canaries of any design (docs/findings/audit-canaries.md)
     _train(audit_data, tmp_path / "np", "--delta", "1e-6", "--model-arg", "dihedral=false", "--model-arg",
            "max_order=2", "--model-arg", "input_norm=none", "--model-arg", "standardise=true")
     out = _audit(tmp_path / "np", capsys, "--canaries", "400")

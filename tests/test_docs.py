@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)#\s]+)\)")
 #: a path in backticks that names a file of the repository (folders and globs are left out)
 NAMED_FILE = re.compile(r"`((?:privmed|benchmarks|docs|studies|tests)/[\w./-]+\.(?:md|py|yaml|csv|sh))`")

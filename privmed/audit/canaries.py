@@ -4,7 +4,7 @@ Each canary is one image of uniform pixel noise in [0, 1], drawn from
 the audit's seeded generator (``AuditConfig.seed``): canaries and their coins are the
 auditor's design, not the mechanism's secret.
 
-Why uniform noise, measured (``docs/audit.md``, phantom data of ``tests/test_audit.py``,
+Why uniform noise, measured (``docs/findings/audit-canaries.md``, phantom data of ``tests/test_audit.py``,
 non-private runs, 400 canaries, loss attack): structured alternatives (random low-frequency
 fields, Gaussian blobs, oriented gratings and Gabor atoms, patchworks of textures of random
 scale and contrast, random local spectra, and mixes of these with random mean, contrast and
