@@ -13,9 +13,6 @@ MAX_FUNCTION_LINES = 60
 LONG_FILES: dict[str, str] = {}
 #: "file:function" -> why it may be longer than MAX_FUNCTION_LINES
 LONG_FUNCTIONS: dict[str, str] = {
-    "privmed/data/phantom/population.py:_draw_population": "one patient population drawn parameter by parameter, "
-                                                            "in the order of the module docstring's table; not yet split",
-    "privmed/data/phantom/grid.py:write_image_grid": "matplotlib layout of one figure; not yet split",
     "privmed/synth/training.py:train_generator": "moves onto the one private-training core in issue 6/20's "
                                                  "trainer work (another helper owns privmed/synth)",
 }
