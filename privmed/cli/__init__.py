@@ -6,7 +6,8 @@
 :mod:`~privmed.cli.study` (``study``, ``report``, ``demo``), :mod:`~privmed.cli.data`
 (``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. Option defaults
 and choices come from the config dataclasses. Every user error is a :class:`PrivmedError`:
-printed as one line, exit status 2.
+printed as one line, exit status 2. The library logs and never prints; :mod:`~privmed.cli.logs` shows its
+records on standard error.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ quiet_openmp()  # before anything imports torch
 from privmed.errors import OUT_EMPTY, PrivmedError  # noqa: E402
 
 from . import audit, check, data, study, synth, train  # noqa: E402
+from .logs import show_library_logs  # noqa: E402
 from .options import OPTION_KEYS, cli_overrides  # noqa: E402
 
 __all__ = ["OPTION_KEYS", "LineTracker", "build_parser", "cli_overrides", "main"]
@@ -36,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
+    show_library_logs()  # the library logs; the command line shows it
     warnings.filterwarnings("ignore", module="opacus")
     warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
     stderr = sys.stderr
