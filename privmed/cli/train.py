@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, SYNTHETIC_USES,
+from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, STREAM_SETTINGS,
+                            SYNTHETIC_USES,
                             DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig, TrainingConfig)
 
 from privmed.model_options import parse_model_arg
@@ -72,6 +73,10 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
                             f"lesion-masked AUROC (0: images not centred on a lesion; default {DataConfig.lesion_fraction})")
     train.add_argument("--spatial-dims", type=int, choices=SPATIAL_DIMS,
                        help=f"2D images or 3D volumes (default {DataConfig.spatial_dims})")
+    train.add_argument("--stream", choices=STREAM_SETTINGS,
+                       help="decode image files per batch (on: memory bounded by the batch), all at once (off), or "
+                            f"on when they would take more than 1 GiB (auto); never changes the result (default "
+                            f"{DataConfig.stream})")
     train.add_argument("--model", help=f"model name (see `privmed models`; default {ModelConfig.name})")
 
 
@@ -117,6 +122,10 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
                             f"step (free of privacy: post-processing; e.g. 0.95; default {t.ema}: off)")
     train.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {t.device})")
     train.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for CIs (default {t.bootstrap_resamples})")
+    train.add_argument("--feature-cache", metavar="DIR|off",
+                       help="folder where a frozen front end's features are kept between runs (derived from the "
+                            "private images: keep it with the data), or off (default: $PRIVMED_CACHE, else "
+                            "~/.cache/privmed/features)")
 
 
 def _add_synthetic_options(train: argparse.ArgumentParser) -> None:
@@ -157,7 +166,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``privmed train``: the config file, overridden by the options given; checks first, then trains."""
-    from privmed.reporting import print_run_summary
+    from privmed.reporting import run_summary
     from privmed.training.trainer import train_processes
     from privmed.training.preflight import check_before_training
 
@@ -169,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if out is not None:  # under torchrun, only rank 0 reports
             tracker.log_run_dir(out)
     if out is not None:
-        print_run_summary(out)
+        print("\n".join(run_summary(out)))
     return 0
 
 
@@ -185,13 +194,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``privmed evaluate``: a trained run on a data set, at its own validation thresholds."""
     from privmed.atomic import check_folder
     from privmed.evaluation.external import evaluate_run
-    from privmed.reporting import print_metrics_table, privacy_line
+    from privmed.reporting import metrics_table, privacy_line
 
     check_folder(args.run)  # the evaluation is written into the run's folder
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
                                  n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)
-    print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
+    print("\n".join(metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")))
     print(f"  the run's records: {result['run_seal']}")
     print(f"  privacy: {privacy_line(Path(args.run))}")
     print(f"written to {where}")
@@ -201,11 +210,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``privmed compare``: a paired bootstrap test of two runs."""
     from privmed.evaluation.external import compare_runs
-    from privmed.reporting import print_comparison
+    from privmed.reporting import comparison
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
                           label_columns=args.label_column, positive_class=args.positive_class,
                           class_names=args.class_names, n_resamples=args.bootstrap,
                           allow_outside_root=args.allow_outside_data_root)
-    print_comparison(result)
+    print("\n".join(comparison(result)))
     return 0

@@ -11,6 +11,8 @@ from .values import MAX_SEED, require
 #: largest image side (2D) and volume side (3D) privmed reads: beyond, memory runs out before a message could
 MAX_IMAGE_SIZE = {2: 1024, 3: 256}
 SPATIAL_DIMS = tuple(MAX_IMAGE_SIZE)
+#: ``data.stream``: decode image files per batch (on), all at once (off), or on when they would not fit (auto)
+STREAM_SETTINGS = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class DataConfig:
     seed: int = 0  # the phantom's seed and the seed of the split of data without splits; fixed across training seeds
     allow_outside_root: bool = False  # a manifest may list images outside its own folder
     lesion_fraction: float = 0.5  # lesion-centred data: the central fraction of each side that is the lesion (0: not)
+    stream: str = "auto"  # image files decoded per batch: on, off, auto (when large; privmed.data.lazy.streams)
 
     def __post_init__(self) -> None:
         require(self.spatial_dims in SPATIAL_DIMS, "data", "spatial_dims", self.spatial_dims, "must be 2 or 3")
@@ -50,6 +53,8 @@ class DataConfig:
         require(0 <= self.lesion_fraction < 1, "data", "lesion_fraction", self.lesion_fraction,
                 "give the central fraction of each side the lesion fills in lesion-centred data (e.g. 0.5), "
                 "or 0 when the images are not centred on a lesion")
+        require(self.stream in STREAM_SETTINGS, "data", "stream", self.stream,
+                "use auto (decode image files per batch when all of them would take more than 1 GiB), on or off")
         require(self.phantom_samples >= 100, "data", "phantom_samples", self.phantom_samples, "must be >= 100")
         require(0 <= self.seed <= MAX_SEED, "data", "seed", self.seed, f"must be an integer from 0 to {MAX_SEED}")
         if self.class_names is not None and len(self.class_names) == 1 and "," in self.class_names[0]:

@@ -13,6 +13,7 @@ from privmed import atomic
 from privmed.errors import PrivmedError
 
 from .data import DataConfig
+from .migrate import CONFIG_VERSION, UNVERSIONED, VERSION_KEY, migrate
 from .model import ModelConfig
 from .privacy import PrivacyConfig
 from .synthetic import SyntheticConfig
@@ -48,18 +49,21 @@ class RunConfig:
                                "--noise-multiplier. The run's epsilon is then the generator's.")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-YAML form (tuples as lists, inf as the string 'inf')."""
-        return to_plain(dataclasses.asdict(self))
+        """Plain-YAML form (tuples as lists, inf as the string 'inf'), headed by its ``config_version``."""
+        return {VERSION_KEY: CONFIG_VERSION, **to_plain(dataclasses.asdict(self))}
 
     def identity(self) -> dict[str, Any]:
         """The parts that must not change when a run is resumed (everything but ``out``, the
-        evaluation-only bootstrap count, and where and in what chunks it computes)."""
+        evaluation-only bootstrap count, and where and in what chunks it computes, reads and caches)."""
         d = self.to_dict()
+        d.pop(VERSION_KEY)
         d.pop("out")
         d["training"].pop("bootstrap_resamples")
         d["training"].pop("num_workers")
         d["training"].pop("device")
         d["training"].pop("physical_batch_size")  # memory only (lowered to what fits): never changes the result
+        d["training"].pop("feature_cache")  # where computed features are kept: never changes them
+        d["data"].pop("stream")  # images read per batch or at once: the same images (tests/test_streaming.py)
         return d
 
 
@@ -68,29 +72,26 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "privacy": PrivacyConfig,
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
-    """Build a :class:`RunConfig` from nested dicts; unknown keys raise :class:`PrivmedError`."""
+    """Build a :class:`RunConfig` from nested dicts; unknown keys raise :class:`PrivmedError`. A ``config_version``
+    older than today's is migrated (:func:`~privmed.config.migrate.migrate`); none means today's."""
+    return _build(migrate(raw))
+
+
+def config_from_run_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """The configuration a run directory's ``config.yaml`` (``raw``) was trained with: brought from its
+    ``config_version`` (none: a run written before versions were recorded) to today's by
+    :func:`~privmed.config.migrate.migrate`, so every key added or default changed since takes the value the
+    run was trained with."""
+    return _build(migrate(raw, unversioned=UNVERSIONED))
+
+
+def _build(raw: Mapping[str, Any]) -> RunConfig:
     reject_unknown(raw, {"out", *_SECTIONS}, "top-level")
     kwargs: dict[str, Any] = {name: section_from_dict(cls, raw.get(name) or {}, name)
                               for name, cls in _SECTIONS.items()}
     if "out" in raw:
         kwargs["out"] = raw["out"] if raw["out"] is None else str(raw["out"])
     return RunConfig(**kwargs)
-
-
-#: keys added with a new default, and the value a run written before the key existed was trained with
-PREDATING_KEYS = {"privacy": {"center": "private"}}
-
-
-def config_from_run_dict(raw: Mapping[str, Any]) -> RunConfig:
-    """The configuration a run directory's ``config.yaml`` (``raw``) was trained with: a key added with a new
-    default (:data:`PREDATING_KEYS`) or a model argument recorded since its default changed
-    (:func:`privmed.models.registry.predating_args`) takes its old value where the run predates it."""
-    from privmed.models.registry import predating_args
-
-    raw = {**raw, **{name: {**old, **(raw.get(name) or {})} for name, old in PREDATING_KEYS.items()}}
-    model = dict(raw.get("model") or {})
-    model["args"] = {**predating_args(model.get("name", ModelConfig.name)), **(model.get("args") or {})}
-    return config_from_dict({**raw, "model": model})
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

@@ -13,7 +13,10 @@ OPTIMIZERS = ("sgd", "adam")
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation schedule. ``batch_size`` is the logical (expected, Poisson) batch;
-    ``physical_batch_size`` only bounds memory and never changes the result's privacy."""
+    ``physical_batch_size`` only bounds memory and never changes the result's privacy. ``feature_cache``:
+    where a frozen front end's features are kept on disk between runs (they are derived from the private
+    images: keep the folder with the data), ``off`` for nowhere, None for ``$PRIVMED_CACHE`` or else
+    ``~/.cache/privmed/features`` (:func:`privmed.training.inputs.feature_cache_dir`); never changes the result."""
 
     epochs: int = 30
     batch_size: int = 128
@@ -29,6 +32,7 @@ class TrainingConfig:
     bootstrap_resamples: int = 1000
     num_workers: int = 0
     device: str = "auto"
+    feature_cache: str | None = None  # frozen features on disk: a folder, off, or None ($PRIVMED_CACHE, else ~/.cache)
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "physical_batch_size", "augment_views"):
@@ -46,5 +50,7 @@ class TrainingConfig:
         require(self.augment or self.augment_views == 1, "training", "augment_views", self.augment_views,
                 "needs augment: true (the views are augmented copies of each image)")
         require(0.0 <= self.ema < 1.0, "training", "ema", self.ema, "must be in [0, 1): 0 is off, 0.9-0.999 typical")
+        require(self.feature_cache is None or self.feature_cache.strip() != "", "training", "feature_cache",
+                self.feature_cache, "give a folder for the frozen-feature cache, or off (leave it out for the default)")
         require(self.bootstrap_resamples >= 100, "training", "bootstrap_resamples", self.bootstrap_resamples,
                 "must be >= 100")
