@@ -41,8 +41,8 @@ def metrics_table(metrics: dict, *, title: str, splits: list[str] | None = None)
             lines.append(f"    {line}")
         if unit == "image":
             lines.append(f"    note: {IMAGE_BOOTSTRAP}")
-        lines += [f"    warning: {sentence}" for sentence in [small_split_warning(split, sm), *shortcut_sentences(split, sm)]
-                  if sentence]
+        sentences = [small_split_warning(split, sm), *shortcut_sentences(split, sm)]
+        lines += [f"    warning: {sentence}" for sentence in sentences if sentence]
     return lines
 
 
@@ -76,7 +76,8 @@ def comparison(result: dict) -> list[str]:
     lines += [f"  {letter.upper()} = {result[f'run_{letter}']}: {privacy_line(Path(result[f'run_{letter}']))}"
               for letter in ("a", "b")]
     lines += [f"  {metric}: A={r['a']:.3f} B={r['b']:.3f} A-B={r['difference']:+.3f} "
-              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}" for metric, r in result["metrics"].items()]
+              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}"
+              for metric, r in result["metrics"].items()]
     return lines
 
 

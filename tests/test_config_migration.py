@@ -1,4 +1,5 @@
-"""Older runs' configurations: ``config_version`` in every new run, ordered steps to today's, a newer version refused."""
+"""Older runs' configurations: ``config_version`` in every new run, ordered steps to today's, a newer version
+refused."""
 
 import pytest
 import yaml
@@ -66,5 +67,6 @@ def test_train_with_a_config_file_of_a_newer_version_is_one_error_line_and_write
     config.write_text(f"{VERSION_KEY}: {CONFIG_VERSION + 1}\ntraining: {{epochs: 1}}\n")
     code = main(["train", "--config", str(config), "--out", str(tmp_path / "run")])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("privmed: error:")]
-    assert code == 2 and lines == [f"privmed: error: {CONFIG_VERSION_NEWER.format(version=CONFIG_VERSION + 1, current=CONFIG_VERSION)}"]
+    newer = CONFIG_VERSION_NEWER.format(version=CONFIG_VERSION + 1, current=CONFIG_VERSION)
+    assert code == 2 and lines == [f"privmed: error: {newer}"]
     assert not (tmp_path / "run").exists()

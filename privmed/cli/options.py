@@ -27,8 +27,9 @@ class Option:
 
     ``key``: ``section.key`` (or ``out``) the option's value overrides; None for an option the command reads
     itself (its ``default`` then applies). ``to_config`` turns the parsed value into the config's (e.g. the
-    ``(key, value)`` pairs of a repeated option into a mapping). The rest is :meth:`argparse.ArgumentParser.
-    add_argument`'s. An option with a key is unset (None) unless given, so a ``--config`` file can set the key.
+    ``(key, value)`` pairs of a repeated option into a mapping). The rest is what ``add_argument`` of
+    :class:`argparse.ArgumentParser` takes. An option with a key is unset (None) unless given, so a ``--config``
+    file can set the key.
     """
 
     flag: str
@@ -67,6 +68,7 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> N
 def option_keys(options: Iterable[Option]) -> dict[str, tuple[str, ...]]:
     """Option (its ``dest``) -> the config key it sets, split at the dots, for the options of a table that set one."""
     return {option.dest: tuple(option.key.split(".")) for option in options if option.key is not None}
+
 
 POSITIVE_CLASS_HELP = ("the positive class: a class name or a label value (e.g. 0); scores and thresholds follow it "
                        "(default: label 1 of 0/1 labels; 'malignant' when the classes are named and one is)")
@@ -111,8 +113,8 @@ def label_options(*, default: str = "", single: bool = False) -> list[Option]:
     help (e.g. "; default: the run's"); ``single``: exactly one label column."""
     column = ("the binary label column of a manifest" if single
               else "label column(s) of a manifest; several = multi-label")
-    return [Option("--label-column", "data.label_columns", column + (default or f" (default {DataConfig.label_columns[0]})"),
-                   nargs=1 if single else "+"),
+    column += default or f" (default {DataConfig.label_columns[0]})"
+    return [Option("--label-column", "data.label_columns", column, nargs=1 if single else "+"),
             Option("--positive-class", "data.positive_class", POSITIVE_CLASS_HELP + default),
             Option("--class-names", "data.class_names", CLASS_NAMES_HELP + default, names, metavar="NAME0,NAME1")]
 

@@ -46,8 +46,8 @@ RUN_OPTIONS: list[Option] = [
            "folder (refused by default)", action="store_true"),
     Option("--image-size", "data.image_size", f"side in pixels (default {D.image_size})", int),
     Option("--lesion-fraction", "data.lesion_fraction", "lesion-centred data: the central fraction of each side the "
-           f"lesion fills, for the lesion-masked AUROC (0: images not centred on a lesion; default {D.lesion_fraction})",
-           number),
+           "lesion fills, for the lesion-masked AUROC (0: images not centred on a lesion; default "
+           f"{D.lesion_fraction})", number),
     Option("--spatial-dims", "data.spatial_dims", f"2D images or 3D volumes (default {D.spatial_dims})", int,
            choices=SPATIAL_DIMS),
     Option("--stream", "data.stream", "decode image files per batch (on: memory bounded by the batch), all at once "
@@ -84,8 +84,8 @@ RUN_OPTIONS: list[Option] = [
     Option("--seed", "training.seed", f"training seed (default {T.seed})", int),
     Option("--augment", "training.augment", f"default {str(T.augment).lower()}", boolean, metavar="{true,false}"),
     Option("--augment-views", "training.augment_views", "augmentation multiplicity: K augmented views of each image, "
-           f"their gradients averaged before clipping (free of privacy; K times the compute; default {T.augment_views})",
-           int, metavar="K"),
+           "their gradients averaged before clipping (free of privacy; K times the compute; default "
+           f"{T.augment_views})", int, metavar="K"),
     Option("--ema", "training.ema", "validate and keep an exponential moving average of the weights with this decay "
            f"per step (free of privacy: post-processing; e.g. 0.95; default {T.ema}: off)", number, metavar="DECAY"),
     Option("--device", "training.device", f"auto, cpu, cuda, cuda:1, ... (default {T.device})"),

@@ -35,6 +35,6 @@ from .values import (BAD_VALUE, MAX_EPOCHS, MAX_SEED, UNKNOWN_KEY, integer, load
 
 __all__ = ["ACCOUNTANTS", "BAD_VALUE", "CENTER_SOURCES", "CONFIG_VERSION", "FINETUNE_MODES", "MAX_EPOCHS",
            "MAX_IMAGE_SIZE", "MAX_SEED", "MIN_DELTA", "OPTIMIZERS", "PRIVACY_UNITS", "SPATIAL_DIMS", "STREAM_SETTINGS",
-           "SYNTHETIC_USES", "UNKNOWN_KEY", "DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "SyntheticConfig",
-           "TrainingConfig", "TuneConfig", "config_from_dict", "config_from_run_dict", "integer", "load_yaml", "merge",
-           "real", "reject_unknown", "require", "save_config", "section_from_dict", "to_plain"]
+           "SYNTHETIC_USES", "UNKNOWN_KEY", "DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig",
+           "SyntheticConfig", "TrainingConfig", "TuneConfig", "config_from_dict", "config_from_run_dict", "integer",
+           "load_yaml", "merge", "real", "reject_unknown", "require", "save_config", "section_from_dict", "to_plain"]
