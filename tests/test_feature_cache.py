@@ -53,7 +53,8 @@ def test_the_setting_is_recorded_validated_and_not_part_of_a_runs_identity():
 def test_train_with_feature_cache_keeps_the_features_there_and_records_it(phantom_root, tmp_path, capsys):
     cache = tmp_path / "cache"
     code = main(["train", "--data", str(phantom_root), "--out", str(tmp_path / "run"), "--image-size", "32",
-                 "--epochs", "1", "--batch-size", "32", "--bootstrap", "100", "--feature-cache", str(cache)])
+                 "--epochs", "1", "--batch-size", "32", "--bootstrap", "100", "--model-arg", "dihedral=false",
+                 "--feature-cache", str(cache)])
     assert code == 0, capsys.readouterr().err
     assert rundir.read_config_dict(tmp_path / "run")["training"]["feature_cache"] == str(cache)
     assert list(cache.glob("*.pt"))  # the splits' features, in the run's folder of choice
