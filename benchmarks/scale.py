@@ -3,7 +3,7 @@
 For each data set size (``--sizes``), the phantom is written once to ``--data-dir``
 (``privmed phantom --dataset DIR --n N --image-size S``; the write time is recorded). Then,
 for each process count (``--nproc``), a fresh child process (``python scale.py --child ...``)
-loads the data set streamed from disk (``PRIVMED_STREAM=on``: images decoded per batch,
+loads the data set streamed from disk (``stream=True``, as ``data.stream: on``: images decoded per batch,
 :mod:`privmed.data.lazy`), builds the default CNN (``resnet9_small``) and runs ``--steps``
 logical DP-SGD steps (after ``--warmup``) through privmed's private-training core: Poisson
 sampling of patients at the expected batch ``--batch-size``, per-sample clipping, noise; with
@@ -95,7 +95,7 @@ def measure(args: argparse.Namespace, root: Path, n: int, nproc: int, *, private
                **{k: getattr(args, k) for k in ("image_size", "steps", "warmup", "batch_size",
                                                  "physical_batch_size", "workers", "device", "model",
                                                  "findings")}}
-        env = {**os.environ, "PRIVMED_STREAM": "on", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
                **({} if args.glibc_default else {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})}
         child = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(job)], env=env)
         _, status, usage = os.wait4(child.pid, 0)

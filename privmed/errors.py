@@ -249,3 +249,13 @@ WORKER_KILLED = ("worker killed: the study's worker process running {run} died (
 
 YAML_FLOAT_OVERFLOW = ("'{where}' line {line}: {text} is too large for a number and would read as infinity (for "
                        "epsilon: not private); write a finite value, or .inf if infinity is meant.")
+
+# --------------------------------------------------------------------------- config versions (issue 33)
+CONFIG_VERSION_NEWER = ("config_version {version}: this configuration was written by a newer privmed, which reads "
+                        "up to version {current}; its keys may mean what this privmed cannot tell. Upgrade privmed "
+                        "(pip install -U privmed) to read it.")
+CONFIG_VERSION_BAD = ("config_version {value!r}: give the whole number a run's config.yaml records (1 to {current}), "
+                      "or leave the key out (today's version).")
+FEATURE_CACHE_ENV_OFF = ("PRIVMED_CACHE=off: PRIVMED_CACHE only names the default folder of the frozen-feature cache; "
+                        "turn the cache off in the run's config, where config.yaml records it: --feature-cache off "
+                        "(training.feature_cache: off). Then unset PRIVMED_CACHE.")

@@ -29,8 +29,3 @@ def parse_model_arg(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         parsed = value
     return key.strip(), parsed
-
-
-def model_arg_overrides(pairs: list[tuple[str, Any]] | None) -> dict[str, Any]:
-    """Config overrides (``{"model": {"args": {...}}}``) from repeated ``--model-arg`` options."""
-    return {"model": {"args": dict(pairs)}} if pairs else {}

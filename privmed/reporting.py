@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal."""
+"""Plain-text tables for the terminal, as lines: the command line prints them (the library never prints)."""
 
 from __future__ import annotations
 
@@ -26,24 +26,24 @@ def metric_rows(split_metrics: dict, label_names: list[str]) -> list[tuple[str, 
 MIN_PER_CLASS = 10
 
 
-def print_metrics_table(metrics: dict, *, title: str, splits: list[str] | None = None) -> None:
+def metrics_table(metrics: dict, *, title: str, splits: list[str] | None = None) -> list[str]:
     """Each split's metrics with 95% CIs, and a warning under a split too small to show much."""
-    print(title)
+    lines = [title]
     for split in splits or list(metrics["splits"]):
         sm = metrics["splits"][split]
         unit = sm.get("bootstrap_unit")  # absent in runs recorded before it was
-        print(f"  {split} (n={sm['n']}" + (f", CIs resample {unit}s)" if unit else ")"))
+        lines.append(f"  {split} (n={sm['n']}" + (f", CIs resample {unit}s)" if unit else ")"))
         for name, row in metric_rows(sm, metrics["label_names"]):
             cells = "  ".join(f"{m}={format_ci(row[m])}" for m in METRIC_NAMES)
-            print(f"    {name}: {cells}")
+            lines.append(f"    {name}: {cells}")
         line = shortcut_line(sm)
         if line:
-            print(f"    {line}")
+            lines.append(f"    {line}")
         if unit == "image":
-            print(f"    note: {IMAGE_BOOTSTRAP}")
-        for sentence in [small_split_warning(split, sm), *shortcut_sentences(split, sm)]:
-            if sentence:
-                print(f"    warning: {sentence}")
+            lines.append(f"    note: {IMAGE_BOOTSTRAP}")
+        sentences = [small_split_warning(split, sm), *shortcut_sentences(split, sm)]
+        lines += [f"    warning: {sentence}" for sentence in sentences if sentence]
+    return lines
 
 
 def shortcut_line(split_metrics: dict) -> str | None:
@@ -61,25 +61,24 @@ def small_split_warning(split: str, split_metrics: dict) -> str | None:
     return SMALL_SPLIT.format(split=split, n=smallest, minimum=MIN_PER_CLASS)
 
 
-def print_run_summary(run: Path) -> None:
+def run_summary(run: Path) -> list[str]:
     """What a finished run achieved and what it cost in privacy."""
     metrics = rundir.read_json(Path(run) / rundir.METRICS)
     privacy = rundir.read_record(Path(run))
-    print_metrics_table(metrics, title=f"run {run}", splits=["val", "test"])
-    print(f"  privacy: {privacy.stated_summary}")
-    for choice in privacy.validation_choices:
-        print(f"  note: {choice}")
+    return [*metrics_table(metrics, title=f"run {run}", splits=["val", "test"]),
+            f"  privacy: {privacy.stated_summary}", *(f"  note: {choice}" for choice in privacy.validation_choices)]
 
 
-def print_comparison(result: dict) -> None:
+def comparison(result: dict) -> list[str]:
     """Paired bootstrap comparison of two runs."""
-    print(f"{result['run_a']} vs {result['run_b']} on {result['dataset']} [{result['split']}], "
-          f"{result['n_resamples']} paired bootstrap resamples")
-    for letter in ("a", "b"):
-        print(f"  {letter.upper()} = {result[f'run_{letter}']}: {privacy_line(Path(result[f'run_{letter}']))}")
-    for metric, r in result["metrics"].items():
-        print(f"  {metric}: A={r['a']:.3f} B={r['b']:.3f} A-B={r['difference']:+.3f} "
-              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}")
+    lines = [f"{result['run_a']} vs {result['run_b']} on {result['dataset']} [{result['split']}], "
+             f"{result['n_resamples']} paired bootstrap resamples"]
+    lines += [f"  {letter.upper()} = {result[f'run_{letter}']}: {privacy_line(Path(result[f'run_{letter}']))}"
+              for letter in ("a", "b")]
+    lines += [f"  {metric}: A={r['a']:.3f} B={r['b']:.3f} A-B={r['difference']:+.3f} "
+              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p={r['p_value']:.4f}"
+              for metric, r in result["metrics"].items()]
+    return lines
 
 
 def privacy_line(run: Path) -> str:
@@ -90,12 +89,12 @@ def privacy_line(run: Path) -> str:
     return f"private: {privacy.stated_summary}" if privacy.private else privacy.stated_summary
 
 
-def print_audit(result: dict) -> None:
+def audit_lines(result: dict) -> list[str]:
     """Attack results beside the accountant's epsilon; an epsilon bound only for randomised designs."""
     claimed = result["claimed_epsilon"]
     claimed = claimed if claimed == "inf" else f"{claimed:.3g}"
-    print(f"membership audit of {result['run']} (claimed epsilon={claimed}, unit of privacy: {result['unit']}): "
-          f"target = {result['target']}; {result['shadows']} shadow models")
+    lines = [f"membership audit of {result['run']} (claimed epsilon={claimed}, unit of privacy: {result['unit']}): "
+             f"target = {result['target']}; {result['shadows']} shadow models"]
     for a in result["attacks"]:
         auc_low, auc_high = a["auc_ci"]
         line = (f"  [{a['design']}] {a['attack']:5s} AUC={a['auc']:.3f} [{auc_low:.3f}, {auc_high:.3f}]  "
@@ -108,5 +107,5 @@ def print_audit(result: dict) -> None:
                      f"GDP estimate mu={a['gdp_mu']:.2f}, eps~{a['gdp_epsilon']:.2f}")
         else:
             line += "no eps bound (confounded by split differences)"
-        print(line)
-    print(f"  {result['note']}")
+        lines.append(line)
+    return [*lines, f"  {result['note']}"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
@@ -363,10 +364,8 @@ def stopped_before_first_checkpoint(out: Path) -> bool:
 
 
 def _restart_note(out: Path) -> None:
-    import sys
-
     note = RESTARTED.format(path=out)
-    print(f"privmed: {note}", file=sys.stderr)
+    logging.getLogger(__name__).warning(note)
     append_log(out, note)
 
 

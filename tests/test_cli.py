@@ -131,13 +131,13 @@ def test_a_wrong_model_or_dimension_fails_before_any_data_is_read(tmp_path, caps
     assert_clean_error(code, err, "unknown model 'resnet99'", tmp_path / "o")
 
 
-def test_tiny_splits_get_a_warning_under_their_metrics(capsys):
+def test_tiny_splits_get_a_warning_under_their_metrics():
     import numpy as np
     import pandas as pd
 
     from privmed.data.sources import Dataset
     from privmed.evaluation.predictions import evaluate_predictions
-    from privmed.reporting import MIN_PER_CLASS, print_metrics_table
+    from privmed.reporting import MIN_PER_CLASS, metrics_table
 
     n_small, n_big = 3, 4 * MIN_PER_CLASS
     split = ["val"] * n_big + ["test"] * 2 * n_small
@@ -148,8 +148,7 @@ def test_tiny_splits_get_a_warning_under_their_metrics(capsys):
     scores = np.random.default_rng(0).random((len(y), 1))
     metrics = evaluate_predictions(data, {"val": scores[:n_big], "test": scores[n_big:]}, n_resamples=100)
     assert metrics["splits"]["test"]["smallest_class_n"] == n_small
-    print_metrics_table(metrics, title="toy")
-    out = capsys.readouterr().out
+    out = "\n".join(metrics_table(metrics, title="toy"))
     assert f"split 'test' has only {n_small} sample(s) of its rarest class" in out
     assert "split 'val' has only" not in out
 

@@ -96,12 +96,12 @@ def _nifti_folders(root: Path, *, bad: bool) -> Path:
 
 
 @pytest.mark.parametrize("stream", ["off", "on"])
-def test_a_non_finite_pixel_is_refused_before_the_first_step(tmp_path, capsys, monkeypatch, stream):
+def test_a_non_finite_pixel_is_refused_before_the_first_step(tmp_path, capsys, stream):
     """NaN or inf in a NIfTI image: once, it trained and failed with a half-written run folder. Streamed data is
     checked in the pass that already reads every image (the cross-split copy check)."""
-    monkeypatch.setenv("PRIVMED_STREAM", stream)
     data = _nifti_folders(tmp_path / "data", bad=True)
-    code, _, err = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", "--image-size", 16,
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", "--stream", stream,
+                           "--image-size", 16,
                            "--batch-size", 8, "--epochs", 1)
     assert_refused(code, err, "malignant7.nii' holds 1 NaN or infinite pixel value(s)", tmp_path / "run")
 

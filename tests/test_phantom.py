@@ -301,3 +301,23 @@ def test_the_phantom_is_drawn_in_chunks_that_are_its_images_and_the_grid_needs_o
     sample, rows = grid_sample(spec, per_class=8)
     assert len(sample) < len(images) and np.array_equal(sample, images[:len(sample)])
     assert all((rows["label"] == c).sum() >= 8 for c in (0, 1))
+
+
+#: digests of the population (table and every rendering parameter, to 4 decimals) of two small phantoms, taken before
+#: _draw_population was split into helpers: one RNG stream, so any reordering of the draws changes them
+POPULATION_DIGESTS = {(): "e8700f46d8f464e3daabe7c8a195430d",
+                      ("mass", "calcification", "distortion"): "3e0e75a97b190a194a2f21f642ce99b8"}
+
+
+@pytest.mark.parametrize("findings", list(POPULATION_DIGESTS))
+def test_the_population_is_drawn_as_it_always_was(findings):
+    import hashlib
+
+    from privmed.data.phantom.population import _draw_population
+
+    spec = PhantomSpec(n_samples=200, image_size=32, seed=5, findings=findings)
+    table, params = _draw_population(spec, np.random.default_rng(spec.seed))
+    digest = hashlib.sha256(table.to_csv(index=False).encode())
+    for key in sorted(params):
+        digest.update(key.encode() + np.round(np.asarray(params[key], dtype=np.float64), 4).tobytes())
+    assert digest.hexdigest()[:32] == POPULATION_DIGESTS[findings]

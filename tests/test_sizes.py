@@ -10,18 +10,9 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 #: file (relative to the repository) -> why it may be longer than MAX_FILE_LINES
-LONG_FILES: dict[str, str] = {
-    "privmed/config.py": "every section of a run's config in one file, as users read it; 436 lines after the model "
-                         "section gained weights, freeze and args (issue 18) training.ema, augment_views and privacy.center (issue 19), and "
-                         "config_from_run_dict (a run's config as it was trained); 493 after issue 34's range checks and strict "
-                         "numbers (real, integer: no boolean, no overflow to infinity); the section helpers are the "
-                         "next to go",
-}
+LONG_FILES: dict[str, str] = {}
 #: "file:function" -> why it may be longer than MAX_FUNCTION_LINES
 LONG_FUNCTIONS: dict[str, str] = {
-    "privmed/data/phantom/population.py:_draw_population": "one patient population drawn parameter by parameter, "
-                                                            "in the order of the module docstring's table; not yet split",
-    "privmed/data/phantom/grid.py:write_image_grid": "matplotlib layout of one figure; not yet split",
     "privmed/synth/training.py:train_generator": "moves onto the one private-training core in issue 6/20's "
                                                  "trainer work (another helper owns privmed/synth)",
 }

@@ -105,9 +105,10 @@ def audit_run(run: Path, *, data: str | None = None, config: AuditConfig = Audit
     # the retrained target and the shadows keep the run's delta (its patients), not one of their own subsets
     run_config = dataclasses.replace(run_config, privacy=dataclasses.replace(run_config.privacy, delta=run_delta))
     fresh = _model_factory(run_config, ds)
-    inputs = {s: model_inputs(target_model, ds.split(s).image_tensor) for s in SPLITS}
+    cache = run_config.training.feature_cache
+    inputs = {s: model_inputs(target_model, ds.split(s).image_tensor, cache=cache) for s in SPLITS}
     population = _population(ds, inputs, config=config, unit=unit,
-                             featurize=lambda images: model_inputs(target_model, images))
+                             featurize=lambda images: model_inputs(target_model, images, cache=cache))
     y_val = torch.from_numpy(ds.split("val").labels)
 
     if config.canaries:

@@ -4,9 +4,11 @@
 :mod:`~privmed.cli.synth`
 (``synth train/sample/evaluate``), :mod:`~privmed.cli.audit` (``audit``, ``audit-synthetic``),
 :mod:`~privmed.cli.study` (``study``, ``report``, ``demo``), :mod:`~privmed.cli.data`
-(``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. Option defaults
-and choices come from the config dataclasses. Every user error is a :class:`PrivmedError`:
-printed as one line, exit status 2.
+(``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. An option that sets
+a config key is declared once, in its command's table (:class:`~privmed.cli.options.Option`); option
+defaults and choices come from the config dataclasses. Every user error is a :class:`PrivmedError`:
+printed as one line, exit status 2. The library logs and never prints; :mod:`~privmed.cli.logs` shows its
+records on standard error.
 """
 
 from __future__ import annotations
@@ -24,9 +26,19 @@ quiet_openmp()  # before anything imports torch
 from privmed.errors import OUT_EMPTY, PrivmedError  # noqa: E402
 
 from . import audit, check, data, study, synth, train  # noqa: E402
-from .options import OPTION_KEYS, cli_overrides  # noqa: E402
+from .logs import show_library_logs  # noqa: E402
+from .options import option_keys, overrides  # noqa: E402
+from .train import RUN_OPTIONS  # noqa: E402
 
-__all__ = ["OPTION_KEYS", "LineTracker", "build_parser", "cli_overrides", "main"]
+__all__ = ["OPTION_KEYS", "RUN_OPTIONS", "LineTracker", "build_parser", "cli_overrides", "main"]
+
+#: ``privmed train``'s option (its attribute) -> the config key it sets, from the one table of options
+OPTION_KEYS = option_keys(RUN_OPTIONS)
+
+
+def cli_overrides(args: argparse.Namespace, options=RUN_OPTIONS) -> dict:
+    """The nested config overrides of the options given (``options``: a table, by default ``privmed train``'s)."""
+    return overrides(args, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
+    show_library_logs()  # the library logs; the command line shows it
     warnings.filterwarnings("ignore", module="opacus")
     warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
     stderr = sys.stderr

@@ -77,7 +77,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """``privmed audit``: membership inference against a trained run."""
     from privmed.atomic import check_folder
     from privmed.audit.membership import audit_run
-    from privmed.reporting import print_audit
+    from privmed.reporting import audit_lines
 
     for folder in (args.run, args.shadow_dir):  # the audit is written into the run's folder, shadows beside it
         if folder:
@@ -87,7 +87,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                          alpha=1 - args.confidence, bootstrap=args.bootstrap)
     result = audit_run(Path(args.run), data=args.data, config=config,
                        shadow_dir=Path(args.shadow_dir) if args.shadow_dir else None)
-    print_audit(result)
+    print("\n".join(audit_lines(result)))
     return 0
 
 

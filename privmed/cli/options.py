@@ -1,63 +1,74 @@
 """Options shared by several ``privmed`` commands, and how given options become config overrides.
 
-Options of ``train`` and ``synth train`` are left unset (``None``) by default, so that a
-``--config`` file can set the same keys; the defaults their help shows are the config
-dataclasses' own, and their choices the configs' (:mod:`privmed.config`).
+Every option that sets a config key is declared once, as an :class:`Option` in a command's table
+(``RUN_OPTIONS`` of ``train``, ``SYNTH_TRAIN_OPTIONS``, ``EVOLVE_OPTIONS``): its flag, the key it sets,
+its help and type. :func:`add_options` makes the argparse arguments of a table and
+:func:`overrides` the config overrides of the options given, so adding an option is one entry.
+Such options are left unset (``None``) by default, so that a ``--config`` file can set the same keys;
+the defaults their help shows are the config dataclasses' own, and their choices the configs'
+(:mod:`privmed.config`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
-from privmed.config import PRIVACY_UNITS, DataConfig, PrivacyConfig, merge
-from privmed.model_options import model_arg_overrides
+from privmed.config import PRIVACY_UNITS, DataConfig, PrivacyConfig
 from privmed.errors import OUT_EMPTY, PATH_MISSING, PrivmedError
 
-#: ``train`` option -> (config section, key). Options left unset do not override the YAML file.
-OPTION_KEYS: dict[str, tuple[str, str]] = {
-    "model_weights": ("model", "weights"),
-    "freeze": ("model", "freeze"),
-    "replace_batchnorm": ("model", "replace_batchnorm"),
-    "data": ("data", "path"),
-    "label_column": ("data", "label_columns"),
-    "positive_class": ("data", "positive_class"),
-    "allow_outside_data_root": ("data", "allow_outside_root"),
-    "class_names": ("data", "class_names"),
-    "image_size": ("data", "image_size"),
-    "lesion_fraction": ("data", "lesion_fraction"),
-    "spatial_dims": ("data", "spatial_dims"),
-    "model": ("model", "name"),
-    "epsilon": ("privacy", "epsilon"),
-    "delta": ("privacy", "delta"),
-    "noise_multiplier": ("privacy", "noise_multiplier"),
-    "clip_norm": ("privacy", "clip_norm"),
-    "accountant": ("privacy", "accountant"),
-    "privacy_unit": ("privacy", "unit"),
-    "center": ("privacy", "center"),
-    "max_images_per_patient": ("privacy", "max_images_per_patient"),
-    "replayable_noise": ("privacy", "replayable_noise"),
-    "epochs": ("training", "epochs"),
-    "batch_size": ("training", "batch_size"),
-    "physical_batch_size": ("training", "physical_batch_size"),
-    "lr": ("training", "lr"),
-    "optimizer": ("training", "optimizer"),
-    "seed": ("training", "seed"),
-    "augment": ("training", "augment"),
-    "ema": ("training", "ema"),
-    "augment_views": ("training", "augment_views"),
-    "device": ("training", "device"),
-    "bootstrap": ("training", "bootstrap_resamples"),
-    "synthetic": ("synthetic", "path"),
-    "synthetic_use": ("synthetic", "use"),
-    "finetune": ("synthetic", "finetune"),
-    "reinit_head": ("synthetic", "reinit_head"),
-    "pretrain_epochs": ("synthetic", "pretrain_epochs"),
-    "pretrain_lr": ("synthetic", "pretrain_lr"),
-    "synthetic_public": ("synthetic", "public"),
-}
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the config key it sets: the one declaration of both.
+
+    ``key``: ``section.key`` (or ``out``) the option's value overrides; None for an option the command reads
+    itself (its ``default`` then applies). ``to_config`` turns the parsed value into the config's (e.g. the
+    ``(key, value)`` pairs of a repeated option into a mapping). The rest is what ``add_argument`` of
+    :class:`argparse.ArgumentParser` takes. An option with a key is unset (None) unless given, so a ``--config``
+    file can set the key.
+    """
+
+    flag: str
+    key: str | None = None
+    help: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: Sequence[Any] | None = None
+    metavar: str | None = None
+    action: str | None = None
+    nargs: int | str | None = None
+    default: Any = None
+    required: bool = False
+    to_config: Callable[[Any], Any] | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments: ``--image-size`` -> ``image_size``."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """This option as an argument of ``parser``."""
+        given = {"type": self.type, "choices": self.choices, "metavar": self.metavar, "action": self.action,
+                 "nargs": self.nargs}
+        kwargs = {name: value for name, value in given.items() if value is not None}
+        if self.required:
+            kwargs["required"] = True
+        parser.add_argument(self.flag, help=self.help, default=self.default, **kwargs)
+
+
+def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
+    """The arguments of a table of options, in its order."""
+    for option in options:
+        option.add_to(parser)
+
+
+def option_keys(options: Iterable[Option]) -> dict[str, tuple[str, ...]]:
+    """Option (its ``dest``) -> the config key it sets, split at the dots, for the options of a table that set one."""
+    return {option.dest: tuple(option.key.split(".")) for option in options if option.key is not None}
+
 
 POSITIVE_CLASS_HELP = ("the positive class: a class name or a label value (e.g. 0); scores and thresholds follow it "
                        "(default: label 1 of 0/1 labels; 'malignant' when the classes are named and one is)")
@@ -97,46 +108,45 @@ def tune_option(text: str) -> tuple[str, list[str]]:
     return key.strip(), [v.strip() for v in values.split(",") if v.strip()]
 
 
-def add_label_options(parser: argparse.ArgumentParser, *, default: str = "", single: bool = False) -> None:
-    """``--label-column``, ``--positive-class`` and ``--class-names``; ``default`` ends their help
-    (e.g. "; default: the run's"); ``single``: exactly one label column."""
-    parser.add_argument("--label-column", nargs=1 if single else "+",
-                        help=("the binary label column of a manifest" if single
-                              else "label column(s) of a manifest; several = multi-label")
-                        + (default or f" (default {DataConfig.label_columns[0]})"))
-    parser.add_argument("--positive-class", help=POSITIVE_CLASS_HELP + default)
-    parser.add_argument("--class-names", type=names, metavar="NAME0,NAME1", help=CLASS_NAMES_HELP + default)
+def label_options(*, default: str = "", single: bool = False) -> list[Option]:
+    """``--label-column``, ``--positive-class`` and ``--class-names`` (``data`` section); ``default`` ends their
+    help (e.g. "; default: the run's"); ``single``: exactly one label column."""
+    column = ("the binary label column of a manifest" if single
+              else "label column(s) of a manifest; several = multi-label")
+    column += default or f" (default {DataConfig.label_columns[0]})"
+    return [Option("--label-column", "data.label_columns", column, nargs=1 if single else "+"),
+            Option("--positive-class", "data.positive_class", POSITIVE_CLASS_HELP + default),
+            Option("--class-names", "data.class_names", CLASS_NAMES_HELP + default, names, metavar="NAME0,NAME1")]
 
 
-def add_unit_options(parser: argparse.ArgumentParser) -> None:
-    """Whom the guarantee protects, and the randomness it rests on (``privacy`` section)."""
-    parser.add_argument("--privacy-unit", choices=PRIVACY_UNITS,
-                        help="unit of privacy: patient (one patient and all of their images; the default when the "
-                             "data has patient ids) or image (the default otherwise)")
-    parser.add_argument("--max-images-per-patient", type=int,
-                        help="at most this many images of a sampled patient enter one step (default "
-                             f"{PrivacyConfig.max_images_per_patient}, one image drawn afresh per step; public)")
-    parser.add_argument("--replayable-noise", action="store_true", default=None,
-                        help="derive DP noise and Poisson batches from --seed (debugging, exact reproduction): the "
-                             "run is then NOT private, and its ledger says so")
+#: whom the guarantee protects, and the randomness it rests on (``privacy`` section)
+UNIT_OPTIONS = [
+    Option("--privacy-unit", "privacy.unit", "unit of privacy: patient (one patient and all of their images; the "
+           "default when the data has patient ids) or image (the default otherwise)", choices=PRIVACY_UNITS),
+    Option("--max-images-per-patient", "privacy.max_images_per_patient", "at most this many images of a sampled "
+           f"patient enter one step (default {PrivacyConfig.max_images_per_patient}, one image drawn afresh per "
+           "step; public)", int),
+    Option("--replayable-noise", "privacy.replayable_noise", "derive DP noise and Poisson batches from --seed "
+           "(debugging, exact reproduction): the run is then NOT private, and its ledger says so",
+           action="store_true"),
+]
 
 
-def cli_overrides(args: argparse.Namespace, keys: dict[str, tuple[str, str]] = OPTION_KEYS) -> dict[str, Any]:
-    """Nested config overrides from the options actually given (``keys``: option -> section, key)."""
-    overrides: dict[str, Any] = {}
-    for option, (section, key) in keys.items():
-        value = getattr(args, option, None)
-        if value is not None:
-            overrides.setdefault(section, {})[key] = value
-    for key, values in getattr(args, "tune", None) or []:
-        overrides.setdefault("tune", {})[key] = values
-    if getattr(args, "model_arg", None):
-        overrides = merge(overrides, model_arg_overrides(args.model_arg))
-    if getattr(args, "out", None) is not None:
-        if not args.out.strip():
+def overrides(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, Any]:
+    """Nested config overrides from the options of the table ``options`` that were given (not None)."""
+    result: dict[str, Any] = {}
+    for option in options:
+        value = getattr(args, option.dest, None)
+        if option.key is None or value is None:
+            continue
+        if option.key == "out" and not value.strip():
             raise PrivmedError(OUT_EMPTY)
-        overrides["out"] = args.out
-    return overrides
+        *sections, key = option.key.split(".")
+        target = result
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = option.to_config(value) if option.to_config else value
+    return result
 
 
 def existing_synthetic(path: str) -> Path:

@@ -8,20 +8,8 @@ from pathlib import Path
 
 from privmed.config import ACCOUNTANTS, PRIVACY_UNITS, DataConfig, PrivacyConfig, TrainingConfig
 
-from .options import OPTION_KEYS, add_label_options, add_unit_options, cli_overrides, existing_synthetic
+from .options import UNIT_OPTIONS, Option, add_options, existing_synthetic, label_options, overrides
 
-#: ``synth train`` option -> (config section, key); shared names mean what they mean for ``train``
-SYNTH_OPTION_KEYS: dict[str, tuple[str, str]] = {
-    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon",
-                                   "delta", "noise_multiplier", "clip_norm", "accountant", "privacy_unit",
-                                   "max_images_per_patient", "replayable_noise")},
-    "epochs": ("gan", "epochs"), "batch_size": ("gan", "batch_size"), "seed": ("gan", "seed"),
-    "device": ("gan", "device"), "lr_d": ("gan", "lr_d"), "lr_g": ("gan", "lr_g"), "width": ("gan", "width"),
-    "disc_width": ("gan", "disc_width"),
-    "discriminator": ("gan", "discriminator"),
-    "minibatch_std": ("gan", "minibatch_std"),
-    "diff_augment": ("gan", "diff_augment"),
-}
 # named here so that ``privmed --help`` does not import torch (privmed.synth.config does); a test keeps
 # them equal to the config's: the keys of privmed.synth.gan.DISCRIMINATORS (the first: GanConfig's
 # default), GeneratorConfig.out and GanConfig.width
@@ -67,83 +55,83 @@ def add_parsers(sub) -> None:
     synth.set_defaults(handler=lambda args: synth.print_help() or 1)
 
 
+G, P = GAN_DEFAULTS, PrivacyConfig
+
+#: every option of ``synth train``, with the key it sets; shared names mean what they mean for ``train``
+SYNTH_TRAIN_OPTIONS: list[Option] = [
+    Option("--config", help="YAML file with data/privacy/gan sections (default: none, the options alone)"),
+    Option("--out", "out", f"generator folder (default {GENERATOR_OUT})"),
+    Option("--data", "data.path", "data set (default: built-in phantom)"),
+    *label_options(single=True),
+    Option("--image-size", "data.image_size", f"{DataConfig.image_size} (default) or 128", int),
+    Option("--epsilon", "privacy.epsilon", "target epsilon of the discriminator's DP-SGD; omit = non-private "
+           "(default inf)", float),
+    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images); must be < 1/N", float),
+    Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
+           "(default: calibrated to --epsilon)", float),
+    Option("--clip-norm", "privacy.clip_norm", f"per-sample gradient clipping norm (default {P.clip_norm})", float),
+    Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
+    *UNIT_OPTIONS,
+    Option("--epochs", "gan.epochs", f"default {G['epochs']}", int),
+    Option("--batch-size", "gan.batch_size", "expected (Poisson) real images per discriminator step (default "
+           f"{G['batch_size']})", int),
+    Option("--lr-d", "gan.lr_d", f"discriminator learning rate (default {G['lr_d']:g})", float),
+    Option("--lr-g", "gan.lr_g", f"generator learning rate (default {G['lr_g']:g})", float),
+    Option("--width", "gan.width", f"base channel width of the generator (default {GAN_WIDTH})", int),
+    Option("--disc-width", "gan.disc_width", "base channel width of the discriminator (default: --width); DP-SGD's "
+           "noise grows with its size, so keep it small when private", int),
+    Option("--discriminator", "gan.discriminator", "pixel: MCGAN-like conv net (default); scatter: small head on "
+           "frozen scattering features", choices=DISCRIMINATOR_CHOICES),
+    Option("--minibatch-std", "gan.minibatch_std", "non-private pixel discriminator only: give it each batch's "
+           "spread (against per-class mode collapse)", action="store_true"),
+    Option("--diff-augment", "gan.diff_augment", "the discriminator sees real and generated images through the same "
+           "random brightness, contrast, shift and cutout (DiffAugment; with or without DP)", action="store_true"),
+    Option("--seed", "gan.seed", f"default {G['seed']}", int),
+    Option("--device", "gan.device", f"auto, cpu, cuda, cuda:1, ... (default {G['device']})"),
+    Option("--resume", help="continue an interrupted generator in --out", action="store_true", default=False),
+]
+
+#: every option of ``synth evolve``, with the key it sets
+EVOLVE_OPTIONS: list[Option] = [
+    Option("--data", "data.path", "the private data (its train split votes)", required=True),
+    *label_options(single=True),
+    Option("--image-size", "data.image_size", f"{DataConfig.image_size} (default) or 128", int),
+    Option("--epsilon", "privacy.epsilon", "target epsilon of all rounds' vote histograms together (default inf: "
+           "not private)", float),
+    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images)", float),
+    Option("--noise-multiplier", "privacy.noise_multiplier", "the votes' Gaussian noise instead of --epsilon "
+           "(default: calibrated to --epsilon)", float),
+    Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
+    Option("--privacy-unit", "privacy.unit", "unit of privacy: patient (one vote per patient, split over their "
+           "images; the default when the data has patient ids) or image", choices=PRIVACY_UNITS),
+    Option("--replayable-noise", "privacy.replayable_noise", "derive the vote noise from --seed (debugging): the "
+           "result is then NOT private", action="store_true"),
+    Option("--rounds", "evolve.rounds", "vote histograms released (default 4)", int),
+    Option("--population", "evolve.population", "phantom candidates per class each round (default 32)", int),
+    Option("--n", "evolve.n", "images written, half per class (default 2000)", int),
+    Option("--threshold", "evolve.threshold", "votes kept above this many noise std (default 1)", float),
+    Option("--step", "evolve.step", "first mutation step, share of each parameter's prior range (default 0.15; "
+           "shrinks each round)", float),
+    Option("--fresh", "evolve.fresh", "share of each new population drawn afresh (default 0.1)", float),
+    Option("--vary", "evolve.vary", "what evolves: all parameters, or the appearance ones only (lesion size and "
+           "contrast, density, texture, noise), each candidate's lesion shape, margin and spiculation drawn fresh "
+           f"from its class's prior (default {EVOLVE_VARY})", choices=EVOLVE_VARY_CHOICES),
+    Option("--seed", "evolve.seed", "the candidates' seed (public; the vote noise never comes from it; default "
+           f"{EVOLVE_SEED})", int),
+    Option("--out", "out", "new or empty folder to write", required=True),
+]
+
+
 def _add_train(ssub) -> None:
-    g, p = GAN_DEFAULTS, PrivacyConfig
     tr = ssub.add_parser("train", help="train a generator on the training split")
-    tr.add_argument("--config", help="YAML file with data/privacy/gan sections (default: none, the options alone)")
-    tr.add_argument("--out", help=f"generator folder (default {GENERATOR_OUT})")
-    tr.add_argument("--data", help="data set (default: built-in phantom)")
-    add_label_options(tr, single=True)
-    tr.add_argument("--image-size", type=int, help=f"{DataConfig.image_size} (default) or 128")
-    tr.add_argument("--epsilon", type=float,
-                    help="target epsilon of the discriminator's DP-SGD; omit = non-private (default inf)")
-    tr.add_argument("--delta", type=float, help="default 1/(10 N) for N patients (or images); must be < 1/N")
-    tr.add_argument("--noise-multiplier", type=float,
-                    help="fixed DP-SGD noise instead of a target epsilon (default: calibrated to --epsilon)")
-    tr.add_argument("--clip-norm", type=float, help=f"per-sample gradient clipping norm (default {p.clip_norm})")
-    tr.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {p.accountant}")
-    add_unit_options(tr)
-    tr.add_argument("--epochs", type=int, help=f"default {g['epochs']}")
-    tr.add_argument("--batch-size", type=int,
-                    help=f"expected (Poisson) real images per discriminator step (default {g['batch_size']})")
-    tr.add_argument("--lr-d", type=float, help=f"discriminator learning rate (default {g['lr_d']:g})")
-    tr.add_argument("--lr-g", type=float, help=f"generator learning rate (default {g['lr_g']:g})")
-    tr.add_argument("--width", type=int, help=f"base channel width of the generator (default {GAN_WIDTH})")
-    tr.add_argument("--disc-width", type=int, help="base channel width of the discriminator (default: --width); "
-                                                   "DP-SGD's noise grows with its size, so keep it small when private")
-    tr.add_argument("--discriminator", choices=DISCRIMINATOR_CHOICES,
-                    help="pixel: MCGAN-like conv net (default); scatter: small head on frozen scattering features")
-    tr.add_argument("--minibatch-std", action="store_true", default=None,
-                    help="non-private pixel discriminator only: give it each batch's spread (against per-class "
-                         "mode collapse)")
-    tr.add_argument("--diff-augment", action="store_true", default=None,
-                    help="the discriminator sees real and generated images through the same random brightness, "
-                         "contrast, shift and cutout (DiffAugment; with or without DP)")
-    tr.add_argument("--seed", type=int, help=f"default {g['seed']}")
-    tr.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {g['device']})")
-    tr.add_argument("--resume", action="store_true", help="continue an interrupted generator in --out")
+    add_options(tr, SYNTH_TRAIN_OPTIONS)
     tr.set_defaults(handler=cmd_train)
-
-
-#: ``synth evolve`` option -> (config section, key)
-EVOLVE_OPTION_KEYS: dict[str, tuple[str, str]] = {
-    **{k: OPTION_KEYS[k] for k in ("data", "label_column", "positive_class", "class_names", "image_size", "epsilon",
-                                   "delta", "noise_multiplier", "accountant", "privacy_unit", "replayable_noise")},
-    **{k: ("evolve", k) for k in ("rounds", "population", "n", "threshold", "step", "fresh", "vary", "seed")},
-}
 
 
 def _add_evolve(ssub) -> None:
     ev = ssub.add_parser("evolve", help="private evolution of the phantom simulator: DP votes of the private "
                                         "patients pick and refine phantom parameters; writes images like `sample`")
-    ev.add_argument("--data", required=True, help="the private data (its train split votes)")
-    add_label_options(ev, single=True)
-    ev.add_argument("--image-size", type=int, help=f"{DataConfig.image_size} (default) or 128")
-    ev.add_argument("--epsilon", type=float,
-                    help="target epsilon of all rounds' vote histograms together (default inf: not private)")
-    ev.add_argument("--delta", type=float, help="default 1/(10 N) for N patients (or images)")
-    ev.add_argument("--noise-multiplier", type=float,
-                    help="the votes' Gaussian noise instead of --epsilon (default: calibrated to --epsilon)")
-    ev.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
-    ev.add_argument("--privacy-unit", choices=PRIVACY_UNITS,
-                    help="unit of privacy: patient (one vote per patient, split over their images; the default "
-                         "when the data has patient ids) or image")
-    ev.add_argument("--replayable-noise", action="store_true", default=None,
-                    help="derive the vote noise from --seed (debugging): the result is then NOT private")
-    ev.add_argument("--rounds", type=int, help="vote histograms released (default 4)")
-    ev.add_argument("--population", type=int, help="phantom candidates per class each round (default 32)")
-    ev.add_argument("--n", type=int, help="images written, half per class (default 2000)")
-    ev.add_argument("--threshold", type=float, help="votes kept above this many noise std (default 1)")
-    ev.add_argument("--step", type=float, help="first mutation step, share of each parameter's prior range "
-                                               "(default 0.15; shrinks each round)")
-    ev.add_argument("--fresh", type=float, help="share of each new population drawn afresh (default 0.1)")
-    ev.add_argument("--vary", choices=EVOLVE_VARY_CHOICES,
-                    help=f"what evolves: all parameters, or the appearance ones only (lesion size and contrast, "
-                         f"density, texture, noise), each candidate's lesion shape, margin and spiculation drawn "
-                         f"fresh from its class's prior (default {EVOLVE_VARY})")
-    ev.add_argument("--seed", type=int,
-                    help=f"the candidates' seed (public; the vote noise never comes from it; default {EVOLVE_SEED})")
-    ev.add_argument("--out", required=True, help="new or empty folder to write")
+    add_options(ev, EVOLVE_OPTIONS)
     ev.set_defaults(handler=cmd_evolve)
 
 
@@ -153,7 +141,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     from privmed.synth.config import evolve_config_from_dict
     from privmed.synth.evolve import evolve
 
-    config = evolve_config_from_dict(cli_overrides(args, EVOLVE_OPTION_KEYS))
+    config = evolve_config_from_dict(overrides(args, EVOLVE_OPTIONS))
     rundir.check_writable(config.out)
     out = evolve(config)
     print(f"{config.evolve.n // 2 * 2} evolved phantom images written to {out} (manifest.csv, privacy.json, "
@@ -170,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from privmed.synth.training import GENERATOR_FILE, train_generator
     from privmed.training.preflight import check_device
 
-    overrides = cli_overrides(args, SYNTH_OPTION_KEYS)
-    config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, overrides))
+    given = overrides(args, SYNTH_TRAIN_OPTIONS)
+    config = generator_config_from_dict(merge(load_yaml(args.config) if args.config else {}, given))
     rundir.check_writable(config.out)
     check_device(config.gan.device)
     out = train_generator(config, resume=args.resume)

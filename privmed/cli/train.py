@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, SYNTHETIC_USES,
-                            DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig, TrainingConfig)
-
+from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, STREAM_SETTINGS,
+                            SYNTHETIC_USES, DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig,
+                            TrainingConfig)
 from privmed.model_options import parse_model_arg
 from privmed.tracking import add_tracking_options, tracker_from_args
 
-from .options import add_label_options, add_unit_options, boolean, cli_overrides, number, tune_option
+from .options import UNIT_OPTIONS, Option, add_options, boolean, label_options, number, overrides, tune_option
 
 
 def add_parsers(sub) -> None:
@@ -32,28 +32,113 @@ def add_parsers(sub) -> None:
     cmp_.set_defaults(handler=cmd_compare)
 
 
+D, M, P, T, S = DataConfig, ModelConfig, PrivacyConfig, TrainingConfig, SyntheticConfig
+
+#: every option of ``privmed train`` (``privmed check`` takes the same), in --help's order, with the key it sets
+RUN_OPTIONS: list[Option] = [
+    Option("--config", help="YAML file with any of the options below (unknown keys are an error; default: none, the "
+           "options alone)"),
+    Option("--out", "out", f"run directory (default {RunConfig.out})"),
+    # data
+    Option("--data", "data.path", "data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)"),
+    *label_options(),
+    Option("--allow-outside-data-root", "data.allow_outside_root", "let a manifest list images outside its own "
+           "folder (refused by default)", action="store_true"),
+    Option("--image-size", "data.image_size", f"side in pixels (default {D.image_size})", int),
+    Option("--lesion-fraction", "data.lesion_fraction", "lesion-centred data: the central fraction of each side the "
+           "lesion fills, for the lesion-masked AUROC (0: images not centred on a lesion; default "
+           f"{D.lesion_fraction})", number),
+    Option("--spatial-dims", "data.spatial_dims", f"2D images or 3D volumes (default {D.spatial_dims})", int,
+           choices=SPATIAL_DIMS),
+    Option("--stream", "data.stream", "decode image files per batch (on: memory bounded by the batch), all at once "
+           f"(off), or on when they would take more than 1 GiB (auto); never changes the result (default {D.stream})",
+           choices=STREAM_SETTINGS),
+    Option("--model", "model.name", f"model name (see `privmed models`; default {M.name})"),
+    # privacy
+    Option("--epsilon", "privacy.epsilon", "target epsilon of the classifier (feature centring and DP-SGD); a DP "
+           "generator's stages are composed on top and the total is reported; omit or inf = non-private (default inf)",
+           number),
+    Option("--delta", "privacy.delta", "delta (default 1/(10 N); must be < 1/N)", number),
+    Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
+           "(default: calibrated to --epsilon)", number),
+    Option("--clip-norm", "privacy.clip_norm", f"per-sample gradient clipping norm (default {P.clip_norm})", number),
+    Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
+    Option("--center", "privacy.center", "a feature model's head centre: phantom (mean features of phantom patches: "
+           "free), channels (that mean corrected by the training data's per-channel mean, released with noise and "
+           "composed into epsilon; private for images the phantom cannot draw), private (the training mean, released "
+           "whole likewise), auto (phantom, else private; the default before channels); default "
+           f"{P.center}. With --synthetic images the centre is their mean features, free", choices=CENTER_SOURCES),
+    *UNIT_OPTIONS,
+    Option("--tune", "tune", "private hyper-parameter search over a training key (lr, epochs, batch_size, "
+           "weight_decay); repeat for a grid. Every candidate's DP-SGD is composed into --epsilon and the best on "
+           "validation is kept (default: no search)", tune_option, metavar="KEY=V1,V2,...", action="append",
+           to_config=dict),
+    # training
+    Option("--epochs", "training.epochs", f"default {T.epochs}", int),
+    Option("--batch-size", "training.batch_size", f"logical (expected, Poisson) batch size (default {T.batch_size})",
+           int),
+    Option("--physical-batch-size", "training.physical_batch_size", "largest batch computed at once (memory only; "
+           f"default {T.physical_batch_size})", int),
+    Option("--lr", "training.lr", f"learning rate (default {T.lr})", number),
+    Option("--optimizer", "training.optimizer", f"default {T.optimizer}", choices=OPTIMIZERS),
+    Option("--seed", "training.seed", f"training seed (default {T.seed})", int),
+    Option("--augment", "training.augment", f"default {str(T.augment).lower()}", boolean, metavar="{true,false}"),
+    Option("--augment-views", "training.augment_views", "augmentation multiplicity: K augmented views of each image, "
+           "their gradients averaged before clipping (free of privacy; K times the compute; default "
+           f"{T.augment_views})", int, metavar="K"),
+    Option("--ema", "training.ema", "validate and keep an exponential moving average of the weights with this decay "
+           f"per step (free of privacy: post-processing; e.g. 0.95; default {T.ema}: off)", number, metavar="DECAY"),
+    Option("--device", "training.device", f"auto, cpu, cuda, cuda:1, ... (default {T.device})"),
+    Option("--bootstrap", "training.bootstrap_resamples", f"bootstrap resamples for CIs (default "
+           f"{T.bootstrap_resamples})", int),
+    Option("--feature-cache", "training.feature_cache", "folder where a frozen front end's features are kept between "
+           "runs (derived from the private images: keep it with the data), or off (default: $PRIVMED_CACHE, else "
+           "~/.cache/privmed/features)", metavar="DIR|off"),
+    # synthetic
+    Option("--synthetic", "synthetic.path", "folder of synthetic images (from `privmed synth sample`, or any class "
+           "folders; default: none)"),
+    Option("--synthetic-use", "synthetic.use", "augment: real + synthetic under DP-SGD; pretrain: pretrain on "
+           f"synthetic, then DP fine-tune on real; only: synthetic alone (default {S.use})", choices=SYNTHETIC_USES),
+    Option("--finetune", "synthetic.finetune", "after pretraining, fine-tune the full model or its head only "
+           f"(default {S.finetune})", choices=FINETUNE_MODES),
+    Option("--reinit-head", "synthetic.reinit_head", "re-initialise the head after pretraining (default "
+           f"{str(S.reinit_head).lower()})", boolean, metavar="{true,false}"),
+    Option("--pretrain-epochs", "synthetic.pretrain_epochs", "epochs on synthetic images before fine-tuning "
+           f"(default {S.pretrain_epochs})", int),
+    Option("--pretrain-lr", "synthetic.pretrain_lr", "learning rate of pretraining (default: --lr)", number),
+    Option("--synthetic-public", "synthetic.public", "declare that the --synthetic folder holds no patient of --data "
+           "(a public data set, or a generator trained only on public data): it then costs no privacy, and the "
+           "ledger states the declaration; privmed refuses it when it finds an identical image, a shared patient id "
+           "or a generator trained on --data", action="store_true"),
+    # the run itself
+    Option("--resume", help="continue an interrupted run in --out", action="store_true", default=False),
+    Option("--nproc", help="DP-SGD in N processes on this machine (each takes a share of every Poisson batch; noise "
+           "is added once; same epsilon); equivalent to torchrun --nproc_per_node N -m privmed train ... (default 1)",
+           type=int, default=1),
+    # model
+    Option("--model-arg", "model.args", "a keyword argument of the network (model.args), e.g. width=0.5, J=3, "
+           "init_features=32; repeat for several; checked against the network's signature (default: the network's "
+           "own)", parse_model_arg, metavar="KEY=VALUE", action="append", to_config=dict),
+    Option("--model-weights", "model.weights", "start from this state dict on disk (model.weights; a checkpoint "
+           "holding one under 'state_dict' or 'model' works too); nothing downloads (default: random initialisation)",
+           metavar="PATH"),
+    Option("--freeze", "model.freeze", "backbone: train only the classifier layer (the frozen rest is computed once "
+           f"and is not part of DP-SGD; needs --model-weights); default {M.freeze}", choices=("backbone", "none")),
+    Option("--replace-batchnorm", "model.replace_batchnorm", "let Opacus's ModuleValidator.fix replace trainable "
+           "BatchNorm layers by GroupNorm", action="store_true"),
+]
+
+
 def add_run_options(train: argparse.ArgumentParser) -> None:
-    """Every option of ``privmed train`` (``privmed check`` takes the same)."""
-    train.add_argument("--config", help="YAML file with any of the options below (unknown keys are an error; default: none, the "
-                            "options alone)")
-    train.add_argument("--out", help=f"run directory (default {RunConfig.out})")
-    _add_data_options(train)
-    _add_privacy_options(train)
-    _add_training_options(train)
-    _add_synthetic_options(train)
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    train.add_argument("--nproc", type=int, default=1,
-                       help="DP-SGD in N processes on this machine (each takes a share of every Poisson batch; "
-                            "noise is added once; same epsilon); equivalent to torchrun --nproc_per_node N -m "
-                            "privmed train ... (default 1)")
-    _add_model_options(train)
+    """Every option of ``privmed train`` (``privmed check`` takes the same): :data:`RUN_OPTIONS`, and tracking."""
+    add_options(train, RUN_OPTIONS)
     add_tracking_options(train)
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser, *, whose: str) -> None:
     parser.add_argument("--data", help=f"data set (default: {whose} data)")
     parser.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
-    add_label_options(parser, default=f"; default: {whose}")
+    add_options(parser, label_options(default=f"; default: {whose}"))
     parser.add_argument("--allow-outside-data-root", action="store_true",
                         help="let a manifest list images outside its own folder (e.g. absolute paths; refused by "
                              "default)")
@@ -61,103 +146,9 @@ def _add_evaluation_options(parser: argparse.ArgumentParser, *, whose: str) -> N
                         help=f"bootstrap resamples for CIs (default {TrainingConfig.bootstrap_resamples})")
 
 
-def _add_data_options(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--data", help="data set: class folders, CSV manifest, MedMNIST .npz (default: built-in phantom)")
-    add_label_options(train)
-    train.add_argument("--allow-outside-data-root", action="store_true", default=None,
-                       help="let a manifest list images outside its own folder (refused by default)")
-    train.add_argument("--image-size", type=int, help=f"side in pixels (default {DataConfig.image_size})")
-    train.add_argument("--lesion-fraction", type=number,
-                       help=f"lesion-centred data: the central fraction of each side the lesion fills, for the "
-                            f"lesion-masked AUROC (0: images not centred on a lesion; default {DataConfig.lesion_fraction})")
-    train.add_argument("--spatial-dims", type=int, choices=SPATIAL_DIMS,
-                       help=f"2D images or 3D volumes (default {DataConfig.spatial_dims})")
-    train.add_argument("--model", help=f"model name (see `privmed models`; default {ModelConfig.name})")
-
-
-def _add_privacy_options(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--epsilon", type=number,
-                       help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
-                            "stages are composed on top and the total is reported; omit or inf = non-private (default inf)")
-    train.add_argument("--delta", type=number, help="delta (default 1/(10 N); must be < 1/N)")
-    train.add_argument("--noise-multiplier", type=number,
-                       help="fixed DP-SGD noise instead of a target epsilon (default: calibrated to --epsilon)")
-    train.add_argument("--clip-norm", type=number,
-                       help=f"per-sample gradient clipping norm (default {PrivacyConfig.clip_norm})")
-    train.add_argument("--accountant", choices=ACCOUNTANTS, help=f"default {PrivacyConfig.accountant}")
-    train.add_argument("--center", choices=CENTER_SOURCES,
-                       help="a feature model's head centre: phantom (mean features of phantom patches: free), channels "
-                            "(that mean corrected by the training data's per-channel mean, released with noise and "
-                            "composed into epsilon; private for images the phantom cannot draw), private (the "
-                            "training mean, released whole likewise), auto (phantom, else private; the default before "
-                            f"channels); default {PrivacyConfig.center}. With --synthetic images the centre is "
-                            "their mean features, free")
-    add_unit_options(train)
-    train.add_argument("--tune", action="append", type=tune_option, metavar="KEY=V1,V2,...",
-                       help="private hyper-parameter search over a training key (lr, epochs, batch_size, "
-                            "weight_decay); repeat for a grid. Every candidate's DP-SGD is composed into --epsilon "
-                            "and the best on validation is kept (default: no search)")
-
-
-def _add_training_options(train: argparse.ArgumentParser) -> None:
-    t = TrainingConfig
-    train.add_argument("--epochs", type=int, help=f"default {t.epochs}")
-    train.add_argument("--batch-size", type=int, help=f"logical (expected, Poisson) batch size (default {t.batch_size})")
-    train.add_argument("--physical-batch-size", type=int,
-                       help=f"largest batch computed at once (memory only; default {t.physical_batch_size})")
-    train.add_argument("--lr", type=number, help=f"learning rate (default {t.lr})")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {t.optimizer}")
-    train.add_argument("--seed", type=int, help=f"training seed (default {t.seed})")
-    train.add_argument("--augment", type=boolean, metavar="{true,false}", help=f"default {str(t.augment).lower()}")
-    train.add_argument("--augment-views", type=int, metavar="K",
-                       help="augmentation multiplicity: K augmented views of each image, their gradients averaged "
-                            f"before clipping (free of privacy; K times the compute; default {t.augment_views})")
-    train.add_argument("--ema", type=number, metavar="DECAY",
-                       help="validate and keep an exponential moving average of the weights with this decay per "
-                            f"step (free of privacy: post-processing; e.g. 0.95; default {t.ema}: off)")
-    train.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default {t.device})")
-    train.add_argument("--bootstrap", type=int, help=f"bootstrap resamples for CIs (default {t.bootstrap_resamples})")
-
-
-def _add_synthetic_options(train: argparse.ArgumentParser) -> None:
-    s = SyntheticConfig
-    train.add_argument("--synthetic", help="folder of synthetic images (from `privmed synth sample`, or any class folders; "
-                            "default: none)")
-    train.add_argument("--synthetic-use", choices=SYNTHETIC_USES,
-                       help="augment: real + synthetic under DP-SGD; pretrain: pretrain on synthetic, then DP "
-                            f"fine-tune on real; only: synthetic alone (default {s.use})")
-    train.add_argument("--finetune", choices=FINETUNE_MODES,
-                       help=f"after pretraining, fine-tune the full model or its head only (default {s.finetune})")
-    train.add_argument("--reinit-head", type=boolean, metavar="{true,false}",
-                       help=f"re-initialise the head after pretraining (default {str(s.reinit_head).lower()})")
-    train.add_argument("--pretrain-epochs", type=int,
-                       help=f"epochs on synthetic images before fine-tuning (default {s.pretrain_epochs})")
-    train.add_argument("--pretrain-lr", type=number, help="learning rate of pretraining (default: --lr)")
-    train.add_argument("--synthetic-public", action="store_true", default=None,
-                       help="declare that the --synthetic folder holds no patient of --data (a public data set, or "
-                            "a generator trained only on public data): it then costs no privacy, and the ledger "
-                            "states the declaration; privmed refuses it when it finds an identical image, a shared "
-                            "patient id or a generator trained on --data")
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Network arguments, pretrained weights and a frozen backbone (``model`` section)."""
-    parser.add_argument("--model-arg", action="append", type=parse_model_arg, metavar="KEY=VALUE",
-                        help="a keyword argument of the network (model.args), e.g. width=0.5, J=3, init_features=32; "
-                             "repeat for several; checked against the network's signature (default: the network's own)")
-    parser.add_argument("--model-weights", metavar="PATH",
-                        help="start from this state dict on disk (model.weights; a checkpoint holding one under "
-                             "'state_dict' or 'model' works too); nothing downloads (default: random initialisation)")
-    parser.add_argument("--freeze", choices=("backbone", "none"),
-                        help="backbone: train only the classifier layer (the frozen rest is computed once and is not "
-                             f"part of DP-SGD; needs --model-weights); default {ModelConfig.freeze}")
-    parser.add_argument("--replace-batchnorm", action="store_true", default=None,
-                        help="let Opacus's ModuleValidator.fix replace trainable BatchNorm layers by GroupNorm")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """``privmed train``: the config file, overridden by the options given; checks first, then trains."""
-    from privmed.reporting import print_run_summary
+    from privmed.reporting import run_summary
     from privmed.training.trainer import train_processes
     from privmed.training.preflight import check_before_training
 
@@ -169,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if out is not None:  # under torchrun, only rank 0 reports
             tracker.log_run_dir(out)
     if out is not None:
-        print_run_summary(out)
+        print("\n".join(run_summary(out)))
     return 0
 
 
@@ -178,20 +169,20 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     from privmed.config import config_from_dict, load_yaml, merge
 
     base = load_yaml(args.config) if args.config else {}
-    return config_from_dict(merge(base, cli_overrides(args)))
+    return config_from_dict(merge(base, overrides(args, RUN_OPTIONS)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``privmed evaluate``: a trained run on a data set, at its own validation thresholds."""
     from privmed.atomic import check_folder
     from privmed.evaluation.external import evaluate_run
-    from privmed.reporting import print_metrics_table, privacy_line
+    from privmed.reporting import metrics_table, privacy_line
 
     check_folder(args.run)  # the evaluation is written into the run's folder
     result, where = evaluate_run(Path(args.run), data=args.data, split=args.split, label_columns=args.label_column,
                                  positive_class=args.positive_class, class_names=args.class_names,
                                  n_resamples=args.bootstrap, allow_outside_root=args.allow_outside_data_root)
-    print_metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")
+    print("\n".join(metrics_table(result, title=f"{args.run} on {result['dataset']} [{args.split}]")))
     print(f"  the run's records: {result['run_seal']}")
     print(f"  privacy: {privacy_line(Path(args.run))}")
     print(f"written to {where}")
@@ -201,11 +192,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``privmed compare``: a paired bootstrap test of two runs."""
     from privmed.evaluation.external import compare_runs
-    from privmed.reporting import print_comparison
+    from privmed.reporting import comparison
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), data=args.data, split=args.split,
                           label_columns=args.label_column, positive_class=args.positive_class,
                           class_names=args.class_names, n_resamples=args.bootstrap,
                           allow_outside_root=args.allow_outside_data_root)
-    print_comparison(result)
+    print("\n".join(comparison(result)))
     return 0

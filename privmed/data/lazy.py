@@ -1,7 +1,7 @@
 """Images decoded from disk when they are used, so that memory is bounded by the batch, not the data set.
 
-A large data set (``PRIVMED_STREAM``; by default when its decoded images would take more than
-:data:`STREAM_ABOVE_BYTES`) is loaded as :class:`LazyImages`: the table is read at once, each
+A large data set (``data.stream``, ``--stream``: ``on``, or ``auto``, the default, when its decoded
+images would take more than :data:`STREAM_ABOVE_BYTES`) is loaded as :class:`LazyImages`: the table is read at once, each
 image is read and resized when a batch (or a chunk of a prediction) asks for it. The
 trainer's ``TensorDataset`` and Poisson loader take :class:`LazyImageTensor` in place of a
 tensor; with ``training.num_workers`` > 0 the loader's worker processes decode in parallel.
@@ -10,7 +10,6 @@ tensor; with ``training.num_workers`` > 0 the loader's worker processes decode i
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -21,18 +20,12 @@ from .images import read_image
 
 #: ``auto`` streams data whose decoded images would take more than this many bytes.
 STREAM_ABOVE_BYTES = 1 << 30
-STREAM_SETTINGS = ("auto", "on", "off")
 
 
-def streams(n_images: int, *, image_size: int, spatial_dims: int) -> bool:
-    """Whether data of ``n_images`` images is decoded per batch (``PRIVMED_STREAM``: auto, on or off)."""
-    setting = os.environ.get("PRIVMED_STREAM", "auto").lower()
-    if setting not in STREAM_SETTINGS:
-        from privmed.errors import PrivmedError
-
-        raise PrivmedError(f"PRIVMED_STREAM={setting}: use one of {', '.join(STREAM_SETTINGS)} (default auto: "
-                           f"decode images per batch when they would take more than "
-                           f"{STREAM_ABOVE_BYTES >> 20} MiB in memory).")
+def streams(n_images: int, *, image_size: int, spatial_dims: int, setting: str = "auto") -> bool:
+    """Whether data of ``n_images`` images is decoded per batch: ``setting`` is the run's ``data.stream`` (auto, on
+    or off; :data:`privmed.config.STREAM_SETTINGS`), auto meaning when the decoded images would not fit
+    :data:`STREAM_ABOVE_BYTES`."""
     if setting != "auto":
         return setting == "on"
     return n_images * image_size ** spatial_dims * 4 > STREAM_ABOVE_BYTES

@@ -20,8 +20,8 @@ PatientID (else its StudyInstanceUID), so splits made by privmed are patient-dis
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,6 +55,7 @@ from .lazy import LazyImages, streams
 from .npz import npz_split, read_npz
 from .rows import check_manifest_rows, check_patient_disjoint, check_split_names
 
+LOG = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MANIFEST_NAMES = ("metadata.csv", "manifest.csv")
 RESERVED_COLUMNS = {"sample_id", "split", "patient_id", "path", "class"}
@@ -111,7 +112,7 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
 
     ``stream``: image files (a manifest or class folders) are read when used
     (:class:`~privmed.data.lazy.LazyImages`), not all at once; the checks then decode them one at a
-    time. None: when the data is large (:func:`~privmed.data.lazy.streams`, ``PRIVMED_STREAM``).
+    time. None: as ``config.stream`` says (auto: when the data is large; :func:`~privmed.data.lazy.streams`).
 
     Raises :class:`PrivmedError` with a message saying what to fix for a missing path,
     an empty class folder, an unreadable image, a missing label column, non-binary
@@ -139,7 +140,7 @@ def load_dataset(config: DataConfig, *, require_splits: tuple[str, ...] = SPLITS
     for note in ds.notes:
         if note not in _SAID:  # once per process, however often the data is read
             _SAID.add(note)
-            print(f"privmed: {note}", file=sys.stderr)
+            LOG.warning(note)
     return ds
 
 
@@ -333,7 +334,8 @@ SOURCES: tuple[tuple[Callable[[Path], bool], Callable[..., Dataset]], ...] = (
 
 def _read_all(paths: list[Path], config: DataConfig, *, stream: bool | None = False) -> np.ndarray | LazyImages:
     if stream is None:
-        stream = streams(len(paths), image_size=config.image_size, spatial_dims=config.spatial_dims)
+        stream = streams(len(paths), image_size=config.image_size, spatial_dims=config.spatial_dims,
+                         setting=config.stream)
     if stream:
         return LazyImages(paths, size=config.image_size, spatial_dims=config.spatial_dims)
     images = [read_image(p, size=config.image_size, spatial_dims=config.spatial_dims)

@@ -13,7 +13,7 @@ three build the very same network (a membership audit's shadows start from the s
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from opacus.utils.module_utils import trainable_modules
 from opacus.validators import ModuleValidator
@@ -25,6 +25,8 @@ from .monai_nets import is_monai_name
 from .parts import is_feature_model, trainable_part
 from .pretrained import freeze_backbone, last_linear, load_weights
 from .registry import build_model
+
+LOG = logging.getLogger(__name__)
 
 
 def build_for_run(config, *, num_outputs: int, in_channels: int = 1, weights: bool = True) -> nn.Module:
@@ -42,8 +44,8 @@ def build_for_run(config, *, num_outputs: int, in_channels: int = 1, weights: bo
     if m.weights is not None and weights:
         report = load_weights(model, m.weights, head=last_linear(model))
         if report.reinitialised:
-            print(f"privmed: the classifier layer of {m.weights} ({', '.join(report.reinitialised)}) has another "
-                  f"shape than this task's {num_outputs} output(s): it starts freshly initialised", file=sys.stderr)
+            LOG.warning(f"the classifier layer of {m.weights} ({', '.join(report.reinitialised)}) has another shape "
+                        f"than this task's {num_outputs} output(s): it starts freshly initialised")
     if m.freeze == "backbone":
         model = freeze_backbone(model)
     if config.privacy.private:

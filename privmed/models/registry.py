@@ -24,7 +24,7 @@ import ctypes
 import ctypes.util
 import functools
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import nn
@@ -70,8 +70,8 @@ class ModelInfo:
             ``model.features(x)`` once and train/make_private ``model.head`` only); ``None``
             when the whole model is trained.
         recorded_args: builder arguments whose default changed: every run records them, even at
-            their default (:func:`recorded_defaults`), and a run written before they were recorded
-            was built with the value given here (:func:`predating_args`).
+            their default (:func:`recorded_defaults`); the values runs written before they were
+            recorded were built with are :mod:`privmed.config.migrate`'s.
     """
 
     name: str
@@ -81,7 +81,7 @@ class ModelInfo:
     description: str
     supported_modes: tuple[str, ...] = GRAD_SAMPLE_MODES
     trainable_part: str | None = None
-    recorded_args: Mapping[str, Any] = field(default_factory=dict)
+    recorded_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.supported_modes) - set(GRAD_SAMPLE_MODES)
@@ -111,12 +111,6 @@ def recorded_defaults(name: str) -> dict[str, Any]:
         return {}
     signature = inspect.signature(info.builder).parameters
     return {arg: signature[arg].default for arg in info.recorded_args}
-
-
-def predating_args(name: str) -> dict[str, Any]:
-    """The values a run of ``name`` written before its recorded arguments were recorded was built with."""
-    info = MODELS.get(name)
-    return dict(info.recorded_args) if info is not None else {}
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -307,10 +301,8 @@ for _info in (
         description="Per-image grey-level ranks (quantile), second-order scattering (J=2 below 128 px, else 3; "
                     "L=8) averaged over 8 rotations/reflections, 4x4-pooled, log, centred + linear head; 2D",
         trainable_part="head",
-        # defaults changed since runs were first recorded, and the values runs written before were built with:
-        # dihedral (issue 19's recipe grid), max_order (cbis_utility's order rows), input_norm and standardise
-        # (transfer.md, issue 31)
-        recorded_args={"dihedral": False, "max_order": 2, "input_norm": "none", "standardise": True},
+        # defaults changed since runs were first recorded (the values older runs were built with: privmed.config.migrate)
+        recorded_args=("dihedral", "max_order", "input_norm", "standardise"),
     ),
     ModelInfo(
         name="descriptor_linear",

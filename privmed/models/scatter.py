@@ -197,7 +197,7 @@ def build_scatter_linear(
     AUROC at another hospital on raw grey levels), ``lesion_window`` (keep the central fraction of each side,
     flatten the rest: :class:`privmed.models.invariance.LesionWindow`), ``blur`` (a Gaussian low-pass of each
     image, pixels). Runs record these arguments (``recorded_args``), and runs from before a default changed
-    rebuild as they were trained.
+    rebuild as they were trained (:mod:`privmed.config.migrate`).
 
     The head's centre (training mean) is released privately by the trainer; the log makes the coordinates
     roughly Gaussian, which a linear model trained with clipped, noisy gradients needs. ``norm="batch"``

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
+import logging
 
 import torch
 from torch import nn
@@ -13,6 +13,8 @@ from privmed.config import RunConfig
 from privmed.errors import BATCH_TOO_LARGE, PHYSICAL_BATCH_LOWERED, PrivmedError
 
 from .memory import choose_physical_batch, gigabytes, measure
+
+LOG = logging.getLogger(__name__)
 
 
 def fit_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: str) -> RunConfig:
@@ -32,7 +34,7 @@ def fit_physical_batch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config:
         note = PHYSICAL_BATCH_LOWERED.format(requested=requested, available=gigabytes(plan.available),
                                              per_sample=gigabytes(plan.per_sample), chosen=chosen,
                                              logical=config.training.batch_size)
-        print(f"privmed: {note}", file=sys.stderr)
+        LOG.warning(note)
         config = dataclasses.replace(config, training=dataclasses.replace(config.training,
                                                                           physical_batch_size=chosen))
     _probe_physical_batch(net, x, y, config, device)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from privmed import atomic
-from privmed.errors import PrivmedError
+from privmed.errors import FEATURE_CACHE_ENV_OFF, PrivmedError
 from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
@@ -40,19 +40,23 @@ __all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "
 #: frozen features computed in this process, keyed by front end and image bytes (most recent last)
 _FEATURE_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 FEATURE_CACHE_SIZE = 8
+#: ``training.feature_cache`` value that keeps no features on disk
+CACHE_OFF = "off"
+#: the default folder of the disk cache when a run names none (a location, never a switch)
+CACHE_ENV = "PRIVMED_CACHE"
 
 
 @torch.no_grad()
-def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
+def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, device: str = "cpu",
+                 cache: str | None = None) -> torch.Tensor:
     """Inputs of :func:`trainable_part`: frozen features for feature models, else the images.
 
     Features are cached (the front end is fixed and data-independent, so the same images
     always give the same features): in memory per process, and on disk in
     :func:`feature_cache_dir` keyed by the front end and a hash of the images, so the runs of
     a sweep, study, audit or benchmark compute each data set's scattering once. The disk cache
-    holds features of private images: it lives beside the user's other private files
-    (``PRIVMED_CACHE``, default ``~/.cache/privmed``); ``PRIVMED_CACHE=off`` disables it.
-    Callers must not modify the result.
+    holds features of private images: ``cache`` is the run's ``training.feature_cache`` (a folder, ``off``
+    for none, None for the default location, :func:`feature_cache_dir`). Callers must not modify the result.
     """
     if not is_feature_model(model):
         return images
@@ -60,13 +64,14 @@ def model_inputs(model: nn.Module, images: torch.Tensor, *, chunk: int = 64, dev
     if key in _FEATURE_CACHE:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key]
-    features = _read_cached(key)
+    folder = feature_cache_dir(cache)
+    features = _read_cached(folder, key)
     if features is None:
         model.features.to(device).eval()
         starts = progress(range(0, len(images), chunk), desc="computing frozen features", unit="chunk")
         parts = [model.features(images[i:i + chunk].to(device)).cpu() for i in starts]
         features = torch.cat(parts) if parts else torch.zeros((0,))
-        _write_cached(key, features)
+        _write_cached(folder, key, features)
     _FEATURE_CACHE[key] = features
     while len(_FEATURE_CACHE) > FEATURE_CACHE_SIZE:
         _FEATURE_CACHE.popitem(last=False)
@@ -80,21 +85,24 @@ def _data_hash(images) -> str:
     return hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
 
 
-def feature_cache_dir() -> Path | None:
-    """Where frozen features are cached on disk (None when ``PRIVMED_CACHE=off``)."""
-    setting = os.environ.get("PRIVMED_CACHE", "")
-    if setting.lower() == "off":
-        return None
-    return Path(setting) if setting else Path.home() / ".cache" / "privmed" / "features"
+def feature_cache_dir(setting: str | None = None) -> Path | None:
+    """Where frozen features are cached on disk: ``setting`` (``training.feature_cache``) as a folder, None for
+    ``off``; unset, the folder ``$PRIVMED_CACHE`` names (a location only: it changes no result), else
+    ``~/.cache/privmed/features``."""
+    if setting is not None:
+        return None if setting == CACHE_OFF else Path(setting).expanduser()
+    default = os.environ.get(CACHE_ENV, "")
+    if default.lower() == CACHE_OFF:
+        raise PrivmedError(FEATURE_CACHE_ENV_OFF)
+    return Path(default).expanduser() if default else Path.home() / ".cache" / "privmed" / "features"
 
 
-def _cache_file(key: tuple) -> Path | None:
-    folder = feature_cache_dir()
+def _cache_file(folder: Path | None, key: tuple) -> Path | None:
     return None if folder is None else folder / f"{hashlib.sha1(repr(key).encode()).hexdigest()}.pt"
 
 
-def _read_cached(key: tuple) -> torch.Tensor | None:
-    path = _cache_file(key)
+def _read_cached(folder: Path | None, key: tuple) -> torch.Tensor | None:
+    path = _cache_file(folder, key)
     if path is None or not path.is_file():
         return None
     try:
@@ -103,8 +111,8 @@ def _read_cached(key: tuple) -> torch.Tensor | None:
         return None
 
 
-def _write_cached(key: tuple, features: torch.Tensor) -> None:
-    path = _cache_file(key)
+def _write_cached(folder: Path | None, key: tuple, features: torch.Tensor) -> None:
+    path = _cache_file(folder, key)
     if path is None:
         return
     try:

@@ -40,8 +40,8 @@ PHANTOM_CENTRE_SHAPE = ("privacy.center 'phantom' centres the head with the phan
                         "patches, and this model takes {channels}-channel images; use privacy.center 'channels' (the "
                         "default) or 'private', which release the training mean privately for such images.")
 STREAMED_AUGMENT = ("--synthetic-use augment mixes synthetic images into training data held in memory, and this data "
-                    "set is large enough to be read from disk per batch. Use --synthetic-use pretrain, or set "
-                    "PRIVMED_STREAM=off to hold it in memory.")
+                    "set is read from disk per batch (data.stream). Use --synthetic-use pretrain, or --stream off "
+                    "(data.stream: off) to hold it in memory.")
 
 
 def seed_everything(seed: int) -> None:
@@ -58,10 +58,11 @@ def synthetic_source(config: RunConfig, data: Dataset) -> SyntheticSource | None
                           if len(data.label_names) == 1 else "", private=data)
 
 
-def synthetic_inputs(source: SyntheticSource | None, model: nn.Module, device: str) -> SyntheticInputs | None:
+def synthetic_inputs(source: SyntheticSource | None, model: nn.Module, device: str, *,
+                     cache: str | None = None) -> SyntheticInputs | None:
     if source is None:
         return None
-    return SyntheticInputs(model_inputs(model, source.data.image_tensor, device=device),
+    return SyntheticInputs(model_inputs(model, source.data.image_tensor, device=device, cache=cache),
                            torch.from_numpy(source.data.labels), source)
 
 
@@ -89,7 +90,8 @@ def public_centre_inputs(model: nn.Module, config: RunConfig, *, device: str = "
         if source == "phantom":
             raise PrivmedError(PHANTOM_CENTRE_SHAPE.format(channels=front.in_channels))
         return None
-    return model_inputs(model, phantom_centre_images(front.image_size), device=device)
+    return model_inputs(model, phantom_centre_images(front.image_size), device=device,
+                        cache=config.training.feature_cache)
 
 
 def phantom_centre_images(image_size: int) -> torch.Tensor:

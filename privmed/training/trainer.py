@@ -126,9 +126,11 @@ def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) ->
     source = synthetic_source(config, data)  # before the slow part, so a bad folder fails at once
     protected = protected_unit(config, train_data, checkpoint)
     model = build_for_run(config, num_outputs=len(data.label_names))  # model.args, weights, freeze
-    inputs = {split: model_inputs(model, data.split(split).image_tensor, device=device) for split in SPLITS}
+    cache = config.training.feature_cache
+    inputs = {split: model_inputs(model, data.split(split).image_tensor, device=device, cache=cache)
+              for split in SPLITS}
     net = trainable_part(model).to(device)
-    synthetic = synthetic_inputs(source, model, device)
+    synthetic = synthetic_inputs(source, model, device, cache=cache)
     x_fit, y_fit = training_set(config, inputs["train"], torch.from_numpy(train_data.labels), synthetic)
     public = public_centre_inputs(model, config, device=device) if synthetic is None else None
     config = fit_physical_batch(net, x_fit, y_fit, config, device)  # measured, before the run directory exists
@@ -233,7 +235,8 @@ def _write_results(out: Path, run: Run, ledger: PrivacyLedger, best: dict) -> No
     frame = predictions_frame(data, scores)
     metrics = evaluate_predictions(data, scores, threshold_split="val",
                                    n_resamples=config.training.bootstrap_resamples, seed=config.training.seed,
-                                   score_images=lambda x: predict(net, model_inputs(run.model, x, device=device),
+                                   score_images=lambda x: predict(net, model_inputs(run.model, x, device=device,
+                                                                               cache=config.training.feature_cache),
                                                                   device=device),
                                    lesion_fraction=config.data.lesion_fraction)
     metrics["checkpoint"] = {"epoch": best["epoch"], "selected_by": "val_auroc", "val_auroc": best["val_auroc"]}

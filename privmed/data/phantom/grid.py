@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,8 +36,7 @@ def write_image_grid(
     class_names: Sequence[str] = ("benign", "malignant"),
     title: str | None = None,
 ) -> Path:
-    """Write a labelled PNG grid of sample images, one block of rows per class (over the house's 60
-    lines: one matplotlib-free figure laid out top to bottom).
+    """Write a labelled PNG grid of sample images, one block of rows per class (no matplotlib).
 
     Generic (also for GAN samples): class ``c`` is ``labels == c`` and is named
     ``class_names[c]``; its first ``per_class`` images, in the given order, fill
@@ -62,55 +62,89 @@ def write_image_grid(
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
+    pixels = _grid_pixels(images)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != pixels.shape[0]:
+        raise ValueError(f"{pixels.shape[0]} images but {labels.shape[0]} labels")
+    if not _is_int(per_class) or per_class < 1:
+        raise ValueError(f"per_class={per_class!r} must be an integer >= 1")
+    layout = _GridLayout.of(pixels.shape[1:], labels, per_class=per_class, class_names=class_names, title=title)
+    canvas = Image.new("L", (layout.width, layout.height), 255)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((GRID_PAD, (GRID_TITLE_H - 14) // 2), title, fill=0, font=_font(14))
+    for c, caption in enumerate(layout.captions):
+        _draw_class_rows(canvas, draw, layout, c, caption, pixels[np.flatnonzero(labels == c)[:per_class]])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def _grid_pixels(images: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` uint8 pixels of one-channel images: integer arrays as 0-255, floats as [0, 1] clipped."""
     arr = np.asarray(images)
     if arr.ndim == 4 and 1 in (arr.shape[1], arr.shape[-1]):
         arr = arr[:, 0] if arr.shape[1] == 1 else arr[..., 0]
     if arr.ndim != 3:
         raise ValueError(f"images must have shape (N, H, W) (or one channel), got {np.shape(images)}")
-    labels = np.asarray(labels).reshape(-1)
-    if labels.shape[0] != arr.shape[0]:
-        raise ValueError(f"{arr.shape[0]} images but {labels.shape[0]} labels")
-    if not _is_int(per_class) or per_class < 1:
-        raise ValueError(f"per_class={per_class!r} must be an integer >= 1")
-    pixels = arr.astype(np.uint8) if np.issubdtype(arr.dtype, np.integer) and arr.max(initial=0) <= 255 \
-        else _to_uint8(np.nan_to_num(arr.astype(np.float32), nan=0.0))
-    h, w = arr.shape[1:]
-    factor = max(1, math.ceil(GRID_MIN_TILE / max(min(h, w), 1)))
-    th, tw = h * factor, w * factor
-    cols = min(per_class, GRID_MAX_COLS)
-    rows = math.ceil(per_class / cols)
-    font, small = _font(14), _font(11)
-    names = [str(n) for n in class_names]
-    counts = [int((labels == c).sum()) for c in range(len(names))]
-    captions = [f"{n}\n({cnt} total)" for n, cnt in zip(names, counts)]
-    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
-    label_w = max(probe.multiline_textbbox((0, 0), cap, font=font)[2] for cap in captions) + 3 * GRID_PAD
-    top = GRID_TITLE_H if title else 0
-    width = label_w + cols * (tw + GRID_PAD) + GRID_PAD
-    height = top + GRID_PAD + len(names) * rows * (th + GRID_PAD)
-    if title:
-        width = max(width, int(probe.textbbox((0, 0), title, font=font)[2]) + 2 * GRID_PAD)
-    canvas = Image.new("L", (width, height), 255)
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((GRID_PAD, (GRID_TITLE_H - 14) // 2), title, fill=0, font=font)
-    for c, caption in enumerate(captions):
-        y0 = top + GRID_PAD + c * rows * (th + GRID_PAD)
-        if c:
-            draw.line([(0, y0 - GRID_PAD // 2 - 1), (width, y0 - GRID_PAD // 2 - 1)], fill=160)
-        draw.multiline_text((GRID_PAD, y0 + GRID_PAD), caption, fill=0, font=font)
-        idx = np.flatnonzero(labels == c)[:per_class]
-        if idx.size == 0:
-            draw.text((label_w, y0 + th // 2), "(none)", fill=96, font=small)
-        for j, i in enumerate(idx):
-            tile = Image.fromarray(np.ascontiguousarray(pixels[i]), mode="L")
-            if factor > 1:
-                tile = tile.resize((tw, th), Image.NEAREST)
-            canvas.paste(tile, (label_w + (j % cols) * (tw + GRID_PAD), y0 + (j // cols) * (th + GRID_PAD)))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    if np.issubdtype(arr.dtype, np.integer) and arr.max(initial=0) <= 255:
+        return arr.astype(np.uint8)
+    return _to_uint8(np.nan_to_num(arr.astype(np.float32), nan=0.0))
+
+
+@dataclass(frozen=True)
+class _GridLayout:
+    """Where everything of the grid goes (see :func:`write_image_grid`'s Layout)."""
+
+    factor: int  # enlargement of an image into a tile
+    tile: tuple[int, int]  # (height, width) of a tile
+    cols: int
+    rows: int  # rows of tiles per class
+    label_w: int  # the label column's width
+    top: int  # the title band's height
+    width: int
+    height: int
+    captions: list[str]
+
+    @classmethod
+    def of(cls, shape: tuple[int, int], labels: np.ndarray, *, per_class: int, class_names: Sequence[str],
+           title: str | None) -> "_GridLayout":
+        h, w = shape
+        factor = max(1, math.ceil(GRID_MIN_TILE / max(min(h, w), 1)))
+        th, tw = h * factor, w * factor
+        cols = min(per_class, GRID_MAX_COLS)
+        rows = math.ceil(per_class / cols)
+        font = _font(14)
+        names = [str(n) for n in class_names]
+        counts = [int((labels == c).sum()) for c in range(len(names))]
+        captions = [f"{n}\n({cnt} total)" for n, cnt in zip(names, counts)]
+        probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+        label_w = max(probe.multiline_textbbox((0, 0), cap, font=font)[2] for cap in captions) + 3 * GRID_PAD
+        top = GRID_TITLE_H if title else 0
+        width = label_w + cols * (tw + GRID_PAD) + GRID_PAD
+        height = top + GRID_PAD + len(names) * rows * (th + GRID_PAD)
+        if title:
+            width = max(width, int(probe.textbbox((0, 0), title, font=font)[2]) + 2 * GRID_PAD)
+        return cls(factor, (th, tw), cols, rows, label_w, top, width, height, captions)
+
+
+def _draw_class_rows(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: _GridLayout, c: int, caption: str,
+                     pixels: np.ndarray) -> None:
+    """Class ``c``'s block: a separating line above (but the first), its caption, and its tiles (or "(none)")."""
+    th, tw = layout.tile
+    y0 = layout.top + GRID_PAD + c * layout.rows * (th + GRID_PAD)
+    if c:
+        draw.line([(0, y0 - GRID_PAD // 2 - 1), (layout.width, y0 - GRID_PAD // 2 - 1)], fill=160)
+    draw.multiline_text((GRID_PAD, y0 + GRID_PAD), caption, fill=0, font=_font(14))
+    if len(pixels) == 0:
+        draw.text((layout.label_w, y0 + th // 2), "(none)", fill=96, font=_font(11))
+    for j, image in enumerate(pixels):
+        tile = Image.fromarray(np.ascontiguousarray(image), mode="L")
+        if layout.factor > 1:
+            tile = tile.resize((tw, th), Image.NEAREST)
+        canvas.paste(tile, (layout.label_w + (j % layout.cols) * (tw + GRID_PAD),
+                            y0 + (j // layout.cols) * (th + GRID_PAD)))
 
 
 def phantom_grid_classes(table, *, by_density: bool = False) -> tuple[np.ndarray, list[str]]:

@@ -30,63 +30,78 @@ def _allocate(n: int, fractions: tuple[float, ...]) -> np.ndarray:
 def _draw_population(spec: PhantomSpec, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
     """Draw patients, their attributes and every per-image rendering parameter.
 
-    Over the house's 60 lines on purpose: the draws must stay in this order (one RNG stream; any
-    reordering changes every phantom ever written), and they read top to bottom as the table in
-    the package docstring.
+    The draws must stay in this order (one RNG stream; any reordering changes every phantom ever
+    written): each helper below draws its part of the table in the package docstring, top to bottom.
     """
-    n, k = spec.n_samples, spec.images_per_patient
+    img_patient = _draw_patients(spec, rng)
+    n_pat = int(img_patient[-1]) + 1
+    age, density, malignant = _draw_attributes(spec, n_pat, rng)
+    split = _draw_splits(spec, malignant, rng)
+    lesion = _draw_lesions(malignant, rng)
+    anatomy = _draw_anatomy(n_pat, rng)
+    params = _draw_views(lesion, anatomy, density, malignant, img_patient, rng)
+    table = _population_table(img_patient, malignant, split, density, age, lesion["shape"])
+    if spec.findings:
+        shown, extra = _draw_findings(spec, malignant, split, img_patient)
+        for name in spec.findings:
+            table[name] = shown[name][img_patient].astype(np.int64)
+        params.update(extra)
+    return table, params
 
-    # Patients with 1..k images each, until n images are reached.
+
+def _draw_patients(spec: PhantomSpec, rng: np.random.Generator) -> np.ndarray:
+    """Patients with 1..k images each, until n images are reached: the patient of each image."""
+    n, k = spec.n_samples, spec.images_per_patient
     per_patient = rng.integers(1, k + 1, size=n)
     ends = np.cumsum(per_patient)
     n_pat = int(np.searchsorted(ends, n) + 1)
     per_patient = per_patient[:n_pat].copy()
     per_patient[-1] -= int(ends[n_pat - 1] - n)
-    img_patient = np.repeat(np.arange(n_pat), per_patient)
+    return np.repeat(np.arange(n_pat), per_patient)
 
+
+def _draw_attributes(spec: PhantomSpec, n_pat: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age, BI-RADS density and malignancy of each patient."""
     # Age 40-79 (screening population), density falls mildly with age.
     age = 40 + np.floor(40 * rng.beta(1.4, 1.8, size=n_pat)).astype(int)
     age_z = (age + 0.5 - 57.5) / 9.7
     rho = 0.3
     latent = math.sqrt(1 - rho**2) * rng.standard_normal(n_pat) - rho * age_z
     density = 1 + np.searchsorted(_DENSITY_CUTS, latent)
-
     # Malignancy rises mildly with age and density; exact patient-level prevalence.
     score = 0.35 * age_z + 0.15 * (density - 2.5) + rng.logistic(size=n_pat)
     n_mal = int(np.clip(round(spec.malignant_fraction * n_pat), 3, n_pat - 3))
     malignant = np.zeros(n_pat, dtype=bool)
     malignant[np.argsort(-score, kind="stable")[:n_mal]] = True
+    return age, density, malignant
 
-    # Patient-disjoint splits, stratified by label (every split gets both classes).
-    split = np.empty(n_pat, dtype=object)
+
+def _draw_splits(spec: PhantomSpec, malignant: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Patient-disjoint splits, stratified by label (every split gets both classes)."""
+    split = np.empty(len(malignant), dtype=object)
     for cls in (False, True):
         members = rng.permutation(np.flatnonzero(malignant == cls))
         bounds = np.cumsum(_allocate(len(members), spec.split_fractions))[:-1]
         for name, part in zip(SPLITS, np.split(members, bounds)):
             split[part] = name
+    return split
 
-    # Lesion type and latent suspiciousness u.
+
+def _draw_lesions(malignant: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each patient's lesion (shared by the patient's views): type, latent suspiciousness u, contour, margin,
+    spicules, size and contrast."""
+    n_pat = len(malignant)
     r = rng.random(n_pat)
     shape = np.where(malignant, np.where(r < 0.5, "spiculated", "irregular"),
                      np.where(r < 0.4, "round", "oval"))
     u = np.where(malignant, rng.beta(*_U_MALIGNANT, size=n_pat), rng.beta(*_U_BENIGN, size=n_pat))
-
-    # Per-patient lesion and anatomy (shared by the patient's views).
-    nh = len(_HARMONICS)
     aspect = np.select(
         [shape == "round", shape == "oval"],
         [rng.uniform(1.0, 1.15, n_pat), rng.uniform(1.25, 1.9, n_pat)],
         rng.uniform(1.0, 1.6, n_pat),
     )
-    # Contour harmonics: benign energy sits in low k (smooth lobulation), suspicious
-    # lesions get a flatter spectrum (jagged, micro-lobulated) and more of it.
-    slope = 2.2 - 1.7 * u
-    weights = _HARMONICS[None, :] ** (-slope[:, None] / 2)
-    coef = weights * rng.standard_normal((n_pat, nh))
-    coef /= np.sqrt((coef**2).sum(axis=1, keepdims=True)) + 1e-12
-    irregularity = (0.03 + 0.32 * u**1.3) * rng.uniform(0.7, 1.3, n_pat)
-    amp = coef * irregularity[:, None]
-    phase = rng.uniform(0, 2 * np.pi, (n_pat, nh))
+    contour = _draw_contour(u, rng)
     edge = 0.35 + 2.6 * u**1.5 * rng.uniform(0.5, 1.5, n_pat)            # margin width, px @64
     edge = np.where(shape == "spiculated", 0.5 * edge, edge)   # a dense core with radiating lines
     n_spic = np.where(shape == "spiculated",
@@ -98,50 +113,76 @@ def _draw_population(spec: PhantomSpec, rng: np.random.Generator) -> tuple[pd.Da
     spic_rel = rng.uniform(0.7, 1.1, n_pat) * (0.55 + 0.45 * u)           # x lesion contrast
     radius = rng.uniform(0.12, 0.25, n_pat)                              # x image size
     contrast = rng.uniform(0.24, 0.44, n_pat) * np.where(shape == "spiculated", 1.15, 1.0)
-    beta = rng.uniform(2.8, 3.2, n_pat)
-    tissue_angle = rng.uniform(0, np.pi, n_pat)
-    tissue_aniso = rng.uniform(0.2, 1.2, n_pat)
-    fat = rng.uniform(0.16, 0.28, n_pat)
-    dense_gain = rng.uniform(0.28, 0.38, n_pat)
-    masking = rng.uniform(0.5, 0.85, n_pat)
+    return {"shape": shape, "aspect": aspect, **contour, "edge": edge, "n_spic": n_spic, "spic_angle": spic_angle,
+            "spic_len": spic_len, "spic_width": spic_width, "spic_rel": spic_rel, "radius": radius,
+            "contrast": contrast}
 
-    # Per-image view jitter of the same lesion and anatomy.
-    p = img_patient
-    m = n
-    params = {
+
+def _draw_contour(u: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Contour harmonics: benign energy sits in low k (smooth lobulation), suspicious lesions get a flatter
+    spectrum (jagged, micro-lobulated) and more of it."""
+    n_pat, nh = len(u), len(_HARMONICS)
+    slope = 2.2 - 1.7 * u
+    weights = _HARMONICS[None, :] ** (-slope[:, None] / 2)
+    coef = weights * rng.standard_normal((n_pat, nh))
+    coef /= np.sqrt((coef**2).sum(axis=1, keepdims=True)) + 1e-12
+    irregularity = (0.03 + 0.32 * u**1.3) * rng.uniform(0.7, 1.3, n_pat)
+    amp = coef * irregularity[:, None]
+    phase = rng.uniform(0, 2 * np.pi, (n_pat, nh))
+    return {"amp": amp, "phase": phase}
+
+
+def _draw_anatomy(n_pat: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each patient's breast tissue (shared by the patient's views)."""
+    return {"beta": rng.uniform(2.8, 3.2, n_pat), "tissue_angle": rng.uniform(0, np.pi, n_pat),
+            "tissue_aniso": rng.uniform(0.2, 1.2, n_pat), "fat": rng.uniform(0.16, 0.28, n_pat),
+            "dense_gain": rng.uniform(0.28, 0.38, n_pat), "masking": rng.uniform(0.5, 0.85, n_pat)}
+
+
+def _draw_views(lesion: dict, anatomy: dict, density: np.ndarray, malignant: np.ndarray, p: np.ndarray,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-image view jitter of the same lesion and anatomy (``p``: the patient of each image); the views of a
+    patient share the lesion rotation up to the jitter."""
+    m, n_pat, nh = len(p), len(malignant), len(_HARMONICS)
+    return {
         "malignant": malignant[p],
         "density": density[p],
-        "beta": beta[p],
-        "tissue_angle": tissue_angle[p] + rng.normal(0, 0.3, m),
-        "tissue_aniso": tissue_aniso[p],
+        "beta": anatomy["beta"][p],
+        "tissue_angle": anatomy["tissue_angle"][p] + rng.normal(0, 0.3, m),
+        "tissue_aniso": anatomy["tissue_aniso"][p],
         "threshold": np.array([_DENSE_THRESHOLD[d] for d in density])[p] + rng.normal(0, 0.25, m),
         "softness": rng.uniform(0.45, 0.75, m),
-        "fat": fat[p] + rng.normal(0, 0.01, m),
-        "dense_gain": dense_gain[p] + rng.normal(0, 0.01, m),
+        "fat": anatomy["fat"][p] + rng.normal(0, 0.01, m),
+        "dense_gain": anatomy["dense_gain"][p] + rng.normal(0, 0.01, m),
         "ramp": rng.uniform(0.0, 0.18, m),
         "ramp_angle": rng.uniform(0, 2 * np.pi, m),
         "noise": rng.uniform(0.008, 0.025, m),
-        "masking": masking[p],
+        "masking": anatomy["masking"][p],
         "cx": rng.normal(0, 0.05, m),
         "cy": rng.normal(0, 0.05, m),
-        "radius": radius[p] * rng.uniform(0.9, 1.1, m),
-        "aspect": aspect[p],
+        "radius": lesion["radius"][p] * rng.uniform(0.9, 1.1, m),
+        "aspect": lesion["aspect"][p],
         "orient": rng.uniform(0, np.pi, n_pat)[p] + rng.normal(0, 0.35, m),
-        "amp": amp[p],
-        "phase": phase[p] + rng.normal(0, 0.25, (m, nh)),
-        "edge": edge[p] * rng.uniform(0.85, 1.15, m),
-        "contrast": contrast[p] * rng.uniform(0.85, 1.15, m),
-        "n_spic": n_spic[p],
-        "spic_angle": spic_angle[p] + rng.normal(0, 0.12, (m, _MAX_SPICULES)),
-        "spic_len": spic_len[p],
-        "spic_width": spic_width[p],
-        "spic_rel": spic_rel[p],
+        "amp": lesion["amp"][p],
+        "phase": lesion["phase"][p] + rng.normal(0, 0.25, (m, nh)),
+        "edge": lesion["edge"][p] * rng.uniform(0.85, 1.15, m),
+        "contrast": lesion["contrast"][p] * rng.uniform(0.85, 1.15, m),
+        "n_spic": lesion["n_spic"][p],
+        "spic_angle": lesion["spic_angle"][p] + rng.normal(0, 0.12, (m, _MAX_SPICULES)),
+        "spic_len": lesion["spic_len"][p],
+        "spic_width": lesion["spic_width"][p],
+        "spic_rel": lesion["spic_rel"][p],
     }
-    # The views of a patient share the lesion rotation up to the jitter above.
+
+
+def _population_table(p: np.ndarray, malignant: np.ndarray, split: np.ndarray, density: np.ndarray,
+                      age: np.ndarray, shape: np.ndarray) -> pd.DataFrame:
+    """One row per image (``p``: its patient): ids, label, split and the patient's attributes."""
+    n, n_pat = len(p), len(malignant)
     width = max(5, len(str(n - 1)))
     pwidth = max(5, len(str(n_pat - 1)))
     decade = (age // 10) * 10
-    table = pd.DataFrame({
+    return pd.DataFrame({
         "sample_id": [f"phantom_{i:0{width}d}" for i in range(n)],
         "label": malignant[p].astype(np.int64),
         "split": split[p].astype(str),
@@ -151,12 +192,6 @@ def _draw_population(spec: PhantomSpec, rng: np.random.Generator) -> tuple[pd.Da
         "age_group": [f"{d}-{d + 9}" for d in decade[p]],
         "shape": shape[p].astype(str),
     }, columns=list(TABLE_COLUMNS))
-    if spec.findings:
-        shown, extra = _draw_findings(spec, malignant, split, img_patient)
-        for name in spec.findings:
-            table[name] = shown[name][img_patient].astype(np.int64)
-        params.update(extra)
-    return table, params
 
 
 def _draw_findings(spec: PhantomSpec, malignant: np.ndarray, split: np.ndarray, img_patient: np.ndarray
