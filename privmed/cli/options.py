@@ -31,6 +31,7 @@ OPTION_KEYS: dict[str, tuple[str, str]] = {
     "spatial_dims": ("data", "spatial_dims"),
     "model": ("model", "name"),
     "epsilon": ("privacy", "epsilon"),
+    "total_epsilon": ("privacy", "total_epsilon"),
     "delta": ("privacy", "delta"),
     "noise_multiplier": ("privacy", "noise_multiplier"),
     "clip_norm": ("privacy", "clip_norm"),

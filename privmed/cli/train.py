@@ -79,6 +79,10 @@ def _add_privacy_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--epsilon", type=number,
                        help="target epsilon of the classifier (feature centring and DP-SGD); a DP generator's "
                             "stages are composed on top and the total is reported; omit or inf = non-private (default inf)")
+    train.add_argument("--total-epsilon", type=number,
+                       help="target epsilon of the classifier together with the recorded stages of the records it "
+                            "uses (a DP generator's samples, --synthetic): its own stages get what those left; "
+                            "instead of --epsilon")
     train.add_argument("--delta", type=number, help="delta (default 1/(10 N); must be < 1/N)")
     train.add_argument("--noise-multiplier", type=number,
                        help="fixed DP-SGD noise instead of a target epsilon (default: calibrated to --epsilon)")

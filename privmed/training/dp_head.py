@@ -15,8 +15,8 @@ Gram matrix gets symmetric Gaussian noise (the upper triangle drawn, mirrored) o
 ``noise_multiplier * bound**2``, the moment vector noise of std ``noise_multiplier * bound``;
 the two releases are two accounted Gaussian mechanisms (sample rate 1, one step each),
 composed with every other stage of the run (the private feature centre) by an Opacus
-accountant (:func:`privmed.privacy.accounting.calibrate_noise` finds the noise that makes
-them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret), drawn by the floating-point-safe
+accountant (the privacy plan, :func:`privmed.privacy.plan.make_plan` of :func:`head_stages`, finds the
+noise that makes them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret), drawn by the floating-point-safe
 :func:`privmed.privacy.mechanisms.gaussian_noise`.
 """
 
@@ -28,14 +28,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from privmed.privacy.accounting import Mechanism, calibrate_noise
+from privmed.privacy.accounting import Mechanism
 from privmed.privacy.mechanisms import gaussian_noise
+from privmed.privacy.plan import StageSpec
 from privmed.privacy.randomness import secret_generator
 
 #: the generator stream of the statistics' noise (distinct from sampling, DP-SGD and the centre)
 STATISTICS_STREAM = 0x55A1
 #: the two releases, as the ledger names them
 GRAM_STAGE, MOMENT_STAGE = "head_gram", "head_moment"
+#: the feature centre released before the head (privmed.training.inputs.set_center names it so too)
+CENTRE_STAGE = "feature_centering"
 #: ridge penalties tried (post-processing), in units of the Gram noise's scale (or of 1 when not private)
 RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -92,12 +95,12 @@ def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
     return noisy, [Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
 
 
-def noise_for(*, target_epsilon: float, delta: float, prior: Sequence[Mechanism] = (), releases: int = 2,
-              accountant: str = "prv") -> float:
-    """The noise multiplier of the ``releases`` Gaussian releases (2: :func:`release`, 1:
-    :func:`release_moment`) so that they and ``prior`` compose to ``target_epsilon``."""
-    return calibrate_noise(target_epsilon=target_epsilon, delta=delta, schedules=[(1.0, 1)] * releases,
-                           prior=tuple(prior), accountant=accountant)
+def head_stages(*, releases: int = 2, centre_noise: float | None = None) -> list[StageSpec]:
+    """The one-shot head's stages, declared to :func:`privmed.privacy.plan.make_plan`: the feature centre with its
+    own noise (when ``centre_noise`` is given: released before), then the ``releases`` Gaussian releases (2:
+    :func:`release`, 1: :func:`release_moment`) at the one noise the plan calibrates to the target."""
+    centre = [StageSpec(CENTRE_STAGE, 1.0, 1, centre_noise)] if centre_noise is not None else []
+    return centre + [StageSpec(name, 1.0, 1) for name in (GRAM_STAGE, MOMENT_STAGE)[2 - releases:]]
 
 
 def ridge_weights(stats: Statistics, *, ridge: float) -> torch.Tensor:

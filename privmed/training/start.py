@@ -25,7 +25,7 @@ from privmed.progress import progress
 
 from .epochs import epoch_nonprivate, make_optimizer
 from .inputs import find_center, model_inputs, set_center, set_center_by_channel, trainable_part
-from .plan import PrivacyPlan
+from .plan import ClassifierPlan
 from .state import SyntheticInputs
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
@@ -120,7 +120,7 @@ def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public
         public is None or corrects_by_channel(source, synthetic=synthetic, public=public))
 
 
-def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
+def center_features(net: nn.Module, x_train: torch.Tensor, plan: ClassifierPlan, checkpoint: dict | None,
                      synthetic: SyntheticInputs | None, public: torch.Tensor | None, source: str) -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.
 
@@ -149,7 +149,7 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, ch
                       groups=plan.protected.groups)
 
 
-def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
+def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: ClassifierPlan, ledger: PrivacyLedger,
                    config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str,
                    public: torch.Tensor | None = None) -> None:
     """What every candidate starts from: the feature centre (the phantom's, ``public``, or entered in
