@@ -42,7 +42,7 @@ from privmed.models.invariance import InvariantFeatures
 from privmed.models.scatter import ScatterFeatures
 from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, epsilon_for
 from privmed.privacy.ledger import epsilon_text, shown_epsilon
-from privmed.privacy.mechanisms import gaussian_noise
+from privmed.privacy.mechanisms import gaussian_release
 from privmed.privacy.plan import PrivacyPlan, StageSpec, delta_for, make_plan, protected_unit
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, secret_generator
 from privmed.privacy.units import PrivacyUnit
@@ -109,9 +109,11 @@ def vote_histogram(private: torch.Tensor, labels: np.ndarray, groups: np.ndarray
 
 
 def noisy_histogram(hist: np.ndarray, *, sigma: float, generator: torch.Generator) -> np.ndarray:
-    """The Gaussian mechanism: ``hist`` plus N(0, sigma^2) noise per bin, from a secret generator, drawn by
-    the floating-point-safe :func:`~privmed.privacy.mechanisms.gaussian_noise`."""
-    return hist + gaussian_noise(hist.shape, sigma, generator).numpy()
+    """The Gaussian mechanism: ``hist`` (sensitivity 1) plus N(0, sigma^2) noise per bin, from a secret generator,
+    released by :func:`~privmed.privacy.mechanisms.gaussian_release` (the plan's stage accounts every round)."""
+    released, _ = gaussian_release(torch.from_numpy(hist), sensitivity=1.0, noise_multiplier=sigma,
+                                   generator=generator, stage=STAGE)
+    return released.numpy()
 
 
 def winners(noisy: np.ndarray, *, threshold: float) -> np.ndarray:

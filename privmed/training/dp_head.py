@@ -17,7 +17,7 @@ the two releases are two accounted Gaussian mechanisms (sample rate 1, one step 
 composed with every other stage of the run (the private feature centre) by an Opacus
 accountant (the privacy plan, :func:`privmed.privacy.plan.make_plan` of :func:`head_stages`, finds the
 noise that makes them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret), drawn by the floating-point-safe
-:func:`privmed.privacy.mechanisms.gaussian_noise`.
+:func:`privmed.privacy.mechanisms.gaussian_release`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from privmed.privacy.accounting import Mechanism
-from privmed.privacy.mechanisms import gaussian_noise
+from privmed.privacy.mechanisms import gaussian_release
 from privmed.privacy.plan import StageSpec
 from privmed.privacy.randomness import secret_generator
 
@@ -37,7 +37,7 @@ from privmed.privacy.randomness import secret_generator
 STATISTICS_STREAM = 0x55A1
 #: the two releases, as the ledger names them
 GRAM_STAGE, MOMENT_STAGE = "head_gram", "head_moment"
-#: the feature centre released before the head (privmed.training.inputs.set_center names it so too)
+#: the feature centre's stage (privmed.training.inputs releases it; the head's plan declares it before the head)
 CENTRE_STAGE = "feature_centering"
 #: ridge penalties tried (post-processing), in units of the Gram noise's scale (or of 1 when not private)
 RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -77,12 +77,12 @@ def release(stats: Statistics, *, noise_multiplier: float, bound: float,
     """The Gaussian release of ``stats`` and its two accounted mechanisms (see the module docstring).
     ``generator``: the noise's source, by default a secret one."""
     generator = generator or secret_generator(stream=STATISTICS_STREAM)
-    d = stats.moment.numel()
-    upper = gaussian_noise((d, d), noise_multiplier * bound**2, generator).triu()
-    gram_noise = upper + upper.triu(1).T
-    moment_noise = gaussian_noise(d, noise_multiplier * bound, generator)
-    noisy = Statistics(stats.gram + gram_noise, stats.moment + moment_noise, stats.n_units)
-    return noisy, [Mechanism(GRAM_STAGE, noise_multiplier, 1.0, 1), Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
+    gram, gram_stage = gaussian_release(stats.gram, sensitivity=bound**2, noise_multiplier=noise_multiplier,
+                                        generator=generator, stage=GRAM_STAGE)
+    gram = gram.triu() + gram.triu(1).T  # the upper triangle's release, mirrored (the lower one's noise unused)
+    moment, moment_stage = gaussian_release(stats.moment, sensitivity=bound, noise_multiplier=noise_multiplier,
+                                            generator=generator, stage=MOMENT_STAGE)
+    return Statistics(gram, moment, stats.n_units), [gram_stage, moment_stage]
 
 
 def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
@@ -90,9 +90,9 @@ def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
     """Only the moment vector released (one accounted mechanism; the Gram matrix set to 0, never released):
     the infinite-ridge limit, whose head ``w = X^T y`` is the difference of the class means."""
     generator = generator or secret_generator(stream=STATISTICS_STREAM)
-    noise = gaussian_noise(stats.moment.numel(), noise_multiplier * bound, generator)
-    noisy = Statistics(torch.zeros_like(stats.gram), stats.moment + noise, stats.n_units)
-    return noisy, [Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
+    moment, stage = gaussian_release(stats.moment, sensitivity=bound, noise_multiplier=noise_multiplier,
+                                     generator=generator, stage=MOMENT_STAGE)
+    return Statistics(torch.zeros_like(stats.gram), moment, stats.n_units), [stage]
 
 
 def head_stages(*, releases: int = 2, centre_noise: float | None = None) -> list[StageSpec]:

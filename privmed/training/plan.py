@@ -22,12 +22,11 @@ from privmed.privacy.plan import protected_unit as plan_unit
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
 from privmed.privacy.units import PrivacyUnit
 
+from .inputs import CENTRE_STAGE  # the feature centre, released once with its own noise
 from .private import PrivateTraining, Schedule, plan_schedule, spent_steps
 
 from .state import SyntheticInputs, TrainState
 
-#: the feature centre's stage, released once before DP-SGD with its own noise (privacy.center_noise_multiplier)
-CENTRE_STAGE = "feature_centering"
 GENERATOR_OTHER_UNIT = ("The generator '{generator}' protects one {generator_unit} per unit of privacy and this run "
                         "protects one {unit}, so its epsilon does not compose into a {unit}-level guarantee. Train the "
                         "generator with privacy.unit '{unit}'.")

@@ -24,7 +24,7 @@ from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.progress import progress
 
 from .epochs import epoch_nonprivate, make_optimizer
-from .inputs import find_center, model_inputs, set_center, set_center_by_channel, trainable_part
+from .inputs import CENTRE_STAGE, find_center, model_inputs, set_center, set_center_by_channel, trainable_part
 from .plan import ClassifierPlan
 from .state import SyntheticInputs
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
@@ -138,7 +138,7 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: ClassifierPlan,
         given = synthetic.x if synthetic is not None else public
         return set_center(center, given, noise_multiplier=None)
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
-        return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
+        return Mechanism(CENTRE_STAGE, plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
     generator = secret_generator(stream=CENTRE_STREAM, replay_seed=plan.replay_seed)
     if by_channel and plan.center_noise_multiplier is not None:  # non-private: the exact mean below
