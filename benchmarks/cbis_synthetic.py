@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from common import (IMAGE_SIZE, MEDIAN_TRAIN_S, ROOT, SHARED, patient_unit, run_one, samples_once, seed_summary,
-                    total_two_noise)
+                    TOTAL_TWO)
 from privmed import DataConfig, dcr_membership, evaluate_synthetic, load_dataset, read_record, synthetic_images
 
 GENERATORS = ("paper", "privmed_nondp", "privmed_dp_eps1", "privmed_dp_eps10")
@@ -121,9 +121,9 @@ def plan(folders: dict[str, Path], data: str) -> list[dict]:
         for eps in (1.0, 6.0):
             for gen in ("paper", "privmed_nondp", "privmed_dp_eps1"):
                 cells.append({"strategy": strategy, "generator": gen, "folder": folders[gen], "epsilon": eps})
-    sigma, _ = total_two_noise(folders["privmed_dp_eps1"], data)  # the chosen candidate's samples carry its record
+    # the classifier calibrated so that it and the generator (its samples carry its record) compose to 2
     cells.append({"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1",
-                  "folder": folders["privmed_dp_eps1"], "noise": sigma})
+                  "folder": folders["privmed_dp_eps1"], "total_epsilon": TOTAL_TWO})
     cells += [{"strategy": "synthetic_only", "generator": gen, "folder": folders[gen]} for gen in GENERATORS]
     return cells
 

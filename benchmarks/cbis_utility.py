@@ -71,12 +71,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from privmed import DataConfig, PhantomSpec, config_from_dict, epsilon_for, load_dataset
+from privmed import DataConfig, PhantomSpec, config_from_dict, load_dataset
 # measured on purpose, below the public API: front ends, the private centre and the one-shot head on features in memory
+from privmed.config import PrivacyConfig
 from privmed.data.phantom import generate_phantom
 from privmed.data.shift import acquisition_augment, digital_scanner
 from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_linear
-from privmed.privacy.accounting import default_delta
+from privmed.privacy.plan import make_plan, protected_unit
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
 from privmed.training.inputs import model_inputs, set_center
@@ -185,7 +186,6 @@ def one_shot_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, poole
     centre (nothing released but the statistics); ``moment_only``: release only ``X^T y`` (head = noisy class-mean
     difference); ``projection``: (D, k) fixed map applied after centring (fitted on the phantom: free)."""
     _, index = np.unique(groups, return_inverse=True)
-    delta = default_delta(int(index.max()) + 1)
     private = math.isfinite(epsilon)
     centre = FeatureCenter(x["train"].shape[1])
     centre_stage = set_center(centre, x["train"], noise_multiplier=CENTRE_NOISE if private else None,
@@ -195,10 +195,14 @@ def one_shot_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, poole
     stats = dp_head.unit_statistics(rows["train"], y["train"], bound=1.0, groups=index)
     sigma, spent = 0.0, math.inf
     if private:
-        sigma = dp_head.noise_for(target_epsilon=epsilon, delta=delta, prior=prior, releases=2 - moment_only)
+        plan = make_plan(PrivacyConfig(epsilon=epsilon), seed=0,
+                         unit=protected_unit(PrivacyConfig(), patient_ids=groups, n=len(groups)),
+                         stages=dp_head.head_stages(releases=2 - moment_only, centre_noise=CENTRE_NOISE if centred
+                                                    else None))
+        sigma = plan.noise_multiplier
         stats, releases = (dp_head.release_moment if moment_only else dp_head.release)(
             stats, noise_multiplier=sigma, bound=1.0)
-        spent = epsilon_for([*prior, *releases], delta=delta)
+        spent = plan.epsilon([*prior, *releases])
     scale = dp_head.ridge_scale(noise_multiplier=sigma, bound=1.0, dims=stats.moment.numel())
     if moment_only:
         scores = {s: (rows[s] @ stats.moment).numpy() for s in SPLITS[1:]}

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import (MEDIAN_TRAIN_S, ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, phantom_folder, run_facts,
-                    run_one, seed_summary, total_two_noise, write_results)
+                    run_one, seed_summary, TOTAL_TWO, write_results)
 from privmed import read_record
 
 RECIPE = {"data": {"image_size": 64, "class_names": ["benign", "malignant"]}, "model": {"name": "resnet9_small"},
@@ -42,10 +42,10 @@ PRETRAIN_EPOCHS = 10
 
 
 def cells(phantom: Path, samples: Path, data: str) -> list[dict]:
-    sigma, _ = total_two_noise(samples, data, RECIPE)
     return [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0},
             {"strategy": "pretrain_finetune", "generator": "phantom", "folder": phantom, "epsilon": 2.0},
-            {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples, "noise": sigma}]
+            {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples,
+             "total_epsilon": TOTAL_TWO}]
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """Helpers the CBIS-DDSM benchmarks share: where the data and results are, the argument parsing
-and result writing every script uses, the fixed recipe of the synthetic-data runs (``run_one``: one
-``privmed train`` run, reused when finished) and the noise that makes a DP generator and a classifier
-compose to a total epsilon of 2 (``total_two_noise``), and the free phantom as pretraining data
-(``phantom_folder``). They use privmed's public API (``privmed.__all__``); the in-memory DP head on frozen
-features that some benchmarks measure lives in ``components.py``.
+and result writing every script uses, the fixed
+recipe of the synthetic-data runs (``run_one``: one ``privmed train`` run, reused when finished; its
+``total_epsilon`` makes a DP generator and the classifier compose to a total, ``privacy.total_epsilon``),
+and the free phantom as pretraining data (``phantom_folder``). They use privmed's public API
+(``privmed.__all__``); the in-memory DP head on frozen features that some benchmarks measure lives in
+``components.py``.
 
 Every helper trains at privmed's default unit of privacy (the patient on CBIS-DDSM) with secret noise.
 """
@@ -23,13 +24,12 @@ import torch
 import yaml
 
 from components import BATCH, EPOCHS, EPSILON, SIZE  # noqa: F401 (shared names)
-from privmed import (DataConfig, Mechanism, PhantomSpec, calibrate_noise, config_from_dict, epsilon_for, load_dataset,
-                     read_metrics, read_record, run_finished, sample_generator, train, write_phantom_dataset)
-# patient_unit and total_two_noise only: the delta and the hand calibration the privacy plan (total_epsilon) replaces
-from privmed import rundir
-from privmed.privacy.accounting import default_delta
-from privmed.privacy.units import PrivacyUnit, resolve_unit
-from privmed.training.private import plan_schedule
+from privmed import (DataConfig, PhantomSpec, config_from_dict, load_dataset, read_metrics, read_record, run_finished,
+                     sample_generator, train, write_phantom_dataset)
+# patient_unit only: the default unit of privacy and its delta, from the privacy plan
+from privmed.config import PrivacyConfig
+from privmed.privacy.plan import delta_for, protected_unit
+from privmed.privacy.units import PrivacyUnit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,32 +108,28 @@ def samples_once(generator: Path, out: Path) -> Path:
 @functools.cache
 def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
     """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
-    one image of a sampled patient per step) and its delta, 1/(10 x patients)."""
+    one image of a sampled patient per step) and its delta, 1/(10 x patients), from the privacy plan."""
     train = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
     train = train.split("train")
-    unit = resolve_unit(None, train.patient_ids, max_images_per_patient=1, n=len(train))
-    return unit, default_delta(unit.n_units)
+    unit = protected_unit(PrivacyConfig(), patient_ids=train.patient_ids, n=len(train))
+    return unit, delta_for(unit, None, check=False)
 
 
-def total_two_noise(generator: Path, data: str, recipe: dict = RECIPE) -> tuple[float, float]:
-    """Classifier noise making (generator + classifier) exactly epsilon 2 at the patient unit, and the
-    classifier's own epsilon. ``generator`` is a DP generator's folder or its samples (both carry its
-    privacy record)."""
-    stage = rundir.read_json(generator / rundir.PRIVACY)["stages"][0]
-    prior = (Mechanism(stage["stage"], stage["noise_multiplier"], stage["sample_rate"], stage["steps"]),)
-    unit, delta = patient_unit(data)
-    schedule = plan_schedule(unit, batch_size=recipe["training"]["batch_size"], epochs=recipe["training"]["epochs"])
-    sigma = calibrate_noise(target_epsilon=2.0, delta=delta, sample_rate=schedule.sample_rate,
-                            steps=schedule.steps, prior=prior)
-    return sigma, epsilon_for([Mechanism("dp_sgd", sigma, schedule.sample_rate, schedule.steps)], delta=delta)
+#: the total epsilon of a DP generator and the classifier fine-tuned on its samples (``run_one(total_epsilon=...)``)
+TOTAL_TWO = 2.0
 
 
 def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Path | None, seed: int,
-            epsilon: float | None = None, noise: float | None = None, reinit_head: bool = False,
-            recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS, public: bool = False) -> dict:
-    """One run of ``recipe`` under ``runs`` (reused once its metrics are there) and its row: ``epsilon`` or
-    ``noise`` (neither: not private); ``folder``: synthetic images used as ``strategy`` says."""
-    tag = f"eps{epsilon:g}" if epsilon is not None else (f"sigma{noise:.4f}" if noise is not None else "nodp")
+            epsilon: float | None = None, noise: float | None = None, total_epsilon: float | None = None,
+            reinit_head: bool = False, recipe: dict = RECIPE, pretrain_epochs: int = PRETRAIN_EPOCHS,
+            public: bool = False) -> dict:
+    """One run of ``recipe`` under ``runs`` (reused once its metrics are there) and its row: ``epsilon``,
+    ``noise`` or ``total_epsilon`` (the run with the DP generator of ``folder`` composed; none: not private);
+    ``folder``: synthetic images used as ``strategy`` says."""
+    privacy = ({"epsilon": epsilon} if epsilon is not None else {"noise_multiplier": noise} if noise is not None
+               else {"total_epsilon": total_epsilon} if total_epsilon is not None else {})
+    tag = (f"eps{epsilon:g}" if epsilon is not None else f"sigma{noise:.4f}" if noise is not None
+           else f"total{total_epsilon:g}" if total_epsilon is not None else "nodp")
     tag += "_reinit" if reinit_head else ""
     out = runs / f"{strategy}_{generator}_{tag}_seed{seed}"
     if not run_finished(out):
@@ -141,8 +137,7 @@ def run_one(data: str, runs: Path, *, strategy: str, generator: str, folder: Pat
         cfg = json.loads(json.dumps(recipe))
         cfg["data"]["path"] = data
         cfg["training"]["seed"] = seed
-        cfg["privacy"] = {"epsilon": epsilon} if epsilon is not None else (
-            {"noise_multiplier": noise} if noise is not None else {})
+        cfg["privacy"] = privacy
         if folder is not None:
             cfg["synthetic"] = {"path": str(folder), "use": USE[strategy], "pretrain_epochs": pretrain_epochs,
                                 "reinit_head": reinit_head, "public": public}

@@ -7,7 +7,7 @@ of issue 3) is measured here at more seeds, with the same recipe and ``run_one``
   released privately, inside the 2);
 * ``pretrain_finetune``: 3,000 images (seed 0) of an epsilon-1 DP generator, pretraining,
   then DP fine-tuning at the classifier noise that makes the generator and the classifier
-  compose to exactly 2 (``total_two_noise``), head re-initialised (``cbis_synthetic``'s
+  compose to exactly 2 (``privacy.total_epsilon``), head re-initialised (``cbis_synthetic``'s
   choice on val, seed 0).
 
 The generator is ``cbis_synthetic``'s chosen ``privmed_dp_eps1`` candidate, ``dp1_da`` of
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import (ROOT, SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, run_one, samples_once, seed_summary,
-                    total_two_noise, write_results)
+                    TOTAL_TWO, write_results)
 from privmed import read_record
 
 
@@ -42,9 +42,9 @@ def main() -> None:
     runs = Path(args.runs)
     generator = Path(args.generator)
     samples = samples_once(generator, runs / f"samples_{generator.name}")
-    sigma, _ = total_two_noise(samples, args.data)
     cells = [{"strategy": "dp_sgd_real", "generator": "none", "folder": None, "epsilon": 2.0},
-             {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples, "noise": sigma,
+             {"strategy": "pretrain_finetune", "generator": "privmed_dp_eps1", "folder": samples,
+              "total_epsilon": TOTAL_TWO,
               "reinit_head": True}]
     rows = []
     for cell in cells:

@@ -37,12 +37,12 @@ from torch import nn
 from common import (BATCH, EPOCHS, SHARED, SIZE, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary,
                     write_results)
 from components import dp_linear, features, split_features
-from privmed import DataConfig, Mechanism, PrivmedError, calibrate_noise, epsilon_for
+from privmed import DataConfig, Mechanism, PrivmedError, epsilon_for
 # measured on purpose, below the public API: the private feature centre's release and its share of the budget
-from privmed.config import SyntheticConfig
-from privmed.privacy.accounting import default_delta
+from privmed.config import PrivacyConfig, SyntheticConfig
+from privmed.privacy.plan import StageSpec, delta_for, make_plan, protected_unit
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
-from privmed.privacy.units import PrivacyUnit, resolve_unit
+from privmed.privacy.units import PrivacyUnit
 from privmed.training.inputs import FeatureCenter, set_center
 from privmed.training.private import plan_schedule
 from privmed.training.synthetic import load_synthetic
@@ -67,20 +67,17 @@ def synthetic_centre(folder: str, data: DataConfig, label: str, model: nn.Module
     return centre, (None if source.non_private_reason else source.mechanisms)
 
 
-def dp_sgd_plan(prior: list[Mechanism] | None, *, target: float, delta: float, unit: PrivacyUnit
-                ) -> tuple[dict, float, float]:
-    """The run config's privacy section that makes DP-SGD and ``prior`` compose to ``target`` (its noise,
-    calibrated once), DP-SGD's own epsilon and the composed total; after a non-private stage, DP-SGD at
-    ``target`` alone and total inf."""
+def dp_sgd_plan(prior: list[Mechanism] | None, *, target: float, unit: PrivacyUnit) -> tuple[dict, float, float]:
+    """The run config's privacy section that makes DP-SGD and ``prior`` (the centre's stages) compose to ``target``
+    (the noise the privacy plan calibrates for a total), DP-SGD's own epsilon and the composed total; after a
+    non-private stage, DP-SGD at ``target`` alone and total inf."""
     if prior is None:
         return {"epsilon": target}, target, math.inf
     schedule = plan_schedule(unit, batch_size=BATCH, epochs=EPOCHS)
-    sample_rate, steps = schedule.sample_rate, schedule.steps
-    sigma = calibrate_noise(target_epsilon=target, delta=delta, sample_rate=sample_rate, steps=steps,
-                            prior=tuple(prior))
-    dp_sgd = Mechanism("dp_sgd", sigma, sample_rate, steps)
-    return ({"noise_multiplier": sigma}, epsilon_for([dp_sgd], delta=delta),
-            epsilon_for(list(prior) + [dp_sgd], delta=delta))
+    plan = make_plan(PrivacyConfig(total_epsilon=target), unit=unit, seed=0, prior=prior,
+                     stages=[StageSpec("dp_sgd", schedule.sample_rate, schedule.steps)])
+    return ({"noise_multiplier": plan.noise_multiplier}, plan.epsilon(plan.stages),
+            plan.epsilon([*prior, *plan.stages]))
 
 
 def main() -> None:
@@ -94,8 +91,8 @@ def main() -> None:
     model, real, feats, labels = split_features(args.data)
     data = DataConfig(path=args.data, image_size=SIZE, class_names=("benign", "malignant"))
     train = feats["train"]
-    unit = resolve_unit(None, real.split("train").patient_ids, max_images_per_patient=1, n=len(train))
-    delta = default_delta(unit.n_units)
+    unit = protected_unit(PrivacyConfig(), patient_ids=real.split("train").patient_ids, n=len(train))
+    delta = delta_for(unit, None, check=False)
     exact = train.mean(0)
 
     # (label, noise multiplier, centre for a seed, its stages: [] costs nothing, None is not private)
@@ -113,7 +110,7 @@ def main() -> None:
         for seed in range(args.seeds):
             centre, prior = make(seed)
             try:
-                privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, delta=delta, unit=unit)
+                privacy, eps_sgd, total = dp_sgd_plan(prior, target=args.epsilon, unit=unit)
             except PrivmedError:  # the centre alone spends the target: no DP-SGD noise can fit
                 unreachable[label] = epsilon_for(prior, delta=delta)
                 break

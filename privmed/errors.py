@@ -62,6 +62,14 @@ EPSILON_UNREACHABLE = (
     "delta={delta:g}): even a noise multiplier of {sigma:g} spends more. Raise --epsilon, train fewer --epochs, "
     "or use a smaller --batch-size.{prior}"
 )
+TOTAL_EPSILON_SPENT_UPSTREAM = (
+    "total_epsilon={total:g} is already spent by the upstream stages this run composes ({stages}: epsilon={spent:.3g} "
+    "at delta={delta:g}), before this run's own stages. Raise --total-epsilon above {spent:.3g}, or use synthetic "
+    "images from a generator trained at a smaller epsilon (or the phantom, which costs nothing).")
+EPSILON_AND_TOTAL_EPSILON = (
+    "privacy.epsilon and privacy.total_epsilon are both given: epsilon targets this run's own stages (upstream ones "
+    "are composed on top), total_epsilon the run together with the upstream records it uses. Give one of them "
+    "(--epsilon or --total-epsilon).")
 BATCH_LARGER_THAN_DATA = ("--batch-size {batch} is larger than the {n} training images an epoch can use (at the "
                           "patient unit, at most --max-images-per-patient of each patient): every step would use all "
                           "of them (sample rate 1, no subsampling). Use a --batch-size of at most {n}.")

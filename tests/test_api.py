@@ -59,23 +59,21 @@ MEASURE_INTERNALS: dict[str, tuple[str, frozenset[str] | None]] = {
     "components.py": ("the DP head trained in memory on frozen features",
                       frozenset({"privmed.data.sources", "privmed.training.inputs", "privmed.training.trainer"})),
     "cbis_utility.py": ("front ends, the private centre and the one-shot head, each on features in memory",
-                        frozenset({"privmed.data.phantom", "privmed.data.shift", "privmed.models.scatter",
-                                   "privmed.privacy.accounting", "privmed.privacy.randomness",
+                        frozenset({"privmed.config", "privmed.data.phantom", "privmed.data.shift",
+                                   "privmed.models.scatter", "privmed.privacy.plan", "privmed.privacy.randomness",
                                    "privmed.training.dp_head", "privmed.training.inputs",
                                    "privmed.training.trainer"})),
     "transfer.py": ("front ends' features in memory under a shifted scanner, and the shortcut figures",
                     frozenset({"privmed.data.shift", "privmed.evaluation.shortcut", "privmed.training.inputs",
                                "privmed.training.trainer"})),
     "feature_centre.py": ("the private feature centre's release and its share of the budget",
-                          frozenset({"privmed.config", "privmed.privacy.accounting", "privmed.privacy.randomness",
+                          frozenset({"privmed.config", "privmed.privacy.plan", "privmed.privacy.randomness",
                                      "privmed.privacy.units", "privmed.training.inputs", "privmed.training.private",
                                      "privmed.training.synthetic"})),
     "private_evolution.py": ("the evolution's candidate prior beside the images it writes",
                              frozenset({"privmed.synth.candidates", "privmed.synth.evolve"})),
-    # patient_unit's delta and total_two_noise's hand calibration, which the privacy plan (privacy.total_epsilon)
-    # replaces: shrink this entry when they go
-    "common.py": ("patient_unit, total_two_noise", frozenset({"privmed.privacy.accounting", "privmed.privacy.units",
-                                                              "privmed.rundir", "privmed.training.private"})),
+    "common.py": ("patient_unit: the default unit of privacy and its delta, from the privacy plan",
+                  frozenset({"privmed.config", "privmed.privacy.plan", "privmed.privacy.units"})),
 }
 
 

@@ -72,8 +72,8 @@ def test_private_evolution_counts_patients(patients_root, tmp_path, expected):
     config = evolve_config_from_dict({"out": str(tmp_path / "e"), "data": {"path": str(patients_root),
                                       "image_size": 32}, "privacy": {"epsilon": 5.0},
                                       "evolve": {"rounds": 2, "population": 6, "n": 10}})
-    _, _, delta = load_private(config)
-    assert delta == pytest.approx(expected)
+    _, plan = load_private(config)
+    assert plan.delta == pytest.approx(expected)
 
 
 def test_the_generators_training_counts_patients(patients_root, tmp_path, expected):

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from privmed.config import PrivacyConfig
 from privmed.privacy.accounting import Mechanism, epsilon_for
+from privmed.privacy.plan import make_plan
+from privmed.privacy.units import PrivacyUnit
 from privmed.training import dp_head
 
 
@@ -58,7 +61,12 @@ def test_release_noise_has_the_stated_scale_and_a_symmetric_gram():
 def test_the_calibrated_noise_composes_with_the_centre_to_the_target_by_the_accountant():
     delta, target = 1e-4, 1.0
     centre = [Mechanism("feature_centering", 5.0, 1.0, 1)]
-    sigma = dp_head.noise_for(target_epsilon=target, delta=delta, prior=centre)
+    unit = PrivacyUnit("patient", np.arange(2000) // 2, 2)
+    plan = make_plan(PrivacyConfig(epsilon=target, delta=delta), unit=unit, seed=0,
+                     stages=dp_head.head_stages(centre_noise=5.0))
+    assert [m.stage for m in plan.stages] == ["feature_centering", dp_head.GRAM_STAGE, dp_head.MOMENT_STAGE]
+    assert plan.stages[0].noise_multiplier == 5.0
+    sigma = plan.noise_multiplier
     _, releases = dp_head.release(dp_head.Statistics(torch.zeros(2, 2, dtype=torch.float64),
                                                      torch.zeros(2, dtype=torch.float64), 3),
                                   noise_multiplier=sigma, bound=1.0)

@@ -98,8 +98,9 @@ def test_every_release_outside_dp_sgd_draws_from_the_sampler():
     assert np.array_equal(noisy_histogram(hist, sigma=1.5, generator=torch.Generator().manual_seed(1)),
                           gaussian_noise((2, 5), 1.5, torch.Generator().manual_seed(1)).numpy())
     rows = torch.zeros(4, 3, dtype=torch.float64)
-    centre = _noisy_unit_mean(rows, bound=2.0, noise_multiplier=0.5, generator=torch.Generator().manual_seed(2),
-                              groups=None)
+    centre, stage = _noisy_unit_mean(rows, bound=2.0, noise_multiplier=0.5,
+                                     generator=torch.Generator().manual_seed(2), groups=None)
+    assert (stage.stage, stage.noise_multiplier, stage.sample_rate, stage.steps) == ("feature_centering", 0.5, 1.0, 1)
     assert torch.equal(centre, gaussian_noise(3, 1.0, torch.Generator().manual_seed(2)) / 4)
     stats_ = dp_head.Statistics(torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 4)
     noisy, _ = dp_head.release_moment(stats_, noise_multiplier=0.5, bound=2.0,

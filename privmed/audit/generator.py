@@ -28,8 +28,7 @@ from PIL import Image
 from privmed import atomic, rundir
 from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import PrivmedError
-from privmed.privacy.delta import resolve_delta
-from privmed.privacy.units import resolve_unit
+from privmed.privacy.plan import delta_for, protected_unit
 from privmed.synth.config import generator_config_from_dict
 from privmed.synth.sample import GENERATOR_FILE, synthetic_images
 
@@ -129,8 +128,7 @@ def _retrained_delta(config, train: Dataset, test: Dataset, included: np.ndarray
     included canaries, each canary a patient of its own, see :func:`_write_training_data`)."""
     patients = np.concatenate([_patient_ids(train, "train"), _patient_ids(test, "canary")[included]])
     p = config.privacy
-    unit = resolve_unit(p.unit, patients, max_images_per_patient=p.max_images_per_patient, n=len(patients))
-    return resolve_delta(unit, p.delta, check=False)
+    return delta_for(protected_unit(p, patient_ids=patients, n=len(patients)), p.delta, check=False)
 
 
 def _patient_ids(split: Dataset, prefix: str) -> np.ndarray:

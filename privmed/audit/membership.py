@@ -52,8 +52,8 @@ from privmed.errors import AUDIT_GROUP_NEEDS_PATIENT_UNIT, PrivmedError
 from privmed.evaluation.external import load_run
 from privmed.evaluation.predictions import predict
 from privmed.models import build_for_run
-from privmed.privacy.delta import resolve_delta
-from privmed.privacy.units import resolve_unit, unit_name
+from privmed.privacy.plan import delta_for, protected_unit
+from privmed.privacy.units import unit_name
 from privmed.progress import progress
 from privmed.training.inputs import model_inputs, trainable_part
 from privmed.training.trainer import train_in_memory
@@ -165,8 +165,7 @@ def training_delta(config: RunConfig, ds: Dataset) -> float:
     """The run's delta, resolved as training resolved it: ``privacy.delta``, else 1/(10 N) for the N units
     (patients or images) of the private training split."""
     train, p = ds.split("train"), config.privacy
-    unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
-    return resolve_delta(unit, p.delta, check=False)
+    return delta_for(protected_unit(p, patient_ids=train.patient_ids, n=len(train)), p.delta, check=False)
 
 
 def audit_path(run: Path, config: AuditConfig) -> Path:

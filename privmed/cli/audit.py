@@ -119,7 +119,7 @@ def _dcr_diagnostic(args: argparse.Namespace) -> None:
     from privmed.audit.synthetic import dcr_membership
     from privmed.config import DataConfig
     from privmed.data.sources import load_dataset
-    from privmed.privacy.delta import resolve_delta
+    from privmed.privacy.plan import delta_for
     from privmed.privacy.units import resolve_unit
     from privmed.synth.sample import synthetic_images
 
@@ -128,7 +128,7 @@ def _dcr_diagnostic(args: argparse.Namespace) -> None:
     members, non_members = real.split("train"), real.split("test")
     unit = resolve_unit(None, members.patient_ids, max_images_per_patient=1, n=len(members))
     summary, medians = dcr_membership(synthetic=synthetic, members=members.images,
-                                      non_members=non_members.images, delta=resolve_delta(unit, None, check=False),
+                                      non_members=non_members.images, delta=delta_for(unit, None, check=False),
                                       n_resamples=args.bootstrap)
     print(f"DCR membership test: {len(synthetic)} synthetic images vs {len(members)} training (members) and "
           f"{len(non_members)} test (non-members) images of {real.name}, {size} px")

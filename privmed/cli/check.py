@@ -21,8 +21,7 @@ def add_parsers(sub) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``privmed check``: exit 0 and a short summary when ``privmed train`` with these options would start."""
-    from privmed.privacy.delta import resolve_delta
-    from privmed.privacy.units import resolve_unit
+    from privmed.privacy.plan import delta_for, protected_unit
     from privmed.training.preflight import check_run
 
     config = run_config(args)
@@ -37,15 +36,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         positives = ", ".join(f"{int(part.table[name].sum())} {name}" for name in data.label_names)
         print(f"  {split}: {len(part)} images, {who}, {positives}")
     train = data.split("train")
-    unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
+    unit = protected_unit(p, patient_ids=train.patient_ids, n=len(train))
     print(f"unit of privacy: {unit.name} ({unit.n_units} in the training split"
           + (f", at most {unit.max_per_unit} image(s) of one per step)" if unit.name == "patient" else ")"))
-    delta = resolve_delta(unit, p.delta, check=False)
+    delta = delta_for(unit, p.delta, check=False)
     how = "" if p.delta is not None else " (default 1/(10 N))"
     if not p.private:
         print(f"privacy: NOT PRIVATE (no --epsilon or --noise-multiplier); delta would be {delta:.3g}{how}")
     elif p.noise_multiplier is not None:
         print(f"privacy: noise multiplier {p.noise_multiplier:g}, delta {delta:.3g}{how}")
+    elif p.total_epsilon is not None:
+        print(f"privacy: total epsilon {p.total_epsilon:g} with the upstream records the run uses, at delta "
+              f"{delta:.3g}{how}")
     else:
         print(f"privacy: epsilon {p.epsilon:g} at delta {delta:.3g}{how}")
     return 0

@@ -58,6 +58,9 @@ RUN_OPTIONS: list[Option] = [
     Option("--epsilon", "privacy.epsilon", "target epsilon of the classifier (feature centring and DP-SGD); a DP "
            "generator's stages are composed on top and the total is reported; omit or inf = non-private (default inf)",
            number),
+    Option("--total-epsilon", "privacy.total_epsilon", "target epsilon of the classifier together with the recorded "
+           "stages of the records it uses (a DP generator's samples, --synthetic): its own stages get what those "
+           "left; instead of --epsilon", number),
     Option("--delta", "privacy.delta", "delta (default 1/(10 N); must be < 1/N)", number),
     Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
            "(default: calibrated to --epsilon)", number),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from privmed.errors import EPSILON_NOT_A_NUMBER, EPSILON_NOT_POSITIVE, PrivmedError
+from privmed.errors import EPSILON_AND_TOTAL_EPSILON, EPSILON_NOT_A_NUMBER, EPSILON_NOT_POSITIVE, PrivmedError
 
 from .values import require
 
@@ -22,7 +22,9 @@ class PrivacyConfig:
     """The DP-SGD guarantee. ``epsilon=inf`` and no ``noise_multiplier`` means non-private.
 
     Give either a target ``epsilon`` (noise is calibrated for the whole schedule)
-    or a ``noise_multiplier`` (epsilon is then whatever the schedule spends).
+    or a ``noise_multiplier`` (epsilon is then whatever the schedule spends), or a
+    ``total_epsilon`` for this run's stages together with the recorded stages of the
+    upstream records it uses (a DP generator's samples): see :mod:`privmed.privacy.plan`.
     ``unit``: whom the guarantee protects, ``patient`` (one patient and all of their
     images; the default when the data has patient ids) or ``image`` (the default
     otherwise); see :mod:`privmed.privacy.units`. ``max_images_per_patient`` (k, public)
@@ -48,6 +50,7 @@ class PrivacyConfig:
     unit: str | None = None  # None: patient when the data has patient ids, else image
     max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_utility.md (_k2, _k4)
     replayable_noise: bool = False
+    total_epsilon: float | None = None  # the run and the upstream records it uses together, see privmed.privacy.plan
 
     def __post_init__(self) -> None:
         if math.isnan(self.epsilon):
@@ -64,6 +67,12 @@ class PrivacyConfig:
                 "noise_multiplier", self.noise_multiplier, "must be a finite number >= 0")
         require(not (math.isfinite(self.epsilon) and self.noise_multiplier is not None), "privacy",
                 "noise_multiplier", self.noise_multiplier, "give either epsilon or noise_multiplier, not both")
+        require(self.total_epsilon is None or 0 < self.total_epsilon < math.inf, "privacy", "total_epsilon",
+                self.total_epsilon, "must be a finite number > 0 (leave it out for no total target)")
+        if self.total_epsilon is not None and math.isfinite(self.epsilon):
+            raise PrivmedError(EPSILON_AND_TOTAL_EPSILON)
+        require(self.total_epsilon is None or self.noise_multiplier is None, "privacy", "noise_multiplier",
+                self.noise_multiplier, "give either total_epsilon or noise_multiplier, not both")
         require(self.clip_norm > 0, "privacy", "clip_norm", self.clip_norm, "must be > 0 (inf disables clipping)")
         require(math.isfinite(self.clip_norm) or self.noise_multiplier == 0, "privacy", "clip_norm", self.clip_norm,
                 "an infinite clip norm needs noise_multiplier 0 (noise is scaled by the clip norm)")
@@ -80,4 +89,4 @@ class PrivacyConfig:
     @property
     def private(self) -> bool:
         """True when training runs through DP-SGD."""
-        return math.isfinite(self.epsilon) or self.noise_multiplier is not None
+        return math.isfinite(self.epsilon) or self.noise_multiplier is not None or self.total_epsilon is not None

@@ -11,13 +11,16 @@ floating-point pattern no longer marks the value it was added to (the attack cos
 
 privmed's DP-SGD noise comes from Opacus with ``secure_mode`` on (``training/private.py``);
 every other Gaussian release (the feature centre, the one-shot head's statistics, private
-evolution's vote histogram) draws its noise from :func:`gaussian_noise`, and nothing else in
-privmed draws the noise of a release (``tests/test_mechanisms.py`` greps for it).
+evolution's vote histogram) is one call of :func:`gaussian_release`, which draws its noise from
+:func:`gaussian_noise` and returns the released value with its accounting record, and nothing
+else in privmed draws the noise of a release (``tests/test_mechanisms.py`` greps for it).
 """
 
 from __future__ import annotations
 
 import torch
+
+from .accounting import Mechanism
 
 #: normals summed per coordinate (their sum has std 2 sigma, halved): Opacus's 2 n with n = 2
 DRAWS = 4
@@ -39,3 +42,12 @@ def gaussian_noise(shape: int | tuple[int, ...] | torch.Size, std: float, genera
     for _ in range(DRAWS):
         total += torch.normal(0.0, std, size=size, generator=generator, dtype=dtype, device=generator.device)
     return total / 2
+
+
+def gaussian_release(value: torch.Tensor, *, sensitivity: float, noise_multiplier: float, generator: torch.Generator,
+                     stage: str) -> tuple[torch.Tensor, Mechanism]:
+    """The Gaussian mechanism, once: ``value`` (whose L2 sensitivity to one unit is ``sensitivity``) plus
+    N(0, (``noise_multiplier`` x ``sensitivity``)^2) per coordinate from :func:`gaussian_noise`, and the release's
+    accounting record (``stage``: every unit, one step)."""
+    noise = gaussian_noise(value.shape, noise_multiplier * sensitivity, generator, dtype=value.dtype)
+    return value + noise.to(value.device), Mechanism(stage, noise_multiplier, 1.0, 1)

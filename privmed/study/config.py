@@ -17,6 +17,7 @@ the cells differ. Unknown keys are an error, and every cell's run configuration 
       g1: {data: {image_size: 64}, privacy: {epsilon: 1}, gan: {discriminator: scatter}, samples: 3000}
       phantom: {kind: phantom, samples: 3000}   # privmed's phantom: no patient data, costs no privacy
     epsilons: [1, 6, inf]        # the classifier's target epsilon (a generator's is composed on top)
+    privacy: {target: total, generator_share: 0.5}   # optional: epsilons are each run's total with its generator
     seeds: [0, 1, 2]
     models: [scatter_linear]     # optional; default: the base's model
     external: [{name: bcdr, path: data/bcdr, split: test}]
@@ -44,10 +45,11 @@ from privmed.errors import PrivmedError
 from privmed.evaluation.fairness import MIN_GROUP_SIZE
 from privmed.synth.config import GeneratorConfig, generator_config_from_dict
 
+from .budget import StudyPrivacy, cell_generator, split_generators, study_privacy
 from .values import BAD_STUDY_VALUE, NEEDS_LIST, _integer, _list, _real, _section, _seeds, _text
 
 STUDY_KEYS = ("name", "description", "base", "strategies", "generators", "epsilons", "seeds", "models", "external",
-              "fairness", "audit", "workers", "validation_choices", "tune")
+              "fairness", "audit", "workers", "validation_choices", "tune", "privacy")
 AUDIT_KEYS = ("shadows", "canaries", "canary_kind", "strategies", "epsilons", "seeds")
 AUDIT_SYNTHETIC = ("audit.strategies: {strategy!r} trains with synthetic images, and membership audits of such runs "
                    "are not supported; leave it out (audit its generator with `privmed audit-synthetic`).")
@@ -155,6 +157,7 @@ class StudyConfig:
     workers: int = 1
     description: str = ""
     validation_choices: tuple[str, ...] = ()
+    privacy: StudyPrivacy = field(default_factory=StudyPrivacy)  # what epsilons bound (privmed.study.budget)
 
     def cells(self, out: Path) -> list[Cell]:
         """Every run of the grid, with its run directory under ``out/runs``."""
@@ -202,8 +205,11 @@ def study_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
                        for n, spec in _mapping(raw["strategies"], "strategies").items())
     models = (tuple(_text(m, "models") for m in _list(raw["models"], "models")) if raw.get("models") is not None
               else (config_from_dict(base).model.name,))
+    epsilons, privacy = _epsilons(raw["epsilons"], "epsilons"), study_privacy(raw.get("privacy"))
+    generators = split_generators(generators, [(s.name, s.generator, e) for s in strategies if s.generator
+                                               for e in s.epsilons or epsilons], privacy)
     study = StudyConfig(
-        name=name, base=base, strategies=strategies, epsilons=_epsilons(raw["epsilons"], "epsilons"),
+        name=name, base=base, strategies=strategies, epsilons=epsilons, privacy=privacy,
         seeds=_seeds(raw["seeds"], "seeds"), models=models, generators=generators,
         external=tuple(_external(spec) for spec in (_list(raw["external"], "external") if raw.get("external")
                                                     else [])),
@@ -228,17 +234,18 @@ def _cell(study: StudyConfig, strategy: StrategySpec, model: str, epsilon: float
                                                                              f"seed{seed}"]
     run_id = "__".join(parts)
     raw = merge(copy.deepcopy(dict(study.base)), {k: v for k, v in strategy.overrides.items()})
-    raw = merge(raw, {"model": {"name": model}, "privacy": {"epsilon": epsilon}, "training": {"seed": seed},
-                      "out": str(out / "runs" / run_id)})
-    if strategy.generator is not None:
-        raw = merge(raw, {"synthetic": {"path": str(generator_samples(out, strategy.generator))}})
+    raw = merge(raw, {"model": {"name": model}, "privacy": study.privacy.run_privacy(epsilon),
+                      "training": {"seed": seed}, "out": str(out / "runs" / run_id)})
+    generator = cell_generator(strategy.generator, epsilon, study.generators)
+    if generator is not None:
+        raw = merge(raw, {"synthetic": {"path": str(generator_samples(out, generator))}})
     try:
         config = config_from_dict(raw)
     except PrivmedError as err:
         hint = (" (a strategy that trains on synthetic images only takes `epsilons: [inf]`)"
                 if "synthetic.use = 'only'" in str(err) else "")
         raise PrivmedError(CELL_INVALID.format(cell=run_id, error=f"{err}{hint}")) from None
-    return Cell(run_id, strategy.name, model, epsilon, seed, strategy.generator, config)
+    return Cell(run_id, strategy.name, model, epsilon, seed, generator, config)
 
 
 def generator_dir(out: Path, name: str) -> Path:

@@ -40,12 +40,12 @@ from privmed.data.sources import Dataset, load_dataset
 from privmed.errors import FOLDER_NOT_EMPTY, PrivmedError
 from privmed.models.invariance import InvariantFeatures
 from privmed.models.scatter import ScatterFeatures
-from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, calibrate_noise, epsilon_for
-from privmed.privacy.delta import resolve_delta
-from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
-from privmed.privacy.mechanisms import gaussian_noise
-from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for, secret_generator
-from privmed.privacy.units import PrivacyUnit, resolve_unit
+from privmed.privacy.accounting import MAX_NOISE_MULTIPLIER, Mechanism, epsilon_for
+from privmed.privacy.ledger import epsilon_text, shown_epsilon
+from privmed.privacy.mechanisms import gaussian_release
+from privmed.privacy.plan import PrivacyPlan, StageSpec, delta_for, make_plan, protected_unit
+from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, secret_generator
+from privmed.privacy.units import PrivacyUnit
 from privmed.progress import progress
 
 from . import candidates as cand
@@ -109,9 +109,11 @@ def vote_histogram(private: torch.Tensor, labels: np.ndarray, groups: np.ndarray
 
 
 def noisy_histogram(hist: np.ndarray, *, sigma: float, generator: torch.Generator) -> np.ndarray:
-    """The Gaussian mechanism: ``hist`` plus N(0, sigma^2) noise per bin, from a secret generator, drawn by
-    the floating-point-safe :func:`~privmed.privacy.mechanisms.gaussian_noise`."""
-    return hist + gaussian_noise(hist.shape, sigma, generator).numpy()
+    """The Gaussian mechanism: ``hist`` (sensitivity 1) plus N(0, sigma^2) noise per bin, from a secret generator,
+    released by :func:`~privmed.privacy.mechanisms.gaussian_release` (the plan's stage accounts every round)."""
+    released, _ = gaussian_release(torch.from_numpy(hist), sensitivity=1.0, noise_multiplier=sigma,
+                                   generator=generator, stage=STAGE)
+    return released.numpy()
 
 
 def winners(noisy: np.ndarray, *, threshold: float) -> np.ndarray:
@@ -143,28 +145,27 @@ def next_population(prior: cand.CandidatePrior, population: dict, cls: int, weig
     return cand.join(kept, prior.draw(cls, n_fresh, rng)) if n_fresh else kept
 
 
-def calibrated_sigma(config: EvolveConfig, *, delta: float) -> float:
-    """The vote noise: the given noise multiplier, or the accountant's for ``rounds`` full releases at epsilon."""
-    p = config.privacy
-    if p.noise_multiplier is not None:
-        return p.noise_multiplier
-    rounds = config.evolve.rounds
-    if epsilon_for([Mechanism(STAGE, MAX_NOISE_MULTIPLIER, 1.0, rounds)], delta=delta,
-                   accountant=p.accountant) > p.epsilon:
-        raise PrivmedError(EVOLVE_EPSILON_UNREACHABLE.format(epsilon=p.epsilon, rounds=rounds, delta=delta,
-                                                             sigma=MAX_NOISE_MULTIPLIER))
-    return calibrate_noise(target_epsilon=p.epsilon, delta=delta, sample_rate=1.0, steps=config.evolve.rounds,
-                           accountant=p.accountant)
+def plan_votes(config: EvolveConfig, unit: PrivacyUnit) -> PrivacyPlan:
+    """The evolution's privacy plan: ``rounds`` full releases (every unit votes every round: sample rate 1), their
+    noise the given noise multiplier or calibrated by the plan to the target; delta checked."""
+    p, rounds = config.privacy, config.evolve.rounds
+    stage = StageSpec(STAGE, 1.0, rounds)
+    if p.noise_multiplier is None:
+        target = p.epsilon if p.total_epsilon is None else p.total_epsilon
+        delta = delta_for(unit, p.delta, check=True)
+        if epsilon_for([Mechanism(STAGE, MAX_NOISE_MULTIPLIER, 1.0, rounds)], delta=delta,
+                       accountant=p.accountant) > target:
+            raise PrivmedError(EVOLVE_EPSILON_UNREACHABLE.format(epsilon=target, rounds=rounds, delta=delta,
+                                                                 sigma=MAX_NOISE_MULTIPLIER))
+    return make_plan(p, unit=unit, stages=[stage], seed=config.evolve.seed, check_delta=True)
 
 
-def load_private(config: EvolveConfig) -> tuple[Dataset, PrivacyUnit, float]:
-    """The private training split (val and test never vote), its unit of privacy and delta (checked)."""
+def load_private(config: EvolveConfig) -> tuple[Dataset, PrivacyPlan]:
+    """The private training split (val and test never vote) and its privacy plan (unit, delta checked, noise)."""
     real = load_dataset(config.data, require_splits=("train",)).split("train")
-    p = config.privacy
-    unit = resolve_unit(p.unit, real.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(real))
+    unit = protected_unit(config.privacy, patient_ids=real.patient_ids, n=len(real))
     unit = dataclasses.replace(unit, max_per_unit=int(np.bincount(unit.groups).max()))  # every image votes
-    delta = resolve_delta(unit, p.delta)
-    return real, unit, delta
+    return real, plan_votes(config, unit)
 
 
 def evolve(config: EvolveConfig) -> Path:
@@ -174,17 +175,16 @@ def evolve(config: EvolveConfig) -> Path:
     out, e, p = Path(config.out), config.evolve, config.privacy
     if not rundir.is_new_or_empty(out):
         raise PrivmedError(FOLDER_NOT_EMPTY.format(path=out, what="evolved images", option="--out"))
-    real, unit, delta = load_private(config)
+    real, plan = load_private(config)
     rundir.check_folder_names(class_names(real), "the data's class names, which name the output's folders")
-    sigma = calibrated_sigma(config, delta=delta)
+    unit, sigma = plan.unit, plan.noise_multiplier
     size = config.data.image_size
     space = feature_space(size)
     private = features(space, real.images)
     labels = real.labels[:, 0].astype(int)
     prior = cand.CandidatePrior.measured(seed=e.seed)
     rng = np.random.default_rng([e.seed, 0xE7])  # public: candidates only, never the votes' noise
-    noise = secret_generator(stream=VOTES_STREAM, replay_seed=replay_seed_for(
-        private=True, replayable=p.replayable_noise, seed=e.seed))
+    noise = secret_generator(stream=VOTES_STREAM, replay_seed=plan.replay_seed)
     population = [prior.draw(c, e.population, rng) for c in (0, 1)]
     history: list[Round] = []
     redrawn = cand.FROM_PRIOR[e.vary]
@@ -194,8 +194,7 @@ def evolve(config: EvolveConfig) -> Path:
         shown = tuple(features(space, cand.render(pop, image_size=size, rng=rng)) for pop in voted)
         noisy = noisy_histogram(vote_histogram(private, labels, unit.groups, shown), sigma=sigma, generator=noise)
         weights = winners(noisy, threshold=e.threshold * sigma)
-        spent = shown_epsilon(epsilon_for([Mechanism(STAGE, sigma, 1.0, t + 1)], delta=delta, accountant=p.accountant),
-                              private=not p.replayable_noise)
+        spent = shown_epsilon(plan.epsilon([plan.spent(STAGE, t + 1)]), private=not p.replayable_noise)
         history.append(Round(t + 1, tuple(float(v) for v in noisy.sum(axis=1)),
                              tuple(int(v) for v in (weights > 0).sum(axis=1)), spent, cand.summary(cand.join(*voted))))
         bar.set_postfix(votes="/".join(f"{v:.0f}" for v in history[-1].noisy_votes),
@@ -206,9 +205,8 @@ def evolve(config: EvolveConfig) -> Path:
     bar.close()
     final = [offspring(prior, voted[c], c, weights[c], e.n // 2, step=e.step * e.decay ** e.rounds,
                        redrawn=redrawn, rng=rng) for c in (0, 1)]
-    ledger = PrivacyLedger.for_unit(unit, delta=delta, accountant=p.accountant, clip_norm=1.0, n_private=len(real),
-                                    contribution=VOTE_CONTRIBUTION)
-    ledger.mechanisms.append(Mechanism(STAGE, sigma, 1.0, e.rounds))
+    ledger = plan.start_ledger(n_private=len(real), clip_norm=1.0, contribution=VOTE_CONTRIBUTION)
+    ledger.mechanisms.append(plan.stage(STAGE))
     if p.replayable_noise:
         ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
     return write_output(config, final, ledger=ledger, history=history, real=real, rng=rng)

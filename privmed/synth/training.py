@@ -39,14 +39,12 @@ from torch.utils.data import TensorDataset
 
 from privmed import atomic, rundir, seal
 from privmed.data.phantom import write_image_grid
-from privmed.data.sources import load_dataset
-from privmed.privacy.accounting import Mechanism, calibrate_noise, epsilon_for
-from privmed.privacy.delta import resolve_delta
-from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
-from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
-from privmed.privacy.units import resolve_unit
+from privmed.data.sources import Dataset, load_dataset
+from privmed.privacy.ledger import epsilon_text, shown_epsilon
+from privmed.privacy.plan import PrivacyPlan, StageSpec, make_plan, protected_unit
+from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
 from privmed.progress import progress
-from privmed.training.private import make_plain, make_private, plan_schedule, resolve_device, spent_steps
+from privmed.training.private import Schedule, make_plain, make_private, plan_schedule, resolve_device, spent_steps
 from privmed.training.trainer import seed_everything
 
 from .config import GeneratorConfig, generator_config_from_dict
@@ -77,13 +75,9 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     x = real.image_tensor * 2 - 1
     y = torch.from_numpy(real.labels[:, 0]).long()
     n = len(real)
-    p = config.privacy
-    unit = resolve_unit(p.unit, real.patient_ids, max_images_per_patient=p.max_images_per_patient, n=n)
-    private = p.private
-    delta = resolve_delta(unit, p.delta, check=private)
-    schedule = plan_schedule(unit, batch_size=g.batch_size, epochs=g.epochs)
-    sample_rate, steps = schedule.sample_rate, schedule.steps
-    replay_seed = replay_seed_for(private=private, replayable=p.replayable_noise, seed=g.seed)
+    p, private = config.privacy, config.privacy.private
+    plan, schedule = plan_generator(config, real, checkpoint)
+    unit, sigma, replay_seed = plan.unit, plan.noise_multiplier, plan.replay_seed
 
     gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
     disc = _discriminator(config).to(device)
@@ -91,9 +85,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     opt_g = torch.optim.Adam(gen.parameters(), lr=g.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=g.lr_d, betas=(0.5, 0.999))
 
-    sigma = 0.0
     if private:
-        sigma = _noise(config, checkpoint, delta=delta, sample_rate=sample_rate, steps=steps)
         fit = make_private(disc, opt_d, TensorDataset(x, y), unit=unit, schedule=schedule, noise_multiplier=sigma,
                            clip_norm=p.clip_norm, accountant=p.accountant, grad_sample_mode="hooks",
                            replay_seed=replay_seed, device=device)
@@ -124,7 +116,7 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", refresh=False)
         loss_d, loss_g = (float(np.mean(v)) for v in zip(*losses)) if losses else (math.nan, math.nan)
-        spent = shown_epsilon(_epsilon(engine, sigma, sample_rate, delta, config),
+        spent = shown_epsilon(plan.epsilon([plan.spent(STAGE, spent_steps(engine))]) if engine is not None else math.inf,
                               private=private and not p.replayable_noise)
         row = {"epoch": epoch + 1, "loss_d": loss_d, "loss_g": loss_g, "epsilon": spent,
                "seconds": time.perf_counter() - t0}
@@ -140,10 +132,9 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
             on_epoch_end(epoch + 1, row)
     bar.close()
 
-    ledger = PrivacyLedger.for_unit(unit, delta=delta, accountant=p.accountant,
-                                    clip_norm=p.clip_norm if private else math.inf, n_private=n)
+    ledger = plan.start_ledger(n_private=n, clip_norm=p.clip_norm if private else math.inf)
     if private:
-        ledger.mechanisms.append(Mechanism(STAGE, sigma, sample_rate, spent_steps(engine)))
+        ledger.mechanisms.append(plan.spent(STAGE, spent_steps(engine)))
         if p.replayable_noise:
             ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
     else:
@@ -161,21 +152,23 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
     return out
 
 
+def plan_generator(config: GeneratorConfig, real: Dataset, checkpoint: dict | None) -> tuple[PrivacyPlan, Schedule]:
+    """The generator's privacy plan on the private split ``real``: one stage, the discriminator's DP-SGD over its
+    Poisson schedule (a resumed run keeps its recorded noise); and that schedule."""
+    unit = protected_unit(config.privacy, patient_ids=real.patient_ids, n=len(real))
+    schedule = plan_schedule(unit, batch_size=config.gan.batch_size, epochs=config.gan.epochs)
+    plan = make_plan(config.privacy, unit=unit, stages=[StageSpec(STAGE, schedule.sample_rate, schedule.steps)],
+                     seed=config.gan.seed,
+                     recorded_noise=checkpoint["noise_multiplier"] if checkpoint is not None else None)
+    return plan, schedule
+
+
 def _discriminator(config: GeneratorConfig) -> nn.Module:
     g = config.gan
     if g.discriminator == "scatter":
         return ScatterDiscriminator(image_size=config.data.image_size)
     return Discriminator(image_size=config.data.image_size, width=g.disc_width or g.width,
                          minibatch_std=g.minibatch_std)
-
-
-def _noise(config: GeneratorConfig, checkpoint: dict | None, *, delta: float, sample_rate: float, steps: int) -> float:
-    if checkpoint is not None:
-        return checkpoint["noise_multiplier"]
-    if config.privacy.noise_multiplier is not None:
-        return config.privacy.noise_multiplier
-    return calibrate_noise(target_epsilon=config.privacy.epsilon, delta=delta, sample_rate=sample_rate, steps=steps,
-                           accountant=config.privacy.accountant)
 
 
 def _step(gen: Generator, disc: nn.Module, ema: Generator, opt_g, opt_d, xb: torch.Tensor, yb: torch.Tensor,
@@ -235,13 +228,6 @@ def _write_grid(gen: Generator, z: torch.Tensor, y: torch.Tensor, path: Path, ep
     images = (gen(z.to(device), y.to(device)).cpu().numpy()[:, 0] + 1) / 2
     write_image_grid(images, y.numpy(), path, per_class=8, class_names=("class 0", "class 1"),
                      title=f"generator samples after epoch {epoch}")
-
-
-def _epsilon(engine, sigma: float, sample_rate: float, delta: float, config: GeneratorConfig) -> float:
-    if engine is None:
-        return math.inf
-    return epsilon_for([Mechanism(STAGE, sigma, sample_rate, spent_steps(engine))], delta=delta,
-                       accountant=config.privacy.accountant)
 
 
 def _check_out_dir(out: Path, config: GeneratorConfig, *, resume: bool) -> dict | None:

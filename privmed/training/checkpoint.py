@@ -18,7 +18,7 @@ from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset
 from privmed.errors import RESUME_DATA_CHANGED, PrivmedError
 
-from .plan import PrivacyPlan
+from .plan import ClassifierPlan
 from .private import PrivateTraining
 from .state import TrainState
 
@@ -28,7 +28,7 @@ def check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
     return rundir.checkpoint_to_resume(out, config.identity(), lambda raw: config_from_run_dict(raw).identity(),
                                        resume=resume)
 
-def fingerprint(train: Dataset, config: RunConfig, plan: PrivacyPlan) -> dict:
+def fingerprint(train: Dataset, config: RunConfig, plan: ClassifierPlan) -> dict:
     """What the accountant's spend so far depends on: the training set (its size, patients, files by path, size
     and modification time, or the bytes of in-memory images, and labels: no second read of the images) and the
     privacy settings (unit, k, sampling rates, batch size, epsilon or noise, delta, clip)."""
@@ -77,7 +77,7 @@ def check_same_start(out: Path, checkpoint: dict | None, now: dict) -> None:
         raise PrivmedError(RESUME_DATA_CHANGED.format(path=out, changes="; ".join(data + privacy)))
 
 
-def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, plan: PrivacyPlan,
+def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, plan: ClassifierPlan,
                     start: dict | None = None) -> None:
     """Weights, optimiser, the accountant's history and the non-secret RNG; never the secret generators."""
     original = getattr(fit.optimizer, "original_optimizer", fit.optimizer)

@@ -15,9 +15,9 @@ Gram matrix gets symmetric Gaussian noise (the upper triangle drawn, mirrored) o
 ``noise_multiplier * bound**2``, the moment vector noise of std ``noise_multiplier * bound``;
 the two releases are two accounted Gaussian mechanisms (sample rate 1, one step each),
 composed with every other stage of the run (the private feature centre) by an Opacus
-accountant (:func:`privmed.privacy.accounting.calibrate_noise` finds the noise that makes
-them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret), drawn by the floating-point-safe
-:func:`privmed.privacy.mechanisms.gaussian_noise`.
+accountant (the privacy plan, :func:`privmed.privacy.plan.make_plan` of :func:`head_stages`, finds the
+noise that makes them compose to a target). Noise comes from :mod:`privmed.privacy.randomness` (secret), drawn by the floating-point-safe
+:func:`privmed.privacy.mechanisms.gaussian_release`.
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from privmed.privacy.accounting import Mechanism, calibrate_noise
-from privmed.privacy.mechanisms import gaussian_noise
+from privmed.privacy.accounting import Mechanism
+from privmed.privacy.mechanisms import gaussian_release
+from privmed.privacy.plan import StageSpec
 from privmed.privacy.randomness import secret_generator
 
 #: the generator stream of the statistics' noise (distinct from sampling, DP-SGD and the centre)
 STATISTICS_STREAM = 0x55A1
 #: the two releases, as the ledger names them
 GRAM_STAGE, MOMENT_STAGE = "head_gram", "head_moment"
+#: the feature centre's stage (privmed.training.inputs releases it; the head's plan declares it before the head)
+CENTRE_STAGE = "feature_centering"
 #: ridge penalties tried (post-processing), in units of the Gram noise's scale (or of 1 when not private)
 RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -74,12 +77,12 @@ def release(stats: Statistics, *, noise_multiplier: float, bound: float,
     """The Gaussian release of ``stats`` and its two accounted mechanisms (see the module docstring).
     ``generator``: the noise's source, by default a secret one."""
     generator = generator or secret_generator(stream=STATISTICS_STREAM)
-    d = stats.moment.numel()
-    upper = gaussian_noise((d, d), noise_multiplier * bound**2, generator).triu()
-    gram_noise = upper + upper.triu(1).T
-    moment_noise = gaussian_noise(d, noise_multiplier * bound, generator)
-    noisy = Statistics(stats.gram + gram_noise, stats.moment + moment_noise, stats.n_units)
-    return noisy, [Mechanism(GRAM_STAGE, noise_multiplier, 1.0, 1), Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
+    gram, gram_stage = gaussian_release(stats.gram, sensitivity=bound**2, noise_multiplier=noise_multiplier,
+                                        generator=generator, stage=GRAM_STAGE)
+    gram = gram.triu() + gram.triu(1).T  # the upper triangle's release, mirrored (the lower one's noise unused)
+    moment, moment_stage = gaussian_release(stats.moment, sensitivity=bound, noise_multiplier=noise_multiplier,
+                                            generator=generator, stage=MOMENT_STAGE)
+    return Statistics(gram, moment, stats.n_units), [gram_stage, moment_stage]
 
 
 def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
@@ -87,17 +90,17 @@ def release_moment(stats: Statistics, *, noise_multiplier: float, bound: float,
     """Only the moment vector released (one accounted mechanism; the Gram matrix set to 0, never released):
     the infinite-ridge limit, whose head ``w = X^T y`` is the difference of the class means."""
     generator = generator or secret_generator(stream=STATISTICS_STREAM)
-    noise = gaussian_noise(stats.moment.numel(), noise_multiplier * bound, generator)
-    noisy = Statistics(torch.zeros_like(stats.gram), stats.moment + noise, stats.n_units)
-    return noisy, [Mechanism(MOMENT_STAGE, noise_multiplier, 1.0, 1)]
+    moment, stage = gaussian_release(stats.moment, sensitivity=bound, noise_multiplier=noise_multiplier,
+                                     generator=generator, stage=MOMENT_STAGE)
+    return Statistics(torch.zeros_like(stats.gram), moment, stats.n_units), [stage]
 
 
-def noise_for(*, target_epsilon: float, delta: float, prior: Sequence[Mechanism] = (), releases: int = 2,
-              accountant: str = "prv") -> float:
-    """The noise multiplier of the ``releases`` Gaussian releases (2: :func:`release`, 1:
-    :func:`release_moment`) so that they and ``prior`` compose to ``target_epsilon``."""
-    return calibrate_noise(target_epsilon=target_epsilon, delta=delta, schedules=[(1.0, 1)] * releases,
-                           prior=tuple(prior), accountant=accountant)
+def head_stages(*, releases: int = 2, centre_noise: float | None = None) -> list[StageSpec]:
+    """The one-shot head's stages, declared to :func:`privmed.privacy.plan.make_plan`: the feature centre with its
+    own noise (when ``centre_noise`` is given: released before), then the ``releases`` Gaussian releases (2:
+    :func:`release`, 1: :func:`release_moment`) at the one noise the plan calibrates to the target."""
+    centre = [StageSpec(CENTRE_STAGE, 1.0, 1, centre_noise)] if centre_noise is not None else []
+    return centre + [StageSpec(name, 1.0, 1) for name in (GRAM_STAGE, MOMENT_STAGE)[2 - releases:]]
 
 
 def ridge_weights(stats: Statistics, *, ridge: float) -> torch.Tensor:

@@ -19,11 +19,11 @@ from privmed.progress import progress
 from .augment import augmented_views, average_view_gradients
 from .average import attach_average
 from .inputs import is_feature_model
-from .plan import PrivacyPlan
+from .plan import ClassifierPlan
 from .private import PrivateTraining, Schedule, make_plain, make_private
 
 
-def make_fit(net: nn.Module, x_fit: torch.Tensor, y_fit: torch.Tensor, plan: PrivacyPlan, candidate: int,
+def make_fit(net: nn.Module, x_fit: torch.Tensor, y_fit: torch.Tensor, plan: ClassifierPlan, candidate: int,
          config: RunConfig, device: str) -> PrivateTraining:
     """Optimiser and Poisson loader over the sampled units for one candidate, through the
     private-training core when private; otherwise plain training with the same loader and

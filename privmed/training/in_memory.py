@@ -17,7 +17,7 @@ from privmed.errors import PrivmedError
 from privmed.evaluation.predictions import predict
 from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.privacy.units import resolve_unit
+from privmed.privacy.plan import protected_unit
 
 from .average import evaluated
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
@@ -59,7 +59,7 @@ def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: 
                            "`privmed audit-synthetic`.")
     net = trainable_part(model).to(device)
     p = config.privacy
-    unit = resolve_unit(p.unit, groups, max_images_per_patient=p.max_images_per_patient, n=len(x_train))
+    unit = protected_unit(p, patient_ids=groups, n=len(x_train))
     candidates = config.tune.candidates(config.training)  # a private search, as the run made it (or one recipe)
     public = public_centre_inputs(model, config, device=device)
     plan = plan_privacy(config, unit, unit, candidates, checkpoint=None,

@@ -29,10 +29,10 @@ from privmed.errors import FEATURE_CACHE_ENV_OFF, PrivmedError
 from privmed.models.parts import is_feature_model, trainable_part
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.accounting import Mechanism
-from privmed.privacy.mechanisms import gaussian_noise
+from privmed.privacy.mechanisms import gaussian_release
 from privmed.progress import progress
 
-from .dp_head import clip_rows
+from .dp_head import CENTRE_STAGE, clip_rows
 
 __all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "set_center_by_channel",
            "trainable_part"]
@@ -157,9 +157,10 @@ def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplie
     if generator is None:
         raise ValueError("a private centre draws its noise from a secret generator "
                          "(privmed.privacy.randomness.secret_generator); none was given")
-    center.center.copy_(_noisy_unit_mean(flat, bound=math.sqrt(d), noise_multiplier=noise_multiplier,
-                                         generator=generator, groups=groups).float())
-    return Mechanism("feature_centering", noise_multiplier, 1.0, 1)
+    mean, mechanism = _noisy_unit_mean(flat, bound=math.sqrt(d), noise_multiplier=noise_multiplier,
+                                       generator=generator, groups=groups)
+    center.center.copy_(mean.float())
+    return mechanism
 
 
 #: a unit's per-channel deviation from the base is clipped to this fraction of sqrt(C) (the norm of a
@@ -187,20 +188,22 @@ def set_center_by_channel(center: FeatureCenter, features: torch.Tensor, *, base
     maps = features.double().reshape(n, features.shape[1], -1)  # (N, C, positions); (N, D) -> D channels
     channels, positions = maps.shape[1], maps.shape[2]
     base = base.double().to(maps.device).reshape(channels, positions)
-    correction = _noisy_unit_mean((maps - base).mean(2), bound=CHANNEL_BOUND_FRACTION * math.sqrt(channels),
-                                  noise_multiplier=noise_multiplier, generator=generator, groups=groups)
+    correction, mechanism = _noisy_unit_mean((maps - base).mean(2), bound=CHANNEL_BOUND_FRACTION * math.sqrt(channels),
+                                             noise_multiplier=noise_multiplier, generator=generator, groups=groups)
     center.center.copy_((base + correction.unsqueeze(1)).reshape(-1).float())
-    return Mechanism("feature_centering", noise_multiplier, 1.0, 1)
+    return mechanism
 
 
 def _noisy_unit_mean(rows: torch.Tensor, *, bound: float, noise_multiplier: float, generator: torch.Generator,
-                     groups: np.ndarray | None) -> torch.Tensor:
+                     groups: np.ndarray | None) -> tuple[torch.Tensor, Mechanism]:
     """The Gaussian mechanism both centre releases share: rows clipped to ``bound``, one mean per unit (norm at
-    most ``bound``: the sensitivity), their sum plus noise of std ``noise_multiplier * bound`` drawn from
-    ``generator`` by the floating-point-safe :func:`~privmed.privacy.mechanisms.gaussian_noise`, divided by the number of units."""
+    most ``bound``: the sensitivity), their sum released by :func:`~privmed.privacy.mechanisms.gaussian_release`
+    (noise of std ``noise_multiplier * bound`` from ``generator``), divided by the number of units; and its
+    accounted stage."""
     unit_means = _unit_means(clip_rows(rows, bound), groups)
-    noise = gaussian_noise(rows.shape[1], noise_multiplier * bound, generator).to(rows.device)
-    return (unit_means.sum(0) + noise) / len(unit_means)
+    released, mechanism = gaussian_release(unit_means.sum(0), sensitivity=bound, noise_multiplier=noise_multiplier,
+                                           generator=generator, stage=CENTRE_STAGE)
+    return released / len(unit_means), mechanism
 
 
 def _unit_means(rows: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:

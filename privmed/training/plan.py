@@ -15,12 +15,14 @@ from privmed.config import RunConfig
 from privmed.data.sources import Dataset
 from privmed.errors import RESUME_OTHER_UNIT, PrivmedError
 from privmed.models.pretrained import pretrained_inputs
-from privmed.privacy.accounting import Mechanism, calibrate_noise, epsilon_for
-from privmed.privacy.delta import resolve_delta
+from privmed.privacy.accounting import Mechanism, epsilon_for
 from privmed.privacy.ledger import PrivacyLedger
-from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE, replay_seed_for
-from privmed.privacy.units import PrivacyUnit, resolve_unit
+from privmed.privacy.plan import PrivacyPlan, StageSpec, make_plan
+from privmed.privacy.plan import protected_unit as plan_unit
+from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
+from privmed.privacy.units import PrivacyUnit
 
+from .inputs import CENTRE_STAGE  # the feature centre, released once with its own noise
 from .private import PrivateTraining, Schedule, plan_schedule, spent_steps
 
 from .state import SyntheticInputs, TrainState
@@ -30,23 +32,39 @@ GENERATOR_OTHER_UNIT = ("The generator '{generator}' protects one {generator_uni
                         "generator with privacy.unit '{unit}'.")
 
 
-@dataclass
-class PrivacyPlan:
-    """Who is protected, and the noise and schedules fixed before training starts.
+@dataclass(frozen=True)
+class ClassifierPlan:
+    """The classifier's privacy: the :class:`~privmed.privacy.plan.PrivacyPlan` of its declared stages (the
+    feature centre, the DP-SGD of every hyper-parameter candidate), plus what the classifier adds to it.
 
-    ``protected`` is the unit of the private training data; ``sampled`` the unit the
-    Poisson sampler draws from (the same, plus each synthetic image as its own unit when
-    synthetic images are mixed in, or synthetic images alone). ``schedules`` has one entry
-    per hyper-parameter candidate (one without a search); all share ``noise_multiplier``.
+    ``privacy.unit`` is the unit of the private training data (``protected``); ``sampled`` the unit the
+    Poisson sampler draws from (the same, plus each synthetic image as its own unit when synthetic images
+    are mixed in, or synthetic images alone). ``schedules`` has one entry per hyper-parameter candidate (one
+    without a search); all share ``noise_multiplier``.
     """
 
-    delta: float
-    protected: PrivacyUnit
+    privacy: PrivacyPlan
     sampled: PrivacyUnit
     schedules: list[Schedule]
-    noise_multiplier: float  # 0 for non-private
     center_noise_multiplier: float | None  # None: exact (non-private) centring or no centring
-    replay_seed: int | None  # None: secret randomness; else the seed noise and sampling are derived from
+
+    @property
+    def protected(self) -> PrivacyUnit:
+        return self.privacy.unit
+
+    @property
+    def delta(self) -> float:
+        return self.privacy.delta
+
+    @property
+    def noise_multiplier(self) -> float:
+        """The DP-SGD noise of every candidate (0 for non-private)."""
+        return self.privacy.noise_multiplier
+
+    @property
+    def replay_seed(self) -> int | None:
+        """None: secret randomness; else the seed noise and sampling are derived from."""
+        return self.privacy.replay_seed
 
     def record(self) -> dict:
         """What a checkpoint keeps of the plan (no randomness, no data)."""
@@ -54,7 +72,7 @@ class PrivacyPlan:
                 "max_per_unit": self.protected.max_per_unit}
 
 
-def dp_sgd_stages(plan: PrivacyPlan, state: TrainState, candidates: list, config: RunConfig) -> list[Mechanism]:
+def dp_sgd_stages(plan: ClassifierPlan, state: TrainState, candidates: list, config: RunConfig) -> list[Mechanism]:
     """One accounted DP-SGD stage per candidate trained (the kept one named ``dp_sgd``)."""
     if not config.privacy.private:
         return []
@@ -85,9 +103,7 @@ def validation_choices(config: RunConfig, candidates: list, best: dict, n_val: i
 
 def protected_unit(config: RunConfig, train_data: Dataset, checkpoint: dict | None) -> PrivacyUnit:
     """The unit of privacy of the private training split (a resumed run must keep its own)."""
-    p = config.privacy
-    unit = resolve_unit(p.unit, train_data.patient_ids, max_images_per_patient=p.max_images_per_patient,
-                        n=len(train_data))
+    unit = plan_unit(config.privacy, patient_ids=train_data.patient_ids, n=len(train_data))
     recorded = (checkpoint or {}).get("plan", {}).get("unit")
     if recorded is not None and recorded != unit.name:
         raise PrivmedError(RESUME_OTHER_UNIT.format(path=config.out, recorded=recorded, unit=unit.name))
@@ -107,40 +123,37 @@ def sampled_unit(config: RunConfig, protected: PrivacyUnit, synthetic: "Syntheti
 
 
 def plan_privacy(config: RunConfig, protected: PrivacyUnit, sampled: PrivacyUnit, candidates: list, *,
-                  checkpoint: dict | None, has_center: bool) -> PrivacyPlan:
-    """Delta, schedules and the noise that reaches the classifier's target epsilon: its feature
-    centring and the DP-SGD of every hyper-parameter candidate together (a generator's stages
-    are composed on top).
+                 checkpoint: dict | None, has_center: bool,
+                 synthetic: "SyntheticInputs | None" = None) -> ClassifierPlan:
+    """The classifier's stages declared to the privacy plan: the feature centre (its own noise) and the DP-SGD of
+    every candidate (one shared noise), calibrated to ``privacy.epsilon`` (a generator's stages composed on top)
+    or, with ``privacy.total_epsilon``, to the total with the recorded stages of ``synthetic``'s source.
 
-    The protected units (patients or images of the private split) set delta; the sampled
-    units (private plus any synthetic mixed in) the Poisson sample rate.
+    The protected units (patients or images of the private split) set delta; the sampled units (private plus any
+    synthetic mixed in) the Poisson sample rate.
     """
-    p, seed = config.privacy, config.training.seed
-    delta = resolve_delta(protected, p.delta, check=p.private)
+    p = config.privacy
     schedules = [plan_schedule(sampled, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
-    replay_seed = replay_seed_for(private=p.private, replayable=p.replayable_noise, seed=seed)
-    if not p.private:
-        return PrivacyPlan(delta, protected, sampled, schedules, 0.0, None, replay_seed)
-    center_sigma = p.center_noise_multiplier if has_center else None
-    if checkpoint is not None:
-        sigma = checkpoint["plan"]["noise_multiplier"]
-    elif p.noise_multiplier is not None:
-        sigma = p.noise_multiplier
-    else:
-        prior = [Mechanism("feature_centering", center_sigma, 1.0, 1)] if center_sigma else []
-        sigma = calibrate_noise(target_epsilon=p.epsilon, delta=delta, prior=prior, accountant=p.accountant,
-                                schedules=[(s.sample_rate, s.steps) for s in schedules])
-    return PrivacyPlan(delta, protected, sampled, schedules, sigma, center_sigma, replay_seed)
+    center_sigma = p.center_noise_multiplier if has_center and p.private else None
+    stages = [StageSpec(CENTRE_STAGE, 1.0, 1, center_sigma)] if center_sigma else []
+    stages += [StageSpec(f"dp_sgd_candidate_{c}", s.sample_rate, s.steps) for c, s in enumerate(schedules)]
+    recorded = checkpoint["plan"]["noise_multiplier"] if checkpoint is not None else None
+    plan = make_plan(p, unit=protected, stages=stages, seed=config.training.seed, recorded_noise=recorded,
+                     prior=upstream_stages(synthetic))
+    return ClassifierPlan(plan, sampled, schedules, center_sigma)
 
 
-def start_ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "SyntheticInputs | None") -> PrivacyLedger:
+def upstream_stages(synthetic: "SyntheticInputs | None") -> tuple[Mechanism, ...]:
+    """The recorded stages of the upstream record a run uses (a DP generator's or private evolution's)."""
+    return tuple(synthetic.source.mechanisms) if synthetic is not None else ()
+
+
+def start_ledger(config: RunConfig, plan: ClassifierPlan, *, n: int, synthetic: "SyntheticInputs | None") -> PrivacyLedger:
     """Stages spent before training (a generator), inputs that cost nothing (a phantom, declared-public
     images, pretrained weights) and reasons the run is not private, if any."""
-    ledger = PrivacyLedger.for_unit(plan.protected, delta=plan.delta, accountant=config.privacy.accountant,
-                                    clip_norm=config.privacy.clip_norm if config.privacy.private else math.inf,
-                                    n_private=n)
+    ledger = plan.privacy.start_ledger(n_private=n, clip_norm=config.privacy.clip_norm if config.privacy.private
+                                       else math.inf)  # holds the upstream stages (synthetic's source)
     if synthetic is not None:
-        ledger.mechanisms.extend(synthetic.source.mechanisms)
         ledger.upstream.extend(synthetic.source.upstream)
         if synthetic.source.non_private_reason:
             ledger.non_private_reasons.append(synthetic.source.non_private_reason)
@@ -158,7 +171,7 @@ def start_ledger(config: RunConfig, plan: PrivacyPlan, *, n: int, synthetic: "Sy
         ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
     return ledger
 
-def epsilon_so_far(ledger: PrivacyLedger, plan: PrivacyPlan, state: TrainState, fit: PrivateTraining,
+def epsilon_so_far(ledger: PrivacyLedger, plan: ClassifierPlan, state: TrainState, fit: PrivateTraining,
                     candidate: int) -> float:
     """Epsilon spent up to now: earlier stages, finished candidates, and this candidate's steps."""
     if fit.engine is None:

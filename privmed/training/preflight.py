@@ -59,9 +59,7 @@ def check_schedule(config: RunConfig) -> "Dataset | None":
     (earlier stages only spend more; skipped when synthetic images are mixed into the sampled set).
     Returns the data it read (None when it read none)."""
     from privmed.data.sources import load_dataset
-    from privmed.privacy.accounting import check_reachable
-    from privmed.privacy.delta import resolve_delta
-    from privmed.privacy.units import resolve_unit
+    from privmed.privacy.plan import StageSpec, check_plan, protected_unit
     from privmed.training.private import plan_schedule
 
     if config.synthetic.path is not None and config.synthetic.use == "augment":
@@ -71,16 +69,14 @@ def check_schedule(config: RunConfig) -> "Dataset | None":
     data = load_dataset(config.data, stream=None)
     train = data.split("train")
     p = config.privacy
-    unit = resolve_unit(p.unit, train.patient_ids, max_images_per_patient=p.max_images_per_patient, n=len(train))
+    unit = protected_unit(p, patient_ids=train.patient_ids, n=len(train))
     candidates = config.tune.candidates(config.training)
     largest = max(c.batch_size for c in candidates)
     if largest > unit.contributions:
         raise PrivmedError(BATCH_LARGER_THAN_DATA.format(batch=largest, n=unit.contributions))
-    if p.private and p.noise_multiplier is None:
-        delta = resolve_delta(unit, p.delta)
-        schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
-        check_reachable(target_epsilon=p.epsilon, delta=delta, accountant=p.accountant,
-                        schedules=[(s.sample_rate, s.steps) for s in schedules])
+    schedules = [plan_schedule(unit, batch_size=c.batch_size, epochs=c.epochs) for c in candidates]
+    check_plan(p, unit=unit, stages=[StageSpec(f"dp_sgd_candidate_{c}", s.sample_rate, s.steps)
+                                     for c, s in enumerate(schedules)])
     return data
 
 

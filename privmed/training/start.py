@@ -24,8 +24,8 @@ from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.progress import progress
 
 from .epochs import epoch_nonprivate, make_optimizer
-from .inputs import find_center, model_inputs, set_center, set_center_by_channel, trainable_part
-from .plan import PrivacyPlan
+from .inputs import CENTRE_STAGE, find_center, model_inputs, set_center, set_center_by_channel, trainable_part
+from .plan import ClassifierPlan
 from .state import SyntheticInputs
 from .synthetic import SyntheticSource, load_synthetic, prepare_finetune
 
@@ -122,7 +122,7 @@ def releases_centre(net: nn.Module, *, synthetic: SyntheticInputs | None, public
         public is None or corrects_by_channel(source, synthetic=synthetic, public=public))
 
 
-def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, checkpoint: dict | None,
+def center_features(net: nn.Module, x_train: torch.Tensor, plan: ClassifierPlan, checkpoint: dict | None,
                      synthetic: SyntheticInputs | None, public: torch.Tensor | None, source: str) -> Mechanism | None:
     """Set the head's feature centre once; a resumed run keeps the released one.
 
@@ -140,7 +140,7 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, ch
         given = synthetic.x if synthetic is not None else public
         return set_center(center, given, noise_multiplier=None)
     if checkpoint is not None:  # the centre is in the checkpointed state; releasing it again would pay twice
-        return Mechanism("feature_centering", plan.center_noise_multiplier, 1.0, 1) \
+        return Mechanism(CENTRE_STAGE, plan.center_noise_multiplier, 1.0, 1) \
             if plan.center_noise_multiplier else None
     generator = secret_generator(stream=CENTRE_STREAM, replay_seed=plan.replay_seed)
     if by_channel and plan.center_noise_multiplier is not None:  # non-private: the exact mean below
@@ -151,7 +151,7 @@ def center_features(net: nn.Module, x_train: torch.Tensor, plan: PrivacyPlan, ch
                       groups=plan.protected.groups)
 
 
-def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: PrivacyPlan, ledger: PrivacyLedger,
+def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: ClassifierPlan, ledger: PrivacyLedger,
                    config: RunConfig, checkpoint: dict | None, synthetic: SyntheticInputs | None, device: str,
                    public: torch.Tensor | None = None) -> None:
     """What every candidate starts from: the feature centre (the phantom's, ``public``, or entered in

@@ -57,7 +57,7 @@ from .average import evaluated
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .in_memory import FittedModel, train_in_memory
 from .inputs import model_inputs, trainable_part
-from .plan import (PrivacyPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
+from .plan import (ClassifierPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
                    start_ledger, validation_choices)
 from .private import resolve_device, spent_steps
 from .start import (SyntheticInputs, prepare_start, public_centre_inputs, releases_centre, seed_everything,
@@ -84,7 +84,7 @@ class Run:
     y_fit: torch.Tensor
     synthetic: SyntheticInputs | None
     public_centre: torch.Tensor | None  # the phantom's features, whose mean centres the head (free)
-    plan: PrivacyPlan
+    plan: ClassifierPlan
     ledger: PrivacyLedger
     candidates: list
     start: dict  # the training set's and privacy settings' fingerprint, kept in every checkpoint
@@ -138,7 +138,7 @@ def _prepare(config: RunConfig, *, resume: bool, data: Dataset | None = None) ->
     plan = plan_privacy(config, protected, sampled_unit(config, protected, synthetic), candidates,
                         checkpoint=checkpoint,
                         has_center=releases_centre(net, synthetic=synthetic, public=public,
-                                                    source=config.privacy.center))
+                                                    source=config.privacy.center), synthetic=synthetic)
     ledger = start_ledger(config, plan, n=len(train_data), synthetic=synthetic)
     start = fingerprint(train_data, config, plan)
     check_same_start(out, checkpoint, start)  # a resume on other data or settings: refused
