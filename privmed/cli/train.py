@@ -60,7 +60,7 @@ RUN_OPTIONS: list[Option] = [
            number),
     Option("--total-epsilon", "privacy.total_epsilon", "target epsilon of the classifier together with the recorded "
            "stages of the records it uses (a DP generator's samples, --synthetic): its own stages get what those "
-           "left; instead of --epsilon", number),
+           "left; instead of --epsilon (default: none)", number),
     Option("--delta", "privacy.delta", "delta (default 1/(10 N); must be < 1/N)", number),
     Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
            "(default: calibrated to --epsilon)", number),
