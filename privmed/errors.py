@@ -247,3 +247,14 @@ WORKER_KILLED = ("worker killed: the study's worker process running {run} died (
 
 YAML_FLOAT_OVERFLOW = ("'{where}' line {line}: {text} is too large for a number and would read as infinity (for "
                        "epsilon: not private); write a finite value, or .inf if infinity is meant.")
+
+# --------------------------------------------------------------------------- backbones (issue 35)
+BACKBONES_MISSING = ("timm: and torchvision: models need the backbones extra, and {module} does not import here "
+                     "({reason}). PyPI's torchvision needs the torch it was built with: install the pair into its "
+                     "own environment, e.g. python -m venv .venv-backbones && .venv-backbones/bin/pip install "
+                     "torch==2.14.1 torchvision==0.29.1 && .venv-backbones/bin/pip install -e '.[backbones]' "
+                     "(make test-backbones does this; docs/backbones.md).")
+BACKBONE_UNKNOWN = ("{library} has no model {name!r}; some it has: {some}, ... (timm.list_models(), "
+                    "torchvision.models.list_models()).")
+FREEZE_NOT_APPLICABLE = ("model.freeze = {freeze!r} does not apply to model {model!r}: {reason} Use another "
+                         "--freeze (none, backbone, last_block, bias, lora; docs/backbones.md).")

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, SYNTHETIC_USES,
-                            DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig, TrainingConfig)
+                            FREEZE_MODES, DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig,
+                            TrainingConfig)
 
 from privmed.model_options import parse_model_arg
 from privmed.tracking import add_tracking_options, tracker_from_args
@@ -148,9 +149,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-weights", metavar="PATH",
                         help="start from this state dict on disk (model.weights; a checkpoint holding one under "
                              "'state_dict' or 'model' works too); nothing downloads (default: random initialisation)")
-    parser.add_argument("--freeze", choices=("backbone", "none"),
+    parser.add_argument("--freeze", choices=FREEZE_MODES,
                         help="backbone: train only the classifier layer (the frozen rest is computed once and is not "
-                             f"part of DP-SGD; needs --model-weights); default {ModelConfig.freeze}")
+                             "part of DP-SGD); last_block: the last block and the classifier; bias: biases and the "
+                             "classifier (BiTFiT); lora: LoRA adapters (--model-arg lora_rank=8) and the classifier; "
+                             f"needs --model-weights; default {ModelConfig.freeze}")
     parser.add_argument("--replace-batchnorm", action="store_true", default=None,
                         help="let Opacus's ModuleValidator.fix replace trainable BatchNorm layers by GroupNorm")
 
