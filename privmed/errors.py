@@ -249,7 +249,8 @@ YAML_FLOAT_OVERFLOW = ("'{where}' line {line}: {text} is too large for a number 
                        "epsilon: not private); write a finite value, or .inf if infinity is meant.")
 
 # --------------------------------------------------------------------------- backbones (issue 35)
-BACKBONES_MISSING = ("timm: and torchvision: models need the backbones extra, and {module} does not import here "
+BACKBONES_MISSING = ("timm: and torchvision: models and --freeze lora need the backbones extra, and {module} does not "
+                     "import here "
                      "({reason}). PyPI's torchvision needs the torch it was built with: install the pair into its "
                      "own environment, e.g. python -m venv .venv-backbones && .venv-backbones/bin/pip install "
                      "torch==2.14.1 torchvision==0.29.1 && .venv-backbones/bin/pip install -e '.[backbones]' "

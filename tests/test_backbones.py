@@ -34,8 +34,8 @@ def _missing_backbones() -> str | None:
 
 
 MISSING = _missing_backbones()
-pytestmark = [pytest.mark.backbones, pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
-              pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")]
+pytestmark = [pytest.mark.backbones, pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")]
+needs_backbones = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 SWIN = "swin_tiny_patch4_window7_224"
 #: a Swin of the same family, small enough for gradient checks on 2 cores (32 px, one block a stage)
@@ -72,6 +72,7 @@ def _saved_swin(tmp_path, fmt: str):
     return source, path
 
 
+@needs_backbones
 @pytest.mark.parametrize("fmt", ["pth.tar", "safetensors"])
 def test_a_timm_swin_checkpoint_loads_by_name_and_gives_the_source_models_outputs(tmp_path, fmt):
     from privmed.models import build_for_run
@@ -92,6 +93,7 @@ def test_a_timm_swin_checkpoint_loads_by_name_and_gives_the_source_models_output
                                    atol=1e-5)
 
 
+@needs_backbones
 @pytest.mark.parametrize("file_name", ["resnet18.pth", "pytorch_model.bin"])
 def test_torchvision_weights_load_by_name_and_give_the_source_models_logits(tmp_path, file_name):
     import torchvision
@@ -113,6 +115,7 @@ def test_torchvision_weights_load_by_name_and_give_the_source_models_logits(tmp_
                                                                 config.model.args["std"])), rtol=1e-4, atol=1e-5)
 
 
+@needs_backbones
 def test_a_checkpoint_pickling_any_other_class_is_refused(tmp_path):
     from privmed.models.pretrained import read_state_dict
 
@@ -122,6 +125,7 @@ def test_a_checkpoint_pickling_any_other_class_is_refused(tmp_path):
         read_state_dict(path)
 
 
+@needs_backbones
 def test_the_expected_input_is_recorded_and_an_unknown_name_lists_some_the_library_has():
     args = _config("torchvision:resnet50").model.args
     assert args == {"input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -163,6 +167,7 @@ def _reference_grads(model: nn.Module, x, y) -> dict[str, torch.Tensor]:
     return {n: torch.stack(g) for n, g in grads.items()}
 
 
+@needs_backbones
 @pytest.mark.parametrize("freeze", ["lora", "bias", "last_block"])
 @pytest.mark.parametrize("name", [f"timm:{SWIN}", "torchvision:resnet18"])
 def test_per_sample_gradients_of_the_fine_tuned_part_match_one_sample_at_a_time(tmp_path, name, freeze):
@@ -191,6 +196,7 @@ def test_per_sample_gradients_of_the_fine_tuned_part_match_one_sample_at_a_time(
     assert any(ref[n].abs().max() > 0 for n in ref)  # not a check of zeros against zeros
 
 
+@needs_backbones
 def test_last_block_caches_what_comes_before_it_and_a_batchnorm_stays_per_sample(tmp_path):
     from privmed.models.finetune import FrozenBatchNorm, LastBlockClassifier
 
@@ -204,9 +210,51 @@ def test_last_block_caches_what_comes_before_it_and_a_batchnorm_stays_per_sample
     torch.testing.assert_close(model(x)[:1], model(x[:1]))  # no batch statistics, in training mode too
 
 
+def test_the_freeze_modes_of_the_config_the_cli_and_the_models_agree():
+    from privmed.cli import build_parser
+    from privmed.config import FREEZE_MODES
+    from privmed.models.finetune import FREEZE_MODES as APPLIED
+
+    assert FREEZE_MODES == tuple(APPLIED)
+    assert build_parser().parse_args(["train", "--freeze", "last_block"]).freeze == "last_block"
+
+
+@pytest.mark.parametrize("freeze", ["bias", "last_block"])
+def test_bias_and_last_block_fine_tune_privmeds_own_cnn_under_dp_without_the_extra(tmp_path, freeze):
+    """The two modes that need no peft work on any network with a linear head, in the base install too."""
+    from opacus.grad_sample import get_gsm_class
+
+    from privmed.models import build_for_run, build_model
+    from privmed.models.parts import is_feature_model, trainable_part
+
+    torch.manual_seed(4)
+    torch.save(build_model("resnet9_small", image_size=32, num_outputs=2).state_dict(), tmp_path / "w.pt")
+    config = config_from_dict({"data": {"image_size": 32}, "privacy": {"epsilon": 1.0},
+                               "model": {"name": "resnet9_small", "weights": str(tmp_path / "w.pt"), "freeze": freeze}})
+    model = build_for_run(config, num_outputs=2).double()  # checked by Opacus's validator for DP-SGD
+    x, y = torch.rand(4, 1, 32, 32, dtype=torch.float64), torch.tensor([1, 0, 0, 1])
+    if is_feature_model(model):
+        with torch.no_grad():
+            x = model.features(x)
+    net = trainable_part(model).train()
+    trained = [n for n, p in net.named_parameters() if p.requires_grad]
+    if freeze == "bias":
+        assert all(n.endswith(".bias") or n.startswith("head.") for n in trained) and len(trained) > 2
+    else:  # the last residual block (features.5) and the head; everything before it computed once
+        assert model.features.block == "features.5" and {n.split(".")[0] for n in trained} == {"features", "head"}
+        assert all(n.startswith(("features.5.", "head.")) for n in trained)
+    ref = _reference_grads(net, x, y)
+    gsm = get_gsm_class("hooks")(net, batch_first=True, loss_reduction="sum")
+    nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
+    for n, p in net.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad_sample, ref[n], rtol=1e-7, atol=1e-10 * max(ref[n].abs().max(), 1e-3))
+
+
 # --------------------------------------------------------------------------- the paper's recipe, end to end
 
 
+@needs_backbones
 def test_the_papers_recipe_runs_end_to_end_on_a_timm_swin_from_a_weights_file(tmp_path, monkeypatch, capsys):
     """Osuala et al.: ImageNet-pretrained Swin-T, frozen backbone, DP-trained head -> ledger, metrics, evaluate;
     the same recipe as a one-cell study -> report."""
@@ -242,3 +290,9 @@ def test_the_papers_recipe_runs_end_to_end_on_a_timm_swin_from_a_weights_file(tm
     assert main(["report", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"timm:{SWIN}" in report and "model_best.pth.tar" in report
+
+
+@pytest.mark.skipif(MISSING is None, reason="the backbones extra is installed here")
+def test_without_the_extra_a_backbone_name_says_how_to_install_it():
+    with pytest.raises(PrivmedError, match=r"backbones extra.*torch==2\.14\.1 torchvision==0\.29\.1.*make test-backbones"):
+        _config("timm:resnet18")

@@ -36,7 +36,7 @@ from .backbones import DEFAULT_LORA_RANK, _import
 from .parts import FrontEndClassifier
 from .pretrained import FrozenBackbone, freeze_backbone, last_linear
 
-#: where a network's last block is, in the order tried ("-1": the container's last child): ResNet, timm's Swin,
+#: where a network's last block is, in the order tried ("-1": the container's last child with weights): ResNet, timm's Swin,
 #: timm's ConvNeXt (and most timm networks), DenseNet, torchvision's ViT, timm's ViT, torchvision's ConvNeXt / Swin
 LAST_BLOCKS = ("layer4", "layers.-1", "stages.-1", "features.denseblock4", "encoder.layers.-1", "blocks.-1",
                "features.-1")
@@ -151,8 +151,9 @@ def last_block_name(model: nn.Module) -> str:
         for candidate in LAST_BLOCKS:
             container, _, last = (prefix + candidate).rpartition(".")
             try:
-                if last == "-1":
-                    name = list(model.get_submodule(container).named_children())[-1][0]
+                if last == "-1":  # the container's last child holding weights (not a pool or a flatten)
+                    name = [n for n, m in model.get_submodule(container).named_children()
+                            if any(True for _ in m.parameters())][-1]
                     return f"{container}.{name}"
                 model.get_submodule(prefix + candidate)
                 return prefix + candidate
