@@ -381,7 +381,7 @@ def _run_backbones(args, names: list[str], modes: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     size = args.image_size if args.image_size != 64 else 224  # backbones: 224 px unless asked otherwise
     return dp_speed_backbones.run(names, modes, image_size=size, batch_size=args.batch_size, repeats=args.repeats,
-                                  device=args.device_name, out=args.out, dp_speed=sys.modules[__name__])
+                                  device=args.device_name, out=args.out, dp_speed=sys.modules[__name__], load=load)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from privmed.models.finetune import apply_freeze
 FREEZES = ("backbone", "last_block", "bias", "lora")
 SECTION = "## Pretrained backbones"
 COLUMNS = ["model", "image_size", "batch_size", "mode", "median_step_ms", "ratio_to_nonprivate", "correct",
-           "device", "freeze", "images_per_s", "peak_step_mb"]
+           "device", "freeze", "images_per_s", "peak_step_mb", "load_1min"]
 #: small models of the same families for the gradient checks (32 px)
 TINY = {"timm:swin": {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
                       "num_heads": [1, 1, 1, 1], "drop_path_rate": 0.0},
@@ -89,7 +89,8 @@ def peak_step_mb(step) -> float:
     return _status_mb("VmHWM") - before
 
 
-def run(names, modes, *, image_size: int, batch_size: int, repeats: int, device: str, out: Path, dp_speed) -> int:
+def run(names, modes, *, image_size: int, batch_size: int, repeats: int, device: str, out: Path, dp_speed,
+        load: float) -> int:
     """Time every backbone x freeze mode x Opacus mode; merge the rows into ``out``'s csv and md."""
     rows = []
     for name in names:
@@ -106,7 +107,8 @@ def run(names, modes, *, image_size: int, batch_size: int, repeats: int, device:
             for c in configs:
                 c.correct = "n/a" if c.mode == "nonprivate" else (correct[c.mode] if c.step else "unsupported")
             dp_speed.run_round_robin(configs, repeats, min_measure_s=0.0)
-            rows += _rows(name, freeze, configs, image_size=image_size, batch_size=batch_size, device=device)
+            rows += [{**r, "load_1min": round(load, 2)}
+                     for r in _rows(name, freeze, configs, image_size=image_size, batch_size=batch_size, device=device)]
             del model, configs
             dp_speed.configure_cpu_allocator()  # back to the timing's allocator for the next group
     merge_csv(out / "dp_speed.csv", rows)
@@ -161,14 +163,17 @@ def section(rows: list[dict], *, repeats: int | str = "?") -> list[str]:
              "alike (privmed caches a frozen prefix, so real epochs of backbone and last_block are cheaper). "
              "`img/s` = batch / DP step; `peak MB` = resident memory one step needs above what the process held "
              "before it (VmHWM over one step, reset by /proc/self/clear_refs, minus VmRSS before; glibc returning "
-             "blocks over 64 KiB to the system); `correct`: "
-             "per-sample gradients equal one-sample-at-a-time ones on a small model of the family (32 px, float64).",
-             "", "| device | model | px | batch | freeze | mode | step (ms) | ratio | img/s | peak MB | correct |",
-             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|"]
+             "blocks over 64 KiB to the system; 0.0: the step fitted in memory the process already held); `correct`: "
+             "per-sample gradients equal one-sample-at-a-time ones on a small model of the family (32 px, float64); "
+             "`load`: the 1-min load average when the run started. With few rounds and a load above the core count "
+             "the times are noisy (a ratio below 1 is noise): rerun with more --repeats on a quiet machine before "
+             "choosing a mode from them.",
+             "", "| device | model | px | batch | freeze | mode | step (ms) | ratio | img/s | peak MB | correct | load |",
+             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['device']} | {r['model']} | {r['image_size']} | {r['batch_size']} | {r['freeze']} | "
                      f"{r['mode']} | {r['median_step_ms']} | {float(r['ratio_to_nonprivate']):.2f} | "
-                     f"{r['images_per_s']} | {r['peak_step_mb']} | {r['correct']} |")
+                     f"{r['images_per_s']} | {r['peak_step_mb']} | {r['correct']} | {r.get('load_1min', '')} |")
     lines += ["", "### Fastest correct mode per backbone and freeze mode", "",
               "| device | model | freeze | fastest correct mode | ratio | img/s |", "|---|---|---|---|---:|---:|"]
     best: dict[tuple, dict] = {}

@@ -5,19 +5,20 @@
 ``backbone``   only the classifier layer; the rest is a frozen front end whose features are computed once
                (:func:`privmed.models.pretrained.freeze_backbone`)
 ``last_block`` the network's last block (stage) and what runs after it (final norm, classifier layer)
-``bias``       BiTFiT: every bias and the classifier layer
-``lora``       low-rank adapters (peft's LoRA, rank ``model.args.lora_rank`` of a backbone, default 8) on every
-               linear layer but the classifier (on the convolutions of a network without one) and the
+``bias``       BiTFiT: every bias (BatchNorm's too) and the classifier layer
+``lora``       low-rank adapters (peft's LoRA, rank ``model.args.lora_rank`` of a backbone, default 8) on the
+               linear layers but the classifier (on the convolutions of a network without any) and the
                classifier layer
 =============  ==============================================================================================
 
 In the last three, every BatchNorm becomes a :class:`FrozenBatchNorm`: it normalises each image with its
-stored statistics and its affine weights stay as loaded, so it is a fixed per-sample map and DP-safe;
-pretrained ResNets and DenseNets keep working. ``last_block`` computes what comes before the block once
-and caches it, like ``backbone``, where the network's own forward can start at the block (checked on a
-probe input: the block's input fed to a copy whose earlier modules are identities gives the same logits);
-otherwise (a ViT, whose forward adds position embeddings between modules) the whole network runs every step,
-as it does for ``bias`` and ``lora``.
+stored statistics, so it is a per-sample map and DP-safe, and pretrained ResNets and DenseNets keep working.
+Only per-sample layers train (:func:`_probe`: a Swin's window attention, which puts windows where Opacus
+expects samples, stays frozen). ``last_block`` computes what comes before the block once and caches it, like
+``backbone``, where the network's own forward can start at the block (checked on a probe input: the block's
+input fed to a copy whose earlier modules are identities gives the same logits); otherwise (a ViT, whose
+forward adds position embeddings between modules) the whole network runs every step, as it does for
+``bias`` and ``lora``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from .backbones import DEFAULT_LORA_RANK, _import
 from .parts import FrontEndClassifier
 from .pretrained import FrozenBackbone, freeze_backbone, last_linear
 
-#: where a network's last block is, in the order tried ("-1": the container's last child with weights): ResNet, timm's Swin,
-#: timm's ConvNeXt (and most timm networks), DenseNet, torchvision's ViT, timm's ViT, torchvision's ConvNeXt / Swin
+#: where a network's last block is, in the order tried ("-1": the container's last child with weights): ResNet,
+#: timm's Swin, timm's ConvNeXt (and most timm networks), DenseNet, torchvision's ViT, timm's ViT, torchvision's
+#: ConvNeXt / Swin (and privmed's ResNet9)
 LAST_BLOCKS = ("layer4", "layers.-1", "stages.-1", "features.denseblock4", "encoder.layers.-1", "blocks.-1",
                "features.-1")
 
