@@ -22,6 +22,9 @@ ratio_to_nonprivate,correct) and ``<out>/dp_speed.md``.
 
     python benchmarks/dp_speed.py                      # all models, 64 px, batch 64
     python benchmarks/dp_speed.py --models resnet9_small --repeats 3
+
+``--backbones`` times timm / torchvision backbones per freeze mode instead (benchmarks/dp_speed_backbones.py,
+the backbones extra); their rows and the md's "Pretrained backbones" section are kept by a run without it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dp_speed_backbones
 
 from privmed.models import (  # noqa: E402
     DEFAULT_CNN,
@@ -241,10 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         "--default-allocator", action="store_true",
         help="keep glibc's default malloc settings (by default privmed.models.configure_cpu_allocator() is applied)",
     )
+    ap.add_argument("--backbones", action="store_true",
+                    help="--models are timm:/torchvision: backbones, timed per freeze mode (dp_speed_backbones.py)")
+    ap.add_argument("--device-name", default="CPU, 2 cores", help="the card or CPU named in the backbone rows")
     args = ap.parse_args(argv)
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.backbones:
+        return _run_backbones(args, names, modes)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         ap.error(f"unknown models {unknown}; available: {', '.join(MODELS)}")
@@ -300,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
                 })
 
     args.out.mkdir(parents=True, exist_ok=True)
+    import dp_speed_backbones
+
+    kept = dp_speed_backbones.backbone_rows(args.out / "dp_speed.csv")  # a --backbones run's rows stay
     with open(args.out / "dp_speed.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=dp_speed_backbones.COLUMNS, restval="")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(rows + kept)
 
     # fastest correct mode per model (scatter models: judged on the head, how they train)
     best: dict[str, tuple[str, float]] = {}
@@ -352,8 +364,24 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"Default CNN `{DEFAULT_CNN}` with `{mode}`: DP step = {ratio:.2f}x non-private, "
                       f"{verdict} the <= 1.5x target."]
     (args.out / "dp_speed.md").write_text("\n".join(lines) + "\n")
+    if kept:
+        dp_speed_backbones.write_section(args.out / "dp_speed.md", args.out / "dp_speed.csv")
     print("\n".join(lines))
     return 0
+
+
+def _run_backbones(args, names: list[str], modes: list[str]) -> int:
+    import dp_speed_backbones
+
+    torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        configure_cpu_allocator()
+    load = wait_for_idle(args.max_load, args.wait_timeout)
+    print(f"threads={args.threads} load={load:.2f} device={args.device_name!r}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    size = args.image_size if args.image_size != 64 else 224  # backbones: 224 px unless asked otherwise
+    return dp_speed_backbones.run(names, modes, image_size=size, batch_size=args.batch_size, repeats=args.repeats,
+                                  device=args.device_name, out=args.out, dp_speed=sys.modules[__name__], load=load)
 
 
 if __name__ == "__main__":

@@ -267,3 +267,15 @@ CONFIG_VERSION_BAD = ("config_version {value!r}: give the whole number a run's c
 FEATURE_CACHE_ENV_OFF = ("PRIVMED_CACHE=off: PRIVMED_CACHE only names the default folder of the frozen-feature cache; "
                         "turn the cache off in the run's config, where config.yaml records it: --feature-cache off "
                         "(training.feature_cache: off). Then unset PRIVMED_CACHE.")
+
+# --------------------------------------------------------------------------- backbones (issue 35)
+BACKBONES_MISSING = ("timm: and torchvision: models and --freeze lora need the backbones extra, and {module} does not "
+                     "import here "
+                     "({reason}). PyPI's torchvision needs the torch it was built with: install the pair into its "
+                     "own environment, e.g. python -m venv .venv-backbones && .venv-backbones/bin/pip install "
+                     "torch==2.14.1 torchvision==0.29.1 && .venv-backbones/bin/pip install -e '.[backbones]' "
+                     "(make test-backbones does this; docs/backbones.md).")
+BACKBONE_UNKNOWN = ("{library} has no model {name!r}; some it has: {some}, ... (timm.list_models(), "
+                    "torchvision.models.list_models()).")
+FREEZE_NOT_APPLICABLE = ("model.freeze = {freeze!r} does not apply to model {model!r}: {reason} Use another "
+                         "--freeze (none, backbone, last_block, bias, lora; docs/backbones.md).")

@@ -56,6 +56,8 @@ PACKAGE = ROOT / "privmed"
 MEASURE_INTERNALS: dict[str, tuple[str, frozenset[str] | None]] = {
     "dp_speed.py": ("DP step time per model and Opacus mode, below any run", None),
     "scale.py": ("memory and step time of the private step and its processes at scale", None),
+    "dp_speed_backbones.py": ("DP step time of timm/torchvision backbones per freeze mode, below any run",
+                              frozenset({"privmed.models", "privmed.models.finetune"})),
     "components.py": ("the DP head trained in memory on frozen features",
                       frozenset({"privmed.data.sources", "privmed.training.inputs", "privmed.training.trainer"})),
     "cbis_utility.py": ("front ends, the private centre and the one-shot head, each on features in memory",

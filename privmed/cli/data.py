@@ -64,4 +64,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{name:16s} {dims:6s} grad mode {info.grad_sample_mode:10s} {info.description}")
     print(f"{'monai:<Name>':16s} {'2D/3D':6s} grad mode {'hooks':10s} any network of monai.networks.nets, e.g. "
           "monai:DenseNet121 (--model-arg for its arguments; docs/models.md)")
+    for prefix, example in (("timm", "swin_tiny_patch4_window7_224"), ("torchvision", "resnet50")):
+        print(f"{prefix + ':<name>':16s} {'2D':6s} grad mode {'hooks':10s} a {prefix} model from --model-weights, "
+              f"e.g. {prefix}:{example} (the backbones extra; docs/backbones.md)")
     return 0

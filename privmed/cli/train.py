@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, OPTIMIZERS, SPATIAL_DIMS, STREAM_SETTINGS,
-                            SYNTHETIC_USES, DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig,
+from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, FREEZE_MODES, OPTIMIZERS, SPATIAL_DIMS,
+                            STREAM_SETTINGS, SYNTHETIC_USES, DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig,
                             TrainingConfig)
 from privmed.model_options import parse_model_arg
 from privmed.tracking import add_tracking_options, tracker_from_args
@@ -126,7 +126,9 @@ RUN_OPTIONS: list[Option] = [
            "holding one under 'state_dict' or 'model' works too); nothing downloads (default: random initialisation)",
            metavar="PATH"),
     Option("--freeze", "model.freeze", "backbone: train only the classifier layer (the frozen rest is computed once "
-           f"and is not part of DP-SGD; needs --model-weights); default {M.freeze}", choices=("backbone", "none")),
+           "and is not part of DP-SGD); last_block: the last block and the classifier; bias: biases and the "
+           "classifier (BiTFiT); lora: LoRA adapters (--model-arg lora_rank=8) and the classifier; needs "
+           f"--model-weights; default {M.freeze}", choices=FREEZE_MODES),
     Option("--replace-batchnorm", "model.replace_batchnorm", "let Opacus's ModuleValidator.fix replace trainable "
            "BatchNorm layers by GroupNorm", action="store_true"),
 ]

@@ -23,7 +23,7 @@ YAML layout (every section optional)::
 from __future__ import annotations
 
 from .data import MAX_IMAGE_SIZE, SPATIAL_DIMS, STREAM_SETTINGS, DataConfig
-from .model import ModelConfig
+from .model import FREEZE_MODES, ModelConfig
 from .privacy import ACCOUNTANTS, CENTER_SOURCES, MIN_DELTA, PRIVACY_UNITS, PrivacyConfig
 from .migrate import CONFIG_VERSION
 from .run import RunConfig, config_from_dict, config_from_run_dict, save_config
@@ -33,7 +33,7 @@ from .tune import TuneConfig
 from .values import (BAD_VALUE, MAX_EPOCHS, MAX_SEED, UNKNOWN_KEY, integer, load_yaml, merge, real, reject_unknown,
                      require, section_from_dict, to_plain)
 
-__all__ = ["ACCOUNTANTS", "BAD_VALUE", "CENTER_SOURCES", "CONFIG_VERSION", "FINETUNE_MODES", "MAX_EPOCHS",
+__all__ = ["ACCOUNTANTS", "BAD_VALUE", "CENTER_SOURCES", "CONFIG_VERSION", "FINETUNE_MODES", "FREEZE_MODES", "MAX_EPOCHS",
            "MAX_IMAGE_SIZE", "MAX_SEED", "MIN_DELTA", "OPTIMIZERS", "PRIVACY_UNITS", "SPATIAL_DIMS", "STREAM_SETTINGS",
            "SYNTHETIC_USES", "UNKNOWN_KEY", "DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig",
            "SyntheticConfig", "TrainingConfig", "TuneConfig", "config_from_dict", "config_from_run_dict", "integer",

@@ -8,10 +8,15 @@ from typing import Any, Mapping
 from .values import require
 
 
+#: model.freeze: which part of a pretrained network trains (privmed.models.finetune.FREEZE_MODES)
+FREEZE_MODES = ("none", "backbone", "last_block", "bias", "lora")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network: a registry name (``privmed models`` lists them) or ``monai:Name``; its keyword ``args``,
-    pretrained ``weights`` on disk, ``freeze: backbone`` (only the classifier layer trains) and
+    pretrained ``weights`` on disk, ``freeze`` (``backbone``: only the classifier layer trains; ``last_block``,
+    ``bias``, ``lora``: :mod:`privmed.models.finetune`) and
     ``replace_batchnorm`` (Opacus's ModuleValidator.fix): see :mod:`privmed.models.configured`."""
 
     name: str = "scatter_linear"
@@ -26,5 +31,5 @@ class ModelConfig:
         require(isinstance(self.args, Mapping) and all(isinstance(k, str) for k in self.args), "model", "args",
                  self.args, "give a mapping of argument names to values, e.g. {width: 0.5}")
         object.__setattr__(self, "args", dict(self.args))
-        require(self.freeze in ("none", "backbone"), "model", "freeze", self.freeze, "use 'none' or 'backbone'")
+        require(self.freeze in FREEZE_MODES, "model", "freeze", self.freeze, f"use one of {', '.join(FREEZE_MODES)}")
         require(self.freeze == "none" or self.weights, "model", "freeze", self.freeze, "needs --model-weights")

@@ -8,7 +8,8 @@ three build the very same network (a membership audit's shadows start from the s
       name: monai:DenseNet121          # or resnet9, vit, ... (`privmed models`)
       args: {init_features: 32}        # the network's own keyword arguments
       weights: pretrained/densenet.pt  # a state dict on disk; nothing downloads
-      freeze: backbone                 # backbone: only the classifier layer trains (and goes through Opacus)
+      freeze: backbone                 # backbone: only the classifier layer trains (and goes through Opacus);
+                                       # last_block, bias, lora: privmed.models.finetune
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from privmed.errors import OPACUS_UNSUPPORTED_LAYER, PrivmedError
 
 from .monai_nets import is_monai_name
 from .parts import is_feature_model, trainable_part
-from .pretrained import freeze_backbone, last_linear, load_weights
+from .finetune import apply_freeze
+from .pretrained import last_linear, load_weights
 from .registry import build_model
 
 LOG = logging.getLogger(__name__)
@@ -46,8 +48,7 @@ def build_for_run(config, *, num_outputs: int, in_channels: int = 1, weights: bo
         if report.reinitialised:
             LOG.warning(f"the classifier layer of {m.weights} ({', '.join(report.reinitialised)}) has another shape "
                         f"than this task's {num_outputs} output(s): it starts freshly initialised")
-    if m.freeze == "backbone":
-        model = freeze_backbone(model)
+    model = apply_freeze(model, m.freeze)  # backbone, last_block, bias, lora (privmed.models.finetune)
     if config.privacy.private:
         if m.replace_batchnorm:
             model = _replace_batchnorm(model)

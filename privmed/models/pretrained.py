@@ -21,6 +21,7 @@ cache key carries a hash of the backbone's weights.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -57,7 +58,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise PrivmedError(WEIGHTS_MISSING.format(path=path))
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
     except Exception as err:  # pickle, zip and torch errors alike: one message
         raise PrivmedError(WEIGHTS_UNREADABLE.format(path=path, reason=f"{type(err).__name__}: "
                                                                          f"{str(err).splitlines()[0][:160]}")) from None
@@ -72,6 +73,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise PrivmedError(WEIGHTS_UNREADABLE.format(
             path=path, reason=f"no state dict of tensors in it (top level: {keys}; looked under {list(STATE_KEYS)})"))
     return dict(state)
+
+
+def _load_torch(path: Path):
+    """``torch.load(weights_only=True)``, with argparse's ``Namespace`` allowed as well: timm's training script
+    saves its arguments beside the weights (``{'state_dict': ..., 'args': Namespace(...)}``). Any other class
+    in the pickle is still refused."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file (timm and Hugging Face's format): tensors only, no pickle."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ImportError("reading .safetensors needs the safetensors package (pip install safetensors, or the "
+                          "backbones extra)") from None
+    return load_file(str(path), device="cpu")
 
 
 def _is_state(d: Mapping) -> bool:
@@ -222,6 +241,15 @@ def check_same_weights(path: str | Path, *, recorded: str | None) -> None:
         raise PrivmedError(WEIGHTS_CHANGED.format(path=path, recorded=recorded[:16], now=now[:16]))
 
 
+#: what the weights were, per ``model.freeze`` (the ledger's sentence); any other: the starting point of training
+FROZEN_PARTS = {
+    "backbone": "a frozen backbone (only the classifier layer was trained)",
+    "last_block": "frozen but for their last block and the classifier layer (which were trained)",
+    "bias": "frozen but for their biases and the classifier layer (BiTFiT: those were trained)",
+    "lora": "frozen; low-rank adapters (LoRA) and the classifier layer were trained",
+}
+
+
 def pretrained_inputs(model_config) -> list[str]:
     """The ledger's sentence on the weights a run started from (none without ``model.weights``): what they
     are (file name and SHA-256) and the assumption that makes them cost no privacy."""
@@ -229,8 +257,7 @@ def pretrained_inputs(model_config) -> list[str]:
         return []
     path = Path(model_config.weights)
     digest = weights_digest(path) or "unknown (file missing)"
-    part = "a frozen backbone (only the classifier layer was trained)" if model_config.freeze == "backbone" \
-        else "the starting point of training"
+    part = FROZEN_PARTS.get(model_config.freeze, "the starting point of training")
     return [f"Pretrained weights '{path.name}' (SHA-256 {digest[:16]}) were {part}; they are taken to be trained "
             f"without this data's patients (public or disjoint data), so they cost no privacy here: if they were "
             f"trained on the private data, the epsilon above does not hold"]

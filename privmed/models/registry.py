@@ -31,6 +31,7 @@ from torch import nn
 
 from privmed.errors import MODEL_ARG_FILLED, MODEL_ARG_UNKNOWN, PrivmedError
 
+from .backbones import BACKBONE_FILLED, RECORDED, backbone_builder, is_backbone_name
 from .monai_nets import (FILLED_BY_PRIVMED, MONAI_PREFIX, accepted_arguments, build_monai, is_monai_name, monai_class,
                          monai_network_names)
 from .descriptors import build_descriptor_linear
@@ -106,17 +107,25 @@ def register_model(info: ModelInfo, *, force: bool = False) -> None:
 
 def recorded_defaults(name: str) -> dict[str, Any]:
     """Today's defaults of the arguments ``name`` records in every run (see ``ModelInfo.recorded_args``)."""
-    info = MODELS.get(name)
+    info = _known_info(name)
     if info is None or not info.recorded_args:
         return {}
     signature = inspect.signature(info.builder).parameters
     return {arg: signature[arg].default for arg in info.recorded_args}
 
 
+def _known_info(name: str) -> ModelInfo | None:
+    """The registered model or backbone ``name`` (None for an unknown one; a MONAI network records nothing)."""
+    return _backbone_info(name) if is_backbone_name(name) else MODELS.get(name)
+
+
 def get_model_info(name: str) -> ModelInfo:
-    """The registered model ``name``, or a MONAI network named ``monai:Name``."""
+    """The registered model ``name``, a MONAI network named ``monai:Name``, or a timm / torchvision backbone
+    (``timm:NAME``, ``torchvision:NAME``: :mod:`privmed.models.backbones`, the ``backbones`` extra)."""
     if is_monai_name(name):
         return _monai_info(name)
+    if is_backbone_name(name):
+        return _backbone_info(name)
     try:
         return MODELS[name]
     except KeyError:
@@ -136,6 +145,12 @@ def _monai_info(name: str) -> ModelInfo:
                      spatial_dims=(2, 3), description=f"MONAI network {name[len(MONAI_PREFIX):]}")
 
 
+@functools.cache
+def _backbone_info(name: str) -> ModelInfo:
+    return ModelInfo(name=name, builder=backbone_builder(name), grad_sample_mode="hooks", spatial_dims=(2,),
+                     description=f"{name} (pretrained=False; weights from --model-weights)", recorded_args=RECORDED)
+
+
 #: arguments of every builder that come from the data and --norm, not from model.args
 DATA_ARGUMENTS = ("spatial_dims", "in_channels", "num_outputs", "image_size", "norm")
 
@@ -147,6 +162,8 @@ def check_model_args(name: str, args: Mapping[str, Any]) -> None:
     info = get_model_info(name)
     if is_monai_name(name):
         accepted, filled = accepted_arguments(monai_class(name)), set(FILLED_BY_PRIVMED)
+    elif is_backbone_name(name):  # the rest go to timm.create_model / torchvision.models.get_model, checked there
+        accepted, filled = set(args) - set(BACKBONE_FILLED), set(BACKBONE_FILLED)
     else:
         accepted, filled = accepted_arguments(info.builder), set(DATA_ARGUMENTS)
     clash = sorted(set(args) & filled)
