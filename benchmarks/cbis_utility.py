@@ -80,7 +80,8 @@ from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_line
 from privmed.privacy.plan import make_plan, protected_unit
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
-from privmed.training.inputs import model_inputs, set_center
+from privmed.training.centre import set_center
+from privmed.training.inputs import model_inputs
 from privmed.training.trainer import train_in_memory
 from common import SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary
 

@@ -43,7 +43,7 @@ from privmed.config import PrivacyConfig, SyntheticConfig
 from privmed.privacy.plan import StageSpec, delta_for, make_plan, protected_unit
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.privacy.units import PrivacyUnit
-from privmed.training.inputs import FeatureCenter, set_center
+from privmed.training.centre import FeatureCenter, set_center
 from privmed.training.private import plan_schedule
 from privmed.training.synthetic import load_synthetic
 

@@ -11,9 +11,8 @@ from privmed.data.phantom import PhantomSpec, generate_phantom
 from privmed.errors import PrivmedError
 from privmed.models import build_for_run, build_model
 from privmed.models.scatter import FeatureCenter
-from privmed.training.inputs import (CHANNEL_BOUND_FRACTION, find_center, model_inputs, set_center_by_channel,
-                                     trainable_part)
-from privmed.training.start import PHANTOM_CENTRE_IMAGES, public_centre_inputs
+from privmed.training.centre import (CHANNEL_BOUND_FRACTION, PHANTOM_CENTRE_IMAGES, public_centre_inputs,
+                                     set_center_by_channel)
 
 SIZE = 32
 
@@ -80,19 +79,19 @@ def test_a_run_with_the_phantom_centre_spends_all_of_epsilon_on_dp_sgd(phantom_r
 
 
 def test_the_centres_phantom_is_drawn_once_per_process_and_callers_cannot_change_it(monkeypatch):
-    from privmed.training import start
+    from privmed.training import centre
 
     draws = []
-    real = start.generate_phantom
-    monkeypatch.setattr(start, "generate_phantom", lambda spec: draws.append(spec) or real(spec))
-    start._phantom_centre_draw.cache_clear()
-    first = start.phantom_centre_images(SIZE)
+    real = centre.generate_phantom
+    monkeypatch.setattr(centre, "generate_phantom", lambda spec: draws.append(spec) or real(spec))
+    centre._phantom_centre_draw.cache_clear()
+    first = centre.phantom_centre_images(SIZE)
     first.zero_()  # a caller's change must not reach the next one
-    second = start.phantom_centre_images(SIZE)
+    second = centre.phantom_centre_images(SIZE)
     assert len(draws) == 1
     images, _ = generate_phantom(PhantomSpec(n_samples=PHANTOM_CENTRE_IMAGES, image_size=SIZE))
     torch.testing.assert_close(second, torch.from_numpy(images).unsqueeze(1))
-    start._phantom_centre_draw.cache_clear()
+    centre._phantom_centre_draw.cache_clear()
 
 
 def _maps(n=40, channels=6, side=3, seed=0):
@@ -101,9 +100,9 @@ def _maps(n=40, channels=6, side=3, seed=0):
 
 
 def test_the_channel_release_without_noise_is_the_base_plus_each_units_mean_channel_offset(monkeypatch):
-    import privmed.training.inputs as inputs
+    import privmed.training.centre as centre
 
-    monkeypatch.setattr(inputs, "CHANNEL_BOUND_FRACTION", 1e6)  # no clipping: the formula by hand
+    monkeypatch.setattr(centre, "CHANNEL_BOUND_FRACTION", 1e6)  # no clipping: the formula by hand
     x, base = _maps(), torch.randn(6 * 9, generator=torch.Generator().manual_seed(1))
     groups = np.repeat(np.arange(20), 2)  # 20 patients of 2 images each
     center = FeatureCenter(6 * 9)

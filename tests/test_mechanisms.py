@@ -94,7 +94,7 @@ def test_every_release_outside_dp_sgd_draws_from_the_sampler():
     """The three releases give exactly the sampler's noise for the same generator state."""
     from privmed.synth.evolve import noisy_histogram
     from privmed.training import dp_head
-    from privmed.training.inputs import _noisy_unit_mean
+    from privmed.training.centre import _noisy_unit_mean
 
     hist = np.zeros((2, 5))
     assert np.array_equal(noisy_histogram(hist, sigma=1.5, generator=torch.Generator().manual_seed(1)),

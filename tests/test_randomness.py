@@ -66,7 +66,7 @@ def test_replayable_noise_is_regenerated_from_the_seed(phantom_root, tmp_path):
 
 def test_a_private_centre_needs_a_generator_and_the_exact_mean_draws_nothing():
     from privmed.models.scatter import FeatureCenter
-    from privmed.training.inputs import set_center
+    from privmed.training.centre import set_center
 
     features = torch.randn(20, 6, generator=torch.Generator().manual_seed(0))  # test data, not DP noise
     centre = FeatureCenter(6)

@@ -12,7 +12,7 @@ from privmed.errors import PrivmedError
 from privmed.models.scatter import FeatureCenter
 from privmed.privacy.randomness import secret_generator
 from privmed.privacy.units import UNIT_NEEDS_PATIENT_IDS, GroupPoissonSampler, PrivacyUnit, resolve_unit
-from privmed.training.inputs import set_center
+from privmed.training.centre import set_center
 from privmed.training.private import make_private, plan_schedule
 
 

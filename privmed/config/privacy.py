@@ -11,7 +11,7 @@ from .values import require
 
 ACCOUNTANTS = ("prv", "rdp")
 PRIVACY_UNITS = ("patient", "image")
-#: where a feature model's head centre comes from (privmed.training.start.public_centre_inputs)
+#: where a feature model's head centre comes from (privmed.training.centre.public_centre_inputs)
 CENTER_SOURCES = ("auto", "phantom", "channels", "private")
 #: the smallest delta privmed accepts: below it, (epsilon, delta) says nothing more than (epsilon, 0) would
 MIN_DELTA = 1e-12
@@ -45,7 +45,7 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     clip_norm: float = 1.0
     accountant: str = "prv"
-    center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.inputs
+    center_noise_multiplier: float = 5.0  # DP feature centring for feature models, see privmed.training.centre
     center: str = "channels"  # the head's centre: phantom (free), channels (phantom + private per-channel), private
     unit: str | None = None  # None: patient when the data has patient ids, else image
     max_images_per_patient: int = 1  # measured on CBIS-DDSM validation: benchmarks/results/cbis_utility.md (_k2, _k4)

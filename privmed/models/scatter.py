@@ -127,7 +127,7 @@ class FeatureCenter(nn.Module):
 
     The centre is the training-feature mean; since that is a statistic of the private
     data, the trainer releases it with the Gaussian mechanism and accounts for it
-    (:func:`privmed.training.inputs.set_center`).
+    (:func:`privmed.training.centre.set_center`).
     """
 
     def __init__(self, num_features: int) -> None:

@@ -37,7 +37,7 @@ from privmed.privacy.randomness import secret_generator
 STATISTICS_STREAM = 0x55A1
 #: the two releases, as the ledger names them
 GRAM_STAGE, MOMENT_STAGE = "head_gram", "head_moment"
-#: the feature centre's stage (privmed.training.inputs releases it; the head's plan declares it before the head)
+#: the feature centre's stage (privmed.training.centre releases it; the head's plan declares it before the head)
 CENTRE_STAGE = "feature_centering"
 #: ridge penalties tried (post-processing), in units of the Gram noise's scale (or of 1 when not private)
 RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)

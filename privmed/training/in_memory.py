@@ -20,11 +20,12 @@ from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.plan import protected_unit
 
 from .average import evaluated
+from .centre import public_centre_inputs, releases_centre
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .inputs import trainable_part
 from .plan import plan_privacy, start_ledger
 from .private import resolve_device, spent_steps
-from .start import prepare_start, public_centre_inputs, releases_centre, seed_everything
+from .start import prepare_start, seed_everything
 
 
 @dataclass

@@ -5,37 +5,25 @@ Models with a frozen, data-independent front end (the scattering models expose
 the front end has no parameters and does not depend on data, so this is exact
 and costs no privacy. Only ``model.head`` goes through Opacus.
 
-A head may start with a :class:`FeatureCenter` layer. Its centre (the mean
-feature vector of the training set) makes the linear problem well conditioned
-for DP-SGD, but it is a statistic of private data, so it is released through
-the Gaussian mechanism and accounted as its own stage (``feature_centering``): all of it
-(:func:`set_center`), or a public centre corrected by its per-channel mean (:func:`set_center_by_channel`).
+A head may start with a feature centre; :mod:`privmed.training.centre` sets it and releases it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from privmed import atomic
 from privmed.errors import FEATURE_CACHE_ENV_OFF, PrivmedError
 from privmed.models.parts import is_feature_model, trainable_part
-from privmed.models.scatter import FeatureCenter
-from privmed.privacy.accounting import Mechanism
-from privmed.privacy.mechanisms import gaussian_release
 from privmed.progress import progress
 
-from .dp_head import CENTRE_STAGE, clip_rows
-
-__all__ = ["FeatureCenter", "find_center", "is_feature_model", "model_inputs", "set_center", "set_center_by_channel",
-           "trainable_part"]
+__all__ = ["is_feature_model", "model_inputs", "trainable_part"]
 
 #: frozen features computed in this process, keyed by front end and image bytes (most recent last)
 _FEATURE_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
@@ -128,89 +116,3 @@ def _front_end_key(features: nn.Module) -> tuple:
     settings = tuple(sorted((k, v) for k, v in vars(features).items()
                             if isinstance(v, (int, float, str, bool)) and k != "training"))  # not the mode
     return type(features).__name__, settings, repr(features)
-
-
-def find_center(head: nn.Module) -> FeatureCenter | None:
-    """The head's :class:`FeatureCenter`, if it has one."""
-    return next((m for m in head.modules() if isinstance(m, FeatureCenter)), None)
-
-
-@torch.no_grad()
-def set_center(center: FeatureCenter, features: torch.Tensor, *, noise_multiplier: float | None,
-               generator: torch.Generator | None = None, groups: np.ndarray | None = None) -> Mechanism | None:
-    """Set the centre to the training-feature mean; privately when ``noise_multiplier`` is given (then
-    ``generator``, a secret one, is required; the exact mean draws nothing).
-
-    Private release over the unit of privacy: each sample's flattened feature vector is
-    clipped to norm ``sqrt(D)`` (the norm per-sample-normalised features already have),
-    each unit (``groups[i]``: a patient, or by default each image) contributes the mean of
-    its clipped vectors (norm at most ``sqrt(D)``: the sensitivity, whatever the unit's
-    image count), the sum over units gets Gaussian noise of std ``noise_multiplier * sqrt(D)``
-    from ``generator`` (a secret one, :mod:`privmed.privacy.randomness`), and is divided by
-    the number of units (treated as public, as Opacus does). Returns the accounted mechanism.
-    """
-    flat = features.flatten(1).double()
-    d = flat.shape[1]
-    if noise_multiplier is None:
-        center.center.copy_(flat.mean(0).float())
-        return None
-    if generator is None:
-        raise ValueError("a private centre draws its noise from a secret generator "
-                         "(privmed.privacy.randomness.secret_generator); none was given")
-    mean, mechanism = _noisy_unit_mean(flat, bound=math.sqrt(d), noise_multiplier=noise_multiplier,
-                                       generator=generator, groups=groups)
-    center.center.copy_(mean.float())
-    return mechanism
-
-
-#: a unit's per-channel deviation from the base is clipped to this fraction of sqrt(C) (the norm of a
-#: standardised feature map's channel means, at most): chosen once on CBIS-DDSM validation (docs/models.md)
-CHANNEL_BOUND_FRACTION = 1 / 3
-
-
-@torch.no_grad()
-def set_center_by_channel(center: FeatureCenter, features: torch.Tensor, *, base: torch.Tensor,
-                          noise_multiplier: float, generator: torch.Generator,
-                          groups: np.ndarray | None = None) -> Mechanism:
-    """Set the centre to ``base`` (a public centre, e.g. the phantom's mean features; zeros without one)
-    corrected by the training data's per-channel mean, released privately: C numbers, not C x H x W.
-
-    ``features`` (N, C, ...) are feature maps; each sample's per-channel mean deviation from ``base``
-    (a C-vector) is clipped to norm ``bound = CHANNEL_BOUND_FRACTION * sqrt(C)``, each unit (``groups[i]``,
-    by default each image) contributes the mean of its clipped vectors (norm at most ``bound``: the
-    sensitivity), and the sum over units gets Gaussian noise of std ``noise_multiplier * bound`` from
-    ``generator`` (a secret one) before it is divided by the number of units. The correction is the
-    same at every position of a channel. Where the offset between the public and the private mean
-    is a per-channel one (on CBIS-DDSM's scattering features, 99% of it), this removes it with
-    far less noise than releasing all C x H x W coordinates (:func:`set_center`).
-    """
-    n = len(features)
-    maps = features.double().reshape(n, features.shape[1], -1)  # (N, C, positions); (N, D) -> D channels
-    channels, positions = maps.shape[1], maps.shape[2]
-    base = base.double().to(maps.device).reshape(channels, positions)
-    correction, mechanism = _noisy_unit_mean((maps - base).mean(2), bound=CHANNEL_BOUND_FRACTION * math.sqrt(channels),
-                                             noise_multiplier=noise_multiplier, generator=generator, groups=groups)
-    center.center.copy_((base + correction.unsqueeze(1)).reshape(-1).float())
-    return mechanism
-
-
-def _noisy_unit_mean(rows: torch.Tensor, *, bound: float, noise_multiplier: float, generator: torch.Generator,
-                     groups: np.ndarray | None) -> tuple[torch.Tensor, Mechanism]:
-    """The Gaussian mechanism both centre releases share: rows clipped to ``bound``, one mean per unit (norm at
-    most ``bound``: the sensitivity), their sum released by :func:`~privmed.privacy.mechanisms.gaussian_release`
-    (noise of std ``noise_multiplier * bound`` from ``generator``), divided by the number of units; and its
-    accounted stage."""
-    unit_means = _unit_means(clip_rows(rows, bound), groups)
-    released, mechanism = gaussian_release(unit_means.sum(0), sensitivity=bound, noise_multiplier=noise_multiplier,
-                                           generator=generator, stage=CENTRE_STAGE)
-    return released / len(unit_means), mechanism
-
-
-def _unit_means(rows: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
-    """Mean of each group's rows (groups numbered 0..G-1); the rows themselves without groups."""
-    if groups is None:
-        return rows
-    index = torch.from_numpy(np.asarray(groups, dtype=np.int64))
-    sums = torch.zeros(int(index.max()) + 1, rows.shape[1], dtype=rows.dtype).index_add_(0, index, rows)
-    counts = torch.bincount(index, minlength=len(sums)).to(rows.dtype).unsqueeze(1)
-    return sums / counts

@@ -22,7 +22,7 @@ from privmed.privacy.plan import protected_unit as plan_unit
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
 from privmed.privacy.units import PrivacyUnit
 
-from .inputs import CENTRE_STAGE  # the feature centre, released once with its own noise
+from .dp_head import CENTRE_STAGE  # the feature centre (privmed.training.centre), released once with its own noise
 from .private import PrivateTraining, Schedule, plan_schedule, spent_steps
 
 from .state import SyntheticInputs, TrainState

@@ -56,12 +56,12 @@ from .checkpoint import (TrainState, check_out_dir, check_same_start, fingerprin
 from .average import evaluated
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .in_memory import FittedModel, train_in_memory
+from .centre import public_centre_inputs, releases_centre
 from .inputs import model_inputs, trainable_part
 from .plan import (ClassifierPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
                    start_ledger, validation_choices)
 from .private import resolve_device, spent_steps
-from .start import (SyntheticInputs, prepare_start, public_centre_inputs, releases_centre, seed_everything,
-                    synthetic_inputs, synthetic_source, training_set)
+from .start import SyntheticInputs, prepare_start, seed_everything, synthetic_inputs, synthetic_source, training_set
 
 __all__ = ["FittedModel", "seed_everything", "train", "train_in_memory", "train_processes"]
 
