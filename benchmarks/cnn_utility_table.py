@@ -10,14 +10,11 @@ of views (``training.augment_views``) and moving-average decay (``training.ema``
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from common import (MEDIAN_TRAIN_S, ROOT, TOTAL_EPSILON, seed_summary, study_facts, study_results, summary_cells,
-                    write_results)
+from common import MEDIAN_TRAIN_S, TOTAL_EPSILON, seed_summary, study_table, summary_cells
 
 COLUMNS = ["epsilon", "views", "ema", "seed", "total_epsilon", "val_auroc", "test_auroc", "train_seconds", "run"]
 
@@ -45,14 +42,7 @@ def markdown(table: pd.DataFrame, facts: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default=str(ROOT / "benchmarks" / "runs" / "cnn_utility"),
-                        help="the study's --out folder")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    args = parser.parse_args()
-    table = levers(study_results(Path(args.study)))
-    Path(args.results).mkdir(parents=True, exist_ok=True)
-    write_results(Path(args.results), "cnn_utility", table[COLUMNS], markdown(table, study_facts(args.study)))
+    study_table("cnn_utility", __doc__, levers, COLUMNS, markdown)
 
 
 if __name__ == "__main__":

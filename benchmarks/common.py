@@ -186,6 +186,19 @@ def study_results(out: Path) -> pd.DataFrame:
     return table
 
 
+def study_table(name: str, doc: str, rows, columns: list[str], markdown) -> None:
+    """The ``main`` of a study's table script: read ``--study`` (the study's ``--out`` folder, default
+    ``benchmarks/runs/<name>``), turn its finished runs into ``rows(results)``, and write ``columns`` of them and
+    ``markdown(rows, study_facts)`` as ``<name>.csv`` / ``<name>.md`` under ``--results``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--study", default=str(ROOT / "benchmarks" / "runs" / name), help="the study's --out folder")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    table = rows(study_results(Path(args.study)))
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    write_results(Path(args.results), name, table[columns], markdown(table, study_facts(args.study)))
+
+
 def study_facts(out: Path) -> str:
     """How long the study took (``OUT/timing.json``: every invocation's wall time) and on how many workers."""
     timing = json.loads((Path(out) / "timing.json").read_text())

@@ -11,12 +11,9 @@ re-initialised after pretraining) the one with the better mean val AUROC at each
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import pandas as pd
 
-from common import ROOT, TOTAL_EPSILON, seed_summary, study_facts, study_results, write_results
+from common import TOTAL_EPSILON, seed_summary, study_table
 
 COLUMNS = ["strategy", "head", "epsilon", "seed", "total_epsilon", "val_auroc", "test_auroc", "test_auroc_ci_low",
            "test_auroc_ci_high", "train_seconds", "run"]
@@ -57,14 +54,7 @@ def markdown(table: pd.DataFrame, facts: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default=str(ROOT / "benchmarks" / "runs" / "phantom_pretrain"),
-                        help="the study's --out folder")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    args = parser.parse_args()
-    table = heads(study_results(Path(args.study)))
-    Path(args.results).mkdir(parents=True, exist_ok=True)
-    write_results(Path(args.results), "phantom_pretrain", table[COLUMNS], markdown(table, study_facts(args.study)))
+    study_table("phantom_pretrain", __doc__, heads, COLUMNS, markdown)
 
 
 if __name__ == "__main__":

@@ -118,11 +118,8 @@ class LogProgress:
         _logger().info(f"{self.desc}: {count} {self.unit}{share}, {now - self._start:.0f} s {state}{extra}")
 
 
-class _StderrHandler(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a line is written (the CLI wraps it; tests capture it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     @property
     def stream(self):
@@ -137,7 +134,7 @@ def _logger() -> logging.Logger:
     """``privmed.progress``; with no handler configured anywhere, one that writes to standard error."""
     log = logging.getLogger(LOGGER)
     if not log.hasHandlers():
-        handler = _StderrHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s privmed: %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
         log.propagate = False

@@ -34,3 +34,13 @@ def phantom_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("phantom")
     write_phantom_dataset(root, PhantomSpec(n_samples=240, image_size=32, seed=3))
     return root
+
+
+@pytest.fixture(scope="session")
+def patients_root(tmp_path_factory) -> Path:
+    """A phantom whose patients have up to 3 images each."""
+    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("patients")
+    write_phantom_dataset(root, PhantomSpec(n_samples=120, image_size=32, seed=4, images_per_patient=3))
+    return root

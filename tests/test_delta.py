@@ -27,16 +27,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "privmed"
 
 
 @pytest.fixture(scope="module")
-def patients_root(tmp_path_factory) -> Path:
-    """A phantom whose patients have up to 3 images each."""
-    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
-
-    root = tmp_path_factory.mktemp("patients")
-    write_phantom_dataset(root, PhantomSpec(n_samples=120, image_size=32, seed=4, images_per_patient=3))
-    return root
-
-
-@pytest.fixture(scope="module")
 def expected(patients_root) -> float:
     train = load_dataset(config_from_dict({"data": {"path": str(patients_root), "image_size": 32}}).data).split("train")
     patients = len(set(train.patient_ids))

@@ -102,16 +102,6 @@ def test_delta_is_resolved_and_noise_calibrated_only_by_the_plan():
 
 
 @pytest.fixture(scope="module")
-def patients_root(tmp_path_factory) -> Path:
-    """A phantom whose patients have up to 3 images each."""
-    from privmed.data.phantom import PhantomSpec, write_phantom_dataset
-
-    root = tmp_path_factory.mktemp("patients")
-    write_phantom_dataset(root, PhantomSpec(n_samples=120, image_size=32, seed=4, images_per_patient=3))
-    return root
-
-
-@pytest.fixture(scope="module")
 def classifier_delta(patients_root) -> float:
     config = config_from_dict({"data": {"path": str(patients_root), "image_size": 32},
                                "privacy": {"noise_multiplier": 1.0},  # delta does not depend on the calibration

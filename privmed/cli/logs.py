@@ -11,9 +11,8 @@ configuration decides (with none, Python shows warnings on standard error).
 from __future__ import annotations
 
 import logging
-import sys
 
-from privmed.progress import LOGGER as PROGRESS_LOGGER
+from privmed.progress import LOGGER as PROGRESS_LOGGER, StderrHandler
 
 #: the logger every privmed module logs under
 ROOT = "privmed"
@@ -30,20 +29,12 @@ class _Lines(logging.Formatter):
         return self._timed.format(record) if record.name.startswith(PROGRESS_LOGGER) else super().format(record)
 
 
-class CliHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a line is written (the CLI wraps it; tests capture it)."""
+class CliHandler(StderrHandler):
+    """A line a record on whatever ``sys.stderr`` is at the time, as :class:`_Lines` formats it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(_Lines())
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
 
 
 def show_library_logs() -> None:
