@@ -125,6 +125,13 @@ def test_refused_out_of_range_options(tmp_path, capsys, monkeypatch, options, pa
     assert_refused(code, err, pattern, tmp_path / "run", tmp_path / "runs")
 
 
+
+@pytest.mark.parametrize("command", [["synth", "train"], ["synth", "evolve", "--data", "phantom"]])
+def test_the_generators_refuse_an_epsilon_that_overflows_as_train_does(tmp_path, capsys, command):
+    """``--epsilon 1e400`` once read as infinity in ``synth train`` / ``synth evolve``: a non-private generator."""
+    code, _, err = run_cli(capsys, *command, "--out", tmp_path / "gen", "--epsilon", "1e400")
+    assert_refused(code, err, "privacy.epsilon = '1e400': overflows to infinity", tmp_path / "gen")
+
 REFUSED_CONFIGS = [
     ("training: {weight_decay: -0.1}\n", "training.weight_decay = -0.1: must be a finite number >= 0"),
     ("training: {seed: 1.0e+23}\n", "training.seed = 99999999999999991611392: must be an integer from 0"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from privmed.config import ACCOUNTANTS, PRIVACY_UNITS, DataConfig, PrivacyConfig, TrainingConfig
 
-from .options import UNIT_OPTIONS, Option, add_options, existing_synthetic, label_options, overrides
+from .options import UNIT_OPTIONS, Option, add_options, existing_synthetic, label_options, number, overrides
 
 # named here so that ``privmed --help`` does not import torch (privmed.synth.config does); a test keeps
 # them equal to the config's: the keys of privmed.synth.gan.DISCRIMINATORS (the first: GanConfig's
@@ -65,11 +65,11 @@ SYNTH_TRAIN_OPTIONS: list[Option] = [
     *label_options(single=True),
     Option("--image-size", "data.image_size", f"{DataConfig.image_size} (default) or 128", int),
     Option("--epsilon", "privacy.epsilon", "target epsilon of the discriminator's DP-SGD; omit = non-private "
-           "(default inf)", float),
-    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images); must be < 1/N", float),
+           "(default inf)", number),
+    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images); must be < 1/N", number),
     Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
-           "(default: calibrated to --epsilon)", float),
-    Option("--clip-norm", "privacy.clip_norm", f"per-sample gradient clipping norm (default {P.clip_norm})", float),
+           "(default: calibrated to --epsilon)", number),
+    Option("--clip-norm", "privacy.clip_norm", f"per-sample gradient clipping norm (default {P.clip_norm})", number),
     Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
     *UNIT_OPTIONS,
     Option("--epochs", "gan.epochs", f"default {G['epochs']}", int),
@@ -97,10 +97,10 @@ EVOLVE_OPTIONS: list[Option] = [
     *label_options(single=True),
     Option("--image-size", "data.image_size", f"{DataConfig.image_size} (default) or 128", int),
     Option("--epsilon", "privacy.epsilon", "target epsilon of all rounds' vote histograms together (default inf: "
-           "not private)", float),
-    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images)", float),
+           "not private)", number),
+    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images)", number),
     Option("--noise-multiplier", "privacy.noise_multiplier", "the votes' Gaussian noise instead of --epsilon "
-           "(default: calibrated to --epsilon)", float),
+           "(default: calibrated to --epsilon)", number),
     Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
     Option("--privacy-unit", "privacy.unit", "unit of privacy: patient (one vote per patient, split over their "
            "images; the default when the data has patient ids) or image", choices=PRIVACY_UNITS),
