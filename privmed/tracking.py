@@ -30,16 +30,6 @@ EPOCH_METRICS = ("loss", "val_auroc", "epsilon")
 STUDY_ARTIFACTS = ("results.csv", "report.html", "report.md")
 
 
-def add_tracking_options(parser: argparse.ArgumentParser) -> None:
-    """``--mlflow``, ``--mlflow-uri`` and ``--mlflow-experiment`` on a subcommand."""
-    parser.add_argument("--mlflow", action="store_true",
-                        help=f"log the run to MLflow (a local {DEFAULT_URI} store unless --mlflow-uri is given); "
-                             "needs pip install 'privmed[tracking]'")
-    parser.add_argument("--mlflow-uri", metavar="URI", help=f"MLflow tracking URI (a folder, file:///..., http://...); "
-                                                            "implies --mlflow (default {DEFAULT_URI} with --mlflow)")
-    parser.add_argument("--mlflow-experiment", metavar="NAME", help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
-
-
 class Tracker:
     """Does nothing: what a run without tracking gets. Subclasses log somewhere."""
 

@@ -4,11 +4,11 @@
 :mod:`~privmed.cli.synth`
 (``synth train/sample/evaluate``), :mod:`~privmed.cli.audit` (``audit``, ``audit-synthetic``),
 :mod:`~privmed.cli.study` (``study``, ``report``, ``demo``), :mod:`~privmed.cli.data`
-(``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. An option that sets
-a config key is declared once, in its command's table (:class:`~privmed.cli.options.Option`); option
-defaults and choices come from the config dataclasses. Every user error is a :class:`PrivmedError`:
-printed as one line, exit status 2. The library logs and never prints; :mod:`~privmed.cli.logs` shows its
-records on standard error.
+(``phantom``, ``models``); :mod:`~privmed.cli.options` holds what they share. Every argument of a
+command is declared once, in its command's table (:class:`~privmed.cli.options.Option`), with the config
+key it sets if any; option defaults and choices come from the config dataclasses. Every user error is a
+:class:`PrivmedError`: printed as one line, exit status 2. The library logs and never prints;
+:mod:`~privmed.cli.logs` shows its records on standard error.
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
-    """Help that ends an option's text with its default, unless the text already says it (the options of
-    ``train`` and ``synth train`` default to None so that a --config file can set them; their text names
-    the config's default)."""
+    """Help that ends an option's text with its default, unless the text already says it (an option that sets
+    a config key defaults to None so that a --config file, or the config itself, sets it; its text names the
+    config's default)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 from privmed.audit.config import CANARY_KINDS, AuditConfig
-from privmed.config import TrainingConfig
 
-from .options import existing_synthetic
-from .synth import MEASURED_SAMPLES
+from .options import BOOTSTRAP, Option, add_command, existing_synthetic, overrides
+from .synth import MEASURED_OPTIONS, SYNTHETIC
 
 AUDIT_DESCRIPTION = ("Default design (one-run, Steinke, Nasr & Jagielski 2023): --canaries canaries, each put into "
                      "training by a fair coin, one target retrained by the run's recipe; the epsilon lower bound "
@@ -25,52 +24,63 @@ AUDIT_SYNTHETIC_DESCRIPTION = (
 CONFIDENCE = 1 - AuditConfig.alpha
 
 
+def _alpha(confidence: float) -> float:
+    """``--confidence`` -> ``AuditConfig.alpha``."""
+    return 1 - confidence
+
+
+A = AuditConfig
+
+#: every option of ``privmed audit``; one with a key sets that field of :class:`AuditConfig` (not given: the
+#: config's default, which its help shows), so a new audit setting is one entry here
+AUDIT_OPTIONS: list[Option] = [
+    Option("run", help="run directory"),
+    Option("--data", help="the data the run was trained on (default: the run's own)"),
+    Option("--canaries", "canaries", f"canaries, each in training by a fair coin (default {A.canaries}); 0: "
+           "train-vs-test diagnostic only, no epsilon bound", int),
+    Option("--canary-kind", "canary_kind", "crafted: uniform-noise images with random labels (a patient canary: one "
+           "pattern seen --images-per-canary times, slightly jittered); mislabeled: test images with flipped labels "
+           f"(default {A.canary_kind})", choices=CANARY_KINDS),
+    Option("--images-per-canary", "images_per_canary", f"images in one canary (default {A.images_per_canary}, the "
+           "image unit); more only for runs whose unit of privacy is the patient", int),
+    Option("--shadows", "shadows", f"shadow models for LiRA, the strong and expensive attack (default {A.shadows}: "
+           "loss attack only; e.g. 8)", int),
+    Option("--confidence", "alpha", f"confidence of the lower bound (default {CONFIDENCE:g})", float,
+           to_config=_alpha),
+    Option("--workers", "workers", f"processes training shadow models (default {A.workers})", int),
+    Option("--shadow-dir", help="folder shared by audits of runs with the same recipe (reuses shadows; default: "
+           "RUN/audit/shadows)"),
+    Option("--seed", "seed", f"seed of the canaries and their coins (default {A.seed})", int),
+    Option("--bootstrap", "bootstrap", f"bootstrap resamples for the CIs (default {A.bootstrap})", int),
+]
+
+#: every option of ``privmed audit-synthetic`` (it calls the audit functions with them itself)
+AUDIT_SYNTHETIC_OPTIONS: list[Option] = [
+    SYNTHETIC,
+    Option("--data", help="the real data: train split = generator's training set", required=True),
+    Option("--canaries", help="held-out images put into a retrained generator's data by fair coins, for an epsilon "
+           "bound (retrains the generator: as slow as `synth train`); default 0: diagnostic only", type=int,
+           default=0),
+    *MEASURED_OPTIONS,
+    Option("--confidence", help=f"confidence of the lower bound (default {CONFIDENCE:g})", type=float,
+           default=CONFIDENCE),
+    Option("--seed", help="seed of the canaries and their coins", type=int, default=A.seed),
+    BOOTSTRAP,
+]
+
+
 def add_parsers(sub) -> None:
     """The ``audit`` and ``audit-synthetic`` commands."""
-    a = AuditConfig
-    au = sub.add_parser("audit", help="membership-inference audit of a trained run: an empirical epsilon lower bound",
-                        description=AUDIT_DESCRIPTION)
-    au.add_argument("run", help="run directory")
-    au.add_argument("--data", help="the data the run was trained on (default: the run's own)")
-    au.add_argument("--canaries", type=int, default=a.canaries,
-                    help=f"canaries, each in training by a fair coin (default {a.canaries}); 0: train-vs-test "
-                         "diagnostic only, no epsilon bound")
-    au.add_argument("--canary-kind", default=a.canary_kind, choices=CANARY_KINDS,
-                    help="crafted: uniform-noise images with random labels (a patient canary: one pattern seen "
-                         "--images-per-canary times, slightly jittered); mislabeled: test images with flipped labels "
-                         f"(default {a.canary_kind})")
-    au.add_argument("--images-per-canary", type=int, default=a.images_per_canary,
-                    help=f"images in one canary (default {a.images_per_canary}, the image unit); more only for runs "
-                         "whose unit of privacy is the patient")
-    au.add_argument("--shadows", type=int, default=a.shadows,
-                    help=f"shadow models for LiRA, the strong and expensive attack (default {a.shadows}: loss attack "
-                         "only; e.g. 8)")
-    au.add_argument("--confidence", type=float, default=CONFIDENCE,
-                    help=f"confidence of the lower bound (default {CONFIDENCE:g})")
-    au.add_argument("--workers", type=int, default=a.workers, help="processes training shadow models")
-    au.add_argument("--shadow-dir", help="folder shared by audits of runs with the same recipe (reuses shadows; default: "
-                         "RUN/audit/shadows)")
-    au.add_argument("--seed", type=int, default=a.seed, help="seed of the canaries and their coins")
-    au.add_argument("--bootstrap", type=int, default=a.bootstrap, help="bootstrap resamples for the CIs")
-    au.set_defaults(handler=cmd_audit)
+    add_command(sub, "audit", AUDIT_OPTIONS, cmd_audit, description=AUDIT_DESCRIPTION,
+                help="membership-inference audit of a trained run: an empirical epsilon lower bound")
+    add_command(sub, "audit-synthetic", AUDIT_SYNTHETIC_OPTIONS, cmd_audit_synthetic,
+                description=AUDIT_SYNTHETIC_DESCRIPTION,
+                help="did a generator memorise? DCR membership test of synthetic images")
 
-    aus = sub.add_parser("audit-synthetic", help="did a generator memorise? DCR membership test of synthetic images",
-                         description=AUDIT_SYNTHETIC_DESCRIPTION)
-    aus.add_argument("synthetic",
-                     help="generator folder, or a folder of synthetic images (class folders or a manifest)")
-    aus.add_argument("--data", required=True, help="the real data: train split = generator's training set")
-    aus.add_argument("--canaries", type=int, default=0,
-                     help="held-out images put into a retrained generator's data by fair coins, for an epsilon "
-                          "bound (retrains the generator: as slow as `synth train`); default 0: diagnostic only")
-    aus.add_argument("--n", type=int, default=MEASURED_SAMPLES,
-                     help=f"images to sample from a generator (default {MEASURED_SAMPLES})")
-    aus.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
-    aus.add_argument("--confidence", type=float, default=CONFIDENCE,
-                     help=f"confidence of the lower bound (default {CONFIDENCE:g})")
-    aus.add_argument("--seed", type=int, default=0, help="seed of the canaries and their coins")
-    aus.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
-                     help="bootstrap resamples for the CIs")
-    aus.set_defaults(handler=cmd_audit_synthetic)
+
+def audit_config(args: argparse.Namespace) -> AuditConfig:
+    """The audit's settings: the :data:`AUDIT_OPTIONS` given, the config's defaults for the rest, validated."""
+    return AuditConfig(**overrides(args, AUDIT_OPTIONS))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -82,10 +92,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for folder in (args.run, args.shadow_dir):  # the audit is written into the run's folder, shadows beside it
         if folder:
             check_folder(folder)
-    config = AuditConfig(shadows=args.shadows, canaries=args.canaries, canary_kind=args.canary_kind,
-                         images_per_canary=args.images_per_canary, workers=args.workers, seed=args.seed,
-                         alpha=1 - args.confidence, bootstrap=args.bootstrap)
-    result = audit_run(Path(args.run), data=args.data, config=config,
+    result = audit_run(Path(args.run), data=args.data, config=audit_config(args),
                        shadow_dir=Path(args.shadow_dir) if args.shadow_dir else None)
     print("\n".join(audit_lines(result)))
     return 0

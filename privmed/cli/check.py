@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from .train import add_run_options, run_config
+from .options import add_command
+from .train import RUN_OPTIONS, run_config
 
 
 def add_parsers(sub) -> None:
-    """The ``check`` command."""
-    check = sub.add_parser("check", help="check data and options as `privmed train` would; train and write nothing")
-    add_run_options(check)
-    check.set_defaults(handler=cmd_check)
+    """The ``check`` command: ``train``'s options."""
+    add_command(sub, "check", RUN_OPTIONS, cmd_check,
+                help="check data and options as `privmed train` would; train and write nothing")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -8,26 +8,32 @@ from pathlib import Path
 from privmed.config import DataConfig
 from privmed.errors import GRID_FOLDER_MISSING, PrivmedError
 
+from .options import Option, add_command
+
+
+D = DataConfig  # by default the phantom that ``privmed train`` uses without --data
+
+#: every option of ``privmed phantom``
+PHANTOM_OPTIONS = [
+    Option("--grid", help="PNG of samples per class", default="phantom_grid.png"),
+    Option("--dataset", help="also write the data set (images + metadata.csv) to this folder (default: the grid "
+           "only)"),
+    Option("--n", help=f"images (default {D.phantom_samples})", type=int, default=D.phantom_samples),
+    Option("--image-size", help=f"side in pixels (default {D.image_size})", type=int, default=D.image_size),
+    Option("--seed", help=f"default {D.seed}", type=int, default=D.seed),
+    Option("--findings", help="a multi-label phantom with these findings per image, any of "
+           "mass,calcification,distortion (one 0/1 manifest column each; train with --label-column mass "
+           "calcification distortion; default: none, the binary mass phantom)", metavar="F1,F2,..."),
+    Option("--per-class", help="images per grid row block (default 8)", type=int, default=8),
+    Option("--by-density", help="grid rows are class x BI-RADS density", action="store_true"),
+]
+
 
 def add_parsers(sub) -> None:
     """The ``phantom`` and ``models`` commands."""
-    d = DataConfig  # by default the phantom that ``privmed train`` uses without --data
-    ph = sub.add_parser("phantom", help="write the built-in phantom data set and/or an image grid PNG")
-    ph.add_argument("--grid", default="phantom_grid.png", help="PNG of samples per class")
-    ph.add_argument("--dataset", help="also write the data set (images + metadata.csv) to this folder (default: the grid only)")
-    ph.add_argument("--n", type=int, default=d.phantom_samples, help=f"images (default {d.phantom_samples})")
-    ph.add_argument("--image-size", type=int, default=d.image_size, help=f"side in pixels (default {d.image_size})")
-    ph.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    ph.add_argument("--findings", metavar="F1,F2,...",
-                    help="a multi-label phantom with these findings per image, any of mass,calcification,distortion "
-                         "(one 0/1 manifest column each; train with --label-column mass calcification distortion; default: "
-                         "none, the binary mass phantom)")
-    ph.add_argument("--per-class", type=int, default=8, help="images per grid row block (default 8)")
-    ph.add_argument("--by-density", action="store_true", help="grid rows are class x BI-RADS density")
-    ph.set_defaults(handler=cmd_phantom)
-
-    models = sub.add_parser("models", help="list the models")
-    models.set_defaults(handler=cmd_models)
+    add_command(sub, "phantom", PHANTOM_OPTIONS, cmd_phantom,
+                help="write the built-in phantom data set and/or an image grid PNG")
+    add_command(sub, "models", [], cmd_models, help="list the models")
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:

@@ -8,29 +8,37 @@ import time
 from pathlib import Path
 
 from privmed.errors import WORKERS_NOT_POSITIVE, PrivmedError
-from privmed.tracking import add_tracking_options, tracker_from_args
+from privmed.tracking import tracker_from_args
+
+from .options import TRACKING_OPTIONS, Option, add_command
+
+
+#: every option of ``privmed study``; with --mlflow the study is an MLflow run, each of its runs nested in it
+STUDY_OPTIONS = [
+    Option("study", help="study file (YAML): data, strategies, epsilons, seeds, fairness attributes"),
+    Option("--out", help="study folder; re-run the same command to resume", required=True),
+    Option("--workers", help="worker processes (default: the study's 'workers', else 1)", type=int),
+    Option("--devices", help="GPU indices; each worker process is pinned to one of them in turn (default: none)",
+           metavar="0,1"),
+    Option("--no-report", help="do not write report.html/report.md at the end", action="store_true"),
+    *TRACKING_OPTIONS,
+]
+#: every option of ``privmed report``
+REPORT_OPTIONS = [Option("out", help="study folder")]
+#: every option of ``privmed demo``
+DEMO_OPTIONS = [
+    Option("--out", help="study folder (default demo); re-run to resume", default="demo"),
+    Option("--workers", help="worker processes (default: the demo study's 'workers')", type=int),
+]
 
 
 def add_parsers(sub) -> None:
     """The ``study``, ``report`` and ``demo`` commands."""
-    st = sub.add_parser("study", help="run a study: a grid of runs from one YAML file (resumable)")
-    st.add_argument("study", help="study file (YAML): data, strategies, epsilons, seeds, fairness attributes")
-    st.add_argument("--out", required=True, help="study folder; re-run the same command to resume")
-    st.add_argument("--workers", type=int, help="worker processes (default: the study's 'workers', else 1)")
-    st.add_argument("--devices", metavar="0,1",
-                    help="GPU indices; each worker process is pinned to one of them in turn (default: none)")
-    st.add_argument("--no-report", action="store_true", help="do not write report.html/report.md at the end")
-    add_tracking_options(st)  # the study as an MLflow run, each of its runs nested in it
-    st.set_defaults(handler=cmd_study)
-
-    rp = sub.add_parser("report", help="write a study's report.html and report.md (from what has finished)")
-    rp.add_argument("out", help="study folder")
-    rp.set_defaults(handler=cmd_report)
-
-    dm = sub.add_parser("demo", help="built-in data -> small study -> report (a few minutes)")
-    dm.add_argument("--out", default="demo", help="study folder (default demo); re-run to resume")
-    dm.add_argument("--workers", type=int, help="worker processes (default: the demo study's 'workers')")
-    dm.set_defaults(handler=cmd_demo)
+    add_command(sub, "study", STUDY_OPTIONS, cmd_study,
+                help="run a study: a grid of runs from one YAML file (resumable)")
+    add_command(sub, "report", REPORT_OPTIONS, cmd_report,
+                help="write a study's report.html and report.md (from what has finished)")
+    add_command(sub, "demo", DEMO_OPTIONS, cmd_demo, help="built-in data -> small study -> report (a few minutes)")
 
 
 def cmd_study(args: argparse.Namespace) -> int:

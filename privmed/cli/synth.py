@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import ACCOUNTANTS, PRIVACY_UNITS, DataConfig, PrivacyConfig, TrainingConfig
+from privmed.config import DataConfig
 
-from .options import UNIT_OPTIONS, Option, add_options, existing_synthetic, label_options, number, overrides
+from .options import BOOTSTRAP, Option, add_command, existing_synthetic, label_options, overrides, privacy_options
 
 # named here so that ``privmed --help`` does not import torch (privmed.synth.config does); a test keeps
 # them equal to the config's: the keys of privmed.synth.gan.DISCRIMINATORS (the first: GanConfig's
@@ -33,29 +33,16 @@ def add_parsers(sub) -> None:
     """The ``synth`` command and its ``train``, ``evolve``, ``sample`` and ``evaluate`` subcommands."""
     synth = sub.add_parser("synth", help="class-conditioned generator: train (with or without DP), sample, evaluate")
     ssub = synth.add_subparsers(dest="synth_command")
-    _add_train(ssub)
-    _add_evolve(ssub)
-    sa = ssub.add_parser("sample", help="write synthetic images + manifest + privacy record")
-    sa.add_argument("generator", help="generator folder (from `synth train`)")
-    sa.add_argument("--n", type=int, default=SAMPLES, help=f"images in all, half per class (default {SAMPLES})")
-    sa.add_argument("--out", required=True, help="folder to write")
-    sa.add_argument("--seed", type=int, default=0, help="seed of the generator's latent draws")
-    sa.set_defaults(handler=cmd_sample)
-    ev = ssub.add_parser("evaluate", help="train-on-synthetic AUROC, Frechet distance, memorisation, sample grid")
-    ev.add_argument("synthetic", help="generator folder, or a folder of synthetic images")
-    ev.add_argument("--data", required=True, help="the real data (train/val/test)")
-    ev.add_argument("--n", type=int, default=MEASURED_SAMPLES,
-                    help=f"images to sample from a generator (default {MEASURED_SAMPLES})")
-    ev.add_argument("--image-size", type=int, help="default: the generator's (64 for an image folder)")
-    ev.add_argument("--out", help="where to write (default SYNTHETIC/quality)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the sampling and the classifier trained on it")
-    ev.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
-                    help="bootstrap resamples for the CIs")
-    ev.set_defaults(handler=cmd_evaluate)
+    add_command(ssub, "train", SYNTH_TRAIN_OPTIONS, cmd_train, help="train a generator on the training split")
+    add_command(ssub, "evolve", EVOLVE_OPTIONS, cmd_evolve, help="private evolution of the phantom simulator: DP votes "
+                "of the private patients pick and refine phantom parameters; writes images like `sample`")
+    add_command(ssub, "sample", SAMPLE_OPTIONS, cmd_sample, help="write synthetic images + manifest + privacy record")
+    add_command(ssub, "evaluate", EVALUATE_OPTIONS, cmd_evaluate,
+                help="train-on-synthetic AUROC, Frechet distance, memorisation, sample grid")
     synth.set_defaults(handler=lambda args: synth.print_help() or 1)
 
 
-G, P = GAN_DEFAULTS, PrivacyConfig
+G = GAN_DEFAULTS
 
 #: every option of ``synth train``, with the key it sets; shared names mean what they mean for ``train``
 SYNTH_TRAIN_OPTIONS: list[Option] = [
@@ -64,14 +51,7 @@ SYNTH_TRAIN_OPTIONS: list[Option] = [
     Option("--data", "data.path", "data set (default: built-in phantom)"),
     *label_options(single=True),
     Option("--image-size", "data.image_size", f"{DataConfig.image_size} (default) or 128", int),
-    Option("--epsilon", "privacy.epsilon", "target epsilon of the discriminator's DP-SGD; omit = non-private "
-           "(default inf)", number),
-    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images); must be < 1/N", number),
-    Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
-           "(default: calibrated to --epsilon)", number),
-    Option("--clip-norm", "privacy.clip_norm", f"per-sample gradient clipping norm (default {P.clip_norm})", number),
-    Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
-    *UNIT_OPTIONS,
+    *privacy_options(epsilon_of="the discriminator's DP-SGD"),
     Option("--epochs", "gan.epochs", f"default {G['epochs']}", int),
     Option("--batch-size", "gan.batch_size", "expected (Poisson) real images per discriminator step (default "
            f"{G['batch_size']})", int),
@@ -96,16 +76,7 @@ EVOLVE_OPTIONS: list[Option] = [
     Option("--data", "data.path", "the private data (its train split votes)", required=True),
     *label_options(single=True),
     Option("--image-size", "data.image_size", f"{DataConfig.image_size} (default) or 128", int),
-    Option("--epsilon", "privacy.epsilon", "target epsilon of all rounds' vote histograms together (default inf: "
-           "not private)", number),
-    Option("--delta", "privacy.delta", "default 1/(10 N) for N patients (or images)", number),
-    Option("--noise-multiplier", "privacy.noise_multiplier", "the votes' Gaussian noise instead of --epsilon "
-           "(default: calibrated to --epsilon)", number),
-    Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
-    Option("--privacy-unit", "privacy.unit", "unit of privacy: patient (one vote per patient, split over their "
-           "images; the default when the data has patient ids) or image", choices=PRIVACY_UNITS),
-    Option("--replayable-noise", "privacy.replayable_noise", "derive the vote noise from --seed (debugging): the "
-           "result is then NOT private", action="store_true"),
+    *privacy_options(epsilon_of="all rounds' vote histograms together", votes=True),
     Option("--rounds", "evolve.rounds", "vote histograms released (default 4)", int),
     Option("--population", "evolve.population", "phantom candidates per class each round (default 32)", int),
     Option("--n", "evolve.n", "images written, half per class (default 2000)", int),
@@ -121,18 +92,32 @@ EVOLVE_OPTIONS: list[Option] = [
     Option("--out", "out", "new or empty folder to write", required=True),
 ]
 
+#: the generator, or the folder of synthetic images, that ``synth evaluate`` and ``audit-synthetic`` measure
+SYNTHETIC = Option("synthetic", help="generator folder, or a folder of synthetic images (class folders or a manifest)")
+#: how many images they sample from a generator, and at what size they read a folder
+MEASURED_OPTIONS = [
+    Option("--n", help=f"images to sample from a generator (default {MEASURED_SAMPLES})", type=int,
+           default=MEASURED_SAMPLES),
+    Option("--image-size", help="default: the generator's (64 for an image folder)", type=int),
+]
 
-def _add_train(ssub) -> None:
-    tr = ssub.add_parser("train", help="train a generator on the training split")
-    add_options(tr, SYNTH_TRAIN_OPTIONS)
-    tr.set_defaults(handler=cmd_train)
+#: every option of ``synth sample``
+SAMPLE_OPTIONS = [
+    Option("generator", help="generator folder (from `synth train`)"),
+    Option("--n", help=f"images in all, half per class (default {SAMPLES})", type=int, default=SAMPLES),
+    Option("--out", help="folder to write", required=True),
+    Option("--seed", help="seed of the generator's latent draws", type=int, default=0),
+]
 
-
-def _add_evolve(ssub) -> None:
-    ev = ssub.add_parser("evolve", help="private evolution of the phantom simulator: DP votes of the private "
-                                        "patients pick and refine phantom parameters; writes images like `sample`")
-    add_options(ev, EVOLVE_OPTIONS)
-    ev.set_defaults(handler=cmd_evolve)
+#: every option of ``synth evaluate``
+EVALUATE_OPTIONS = [
+    SYNTHETIC,
+    Option("--data", help="the real data (train/val/test)", required=True),
+    *MEASURED_OPTIONS,
+    Option("--out", help="where to write (default SYNTHETIC/quality)"),
+    Option("--seed", help="seed of the sampling and the classifier trained on it", type=int, default=0),
+    BOOTSTRAP,
+]
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:

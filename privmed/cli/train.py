@@ -5,36 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from privmed.config import (ACCOUNTANTS, CENTER_SOURCES, FINETUNE_MODES, FREEZE_MODES, OPTIMIZERS, SPATIAL_DIMS,
-                            STREAM_SETTINGS, SYNTHETIC_USES, DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig,
+from privmed.config import (CENTER_SOURCES, FINETUNE_MODES, FREEZE_MODES, OPTIMIZERS, SPATIAL_DIMS, STREAM_SETTINGS,
+                            SYNTHETIC_USES, DataConfig, ModelConfig, PrivacyConfig, RunConfig, SyntheticConfig,
                             TrainingConfig)
 from privmed.model_options import parse_model_arg
-from privmed.tracking import add_tracking_options, tracker_from_args
+from privmed.tracking import tracker_from_args
 
-from .options import UNIT_OPTIONS, Option, add_options, boolean, label_options, number, overrides, tune_option
+from .options import (BOOTSTRAP, TRACKING_OPTIONS, Option, add_command, boolean, label_options, number, overrides,
+                      privacy_options, tune_option)
 
 
 def add_parsers(sub) -> None:
     """The ``train``, ``evaluate`` and ``compare`` commands."""
-    train = sub.add_parser("train", help="train a classifier, privately (--epsilon) or not")
-    add_run_options(train)
-    train.set_defaults(handler=cmd_train)
-
-    ev = sub.add_parser("evaluate", help="evaluate a trained run on any data set")
-    ev.add_argument("run", help="run directory")
-    _add_evaluation_options(ev, whose="the run's")
-    ev.set_defaults(handler=cmd_evaluate)
-
-    cmp_ = sub.add_parser("compare", help="paired bootstrap test of two runs on the same data")
-    cmp_.add_argument("run_a")
-    cmp_.add_argument("run_b")
-    _add_evaluation_options(cmp_, whose="run A's")
-    cmp_.set_defaults(handler=cmd_compare)
+    add_command(sub, "train", RUN_OPTIONS, cmd_train, help="train a classifier, privately (--epsilon) or not")
+    add_command(sub, "evaluate", [Option("run", help="run directory"), *evaluation_options(whose="the run's")],
+                cmd_evaluate, help="evaluate a trained run on any data set")
+    add_command(sub, "compare", [Option("run_a"), Option("run_b"), *evaluation_options(whose="run A's")], cmd_compare,
+                help="paired bootstrap test of two runs on the same data")
 
 
 D, M, P, T, S = DataConfig, ModelConfig, PrivacyConfig, TrainingConfig, SyntheticConfig
 
 #: every option of ``privmed train`` (``privmed check`` takes the same), in --help's order, with the key it sets
+#: (MLflow tracking's options set none: the command reads them)
 RUN_OPTIONS: list[Option] = [
     Option("--config", help="YAML file with any of the options below (unknown keys are an error; default: none, the "
            "options alone)"),
@@ -55,23 +48,16 @@ RUN_OPTIONS: list[Option] = [
            choices=STREAM_SETTINGS),
     Option("--model", "model.name", f"model name (see `privmed models`; default {M.name})"),
     # privacy
-    Option("--epsilon", "privacy.epsilon", "target epsilon of the classifier (feature centring and DP-SGD); a DP "
-           "generator's stages are composed on top and the total is reported; omit or inf = non-private (default inf)",
-           number),
+    *privacy_options(epsilon_of="the classifier (feature centring and DP-SGD); a DP generator's stages are composed "
+                     "on top and the total is reported"),
     Option("--total-epsilon", "privacy.total_epsilon", "target epsilon of the classifier together with the recorded "
            "stages of the records it uses (a DP generator's samples, --synthetic): its own stages get what those "
            "left; instead of --epsilon (default: none)", number),
-    Option("--delta", "privacy.delta", "delta (default 1/(10 N); must be < 1/N)", number),
-    Option("--noise-multiplier", "privacy.noise_multiplier", "fixed DP-SGD noise instead of a target epsilon "
-           "(default: calibrated to --epsilon)", number),
-    Option("--clip-norm", "privacy.clip_norm", f"per-sample gradient clipping norm (default {P.clip_norm})", number),
-    Option("--accountant", "privacy.accountant", f"default {P.accountant}", choices=ACCOUNTANTS),
     Option("--center", "privacy.center", "a feature model's head centre: phantom (mean features of phantom patches: "
            "free), channels (that mean corrected by the training data's per-channel mean, released with noise and "
            "composed into epsilon; private for images the phantom cannot draw), private (the training mean, released "
            "whole likewise), auto (phantom, else private; the default before channels); default "
            f"{P.center}. With --synthetic images the centre is their mean features, free", choices=CENTER_SOURCES),
-    *UNIT_OPTIONS,
     Option("--tune", "tune", "private hyper-parameter search over a training key (lr, epochs, batch_size, "
            "weight_decay); repeat for a grid. Every candidate's DP-SGD is composed into --epsilon and the best on "
            "validation is kept (default: no search)", tune_option, metavar="KEY=V1,V2,...", action="append",
@@ -131,24 +117,22 @@ RUN_OPTIONS: list[Option] = [
            f"--model-weights; default {M.freeze}", choices=FREEZE_MODES),
     Option("--replace-batchnorm", "model.replace_batchnorm", "let Opacus's ModuleValidator.fix replace trainable "
            "BatchNorm layers by GroupNorm", action="store_true"),
+    # tracking
+    *TRACKING_OPTIONS,
 ]
 
 
-def add_run_options(train: argparse.ArgumentParser) -> None:
-    """Every option of ``privmed train`` (``privmed check`` takes the same): :data:`RUN_OPTIONS`, and tracking."""
-    add_options(train, RUN_OPTIONS)
-    add_tracking_options(train)
-
-
-def _add_evaluation_options(parser: argparse.ArgumentParser, *, whose: str) -> None:
-    parser.add_argument("--data", help=f"data set (default: {whose} data)")
-    parser.add_argument("--split", default="test", help="split to evaluate (data without splits: all of it)")
-    add_options(parser, label_options(default=f"; default: {whose}"))
-    parser.add_argument("--allow-outside-data-root", action="store_true",
-                        help="let a manifest list images outside its own folder (e.g. absolute paths; refused by "
-                             "default)")
-    parser.add_argument("--bootstrap", type=int, default=TrainingConfig.bootstrap_resamples,
-                        help=f"bootstrap resamples for CIs (default {TrainingConfig.bootstrap_resamples})")
+def evaluation_options(*, whose: str) -> list[Option]:
+    """The options of ``evaluate`` and ``compare`` after their runs: the data and how it is read and measured;
+    ``whose``: the run whose settings apply by default ("the run's", "run A's")."""
+    return [
+        Option("--data", help=f"data set (default: {whose} data)"),
+        Option("--split", help="split to evaluate (data without splits: all of it)", default="test"),
+        *label_options(default=f"; default: {whose}"),
+        Option("--allow-outside-data-root", help="let a manifest list images outside its own folder (e.g. absolute "
+               "paths; refused by default)", action="store_true"),
+        BOOTSTRAP,
+    ]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
