@@ -44,7 +44,7 @@ from privmed.privacy.plan import StageSpec, delta_for, make_plan, protected_unit
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.privacy.units import PrivacyUnit
 from privmed.training.centre import FeatureCenter, set_center
-from privmed.training.private import plan_schedule
+from privmed.privacy.engine import plan_schedule
 from privmed.training.synthetic import load_synthetic
 
 NOISE_MULTIPLIERS = (2.5, 3.5, 5.0, 8.0, 12.0, 20.0)

@@ -8,7 +8,7 @@ loads the data set streamed from disk (``stream=True``, as ``data.stream: on``: 
 logical DP-SGD steps (after ``--warmup``) through privmed's private-training core: Poisson
 sampling of patients at the expected batch ``--batch-size``, per-sample clipping, noise; with
 2+ processes each rank takes its share of every Poisson batch and Opacus's distributed
-optimiser adds the noise once (:mod:`privmed.training.distributed`). A fixed number of steps,
+optimiser adds the noise once (:mod:`privmed.privacy.distributed`). A fixed number of steps,
 not epochs, keeps the cost independent of the data set size.
 
 Measured per run (blocks of 1 MiB and more returned to the system when freed,
@@ -189,7 +189,7 @@ def labels(findings: str) -> tuple[str, ...]:
 
 
 def child(job: dict) -> None:
-    from privmed.training import distributed
+    from privmed.privacy import distributed
 
     if job["nproc"] > 1:
         distributed.launch(run_rank, (job,), nproc=job["nproc"], out=job["result"])
@@ -208,8 +208,8 @@ def run_rank(job: dict) -> None:
     from privmed.data.sources import load_dataset
     from privmed.models import build_model
     from privmed.privacy.units import resolve_unit
-    from privmed.training import distributed
-    from privmed.training.private import make_plain, make_private, plan_schedule
+    from privmed.privacy import distributed
+    from privmed.privacy.engine import make_plain, make_private, plan_schedule
 
     warnings.filterwarnings("ignore")
     ranks = distributed.join_from_env(job["device"])
@@ -240,43 +240,34 @@ def run_rank(job: dict) -> None:
 
 
 def train_steps(fit, job: dict, device: str) -> tuple[int, float]:
-    """``warmup`` + ``steps`` logical steps, as the trainer takes them (private: Opacus's
-    BatchMemoryManager splits each Poisson batch into physical ones); the images and seconds of
-    the timed steps."""
-    from opacus.utils.batch_memory_manager import BatchMemoryManager
-
-    from privmed.training.private import spent_steps
-
+    """``warmup`` + ``steps`` logical steps through the engine's step loop, as the trainer takes them (each
+    Poisson batch in physical chunks, one optimiser step); the images and seconds of the timed steps."""
     clock = Clock(job, device)
-    physical = job["physical_batch_size"]
-    while not clock.done:
-        if fit.engine is None:
-            for xb, yb in fit.loader:
-                if clock.tick(steps=clock.steps, images=len(xb)):
-                    break
-                fit.optimizer.zero_grad()
-                for xc, yc in zip(xb.split(physical), yb.split(physical)):
-                    fit.criterion(fit.module(xc.to(device)), yc.to(device)).backward()
-                fit.optimizer.step()
-                clock.steps += 1
-            continue
-        with BatchMemoryManager(data_loader=fit.loader, max_physical_batch_size=physical,
-                                optimizer=fit.optimizer) as batches:
-            for xb, yb in batches:
-                if clock.tick(steps=spent_steps(fit.engine), images=len(xb)):
-                    break
-                fit.optimizer.zero_grad()
-                fit.criterion(fit.module(xb.to(device)), yb.to(device)).backward()
-                fit.optimizer.step()
-    return clock.images, clock.seconds
+
+    def backward(x, y) -> float:
+        clock.count(len(x))
+        loss = fit.criterion(fit.module(x.to(device)), y.to(device))
+        loss.backward()
+        return float(loss.detach())
+
+    try:
+        while True:
+            fit.run_epoch(backward, physical_batch_size=job["physical_batch_size"], after_step=clock.step)
+    except Clock.Done:
+        return clock.images, clock.seconds
 
 
 class Clock:
     """Counts logical steps; times (and counts the images of) those after the warm-up."""
 
+    class Done(Exception):
+        """All steps are taken."""
+
     def __init__(self, job: dict, device: str) -> None:
         self.warmup, self.total, self.cuda = job["warmup"], job["warmup"] + job["steps"], device.startswith("cuda")
-        self.steps, self.images, self.started, self.seconds, self.done = 0, 0, None, 0.0, False
+        self.steps, self.images, self.started, self.seconds = 0, 0, None, 0.0
+        if self.warmup == 0:
+            self.started = self._now()
 
     def _now(self) -> float:
         if self.cuda:
@@ -285,16 +276,19 @@ class Clock:
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def tick(self, *, steps: int, images: int) -> bool:
-        """Before a (physical) batch, ``steps`` logical steps done: True when all are done."""
-        if steps >= self.warmup and self.started is None:
-            self.started = self._now()
-        if steps >= self.total:
-            self.seconds, self.done = self._now() - self.started, True
-            return True
+    def count(self, images: int) -> None:
+        """A physical batch of ``images`` goes in: counted once the warm-up is over."""
         if self.started is not None:
             self.images += images
-        return False
+
+    def step(self) -> None:
+        """A logical step is done: start the clock after the warm-up, stop (raise :class:`Done`) after the last."""
+        self.steps += 1
+        if self.steps == self.warmup:
+            self.started = self._now()
+        if self.steps >= self.total:
+            self.seconds = self._now() - self.started
+            raise Clock.Done
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ MEASURE_INTERNALS: dict[str, tuple[str, frozenset[str] | None]] = {
                                "privmed.training.trainer"})),
     "feature_centre.py": ("the private feature centre's release and its share of the budget",
                           frozenset({"privmed.config", "privmed.privacy.plan", "privmed.privacy.randomness",
-                                     "privmed.privacy.units", "privmed.training.centre", "privmed.training.private",
+                                     "privmed.privacy.units", "privmed.training.centre", "privmed.privacy.engine",
                                      "privmed.training.synthetic"})),
     "private_evolution.py": ("the evolution's candidate prior beside the images it writes",
                              frozenset({"privmed.synth.candidates", "privmed.synth.evolve"})),

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -12,7 +11,7 @@ from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.units import resolve_unit
 from privmed.training.average import attach_average, evaluated
-from privmed.training.private import make_private, plan_schedule, spent_steps
+from privmed.privacy.engine import make_private, plan_schedule
 
 
 def test_the_average_follows_the_hand_formula_step_by_step():
@@ -53,14 +52,16 @@ def test_under_dp_sgd_the_average_moves_once_per_logical_step_not_per_physical_b
     average = attach_average(net, optimizer, decay=0.9)
     fit = make_private(net, optimizer, TensorDataset(x, y), unit=unit, schedule=schedule, noise_multiplier=1.0,
                        clip_norm=1.0, accountant="rdp")
-    with BatchMemoryManager(data_loader=fit.loader, max_physical_batch_size=4, optimizer=fit.optimizer) as batches:
-        physical = 0
-        for xb, yb in batches:
-            fit.optimizer.zero_grad()
-            fit.criterion(fit.module(xb), yb).backward()
-            fit.optimizer.step()
-            physical += 1
-    steps = spent_steps(fit.engine)
+    physical = []
+
+    def backward(xb, yb):
+        loss = fit.criterion(fit.module(xb), yb)
+        loss.backward()
+        physical.append(len(xb))
+        return float(loss.detach())
+
+    fit.run_epoch(backward, physical_batch_size=4)
+    physical, steps = len(physical), fit.spent_steps
     assert steps == schedule.steps and physical > steps  # several physical batches per logical step
     assert int(average.n_averaged) == steps
     fit.close()
@@ -81,11 +82,11 @@ def test_a_run_with_ema_keeps_the_average_and_states_it(phantom_root, tmp_path):
     out = train(config(tmp_path / "ema", 0.9))
     best = torch.load(out / rundir.CHECKPOINTS / rundir.BEST, weights_only=False)["model"]
     last = torch.load(out / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)
-    assert last["average"] is not None and int(last["average"]["n_averaged"]) > 0
-    averaged = {k.removeprefix("module."): v for k, v in last["average"].items() if k.startswith("module.")}
+    assert last["engine"]["average"] is not None and int(last["engine"]["average"]["n_averaged"]) > 0
+    averaged = {k.removeprefix("module."): v for k, v in last["engine"]["average"].items() if k.startswith("module.")}
     # one epoch: the kept model is that epoch's average, not its last raw weights
     assert all(torch.equal(best[k], averaged[k]) for k in best)
-    assert any(not torch.equal(best[k], last["model"][k]) for k in best if best[k].is_floating_point())
+    assert any(not torch.equal(best[k], last["engine"]["module"][k]) for k in best if best[k].is_floating_point())
     assert "ema: 0.9" in (out / rundir.CONFIG).read_text()
     privacy = rundir.read_record(out)
     assert math.isfinite(privacy.epsilon) and privacy.epsilon <= 3.0  # the average costs nothing more
@@ -138,7 +139,7 @@ def test_identical_views_train_the_one_view_model(phantom_root, tmp_path, monkey
                          "augment_views": views, "bootstrap_resamples": 100, "seed": 1,
                          # on a GPU the stacked views pick other convolution kernels, whose rounding differs
                          "device": "cpu"}})
-        return torch.load(train(config) / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"]
+        return torch.load(train(config) / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["engine"]["module"]
 
     monkeypatch.setattr(augment, "augment_batch", lambda x, generator=None: x)
     one, four = run(tmp_path / "k1", 1), run(tmp_path / "k4", 4)

@@ -16,7 +16,7 @@ from privmed.cli import main
 from privmed.config import config_from_dict
 from privmed.data.sources import load_dataset
 from privmed.errors import PrivmedError
-from privmed.privacy.delta import resolve_delta
+from privmed.privacy.plan import delta_for
 from privmed.privacy.units import PrivacyUnit, resolve_unit
 from privmed.synth.config import evolve_config_from_dict, generator_config_from_dict
 from privmed.synth.evolve import load_private
@@ -34,19 +34,19 @@ def expected(patients_root) -> float:
     return 1.0 / (10 * patients)
 
 
-def test_resolve_delta_takes_the_configured_one_else_one_over_ten_units_and_checks_it():
+def test_delta_for_takes_the_configured_one_else_one_over_ten_units_and_checks_it():
     unit = PrivacyUnit("patient", np.array([0, 0, 1, 2, 2, 2]), 2)
-    assert resolve_delta(unit, None) == pytest.approx(1 / 30)
-    assert resolve_delta(unit, 1e-3) == 1e-3
+    assert delta_for(unit, None, check=True) == pytest.approx(1 / 30)
+    assert delta_for(unit, 1e-3, check=True) == 1e-3
     with pytest.raises(PrivmedError, match="delta"):
-        resolve_delta(unit, 0.5)
-    assert resolve_delta(unit, 0.5, check=False) == 0.5
+        delta_for(unit, 0.5, check=True)
+    assert delta_for(unit, 0.5, check=False) == 0.5
 
 
 def test_default_delta_is_called_only_inside_privacy():
     callers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                if re.search(r"\bdefault_delta\(", p.read_text()) and p.parent.name != "privacy"]
-    assert not callers, f"resolve delta with privmed.privacy.delta.resolve_delta, not in {callers}"
+    assert not callers, f"resolve delta with privmed.privacy.plan.delta_for, not in {callers}"
 
 
 def test_the_classifiers_plan_counts_patients(patients_root, expected):

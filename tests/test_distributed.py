@@ -15,8 +15,9 @@ from privmed.cli import main
 from privmed.config import config_from_dict
 from privmed.errors import PrivmedError
 from privmed.privacy.units import PrivacyUnit
-from privmed.training import distributed, trainer
-from privmed.training.private import make_private, plan_schedule
+from privmed.privacy import distributed
+from privmed.training import trainer
+from privmed.privacy.engine import make_private, plan_schedule
 from privmed.models import build_model
 from privmed.training.trainer import seed_everything, train
 
@@ -35,7 +36,7 @@ def tiny_config(root, out, epochs=1, **privacy):
 
 
 def final_weights(out):
-    return torch.load(out / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"]
+    return torch.load(out / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["engine"]["module"]
 
 
 def privacy(out):
@@ -152,7 +153,7 @@ def test_rank_shards_split_each_poisson_batch_by_patient():
     import numpy as np
 
     from privmed.privacy.units import GroupPoissonSampler
-    from privmed.training.private import RankShard
+    from privmed.privacy.engine import RankShard
 
     groups = np.repeat(np.arange(30), 3)  # 30 patients, 3 images each, at most 2 a step
     unit = PrivacyUnit("patient", groups, 2)

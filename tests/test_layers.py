@@ -3,7 +3,7 @@
 The layers, lowest first (a module may import its own layer and any layer below it)::
 
     base        privmed, atomic, errors, progress, safe_yaml, threads, workers    no privmed imports but each other
-    privacy     accounting, ledger, units, randomness
+    privacy     accounting, ledger, units, randomness, the plan, mechanisms, the engine and its processes
     rundir      the run-directory layout and its files
     models      the model zoo and its registry
     config      the run configuration (validated frozen dataclasses)

@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 
 from privmed import Mechanism, calibrate_noise, epsilon_for
 from privmed.privacy.units import GroupPoissonSampler, PrivacyUnit
-from privmed.training.private import make_private, plan_schedule
+from privmed.privacy.engine import make_private, plan_schedule
 
 HUNT = int(os.environ.get("PRIVMED_FUZZ_EXAMPLES", "0"))
 

@@ -66,7 +66,7 @@ def test_training_on_streamed_images_equals_training_in_memory(phantom_root, tmp
     memory = train(config("off"))  # data.stream: the run's config, not the environment, says how images are read
     streamed = train(config("on"))
     assert [rundir.read_config_dict(out)["data"]["stream"] for out in (memory, streamed)] == ["off", "on"]
-    a, b = (torch.load(out / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"] for out in (memory, streamed))
+    a, b = (torch.load(out / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["engine"]["module"] for out in (memory, streamed))
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
     scores = [pd.read_csv(out / rundir.PREDICTIONS)["score"].to_numpy() for out in (memory, streamed)]

@@ -466,7 +466,7 @@ def test_interrupted_pretrain_finetune_run_resumes_to_the_same_model_and_ledger(
     a, b = (rundir.read_json(p / rundir.PRIVACY) for p in (whole, cut))
     assert a["stages"] == b["stages"] and a["epsilon"] == b["epsilon"]
     # the same pretrained start and schedule; the fine-tuning after the cut drew fresh secret noise
-    wa, wb = (torch.load(p / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["model"] for p in (whole, cut))
+    wa, wb = (torch.load(p / rundir.CHECKPOINTS / rundir.LAST, weights_only=False)["engine"]["module"] for p in (whole, cut))
     assert wa.keys() == wb.keys() and any(not torch.allclose(wa[k], wb[k]) for k in wa)
 
 

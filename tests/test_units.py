@@ -13,7 +13,7 @@ from privmed.models.scatter import FeatureCenter
 from privmed.privacy.randomness import secret_generator
 from privmed.privacy.units import UNIT_NEEDS_PATIENT_IDS, GroupPoissonSampler, PrivacyUnit, resolve_unit
 from privmed.training.centre import set_center
-from privmed.training.private import make_private, plan_schedule
+from privmed.privacy.engine import make_private, plan_schedule
 
 
 def test_patient_is_the_default_unit_when_ids_exist():

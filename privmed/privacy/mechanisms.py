@@ -9,7 +9,7 @@ Braghin 2021, arXiv:2107.10138, section 5.1, n = 2) draws and throws away one no
 four independent normals of std ``sigma`` and divides by 2: the result is N(0, sigma^2) and its
 floating-point pattern no longer marks the value it was added to (the attack costs about 2^159).
 
-privmed's DP-SGD noise comes from Opacus with ``secure_mode`` on (``training/private.py``);
+privmed's DP-SGD noise comes from Opacus with ``secure_mode`` on (``privacy/engine.py``);
 every other Gaussian release (the feature centre, the one-shot head's statistics, private
 evolution's vote histogram) is one call of :func:`gaussian_release`, which draws its noise from
 :func:`gaussian_noise` and returns the released value with its accounting record, and nothing

@@ -27,8 +27,7 @@ import numpy as np
 
 from privmed.errors import TOTAL_EPSILON_SPENT_UPSTREAM, PrivmedError
 
-from .accounting import Mechanism, calibrate_noise, check_reachable, epsilon_for
-from .delta import resolve_delta
+from .accounting import Mechanism, calibrate_noise, check_delta, check_reachable, default_delta, epsilon_for
 from .ledger import PrivacyLedger
 from .randomness import replay_seed_for
 from .units import PrivacyUnit, resolve_unit
@@ -105,7 +104,10 @@ def protected_unit(settings: PrivacySettings, *, patient_ids: np.ndarray | None,
 def delta_for(unit: PrivacyUnit, configured: float | None, *, check: bool) -> float:
     """The one delta rule: ``configured``, else 1 / (10 N) for the N units of ``unit``; with ``check``,
     delta >= 1/N is refused (:data:`~privmed.errors.DELTA_TOO_LARGE`)."""
-    return resolve_delta(unit, configured, check=check)
+    delta = configured if configured is not None else default_delta(unit.n_units)
+    if check:
+        check_delta(delta, unit.n_units)
+    return delta
 
 
 def make_plan(settings: PrivacySettings, *, unit: PrivacyUnit, stages: Sequence[StageSpec], seed: int,

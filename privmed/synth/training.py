@@ -17,7 +17,8 @@ Top to bottom:
    sees private data only through the discriminator, so its training is post-processing
    and costs no extra privacy.
    Generated images use labels drawn uniformly, never the private batch's labels;
-5. checkpoint every epoch (networks, optimisers, the accountant, the RNG), so a resumed
+5. checkpoint every epoch in the classifier's format (:func:`privmed.training.checkpoint.write_checkpoint`:
+   the engine's discriminator, optimiser and accountant, the generator's parts, the RNG), so a resumed
    run continues its privacy spend instead of restarting it; a grid of samples per class
    every ``grid_every`` epochs;
 6. write ``generator.pt`` (the weight-averaged generator) and ``privacy.json``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -44,7 +46,9 @@ from privmed.privacy.ledger import epsilon_text, shown_epsilon
 from privmed.privacy.plan import PrivacyPlan, StageSpec, make_plan, protected_unit
 from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
 from privmed.progress import progress
-from privmed.training.private import Schedule, make_plain, make_private, plan_schedule, resolve_device, spent_steps
+from privmed.privacy.distributed import resolve_device
+from privmed.privacy.engine import Engine, Schedule, make_plain, make_private, plan_schedule
+from privmed.training.checkpoint import restore, upgrade_checkpoint, write_checkpoint
 from privmed.training.trainer import seed_everything
 
 from .config import GeneratorConfig, generator_config_from_dict
@@ -57,84 +61,112 @@ GRIDS = "grids"
 STAGE = "generator_discriminator_dp_sgd"
 
 
+@dataclass
+class Gan:
+    """The generator's side of training, beside the engine that trains the discriminator: the generator, its
+    weight average (what is written) and optimiser, and the fixed noise of the progress grids."""
+
+    gen: Generator
+    ema: Generator
+    opt_g: torch.optim.Optimizer
+    fixed_z: torch.Tensor
+    fixed_y: torch.Tensor
+
+    @property
+    def parts(self) -> dict:
+        """What a checkpoint keeps of it (beside the engine's discriminator, optimiser and accountant)."""
+        return {"generator": self.gen, "ema": self.ema, "opt_g": self.opt_g}
+
+
 def train_generator(config: GeneratorConfig, *, resume: bool = False,
                     on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
-    """Train a generator as ``config`` says and write its folder; returns its path.
-
-    Over the house's 60 lines: the generator's loop (preflight, private core, epochs, checkpoint,
-    ledger) read top to bottom like the trainer's before its split; splitting it is open work.
-    """
+    """Train a generator as ``config`` says and write its folder; returns its path."""
     out = Path(config.out)
     checkpoint = _check_out_dir(out, config, resume=resume)
     seed_everything(config.gan.seed)
     device = resolve_device(config.gan.device)
-    g = config.gan
-
     real = load_dataset(config.data, require_splits=("train",)).split("train")  # val and test are not used
     rundir.check_folder_names([real.label_names[0]], "the data's class name, which names synth sample's folders")
-    x = real.image_tensor * 2 - 1
-    y = torch.from_numpy(real.labels[:, 0]).long()
-    n = len(real)
-    p, private = config.privacy, config.privacy.private
     plan, schedule = plan_generator(config, real, checkpoint)
-    unit, sigma, replay_seed = plan.unit, plan.noise_multiplier, plan.replay_seed
-
-    gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
-    disc = _discriminator(config).to(device)
-    ema = copy.deepcopy(gen).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=g.lr_g, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=g.lr_d, betas=(0.5, 0.999))
-
-    if private:
-        fit = make_private(disc, opt_d, TensorDataset(x, y), unit=unit, schedule=schedule, noise_multiplier=sigma,
-                           clip_norm=p.clip_norm, accountant=p.accountant, grad_sample_mode="hooks",
-                           replay_seed=replay_seed, device=device)
-    else:  # the same Poisson sampling, without noise
-        fit = make_plain(disc, opt_d, TensorDataset(x, y), unit=unit, schedule=schedule,
-                         criterion=nn.BCEWithLogitsLoss(), replay_seed=replay_seed)
-    engine, disc, opt_d, loader = fit.engine, fit.module, fit.optimizer, fit.loader
+    gan, engine = _build(config, real, plan, schedule, device)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / rundir.CHECKPOINTS).mkdir(exist_ok=True)
     rundir.write_yaml(out / rundir.CONFIG, config.to_dict())
     start, history = 0, []
     if checkpoint is not None:
-        start, history = _restore(checkpoint, gen, disc, ema, opt_g, opt_d, engine)
-        rundir.append_log(out, f"resumed after epoch {start} with {spent_steps(engine)} discriminator DP steps spent")
+        restore(checkpoint, engine, gan.parts)
+        start, history = checkpoint["epoch"], checkpoint["history"]
+        rundir.append_log(out, f"resumed after epoch {start} with {engine.spent_steps} discriminator DP steps spent")
+    _train_epochs(out, config, gan, engine, plan, start, history, device, on_epoch_end)
+    _write_generator(out, config, real, gan, engine, plan)
+    return out
 
-    fixed_z = torch.randn(16, NOISE_DIM, generator=torch.Generator().manual_seed(g.seed))
-    fixed_y = torch.arange(16) % 2
-    expected_batch = schedule.expected_batch
+
+def _build(config: GeneratorConfig, real: Dataset, plan: PrivacyPlan, schedule: Schedule,
+           device: str) -> tuple[Gan, Engine]:
+    """The generator and its average, and the engine over the discriminator: DP-SGD when private, else the same
+    Poisson sampling without noise."""
+    g, p = config.gan, config.privacy
+    gen = Generator(image_size=config.data.image_size, width=g.width).to(device)
+    disc = _discriminator(config).to(device)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=g.lr_d, betas=(0.5, 0.999))
+    images = TensorDataset(real.image_tensor * 2 - 1, torch.from_numpy(real.labels[:, 0]).long())
+    if p.private:
+        engine = make_private(disc, opt_d, images, unit=plan.unit, schedule=schedule,
+                              noise_multiplier=plan.noise_multiplier, clip_norm=p.clip_norm, accountant=p.accountant,
+                              grad_sample_mode="hooks", replay_seed=plan.replay_seed, device=device)
+    else:
+        engine = make_plain(disc, opt_d, images, unit=plan.unit, schedule=schedule,
+                            criterion=nn.BCEWithLogitsLoss(), replay_seed=plan.replay_seed)
+    gan = Gan(gen, copy.deepcopy(gen).eval().requires_grad_(False),
+              torch.optim.Adam(gen.parameters(), lr=g.lr_g, betas=(0.5, 0.999)),
+              torch.randn(16, NOISE_DIM, generator=torch.Generator().manual_seed(g.seed)), torch.arange(16) % 2)
+    return gan, engine
+
+
+def _train_epochs(out: Path, config: GeneratorConfig, gan: Gan, engine: Engine, plan: PrivacyPlan, start: int,
+                  history: list, device: str, on_epoch_end: Callable[[int, dict], None] | None) -> None:
+    """Epochs ``start`` to the last, each checkpointed with the engine's privacy spend."""
+    g, p = config.gan, config.privacy
+    steps_per_epoch = len(engine.loader)
     # progress in steps, so a long epoch moves the bar (the postfix says which epoch)
-    bar = progress(desc="generator", unit="step", initial=start * len(loader), total=g.epochs * len(loader))
+    bar = progress(desc="generator", unit="step", initial=start * steps_per_epoch, total=g.epochs * steps_per_epoch)
     for epoch in range(start, g.epochs):
         t0 = time.perf_counter()
-        losses = []
-        for i, (xb, yb) in enumerate(loader):
-            losses.append(_step(gen, disc, ema, opt_g, opt_d, xb, yb, expected_batch, config, device,
-                                step=epoch * len(loader) + i))
-            bar.update(1)
-            bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", refresh=False)
-        loss_d, loss_g = (float(np.mean(v)) for v in zip(*losses)) if losses else (math.nan, math.nan)
-        spent = shown_epsilon(plan.epsilon([plan.spent(STAGE, spent_steps(engine))]) if engine is not None else math.inf,
-                              private=private and not p.replayable_noise)
-        row = {"epoch": epoch + 1, "loss_d": loss_d, "loss_g": loss_g, "epsilon": spent,
+        losses_d, losses_g = _epoch(gan, engine, config, device, first_step=epoch * steps_per_epoch,
+                                    on_step=lambda: (bar.update(1), bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}",
+                                                                                    refresh=False)))
+        spent = shown_epsilon(plan.epsilon([plan.spent(STAGE, engine.spent_steps)]) if engine.private else math.inf,
+                              private=p.private and not p.replayable_noise)
+        row = {"epoch": epoch + 1, "loss_d": _mean(losses_d), "loss_g": _mean(losses_g), "epsilon": spent,
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}",
-                        eps=epsilon_text(spent))
+        bar.set_postfix(epoch=f"{epoch + 1}/{g.epochs}", loss_d=f"{row['loss_d']:.3f}",
+                        loss_g=f"{row['loss_g']:.3f}", eps=epsilon_text(spent))
         if (epoch + 1) % g.grid_every == 0 or epoch + 1 == g.epochs:
-            _write_grid(ema, fixed_z, fixed_y, out / GRIDS / f"epoch_{epoch + 1:04d}.png", epoch + 1, device)
-        _save_checkpoint(out, epoch + 1, gen, disc, ema, opt_g, opt_d, engine, history, sigma)
+            _write_grid(gan.ema, gan.fixed_z, gan.fixed_y, out / GRIDS / f"epoch_{epoch + 1:04d}.png", epoch + 1,
+                        device)
+        write_checkpoint(out, epoch=epoch + 1, engine=engine, history=history, parts=gan.parts,
+                         extra={"noise_multiplier": plan.noise_multiplier})
         rundir.write_csv(out / rundir.HISTORY, pd.DataFrame(history))
         rundir.append_log(out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
     bar.close()
 
-    ledger = plan.start_ledger(n_private=n, clip_norm=p.clip_norm if private else math.inf)
-    if private:
-        ledger.mechanisms.append(plan.spent(STAGE, spent_steps(engine)))
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _write_generator(out: Path, config: GeneratorConfig, real: Dataset, gan: Gan, engine: Engine,
+                     plan: PrivacyPlan) -> None:
+    """``generator.pt`` (the weight-averaged generator) and the ledger, sealed: what synth sample and audits read."""
+    p, g = config.privacy, config.gan
+    ledger = plan.start_ledger(n_private=len(real), clip_norm=p.clip_norm if p.private else math.inf)
+    if p.private:
+        ledger.mechanisms.append(plan.spent(STAGE, engine.spent_steps))
         if p.replayable_noise:
             ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
     else:
@@ -142,14 +174,13 @@ def train_generator(config: GeneratorConfig, *, resume: bool = False,
             f"The generator in '{out}' was trained on the private training split without DP.")
     record = {"image_size": config.data.image_size, "width": g.width, "noise_dim": NOISE_DIM,
               "class_names": [f"not_{real.label_names[0]}", real.label_names[0]],
-              "positive_class": real.label_names[0], "data": config.data.path, "n_train": n,
-              "epochs": g.epochs, "state": ema.state_dict()}
+              "positive_class": real.label_names[0], "data": config.data.path, "n_train": len(real),
+              "epochs": g.epochs, "state": gan.ema.state_dict()}
     with atomic.replacing(out / GENERATOR_FILE) as tmp:
         torch.save(record, tmp)
     rundir.write_record(out, ledger.record())
     seal.seal(out, [rundir.CONFIG, GENERATOR_FILE])  # with privacy.json: what synth sample and audits read
     rundir.append_log(out, ledger.summary())
-    return out
 
 
 def plan_generator(config: GeneratorConfig, real: Dataset, checkpoint: dict | None) -> tuple[PrivacyPlan, Schedule]:
@@ -171,40 +202,57 @@ def _discriminator(config: GeneratorConfig) -> nn.Module:
                          minibatch_std=g.minibatch_std)
 
 
-def _step(gen: Generator, disc: nn.Module, ema: Generator, opt_g, opt_d, xb: torch.Tensor, yb: torch.Tensor,
-          expected_batch: int, config: GeneratorConfig, device: str, *, step: int) -> tuple[float, float]:
-    """One discriminator step (with DP: real + generated in one batch, so one clipped, noised
-    update), then one generator step through the discriminator."""
-    g = config.gan
+def _epoch(gan: Gan, engine: Engine, config: GeneratorConfig, device: str, *, first_step: int,
+           on_step: Callable[[], object]) -> tuple[list[float], list[float]]:
+    """One pass of the engine's step loop: each Poisson batch is one discriminator update (with DP: real and
+    generated images in one batch, so one clipped, noised release), followed by one generator update through
+    the discriminator. Returns the epoch's discriminator and generator losses."""
+    g, disc = config.gan, engine.module
     view = diff_augment if g.diff_augment else (lambda images: images)
-    xb, yb = view(xb.to(device)), yb.to(device)
-    z = torch.randn(expected_batch, NOISE_DIM, device=device)
-    y_fake = torch.randint(0, 2, (expected_batch,), device=device)  # public prior, not the batch's labels
-    with torch.no_grad():
-        fake = view(gen(z, y_fake))
-    opt_d.zero_grad()
-    target = torch.cat([torch.full((len(xb),), g.real_label, device=device), torch.zeros(expected_batch, device=device)])
-    if config.privacy.private:
-        logits = disc(torch.cat([xb, fake]), torch.cat([yb, y_fake]))
-    else:
-        logits = torch.cat([disc(xb, yb), disc(fake, y_fake)] if len(xb) else [disc(fake, y_fake)])
-    loss_d = nn.functional.binary_cross_entropy_with_logits(logits, target)
-    loss_d.backward()
-    opt_d.step()
+    losses_d, losses_g = [], []
+    expected = engine.schedule.expected_batch
 
+    def discriminator_backward(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        xb, yb = view(xb.to(device)), yb.to(device)
+        z = torch.randn(expected, NOISE_DIM, device=device)
+        y_fake = torch.randint(0, 2, (expected,), device=device)  # public prior, not the batch's labels
+        with torch.no_grad():
+            fake = view(gan.gen(z, y_fake))
+        target = torch.cat([torch.full((len(xb),), g.real_label, device=device), torch.zeros(expected, device=device)])
+        if engine.private:
+            logits = disc(torch.cat([xb, fake]), torch.cat([yb, y_fake]))
+        else:  # apart, so a batch statistic (gan.minibatch_std) never mixes real and generated
+            logits = torch.cat([disc(xb, yb), disc(fake, y_fake)] if len(xb) else [disc(fake, y_fake)])
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss.backward()
+        losses_d.append(float(loss.detach()))
+        return losses_d[-1]
+
+    def generator_step() -> None:
+        step = first_step + len(losses_g)
+        losses_g.append(_generator_step(gan, disc, expected, view, device))
+        _update_ema(gan.ema, gan.gen, min(g.ema, (1 + step) / (10 + step)))
+        on_step()
+
+    engine.run_epoch(discriminator_backward, after_step=generator_step)
+    return losses_d, losses_g
+
+
+def _generator_step(gan: Gan, disc: nn.Module, batch: int, view, device: str) -> float:
+    """One generator update through the discriminator (whose per-sample gradient hooks are off: the generator's
+    step reads no private data but through the released discriminator)."""
     _set_hooks(disc, enabled=False)
     disc.requires_grad_(False)
-    opt_g.zero_grad()
-    z = torch.randn(expected_batch, NOISE_DIM, device=device)
-    y_fake = torch.randint(0, 2, (expected_batch,), device=device)
-    loss_g = nn.functional.binary_cross_entropy_with_logits(disc(view(gen(z, y_fake)), y_fake),
-                                                            torch.ones(expected_batch, device=device))
+    gan.opt_g.zero_grad()
+    z = torch.randn(batch, NOISE_DIM, device=device)
+    y_fake = torch.randint(0, 2, (batch,), device=device)
+    loss_g = nn.functional.binary_cross_entropy_with_logits(disc(view(gan.gen(z, y_fake)), y_fake),
+                                                            torch.ones(batch, device=device))
     loss_g.backward()
-    opt_g.step()
+    gan.opt_g.step()
     disc.requires_grad_(True)
     _set_hooks(disc, enabled=True)
-    _update_ema(ema, gen, min(g.ema, (1 + step) / (10 + step)))
-    return float(loss_d.detach()), float(loss_g.detach())
+    return float(loss_g.detach())
 
 
 def _set_hooks(disc: nn.Module, *, enabled: bool) -> None:
@@ -231,34 +279,5 @@ def _write_grid(gen: Generator, z: torch.Tensor, y: torch.Tensor, path: Path, ep
 
 
 def _check_out_dir(out: Path, config: GeneratorConfig, *, resume: bool) -> dict | None:
-    return rundir.checkpoint_to_resume(out, config.identity(),
-                                       lambda raw: generator_config_from_dict(raw).identity(), resume=resume)
-
-
-def _save_checkpoint(out: Path, epoch: int, gen, disc, ema, opt_g, opt_d, engine, history, sigma: float) -> None:
-    state = {
-        "epoch": epoch,
-        "generator": gen.state_dict(),
-        "discriminator": getattr(disc, "_module", disc).state_dict(),
-        "ema": ema.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": getattr(opt_d, "original_optimizer", opt_d).state_dict(),
-        "accountant": engine.accountant.state_dict() if engine is not None else None,
-        "torch_rng": torch.get_rng_state(),
-        "history": history,
-        "noise_multiplier": sigma,
-    }
-    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.LAST) as tmp:
-        torch.save(state, tmp)
-
-
-def _restore(checkpoint: dict, gen, disc, ema, opt_g, opt_d, engine) -> tuple[int, list]:
-    gen.load_state_dict(checkpoint["generator"])
-    getattr(disc, "_module", disc).load_state_dict(checkpoint["discriminator"])
-    ema.load_state_dict(checkpoint["ema"])
-    opt_g.load_state_dict(checkpoint["opt_g"])
-    getattr(opt_d, "original_optimizer", opt_d).load_state_dict(checkpoint["opt_d"])
-    if engine is not None:
-        engine.accountant.load_state_dict(checkpoint["accountant"])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    return checkpoint["epoch"], checkpoint["history"]
+    return upgrade_checkpoint(rundir.checkpoint_to_resume(
+        out, config.identity(), lambda raw: generator_config_from_dict(raw).identity(), resume=resume))

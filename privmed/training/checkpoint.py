@@ -1,13 +1,12 @@
-"""Where a run stands, saved every epoch and restored on ``--resume``: weights, optimiser, the
-accountant's history and the non-secret RNG; never the secret generators. Also what the run trains on
+"""Where a run stands, saved every epoch and restored on ``--resume``, in the one checkpoint format of every
+trainer (:func:`write_checkpoint`): the engine's weights, optimiser and accountant's history, the non-secret
+RNG; never the secret generators. Also what the run trains on
 (:func:`fingerprint`), so a resume on other data or privacy settings is refused (:func:`check_same_start`)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,16 @@ from privmed import atomic, rundir
 from privmed.config import RunConfig, config_from_run_dict
 from privmed.data.sources import Dataset
 from privmed.errors import RESUME_DATA_CHANGED, PrivmedError
+from privmed.privacy.engine import Engine
 
 from .plan import ClassifierPlan
-from .private import PrivateTraining
 from .state import TrainState
 
 
 def check_out_dir(out: Path, config: RunConfig, *, resume: bool) -> dict | None:
     """Refuse to overwrite a run; on resume, return its last checkpoint after checking the config."""
-    return rundir.checkpoint_to_resume(out, config.identity(), lambda raw: config_from_run_dict(raw).identity(),
-                                       resume=resume)
+    return upgrade_checkpoint(rundir.checkpoint_to_resume(
+        out, config.identity(), lambda raw: config_from_run_dict(raw).identity(), resume=resume))
 
 def fingerprint(train: Dataset, config: RunConfig, plan: ClassifierPlan) -> dict:
     """What the accountant's spend so far depends on: the training set (its size, patients, files by path, size
@@ -77,26 +76,12 @@ def check_same_start(out: Path, checkpoint: dict | None, now: dict) -> None:
         raise PrivmedError(RESUME_DATA_CHANGED.format(path=out, changes="; ".join(data + privacy)))
 
 
-def save_checkpoint(out: Path, net, fit: PrivateTraining, state: TrainState, plan: ClassifierPlan,
-                    start: dict | None = None) -> None:
-    """Weights, optimiser, the accountant's history and the non-secret RNG; never the secret generators."""
-    original = getattr(fit.optimizer, "original_optimizer", fit.optimizer)
-    checkpoint = {
-        "candidate": state.candidate,
-        "epoch": state.epoch,
-        "model": net.state_dict(),
-        "optimizer": original.state_dict(),
-        "accountant": fit.engine.accountant.state_dict() if fit.engine is not None else None,
-        "average": fit.average.state_dict() if fit.average is not None else None,
-        "torch_rng": torch.get_rng_state(),
-        "best": state.best,
-        "history": state.history,
-        "finished_steps": state.finished_steps,
-        "plan": plan.record(),
-        "fingerprint": start,  # the data and privacy settings (fingerprint), checked on --resume
-    }
-    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.LAST) as tmp:  # a full disk leaves no partial file
-        torch.save(checkpoint, tmp)
+def save_checkpoint(out: Path, fit: Engine, state: TrainState, plan: ClassifierPlan, start: dict | None = None) -> None:
+    """The classifier's checkpoint: the engine and where training stands (candidate, best epoch, the steps of
+    finished candidates), its privacy plan and what it trains on (:func:`fingerprint`, checked on --resume)."""
+    write_checkpoint(out, epoch=state.epoch, engine=fit, history=state.history,
+                     extra={"candidate": state.candidate, "best": state.best, "finished_steps": state.finished_steps,
+                            "plan": plan.record(), "fingerprint": start})
 
 
 def resume_state(checkpoint: dict | None) -> TrainState:
@@ -108,11 +93,46 @@ def resume_state(checkpoint: dict | None) -> TrainState:
                       list(checkpoint.get("finished_steps", [])))
 
 
-def restore(checkpoint: dict, net, fit: PrivateTraining) -> None:
-    net.load_state_dict(checkpoint["model"])
-    getattr(fit.optimizer, "original_optimizer", fit.optimizer).load_state_dict(checkpoint["optimizer"])
-    if fit.engine is not None:
-        fit.engine.accountant.load_state_dict(checkpoint["accountant"])
-    if fit.average is not None and checkpoint.get("average") is not None:
-        fit.average.load_state_dict(checkpoint["average"])
+# --------------------------------------------------------------------------- the one checkpoint format
+
+#: the layout of ``checkpoints/last.pt`` for every trainer (classifier and generator); 1 was each trainer's own
+CHECKPOINT_FORMAT = 2
+
+
+def write_checkpoint(out: Path, *, epoch: int, engine: Engine, history: list, parts: dict | None = None,
+                     extra: dict | None = None) -> None:
+    """Where a trainer stands after ``epoch``, atomically (a full disk leaves no partial file): the engine's
+    state (weights, optimiser, the accountant's history, the weight average), the other ``parts`` it trains
+    (name -> anything with ``state_dict``, e.g. a generator and its optimiser), the history, the non-secret
+    RNG, and the trainer's own ``extra`` keys. Never the secret generators."""
+    checkpoint = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "history": history, "engine": engine.state_dict(),
+                  "parts": {name: part.state_dict() for name, part in (parts or {}).items()},
+                  "torch_rng": torch.get_rng_state()}
+    clash = set(checkpoint) & set(extra or {})
+    assert not clash, f"a trainer's own checkpoint keys clash with the format's: {sorted(clash)}"
+    with atomic.replacing(out / rundir.CHECKPOINTS / rundir.LAST) as tmp:
+        torch.save({**checkpoint, **(extra or {})}, tmp)
+
+
+def restore(checkpoint: dict, fit: Engine, parts: dict | None = None) -> None:
+    """Continue from :func:`write_checkpoint`: the engine (its privacy spend included), the parts and the RNG."""
+    fit.load_state_dict(checkpoint["engine"])
+    for name, part in (parts or {}).items():
+        part.load_state_dict(checkpoint["parts"][name])
     torch.set_rng_state(checkpoint["torch_rng"])
+
+
+def upgrade_checkpoint(checkpoint: dict | None) -> dict | None:
+    """A checkpoint in :data:`CHECKPOINT_FORMAT`; one written by the classifier or the generator in their own
+    layouts before (format 1) is moved into it, so such runs still resume where they stopped."""
+    if checkpoint is None or checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return checkpoint
+    old = dict(checkpoint)
+    if "generator" in old:  # the generator's: the discriminator is the engine's model
+        engine = {"module": old.pop("discriminator"), "optimizer": old.pop("opt_d"), "average": None}
+        parts = {name: old.pop(name) for name in ("generator", "ema", "opt_g")}
+    else:
+        engine = {"module": old.pop("model"), "optimizer": old.pop("optimizer"), "average": old.pop("average", None)}
+        parts = {}
+    engine["accountant"] = old.pop("accountant")
+    return {**old, "format": CHECKPOINT_FORMAT, "engine": engine, "parts": parts}

@@ -1,5 +1,5 @@
-"""One epoch of Poisson batches: through Opacus when private, plain training with the same
-sampling and loss scaling otherwise; the optimiser, and keeping the best epoch on validation."""
+"""The classifier's epoch: its loss and augmented views through the engine's one step loop
+(:meth:`privmed.privacy.engine.Engine.run_epoch`), the optimiser, and keeping the best epoch on validation."""
 
 from __future__ import annotations
 
@@ -7,27 +7,25 @@ import copy
 
 import numpy as np
 import torch
-from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from privmed.config import RunConfig
 from privmed.errors import PrivmedError
 from privmed.models import grad_sample_mode_for
+from privmed.privacy.engine import Engine, make_plain, make_private
 from privmed.progress import progress
 
 from .augment import augmented_views, average_view_gradients
 from .average import attach_average
 from .inputs import is_feature_model
 from .plan import ClassifierPlan
-from .private import PrivateTraining, Schedule, make_plain, make_private
 
 
 def make_fit(net: nn.Module, x_fit: torch.Tensor, y_fit: torch.Tensor, plan: ClassifierPlan, candidate: int,
-         config: RunConfig, device: str) -> PrivateTraining:
-    """Optimiser and Poisson loader over the sampled units for one candidate, through the
-    private-training core when private; otherwise plain training with the same loader and
-    loss scaling (the returned ``engine`` is then None)."""
+         config: RunConfig, device: str) -> Engine:
+    """The engine of one candidate: its optimiser and weight average, and Poisson batches of the sampled units,
+    by DP-SGD when private, else plain training over the same batches and loss scaling."""
     net.train()
     optimizer = make_optimizer(net, config)
     average = attach_average(net, optimizer, decay=config.training.ema)
@@ -69,12 +67,16 @@ def check_views(config: RunConfig) -> None:
                            f"which {config.model.name}'s ghost clipping does not form; use augment_views 1.")
 
 
-def run_epoch(fit: PrivateTraining, schedule: Schedule, config: RunConfig, augment: bool, device: str) -> float:
-    """One pass over Poisson batches, through Opacus when private; returns the mean loss."""
-    if fit.engine is not None:
-        return epoch_private(fit.module, fit.optimizer, fit.criterion, fit.loader, config, augment, device)
-    return epoch_nonprivate(fit.module, fit.optimizer, fit.criterion, fit.loader, schedule.expected_batch,
-                             config, augment, device)
+def run_epoch(fit: Engine, config: RunConfig, augment: bool, device: str) -> float:
+    """One pass over the Poisson batches through the engine's step loop (DP-SGD when private, the same
+    batches and loss scaling otherwise), in physical batches that fit in memory; returns the mean loss."""
+    backward = _private_backward if fit.private else _plain_backward
+    views = config.training.augment_views if augment else 1
+    bar = progress(desc="batches", unit="batch", total=len(fit.loader))  # a long 3D epoch is otherwise silent
+    loss = fit.run_epoch(lambda x, y: backward(fit, *_views(x.to(device), y.to(device), augment, views), views),
+                         physical_batch_size=config.training.physical_batch_size, after_step=bar.update)
+    bar.close()
+    return loss
 
 
 def keep_best(best: dict, net: nn.Module, val_auroc: float, candidate: int, epoch: int) -> dict:
@@ -85,59 +87,26 @@ def keep_best(best: dict, net: nn.Module, val_auroc: float, candidate: int, epoc
     return best
 
 
-def _batches(batches, *, total: int | None):
-    """Progress inside an epoch (a long 3D or CNN epoch is otherwise a frozen bar; in a log, a few lines)."""
-    return progress(batches, desc="batches", unit="batch", total=total)
+def _views(x: torch.Tensor, y: torch.Tensor, augment: bool, views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return augmented_views(x, y, views=views) if augment else (x, y)
 
 
-def epoch_nonprivate(net, optimizer, criterion, loader, expected_batch: int, config: RunConfig, augment: bool,
-                      device: str) -> float:
-    """Logical Poisson batches, gradient accumulated over physical chunks, loss summed / expected batch."""
-    total, count, views = 0.0, 0, config.training.augment_views if augment else 1
-    for xb, yb in _batches(loader, total=len(loader)):
-        optimizer.zero_grad(set_to_none=False)
-        for xc, yc in zip(xb.split(config.training.physical_batch_size), yb.split(config.training.physical_batch_size)):
-            xc, yc = xc.to(device), yc.to(device)
-            if augment:
-                xc, yc = augmented_views(xc, yc, views=views)
-            # mean over labels (and views), sum over samples, divided by the expected batch: what Opacus computes
-            loss = criterion(net(xc), yc) / (expected_batch * yc.shape[1] * views)
-            loss.backward()
-            total, count = total + loss.item() * expected_batch, count + len(xc) // views
-        optimizer.step()
-    return total / count if count else float("nan")
+def _private_backward(fit: Engine, x: torch.Tensor, y: torch.Tensor, views: int) -> float:
+    """Opacus's mean loss; each sample's per-sample gradient is the mean of its views' before clipping."""
+    loss = fit.criterion(fit.module(x), y)
+    loss.backward()
+    if views > 1:
+        average_view_gradients(fit.optimizer.params, views=views)
+    return float(loss.detach())
 
 
-def epoch_private(net_dp, optimizer, criterion, loader, config: RunConfig, augment: bool, device: str) -> float:
-    """DP-SGD: Opacus clips per-sample gradients, adds noise once per logical batch (also to an empty one)."""
-    total, count, views = 0.0, 0, config.training.augment_views if augment else 1
-    with BatchMemoryManager(data_loader=loader, max_physical_batch_size=config.training.physical_batch_size,
-                            optimizer=optimizer) as batches:
-        for xb, yb in _batches(batches, total=None):
-            optimizer.zero_grad()
-            if len(xb) == 0:
-                noise_only_step(optimizer)
-                continue
-            xb, yb = xb.to(device), yb.to(device)
-            if augment:
-                xb, yb = augmented_views(xb, yb, views=views)
-            loss = criterion(net_dp(xb), yb)
-            loss.backward()
-            if views > 1:
-                average_view_gradients(optimizer.params, views=views)
-            optimizer.step()
-            total, count = total + float(loss.detach()) * len(xb), count + len(xb)
-    return total / max(count, 1)
-
-
-def noise_only_step(optimizer) -> None:
-    """The DP-SGD step of an empty Poisson batch (no unit sampled): no gradient, only the Gaussian noise,
-    and the accountant's step as for any other, which is what Opacus does with the empty per-sample
-    gradients its hooks give such a batch. Expanded weights cannot run a model on zero samples, so the
-    empty per-sample gradients are set here and the model is not called."""
-    for p in optimizer.params:
-        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-    optimizer.step()
+def _plain_backward(fit: Engine, x: torch.Tensor, y: torch.Tensor, views: int) -> float:
+    """What Opacus computes without clipping or noise: the loss summed over samples (mean over labels and
+    views) divided by the expected batch, so DP-SGD with no noise and no clip is this exactly."""
+    expected = fit.schedule.expected_batch
+    loss = fit.criterion(fit.module(x), y) / (expected * y.shape[1] * views)
+    loss.backward()
+    return float(loss.detach()) * expected / max(len(x) // views, 1)
 
 
 # --------------------------------------------------------------------------- bookkeeping

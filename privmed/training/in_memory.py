@@ -17,6 +17,7 @@ from privmed.errors import PrivmedError
 from privmed.evaluation.predictions import predict
 from privmed.privacy.accounting import Mechanism
 from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.distributed import resolve_device
 from privmed.privacy.plan import protected_unit
 
 from .average import evaluated
@@ -24,7 +25,6 @@ from .centre import public_centre_inputs, releases_centre
 from .epochs import augments, keep_best, make_fit, mean_auroc, run_epoch
 from .inputs import trainable_part
 from .plan import plan_privacy, start_ledger
-from .private import resolve_device, spent_steps
 from .start import prepare_start, seed_everything
 
 
@@ -87,12 +87,12 @@ def _fit_candidate(net: nn.Module, model: nn.Module, config: RunConfig, plan, c:
     augment = augments(config, model)
     for epoch in range(config.training.epochs):
         net.train()
-        run_epoch(fit, plan.schedules[c], config, augment, device)
+        run_epoch(fit, config, augment, device)
         kept = evaluated(net, fit.average)
         best = keep_best(best, kept, mean_auroc(y_val.numpy(), predict(kept, x_val, device=device)), c, epoch + 1)
-    if fit.engine is not None:
+    if fit.private:
         ledger.mechanisms.append(Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[c].sample_rate,
-                                           spent_steps(fit.engine)))
+                                           fit.spent_steps))
     fit.close()
     return best
 

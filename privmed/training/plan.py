@@ -16,6 +16,7 @@ from privmed.data.sources import Dataset
 from privmed.errors import RESUME_OTHER_UNIT, PrivmedError
 from privmed.models.pretrained import pretrained_inputs
 from privmed.privacy.accounting import Mechanism, epsilon_for
+from privmed.privacy.engine import Engine, Schedule, plan_schedule
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.plan import PrivacyPlan, StageSpec, make_plan
 from privmed.privacy.plan import protected_unit as plan_unit
@@ -23,7 +24,6 @@ from privmed.privacy.randomness import REPLAYABLE_NOT_PRIVATE
 from privmed.privacy.units import PrivacyUnit
 
 from .dp_head import CENTRE_STAGE  # the feature centre (privmed.training.centre), released once with its own noise
-from .private import PrivateTraining, Schedule, plan_schedule, spent_steps
 
 from .state import SyntheticInputs, TrainState
 
@@ -171,12 +171,12 @@ def start_ledger(config: RunConfig, plan: ClassifierPlan, *, n: int, synthetic: 
         ledger.non_private_reasons.append(REPLAYABLE_NOT_PRIVATE)
     return ledger
 
-def epsilon_so_far(ledger: PrivacyLedger, plan: ClassifierPlan, state: TrainState, fit: PrivateTraining,
+def epsilon_so_far(ledger: PrivacyLedger, plan: ClassifierPlan, state: TrainState, fit: Engine,
                     candidate: int) -> float:
     """Epsilon spent up to now: earlier stages, finished candidates, and this candidate's steps."""
-    if fit.engine is None:
+    if not fit.private:
         return math.inf
-    steps = [*state.finished_steps, spent_steps(fit.engine)]
+    steps = [*state.finished_steps, fit.spent_steps]
     sgd = [Mechanism("dp_sgd", plan.noise_multiplier, plan.schedules[c].sample_rate, n)
            for c, n in zip(range(candidate + 1), steps)]
     return epsilon_for([*ledger.mechanisms, *sgd], delta=ledger.delta, accountant=ledger.accountant)

@@ -60,7 +60,7 @@ def check_schedule(config: RunConfig) -> "Dataset | None":
     Returns the data it read (None when it read none)."""
     from privmed.data.sources import load_dataset
     from privmed.privacy.plan import StageSpec, check_plan, protected_unit
-    from privmed.training.private import plan_schedule
+    from privmed.privacy.engine import plan_schedule
 
     if config.synthetic.path is not None and config.synthetic.use == "augment":
         return None  # synthetic images join the Poisson-sampled set: the trainer plans that schedule

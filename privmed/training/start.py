@@ -8,18 +8,19 @@ import random
 
 import numpy as np
 import torch
-from opacus.data_loader import DPDataLoader
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from privmed.config import RunConfig
 from privmed.data.sources import Dataset
 from privmed.errors import PrivmedError
+from privmed.privacy.engine import make_plain, plan_schedule
 from privmed.privacy.ledger import PrivacyLedger
+from privmed.privacy.units import resolve_unit
 from privmed.progress import progress
 
 from .centre import PHANTOM_CENTRE_CORRECTED, PHANTOM_CENTRE_INPUT, center_features, corrects_by_channel
-from .epochs import epoch_nonprivate, make_optimizer
+from .epochs import make_optimizer, run_epoch
 from .inputs import model_inputs
 from .plan import ClassifierPlan
 from .state import SyntheticInputs
@@ -82,13 +83,14 @@ def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: ClassifierPlan, led
 
 def pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, device: str) -> None:
     """Non-private training on synthetic images only (no private data, no validation peeking:
-    a fixed number of epochs), the same sampling and loss as a non-private run."""
+    a fixed number of epochs), the same sampling, loss and step loop as a non-private run. The images
+    are public to this run, so their sampling follows ``training.seed``."""
     s = config.synthetic
-    optimizer = make_optimizer(net, config, lr=s.pretrain_lr)
-    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(synthetic.x, synthetic.y),
-                                                      batch_size=config.training.batch_size))
-    expected_batch = max(1, int(len(synthetic.x) / len(loader)))
-    criterion = nn.BCEWithLogitsLoss(reduction="sum")
+    images = resolve_unit("image", None, max_images_per_patient=1, n=len(synthetic.x))
+    engine = make_plain(net, make_optimizer(net, config, lr=s.pretrain_lr), TensorDataset(synthetic.x, synthetic.y),
+                        unit=images, schedule=plan_schedule(images, batch_size=config.training.batch_size,
+                                                            epochs=s.pretrain_epochs),
+                        criterion=nn.BCEWithLogitsLoss(reduction="sum"), replay_seed=config.training.seed)
     net.train()
     for _ in progress(range(s.pretrain_epochs), desc="pretraining on synthetic", unit="epoch"):
-        epoch_nonprivate(net, optimizer, criterion, loader, expected_batch, config, False, device)
+        run_epoch(engine, config, False, device)

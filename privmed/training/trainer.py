@@ -12,12 +12,12 @@
 Non-private training uses the very same sampling and loss scaling (sum of
 per-sample losses over the expected batch size), so DP-SGD with zero noise and
 no clipping reproduces it exactly. Sampling, clipping, noise and accounting are the
-private-training core's (:mod:`privmed.training.private`), over the run's unit of
+private-training core's (:mod:`privmed.privacy.engine`), over the run's unit of
 privacy (:mod:`privmed.privacy.units`: patients by default when the data has patient
 ids), with secret randomness (:mod:`privmed.privacy.randomness`).
 
 Several processes (``torchrun --nproc_per_node N -m privmed train``, or ``--nproc N``) train one
-model together through Opacus's distributed optimiser (:mod:`privmed.training.distributed`);
+model together through Opacus's distributed optimiser (:mod:`privmed.privacy.distributed`);
 rank 0 alone validates and writes.
 
 The parts live beside this module: the privacy plan (:mod:`.plan`), the start of every candidate
@@ -46,10 +46,11 @@ from privmed.errors import RUN_BUSY, PrivmedError
 from privmed.evaluation.predictions import evaluate_predictions, predict, predictions_frame
 from privmed.models import build_for_run
 from privmed.models.pretrained import weights_digest
+from privmed.privacy import distributed
+from privmed.privacy.distributed import resolve_device
 from privmed.privacy.ledger import PrivacyLedger, epsilon_text, shown_epsilon
 from privmed.progress import progress
 
-from . import distributed
 from .batch_fit import fit_physical_batch
 from .checkpoint import (TrainState, check_out_dir, check_same_start, fingerprint, restore, resume_state,
                          save_checkpoint)
@@ -60,7 +61,6 @@ from .centre import public_centre_inputs, releases_centre
 from .inputs import model_inputs, trainable_part
 from .plan import (ClassifierPlan, dp_sgd_stages, epsilon_so_far, plan_privacy, protected_unit, sampled_unit,
                    start_ledger, validation_choices)
-from .private import resolve_device, spent_steps
 from .start import SyntheticInputs, prepare_start, seed_everything, synthetic_inputs, synthetic_source, training_set
 
 __all__ = ["FittedModel", "seed_everything", "train", "train_in_memory", "train_processes"]
@@ -172,15 +172,15 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
             net.load_state_dict(initial)
         fit = make_fit(net, run.x_fit, run.y_fit, run.plan, c, candidate, run.device)
         if checkpoint is not None and state.candidate == c:
-            restore(checkpoint, net, fit)
+            restore(checkpoint, fit)
             if distributed.is_lead():
                 rundir.append_log(run.out, f"resumed after epoch {state.epoch} of candidate {c} with "
-                                           f"{spent_steps(fit.engine)} DP-SGD steps spent; sampling and noise "
+                                           f"{fit.spent_steps} DP-SGD steps spent; sampling and noise "
                                            f"continue from fresh secret randomness")
         for epoch in range(state.epoch, candidate.training.epochs):
             t0 = time.perf_counter()
             net.train()
-            loss = run_epoch(fit, run.plan.schedules[c], candidate, augments(config, run.model), run.device)
+            loss = run_epoch(fit, candidate, augments(config, run.model), run.device)
             state.candidate, state.epoch = c, epoch + 1
             if distributed.is_lead():
                 row = _end_epoch(run, state, fit, c, loss=loss, seconds=time.perf_counter() - t0)
@@ -189,7 +189,7 @@ def _train_candidates(run: Run, state: TrainState, on_epoch_end: EpochCallback |
                                 eps=epsilon_text(row["epsilon"]))
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
-        state.finished_steps.append(spent_steps(fit.engine))
+        state.finished_steps.append(fit.spent_steps)
         state.candidate, state.epoch, checkpoint = c + 1, 0, None
         fit.close()
     bar.close()
@@ -206,7 +206,7 @@ def _end_epoch(run: Run, state: TrainState, fit, candidate: int, *, loss: float,
     row = {**({"candidate": candidate} if len(run.candidates) > 1 else {}), "epoch": state.epoch, "loss": loss,
            "val_auroc": val_auroc, "epsilon": spent, "seconds": seconds}
     state.history.append(row)
-    save_checkpoint(run.out, run.net, fit, state, run.plan, run.start)
+    save_checkpoint(run.out, fit, state, run.plan, run.start)
     rundir.write_csv(run.out / rundir.HISTORY, pd.DataFrame(state.history))
     rundir.append_log(run.out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in row.items()))

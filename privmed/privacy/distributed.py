@@ -12,7 +12,7 @@ Each process (rank) joins one process group (:func:`join_from_env`), and:
   batch ``E / N`` and then by ``N``: the update is ``(sum of all clipped gradients + one noise
   draw) / E``, exactly the one-process update (``opacus/optimizers/ddpoptimizer.py``);
 * each step's Poisson sample of units (patients or images) is split between ranks: unit ``u``
-  belongs to rank ``u mod N`` (:class:`~privmed.training.private.RankShard`), so the union of the
+  belongs to rank ``u mod N`` (:class:`~privmed.privacy.engine.RankShard`), so the union of the
   ranks' batches is one Poisson sample of units at rate ``q``, the sample the accountant is told
   about; the expected global batch, steps and noise multiplier are those of one process, so the
   epsilon is the same;
@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -82,6 +81,11 @@ def join_from_env(device: str) -> Ranks:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     dist.init_process_group(backend=backend)
     return current()
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: CUDA when available, else CPU."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def rank_device(device: str) -> str:
