@@ -54,10 +54,8 @@ PACKAGE = ROOT / "privmed"
 #: benchmarks that measure privmed's internals on purpose: why, and the internal modules each may import
 #: (None: any). Every other benchmark imports only names of ``privmed.__all__``. Shrink this, never grow it.
 MEASURE_INTERNALS: dict[str, tuple[str, frozenset[str] | None]] = {
-    "dp_speed.py": ("DP step time per model and Opacus mode, below any run", None),
+    "dp_speed.py": ("DP step time per model, Opacus mode and (--backbones) freeze mode, below any run", None),
     "scale.py": ("memory and step time of the private step and its processes at scale", None),
-    "dp_speed_backbones.py": ("DP step time of timm/torchvision backbones per freeze mode, below any run",
-                              frozenset({"privmed.models", "privmed.models.finetune"})),
     "cbis_utility.py": ("the one-shot private head and the centre it releases, planned and composed on features in "
                         "memory; the shifted scanner and acquisition augmentation",
                         frozenset({"privmed.config", "privmed.data.shift", "privmed.privacy.plan",
