@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 import yaml
 
-from common import (IMAGE_SIZE, MEDIAN_TRAIN_S, ROOT, SHARED, patient_unit, run_one, samples_once, seed_summary,
+from common import (IMAGE_SIZE, MEDIAN_TRAIN_S, ROOT, SHARED, patient_delta, run_one, samples_once, seed_summary,
                     TOTAL_TWO)
 from privmed import DataConfig, dcr_membership, evaluate_synthetic, load_dataset, read_record, synthetic_images
 
@@ -79,7 +79,7 @@ def quality_rows(gens: Path, paper: Path, data: str, out: Path) -> list[dict]:
                                class_names=("benign", "malignant"))
         minutes = (pd.read_csv(gens / folder / "history.csv")["seconds"].sum() / 60) if name != "paper" else math.nan
         dcr, _ = dcr_membership(synthetic=images, members=real.split("train").images,
-                                non_members=real.split("test").images, delta=patient_unit(data)[1])
+                                non_members=real.split("test").images, delta=patient_delta(data))
         rows.append({"generator": name, "folder": folder, "discriminator": disc, "train_minutes": round(minutes, 1),
                      "generator_epsilon": eps if private else "inf", "tos_val_auroc": round(q.tos_val_auroc, 4),
                      "tos_auroc": round(q.tos_auroc, 4), "tos_auroc_ci_low": round(q.tos_auroc_ci[0], 4),
@@ -218,7 +218,7 @@ def main() -> None:
             print(json.dumps({k: rows[-1][k] for k in COLUMNS}), flush=True)
     table = pd.DataFrame(rows)
     table[COLUMNS].to_csv(results / "cbis_synthetic.csv", index=False)
-    text = markdown(table, quality, pd.DataFrame(choices), time.perf_counter() - t0, patient_unit(args.data)[1])
+    text = markdown(table, quality, pd.DataFrame(choices), time.perf_counter() - t0, patient_delta(args.data))
     (results / "cbis_synthetic.md").write_text(text)
     print(text)
 

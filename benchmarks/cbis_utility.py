@@ -71,18 +71,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from privmed import DataConfig, PhantomSpec, config_from_dict, load_dataset
-# measured on purpose, below the public API: front ends, the private centre and the one-shot head on features in memory
+from privmed import DataConfig, build_model, config_from_dict, load_dataset, model_inputs, train_in_memory
+# measured on purpose, below the public API: the one-shot head and the private centre it releases, each planned and
+# composed by the privacy plan, on features in memory; the shifted scanner and acquisition augmentation
 from privmed.config import PrivacyConfig
-from privmed.data.phantom import generate_phantom
 from privmed.data.shift import acquisition_augment, digital_scanner
-from privmed.models.scatter import FeatureCenter, ScatterNet, build_scatter_linear
 from privmed.privacy.plan import make_plan, protected_unit
 from privmed.privacy.randomness import CENTRE_STREAM, secret_generator
 from privmed.training import dp_head
-from privmed.training.centre import set_center
-from privmed.training.inputs import model_inputs
-from privmed.training.trainer import train_in_memory
+from privmed.training.centre import FeatureCenter, set_center
 from common import SHARED, TOTAL_EPSILON, parse_benchmark_args, run_facts, seed_summary
 
 SIZE = 128
@@ -115,12 +112,19 @@ HEAD_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.3}
 
 
 def front_end(name: str) -> nn.Module:
-    """The frozen front end ``name`` of :data:`FEATURES`, wrapped so privmed's feature cache applies."""
+    """``scatter_linear`` with the frozen front end ``name`` of :data:`FEATURES` (its ``model_inputs`` are that
+    front end's features, which privmed's feature cache keeps)."""
     given = FEATURES[name]
     input_norm, dihedral, blur, max_order = given + ("none", False, 0.0, 2)[len(given):]
-    model = build_scatter_linear(image_size=SIZE, input_norm=input_norm, dihedral=dihedral, blur=blur,
-                                 max_order=max_order, standardise=True)
-    return ScatterNet(model.features, nn.Identity())
+    return build_model("scatter_linear", image_size=SIZE, input_norm=input_norm, dihedral=dihedral, blur=blur,
+                       max_order=max_order, standardise=True)
+
+
+def behind_front_end(head: nn.Module) -> nn.Module:
+    """The front end being measured (:data:`FRONT`) with ``head`` as its trainable part, in a model of the front
+    end's own class (``scatter_linear``'s), so that training finds the front end as a run does."""
+    front = FRONT["model"]
+    return type(front)(front.features, head)
 
 
 def split_images(data: str) -> tuple[dict, dict, dict]:
@@ -170,9 +174,9 @@ def dp_sgd_head(x: dict, y: dict, groups: np.ndarray, *, epsilon: float, seed: i
     build = head
     if centre_source == "channels":  # feature maps (N, C, 4, 4), behind their front end
         x = {s: f.view(len(f), *FRONT["model"].features.output_shape) for s, f in x.items()}
-        build = lambda: ScatterNet(FRONT["model"].features, head())  # noqa: E731
-    fitted = train_in_memory(config, build, x["train"],
-                             y["train"].unsqueeze(1), x["val"], y["val"].unsqueeze(1), groups=groups)
+        build = lambda: behind_front_end(head())  # noqa: E731
+    fitted = train_in_memory(config, build=build, x_train=x["train"], y_train=y["train"].unsqueeze(1),
+                             x_val=x["val"], y_val=y["val"].unsqueeze(1), groups=groups)
     with torch.no_grad():
         scores = {s: fitted.net(x[s])[:, 0].numpy() for s in SPLITS[1:]}
     spent = fitted.ledger.epsilon if math.isfinite(epsilon) else math.inf
@@ -224,10 +228,11 @@ def _reduce(f: torch.Tensor, pooled: bool, projection: torch.Tensor | None) -> t
 
 @functools.lru_cache(maxsize=2)
 def phantom_features(name: str) -> tuple[torch.Tensor, np.ndarray]:
-    """The ``name`` features of PHANTOM_N phantom patches (no patient data) and their 0/1 labels."""
-    images, table = generate_phantom(PhantomSpec(n_samples=PHANTOM_N, image_size=SIZE, seed=0))
-    f = model_inputs(front_end(name), torch.from_numpy(images).unsqueeze(1)).flatten(1).double()
-    return f, table["label"].to_numpy()
+    """The ``name`` features of PHANTOM_N phantom patches (the built-in phantom, seed 0: no patient data) and their
+    0/1 labels."""
+    phantom = load_dataset(DataConfig(phantom_samples=PHANTOM_N, image_size=SIZE, seed=0))
+    f = model_inputs(front_end(name), phantom.image_tensor).flatten(1).double()
+    return f, phantom.labels[:, 0].astype(int)
 
 
 def phantom_projection(name: str, k: int) -> torch.Tensor:

@@ -24,12 +24,8 @@ import torch
 import yaml
 
 from components import BATCH, EPOCHS, EPSILON, SIZE  # noqa: F401 (shared names)
-from privmed import (DataConfig, PhantomSpec, config_from_dict, load_dataset, read_metrics, read_record, run_finished,
+from privmed import (PhantomSpec, config_from_dict, privacy_unit, read_metrics, read_record, run_finished,
                      sample_generator, train, write_phantom_dataset)
-# patient_unit only: the default unit of privacy and its delta, from the privacy plan
-from privmed.config import PrivacyConfig
-from privmed.privacy.plan import delta_for, protected_unit
-from privmed.privacy.units import PrivacyUnit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,13 +102,14 @@ def samples_once(generator: Path, out: Path) -> Path:
 
 
 @functools.cache
-def patient_unit(data: str) -> tuple[PrivacyUnit, float]:
-    """The training split's unit of privacy as ``privmed train`` resolves it by default (the patient,
-    one image of a sampled patient per step) and its delta, 1/(10 x patients), from the privacy plan."""
-    train = load_dataset(DataConfig(path=data, image_size=IMAGE_SIZE, class_names=("benign", "malignant")))
-    train = train.split("train")
-    unit = protected_unit(PrivacyConfig(), patient_ids=train.patient_ids, n=len(train))
-    return unit, delta_for(unit, None, check=False)
+def patient_delta(data: str) -> float:
+    """The delta ``privmed train`` takes by default on ``data`` (``privmed.privacy_unit``): 1/(10 x patients), the
+    patient being the unit of privacy."""
+    data_section = {"path": data, "image_size": IMAGE_SIZE, "class_names": ["benign", "malignant"]}
+    unit, delta = privacy_unit(config_from_dict({"data": data_section}))
+    if unit.name != "patient":
+        raise SystemExit(f"{data}: the data has no patient ids, so the unit of privacy is the {unit.name}.")
+    return delta
 
 
 #: the total epsilon of a DP generator and the classifier fine-tuned on its samples (``run_one(total_epsilon=...)``)

@@ -18,13 +18,28 @@ scattering features (how privmed trains them: the scattering is data-independent
 computed once), and ``<name>``, the full model with the scattering in every step.
 
 Writes ``<out>/dp_speed.csv`` (model,image_size,batch_size,mode,median_step_ms,
-ratio_to_nonprivate,correct) and ``<out>/dp_speed.md``.
+ratio_to_nonprivate,correct; backbone rows also device,freeze,images_per_s,peak_step_mb,load_1min)
+and ``<out>/dp_speed.md``.
 
     python benchmarks/dp_speed.py                      # all models, 64 px, batch 64
     python benchmarks/dp_speed.py --models resnet9_small --repeats 3
 
-``--backbones`` times timm / torchvision backbones per freeze mode instead (benchmarks/dp_speed_backbones.py,
-the backbones extra); their rows and the md's "Pretrained backbones" section are kept by a run without it.
+``--backbones`` times timm / torchvision backbones per ``model.freeze`` mode instead (the backbones
+extra, ``.venv-backbones``, docs/backbones.md); their rows and the md's "Pretrained backbones" section
+are kept by a run without it. Each backbone is built as privmed trains it (random weights: the time
+does not depend on their values) and timed as above on the whole model: the frozen part's forward is
+included in both steps (privmed computes a frozen prefix once and caches it, so for backbone and
+last_block a real epoch is cheaper than these steps). Then ``images_per_s`` = batch size / DP step
+time; ``peak_step_mb``: memory one step needs above what the process held before it (the kernel's
+high-water mark of the resident set, ``VmHWM``, reset through ``/proc/self/clear_refs``, over one step,
+minus the resident set before it, with glibc told to return blocks over 64 KiB to the system,
+``mallopt``, for this measurement only; the timing uses ``configure_cpu_allocator``, which keeps freed
+memory); ``correct`` is checked on a small model of the same family at 32 px, in float64 so that a
+wrong gradient stands out from rounding. Rows are merged into ``<out>/dp_speed.csv`` (earlier rows of
+other models and devices kept) and the md's section "Pretrained backbones" is rewritten.
+
+    .venv-backbones/bin/python benchmarks/dp_speed.py --backbones \\
+        --models timm:swin_tiny_patch4_window7_224,torchvision:resnet50 --batch-size 4 --repeats 2
 """
 
 from __future__ import annotations
@@ -32,6 +47,8 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import ctypes
+import ctypes.util
 import math
 import os
 import platform
@@ -47,7 +64,6 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # dp_speed_backbones
 
 from privmed.models import (  # noqa: E402
     DEFAULT_CNN,
@@ -56,6 +72,7 @@ from privmed.models import (  # noqa: E402
     build_model,
     configure_cpu_allocator,
 )
+from privmed.models.finetune import apply_freeze  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -69,7 +86,9 @@ CHECK_OVERRIDES = {
     "vit": {"dim": 32, "depth": 2, "num_heads": 2},
     "scatter_cnn": {"channels": 16},
 }
-CSV_COLUMNS = ["model", "image_size", "batch_size", "mode", "median_step_ms", "ratio_to_nonprivate", "correct"]
+#: the csv's columns (the last four: backbone rows only)
+CSV_COLUMNS = ["model", "image_size", "batch_size", "mode", "median_step_ms", "ratio_to_nonprivate", "correct",
+               "device", "freeze", "images_per_s", "peak_step_mb", "load_1min"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         help="keep glibc's default malloc settings (by default privmed.models.configure_cpu_allocator() is applied)",
     )
     ap.add_argument("--backbones", action="store_true",
-                    help="--models are timm:/torchvision: backbones, timed per freeze mode (dp_speed_backbones.py)")
+                    help="--models are timm:/torchvision: backbones, timed per freeze mode")
     ap.add_argument("--device-name", default="CPU, 2 cores", help="the card or CPU named in the backbone rows")
     args = ap.parse_args(argv)
 
@@ -309,11 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                 })
 
     args.out.mkdir(parents=True, exist_ok=True)
-    import dp_speed_backbones
-
-    kept = dp_speed_backbones.backbone_rows(args.out / "dp_speed.csv")  # a --backbones run's rows stay
+    kept = backbone_rows(args.out / "dp_speed.csv")  # a --backbones run's rows stay
     with open(args.out / "dp_speed.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=dp_speed_backbones.COLUMNS, restval="")
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="")
         w.writeheader()
         w.writerows(rows + kept)
 
@@ -363,16 +380,18 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "meets" if ratio <= 1.5 else "MISSES"
         lines += ["", f"Default CNN `{DEFAULT_CNN}` with `{mode}`: DP step = {ratio:.2f}x non-private, "
                       f"{verdict} the <= 1.5x target."]
-    (args.out / "dp_speed.md").write_text("\n".join(lines) + "\n")
-    if kept:
-        dp_speed_backbones.write_section(args.out / "dp_speed.md", args.out / "dp_speed.csv")
+    md = args.out / "dp_speed.md"
+    before = md.read_text() if md.is_file() else ""
+    md.write_text("\n".join(lines) + "\n")
+    if kept and SECTION in before:  # a --backbones run's section stays as it wrote it (its rounds included)
+        md.write_text(md.read_text() + "\n" + SECTION + before.partition(SECTION)[2])
+    elif kept:
+        write_section(md, args.out / "dp_speed.csv")
     print("\n".join(lines))
     return 0
 
 
 def _run_backbones(args, names: list[str], modes: list[str]) -> int:
-    import dp_speed_backbones
-
     torch.set_num_threads(args.threads)
     if not args.default_allocator:
         configure_cpu_allocator()
@@ -380,8 +399,168 @@ def _run_backbones(args, names: list[str], modes: list[str]) -> int:
     print(f"threads={args.threads} load={load:.2f} device={args.device_name!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     size = args.image_size if args.image_size != 64 else 224  # backbones: 224 px unless asked otherwise
-    return dp_speed_backbones.run(names, modes, image_size=size, batch_size=args.batch_size, repeats=args.repeats,
-                                  device=args.device_name, out=args.out, dp_speed=sys.modules[__name__], load=load)
+    return run_backbones(names, modes, image_size=size, batch_size=args.batch_size, repeats=args.repeats,
+                         device=args.device_name, out=args.out, load=load)
+
+
+# ---------------------------------------------------------------------------------------
+# --backbones: timm / torchvision backbones per freeze mode
+
+
+FREEZES = ("backbone", "last_block", "bias", "lora")
+SECTION = "## Pretrained backbones"
+#: small models of the same families for the gradient checks (32 px)
+TINY = {"timm:swin": {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [1, 1, 1, 1],
+                      "num_heads": [1, 1, 1, 1], "drop_path_rate": 0.0},
+        "timm:vit": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}}
+
+
+def tiny_args(name: str) -> dict:
+    for prefix, args in TINY.items():
+        if name.startswith(prefix):
+            return {**args, "input_size": 32}
+    return {"input_size": 32}
+
+
+def backbone_correctness(name: str, freeze: str, modes) -> dict[str, str]:
+    """``check_mode`` of every mode on a small model of the backbone's family (32 px, float64)."""
+    torch.manual_seed(0)
+    tiny = apply_freeze(build_model(name, num_outputs=2, image_size=32, **tiny_args(name)).double(), freeze)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, 32, 32, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (4,), generator=g)
+    return {m: check_mode(tiny, m, x, y) for m in modes}
+
+
+def _return_memory_to_os() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
+    libc.mallopt(m_mmap_max, 65536)
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+    libc.mallopt(m_trim_threshold, 128 * 1024)
+    libc.malloc_trim(0)
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith(key + ":")).split()[1]) / 1024
+
+
+def peak_step_mb(step) -> float:
+    """Peak resident memory above the level before one call of ``step``: the kernel's high-water mark
+    (``VmHWM``), reset first (``/proc/self/clear_refs``), minus the resident set before the step."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mb("VmRSS")
+    step()
+    return _status_mb("VmHWM") - before
+
+
+def run_backbones(names, modes, *, image_size: int, batch_size: int, repeats: int, device: str, out: Path,
+                  load: float) -> int:
+    """Time every backbone x freeze mode x Opacus mode; merge the rows into ``out``'s csv and md."""
+    rows = []
+    for name in names:
+        for freeze in FREEZES:
+            print(f"== {name} freeze={freeze}", flush=True)
+            correct = backbone_correctness(name, freeze, modes)
+            print("   correct: " + ", ".join(f"{m}={c}" for m, c in correct.items()), flush=True)
+            torch.manual_seed(0)
+            model = apply_freeze(build_model(name, num_outputs=1, image_size=image_size), freeze)
+            g = torch.Generator().manual_seed(0)
+            x = torch.rand(batch_size, 1, image_size, image_size, generator=g)
+            y = torch.randint(0, 2, (batch_size, 1), generator=g).float()
+            configs = make_configs(f"{name}/{freeze}", model, x, y, modes)
+            for c in configs:
+                c.correct = "n/a" if c.mode == "nonprivate" else (correct[c.mode] if c.step else "unsupported")
+            run_round_robin(configs, repeats, min_measure_s=0.0)
+            rows += [{**r, "load_1min": round(load, 2)}
+                     for r in _rows(name, freeze, configs, image_size=image_size, batch_size=batch_size, device=device)]
+            del model, configs
+            configure_cpu_allocator()  # back to the timing's allocator for the next group
+    merge_csv(out / "dp_speed.csv", rows)
+    write_section(out / "dp_speed.md", out / "dp_speed.csv", repeats=repeats)
+    return 0
+
+
+def _rows(name: str, freeze: str, configs, *, image_size: int, batch_size: int, device: str) -> list[dict]:
+    """One row per config of a group; the peak memory is measured here, one step each, memory returned to the
+    system as it is freed."""
+    _return_memory_to_os()
+    rows = []
+    base_ms = statistics.median(configs[0].times) * 1e3
+    for c in configs:
+        med = statistics.median(c.times) * 1e3 if c.times else math.nan
+        memory = peak_step_mb(c.step) if c.step is not None else math.nan
+        rows.append({"model": name, "image_size": image_size, "batch_size": batch_size, "mode": c.mode,
+                     "median_step_ms": round(med, 1), "ratio_to_nonprivate": round(med / base_ms, 3),
+                     "correct": c.correct, "device": device, "freeze": freeze,
+                     "images_per_s": round(batch_size / (med / 1e3), 2) if med == med else math.nan,
+                     "peak_step_mb": round(memory, 1)})
+        c.step = None  # frees the wrapped model's per-sample gradients before the next measurement
+    return rows
+
+
+def _key(row) -> tuple:
+    return row["model"], str(row["image_size"]), str(row["batch_size"]), row["mode"], row.get("device") or "", \
+        row.get("freeze") or ""
+
+
+def merge_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` written into the csv at ``path``, replacing rows of the same model/size/batch/mode/device/freeze."""
+    old = list(csv.DictReader(path.open())) if path.is_file() else []
+    new = {_key({k: str(v) for k, v in r.items()}) for r in rows}
+    kept = [r for r in old if _key(r) not in new]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(kept + rows)
+
+
+def backbone_rows(csv_path: Path) -> list[dict]:
+    return [r for r in csv.DictReader(csv_path.open()) if r.get("freeze")] if csv_path.is_file() else []
+
+
+def section(rows: list[dict], *, repeats: int | str = "?") -> list[str]:
+    """The markdown section of the backbone rows, with the fastest correct mode per model and freeze mode."""
+    lines = [SECTION, "",
+             "`dp_speed.py --backbones`, random weights, torch and Opacus of the "
+             f".venv-backbones environment; median of {repeats} round-robin rounds after a warm-up round. Each "
+             "step runs the whole model: the frozen part's forward is included in the non-private and the DP step "
+             "alike (privmed caches a frozen prefix, so real epochs of backbone and last_block are cheaper). "
+             "`img/s` = batch / DP step; `peak MB` = resident memory one step needs above what the process held "
+             "before it (VmHWM over one step, reset by /proc/self/clear_refs, minus VmRSS before; glibc returning "
+             "blocks over 64 KiB to the system; 0.0: the step fitted in memory the process already held); `correct`: "
+             "per-sample gradients equal one-sample-at-a-time ones on a small model of the family (32 px, float64); "
+             "`load`: the 1-min load average when the run started. With few rounds and a load above the core count "
+             "the times are noisy (a ratio below 1 is noise): rerun with more --repeats on a quiet machine before "
+             "choosing a mode from them.",
+             "", "| device | model | px | batch | freeze | mode | step (ms) | ratio | img/s | peak MB | correct | load |",
+             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        lines.append(f"| {r['device']} | {r['model']} | {r['image_size']} | {r['batch_size']} | {r['freeze']} | "
+                     f"{r['mode']} | {r['median_step_ms']} | {float(r['ratio_to_nonprivate']):.2f} | "
+                     f"{r['images_per_s']} | {r['peak_step_mb']} | {r['correct']} | {r.get('load_1min', '')} |")
+    lines += ["", "### Fastest correct mode per backbone and freeze mode", "",
+              "| device | model | freeze | fastest correct mode | ratio | img/s |", "|---|---|---|---|---:|---:|"]
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        if r["mode"] == "nonprivate" or r["correct"] != "yes" or r["median_step_ms"] in ("", "nan"):
+            continue
+        key = (r["device"], r["model"], r["freeze"])
+        if key not in best or float(r["ratio_to_nonprivate"]) < float(best[key]["ratio_to_nonprivate"]):
+            best[key] = r
+    for (device, model, freeze), r in best.items():
+        lines.append(f"| {device} | {model} | {freeze} | {r['mode']} | {float(r['ratio_to_nonprivate']):.2f} | "
+                     f"{r['images_per_s']} |")
+    return lines
+
+
+def write_section(md_path: Path, csv_path: Path, *, repeats: int | str = "?") -> None:
+    """Rewrite the backbones section of the md (everything from :data:`SECTION` on) from the csv's rows."""
+    text = md_path.read_text() if md_path.is_file() else ""
+    head = text.split(SECTION)[0].rstrip("\n")
+    md_path.write_text(head + "\n\n" + "\n".join(section(backbone_rows(csv_path), repeats=repeats)) + "\n")
 
 
 if __name__ == "__main__":

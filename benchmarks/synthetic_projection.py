@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from common import (EPSILON, ROOT, SHARED, SIZE, parse_benchmark_args, patient_unit, run_facts, seed_summary,
+from common import (EPSILON, ROOT, SHARED, SIZE, parse_benchmark_args, patient_delta, run_facts, seed_summary,
                     write_results)
 from components import dp_linear, features, split_features
 from privmed import synthetic_images
@@ -82,7 +82,7 @@ def main() -> None:
     public = {name: features(model, synthetic_images(path, n=3000, image_size=SIZE)[0])
               for name, path in sources.items()}
     public["real_train"] = feats["train"]
-    delta = patient_unit(args.data)[1]
+    delta = patient_delta(args.data)
     rows = []
     for source, k in [("privmed_dp_eps1", None)] + [(s, k) for s in public for k in DIMS]:
         if k is None:

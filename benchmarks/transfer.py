@@ -37,12 +37,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from common import SHARED, parse_benchmark_args, run_facts
-from privmed import DataConfig, build_model, config_from_dict, load_dataset
-# measured on purpose, below the public API: front ends' features in memory, the shifted scanner, the shortcut figures
+from privmed import DataConfig, build_model, config_from_dict, load_dataset, model_inputs, train_in_memory
+# measured on purpose, below the public API: the shifted scanner and the shortcut figures on images in memory
 from privmed.data.shift import digital_scanner
 from privmed.evaluation import shortcut
-from privmed.training.inputs import model_inputs
-from privmed.training.trainer import train_in_memory
 
 DATA = str(SHARED / "cbis-ddsm-masses")
 #: recipe -> (model, model.args); every row names its front end in full, so it keeps its meaning when defaults change
@@ -96,8 +94,8 @@ def fit(model_name: str, args: dict, x: torch.Tensor, y: np.ndarray, patients: n
     config = config_from_dict({"data": {"path": None, "image_size": size}, "model": {"name": model_name, "args": args},
                                "privacy": {"epsilon": epsilon}, "training": {"seed": seed}})
     build = lambda: build_model(model_name, image_size=size, **args)  # noqa: E731
-    fitted = train_in_memory(config, build, x, torch.from_numpy(y).float().unsqueeze(1), x_val,
-                             torch.from_numpy(y_val).float().unsqueeze(1), groups=patients)
+    fitted = train_in_memory(config, build=build, x_train=x, y_train=torch.from_numpy(y).float().unsqueeze(1),
+                             x_val=x_val, y_val=torch.from_numpy(y_val).float().unsqueeze(1), groups=patients)
     return fitted.net
 
 

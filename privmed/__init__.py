@@ -32,8 +32,13 @@ _PUBLIC = {
     "DataConfig": "privmed.config",
     "load_dataset": "privmed.data.sources",  # a data folder as privmed reads it: images, labels, splits, patients
     "build_model": "privmed.models.registry",
+    "privacy_unit": "privmed.training.preflight",  # whom a run protects and its delta, as `privmed check` says
     "evaluate_run": "privmed.evaluation.external",
     "compare_runs": "privmed.evaluation.external",
+    # train by a run's recipe on tensors already in memory (frozen features, audits' shadows)
+    "model_inputs": "privmed.training.inputs",  # what the trained part sees: frozen features, or the images
+    "train_in_memory": "privmed.training.in_memory",
+    "FittedModel": "privmed.training.in_memory",
     # read a run (or a generator's, or samples') folder
     "read_record": "privmed.rundir",  # privacy.json: epsilon, delta, unit, every accounted stage
     "read_metrics": "privmed.rundir",  # metrics.json: each split's metrics with CIs, the kept checkpoint

@@ -54,28 +54,20 @@ PACKAGE = ROOT / "privmed"
 #: benchmarks that measure privmed's internals on purpose: why, and the internal modules each may import
 #: (None: any). Every other benchmark imports only names of ``privmed.__all__``. Shrink this, never grow it.
 MEASURE_INTERNALS: dict[str, tuple[str, frozenset[str] | None]] = {
-    "dp_speed.py": ("DP step time per model and Opacus mode, below any run", None),
+    "dp_speed.py": ("DP step time per model, Opacus mode and (--backbones) freeze mode, below any run", None),
     "scale.py": ("memory and step time of the private step and its processes at scale", None),
-    "dp_speed_backbones.py": ("DP step time of timm/torchvision backbones per freeze mode, below any run",
-                              frozenset({"privmed.models", "privmed.models.finetune"})),
-    "components.py": ("the DP head trained in memory on frozen features",
-                      frozenset({"privmed.data.sources", "privmed.training.inputs", "privmed.training.trainer"})),
-    "cbis_utility.py": ("front ends, the private centre and the one-shot head, each on features in memory",
-                        frozenset({"privmed.config", "privmed.data.phantom", "privmed.data.shift",
-                                   "privmed.models.scatter", "privmed.privacy.plan", "privmed.privacy.randomness",
-                                   "privmed.training.centre", "privmed.training.dp_head",
-                                   "privmed.training.inputs", "privmed.training.trainer"})),
-    "transfer.py": ("front ends' features in memory under a shifted scanner, and the shortcut figures",
-                    frozenset({"privmed.data.shift", "privmed.evaluation.shortcut", "privmed.training.inputs",
-                               "privmed.training.trainer"})),
+    "cbis_utility.py": ("the one-shot private head and the centre it releases, planned and composed on features in "
+                        "memory; the shifted scanner and acquisition augmentation",
+                        frozenset({"privmed.config", "privmed.data.shift", "privmed.privacy.plan",
+                                   "privmed.privacy.randomness", "privmed.training.centre", "privmed.training.dp_head"})),
+    "transfer.py": ("the shortcut figures (acquisition strata and clusters, lesion mask) and the shifted scanner, on "
+                    "images in memory", frozenset({"privmed.data.shift", "privmed.evaluation.shortcut"})),
     "feature_centre.py": ("the private feature centre's release and its share of the budget",
                           frozenset({"privmed.config", "privmed.privacy.plan", "privmed.privacy.randomness",
                                      "privmed.privacy.units", "privmed.training.centre", "privmed.privacy.engine",
                                      "privmed.training.synthetic"})),
     "private_evolution.py": ("the evolution's candidate prior beside the images it writes",
                              frozenset({"privmed.synth.candidates", "privmed.synth.evolve"})),
-    "common.py": ("patient_unit: the default unit of privacy and its delta, from the privacy plan",
-                  frozenset({"privmed.config", "privmed.privacy.plan", "privmed.privacy.units"})),
 }
 
 

@@ -74,7 +74,8 @@ def test_frozen_backbone_is_bit_identical_after_dp_training(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(200, 1, SIZE, SIZE, generator=g), torch.randint(0, 2, (200, 1), generator=g).float()
     feats = model_inputs(model, x)
-    fitted = train_in_memory(config, lambda: model, feats[:160], y[:160], feats[160:], y[160:])
+    fitted = train_in_memory(config, build=lambda: model, x_train=feats[:160], y_train=y[:160], x_val=feats[160:],
+                             y_val=y[160:])
     assert fitted.ledger.mechanisms and fitted.ledger.mechanisms[-1].steps > 0  # DP-SGD really ran
     for key, value in model.features.state_dict().items():
         assert torch.equal(value, backbone[key]), key
@@ -245,7 +246,8 @@ def test_a_monai_network_with_its_own_norm_trains_under_dp_sgd():
     model = build_for_run(config, num_outputs=1)
     assert any(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fitted = train_in_memory(config, lambda: model, x[:128], y[:128], x[128:], y[128:])
+    fitted = train_in_memory(config, build=lambda: model, x_train=x[:128], y_train=y[:128], x_val=x[128:],
+                             y_val=y[128:])
     assert fitted.ledger.mechanisms[-1].steps == 4
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
 

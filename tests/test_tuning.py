@@ -112,7 +112,8 @@ def test_a_search_retrained_in_memory_is_the_runs_search_composed_the_same_way()
     config = config_from_dict({"data": {"image_size": 32}, "model": {"name": "resnet9_small"},
                                "privacy": {"epsilon": 2.0, "unit": "image"}, "tune": {"epochs": [1, 3]},
                                "training": {"batch_size": 32, "lr": 0.1, "augment": False, "seed": 0}})
-    fitted = train_in_memory(config, lambda: nn.Linear(8, 1), x[:150], y[:150], x[150:], y[150:], device="cpu")
+    fitted = train_in_memory(config, build=lambda: nn.Linear(8, 1), x_train=x[:150], y_train=y[:150],
+                             x_val=x[150:], y_val=y[150:], device="cpu")
     stages = [m for m in fitted.ledger.mechanisms if m.stage == "dp_sgd"]
     assert len(stages) == 2 and len({m.noise_multiplier for m in stages}) == 1
     assert stages[1].steps > stages[0].steps  # 3 epochs against 1

@@ -292,7 +292,8 @@ def _fit(config: RunConfig, fresh, population: Population, mask: np.ndarray, x_v
          y_val: torch.Tensor, *, unit: str):
     """Train one model by the run's recipe on the rows in ``mask`` (at the patient unit, grouped)."""
     extra = {"groups": population.group[mask]} if unit == "patient" else {}
-    return train_in_memory(config, fresh, population.x[mask], population.y[mask], x_val, y_val, **extra)
+    return train_in_memory(config, build=fresh, x_train=population.x[mask], y_train=population.y[mask], x_val=x_val,
+                           y_val=y_val, **extra)
 
 
 # --------------------------------------------------------------------------- shadows

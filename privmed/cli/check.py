@@ -21,8 +21,7 @@ def add_parsers(sub) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``privmed check``: exit 0 and a short summary when ``privmed train`` with these options would start."""
-    from privmed.privacy.plan import delta_for, protected_unit
-    from privmed.training.preflight import check_run
+    from privmed.training.preflight import check_run, privacy_unit
 
     config = run_config(args)
     data = check_run(config, resume=args.resume)
@@ -35,11 +34,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         who = f"{len(set(patients))} patients" if patients is not None else "no patient ids"
         positives = ", ".join(f"{int(part.table[name].sum())} {name}" for name in data.label_names)
         print(f"  {split}: {len(part)} images, {who}, {positives}")
-    train = data.split("train")
-    unit = protected_unit(p, patient_ids=train.patient_ids, n=len(train))
+    unit, delta = privacy_unit(config, data=data)
     print(f"unit of privacy: {unit.name} ({unit.n_units} in the training split"
           + (f", at most {unit.max_per_unit} image(s) of one per step)" if unit.name == "patient" else ")"))
-    delta = delta_for(unit, p.delta, check=False)
     how = "" if p.delta is not None else " (default 1/(10 N))"
     if not p.private:
         print(f"privacy: NOT PRIVATE (no --epsilon or --noise-multiplier); delta would be {delta:.3g}{how}")

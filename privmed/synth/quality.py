@@ -125,8 +125,8 @@ def _train_on_synthetic(size: int, feats: dict, labels: np.ndarray, val: Dataset
 
     config: RunConfig = config_from_dict({**TOS_RECIPE, "training": {**TOS_RECIPE["training"], "seed": seed}})
     y_syn = torch.from_numpy(labels.astype(np.float32)).reshape(-1, 1)
-    fitted = train_in_memory(config, lambda: _tos_model(size), feats["syn"], y_syn, feats["val"],
-                             torch.from_numpy(val.labels))
+    fitted = train_in_memory(config, build=lambda: _tos_model(size), x_train=feats["syn"], y_train=y_syn,
+                             x_val=feats["val"], y_val=torch.from_numpy(val.labels))
     with torch.no_grad():
         scores = fitted.net(feats["test"]).numpy()[:, 0]
         val_auroc = float(roc_auc_score(val.labels[:, 0], fitted.net(feats["val"]).numpy()[:, 0]))

@@ -37,19 +37,24 @@ class FittedModel:
     best_epoch: int
 
 
-def train_in_memory(config: RunConfig, build: Callable[[], nn.Module], x_train: torch.Tensor, y_train: torch.Tensor,
-                    x_val: torch.Tensor, y_val: torch.Tensor, *, device: str | None = None,
-                    groups: np.ndarray | None = None) -> FittedModel:
-    """The recipe of :func:`train` on tensors already in memory, without a run directory.
+def train_in_memory(config: RunConfig, *, build: Callable[[], nn.Module], x_train: torch.Tensor,
+                    y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                    groups: np.ndarray | None = None, device: str | None = None) -> FittedModel:
+    """The recipe of :func:`train` on tensors already in memory, without a run directory (public API).
 
     ``build`` makes a fresh model; it is called after seeding, so the initial weights, like
     everything else that is not part of the guarantee, follow from ``config.training.seed``
     and not from the caller's RNG state (the same model in any process). ``x_*`` are the
-    model's :func:`model_inputs`; ``groups`` the patient id of each training row (None:
-    none known). Same unit of privacy, privacy plan (noise calibrated for these units),
-    sampling, optimiser, clipping and checkpoint selection as a run, so shadow models for a
-    membership audit are trained exactly as the target was. ``device`` defaults to the run's
-    (:func:`shadow_device`).
+    model's :func:`model_inputs` (frozen features for a model with a frozen front end, else
+    the images), ``y_*`` float labels (N, labels); ``groups`` the patient id of each training
+    row (None: none known; the unit of privacy is then the image, as for data without ids). Same unit of privacy,
+    privacy plan (noise calibrated for these units; the feature centre released and composed
+    as ``privacy.center`` says), sampling, optimiser, clipping and checkpoint selection (the
+    best val AUROC) as a run, so shadow models for a membership audit are trained exactly as
+    the target was. ``config.data`` is not read (the tensors are the data); ``config.model.name``
+    still picks Opacus's per-sample-gradient mode. ``device`` defaults to the run's
+    (:func:`shadow_device`). Returns the trained part of the model (``net``), its ledger
+    (``ledger.epsilon``) and the kept epoch.
     """
     device = device or shadow_device(config.training.device)
     seed_everything(config.training.seed)

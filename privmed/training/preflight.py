@@ -18,6 +18,7 @@ from .devices import cuda_count
 
 if TYPE_CHECKING:
     from privmed.data.sources import Dataset
+    from privmed.privacy.units import PrivacyUnit
 
 
 def check_before_training(config: RunConfig, *, resume: bool) -> "Dataset | None":
@@ -78,6 +79,20 @@ def check_schedule(config: RunConfig) -> "Dataset | None":
     check_plan(p, unit=unit, stages=[StageSpec(f"dp_sgd_candidate_{c}", s.sample_rate, s.steps)
                                      for c, s in enumerate(schedules)])
     return data
+
+
+def privacy_unit(config: RunConfig, *, data: "Dataset | None" = None) -> "tuple[PrivacyUnit, float]":
+    """Whom ``privmed train`` with ``config`` protects, and at what delta, as ``privmed check`` prints them (public
+    API): the unit of privacy on the training split (``privacy.unit``, else the patient where the data has patient
+    ids, else the image) and ``privacy.delta``, else its default 1 / (10 N) for the N units. Reads ``config.data``
+    unless ``data`` (what :func:`~privmed.data.sources.load_dataset` returned for it) is given. Training refuses a
+    delta of 1/N or more; this only states it."""
+    from privmed.data.sources import load_dataset
+    from privmed.privacy.plan import delta_for, protected_unit
+
+    train = (data if data is not None else load_dataset(config.data, stream=None)).split("train")
+    unit = protected_unit(config.privacy, patient_ids=train.patient_ids, n=len(train))
+    return unit, delta_for(unit, config.privacy.delta, check=False)
 
 
 def check_device(name: str) -> None:
