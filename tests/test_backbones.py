@@ -184,8 +184,10 @@ def test_per_sample_gradients_of_the_fine_tuned_part_match_one_sample_at_a_time(
     trained = {n for n, p in net.named_parameters() if p.requires_grad}
     kind = {"lora": ".lora_", "bias": "bias", "last_block": ""}[freeze]
     assert trained and all(kind in n or n.startswith(("net.head", "net.fc")) for n in trained)
-    if name.startswith("timm:") and freeze != "last_block":  # window attention folds 4 windows into dimension 0
-        assert any(".mlp.fc1." in n for n in trained) and not any("layers.0.blocks.0.attn." in n for n in trained)
+    if name.startswith("timm:") and freeze != "last_block":  # window attention, its windows folded per image
+        assert any(".mlp.fc1." in n for n in trained)
+        assert {"qkv", "proj"} <= {n.split(".attn.")[1].split(".")[0] for n in trained if "blocks.0.attn." in n}
+        assert not any("relative_position_bias_table" in n for n in trained)  # a module with a buffer: frozen
     ref = _reference_grads(net, x, y)
     gsm = get_gsm_class("hooks")(net, batch_first=True, loss_reduction="sum")
     nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
@@ -249,6 +251,55 @@ def test_bias_and_last_block_fine_tune_privmeds_own_cnn_under_dp_without_the_ext
     for n, p in net.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.grad_sample, ref[n], rtol=1e-7, atol=1e-10 * max(ref[n].abs().max(), 1e-3))
+
+
+class _Windowed(nn.Module):
+    """A toy of a Swin's window attention: 4 x 4-pixel windows of every image stacked in dimension 0, a linear
+    layer over each window's tokens, then a head. ``image_major``: each image's windows are one block of rows
+    (as timm and torchvision partition); otherwise window-major, rows of all images interleaved."""
+
+    def __init__(self, *, image_major: bool = True) -> None:
+        super().__init__()
+        self.embed, self.mix, self.head = nn.Conv2d(1, 4, 1), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.image_major = image_major
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).permute(0, 2, 3, 1)  # B, H, W, C
+        b, h, w, c = x.shape
+        windows = x.reshape(b, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(b, -1, 16, c)
+        rows = windows if self.image_major else windows.transpose(0, 1)
+        mixed = self.mix(rows.reshape(-1, 16, c)).tanh().reshape(rows.shape)
+        mixed = mixed if self.image_major else mixed.transpose(0, 1)
+        return self.head(mixed.reshape(b, -1, c).mean(1))
+
+
+def test_windows_stacked_per_image_are_folded_so_their_per_sample_gradients_are_per_image():
+    """The base install's check of what lets a Swin's attention train under DP-SGD (``WindowFolded``)."""
+    from opacus.grad_sample import get_gsm_class
+
+    from privmed.models.finetune import WindowFolded, fold_windows
+
+    torch.manual_seed(5)
+    model = _Windowed().double()
+    x, y = torch.rand(4, 1, 64, 64, dtype=torch.float64), torch.tensor([1, 0, 0, 1])
+    before = model(x)
+    fold_windows(model)
+    assert isinstance(model.mix, WindowFolded) and model.mix.windows == (64 // 4) ** 2
+    assert not isinstance(model.head, WindowFolded)
+    torch.testing.assert_close(model(x), before)  # the same network, row for row
+    ref = _reference_grads(model, x, y)
+    gsm = get_gsm_class("hooks")(model, batch_first=True, loss_reduction="sum")
+    nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
+    for n, p in model.named_parameters():
+        assert p.grad_sample.shape[0] == len(x), n  # one gradient per image, not per window
+        torch.testing.assert_close(p.grad_sample, ref[n], rtol=1e-7, atol=1e-12)
+
+
+def test_windows_interleaved_across_images_are_left_alone():
+    from privmed.models.finetune import WindowFolded, fold_windows
+
+    model = fold_windows(_Windowed(image_major=False))
+    assert not any(isinstance(m, WindowFolded) for m in model.modules())
 
 
 # --------------------------------------------------------------------------- the paper's recipe, end to end

@@ -13,8 +13,10 @@
 
 In the last three, every BatchNorm becomes a :class:`FrozenBatchNorm`: it normalises each image with its
 stored statistics, so it is a per-sample map and DP-safe, and pretrained ResNets and DenseNets keep working.
-Only per-sample layers train (:func:`_probe`: a Swin's window attention, which puts windows where Opacus
-expects samples, stays frozen). ``last_block`` computes what comes before the block once and caches it, like
+Only per-sample layers train (:func:`_probe`). A Swin's window attention calls its linear layers on windows
+stacked where Opacus expects samples; they are wrapped (:class:`WindowFolded`) so that each image's windows are
+one sample again, and train; its relative-position bias table (a parameter of a module holding a buffer) stays
+frozen. ``last_block`` computes what comes before the block once and caches it, like
 ``backbone``, where the network's own forward can start at the block (checked on a probe input: the block's
 input fed to a copy whose earlier modules are identities gives the same logits); otherwise (a ViT, whose
 forward adds position embeddings between modules) the whole network runs every step, as it does for
@@ -121,7 +123,7 @@ def _head_name(model: nn.Module, mode: str) -> str:
 def train_biases(model: nn.Module) -> nn.Module:
     """BiTFiT: only the biases (of per-sample layers, :func:`_probe`) and the classifier layer train."""
     head = _head_name(model, "bias")
-    freeze_batchnorm(model)
+    fold_windows(freeze_batchnorm(model))
     _, per_sample = _probe(model)
     return _trainable_only(model, lambda n: n.startswith(head + ".")
                            or (n.rpartition(".")[2] == "bias" and n.rpartition(".")[0] in per_sample))
@@ -133,7 +135,7 @@ def add_lora(model: nn.Module) -> nn.Module:
     classifier train."""
     peft = _import("peft")
     head = _head_name(model, "lora")
-    freeze_batchnorm(model)
+    fold_windows(freeze_batchnorm(model))
     _, per_sample = _probe(model)
     layers = [(n, m) for n, m in model.named_modules() if n in per_sample and n != head]
     targets = [n for n, m in layers if isinstance(m, nn.Linear)] or [n for n, m in layers if isinstance(m, nn.Conv2d)]
@@ -169,14 +171,84 @@ def last_block_name(model: nn.Module) -> str:
 PROBE_BATCH = 3
 
 
+class WindowFolded(nn.Module):
+    """A linear layer that the network calls on windows of its images stacked in dimension 0 (a Swin's window
+    attention: B x W windows of N tokens), called instead on each image's W windows side by side: (B, W x N, C).
+    The outputs are the same, row for row; dimension 0 is the image again, so Opacus's per-sample gradients of the
+    layer are per image (the sum over its windows), as DP-SGD needs."""
+
+    def __init__(self, layer: nn.Module, *, windows: int) -> None:
+        super().__init__()
+        self.layer, self.windows = layer, windows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, tokens = x.shape[0], x.shape[1]
+        y = self.layer(x.reshape(rows // self.windows, self.windows * tokens, *x.shape[2:]))
+        return y.reshape(rows, tokens, *y.shape[2:])
+
+
+def fold_windows(model: nn.Module) -> nn.Module:
+    """Every windowed linear layer (:func:`_windowed_layers`) wrapped in :class:`WindowFolded`, so it is a
+    per-sample layer that DP-SGD can train."""
+    for name, windows in _windowed_layers(model).items():
+        parent, _, attr = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, attr, WindowFolded(getattr(owner, attr), windows=windows))
+    return model
+
+
+@torch.no_grad()
+def _windowed_layers(model: nn.Module) -> dict[str, int]:
+    """The linear layers called on windows stacked in dimension 0, and the windows of one image: name -> windows.
+
+    Found on two probe batches that differ only in their first image: a layer whose input has ``PROBE_BATCH x W``
+    rows (W > 1) of which only the first W change holds each image's windows as one block of rows, which is what
+    :class:`WindowFolded` assumes; a layer that mixes images' rows otherwise is left alone (and frozen)."""
+    side = getattr(getattr(model, "adapter", None), "input_size", 64)
+    dtype = next(model.parameters()).dtype
+    noise = torch.Generator().manual_seed(0)
+    probe = torch.rand(PROBE_BATCH, 1, side, side, generator=noise).to(dtype)
+    changed_first = probe.clone()
+    changed_first[0] = torch.rand(1, side, side, generator=noise).to(dtype)
+    inputs: list[dict[str, torch.Tensor]] = [{}, {}]
+    for seen, batch in zip(inputs, (probe, changed_first)):
+        hooks = [m.register_forward_pre_hook(_first_input(seen, n))
+                 for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        was_training = model.training
+        try:
+            model.eval()(batch)
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+    return {name: x.shape[0] // PROBE_BATCH for name, x in inputs[0].items()
+            if _holds_windows(x, inputs[1][name])}
+
+
+def _first_input(seen: dict[str, torch.Tensor], name: str):
+    def hook(module, args) -> None:  # returns None: the input goes on unchanged
+        seen.setdefault(name, args[0])
+    return hook
+
+
+def _holds_windows(x: torch.Tensor, changed_first: torch.Tensor) -> bool:
+    """``x`` has PROBE_BATCH x W rows (W > 1) and, of ``changed_first`` (the same layer's input when only the
+    first image differs), only the first W rows differ: each image's windows are one block of rows."""
+    rows = x.shape[0]
+    if x.ndim < 3 or rows == PROBE_BATCH or rows % PROBE_BATCH:
+        return False
+    moved = (x != changed_first).flatten(1).any(1).nonzero().flatten()
+    return len(moved) > 0 and int(moved.max()) < rows // PROBE_BATCH
+
+
 @torch.no_grad()
 def _probe(model: nn.Module) -> tuple[dict[str, int], set[str]]:
     """One forward pass of a blank batch: when each module's forward first started (name -> rank), and the
     per-sample layers: those whose input keeps the batch in dimension 0 and that hold no buffers.
 
     Only those can train under Opacus, which computes per-sample gradients layer by layer along dimension 0:
-    a Swin's window attention sees windows there (its qkv and proj stay frozen), and a layer with buffers
-    (its relative-position index) is refused by Opacus."""
+    a Swin's window attention sees windows there (its qkv and proj train once :func:`fold_windows` wrapped them),
+    and a layer with buffers (its relative-position index) is refused by Opacus."""
     side = getattr(getattr(model, "adapter", None), "input_size", 64)
     dtype = next(model.parameters()).dtype
     probe = torch.rand(PROBE_BATCH, 1, side, side, generator=torch.Generator().manual_seed(0)).to(dtype)
@@ -206,7 +278,7 @@ def train_last_block(model: nn.Module) -> nn.Module:
     """The last block and every module that runs after it train (their per-sample layers, :func:`_probe`);
     before it, all is frozen, and cached where the network's forward can start at the block (module doc)."""
     head = _head_name(model, "last_block")
-    freeze_batchnorm(model)
+    fold_windows(freeze_batchnorm(model))
     block = last_block_name(model)
     order, per_sample = _probe(model)
     later = {n for n, i in order.items() if i >= order[block] and not block.startswith(n + ".")} & per_sample
