@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then `privmed demo`: built-in data -> small study -> demo/report.html
-#   make test   install, then run the test suite (what .ci/run calls): 15 minutes on 2 cores (915 tests)
+#   make test   install, then run the test suite (what .ci/run calls): 14-15 minutes on 2 cores (917 tests)
 #   make test-fast  the tests not marked slow (no real training runs or studies): 5 minutes on 2 cores
 #   make test-backbones  timm/torchvision backbones and LoRA (tests marked backbones) in ./.venv-backbones, which
 #                 holds torch==2.14.1 + torchvision==0.29.1 (PyPI's torchvision does not import beside 2.13.0):
