@@ -204,23 +204,14 @@ def _windowed_layers(model: nn.Module) -> dict[str, int]:
     Found on two probe batches that differ only in their first image: a layer whose input has ``PROBE_BATCH x W``
     rows (W > 1) of which only the first W change holds each image's windows as one block of rows, which is what
     :class:`WindowFolded` assumes; a layer that mixes images' rows otherwise is left alone (and frozen)."""
-    side = getattr(getattr(model, "adapter", None), "input_size", 64)
-    dtype = next(model.parameters()).dtype
     noise = torch.Generator().manual_seed(0)
-    probe = torch.rand(PROBE_BATCH, 1, side, side, generator=noise).to(dtype)
+    probe = _probe_batch(model, noise)
     changed_first = probe.clone()
-    changed_first[0] = torch.rand(1, side, side, generator=noise).to(dtype)
+    changed_first[0] = _probe_batch(model, noise)[0]
     inputs: list[dict[str, torch.Tensor]] = [{}, {}]
     for seen, batch in zip(inputs, (probe, changed_first)):
-        hooks = [m.register_forward_pre_hook(_first_input(seen, n))
-                 for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        was_training = model.training
-        try:
-            model.eval()(batch)
-        finally:
-            for h in hooks:
-                h.remove()
-            model.train(was_training)
+        _run_with_pre_hooks(model, batch, [(m, _first_input(seen, n)) for n, m in model.named_modules()
+                                           if isinstance(m, nn.Linear)])
     return {name: x.shape[0] // PROBE_BATCH for name, x in inputs[0].items()
             if _holds_windows(x, inputs[1][name])}
 
@@ -249,9 +240,7 @@ def _probe(model: nn.Module) -> tuple[dict[str, int], set[str]]:
     Only those can train under Opacus, which computes per-sample gradients layer by layer along dimension 0:
     a Swin's window attention sees windows there (its qkv and proj train once :func:`fold_windows` wrapped them),
     and a layer with buffers (its relative-position index) is refused by Opacus."""
-    side = getattr(getattr(model, "adapter", None), "input_size", 64)
-    dtype = next(model.parameters()).dtype
-    probe = torch.rand(PROBE_BATCH, 1, side, side, generator=torch.Generator().manual_seed(0)).to(dtype)
+    probe = _probe_batch(model, torch.Generator().manual_seed(0))
     order: dict[str, int] = {}
     per_sample: set[str] = set()
 
@@ -263,15 +252,28 @@ def _probe(model: nn.Module) -> tuple[dict[str, int], set[str]]:
                 per_sample.add(name)
         return hook
 
-    hooks = [m.register_forward_pre_hook(started(name)) for name, m in model.named_modules()]
+    _run_with_pre_hooks(model, probe, [(m, started(name)) for name, m in model.named_modules()])
+    return order, per_sample
+
+
+def _probe_batch(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+    """A blank batch of PROBE_BATCH grey images of the model's input size, in its dtype (public: no data)."""
+    side = getattr(getattr(model, "adapter", None), "input_size", 64)
+    return torch.rand(PROBE_BATCH, 1, side, side, generator=generator).to(next(model.parameters()).dtype)
+
+
+@torch.no_grad()
+def _run_with_pre_hooks(model: nn.Module, batch: torch.Tensor, hooks: list[tuple[nn.Module, Callable]]) -> None:
+    """One evaluation-mode forward pass of ``batch`` with forward pre-hooks attached for it alone (the hooks
+    and the model's training mode are restored however it ends)."""
+    handles = [module.register_forward_pre_hook(hook) for module, hook in hooks]
     was_training = model.training
     try:
-        model.eval()(probe)
+        model.eval()(batch)
     finally:
-        for h in hooks:
-            h.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    return order, per_sample
 
 
 def train_last_block(model: nn.Module) -> nn.Module:
