@@ -148,3 +148,16 @@ def test_older_checkpoints_of_the_classifier_and_the_generator_move_into_the_for
     assert g["engine"] == {"module": {"d": 2}, "optimizer": {"od": 5}, "accountant": {"a": 6}, "average": None}
     assert g["parts"] == {"generator": {"g": 1}, "ema": {"e": 3}, "opt_g": {"og": 4}}
     assert upgrade_checkpoint(c) is c and upgrade_checkpoint(None) is None
+
+
+def test_one_step_is_one_batch_one_accounted_release_and_its_mean_loss_whatever_the_chunks():
+    data = _data()
+    xb, yb = data.tensors[0][:10], data.tensors[1][:10]
+    losses = []
+    for physical in (None, 3):
+        engine = _engine(private=True, noise=0.0, clip=math.inf)
+        losses.append(engine.step(xb, yb, _backward(engine), physical_batch_size=physical))
+        assert engine.spent_steps == 1
+    with torch.no_grad():
+        expected = float(nn.functional.binary_cross_entropy_with_logits(_engine(private=False).net(xb), yb))
+    assert losses[0] == pytest.approx(expected) and losses[1] == pytest.approx(expected)

@@ -11,8 +11,9 @@ the DP generator's discriminator (:func:`privmed.synth.training.train_generator`
   k images sum to at most ``clip``), Gaussian noise of std ``noise_multiplier x clip`` per step from a secret
   generator, and an accountant that records ``(noise_multiplier, sample_rate)`` of the *unit*, not Opacus's
   image view; :func:`make_plain` is the same sampling without DP;
-* :meth:`Engine.run_epoch` is the one step loop: each Poisson batch, in physical chunks that fit in memory,
-  becomes one optimiser step (one noised release when private; an empty batch is its noise alone);
+* :meth:`Engine.step` takes one Poisson batch, in physical chunks that fit in memory, to one optimiser step
+  (one noised release when private; an empty batch is its noise alone), and :meth:`Engine.run_epoch`, the one
+  step loop of every trainer, takes every batch of an epoch so;
 * :meth:`Engine.state_dict` is what a checkpoint keeps of it (weights, optimiser, the accountant's history,
   the weight average), never the secret generators.
 
@@ -141,28 +142,34 @@ class Engine:
 
     def run_epoch(self, backward: Backward, *, physical_batch_size: int | None = None,
                   after_step: Callable[[], None] | None = None) -> float:
-        """One pass over the Poisson batches, the one step loop of every trainer; returns the mean loss per image.
-
-        Each logical batch is cut into chunks of at most ``physical_batch_size`` rows (None: whole); ``backward``
-        runs on each, and the batch becomes one optimiser step: Opacus clips every per-sample gradient, sums
-        the chunks and adds the noise once (also for an empty batch: its noise alone, accounted like any step);
-        plain training sums the chunks' gradients. ``after_step`` runs after each step (e.g. a generator's own
-        update, a progress bar).
-        """
+        """One pass over the Poisson batches, each one :meth:`step`: the one step loop of every trainer; returns
+        the mean loss per image. ``after_step`` runs after each step (e.g. a generator's own update, a progress
+        bar)."""
         total, count = 0.0, 0
         for xb, yb in self.loader:
-            if len(xb) == 0 and self.private:
-                self.noise_only_step()
-            else:
-                chunks = max(1, math.ceil(len(xb) / (physical_batch_size or max(len(xb), 1))))
-                for i, (xc, yc) in enumerate(zip(xb.tensor_split(chunks), yb.tensor_split(chunks))):
-                    self._zero_grad(first=i == 0)
-                    loss = backward(xc, yc)
-                    total, count = total + loss * len(xc), count + len(xc)
-                    self._step(last=i == chunks - 1)
+            loss = self.step(xb, yb, backward, physical_batch_size=physical_batch_size)
+            total, count = total + loss * len(xb), count + len(xb)
             if after_step is not None:
                 after_step()
         return total / count if count else float("nan")
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, backward: Backward, *,
+             physical_batch_size: int | None = None) -> float:
+        """One Poisson batch, one optimiser step; returns its mean loss per image (0 for an empty batch).
+
+        The batch is cut into chunks of at most ``physical_batch_size`` rows (None: whole) and ``backward`` runs on
+        each. DP-SGD: Opacus clips every per-sample gradient, sums the chunks and adds the noise once, accounted
+        as one step (an empty batch is its noise alone); plain training sums the chunks' gradients."""
+        if len(xb) == 0 and self.private:
+            self.noise_only_step()
+            return 0.0
+        chunks = max(1, math.ceil(len(xb) / (physical_batch_size or max(len(xb), 1))))
+        total = 0.0
+        for i, (xc, yc) in enumerate(zip(xb.tensor_split(chunks), yb.tensor_split(chunks))):
+            self._zero_grad(first=i == 0)
+            total += backward(xc, yc) * len(xc)
+            self._release(last=i == chunks - 1)
+        return total / len(xb) if len(xb) else 0.0
 
     def _zero_grad(self, *, first: bool) -> None:
         # DP: Opacus keeps the clipped sum of a skipped chunk (summed_grad) and clears its per-sample gradients;
@@ -170,7 +177,7 @@ class Engine:
         if self.private or first:
             self.optimizer.zero_grad()
 
-    def _step(self, *, last: bool) -> None:
+    def _release(self, *, last: bool) -> None:
         if self.private:  # as Opacus's BatchMemoryManager: clip and sum every chunk, release at the last
             self.optimizer.signal_skip_step(do_skip=not last)
             self.optimizer.step()
