@@ -75,3 +75,30 @@ def test_a_private_centre_needs_a_generator_and_the_exact_mean_draws_nothing():
     with pytest.raises(ValueError, match="secret generator"):
         set_center(centre, features, noise_multiplier=5.0)
     assert torch.allclose(centre.center, features.mean(0))  # the refused release left the centre as it was
+
+
+def test_pretraining_on_synthetic_images_follows_the_seed_and_draws_from_no_secret_stream(monkeypatch):
+    """No guarantee rests on the sampling of synthetic images (not this run's private data): it is public,
+    reproducible from training.seed, and never taken from the guarantee-bearing streams."""
+    import privmed.privacy.engine as engine
+    from privmed.training.start import pretrain
+    from privmed.training.state import SyntheticInputs
+
+    def refuse(**_):
+        raise AssertionError("pretraining drew from a guarantee-bearing stream")
+
+    monkeypatch.setattr(engine, "secret_generator", refuse)
+    g = torch.Generator().manual_seed(0)
+    synthetic = SyntheticInputs(torch.rand(40, 6, generator=g), torch.randint(0, 2, (40, 1), generator=g).float(),
+                                source=None)
+
+    def pretrained(seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = torch.nn.Linear(6, 1)
+        config = config_from_dict({"training": {"batch_size": 8, "seed": seed},
+                                   "synthetic": {"pretrain_epochs": 2}})
+        pretrain(net, synthetic, config, "cpu")
+        return net.weight.detach().clone()
+
+    assert torch.equal(pretrained(1), pretrained(1))
+    assert not torch.equal(pretrained(1), pretrained(2))

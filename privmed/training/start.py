@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 from privmed.config import RunConfig
 from privmed.data.sources import Dataset
 from privmed.errors import PrivmedError
-from privmed.privacy.engine import make_plain, plan_schedule
+from privmed.privacy.engine import Engine, plan_schedule, poisson_loader
 from privmed.privacy.ledger import PrivacyLedger
 from privmed.privacy.units import resolve_unit
 from privmed.progress import progress
@@ -83,14 +83,16 @@ def prepare_start(net: nn.Module, x_fit: torch.Tensor, plan: ClassifierPlan, led
 
 def pretrain(net: nn.Module, synthetic: SyntheticInputs, config: RunConfig, device: str) -> None:
     """Non-private training on synthetic images only (no private data, no validation peeking:
-    a fixed number of epochs), the same sampling, loss and step loop as a non-private run. The images
-    are public to this run, so their sampling follows ``training.seed``."""
+    a fixed number of epochs), the same Poisson sampling, loss and step loop as a non-private run. No guarantee
+    rests on this sampling (the images are not this run's private data), so it is drawn from a public generator
+    of ``training.seed``, never from the guarantee-bearing streams of :mod:`privmed.privacy.randomness`."""
     s = config.synthetic
     images = resolve_unit("image", None, max_images_per_patient=1, n=len(synthetic.x))
-    engine = make_plain(net, make_optimizer(net, config, lr=s.pretrain_lr), TensorDataset(synthetic.x, synthetic.y),
-                        unit=images, schedule=plan_schedule(images, batch_size=config.training.batch_size,
-                                                            epochs=s.pretrain_epochs),
-                        criterion=nn.BCEWithLogitsLoss(reduction="sum"), replay_seed=config.training.seed)
+    schedule = plan_schedule(images, batch_size=config.training.batch_size, epochs=s.pretrain_epochs)
+    loader = poisson_loader(TensorDataset(synthetic.x, synthetic.y), images, schedule,
+                            generator=torch.Generator().manual_seed(config.training.seed))
+    optimizer = make_optimizer(net, config, lr=s.pretrain_lr)
+    engine = Engine(None, net, net, optimizer, nn.BCEWithLogitsLoss(reduction="sum"), loader, schedule)
     net.train()
     for _ in progress(range(s.pretrain_epochs), desc="pretraining on synthetic", unit="epoch"):
         run_epoch(engine, config, False, device)
