@@ -163,8 +163,7 @@ def _one_channel_stem(net: nn.Module) -> None:
             grey = nn.Conv2d(1, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                              dilation=conv.dilation, groups=1, bias=conv.bias is not None,
                              padding_mode=conv.padding_mode)
-            parent, _, attr = qualified.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, attr, grey)
+            net.set_submodule(qualified, grey)
             return
     raise ValueError(f"{type(net).__name__} has no three-channel first convolution to take grey images")
 

@@ -99,8 +99,7 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     have its output overwritten."""
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, FrozenBatchNorm(module))
+            model.set_submodule(name, FrozenBatchNorm(module))
         elif isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False
     return model
@@ -191,9 +190,7 @@ def fold_windows(model: nn.Module) -> nn.Module:
     """Every windowed linear layer (:func:`_windowed_layers`) wrapped in :class:`WindowFolded`, so it is a
     per-sample layer that DP-SGD can train."""
     for name, windows in _windowed_layers(model).items():
-        parent, _, attr = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, attr, WindowFolded(getattr(owner, attr), windows=windows))
+        model.set_submodule(name, WindowFolded(model.get_submodule(name), windows=windows))
     return model
 
 
@@ -290,8 +287,7 @@ def train_last_block(model: nn.Module) -> nn.Module:
     outermost = [n for n in earlier if not any(n.startswith(e + ".") for e in earlier)]
     suffix = copy.deepcopy(model)
     for name in outermost:
-        parent, _, attr = name.rpartition(".")
-        setattr(suffix.get_submodule(parent) if parent else suffix, attr, nn.Identity())
+        suffix.set_submodule(name, nn.Identity())
     prefix = FrozenPrefix(model, block=block)
     probe = torch.rand(PROBE_BATCH, 1, 64, 64, dtype=next(suffix.parameters()).dtype)
     probe = nn.functional.interpolate(probe, size=getattr(getattr(model, "adapter", None), "input_size", 64))

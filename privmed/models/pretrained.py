@@ -193,8 +193,7 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
         raise PrivmedError(f"model {type(model).__name__} has no linear classifier layer to keep trainable, so "
                            f"model.freeze = 'backbone' does not apply; use model.freeze 'none'.")
     head = model.get_submodule(name)
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.Identity())
+    model.set_submodule(name, nn.Identity())
     return FrozenBackboneClassifier(FrozenBackbone(model), head)
 
 
