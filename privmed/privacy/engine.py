@@ -161,7 +161,7 @@ class Engine:
         each. DP-SGD: Opacus clips every per-sample gradient, sums the chunks and adds the noise once, accounted
         as one step (an empty batch is its noise alone); plain training sums the chunks' gradients."""
         if len(xb) == 0 and self.private:
-            self.noise_only_step()
+            self._noise_only_step()
             return 0.0
         chunks = max(1, math.ceil(len(xb) / (physical_batch_size or max(len(xb), 1))))
         total = 0.0
@@ -184,7 +184,7 @@ class Engine:
         elif last:
             self.optimizer.step()
 
-    def noise_only_step(self) -> None:
+    def _noise_only_step(self) -> None:
         """The DP-SGD step of an empty Poisson batch (no unit sampled): no gradient, only the Gaussian noise,
         and the accountant's step as for any other, which is what Opacus does with the empty per-sample
         gradients its hooks give such a batch. Expanded weights cannot run a model on zero samples, so the
