@@ -330,13 +330,16 @@ def append_log(run: Path, line: str) -> None:
     atomic.append_text(Path(run) / LOG, line.rstrip("\n") + "\n")
 
 
+def append_epoch_log(run: Path, row: dict[str, Any]) -> None:
+    """One epoch's history row as a log line: ``key=value`` pairs, numbers to 4 significant digits."""
+    append_log(run, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
 def checkpoint_to_resume(out: Path, identity: dict[str, Any], stored_identity: Callable[[dict], dict[str, Any]],
                          *, resume: bool) -> dict | None:
     """Refuse to overwrite a run; on resume, check that the configuration is unchanged
     (``stored_identity`` turns the stored ``config.yaml`` into the comparable form) and
     return the last checkpoint."""
-    import torch
-
     last = out / CHECKPOINTS / LAST
     if stopped_before_first_checkpoint(out):  # with or without --resume: nothing of it was released
         _restart_note(out)

@@ -150,7 +150,7 @@ def _train_epochs(out: Path, config: GeneratorConfig, gan: Gan, engine: Engine, 
         write_checkpoint(out, epoch=epoch + 1, engine=engine, history=history, parts=gan.parts,
                          extra={"noise_multiplier": plan.noise_multiplier})
         rundir.write_csv(out / rundir.HISTORY, pd.DataFrame(history))
-        rundir.append_log(out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        rundir.append_epoch_log(out, row)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
     bar.close()

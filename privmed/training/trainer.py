@@ -208,8 +208,7 @@ def _end_epoch(run: Run, state: TrainState, fit, candidate: int, *, loss: float,
     state.history.append(row)
     save_checkpoint(run.out, fit, state, run.plan, run.start)
     rundir.write_csv(run.out / rundir.HISTORY, pd.DataFrame(state.history))
-    rundir.append_log(run.out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in row.items()))
+    rundir.append_epoch_log(run.out, row)
     return row
 
 
